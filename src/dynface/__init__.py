@@ -1,0 +1,2 @@
+"""DynFaceRestore: diffusion-guided blind face restoration."""
+__version__ = "0.1.0"

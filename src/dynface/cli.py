@@ -1,0 +1,51 @@
+"""``dynface`` command line: one sub-command module per job, registered here.
+
+Each module in ``COMMANDS`` exposes ``register(subparsers)``, which adds its parser and sets
+``func`` (a callable ``args -> int`` exit code). Heavy imports happen inside those functions, so
+``dynface --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = [
+    "dynface.commands.restore",
+    "dynface.commands.degrade",
+    "dynface.commands.evaluate",
+    "dynface.commands.train",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="dynface", description="DynFaceRestore: diffusion-guided blind face restoration (offline).")
+    p.add_argument("--version", action="version", version=f"%(prog)s {importlib.import_module('dynface').__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for mod in COMMANDS:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:  # a command whose module is not there yet
+            if e.name == mod:
+                continue
+            raise
+        m.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

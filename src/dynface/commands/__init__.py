@@ -1,0 +1,1 @@
+"""Sub-commands of the ``dynface`` CLI (see dynface.cli)."""

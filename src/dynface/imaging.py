@@ -1,0 +1,49 @@
+"""Small image helpers shared by training, the pipeline and the CLI (tensors ↔ PIL, grids, atomic writes)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def tensor_to_uint8(x: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
+    """(B,C,H,W) or (C,H,W) float → uint8 (B,H,W,C)/(H,W,C), rounding to nearest."""
+    lo, hi = value_range
+    y = ((x.detach().float().cpu() - lo) / (hi - lo)).clamp(0, 1).mul(255).round().to(torch.uint8)
+    return y.movedim(-3, -1).numpy()
+
+
+def make_grid(x: np.ndarray, nrow: int = 8, pad: int = 2, fill: int = 255) -> np.ndarray:
+    """Tile uint8 images (B,H,W,C) into one picture with ``nrow`` columns."""
+    b, h, w, c = x.shape
+    ncol = min(nrow, b)
+    nr = (b + ncol - 1) // ncol
+    out = np.full((nr * (h + pad) + pad, ncol * (w + pad) + pad, c), fill, dtype=np.uint8)
+    for i in range(b):
+        r, q = divmod(i, ncol)
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = x[i]
+    return out
+
+
+def atomic_save_image(img: Image.Image | np.ndarray, path: str | Path, **save_kwargs) -> None:
+    """Write an image to ``path`` via a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(img)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fmt = (save_kwargs.pop("format", None) or Image.registered_extensions().get(path.suffix.lower()) or "PNG")
+    try:
+        img.save(tmp, format=fmt, **save_kwargs)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 8, value_range=(-1.0, 1.0)) -> None:
+    atomic_save_image(make_grid(tensor_to_uint8(x, value_range), nrow=nrow), path)

@@ -1,0 +1,120 @@
+"""Weights I/O: safetensors (our format, with the network config in the metadata) and foreign
+``.pth`` checkpoints (DifFace, PGDiff) loaded with ``torch.load(weights_only=True)`` only.
+
+Every failure becomes one :class:`ModelLoadError` naming the file and the problem (missing file,
+truncated or corrupt file, unsafe pickle, wrong architecture: missing/unexpected keys, shape
+mismatches).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors import SafetensorError
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+
+class ModelLoadError(RuntimeError):
+    """A weights file could not be used; the message says which file and why."""
+
+
+def save_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata: dict | None = None, fp16: bool = False) -> None:
+    """Write a state dict atomically; ``metadata`` values are JSON-encoded under string keys."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {}
+    for k, v in state.items():
+        v = v.detach().cpu().contiguous()
+        if fp16 and v.is_floating_point():
+            v = v.half()
+        tensors[k] = v
+    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def read_metadata(path: str | Path) -> dict:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    out = {}
+    for k, v in meta.items():
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    if sd and all(k.startswith(prefix) for k in sd):
+        return {k[len(prefix) :]: v for k, v in sd.items()}
+    return sd
+
+
+def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict as float32 tensors, metadata) from a .safetensors or .pth/.pt/.ckpt file."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelLoadError(f"{path}: file not found")
+    if path.is_dir():
+        raise ModelLoadError(f"{path}: is a directory, expected a weights file")
+    if path.stat().st_size == 0:
+        raise ModelLoadError(f"{path}: file is empty")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            meta = read_metadata(path)
+            with safe_open(str(path), framework="pt") as f:
+                sd = {k: f.get_tensor(k) for k in f.keys()}
+        elif suffix in {".pth", ".pt", ".ckpt", ".bin"}:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+            meta = {}
+            if isinstance(obj, dict):
+                for key in ("state_dict", "model", "ema", "params_ema"):
+                    if key in obj and isinstance(obj[key], dict):
+                        obj = obj[key]
+                        break
+            if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+                raise ModelLoadError(f"{path}: does not contain a state dict of tensors")
+            sd = _strip_prefix(dict(obj))
+        else:
+            raise ModelLoadError(f"{path}: unsupported weights format {suffix!r} (use .safetensors or .pth)")
+    except ModelLoadError:
+        raise
+    except pickle.UnpicklingError as e:
+        raise ModelLoadError(f"{path}: refused by the safe loader (weights_only=True): {str(e).splitlines()[0]}") from e
+    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ModelLoadError(f"{path}: corrupt or truncated weights file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+    return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, meta
+
+
+def check_compatible(model: nn.Module, sd: dict[str, torch.Tensor], name: str = "weights") -> None:
+    """Raise ModelLoadError unless ``sd`` has exactly the model's keys and shapes."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys (e.g. {', '.join(missing[:3])})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys (e.g. {', '.join(unexpected[:3])})")
+    if shapes:
+        problems.append(f"{len(shapes)} shape mismatches (e.g. {'; '.join(shapes[:2])})")
+    if problems:
+        raise ModelLoadError(f"{name} do not match the network architecture: " + "; ".join(problems))
+
+
+def load_weights(model: nn.Module, path: str | Path) -> dict:
+    """Load a weights file into ``model`` (strict), returning the file's metadata."""
+    sd, meta = load_state_dict_file(path)
+    check_compatible(model, sd, name=str(path))
+    model.load_state_dict(sd)
+    return meta

@@ -1,0 +1,132 @@
+"""Shared training machinery: EMA, checkpoints (time-based and on SIGTERM), resume, CSV log, DDP.
+
+A run directory holds ``last.pt`` (model, EMA, optimizer, step, RNG states, config; written to a
+temporary file and renamed), ``log.csv`` and ``samples/``. ``--resume`` continues from ``last.pt``, or
+from a shipped safetensors file of EMA weights (``init_from``) when no checkpoint exists yet.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import random
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+
+
+class EMA:
+    """Exponential moving average of a model's parameters (with the usual warm-up of the decay)."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for pe, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            pe.lerp_(p.detach(), 1 - d)
+        for be, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            be.copy_(b)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size); initialises torch.distributed when launched by torchrun."""
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1:
+        if not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() else "gloo"
+            dist.init_process_group(backend)
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def rng_state() -> dict[str, Any]:
+    st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def set_rng_state(st: dict[str, Any]) -> None:
+    torch.set_rng_state(st["torch"])
+    np.random.set_state(st["numpy"])
+    random.setstate(st["python"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT so the loop can checkpoint and exit cleanly."""
+
+    def __init__(self) -> None:
+        self.stop = False
+        self._old = {}
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self._old[sig] = signal.signal(sig, self._handler)
+            except ValueError:  # not in the main thread
+                pass
+
+    def _handler(self, signum, frame) -> None:
+        self.stop = True
+
+    def restore(self) -> None:
+        for sig, h in self._old.items():
+            signal.signal(sig, h)
+
+
+class CSVLog:
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = path, fields
+        new = not path.exists()
+        self.f = open(path, "a", newline="")
+        self.w = csv.DictWriter(self.f, fieldnames=fields)
+        if new:
+            self.w.writeheader()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.w.writerow({k: row.get(k, "") for k in self.fields})
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class Checkpointer:
+    """Time-based checkpointing of a training state to ``RUN_DIR/last.pt`` (rank 0 only)."""
+
+    def __init__(self, run_dir: Path, every_minutes: float, rank: int = 0):
+        self.run_dir, self.every, self.rank = run_dir, every_minutes * 60.0, rank
+        self.last = time.time()
+
+    def due(self) -> bool:
+        return time.time() - self.last >= self.every
+
+    def save(self, state: dict[str, Any]) -> None:
+        if self.rank == 0:
+            atomic_torch_save(state, self.run_dir / "last.pt")
+        self.last = time.time()
+
+    def load(self) -> dict[str, Any] | None:
+        p = self.run_dir / "last.pt"
+        if not p.exists():
+            return None
+        return torch.load(p, map_location="cpu", weights_only=False)  # our own file: RNG states need pickle
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model

@@ -1,0 +1,165 @@
+"""Train the diffusion prior (ε-prediction UNet; hybrid loss when the preset learns σ)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..diffusion import GaussianDiffusion, ScheduleConfig
+from ..imaging import save_grid
+from ..models.io import load_weights, save_safetensors
+from ..models.unet import PRESETS, UNetConfig, UNetModel
+from .data import load_face_tensor, to_model_range
+from .loop import EMA, Checkpointer, CSVLog, StopFlag, dist_info, rng_state, set_rng_state, unwrap
+
+
+@dataclass
+class PriorTrainConfig:
+    preset: str = "embedded-64"
+    unet: dict = field(default_factory=dict)  # overrides of the preset's UNetConfig fields
+    batch_size: int = 32  # per process
+    lr: float = 2e-4
+    warmup_steps: int = 500
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    max_steps: int = 1_000_000
+    max_minutes: float = 0.0  # 0 = no time limit
+    bf16: bool = True  # autocast (CPU or CUDA)
+    hflip: bool = True
+    checkpoint_minutes: float = 10.0
+    sample_minutes: float = 30.0
+    sample_count: int = 16
+    log_every: int = 50
+    seed: int = 0
+    threads: int = 0  # torch CPU threads (0 = default)
+    data_limit: int = 0
+    init_from: str = ""  # safetensors EMA weights to start from when no checkpoint exists
+
+    def unet_config(self) -> UNetConfig:
+        base = PRESETS[self.preset]
+        return UNetConfig.from_dict({**base.to_dict(), **self.unet}) if self.unet else base
+
+
+@torch.no_grad()
+def sample_grid(model: UNetModel, diffusion: GaussianDiffusion, n: int, size: int, steps: int = 50, seed: int = 0) -> torch.Tensor:
+    """Unconditional DDIM(η=0) samples from the model, for progress grids."""
+    g = torch.Generator().manual_seed(seed)
+    dev = next(model.parameters()).device
+    x = torch.randn(n, model.cfg.in_channels, size, size, generator=g).to(dev)
+    ts = list(range(diffusion.num_timesteps - 1, -1, -max(1, diffusion.num_timesteps // steps)))
+    for i, t in enumerate(ts):
+        tt = torch.full((n,), t, device=dev)
+        tp = torch.full((n,), ts[i + 1] if i + 1 < len(ts) else -1, device=dev)
+        eps, _ = diffusion.split_output(model(x, tt), x.shape[1])
+        x0 = diffusion.x0_from_eps(x, tt, eps).clamp(-1, 1)
+        x = diffusion.ddim_step(x, tt, tp, x0, eta=0.0)
+    return x
+
+
+def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool = True, device: str = "cpu") -> Path:
+    rank, world = dist_info()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    dev = torch.device(device if device != "cuda" else f"cuda:{rank % max(1, torch.cuda.device_count())}")
+    run = Path(out_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "samples").mkdir(exist_ok=True)
+    torch.manual_seed(cfg.seed + rank)
+
+    ucfg = cfg.unet_config()
+    model = UNetModel(ucfg).to(dev)
+    sched = ScheduleConfig(learn_sigma=ucfg.learn_sigma)
+    diffusion = GaussianDiffusion.from_config(sched)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ckpt = Checkpointer(run, cfg.checkpoint_minutes, rank)
+    step = 0
+    state = ckpt.load() if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        ema = EMA(model, cfg.ema_decay)
+        ema.model.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        set_rng_state(state["rng"])
+        torch.manual_seed(cfg.seed + rank + step)
+    else:
+        if cfg.init_from:
+            load_weights(model, cfg.init_from)
+        ema = EMA(model, cfg.ema_decay)
+    ddp_model = DDP(model) if world > 1 else model
+
+    data = load_face_tensor(data_dir, ucfg.image_size, cache_dir=run / "cache", limit=cfg.data_limit or None)
+    n = data.shape[0]
+    log = CSVLog(run / "log.csv", ["step", "time", "loss", "mse", "vb", "lr", "img_per_s"]) if rank == 0 else None
+    stop = StopFlag()
+    t_start = last_sample = time.time()
+    t_log, seen, acc = time.time(), 0, {"loss": 0.0, "mse": 0.0, "vb": 0.0, "k": 0}
+
+    def snapshot() -> dict:
+        return {"model": unwrap(model).state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
+                "step": step, "rng": rng_state(), "config": asdict(cfg), "unet": ucfg.to_dict()}
+
+    def export() -> None:
+        if rank == 0:
+            save_safetensors(ema.model.state_dict(), run / "ema.safetensors",
+                             metadata={"unet": ucfg.to_dict(), "schedule": asdict(sched), "step": step, "kind": "prior"})
+
+    try:
+        while step < cfg.max_steps and not stop.stop:
+            if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
+                break
+            idx = torch.randint(0, n, (cfg.batch_size,))
+            x0 = to_model_range(data[idx]).to(dev)
+            if cfg.hflip:
+                flip = torch.rand(cfg.batch_size, device=dev) < 0.5
+                x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
+            t = torch.randint(0, diffusion.num_timesteps, (cfg.batch_size,), device=dev)
+            noise = torch.randn_like(x0)
+            xt = diffusion.q_sample(x0, t, noise)
+            lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+            for gparam in opt.param_groups:
+                gparam["lr"] = lr
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                out = ddp_model(xt, t)
+            losses = diffusion.training_losses(out.float(), x0, xt, t, noise)
+            loss = losses["loss"].mean()
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"non-finite loss at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            step += 1
+            ema.update(unwrap(model), step)
+            seen += cfg.batch_size * world
+            acc["loss"] += loss.item()
+            acc["mse"] += losses["mse"].mean().item()
+            acc["vb"] += losses["vb"].mean().item() if "vb" in losses else 0.0
+            acc["k"] += 1
+            if log is not None and step % cfg.log_every == 0:
+                now = time.time()
+                k = acc["k"]
+                log.write({"step": step, "time": round(now - t_start, 1), "loss": acc["loss"] / k, "mse": acc["mse"] / k,
+                           "vb": acc["vb"] / k, "lr": lr, "img_per_s": round(seen / (now - t_log), 2)})
+                t_log, seen, acc = now, 0, {"loss": 0.0, "mse": 0.0, "vb": 0.0, "k": 0}
+            if ckpt.due():
+                ckpt.save(snapshot())
+                export()
+            if rank == 0 and cfg.sample_minutes and time.time() - last_sample > cfg.sample_minutes * 60:
+                xs = sample_grid(ema.model, diffusion, cfg.sample_count, ucfg.image_size, seed=cfg.seed)
+                save_grid(xs, run / "samples" / f"step{step:07d}.png", nrow=int(math.sqrt(cfg.sample_count)))
+                last_sample = time.time()
+    finally:
+        stop.restore()
+        ckpt.save(snapshot())
+        export()
+        if log is not None:
+            log.close()
+    return run / "ema.safetensors"
