@@ -16,6 +16,7 @@ COMMANDS = [
     "dynface.commands.degrade",
     "dynface.commands.evaluate",
     "dynface.commands.train",
+    "dynface.commands.dsst",
 ]
 
 

@@ -66,7 +66,10 @@ def space_timesteps(num_timesteps: int, spec: str | int) -> list[int]:
         if size < count or count < 1:
             raise ValueError(f"cannot divide a section of {size} steps into {count}")
         frac = 1 if count <= 1 else (size - 1) / (count - 1)
-        out += [start + round(frac * j) for j in range(count)]
+        cur = 0.0  # accumulated, not frac·j: the float sums decide round()'s ties as improved-diffusion does
+        for _ in range(count):
+            out.append(start + round(cur))
+            cur += frac
         start += size
     return sorted(set(out))
 
@@ -195,8 +198,8 @@ class GaussianDiffusion:
         eta_t = eta_t.reshape(-1, *([1] * (xt.ndim - 1))) if eta_t.ndim else eta_t
         sigma = eta_t * torch.sqrt((1 - ap) / (1 - a)) * torch.sqrt(1 - a / ap)
         mean = torch.sqrt(ap) * x0 + torch.sqrt((1 - ap - sigma**2).clamp_min(0)) * eps
-        if noise is None:
-            noise = torch.randn_like(xt)
+        if noise is None:  # eta = 0 everywhere: deterministic, and the global RNG is left untouched
+            noise = torch.randn_like(xt) if bool((sigma != 0).any()) else torch.zeros_like(xt)
         last = (t_prev < 0).reshape(-1, *([1] * (xt.ndim - 1))).to(xt.device)
         return torch.where(last, mean, mean + sigma * noise)
 
@@ -241,7 +244,7 @@ class GaussianDiffusion:
 
     def _vb_term(self, eps, v, x0, xt, t) -> torch.Tensor:
         true_mean, _, true_logvar = self.q_posterior(x0, xt, t)
-        x0_pred = self.x0_from_eps(xt, t, eps).clamp(-1, 1)
+        x0_pred = self.x0_from_eps(xt, t, eps)  # clip_denoised=False in improved-diffusion's training vb
         mean, _, _ = self.q_posterior(x0_pred, xt, t)
         logvar = self.model_log_variance(v, t, xt)
         kl = normal_kl(true_mean, true_logvar, mean, logvar).mean(dim=(1, 2, 3)) / math.log(2.0)

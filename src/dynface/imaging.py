@@ -47,3 +47,23 @@ def atomic_save_image(img: Image.Image | np.ndarray, path: str | Path, **save_kw
 
 def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 8, value_range=(-1.0, 1.0)) -> None:
     atomic_save_image(make_grid(tensor_to_uint8(x, value_range), nrow=nrow), path)
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    """Write ``data`` to ``path`` via a hidden temporary file in the same folder and a rename, so a reader (or a
+    re-run after a crash) sees either the old file or the complete new one, never a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write_text(text: str, path: str | Path, encoding: str = "utf-8") -> None:
+    """Text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(text.encode(encoding), path)

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -58,6 +57,16 @@ def _strip_prefix(sd: dict[str, torch.Tensor], prefix: str = "module.") -> dict[
     return sd
 
 
+def _unpickling_detail(e: Exception) -> str:
+    """The informative line of a weights_only failure (torch wraps it in generic boilerplate)."""
+    text = str(e)
+    if "WeightsUnpickler error:" in text:
+        text = text.split("WeightsUnpickler error:", 1)[1]
+    boiler = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
+    keep = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(boiler)]
+    return keep[0] if keep else type(e).__name__
+
+
 def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict as float32 tensors, metadata) from a .safetensors or .pth/.pt/.ckpt file."""
     path = Path(path)
@@ -89,8 +98,11 @@ def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
     except ModelLoadError:
         raise
     except pickle.UnpicklingError as e:
-        raise ModelLoadError(f"{path}: refused by the safe loader (weights_only=True): {str(e).splitlines()[0]}") from e
-    except (SafetensorError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise ModelLoadError(
+            f"{path}: refused by the safe loader (weights_only=True; corrupt file or non-tensor content): "
+            f"{_unpickling_detail(e)}"
+        ) from e
+    except Exception as e:  # also KeyError/IndexError/TypeError from corrupt pickles
         raise ModelLoadError(f"{path}: corrupt or truncated weights file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, meta
 

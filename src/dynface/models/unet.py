@@ -104,7 +104,7 @@ class GroupNorm32(nn.GroupNorm):
     """GroupNorm computed in float32 (stable under fp16/bf16), as in improved-diffusion."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.float()).type(x.dtype)
+        return super().forward(x.to(torch.promote_types(x.dtype, torch.float32))).type(x.dtype)
 
 
 def _norm(ch: int, groups: int) -> GroupNorm32:

@@ -1,0 +1,90 @@
+"""``dynface train prior|dblm|dgsa|package``: the training entry points (see dynface.training)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the prior, DBLM or DGSA; package a model folder",
+                       description="Train the networks of the method. Runs checkpoint every ~10 min and on SIGTERM, "
+                                   "and resume with --resume. Launch with torchrun for DDP (gloo on CPU, NCCL on GPU).")
+    tsub = p.add_subparsers(dest="what", metavar="WHAT", required=True)
+    for what, helptext in (("prior", "the diffusion prior (UNet)"), ("dblm", "DBLM: RM, then SDE, then TM+SDE"),
+                           ("dgsa", "DGSA against a frozen prior and DBLM")):
+        q = tsub.add_parser(what, help=helptext)
+        q.add_argument("--config", help="YAML file with the fields of the training config dataclass")
+        q.add_argument("--data", required=True, help="folder of clean aligned faces")
+        q.add_argument("--out", required=True, help="run directory (checkpoints, log.csv, samples, exported weights)")
+        q.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
+        q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (YAML value)")
+        if what == "prior":
+            q.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+        if what == "dblm":
+            q.add_argument("--stages", default="rm,sde,tm", help="comma-separated subset of rm,sde,tm")
+        q.set_defaults(func=run)
+    k = tsub.add_parser("package", help="assemble a model folder (fp16 safetensors + sha256) from runs")
+    k.add_argument("--prior", required=True)
+    k.add_argument("--dblm", required=True)
+    k.add_argument("--dgsa")
+    k.add_argument("--dsst", required=True)
+    k.add_argument("--out", required=True)
+    k.add_argument("--fp32", action="store_true", help="keep fp32 weights")
+    k.add_argument("--template", default="utkface64")
+    k.set_defaults(func=run_package)
+
+
+def _overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        key, val = pair.split("=", 1)
+        out[key] = yaml.safe_load(val)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..models.io import ModelLoadError
+    from ..training.config import ConfigError, load_config
+
+    try:
+        overrides = _overrides(args.set)
+        if args.what == "prior":
+            from ..training.prior import PriorTrainConfig, train_prior
+
+            out = train_prior(load_config(PriorTrainConfig, args.config, overrides), args.data, args.out, args.resume, args.device)
+        elif args.what == "dblm":
+            from ..training.dblm import STAGES, DBLMTrainConfig, train_dblm
+
+            stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+            bad = [s for s in stages if s not in STAGES]
+            if bad:
+                raise ValueError(f"unknown stage(s) {bad}; choose from {STAGES}")
+            out = train_dblm(load_config(DBLMTrainConfig, args.config, overrides), args.data, args.out, args.resume, stages)
+        else:
+            from ..training.dgsa import DGSATrainConfig, train_dgsa
+
+            out = train_dgsa(load_config(DGSATrainConfig, args.config, overrides), args.data, args.out, args.resume)
+    except (ConfigError, ModelLoadError, FileNotFoundError, ValueError) as e:
+        print(f"dynface train {args.what}: error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {out}")
+    return 0
+
+
+def run_package(args: argparse.Namespace) -> int:
+    from ..models.io import ModelLoadError
+    from ..training.package import package_model
+
+    try:
+        infos = package_model(args.out, args.prior, args.dblm, args.dsst, args.dgsa, fp16=not args.fp32, template=args.template)
+    except (ModelLoadError, FileNotFoundError) as e:
+        print(f"dynface train package: error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(infos, indent=1))
+    return 0

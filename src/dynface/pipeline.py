@@ -1,0 +1,294 @@
+"""``DynFaceRestorer``: DBLM → DSST → guided DDIM with DGSA, wired together (method.md §4.3).
+
+Ablation modes (method.md §7.5), by name:
+
+=================  =====================================================================================
+``full``           3 guides (std*, std*−1, std*−2), DSST start steps, DGSA map, eta = std*/10
+``no_dsst``        as full, but every face starts from pure noise at the top step and all guides are
+                   active from the start (the paper's "sampling range 1000")
+``no_dgsa``        as full, with a global guidance scale instead of the DGSA map
+``single_guide``   as full, with the std* guide only
+``fixed_start``    DifFace: RM(y) diffused to t = 400, no guidance, eta = 0.5
+``restorer_only``  the DBLM restorer output RM(y) (no diffusion): the regression baseline
+=================  =====================================================================================
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .diffusion import GaussianDiffusion, ScheduleConfig
+from .dsst import DSSTTable
+from .models.dblm import DBLM, DBLMConfig
+from .models.dblm import PRESETS as DBLM_PRESETS
+from .models.dgsa import DGSA, DGSAConfig
+from .models.io import ModelLoadError, check_compatible, load_state_dict_file, load_weights
+from .models.unet import PRESETS as UNET_PRESETS
+from .models.unet import UNetConfig, UNetModel
+from .registry import resolve
+from .sampler import SamplerConfig, guided_sample
+
+MODES = ("full", "no_dsst", "no_dgsa", "single_guide", "fixed_start", "restorer_only")
+DEFAULT_DSST = Path(__file__).parent / "data" / "dsst_default.json"
+
+
+@dataclass(frozen=True)
+class RestoreConfig:
+    mode: str = "full"
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    n_guides: int = 3
+    global_scale: float = 0.5  # A_t for no_dgsa (and when a model has no DGSA weights)
+    eta_rule: str = "std/10"  # "std/10" (the paper) | "fixed"
+    fixed_eta: float = 0.5  # DifFace's --eta, used by fixed_start and eta_rule="fixed"
+    fixed_start_t: int = 400  # DifFace's start step
+    start_from: str = "guide"  # "guide" (ý_0, §8 C8) | "restored" (RM(y))
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
+        if self.eta_rule not in ("std/10", "fixed"):
+            raise ValueError(f"unknown eta rule {self.eta_rule!r}")
+        if self.start_from not in ("guide", "restored"):
+            raise ValueError(f"unknown start_from {self.start_from!r}")
+
+
+@dataclass
+class RestoreOutput:
+    images: list[np.ndarray]  # uint8 (size, size, 3)
+    records: list[dict]
+    maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    tensor: torch.Tensor | None = None  # (B,3,H,W) in [0,1]
+
+
+def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
+    arr = (x.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return list(arr)
+
+
+def _infer_unet_config(sd: dict, meta: dict, path: Path) -> UNetConfig:
+    if "unet" in meta:
+        return UNetConfig.from_dict(meta["unet"])
+    for cfg in UNET_PRESETS.values():
+        with torch.device("meta"):
+            model = UNetModel(cfg)
+        try:
+            check_compatible(model, sd)
+            return cfg
+        except ModelLoadError:
+            continue
+    raise ModelLoadError(f"{path}: not a recognised prior (no config metadata and no preset of {sorted(UNET_PRESETS)} matches its keys/shapes)")
+
+
+class DynFaceRestorer:
+    """Restore aligned faces: ``DynFaceRestorer.from_pretrained("embedded-64").restore(faces)``."""
+
+    def __init__(
+        self,
+        unet: UNetModel,
+        dblm: DBLM,
+        dgsa: DGSA | None,
+        dsst: DSSTTable,
+        cfg: RestoreConfig = RestoreConfig(),
+        device: str | torch.device = "cpu",
+        template_name: str = "utkface64",
+        name: str = "custom",
+        schedule: ScheduleConfig | None = None,
+    ):
+        self.device = torch.device(device)
+        self.unet = unet.to(self.device).eval().requires_grad_(False)
+        self.dblm = dblm.to(self.device).eval().requires_grad_(False)
+        self.dgsa = dgsa.to(self.device).eval().requires_grad_(False) if dgsa is not None else None
+        self.dsst = dsst
+        self.cfg = cfg
+        self.template_name = template_name
+        self.name = name
+        self.diffusion = GaussianDiffusion.from_config(schedule or ScheduleConfig(learn_sigma=unet.cfg.learn_sigma))
+        if dblm.cfg.size != unet.cfg.image_size:
+            raise ValueError(f"DBLM works at {dblm.cfg.size} px but the prior at {unet.cfg.image_size} px")
+
+    # ---- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path = "embedded-64",
+        device: str = "cpu",
+        mode: str = "full",
+        steps: str | int | None = None,
+        precision: str = "fp32",
+        dblm: str | Path | None = None,
+        dgsa: str | Path | None = None,
+        dsst: str | Path | None = None,
+        **sampler_overrides,
+    ) -> DynFaceRestorer:
+        """Load a model by embedded name, model folder or prior file (see :mod:`dynface.registry`)."""
+        files = resolve(name_or_path)
+        sd, meta = load_state_dict_file(files.prior)
+        ucfg = _infer_unet_config(sd, meta, files.prior)
+        unet = UNetModel(ucfg)
+        check_compatible(unet, sd, name=str(files.prior))
+        unet.load_state_dict(sd)
+        dblm_path = Path(dblm) if dblm else files.dblm
+        if dblm_path is None:
+            raise ModelLoadError(f"{files.prior}: no DBLM weights found beside it; pass dblm=PATH (--dblm)")
+        dblm_meta = load_state_dict_file(dblm_path)[1]
+        dblm_net = DBLM(DBLMConfig.from_dict(dblm_meta.get("dblm", {"size": ucfg.image_size})))
+        load_weights(dblm_net, dblm_path)
+        dgsa_path = Path(dgsa) if dgsa else files.dgsa
+        dgsa_net = None
+        if dgsa_path is not None:
+            dgsa_net = DGSA(DGSAConfig.from_dict(load_state_dict_file(dgsa_path)[1].get("dgsa", {})))
+            load_weights(dgsa_net, dgsa_path)
+        dsst_path = Path(dsst) if dsst else (files.dsst or DEFAULT_DSST)
+        table = DSSTTable.load(dsst_path)
+        template = meta.get("template", "ffhq512" if ucfg.image_size == 512 else "utkface64")
+        sched = ScheduleConfig(**meta["schedule"]) if isinstance(meta.get("schedule"), dict) else None
+        sampler = SamplerConfig(precision=precision, **sampler_overrides)
+        if steps is not None:
+            sampler = replace(sampler, steps=str(steps))
+        return cls(unet, dblm_net, dgsa_net, table, RestoreConfig(mode=mode, sampler=sampler), device, template, files.name, sched)
+
+    @classmethod
+    def from_preset(cls, preset: str = "tiny", dsst: DSSTTable | None = None, seed: int = 0, **cfg_kw) -> DynFaceRestorer:
+        """Randomly initialised networks of a preset (tests, benchmarks of speed)."""
+        torch.manual_seed(seed)
+        unet = UNetModel(UNET_PRESETS[preset])
+        dblm_cfg = DBLM_PRESETS.get(preset, DBLMConfig(size=unet.cfg.image_size))
+        table = dsst if dsst is not None else DSSTTable.load(DEFAULT_DSST)
+        return cls(unet, DBLM(dblm_cfg), DGSA(), table, RestoreConfig(**cfg_kw), name=f"{preset}-random")
+
+    @property
+    def size(self) -> int:
+        return self.unet.cfg.image_size
+
+    def with_config(self, **changes) -> DynFaceRestorer:
+        """A restorer sharing these networks with some RestoreConfig/SamplerConfig fields changed."""
+        sampler_fields = SamplerConfig.__dataclass_fields__
+        s_changes = {k: v for k, v in changes.items() if k in sampler_fields}
+        r_changes = {k: v for k, v in changes.items() if k not in sampler_fields}
+        new = object.__new__(DynFaceRestorer)
+        new.__dict__.update(self.__dict__)
+        new.cfg = replace(self.cfg, sampler=replace(self.cfg.sampler, **s_changes), **r_changes)
+        return new
+
+    # ---- inputs ------------------------------------------------------------------------------------
+    def _prepare(self, faces) -> torch.Tensor:
+        """list of uint8 HxWx3 / PIL images, or a (B,3,H,W) tensor in [0,1] → (B,3,S,S) in [−1,1]."""
+        s = self.size
+        if isinstance(faces, torch.Tensor):
+            x = faces.float()
+            if x.ndim == 3:
+                x = x[None]
+            if x.shape[-2:] != (s, s):
+                x = torch.nn.functional.interpolate(x, size=(s, s), mode="bicubic", antialias=True, align_corners=False)
+            return (x.clamp(0, 1) * 2 - 1).to(self.device)
+        if isinstance(faces, (np.ndarray, Image.Image)):
+            faces = [faces]
+        arrs = []
+        for f in faces:
+            im = f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f, dtype=np.uint8))
+            im = im.convert("RGB")
+            if im.size != (s, s):
+                im = im.resize((s, s), Image.LANCZOS)
+            arrs.append(np.asarray(im))
+        x = torch.from_numpy(np.stack(arrs)).permute(0, 3, 1, 2).float() / 127.5 - 1
+        return x.to(self.device)
+
+    # ---- the method ----------------------------------------------------------------------------------
+    def start_steps(self, sigmas_ref: torch.Tensor) -> torch.Tensor:
+        """DSST start step of each guide (B,G), as integers on the 1000-step grid."""
+        t = self.dsst.lookup(sigmas_ref.detach().cpu().double()).floor().long()
+        return t.clamp(0, self.diffusion.num_timesteps - 1).to(self.device)
+
+    @torch.no_grad()
+    def restore_tensor(self, y: torch.Tensor, seed: int = 0, fidelity: float | None = None) -> tuple[torch.Tensor, list[dict], dict[str, torch.Tensor]]:
+        """Core entry: y (B,3,S,S) in [−1,1] → (x in [0,1], records, maps in [0,1])."""
+        cfg, scfg = self.cfg, self.cfg.sampler
+        if fidelity is not None and not 0.0 <= fidelity <= 1.0:
+            raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
+        t_start = time.perf_counter()
+        b = y.shape[0]
+        n_guides = 1 if cfg.mode == "single_guide" else cfg.n_guides
+        d = self.dblm(y, n_guides=n_guides)
+        maps: dict[str, torch.Tensor] = {f"guide{i}": (d.guides[:, i] + 1) / 2 for i in range(d.guides.shape[1])}
+        maps["restorer"] = (d.restored + 1) / 2
+        records = [
+            {"mode": cfg.mode, "model": self.name, "std_star": float(d.std[i]), "sigmas_init": d.sigmas[i].tolist(), "seed": seed + i}
+            for i in range(b)
+        ]
+        if cfg.mode == "restorer_only":
+            x = ((d.restored + 1) / 2).clamp(0, 1)
+            secs = (time.perf_counter() - t_start) / b
+            for r in records:
+                r.update(nfe=0, seconds=secs)
+            return x, records, maps
+
+        top = self.diffusion.num_timesteps - 1
+        join = self.start_steps(d.sigmas)
+        if cfg.mode == "fixed_start":
+            starts = torch.full((b,), cfg.fixed_start_t, device=self.device)
+            join = torch.full_like(join, cfg.fixed_start_t)
+        elif cfg.mode == "no_dsst":
+            join = torch.full_like(join, top)
+            starts = join[:, 0]
+        else:
+            starts = join[:, 0]
+        start_img = d.restored if (cfg.mode == "fixed_start" or cfg.start_from == "restored") else d.guides[:, 0]
+        if cfg.mode == "fixed_start" or cfg.eta_rule == "fixed":
+            eta = torch.full((b,), cfg.fixed_eta, device=self.device)
+        else:
+            eta = eta_from_std(d.std)
+        sampler_cfg = replace(scfg, guidance="none") if cfg.mode == "fixed_start" else scfg
+        w = 0.5 if fidelity is None else fidelity
+        zeta = scfg.zeta * 2 * w
+        use_dgsa = cfg.mode not in ("no_dgsa",) and self.dgsa is not None
+        scale_map = self.dgsa if use_dgsa else cfg.global_scale
+        gens = [torch.Generator().manual_seed(seed + i) for i in range(b)]
+        res = guided_sample(
+            self.unet, self.diffusion, start_img, starts.tolist(), d.guides, d.sigmas, join, eta, sampler_cfg,
+            self.dblm.cfg.size / self.dblm.cfg.ref_size, scale_map, zeta, gens,
+        )
+        x = ((res.x + 1) / 2).clamp(0, 1)
+        maps["dgsa"] = res.mean_map.expand(-1, 3, -1, -1) if sampler_cfg.guidance != "none" else torch.zeros_like(x)
+        secs = (time.perf_counter() - t_start) / b
+        for i, r in enumerate(records):
+            r.update(
+                start_step=int(starts[i]),
+                start_steps=join[i].tolist() if cfg.mode not in ("fixed_start",) else [int(starts[i])],
+                sigmas_refined=res.sigmas[i].tolist() if sampler_cfg.guidance != "none" else None,
+                nfe=int(res.nfe[i]),
+                eta=float(eta[i]),
+                guidance=sampler_cfg.guidance,
+                steps=str(scfg.steps),
+                schedule=scfg.schedule,
+                fidelity=w,
+                seconds=secs,
+            )
+        return x, records, maps
+
+    def restore(self, faces, seed: int = 0, fidelity: float | None = None, return_maps: bool = False) -> RestoreOutput:
+        """Restore aligned faces (list of uint8 HxWx3 arrays / PIL images, or a (B,3,H,W) tensor in [0,1])."""
+        y = self._prepare(faces)
+        x, records, maps = self.restore_tensor(y, seed=seed, fidelity=fidelity)
+        out = RestoreOutput(images=_to_uint8(x), records=records, tensor=x)
+        if return_maps:
+            out.maps = {k: _to_uint8(v) for k, v in maps.items()}
+        return out
+
+    def restore_photo(self, img, **kwargs):
+        """Detect, align, restore (one batch) and paste back the faces of a whole photo."""
+        from .faces import restore_photo
+
+        return restore_photo(img, self, **kwargs)
+
+
+def eta_from_std(std: torch.Tensor) -> torch.Tensor:
+    """The paper's per-face DDIM eta: clip(std*/10, 0, 1)."""
+    return (std / 10).clamp(0, 1)
+
+

@@ -1,0 +1,64 @@
+"""Where models live: the embedded models inside the package, or a user's local folder/file.
+
+A *model folder* holds ``prior.safetensors`` (UNet EMA weights; the UNet and schedule config in its
+metadata), ``dblm.safetensors``, ``dgsa.safetensors`` (optional), ``dsst.json`` and ``MODEL_CARD.md``.
+``--model`` accepts an embedded name (``embedded-64``), such a folder, or a single prior file
+(``.safetensors``/``.pth``, e.g. DifFace's ``iddpm_ffhq512_ema500000.pth``) whose architecture is
+recognised from its keys and shapes; the other parts are then given separately. Nothing is ever
+downloaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .models.io import ModelLoadError
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+EMBEDDED = ("embedded-64",)
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    name: str
+    prior: Path
+    dblm: Path | None
+    dgsa: Path | None
+    dsst: Path | None
+    card: Path | None
+
+
+def _opt(p: Path) -> Path | None:
+    return p if p.exists() else None
+
+
+def resolve(name_or_path: str | Path) -> ModelFiles:
+    """Locate a model's files; raises ModelLoadError with a helpful message when nothing fits."""
+    s = str(name_or_path)
+    folder: Path | None = None
+    if s in EMBEDDED:
+        folder = WEIGHTS_DIR / s
+        if not (folder / "prior.safetensors").exists():
+            raise ModelLoadError(
+                f"embedded model {s!r} has no weights in {folder} (this installation ships without them; "
+                "train them with `dynface train` or pass --model PATH)"
+            )
+    else:
+        p = Path(s).expanduser()
+        if p.is_dir():
+            folder = p
+        elif p.is_file():
+            return ModelFiles(p.stem, p, None, None, None, None)
+        else:
+            raise ModelLoadError(f"model {s!r} is neither an embedded model ({', '.join(EMBEDDED)}) nor an existing path")
+    prior = folder / "prior.safetensors"
+    if not prior.exists():
+        alts = sorted(folder.glob("*.pth"))
+        if not alts:
+            raise ModelLoadError(f"{folder}: no prior.safetensors (or .pth prior) in this model folder")
+        prior = alts[0]
+    return ModelFiles(
+        folder.name, prior, _opt(folder / "dblm.safetensors"), _opt(folder / "dgsa.safetensors"),
+        _opt(folder / "dsst.json"), _opt(folder / "MODEL_CARD.md"),
+    )

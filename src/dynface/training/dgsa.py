@@ -1,0 +1,164 @@
+"""Train DGSA (method.md §5) against the frozen prior and DBLM.
+
+One training example: a clean face x0, its degraded copy y, DBLM(y) → guides ý_i, σ_i, std*; a step t
+drawn uniformly in [Δ, DSST(std*)]; ``x_t = q_sample(src, t)`` with ``src`` = x0 or ý_0 (half each: the
+sampler's states lie between the two — our choice for the unstated x_t of §5); one guided DDIM step
+t → t−Δ exactly as the sampler does it, with the DGSA map scaling the (detached) guidance
+displacement; then the frozen UNet's x̂0 at t−Δ and the loss
+``Σ_i γ_i L1(SWT(x̂0_{t−Δ})_i, SWT(x0)_i) + λ·D(x̂0_{t−Δ}, x0)`` where D is the filter-bank DISTS
+substitute of :mod:`dynface.training.losses`. Gradients reach DGSA through the UNet at t−Δ.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..degrade import degrade
+from ..diffusion import GaussianDiffusion, ScheduleConfig
+from ..dsst import DSSTTable
+from ..guidance import active_guides, combined_guide, guidance_loss, normalise_step, residuals
+from ..models.dblm import DBLM, DBLMConfig
+from ..models.dgsa import DGSA, DGSAConfig
+from ..models.io import load_state_dict_file, load_weights, save_safetensors
+from ..models.unet import UNetConfig, UNetModel
+from ..sampler import SamplerConfig
+from .data import load_face_tensor
+from .dblm import _batch
+from .loop import Checkpointer, CSVLog, StopFlag, rng_state, set_rng_state
+from .losses import filterbank_dists, swt_l1
+
+
+@dataclass
+class DGSATrainConfig:
+    prior: str = ""  # prior.safetensors (EMA)
+    dblm: str = ""  # dblm.safetensors
+    dsst: str = ""  # dsst.json
+    dgsa: dict = field(default_factory=dict)
+    degradation: str = "diffbir"
+    batch_size: int = 8
+    lr: float = 1e-3
+    steps: int = 1000
+    minutes: float = 0.0
+    delta: int = 4  # step size of the sampler grid (ddim250)
+    zeta: float = SamplerConfig.zeta  # base step normaliser: DGSA learns relative to it (§8 C3)
+    step_rule: str = SamplerConfig.step_rule
+    swt_levels: int = 1
+    gammas: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    dists_weight: float = 1.0
+    start_mix: float = 0.5  # probability that x_t is diffused from x0 (else from ý_0)
+    checkpoint_minutes: float = 10.0
+    log_every: int = 25
+    seed: int = 0
+    threads: int = 0
+    data_limit: int = 0
+
+
+def load_frozen(cfg: DGSATrainConfig) -> tuple[UNetModel, DBLM, DSSTTable]:
+    sd, meta = load_state_dict_file(cfg.prior)
+    unet = UNetModel(UNetConfig.from_dict(meta["unet"]))
+    unet.load_state_dict(sd)
+    dblm = DBLM(DBLMConfig.from_dict(load_state_dict_file(cfg.dblm)[1]["dblm"]))
+    load_weights(dblm, cfg.dblm)
+    for m in (unet, dblm):
+        m.eval().requires_grad_(False)
+    return unet, dblm, DSSTTable.load(cfg.dsst)
+
+
+def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool = True) -> Path:
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = Path(out_dir)
+    run.mkdir(parents=True, exist_ok=True)
+    unet, dblm, table = load_frozen(cfg)
+    diffusion = GaussianDiffusion.from_config(ScheduleConfig(learn_sigma=unet.cfg.learn_sigma))
+    dgsa_cfg = DGSAConfig.from_dict(cfg.dgsa)
+    model = DGSA(dgsa_cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    ckpt = Checkpointer(run, cfg.checkpoint_minutes)
+    step = 0
+    torch.manual_seed(cfg.seed)
+    state = ckpt.load() if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step = state["step"]
+        set_rng_state(state["rng"])
+    size = unet.cfg.image_size
+    scale = dblm.cfg.size / dblm.cfg.ref_size
+    data = load_face_tensor(data_dir, size, cache_dir=run / "cache", limit=cfg.data_limit or None)
+    log = CSVLog(run / "log.csv", ["step", "time", "loss", "swt", "dists", "map_mean", "lr"])
+    stop = StopFlag()
+    t0 = t_start = time.time()
+    acc = {"loss": 0.0, "swt": 0.0, "dists": 0.0, "map": 0.0, "k": 0}
+
+    def export() -> None:
+        save_safetensors(model.state_dict(), run / "dgsa.safetensors",
+                         metadata={"dgsa": dgsa_cfg.to_dict(), "step": step, "kind": "dgsa",
+                                   "train": {"zeta": cfg.zeta, "step_rule": cfg.step_rule, "delta": cfg.delta}})
+
+    def snapshot() -> dict:
+        return {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "rng": rng_state(), "config": asdict(cfg)}
+
+    try:
+        while step < cfg.steps and not stop.stop:
+            if cfg.minutes and time.time() - t_start > cfg.minutes * 60:
+                break
+            lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / max(1, cfg.steps)))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = _batch(data, cfg.batch_size, True)
+            b = x.shape[0]
+            with torch.no_grad():
+                y01, _ = degrade((x + 1) / 2, cfg.degradation, int(torch.randint(0, 2**62, ())))
+                d = dblm(y01 * 2 - 1)
+                join = table.lookup(d.sigmas.double()).floor().long().clamp(cfg.delta, diffusion.num_timesteps - 1)
+            t = (torch.rand(b) * (join[:, 0] - cfg.delta + 1).float()).long() + cfg.delta
+            tp = t - cfg.delta
+            src = torch.where((torch.rand(b) < cfg.start_mix)[:, None, None, None], x, d.guides[:, 0])
+            xt = diffusion.q_sample(src, t).requires_grad_(True)
+            w = active_guides(t, join)
+            eps, _ = diffusion.split_output(unet(xt, t), 3)
+            x0 = diffusion.x0_from_eps(xt, t, eps).clamp(-1, 1)
+            gl = guidance_loss(residuals(x0, d.guides, d.sigmas * scale), w)
+            (grad,) = torch.autograd.grad(gl.sum(), xt)
+            with torch.no_grad():
+                x_unguided = diffusion.ddim_step(xt.detach(), t, tp, x0.detach(), (d.std / 10).clamp(0, 1))
+                step_vec = normalise_step(grad, gl.detach(), cfg.step_rule, cfg.zeta, x_unguided - xt.detach())
+                if cfg.step_rule == "landweber":  # as in the sampler: x̂0-space step → x_{t−1} space
+                    step_vec = step_vec * (diffusion.alpha_bar(t, xt) * diffusion.alpha_bar(tp, xt)).sqrt()
+            a_map = model(combined_guide(d.guides, w), x0.detach(), t)
+            x_prev = x_unguided - a_map * step_vec
+            eps2, _ = diffusion.split_output(unet(x_prev, tp), 3)
+            x0_prev = diffusion.x0_from_eps(x_prev, tp, eps2)
+            l_swt = swt_l1(x0_prev, x, cfg.swt_levels, cfg.gammas)
+            l_d = filterbank_dists(x0_prev, x).mean()
+            loss = l_swt + cfg.dists_weight * l_d
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            step += 1
+            acc["loss"] += loss.item()
+            acc["swt"] += l_swt.item()
+            acc["dists"] += l_d.item()
+            acc["map"] += a_map.mean().item()
+            acc["k"] += 1
+            if step % cfg.log_every == 0:
+                k = acc["k"]
+                log.write({"step": step, "time": round(time.time() - t0, 1), "loss": acc["loss"] / k, "swt": acc["swt"] / k,
+                           "dists": acc["dists"] / k, "map_mean": acc["map"] / k, "lr": lr})
+                acc = {"loss": 0.0, "swt": 0.0, "dists": 0.0, "map": 0.0, "k": 0}
+            if ckpt.due():
+                ckpt.save(snapshot())
+                export()
+    finally:
+        stop.restore()
+        ckpt.save(snapshot())
+        export()
+        log.close()
+    return run / "dgsa.safetensors"

@@ -1,0 +1,213 @@
+"""Weights I/O: safetensors round trips, safe .pth loading, and one clear ModelLoadError per failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+
+import pytest
+import torch
+
+from dynface.models.io import (
+    ModelLoadError,
+    load_state_dict_file,
+    load_weights,
+    read_metadata,
+    save_safetensors,
+)
+from dynface.models.unet import build_unet
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    m = build_unet("tiny")
+    for p in m.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    return m
+
+
+def _one_error(path, match: list[str]) -> ModelLoadError:
+    with pytest.raises(ModelLoadError) as ei:
+        load_state_dict_file(path)
+    msg = str(ei.value)
+    assert str(path) in msg, msg
+    for m in match:
+        assert m in msg, msg
+    return ei.value
+
+
+# ---- round trips ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_safetensors_round_trip_with_metadata(tmp_path, tiny, fp16):
+    sd = tiny.state_dict()
+    meta = {"config": json.loads(json.dumps(tiny.cfg.to_dict())), "step": 1234, "note": "ema", "ok": True}
+    path = tmp_path / "sub" / "w.safetensors"
+    save_safetensors(sd, path, metadata=meta, fp16=fp16)
+    assert path.exists() and not path.with_name(path.name + ".tmp").exists()
+    assert read_metadata(path) == meta
+    loaded, meta2 = load_state_dict_file(path)
+    assert meta2 == meta
+    assert set(loaded) == set(sd)
+    for k, v in sd.items():
+        assert loaded[k].dtype == torch.float32
+        ref = v.half().float() if fp16 else v
+        assert torch.equal(loaded[k], ref), k
+    other = build_unet("tiny")
+    assert load_weights(other, path) == meta
+    x, t = torch.randn(1, 3, 32, 32), torch.tensor([50])
+    with torch.no_grad():
+        a, b = other(x, t), tiny(x, t)
+    assert torch.allclose(a, b, atol=1e-2 if fp16 else 0, rtol=0)
+
+
+def test_pth_round_trip_weights_only(tmp_path, tiny):
+    path = tmp_path / "w.pth"
+    torch.save(tiny.state_dict(), path)
+    sd, meta = load_state_dict_file(path)
+    assert meta == {} and all(torch.equal(sd[k], v) for k, v in tiny.state_dict().items())
+    # common wrappers of foreign checkpoints, with a DDP prefix
+    wrapped = tmp_path / "wrapped.pt"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in tiny.state_dict().items()}, "epoch": 3}, wrapped)
+    sd2, _ = load_state_dict_file(wrapped)
+    assert set(sd2) == set(tiny.state_dict())
+    load_weights(build_unet("tiny"), wrapped)
+
+
+# ---- failures -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_random_bytes(tmp_path, suffix):
+    path = tmp_path / f"random{suffix}"
+    path.write_bytes(random.Random(0).randbytes(4096))
+    _one_error(path, [])
+
+
+def test_truncated_safetensors(tmp_path, tiny):
+    path = tmp_path / "w.safetensors"
+    save_safetensors(tiny.state_dict(), path)
+    raw = path.read_bytes()
+    for cut in (len(raw) // 2, len(raw) - 1, 10):
+        bad = tmp_path / f"cut{cut}.safetensors"
+        bad.write_bytes(raw[:cut])
+        _one_error(bad, ["corrupt or truncated"])
+
+
+def test_truncated_pth(tmp_path, tiny):
+    path = tmp_path / "w.pth"
+    torch.save(tiny.state_dict(), path)
+    bad = tmp_path / "cut.pth"
+    bad.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    _one_error(bad, [])
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol", "ignore:TypedStorage is deprecated")
+def test_corrupted_files_only_raise_model_load_error(tmp_path, tiny):
+    """Byte flips in valid files: corrupt pickles raise KeyError/IndexError/… inside torch.load."""
+    rng = random.Random(1)
+    for suffix in (".pth", ".safetensors"):
+        good = tmp_path / f"good{suffix}"
+        if suffix == ".pth":
+            torch.save(tiny.state_dict(), good)
+        else:
+            save_safetensors(tiny.state_dict(), good)
+        raw = good.read_bytes()
+        for i in range(40):
+            b = bytearray(raw)
+            for _ in range(rng.randint(1, 12)):
+                b[rng.randrange(min(len(b), 4000))] = rng.randrange(256)
+            bad = tmp_path / f"bad{i}{suffix}"
+            bad.write_bytes(bytes(b))
+            try:
+                load_state_dict_file(bad)
+            except ModelLoadError as e:
+                assert str(bad) in str(e)
+
+
+def test_empty_missing_directory_and_unknown_suffix(tmp_path):
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    _one_error(empty, ["empty"])
+    _one_error(tmp_path / "missing.pth", ["not found"])
+    d = tmp_path / "adir.pth"
+    d.mkdir()
+    _one_error(d, ["directory"])
+    odd = tmp_path / "w.npz"
+    odd.write_bytes(b"PK\x03\x04")
+    _one_error(odd, ["unsupported"])
+
+
+class _Payload:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+class _Plain:
+    pass
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_unsafe_pickle_is_refused(tmp_path):
+    marker = tmp_path / "executed"
+    for i, obj in enumerate([{"w": _Payload(str(marker))}, {"w": torch.zeros(2), "o": _Plain()}]):
+        path = tmp_path / f"unsafe{i}.pth"
+        torch.save(obj, path)
+        err = _one_error(path, ["weights_only"])
+        assert "Re-running" not in str(err)  # no advice to disable the safe loader
+    raw = tmp_path / "raw.pth"
+    raw.write_bytes(pickle.dumps({"w": _Payload(str(marker))}))
+    _one_error(raw, ["weights_only"])
+    assert not marker.exists()
+
+
+def test_pickle_with_non_tensor_values(tmp_path):
+    path = tmp_path / "mixed.pth"
+    torch.save({"w": torch.zeros(2), "n": 3}, path)  # allowed types, but not a state dict
+    _one_error(path, ["state dict of tensors"])
+    lst = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], lst)
+    _one_error(lst, ["state dict of tensors"])
+
+
+def test_wrong_architecture(tmp_path, tiny):
+    path = tmp_path / "tiny.safetensors"
+    save_safetensors(tiny.state_dict(), path)
+
+    narrow = build_unet("tiny", model_channels=8)
+    with pytest.raises(ModelLoadError) as ei:
+        load_weights(narrow, path)
+    msg = str(ei.value)
+    assert str(path) in msg and "shape mismatch" in msg and "file (64, 16) vs model (32, 8)" in msg
+
+    deeper = build_unet("tiny", num_res_blocks=(2, 1))
+    with pytest.raises(ModelLoadError) as ei:
+        load_weights(deeper, path)
+    msg = str(ei.value)
+    assert str(path) in msg and "missing keys" in msg and "unexpected keys" in msg
+
+    sd = dict(tiny.state_dict())
+    sd.pop("out.2.bias")
+    sd["extra.weight"] = torch.zeros(1)
+    partial = tmp_path / "partial.pth"
+    torch.save(sd, partial)
+    with pytest.raises(ModelLoadError) as ei:
+        load_weights(build_unet("tiny"), partial)
+    msg = str(ei.value)
+    assert str(partial) in msg and "1 missing keys" in msg and "out.2.bias" in msg and "extra.weight" in msg
