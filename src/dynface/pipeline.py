@@ -154,13 +154,15 @@ class DynFaceRestorer:
         return cls(unet, dblm_net, dgsa_net, table, RestoreConfig(mode=mode, sampler=sampler), device, template, files.name, sched)
 
     @classmethod
-    def from_preset(cls, preset: str = "tiny", dsst: DSSTTable | None = None, seed: int = 0, **cfg_kw) -> DynFaceRestorer:
+    def from_preset(cls, preset: str = "tiny", dsst: DSSTTable | None = None, seed: int = 0, device: str = "cpu",
+                    **cfg_kw) -> DynFaceRestorer:
         """Randomly initialised networks of a preset (tests, benchmarks of speed)."""
         torch.manual_seed(seed)
         unet = UNetModel(UNET_PRESETS[preset])
         dblm_cfg = DBLM_PRESETS.get(preset, DBLMConfig(size=unet.cfg.image_size))
         table = dsst if dsst is not None else DSSTTable.load(DEFAULT_DSST)
-        return cls(unet, DBLM(dblm_cfg), DGSA(), table, RestoreConfig(**cfg_kw), name=f"{preset}-random")
+        template = "ffhq512" if unet.cfg.image_size == 512 else "utkface64"
+        return cls(unet, DBLM(dblm_cfg), DGSA(), table, RestoreConfig(**cfg_kw), device, template, f"{preset}-random")
 
     @property
     def size(self) -> int:

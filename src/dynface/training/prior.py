@@ -86,8 +86,9 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
         ema.model.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
-        set_rng_state(state["rng"])
-        torch.manual_seed(cfg.seed + rank + step)
+        set_rng_state(state["rng"])  # exact continuation for one process
+        if world > 1:  # the saved state is rank 0's: give every rank its own stream again
+            torch.manual_seed(cfg.seed + rank + step * world)
     else:
         if cfg.init_from:
             load_weights(model, cfg.init_from)

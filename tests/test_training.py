@@ -1,0 +1,163 @@
+"""Training code: every trainer runs, checkpoints, resumes; DDP with 2 CPU processes (gloo)."""
+
+import csv
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from dynface.models.io import load_state_dict_file
+from dynface.training.dblm import DBLMTrainConfig, std_star_labels, train_dblm
+from dynface.training.losses import filterbank_dists, swt_haar, swt_l1
+from dynface.training.package import package_model, sha256
+from dynface.training.prior import PriorTrainConfig, train_prior
+
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def face_dir(tmp_path_factory, astronaut_face):
+    d = tmp_path_factory.mktemp("faces")
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        img = np.clip(astronaut_face.astype(int) + rng.integers(-20, 20, astronaut_face.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img[:, :: (1 if i % 2 else -1)]).save(d / f"face{i}.png")
+    return d
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_prior_trains_checkpoints_and_resumes(face_dir, tmp_path):
+    cfg = PriorTrainConfig(preset="tiny", batch_size=4, max_steps=4, log_every=2, sample_minutes=0, bf16=False)
+    out = train_prior(cfg, str(face_dir), str(tmp_path))
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["step"] == 4 and {"model", "ema", "opt", "rng", "config"} <= set(state)
+    sd, meta = load_state_dict_file(out)
+    assert meta["step"] == 4 and meta["unet"]["model_channels"] == 16
+    assert [r["step"] for r in _rows(tmp_path / "log.csv")] == ["2", "4"]
+    cfg.max_steps = 6
+    train_prior(cfg, str(face_dir), str(tmp_path), resume=True)
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 6
+    assert [r["step"] for r in _rows(tmp_path / "log.csv")] == ["2", "4", "6"]
+
+
+def test_resume_is_exact(face_dir, tmp_path):
+    """4 steps in one go == 2 steps, stop, resume for 2 more (weights, EMA, optimizer, RNG restored)."""
+    cfg = PriorTrainConfig(preset="tiny", batch_size=4, max_steps=4, log_every=100, sample_minutes=0, bf16=False)
+    train_prior(cfg, str(face_dir), str(tmp_path / "a"))
+    cfg.max_steps = 2
+    train_prior(cfg, str(face_dir), str(tmp_path / "b"))
+    cfg.max_steps = 4
+    train_prior(cfg, str(face_dir), str(tmp_path / "b"), resume=True)
+    a = torch.load(tmp_path / "a" / "last.pt", weights_only=False)
+    b = torch.load(tmp_path / "b" / "last.pt", weights_only=False)
+    for k in a["ema"]:
+        assert torch.allclose(a["ema"][k], b["ema"][k], atol=1e-6), k
+
+
+def test_sigterm_writes_a_checkpoint(face_dir, tmp_path):
+    code = (
+        "from dynface.training.prior import PriorTrainConfig, train_prior\n"
+        f"train_prior(PriorTrainConfig(preset='tiny', batch_size=2, log_every=1, sample_minutes=0, bf16=False), "
+        f"{str(face_dir)!r}, {str(tmp_path)!r})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "log.csv").exists():
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["step"] >= 1 and (tmp_path / "ema.safetensors").exists()
+
+
+@pytest.mark.skipif(not (VENV_BIN / "torchrun").exists(), reason="torchrun not installed")
+def test_ddp_two_cpu_processes(face_dir, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [str(VENV_BIN / "torchrun"), "--standalone", "--nproc_per_node", "2", "-m", "dynface.cli", "train", "prior",
+           "--data", str(face_dir), "--out", str(tmp_path), "--set", "preset=tiny", "--set", "batch_size=2",
+           "--set", "max_steps=3", "--set", "log_every=1", "--set", "sample_minutes=0", "--set", "bf16=false"]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    state = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert state["step"] == 3
+    rows = _rows(tmp_path / "log.csv")
+    assert len(rows) == 3  # rank 0 alone writes the log
+
+
+def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst):
+    cfg = DBLMTrainConfig(preset="tiny", batch_size=2, steps={"rm": 2, "sde": 2, "tm": 2}, log_every=1)
+    dblm_path = train_dblm(cfg, str(face_dir), str(tmp_path / "dblm"))
+    stages = [r["stage"] for r in _rows(tmp_path / "dblm" / "log.csv")]
+    assert stages == ["rm", "rm", "sde", "sde", "tm", "tm"]
+    assert load_state_dict_file(dblm_path)[1]["progress"] == {"rm": 2, "sde": 2, "tm": 2}
+
+    prior = train_prior(PriorTrainConfig(preset="tiny", batch_size=2, max_steps=1, sample_minutes=0, bf16=False),
+                        str(face_dir), str(tmp_path / "prior"))
+    tiny_dsst.save(tmp_path / "dsst.json")
+    from dynface.training.dgsa import DGSATrainConfig, train_dgsa
+
+    dcfg = DGSATrainConfig(prior=str(prior), dblm=str(dblm_path), dsst=str(tmp_path / "dsst.json"), batch_size=2, steps=2, log_every=1)
+    dgsa_path = train_dgsa(dcfg, str(face_dir), str(tmp_path / "dgsa"))
+    assert len(_rows(tmp_path / "dgsa" / "log.csv")) == 2
+
+    infos = package_model(tmp_path / "model", prior, dblm_path, tmp_path / "dsst.json", dgsa_path)
+    assert {i["file"] for i in infos} == {"prior.safetensors", "dblm.safetensors", "dgsa.safetensors", "dsst.json"}
+    for i in infos:
+        assert i["sha256"] == sha256(tmp_path / "model" / i["file"])
+        if "max_rel_roundtrip_error" in i:
+            assert i["max_rel_roundtrip_error"] < 1e-3  # fp16 storage
+    from dynface.pipeline import DynFaceRestorer
+
+    r = DynFaceRestorer.from_pretrained(tmp_path / "model", steps="ddim10")
+    assert r.size == 32 and r.dgsa is not None
+    assert r.restore([np.zeros((40, 40, 3), np.uint8)]).images[0].shape == (32, 32, 3)
+
+
+def test_std_star_labels_pick_the_smallest_hiding_blur():
+    from dynface.models.dblm import DBLMConfig
+
+    cfg = DBLMConfig(size=64)
+    torch.manual_seed(0)
+    clean = torch.rand(3, 3, 64, 64) * 2 - 1
+    noise = torch.randn(3, 3, 64, 64) * torch.tensor([0.0, 0.1, 0.3])[:, None, None, None]
+    grid = torch.arange(0.5, 10.01, 0.25)
+    labels = std_star_labels(clean + noise, clean, cfg, grid, 30.0)
+    assert labels[0] == 0.5  # no error: the smallest level
+    assert labels[0] < labels[1] < labels[2]  # more error needs more blur
+
+
+def test_swt_matches_pywavelets_and_losses_vanish_on_equal_images():
+    pywt = pytest.importorskip("pywt")
+    x = torch.rand(1, 1, 16, 16, dtype=torch.float64)
+    ours = swt_haar(x, 2)
+    ref = pywt.swt2(x[0, 0].numpy(), "haar", level=2, trim_approx=False)[::-1]  # pywt: coarsest first
+    for lev in range(2):
+        ca, (ch, cv, cd) = ref[lev]
+        for band, r in zip(ours[lev][0, 0], (ca, ch, cv, cd), strict=True):
+            np.testing.assert_allclose(band.numpy(), r, atol=1e-12)
+    a, b = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16)
+    assert swt_l1(a, a) == 0 and float(filterbank_dists(a, a).abs().max()) < 1e-6
+    assert swt_l1(a, b) > 0 and bool((filterbank_dists(a, b) > 0.1).all())
+
+
+def test_train_cli_rejects_bad_config(tmp_path, face_dir):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preset: tiny\nnot_a_field: 3\n")
+    res = subprocess.run([sys.executable, "-m", "dynface.cli", "train", "prior", "--config", str(bad), "--data", str(face_dir),
+                          "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert res.returncode == 2 and "not_a_field" in res.stderr and "Traceback" not in res.stderr
+    shutil.rmtree(tmp_path / "run", ignore_errors=True)
