@@ -14,15 +14,6 @@ from dynface.diffusion import GaussianDiffusion, ScheduleConfig, make_betas, spa
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids waking a second (possibly busy) core on every op."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def diff() -> GaussianDiffusion:
     return GaussianDiffusion.from_config(ScheduleConfig())

@@ -16,17 +16,6 @@ from dynface.cli import main  # noqa: E402
 from dynface.metrics import psnr_ssim  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread in these tests (much faster on a busy 2-core machine); restored afterwards."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _save(path, arr):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr).save(path)

@@ -20,14 +20,6 @@ from dynface.models.io import (
 from dynface.models.unet import build_unet
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)

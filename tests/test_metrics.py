@@ -24,17 +24,6 @@ from dynface.metrics import _util, frechet, psnr_ssim  # noqa: E402
 from dynface.metrics import niqe as niqe_mod  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """One torch thread in these tests (much faster on a busy 2-core machine); restored afterwards."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def astro() -> np.ndarray:
     return skimage_data.astronaut()

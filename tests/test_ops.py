@@ -23,15 +23,6 @@ from dynface.ops import (
 DT = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread avoids waking a second (possibly busy) core on every op."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _img(b, c, h, w, seed=0):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(b, c, h, w, generator=g, dtype=DT) * 2 - 1

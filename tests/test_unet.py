@@ -18,14 +18,6 @@ DATA = Path(__file__).parent / "data"
 MANIFEST = DATA / "difface-ffhq512_manifest.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def difface_meta():
     with torch.device("meta"):

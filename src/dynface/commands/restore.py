@@ -134,6 +134,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suffix", default=None, help="append _SUFFIX to restored face / image names")
     p.add_argument("--model", default="embedded-64", metavar="NAME|PATH", help="embedded model name, model folder or prior file (default: embedded-64)")
     p.add_argument("--mode", default="full", choices=MODES, help="method variant / ablation (default: full)")
+    p.add_argument("--guidance", choices=("unet", "x0", "prox"), default=None,
+                   help="guidance gradient: through the UNet (paper, default), w.r.t. x0 only (cheaper), or the Fourier proximal step")
+    p.add_argument("--dblm", metavar="PATH", help="DBLM weights, when --model is a bare prior file (e.g. DifFace's .pth)")
+    p.add_argument("--dgsa", metavar="PATH", help="DGSA weights, when --model is a bare prior file")
+    p.add_argument("--dsst", metavar="PATH", help="DSST table JSON (default: the model's own, else the packaged 512-px table)")
     p.add_argument("--steps", type=_steps, default=None, help="sampling steps (model default when omitted)")
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="compute device (default: cpu)")
@@ -319,6 +324,7 @@ def write_record(out: Path, stem: str, rec: dict) -> None:
 # ------------------------------------------------------------------------------------------ the restorer
 def load_restorer(args: argparse.Namespace):
     kw = dict(name_or_path=args.model, device=args.device, mode=args.mode, steps=args.steps, precision=args.precision)
+    kw.update({k: getattr(args, k) for k in ("guidance", "dblm", "dgsa", "dsst") if getattr(args, k, None)})
     spec = os.environ.get(FACTORY_ENV)
     if spec:
         mod, _, attr = spec.partition(":")

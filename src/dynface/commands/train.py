@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--out", required=True)
     k.add_argument("--fp32", action="store_true", help="keep fp32 weights")
     k.add_argument("--template", default="utkface64")
+    k.add_argument("--card", metavar="MD", help="markdown notes (data, training, validation, licence) for MODEL_CARD.md")
     k.set_defaults(func=run_package)
 
 
@@ -82,7 +83,9 @@ def run_package(args: argparse.Namespace) -> int:
     from ..training.package import package_model
 
     try:
-        infos = package_model(args.out, args.prior, args.dblm, args.dsst, args.dgsa, fp16=not args.fp32, template=args.template)
+        notes = open(args.card).read() if args.card else None
+        infos = package_model(args.out, args.prior, args.dblm, args.dsst, args.dgsa, fp16=not args.fp32, template=args.template,
+                              card_notes=notes)
     except (ModelLoadError, FileNotFoundError) as e:
         print(f"dynface train package: error: {e}", file=sys.stderr)
         return 2

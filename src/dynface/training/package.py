@@ -32,7 +32,7 @@ def _copy_weights(src: Path, dst: Path, fp16: bool, extra_meta: dict | None = No
 
 
 def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: str | Path, dgsa: str | Path | None = None,
-                  fp16: bool = True, template: str = "utkface64") -> list[dict]:
+                  fp16: bool = True, template: str = "utkface64", card_notes: str | None = None) -> list[dict]:
     """Write prior/dblm/dgsa safetensors and dsst.json into ``out``; returns one info dict per file."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -46,4 +46,18 @@ def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: st
         p = out / info["file"]
         info["bytes"] = p.stat().st_size
         info["sha256"] = sha256(p)
+    if card_notes is not None:
+        write_model_card(out, infos, card_notes)
     return infos
+
+
+def write_model_card(out: Path, infos: list[dict], notes: str) -> None:
+    """``MODEL_CARD.md`` = the given notes (data, training, validation, licence) + the files table."""
+    rows = ["| file | bytes | parameters | storage | sha256 |", "|---|---|---|---|---|"]
+    for i in infos:
+        storage = ("fp16 where lossless (max rel. round-trip error {:.1e})".format(i["max_rel_roundtrip_error"])
+                   if i.get("fp16") else ("fp32" if "params" in i else "JSON"))
+        rows.append(f"| `{i['file']}` | {i['bytes']:,} | {i.get('params', ''):,} | {storage} | `{i['sha256']}` |"
+                    if "params" in i else f"| `{i['file']}` | {i['bytes']:,} | | {storage} | `{i['sha256']}` |")
+    text = notes.rstrip() + "\n\n## Files\n\n" + "\n".join(rows) + "\n"
+    (out / "MODEL_CARD.md").write_text(text)

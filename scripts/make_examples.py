@@ -1,0 +1,75 @@
+"""Make the demo inputs shipped in ``src/dynface/examples/`` — nothing from ../shared.
+
+* the astronaut's face (``skimage.data.astronaut()``, public domain: NASA), detected and aligned to the
+  ``utkface64`` template at 128 px, and a grey copy;
+* faces sampled from our own embedded prior (DDIM, fixed seed), upsampled to 128 px;
+
+each degraded with the ``gfpgan`` preset at a fixed seed (so the demo inputs are reproducible), plus one
+clean astronaut crop for reference. Run after the embedded prior is trained:
+
+    python scripts/make_examples.py [--prior src/dynface/weights/embedded-64/prior.safetensors]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "src" / "dynface" / "examples"
+SIZE = 128
+
+
+def astronaut_crop() -> np.ndarray:
+    from skimage.data import astronaut
+
+    from dynface.faces import FaceDetector, estimate_affine, template_for, warp_face
+
+    img = astronaut()
+    face = FaceDetector().detect(img)[0]
+    return warp_face(img, estimate_affine(face.landmarks, template_for("utkface64", SIZE)), SIZE, border="reflect")
+
+
+def prior_samples(prior: Path, n: int, seed: int) -> list[np.ndarray]:
+    from dynface.diffusion import GaussianDiffusion, ScheduleConfig
+    from dynface.models.io import load_state_dict_file
+    from dynface.models.unet import UNetConfig, UNetModel
+    from dynface.training.prior import sample_grid
+
+    sd, meta = load_state_dict_file(prior)
+    unet = UNetModel(UNetConfig.from_dict(meta["unet"]))
+    unet.load_state_dict(sd)
+    x = sample_grid(unet.eval(), GaussianDiffusion.from_config(ScheduleConfig()), n, unet.cfg.image_size, steps=100, seed=seed)
+    x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bicubic", align_corners=False)
+    return list(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
+
+
+def main() -> int:
+    from dynface.degrade import degrade
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prior", default=str(ROOT / "src/dynface/weights/embedded-64/prior.safetensors"))
+    ap.add_argument("--samples", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    OUT.mkdir(parents=True, exist_ok=True)
+    astro = astronaut_crop()
+    clean = {"astronaut": astro, "astronaut_gray": np.repeat(np.asarray(Image.fromarray(astro).convert("L"))[..., None], 3, axis=2)}
+    if Path(args.prior).exists():
+        for i, s in enumerate(prior_samples(Path(args.prior), args.samples, args.seed)):
+            clean[f"prior_sample{i}"] = s
+    x = torch.from_numpy(np.stack(list(clean.values()))).permute(0, 3, 1, 2).float() / 255
+    y, params = degrade(x, "gfpgan", seed=args.seed)
+    for (name, _), yi, p in zip(clean.items(), y, params, strict=True):
+        arr = (yi.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(arr).save(OUT / f"{name}_lq.png")
+        print(f"{name}: {p.to_dict()}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
