@@ -109,28 +109,48 @@ class RestorerNet(nn.Module):
         return y + self.tail(h)
 
 
-class StdEstimator(nn.Module):
-    """SDE: blurred face → Gaussian blur std (ref pixels), in [0, sigma_max]."""
+def band_log_energies(x: torch.Tensor, levels: int = 4) -> torch.Tensor:
+    """Log energy of each Laplacian-pyramid band of the luma, plus the log-ratios of adjacent bands.
 
-    def __init__(self, width: int = 32, sigma_max: float = 12.0, channels: int = 3):
+    Blur level is a statement about the spectrum: these fixed features give the std estimator a strong,
+    content-normalised signal from the first step (a learned CNN alone barely learned it, see DBLMConfig).
+    """
+    cur = x.mean(dim=1, keepdim=True)
+    feats = []
+    for _ in range(levels):
+        down = F.avg_pool2d(cur, 2)
+        band = cur - F.interpolate(down, scale_factor=2, mode="bilinear", align_corners=False)
+        feats.append(torch.log(band.pow(2).mean(dim=(1, 2, 3)) + 1e-8))
+        cur = down
+    f = torch.stack(feats, dim=1)
+    return torch.cat([f, f[:, :-1] - f[:, 1:]], dim=1)
+
+
+class StdEstimator(nn.Module):
+    """SDE: blurred face → Gaussian blur std (ref pixels), in [0, sigma_max].
+
+    Two branches into one MLP: fixed Laplacian-band log-energies (:func:`band_log_energies`) and the
+    log-energies of a small learned CNN's features at three scales.
+    """
+
+    def __init__(self, width: int = 16, sigma_max: float = 12.0, channels: int = 3, levels: int = 4):
         super().__init__()
         w = width
-        self.features = nn.Sequential(
-            nn.Conv2d(channels, w, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(w, w, 3, padding=1), nn.SiLU(),
-            nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * w, 2 * w, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(),
-            nn.Conv2d(4 * w, 4 * w, 3, padding=1), nn.SiLU(),
-        )
-        self.head = nn.Sequential(nn.Linear(8 * w, 2 * w), nn.SiLU(), nn.Linear(2 * w, 1))
+        self.levels = levels
+        self.stages = nn.ModuleList([
+            nn.Sequential(nn.Conv2d(channels, w, 3, padding=1), nn.SiLU(), nn.Conv2d(w, w, 3, padding=1)),
+            nn.Sequential(nn.SiLU(), nn.Conv2d(w, 2 * w, 3, stride=2, padding=1), nn.SiLU(), nn.Conv2d(2 * w, 2 * w, 3, padding=1)),
+            nn.Sequential(nn.SiLU(), nn.Conv2d(2 * w, 4 * w, 3, stride=2, padding=1), nn.SiLU(), nn.Conv2d(4 * w, 4 * w, 3, padding=1)),
+        ])
+        self.head = nn.Sequential(nn.Linear(7 * w + 2 * levels - 1, 4 * w), nn.SiLU(), nn.Linear(4 * w, 4 * w), nn.SiLU(), nn.Linear(4 * w, 1))
         self.sigma_max = sigma_max
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.features(x)
-        # mean and std pooling: blur level is about how much high-frequency energy is left
-        pooled = torch.cat([h.mean(dim=(2, 3)), h.std(dim=(2, 3))], dim=1)
-        return (self.sigma_max * torch.sigmoid(self.head(pooled))).squeeze(1)
+        feats, h = [band_log_energies(x, self.levels)], x
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(torch.log(h.pow(2).mean(dim=(2, 3)) + 1e-6))
+        return (self.sigma_max * torch.sigmoid(self.head(torch.cat(feats, dim=1)))).squeeze(1)
 
 
 @dataclass
