@@ -53,7 +53,6 @@ DEFAULT_METHODS = ("bicubic",) + MODES
 DEFAULT_METRICS = ("psnr", "ssim", "psnr_y", "ssim_y", "ida", "lmd", "niqe", "fd")  # evaluate.DEFAULT_WITH_HQ
 SHORT = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips": "LPIPS", "ida": "IDA",
          "lmd": "LMD", "niqe": "NIQE", "fd": "FD", "fid": "FID"}
-QUICK_FACES = 6
 
 
 class UsageError(Exception):
@@ -85,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="degradation seed, restoration seed (face i gets seed+i) and init seed of preset:* weights")
     ap.add_argument("--model", default="embedded-64",
                     help="embedded name, model folder or prior file; preset:tiny / preset:embedded-64 = random weights")
+    ap.add_argument("--dblm", type=Path, metavar="PATH", help="DBLM weights when --model is a bare prior file")
+    ap.add_argument("--dgsa", type=Path, metavar="PATH", help="DGSA weights (overrides the model folder's)")
+    ap.add_argument("--dsst", type=Path, metavar="PATH", help="DSST table (overrides the model folder's)")
     ap.add_argument("--steps", default=None, help="sampler steps (default: ddim250; ddim25 with --quick)")
     ap.add_argument("--batch-size", type=int, default=8, metavar="B", help="faces per restore call (default: 8)")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="LIST",
@@ -95,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--fid-weights", type=Path, metavar="PATH", help="passed to `dynface evaluate` (enables fid)")
     ap.add_argument("--face-fallback", choices=("none", "reference", "whole"), default="none",
                     help="IDA/LMD when dlib finds no face (default: none = counted as a failure)")
+    ap.add_argument("--frechet-method", choices=("eigh", "sqrtm"), default="eigh",
+                    help="matrix square root for FD/FID (passed to `dynface evaluate`): eigh (default here; the same "
+                    "value up to round-off, several times faster on 1280-D features) or sqrtm (evaluate's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
     ap.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
@@ -160,7 +165,8 @@ def _sha256(path: Path) -> str:
 # --------------------------------------------------------------------------- model
 
 
-def load_model(spec: str, steps: str, seed: int, device: str, precision: str, fallback_random: bool = False):
+def load_model(spec: str, steps: str, seed: int, device: str, precision: str, fallback_random: bool = False,
+               parts: dict | None = None):
     """(restorer, info): info names the model and its weights (sha256 of each file, or "random weights")."""
     from dynface.models.io import ModelLoadError
     from dynface.pipeline import DEFAULT_DSST, DynFaceRestorer
@@ -168,8 +174,9 @@ def load_model(spec: str, steps: str, seed: int, device: str, precision: str, fa
 
     if not spec.startswith("preset:"):
         try:
+            parts = {k: v for k, v in (parts or {}).items() if v is not None}
             files = resolve(spec)
-            r = DynFaceRestorer.from_pretrained(spec, device=device, steps=steps, precision=precision)
+            r = DynFaceRestorer.from_pretrained(spec, device=device, steps=steps, precision=precision, **parts)
         except ModelLoadError as e:
             if not fallback_random:
                 raise UsageError(f"--model {spec}: {e}") from e
@@ -177,6 +184,7 @@ def load_model(spec: str, steps: str, seed: int, device: str, precision: str, fa
             spec = f"preset:{spec}"
         else:
             weights = {"prior": files.prior, "dblm": files.dblm, "dgsa": files.dgsa, "dsst": files.dsst or DEFAULT_DSST}
+            weights.update({k: Path(v) for k, v in parts.items()})
             return r, {
                 "model": spec,
                 "name": r.name,
@@ -203,7 +211,7 @@ def _model_line(info: dict) -> str:
     if info["random_weights"]:
         return f"`{info['model']}` — **{info['weights']}**; the numbers say nothing about the method's quality"
     parts = [f"{k} `{Path(v['file']).name}` sha256 `{v['sha256'][:16]}…`" for k, v in info["weights"].items()]
-    return f"`{info['model']}` ({info['name']}): " + ", ".join(parts) + ("" if info["dgsa"] else "; no DGSA weights")
+    return f"`{info['model']}` ({info['name']}): " + ", ".join(parts) + ("" if info["dgsa"] else "; no DGSA weights (full then uses the global scale, as no_dgsa)")
 
 
 # --------------------------------------------------------------------------- data
@@ -315,7 +323,7 @@ def _evaluate_args(restored: Path, hq: Path, out: Path, metrics: list[str] | Non
     p = argparse.ArgumentParser()
     evaluate.register(p.add_subparsers())
     argv = ["evaluate", "--restored", str(restored), "--hq", str(hq), "--out", str(out), "--resize-hq", "-q",
-            "--face-fallback", args.face_fallback]
+            "--face-fallback", args.face_fallback, "--frechet-method", args.frechet_method]
     if metrics:
         argv += ["--metrics", ",".join(metrics)]
     if args.lpips_weights:
@@ -412,20 +420,32 @@ def plot(rows: list[dict], path: Path, title: str) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    # methods at the same point (to the table's precision) share one label: "a = b"
+    groups: dict[tuple[float, float], list[str]] = {}
+    for m, x, y in pts:
+        groups.setdefault((round(x, 2), round(y, 2)), []).append(m)
+    xs, ys = [p[1] for p in pts], [p[2] for p in pts]
+    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
     fig, ax = plt.subplots(figsize=(6.4, 4.8), dpi=120)
     for m, x, y in pts:
         ours = m == "full"
         ax.scatter([x], [y], s=140 if ours else 60, marker="*" if ours else "o",
                    color="tab:red" if ours else ("tab:gray" if m == "bicubic" else "tab:blue"), zorder=3)
-        ax.annotate(m, (x, y), textcoords="offset points", xytext=(6, 5), fontsize=9)
+    # greedy label placement: labels stacked at free heights (in points) so that close points stay readable
+    placed: list[tuple[float, float]] = []  # label anchors in axes-fraction units
+    for (x, y), ms in sorted(groups.items(), key=lambda kv: -kv[0][1]):
+        fx, fy = (x - min(xs)) / dx * 0.714 + 0.071, (y - min(ys)) / dy * 0.77 + 0.115  # matches the limits below
+        for off in (0, -14, 14, -28, 28, -42, 42, -56, 56, -70, 70):
+            ay = fy + off / 275
+            if all(abs(ay - py) > 0.045 or abs(fx - px) > 0.3 for px, py in placed):
+                break
+        placed.append((fx, fy + off / 275))
+        ax.annotate(" = ".join(ms), (x, y), textcoords="offset points", xytext=(8, off - 3), fontsize=8.5,
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if off else None)
     ax.set_xlabel("PSNR (RGB, dB) ↑")
     ax.set_ylabel("FD-MobileNetV2 ↓ (stand-in for FID)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(f"{title}\n(better: lower right; ★ = full)", fontsize=9)
     ax.grid(True, alpha=0.3)
-    ax.annotate("better", xy=(0.97, 0.05), xytext=(0.80, 0.20), xycoords="axes fraction",
-                arrowprops={"arrowstyle": "->", "color": "tab:green"}, color="tab:green", fontsize=9)
-    xs, ys = [p[1] for p in pts], [p[2] for p in pts]
-    dx, dy = (max(xs) - min(xs)) or 1.0, (max(ys) - min(ys)) or 1.0
     ax.set_xlim(min(xs) - 0.1 * dx, max(xs) + 0.3 * dx)
     ax.set_ylim(min(ys) - 0.15 * dy, max(ys) + 0.15 * dy)
     fig.tight_layout()
@@ -460,6 +480,10 @@ def markdown(res: dict, tbl: str) -> str:
         "restored set with the HQ set. NFE/face and s/face are means of the pipeline's per-face records "
         "(s/face = batch time / batch size; `bicubic` = the LQ input itself, 0 and 0).",
     ]
+    if m["random_weights"]:
+        lines.append("**Random weights**: the networks' output layers are zero-initialised, so the DBLM restorer is the "
+                     "identity (restorer_only = bicubic) and the DGSA map is 0.5 everywhere (= no_dgsa's global scale); "
+                     "rows that coincide do so by construction. Only the plumbing, NFE and timings mean anything here.")
     if d["n_faces"] < 200 and "fd" in res["metrics"]:
         lines.append(f"FD on {d['n_faces']} faces per set is strongly biased upwards and noisy: compare methods within "
                      "this table only.")
@@ -474,7 +498,8 @@ def markdown(res: dict, tbl: str) -> str:
                   + "; ".join(f"{meth}/{mm}: {k} of {res['data']['n_faces']}" for meth, mm, k in fails)]
     lines += ["", "## Metrics", ""]
     for mm in res["metrics"]:
-        lines.append(f"- **{SHORT.get(mm, mm)}** = {METRICS[mm].label}: {res['conventions'].get(mm, '')}")
+        c, label = res["conventions"].get(mm, ""), METRICS[mm].label
+        lines.append(f"- **{SHORT.get(mm, mm)}**: " + (c if c.startswith(label) else f"{label}: {c}"))
     for k, v in res["conventions"].items():
         if k not in res["metrics"]:
             lines.append(f"- {k}: {v}")
@@ -519,7 +544,11 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     name = args.name or ("quality_quick" if args.quick else "quality")
     cmd = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
 
-    restorer, info = load_model(args.model, steps, args.seed, args.device, args.precision, fallback_random=args.quick)
+    parts = {"dblm": args.dblm, "dgsa": args.dgsa, "dsst": args.dsst}
+    if args.model.startswith("preset:") and any(parts.values()):
+        raise UsageError("--dblm/--dgsa/--dsst need a trained --model, not preset:*")
+    restorer, info = load_model(args.model, steps, args.seed, args.device, args.precision,
+                                fallback_random=args.quick, parts=parts)
     size = restorer.size
     temp = args.work is None
     work = Path(tempfile.mkdtemp(prefix="dynface-quality-")) if temp else args.work.resolve()
@@ -540,7 +569,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
                 src = work / "quick_hq"
                 for k, img in quick_faces(n).items():
                     atomic_save_image(img, src / f"{k}.png")
-                desc = f"{QUICK_FACES} faces made from skimage.data.astronaut() (crops, flips, colour shifts), degraded"
+                desc = "faces made from skimage.data.astronaut() (crops, flips, colour shifts), degraded"
             else:
                 src = args.hq.resolve()
                 if not src.is_dir():

@@ -1,0 +1,87 @@
+"""``benchmarks/quality.py`` end to end on a tiny astronaut-derived set (random ``tiny`` weights, no shared data)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytest.importorskip("skimage.data")
+pytest.importorskip("matplotlib")
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("dynface_bench_quality", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _hq_folder(quality, folder: Path, n: int = 4, size: int = 32) -> Path:
+    for k, img in list(quality.quick_faces(size).items())[:n]:
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(folder / f"{k}.png")
+    return folder
+
+
+def test_all_methods_tables_and_plot(quality, tmp_path, capsys):
+    from dynface.metrics import mobilenet_v2
+
+    hq = _hq_folder(quality, tmp_path / "faces")
+    metrics = "psnr,ssim,fd" if mobilenet_v2.available() else "psnr,ssim"
+    out, work = tmp_path / "results", tmp_path / "work"
+    rc = quality.main(["--hq", str(hq), "--size", "32", "--model", "preset:tiny", "--steps", "ddim10",
+                       "--metrics", metrics, "--batch-size", "4", "--threads", "1",
+                       "--out", str(out), "--name", "q", "--work", str(work)])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert (out / "q.md").is_file() and (out / "q.json").is_file()
+    res = json.loads((out / "q.json").read_text())
+    rows = {r["method"]: r for r in res["rows"]}
+    assert list(rows) == list(quality.DEFAULT_METHODS)
+    assert res["model"]["random_weights"] and res["data"]["n_faces"] == 4
+    for m, r in rows.items():
+        assert "error" not in r, (m, r.get("error"))
+        assert isinstance(r["mean"]["psnr"], float) and math.isfinite(r["mean"]["psnr"]), m
+        assert len(list((work / "restored" / m).glob("*.png"))) == 4
+    assert rows["bicubic"]["nfe"] == 0 and rows["restorer_only"]["nfe"] == 0
+    for m in ("fixed_start", "no_dsst", "no_dgsa", "single_guide", "full"):
+        assert rows[m]["nfe"] > 0, m
+    assert rows["fixed_start"]["nfe"] < rows["no_dsst"]["nfe"]
+    md = (out / "q.md").read_text()
+    assert "random weights" in md and "PSNR ↑" in md and "preset:tiny" in md
+    assert "| full |" in printed
+    if "fd" in metrics:
+        assert "FD-MobileNetV2 (non-standard stand-in for FID)" in md
+        assert all(math.isfinite(r["mean"]["fd"]) for r in rows.values())
+        png = out / "q_psnr_fd.png"
+        assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_pairs_input_bicubic_is_the_lq_image(quality, tmp_path):
+    """--pairs: bicubic's PSNR is exactly the library's PSNR of the LQ images against HQ."""
+    from dynface.metrics import psnr
+
+    hq_src = _hq_folder(quality, tmp_path / "faces", n=3)
+    pairs = tmp_path / "pairs"
+    quality.make_pairs(hq_src, pairs, "gfpgan", 3, 32, None)
+    out = tmp_path / "results"
+    rc = quality.main(["--pairs", str(pairs), "--model", "preset:tiny", "--methods", "bicubic,restorer_only",
+                       "--metrics", "psnr", "--threads", "1", "--out", str(out), "--name", "p"])  # fmt: skip
+    assert rc == 0
+    res = json.loads((out / "p.json").read_text())
+    assert res["data"]["preset"] == "gfpgan" and res["data"]["seed"] == 3 and res["work"] is None
+    want = np.mean([psnr(np.asarray(Image.open(pairs / "lq" / f"{k}.png").convert("RGB")),
+                         np.asarray(Image.open(pairs / "hq" / f"{k}.png").convert("RGB")))
+                    for k in res["data"]["keys"]])  # fmt: skip
+    assert res["rows"][0]["mean"]["psnr"] == pytest.approx(want, rel=1e-12)
+    assert not (out / "p_psnr_fd.png").exists()  # no FD: no plot, and the markdown says why
+    assert "No PSNR-vs-FD plot" in (out / "p.md").read_text()
