@@ -110,7 +110,8 @@ def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst):
     tiny_dsst.save(tmp_path / "dsst.json")
     from dynface.training.dgsa import DGSATrainConfig, train_dgsa
 
-    dcfg = DGSATrainConfig(prior=str(prior), dblm=str(dblm_path), dsst=str(tmp_path / "dsst.json"), batch_size=2, steps=2, log_every=1)
+    dcfg = DGSATrainConfig(prior=str(prior), dblm=str(dblm_path), dsst=str(tmp_path / "dsst.json"), batch_size=2, steps=2, log_every=1,
+                           zeta=1.5)
     dgsa_path = train_dgsa(dcfg, str(face_dir), str(tmp_path / "dgsa"))
     assert len(_rows(tmp_path / "dgsa" / "log.csv")) == 2
 
@@ -124,6 +125,7 @@ def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst):
 
     r = DynFaceRestorer.from_pretrained(tmp_path / "model", steps="ddim10")
     assert r.size == 32 and r.dgsa is not None
+    assert r.cfg.sampler.zeta == 1.5  # the base step DGSA was trained with is the sampler's default
     assert r.restore([np.zeros((40, 40, 3), np.uint8)]).images[0].shape == (32, 32, 3)
 
 

@@ -141,14 +141,18 @@ class DynFaceRestorer:
         load_weights(dblm_net, dblm_path)
         dgsa_path = Path(dgsa) if dgsa else files.dgsa
         dgsa_net = None
+        trained: dict = {}
         if dgsa_path is not None:
-            dgsa_net = DGSA(DGSAConfig.from_dict(load_state_dict_file(dgsa_path)[1].get("dgsa", {})))
+            dgsa_meta = load_state_dict_file(dgsa_path)[1]
+            dgsa_net = DGSA(DGSAConfig.from_dict(dgsa_meta.get("dgsa", {})))
             load_weights(dgsa_net, dgsa_path)
+            # DGSA learned its map relative to a base step (§8 C3): sample with the same one by default
+            trained = {k: v for k, v in dgsa_meta.get("train", {}).items() if k in ("zeta", "step_rule")}
         dsst_path = Path(dsst) if dsst else (files.dsst or DEFAULT_DSST)
         table = DSSTTable.load(dsst_path)
         template = meta.get("template", "ffhq512" if ucfg.image_size == 512 else "utkface64")
         sched = ScheduleConfig(**meta["schedule"]) if isinstance(meta.get("schedule"), dict) else None
-        sampler = SamplerConfig(precision=precision, **sampler_overrides)
+        sampler = SamplerConfig(precision=precision, **{**trained, **sampler_overrides})
         if steps is not None:
             sampler = replace(sampler, steps=str(steps))
         return cls(unet, dblm_net, dgsa_net, table, RestoreConfig(mode=mode, sampler=sampler), device, template, files.name, sched)

