@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
-# One lent-GPU session of prior training (run through the device tool with carry=[".gpu"]):
-#   python scripts/pack_gpu_data.py --data ../shared/data/utkface/train --ema runs/prior64/ema.safetensors   # here, first
-#   device run: bash scripts/gpu_prior_session.sh 9      # minutes of training; EMA comes back in $OUT
-# then, here: cp /work/.device/.../ema.safetensors runs/prior64_gpu/ and continue/resume from it (init_from).
-# The image's python3 already has torch (CUDA), numpy, pillow, safetensors, pyyaml, tqdm, scipy.
-set -euo pipefail
-MIN="${1:-9}"
-export PYTHONPATH="$PWD/src"
+# One lent-GPU session: train the embedded-64 prior, then the GPU rows of the speed benchmark.
+#   here, first:  python scripts/pack_gpu_data.py --data ../shared/data/utkface/train --ema runs/prior64/ema.safetensors
+#   device run:   bash scripts/gpu_prior_session.sh 6      (carry=[".gpu"]; 6 minutes of training)
+#   here, after:  python scripts/gpu_split.py join FILES_AT/ema runs/prior64_gpu/ema.safetensors   (and model)
+# Weights come back split in parts (the device returns files of at most 16 MiB). The image's python3
+# already has torch (CUDA), numpy, pillow, safetensors, pyyaml, tqdm, scipy.
+set -uo pipefail
+MIN="${1:-6}"
+export PYTHONPATH="$PWD/src" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -m dynface.cli train prior --device cuda --data .gpu/faces --out /tmp/prior_gpu \
   --config configs/embedded-64/prior.yaml \
-  --set init_from=.gpu/init.safetensors --set threads=0 --set batch_size=256 --set lr=4.0e-4 \
-  --set max_minutes="$MIN" --set checkpoint_minutes=3 --set sample_minutes=0 --set log_every=100
-cp /tmp/prior_gpu/ema.safetensors /tmp/prior_gpu/log.csv "$OUT/"
+  --set init_from=.gpu/init.safetensors --set threads=0 --set batch_size=256 --set lr=3.0e-4 \
+  --set warmup_steps=200 --set max_minutes="$MIN" --set checkpoint_minutes=2 --set sample_minutes=0 \
+  --set log_every=200 2>&1 | tail -5
+cp /tmp/prior_gpu/log.csv "$OUT/prior_log.csv"
+tail -3 "$OUT/prior_log.csv"
+python3 scripts/gpu_split.py split /tmp/prior_gpu/ema.safetensors "$OUT/ema"
 python3 - <<'PY'
 import os, torch
 from dynface.models.io import load_state_dict_file
@@ -21,6 +26,8 @@ from dynface.training.prior import sample_grid
 from dynface.imaging import save_grid
 sd, meta = load_state_dict_file("/tmp/prior_gpu/ema.safetensors")
 m = UNetModel(UNetConfig.from_dict(meta["unet"])).cuda().eval(); m.load_state_dict(sd)
-x = sample_grid(m, GaussianDiffusion.from_config(ScheduleConfig()), 64, m.cfg.image_size, steps=100)
-save_grid(x, os.path.join(os.environ["OUT"], "samples64.png"))
+x = sample_grid(m, GaussianDiffusion.from_config(ScheduleConfig()).to("cuda"), 64, m.cfg.image_size, steps=100)
+save_grid(x, os.path.join(os.environ["OUT"], "samples64.png"), nrow=8)
+print("samples written")
 PY
+timeout 170 python3 benchmarks/speed.py --quick --gpu-only --compile-timeout 90 --out "$OUT/speed_gpu.md" | tail -30

@@ -382,3 +382,12 @@ def test_training_losses_learned_sigma(diff):
     # fixed-variance model: mse only
     terms3 = diff.training_losses(noise + 0.1, x0, xt, t, noise)
     assert set(terms3) == {"mse", "loss"} and torch.allclose(terms3["loss"], torch.full((3,), 0.01, dtype=DT))
+
+
+def test_to_device_copies_schedule_and_keeps_respacing(diff):
+    moved = diff.to("cpu")
+    assert moved is not diff
+    for name, value in vars(diff).items():
+        if isinstance(value, torch.Tensor):
+            assert torch.equal(getattr(moved, name), value)
+    assert torch.allclose(moved.respace("ddim25").alphas_cumprod, diff.respace("ddim25").alphas_cumprod)

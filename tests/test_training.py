@@ -163,3 +163,19 @@ def test_train_cli_rejects_bad_config(tmp_path, face_dir):
                           "--out", str(tmp_path / "run")], capture_output=True, text=True)
     assert res.returncode == 2 and "not_a_field" in res.stderr and "Traceback" not in res.stderr
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+
+
+def test_ema_update_is_the_decayed_average():
+    from dynface.training.loop import EMA
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    ema = EMA(model, decay=0.9)
+    before = [p.clone() for p in ema.model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+        model[1].running_mean.fill_(2.0)
+    ema.update(model, step=1000)  # past the warm-up: d = 0.9
+    for pe, p0, p in zip(ema.model.parameters(), before, model.parameters(), strict=True):
+        assert torch.allclose(pe, 0.9 * p0 + 0.1 * p)
+    assert torch.equal(ema.model[1].running_mean, model[1].running_mean)  # buffers are copied

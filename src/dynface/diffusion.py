@@ -14,6 +14,7 @@ the base schedule. :meth:`GaussianDiffusion.respace` builds the equivalent short
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
 
@@ -113,11 +114,19 @@ class GaussianDiffusion:
     def from_config(cls, cfg: ScheduleConfig = ScheduleConfig()) -> GaussianDiffusion:
         return cls(make_betas(cfg), cfg)
 
+    def to(self, device: torch.device | str) -> GaussianDiffusion:
+        """A copy whose schedule arrays live on ``device`` (saves a host→device copy per lookup on a GPU)."""
+        out = copy.copy(self)
+        for k, v in vars(self).items():
+            if isinstance(v, torch.Tensor):
+                setattr(out, k, v.to(device))
+        return out
+
     # ---- respacing -------------------------------------------------------------------------------
     def respace(self, spec: str | int | list[int]) -> GaussianDiffusion:
         """The shortened chain over the kept steps (βs recomputed from ᾱ), with ``timestep_map``."""
         use = space_timesteps(self.num_timesteps, spec) if not isinstance(spec, list) else sorted(spec)
-        ac = self.alphas_cumprod.numpy()
+        ac = self.alphas_cumprod.cpu().numpy()
         last, betas = 1.0, []
         for i in use:
             betas.append(1 - ac[i] / last)

@@ -32,8 +32,10 @@ class EMA:
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for pe, p in zip(self.model.parameters(), model.parameters(), strict=True):
-            pe.lerp_(p.detach(), 1 - d)
+        ema_p, p = list(self.model.parameters()), [q.detach() for q in model.parameters()]
+        if len(ema_p) != len(p):
+            raise ValueError("EMA and model have different parameter lists")
+        torch._foreach_lerp_(ema_p, p, 1 - d)  # one fused kernel per dtype/device group, not one per tensor
         for be, b in zip(self.model.buffers(), model.buffers(), strict=True):
             be.copy_(b)
 
