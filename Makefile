@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: venv
-	$(PY) -m dynface.cli restore --aligned -i src/dynface/examples -o demo_out --seed 0
+	$(PY) -m dynface.cli restore --aligned -i src/dynface/examples -o demo_out --seed 0 --save-maps
 	$(PY) scripts/demo_sheet.py demo_out
 	@echo "demo: restored faces in demo_out/restored_faces, comparison in demo_out/demo_sheet.png"
 

@@ -79,7 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--preset", default="gfpgan", help="degradation preset for --hq/--quick (default: gfpgan)")
     ap.add_argument("--size", type=int, default=None, metavar="N",
                     help="resolution of the set made from --hq/--quick (default: the model's size)")
-    ap.add_argument("--limit", type=int, default=None, metavar="K", help="only the first K faces (sorted)")
+    ap.add_argument("--limit", type=int, default=None, metavar="K", help="only K faces (see --subset)")
+    ap.add_argument("--subset", choices=("random", "first"), default="random",
+                    help="with --hq and --limit: a random K (seeded by --seed; default) or the first K in sorted order "
+                         "(UTKFace names start with the age, so the first K are not a fair sample)")
     ap.add_argument("--seed", type=int, default=0,
                     help="degradation seed, restoration seed (face i gets seed+i) and init seed of preset:* weights")
     ap.add_argument("--model", default="embedded-64",
@@ -88,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dgsa", type=Path, metavar="PATH", help="DGSA weights (overrides the model folder's)")
     ap.add_argument("--dsst", type=Path, metavar="PATH", help="DSST table (overrides the model folder's)")
     ap.add_argument("--steps", default=None, help="sampler steps (default: ddim250; ddim25 with --quick)")
+    ap.add_argument("--fidelity", type=float, default=None, metavar="W",
+                    help="-w/--fidelity of `dynface restore` for every guided mode (default: the model's, 0.5); "
+                         "a diagnostic knob, the same for all methods")
     ap.add_argument("--batch-size", type=int, default=8, metavar="B", help="faces per restore call (default: 8)")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="LIST",
                     help=f"comma-separated subset of {','.join(DEFAULT_METHODS)} (default: all)")
@@ -241,6 +247,22 @@ def quick_faces(size: int) -> dict:
     return {k: np.asarray(v.convert("RGB").resize((size, size), Image.LANCZOS)) for k, v in faces.items()}
 
 
+def random_subset(src: Path, dst: Path, k: int, seed: int) -> Path:
+    """A folder of links to a seeded random ``k`` of the images in ``src`` (the originals are not copied)."""
+    import random
+
+    from dynface.training.data import list_images
+
+    files = list_images(src)
+    random.Random(seed).shuffle(files)
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in files[:k]:
+        link = dst / f.relative_to(src).as_posix().replace("/", "__")
+        if not link.exists():
+            link.symlink_to(f.resolve())
+    return dst
+
+
 def make_pairs(hq_dir: Path, out_dir: Path, preset: str, seed: int, size: int, limit: int | None) -> dict:
     """Degrade ``hq_dir`` into ``out_dir`` with the ``dynface degrade`` command's code; returns its manifest."""
     from dynface.commands import degrade
@@ -290,7 +312,8 @@ def _save(img, path: Path) -> None:
     Image.fromarray(img).save(path)
 
 
-def restore_all(restorer, method: str, keys: list[str], lq: dict, size: int, batch: int, seed: int, out_dir: Path) -> list[dict]:
+def restore_all(restorer, method: str, keys: list[str], lq: dict, size: int, batch: int, seed: int, out_dir: Path,
+                fidelity: float | None = None) -> list[dict]:
     """Restore (or, for bicubic, copy) every face into ``out_dir/<key>.png``; per-face records."""
     import numpy as np
     from PIL import Image
@@ -307,7 +330,7 @@ def restore_all(restorer, method: str, keys: list[str], lq: dict, size: int, bat
     r = restorer.with_config(mode=method)
     for i in range(0, len(keys), batch):
         ks = keys[i : i + batch]
-        out = r.restore([lq[k] for k in ks], seed=seed + i)
+        out = r.restore([lq[k] for k in ks], seed=seed + i, fidelity=fidelity)
         for k, img, rec in zip(ks, out.images, out.records, strict=True):
             _save(img, out_dir / f"{k}.png")
             keep = {f: rec.get(f) for f in ("seed", "nfe", "seconds", "std_star", "start_step", "start_steps", "eta")}
@@ -468,7 +491,7 @@ def markdown(res: dict, tbl: str) -> str:
         f"- degradation preset: {d.get('preset') or 'unknown'}, degradation seed: {d.get('seed', 'unknown')}, "
         f"set size N: {d.get('size') or 'unknown'}",
         f"- model: {_model_line(m)}",
-        f"- sampler steps: `{res['steps']}`; restoration seed: face i gets {res['seed']} + i in every mode; "
+        f"- sampler steps: `{res['steps']}`; fidelity w: {res.get('fidelity') if res.get('fidelity') is not None else 'model default (0.5)'}; restoration seed: face i gets {res['seed']} + i in every mode; "
         f"batch size {res['batch_size']}; device {res['device']} ({res['precision']})",
         f"- commit: {res['commit']}; machine: {res['machine']}; date: {res['date']}",
         f"- command: `{res['command']}`",
@@ -575,6 +598,9 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
                 if not src.is_dir():
                     raise UsageError(f"--hq is not a folder: {src}")
                 desc = f"`{src}` degraded into the work folder"
+                if args.limit and args.subset == "random":
+                    src = random_subset(src, work / "subset_hq", args.limit, args.seed)
+                    desc = f"a random {args.limit} (seed {args.seed}) of " + desc
             make_pairs(src, pairs, args.preset, args.seed, n, args.limit)
         keys, lq, hq, manifest = load_pairs(pairs, args.limit)
         data = {
@@ -611,7 +637,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             row: dict = {"method": method, "n": len(keys)}
             try:
                 recs = restore_all(restorer, method, keys, lq, size, args.batch_size, args.seed,
-                                   work / "restored" / method)
+                                   work / "restored" / method, fidelity=args.fidelity)
                 wall = time.perf_counter() - t0
                 ev = score(work / "restored" / method, pairs / "hq", work / "eval" / f"{method}.json", metrics, args)
             except Exception as e:  # noqa: BLE001 - one broken method must not hide the others' numbers
@@ -657,6 +683,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             "data": data,
             "model": info,
             "steps": steps,
+            "fidelity": args.fidelity,
             "seed": args.seed,
             "batch_size": args.batch_size,
             "device": args.device,

@@ -2,7 +2,7 @@
 
 * the astronaut's face (``skimage.data.astronaut()``, public domain: NASA), detected and aligned to the
   ``utkface64`` template at 128 px, and a grey copy;
-* faces sampled from our own embedded prior (DDIM, fixed seed), upsampled to 128 px;
+* faces sampled from our own embedded prior (DDIM, fixed seed, the picked indices), upsampled to 128 px;
 
 each degraded with the ``gfpgan`` preset at a fixed seed (so the demo inputs are reproducible), plus one
 clean astronaut crop for reference. Run after the embedded prior is trained:
@@ -53,20 +53,28 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", default=str(ROOT / "src/dynface/weights/embedded-64/prior.safetensors"))
-    ap.add_argument("--samples", type=int, default=3)
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=7, help="degradation seed")
+    ap.add_argument("--sample-seed", type=int, default=0, help="prior noise seed (the grid of docs/results/prior_samples_64.png)")
+    ap.add_argument("--pick", default="0,4,6",
+                    help="which of the seed's first samples to ship (natural colours; the prior is under-trained "
+                         "and some samples have colour casts)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     astro = astronaut_crop()
     clean = {"astronaut": astro, "astronaut_gray": np.repeat(np.asarray(Image.fromarray(astro).convert("L"))[..., None], 3, axis=2)}
     if Path(args.prior).exists():
-        for i, s in enumerate(prior_samples(Path(args.prior), args.samples, args.seed)):
-            clean[f"prior_sample{i}"] = s
+        pick = [int(i) for i in args.pick.split(",")]
+        samples = prior_samples(Path(args.prior), max(pick) + 1, args.sample_seed)
+        for i in pick:
+            clean[f"prior_sample{i}"] = samples[i]
     x = torch.from_numpy(np.stack(list(clean.values()))).permute(0, 3, 1, 2).float() / 255
     y, params = degrade(x, "gfpgan", seed=args.seed)
     for (name, _), yi, p in zip(clean.items(), y, params, strict=True):
         arr = (yi.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
-        Image.fromarray(arr).save(OUT / f"{name}_lq.png")
+        im = Image.fromarray(arr)
+        if name.endswith("_gray"):  # a true 1-channel file: the demo shows grey in → grey out
+            im = im.convert("L")
+        im.save(OUT / f"{name}_lq.png")
         print(f"{name}: {p.to_dict()}")
     return 0
 

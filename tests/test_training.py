@@ -127,6 +127,26 @@ def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst):
     assert r.size == 32 and r.dgsa is not None
     assert r.cfg.sampler.zeta == 1.5  # the base step DGSA was trained with is the sampler's default
     assert r.restore([np.zeros((40, 40, 3), np.uint8)]).images[0].shape == (32, 32, 3)
+    # a calibrated default ζ stored by the packager wins over the training ζ; explicit overrides win over both
+    package_model(tmp_path / "model_cal", prior, dblm_path, tmp_path / "dsst.json", dgsa_path, zeta=0.4)
+    assert DynFaceRestorer.from_pretrained(tmp_path / "model_cal").cfg.sampler.zeta == 0.4
+    assert DynFaceRestorer.from_pretrained(tmp_path / "model_cal", zeta=0.7).cfg.sampler.zeta == 0.7
+    with pytest.raises(ValueError, match="--dgsa"):
+        package_model(tmp_path / "model_bad", prior, dblm_path, tmp_path / "dsst.json", None, zeta=0.4)
+
+    # the card's notes can be rewritten without touching the weights; a changed file is refused
+    from dynface.training.package import refresh_model_card
+
+    package_model(tmp_path / "model_card", prior, dblm_path, tmp_path / "dsst.json", dgsa_path, card_notes="# old notes")
+    before = (tmp_path / "model_card" / "prior.safetensors").read_bytes()
+    refresh_model_card(tmp_path / "model_card", "# new notes\n\nvalidated")
+    card = (tmp_path / "model_card" / "MODEL_CARD.md").read_text()
+    assert card.startswith("# new notes") and "old notes" not in card and "## Files" in card
+    assert sha256(tmp_path / "model_card" / "prior.safetensors") in card
+    assert (tmp_path / "model_card" / "prior.safetensors").read_bytes() == before
+    (tmp_path / "model_card" / "dsst.json").write_text("{}")
+    with pytest.raises(ValueError, match="sha256 differs"):
+        refresh_model_card(tmp_path / "model_card", "# newer")
 
 
 def test_std_star_labels_pick_the_smallest_hiding_blur():

@@ -17,6 +17,7 @@ COMMANDS = [
     "dynface.commands.evaluate",
     "dynface.commands.train",
     "dynface.commands.dsst",
+    "dynface.commands.sample",
 ]
 
 

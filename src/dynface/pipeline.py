@@ -16,7 +16,7 @@ Ablation modes (method.md §7.5), by name:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +85,15 @@ def _infer_unet_config(sd: dict, meta: dict, path: Path) -> UNetConfig:
     raise ModelLoadError(f"{path}: not a recognised prior (no config metadata and no preset of {sorted(UNET_PRESETS)} matches its keys/shapes)")
 
 
+def load_prior(path: str | Path) -> tuple[UNetModel, dict]:
+    """(prior UNet in eval mode, file metadata) from .safetensors with config metadata or a published .pth."""
+    sd, meta = load_state_dict_file(path)
+    unet = UNetModel(_infer_unet_config(sd, meta, Path(path)))
+    check_compatible(unet, sd, name=str(path))
+    unet.load_state_dict(sd)
+    return unet.eval(), meta
+
+
 class DynFaceRestorer:
     """Restore aligned faces: ``DynFaceRestorer.from_pretrained("embedded-64").restore(faces)``."""
 
@@ -128,11 +137,8 @@ class DynFaceRestorer:
     ) -> DynFaceRestorer:
         """Load a model by embedded name, model folder or prior file (see :mod:`dynface.registry`)."""
         files = resolve(name_or_path)
-        sd, meta = load_state_dict_file(files.prior)
-        ucfg = _infer_unet_config(sd, meta, files.prior)
-        unet = UNetModel(ucfg)
-        check_compatible(unet, sd, name=str(files.prior))
-        unet.load_state_dict(sd)
+        unet, meta = load_prior(files.prior)
+        ucfg = unet.cfg
         dblm_path = Path(dblm) if dblm else files.dblm
         if dblm_path is None:
             raise ModelLoadError(f"{files.prior}: no DBLM weights found beside it; pass dblm=PATH (--dblm)")
@@ -148,6 +154,8 @@ class DynFaceRestorer:
             load_weights(dgsa_net, dgsa_path)
             # DGSA learned its map relative to a base step (§8 C3): sample with the same one by default
             trained = {k: v for k, v in dgsa_meta.get("train", {}).items() if k in ("zeta", "step_rule")}
+            known = {f.name for f in fields(SamplerConfig)}  # the packager's calibrated defaults win
+            trained.update({k: v for k, v in dgsa_meta.get("sampler", {}).items() if k in known})
         dsst_path = Path(dsst) if dsst else (files.dsst or DEFAULT_DSST)
         table = DSSTTable.load(dsst_path)
         template = meta.get("template", "ffhq512" if ucfg.image_size == 512 else "utkface64")

@@ -34,7 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--fp32", action="store_true", help="keep fp32 weights")
     k.add_argument("--template", default="utkface64")
     k.add_argument("--card", metavar="MD", help="markdown notes (data, training, validation, licence) for MODEL_CARD.md")
+    k.add_argument("--zeta", type=float, default=None,
+                   help="the model's default guidance strength ζ at -w 0.5 (e.g. calibrated on training faces); "
+                        "default: the ζ DGSA was trained with")
     k.set_defaults(func=run_package)
+    c = tsub.add_parser("card", help="rewrite a model folder's MODEL_CARD.md notes, keeping (and checking) its files table")
+    c.add_argument("--model", required=True, help="model folder")
+    c.add_argument("--card", required=True, metavar="MD", help="markdown notes")
+    c.set_defaults(func=run_card)
 
 
 def _overrides(pairs: list[str]) -> dict:
@@ -78,6 +85,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_card(args: argparse.Namespace) -> int:
+    from ..training.package import refresh_model_card
+
+    try:
+        refresh_model_card(args.model, open(args.card).read())
+    except (OSError, ValueError) as e:
+        print(f"dynface train card: error: {e}", file=sys.stderr)
+        return 2
+    print(f"updated {args.model}/MODEL_CARD.md")
+    return 0
+
+
 def run_package(args: argparse.Namespace) -> int:
     from ..models.io import ModelLoadError
     from ..training.package import package_model
@@ -85,8 +104,8 @@ def run_package(args: argparse.Namespace) -> int:
     try:
         notes = open(args.card).read() if args.card else None
         infos = package_model(args.out, args.prior, args.dblm, args.dsst, args.dgsa, fp16=not args.fp32, template=args.template,
-                              card_notes=notes)
-    except (ModelLoadError, FileNotFoundError) as e:
+                              card_notes=notes, zeta=args.zeta)
+    except (ModelLoadError, FileNotFoundError, ValueError) as e:
         print(f"dynface train package: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(infos, indent=1))

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 
 class ModelLoadError(RuntimeError):
@@ -37,10 +37,26 @@ def save_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata:
         if fp16 and v.is_floating_point() and _fp16_lossless(v):
             v = v.half()
         tensors[k] = v
-    meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
+    meta = {k: json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
+    tmp.write_bytes(_canonical_header(save(tensors, metadata=meta)))
     os.replace(tmp, path)
+
+
+def _canonical_header(blob: bytes) -> bytes:
+    """The same safetensors file with its JSON header's keys sorted, so equal inputs give equal bytes.
+
+    safetensors writes the header from a hash map, so its key order (and the file's sha256) varies from
+    run to run. Tensor offsets are relative to the end of the header, so re-encoding it is safe; the
+    header is padded with spaces to a multiple of 8 bytes, as the format requires.
+    """
+    n = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(dict(sorted(header.items())), separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + blob[8 + n:]
 
 
 def _fp16_lossless(v: torch.Tensor, rel_tol: float = 1e-3) -> bool:

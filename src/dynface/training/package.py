@@ -7,6 +7,7 @@ checked and reported), with the sha256 of every file in ``MODEL_CARD.md``'s tabl
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 from pathlib import Path
 
@@ -32,14 +33,23 @@ def _copy_weights(src: Path, dst: Path, fp16: bool, extra_meta: dict | None = No
 
 
 def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: str | Path, dgsa: str | Path | None = None,
-                  fp16: bool = True, template: str = "utkface64", card_notes: str | None = None) -> list[dict]:
-    """Write prior/dblm/dgsa safetensors and dsst.json into ``out``; returns one info dict per file."""
+                  fp16: bool = True, template: str = "utkface64", card_notes: str | None = None,
+                  zeta: float | None = None) -> list[dict]:
+    """Write prior/dblm/dgsa safetensors and dsst.json into ``out``; returns one info dict per file.
+
+    ``zeta``: the sampler's default guidance strength for this model (stored in the DGSA metadata as
+    ``sampler.zeta``; the pipeline prefers it to the ζ DGSA was trained with).
+    """
+    if zeta is not None and not dgsa:
+        raise ValueError("--zeta is stored with the DGSA weights: give --dgsa too")
+    if zeta is not None and not zeta > 0:
+        raise ValueError(f"--zeta must be positive, got {zeta}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     infos = [_copy_weights(Path(prior), out / "prior.safetensors", fp16, {"template": template}),
              _copy_weights(Path(dblm), out / "dblm.safetensors", fp16)]
     if dgsa:
-        infos.append(_copy_weights(Path(dgsa), out / "dgsa.safetensors", fp16))
+        infos.append(_copy_weights(Path(dgsa), out / "dgsa.safetensors", fp16, {"sampler": {"zeta": zeta}} if zeta else None))
     shutil.copyfile(dsst, out / "dsst.json")
     infos.append({"file": "dsst.json"})
     for info in infos:
@@ -61,3 +71,20 @@ def write_model_card(out: Path, infos: list[dict], notes: str) -> None:
                     if "params" in i else f"| `{i['file']}` | {i['bytes']:,} | | {storage} | `{i['sha256']}` |")
     text = notes.rstrip() + "\n\n## Files\n\n" + "\n".join(rows) + "\n"
     (out / "MODEL_CARD.md").write_text(text)
+
+
+def refresh_model_card(out: str | Path, notes: str) -> None:
+    """Rewrite ``MODEL_CARD.md``'s notes and keep its files table, after checking every sha256 in it.
+
+    For updating what a card says (validation numbers, caveats) without rewriting the weights files.
+    """
+    out = Path(out)
+    card = out / "MODEL_CARD.md"
+    text = card.read_text() if card.exists() else ""
+    if "\n## Files\n" not in text:
+        raise ValueError(f"{card}: no '## Files' table to keep (package the model first)")
+    files = text[text.index("\n## Files\n"):]
+    for name, digest in re.findall(r"\| `([^`]+)` \|.*\| `([0-9a-f]{64})` \|", files):
+        if sha256(out / name) != digest:
+            raise ValueError(f"{out / name}: sha256 differs from the card's; re-package instead")
+    card.write_text(notes.rstrip() + "\n" + files)
