@@ -1,11 +1,11 @@
 """Make the demo inputs shipped in ``src/dynface/examples/`` — nothing from ../shared.
 
 * the astronaut's face (``skimage.data.astronaut()``, public domain: NASA), detected and aligned to the
-  ``utkface64`` template at 128 px, and a grey copy;
-* faces sampled from our own embedded prior (DDIM, fixed seed, the picked indices), upsampled to 128 px;
+  ``utkface64`` template at 64 px (the model's working size), and a grey copy;
+* faces sampled from our own embedded prior (DDIM, fixed seed, the picked indices), at 64 px;
 
-each degraded with the ``gfpgan`` preset at a fixed seed (so the demo inputs are reproducible), plus one
-clean astronaut crop for reference. Run after the embedded prior is trained:
+each degraded with the ``gfpgan`` preset at a fixed seed (so the demo inputs are reproducible). Run after
+the embedded prior is trained:
 
     python scripts/make_examples.py [--prior src/dynface/weights/embedded-64/prior.safetensors]
 """
@@ -21,7 +21,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "dynface" / "examples"
-SIZE = 128
+SIZE = 64  # the embedded model's working size: the preset's blur and downsampling then act on the model's own pixels
 
 
 def astronaut_crop() -> np.ndarray:
