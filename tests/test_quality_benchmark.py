@@ -85,3 +85,15 @@ def test_pairs_input_bicubic_is_the_lq_image(quality, tmp_path):
     assert res["rows"][0]["mean"]["psnr"] == pytest.approx(want, rel=1e-12)
     assert not (out / "p_psnr_fd.png").exists()  # no FD: no plot, and the markdown says why
     assert "No PSNR-vs-FD plot" in (out / "p.md").read_text()
+
+
+def test_random_subset_is_seeded_and_links_originals(quality, tmp_path):
+    hq = _hq_folder(quality, tmp_path / "faces", n=6)
+    a = quality.random_subset(hq, tmp_path / "a", 3, seed=0)
+    b = quality.random_subset(hq, tmp_path / "b", 3, seed=0)
+    c = quality.random_subset(hq, tmp_path / "c", 3, seed=5)
+    names = [sorted(p.name for p in d.iterdir()) for d in (a, b, c)]
+    assert len(names[0]) == 3 and names[0] == names[1]
+    assert names[0] != names[2]  # another seed, another subset (6 choose 3 = 20 subsets; these two differ)
+    for p in a.iterdir():
+        assert p.is_symlink() and p.resolve().parent == hq.resolve()
