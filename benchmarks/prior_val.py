@@ -40,8 +40,8 @@ def eps_mse(unet, diffusion, faces: torch.Tensor, steps: list[int], seed: int, b
 
 
 def main() -> int:
-    from dynface.diffusion import GaussianDiffusion, ScheduleConfig
-    from dynface.pipeline import load_prior
+    from dynface.diffusion import GaussianDiffusion
+    from dynface.pipeline import load_prior, prior_schedule
     from dynface.training.data import load_face_tensor
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,11 +53,15 @@ def main() -> int:
     args = ap.parse_args()
     rows = ["| prior | train step | " + " | ".join(f"t={t}" for t in PROBES) + " | mean over t |",
             "|---|---|" + "---|" * (len(PROBES) + 1)]
+    grid = list(range(1000 // args.grid // 2, 1000, 1000 // args.grid))
+    faces_at: dict[int, torch.Tensor] = {}  # decoded once per resolution, shared by the priors compared
     for path in args.priors:
         unet, meta = load_prior(path)
-        faces = load_face_tensor(args.data, unet.cfg.image_size, limit=args.limit or None)
-        diffusion = GaussianDiffusion.from_config(ScheduleConfig(learn_sigma=unet.cfg.learn_sigma))
-        grid = list(range(1000 // args.grid // 2, 1000, 1000 // args.grid))
+        size = unet.cfg.image_size
+        if size not in faces_at:
+            faces_at[size] = load_face_tensor(args.data, size, limit=args.limit or None)
+        faces = faces_at[size]
+        diffusion = GaussianDiffusion.from_config(prior_schedule(meta, unet))
         probe = eps_mse(unet, diffusion, faces, list(PROBES), args.seed)
         mean = sum(eps_mse(unet, diffusion, faces, grid, args.seed).values()) / len(grid)
         rows.append(f"| `{Path(path).as_posix()}` | {meta.get('step', '?')} | " + " | ".join(f"{probe[t]:.4f}" for t in PROBES)

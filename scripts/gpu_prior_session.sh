@@ -17,17 +17,6 @@ python3 -m dynface.cli train prior --device cuda --data .gpu/faces --out /tmp/pr
 cp /tmp/prior_gpu/log.csv "$OUT/prior_log.csv"
 tail -3 "$OUT/prior_log.csv"
 python3 scripts/gpu_split.py split /tmp/prior_gpu/ema.safetensors "$OUT/ema"
-python3 - <<'PY'
-import os, torch
-from dynface.models.io import load_state_dict_file
-from dynface.models.unet import UNetConfig, UNetModel
-from dynface.diffusion import GaussianDiffusion, ScheduleConfig
-from dynface.training.prior import sample_grid
-from dynface.imaging import save_grid
-sd, meta = load_state_dict_file("/tmp/prior_gpu/ema.safetensors")
-m = UNetModel(UNetConfig.from_dict(meta["unet"])).cuda().eval(); m.load_state_dict(sd)
-x = sample_grid(m, GaussianDiffusion.from_config(ScheduleConfig()).to("cuda"), 64, m.cfg.image_size, steps=100)
-save_grid(x, os.path.join(os.environ["OUT"], "samples64.png"), nrow=8)
-print("samples written")
-PY
+python3 -m dynface.cli sample --model /tmp/prior_gpu/ema.safetensors -n 64 --steps 100 --seed 0 --batch 64 \
+  --device cuda -o "$OUT/samples64.png"
 timeout 170 python3 benchmarks/speed.py --quick --gpu-only --compile-timeout 90 --out "$OUT/speed_gpu.md" | tail -30

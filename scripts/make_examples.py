@@ -35,15 +35,12 @@ def astronaut_crop() -> np.ndarray:
 
 
 def prior_samples(prior: Path, n: int, seed: int) -> list[np.ndarray]:
-    from dynface.diffusion import GaussianDiffusion, ScheduleConfig
-    from dynface.models.io import load_state_dict_file
-    from dynface.models.unet import UNetConfig, UNetModel
+    from dynface.diffusion import GaussianDiffusion
+    from dynface.pipeline import load_prior, prior_schedule
     from dynface.training.prior import sample_grid
 
-    sd, meta = load_state_dict_file(prior)
-    unet = UNetModel(UNetConfig.from_dict(meta["unet"]))
-    unet.load_state_dict(sd)
-    x = sample_grid(unet.eval(), GaussianDiffusion.from_config(ScheduleConfig()), n, unet.cfg.image_size, steps=100, seed=seed)
+    unet, meta = load_prior(prior)
+    x = sample_grid(unet, GaussianDiffusion.from_config(prior_schedule(meta, unet)), n, unet.cfg.image_size, steps=100, seed=seed)
     x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bicubic", align_corners=False)
     return list(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
 

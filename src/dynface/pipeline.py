@@ -94,6 +94,13 @@ def load_prior(path: str | Path) -> tuple[UNetModel, dict]:
     return unet.eval(), meta
 
 
+def prior_schedule(meta: dict, unet: UNetModel) -> ScheduleConfig:
+    """The noise schedule a prior file declares, else the DifFace default (linear, 1000 steps)."""
+    if isinstance(meta.get("schedule"), dict):
+        return ScheduleConfig(**meta["schedule"])
+    return ScheduleConfig(learn_sigma=unet.cfg.learn_sigma)
+
+
 class DynFaceRestorer:
     """Restore aligned faces: ``DynFaceRestorer.from_pretrained("embedded-64").restore(faces)``."""
 
@@ -159,7 +166,7 @@ class DynFaceRestorer:
         dsst_path = Path(dsst) if dsst else (files.dsst or DEFAULT_DSST)
         table = DSSTTable.load(dsst_path)
         template = meta.get("template", "ffhq512" if ucfg.image_size == 512 else "utkface64")
-        sched = ScheduleConfig(**meta["schedule"]) if isinstance(meta.get("schedule"), dict) else None
+        sched = prior_schedule(meta, unet)
         sampler = SamplerConfig(precision=precision, **{**trained, **sampler_overrides})
         if steps is not None:
             sampler = replace(sampler, steps=str(steps))

@@ -26,10 +26,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from dynface.diffusion import GaussianDiffusion, ScheduleConfig
+    from dynface.diffusion import GaussianDiffusion
     from dynface.imaging import save_grid
     from dynface.models.io import ModelLoadError
-    from dynface.pipeline import load_prior
+    from dynface.pipeline import load_prior, prior_schedule
     from dynface.registry import resolve
     from dynface.training.prior import sample_grid
 
@@ -41,8 +41,7 @@ def run(args: argparse.Namespace) -> int:
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    sched = ScheduleConfig(**meta["schedule"]) if isinstance(meta.get("schedule"), dict) else ScheduleConfig(learn_sigma=unet.cfg.learn_sigma)
-    diffusion = GaussianDiffusion.from_config(sched).to(args.device)
+    diffusion = GaussianDiffusion.from_config(prior_schedule(meta, unet)).to(args.device)
     unet = unet.to(args.device)
     chunks = [sample_grid(unet, diffusion, min(args.batch, args.num - i), unet.cfg.image_size, steps=args.steps, seed=args.seed + i)
               for i in range(0, args.num, args.batch)]

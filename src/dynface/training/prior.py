@@ -106,8 +106,10 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
     stop = StopFlag()
     t_start = last_sample = time.time()
     # running sums stay on the device: one host sync per log line, not three per step (matters on a GPU)
-    zero = torch.zeros((), device=dev)
-    t_log, seen, acc = time.time(), 0, {"loss": zero.clone(), "mse": zero.clone(), "vb": zero.clone(), "k": 0}
+    def fresh_sums() -> dict:
+        return {"loss": torch.zeros((), device=dev), "mse": torch.zeros((), device=dev), "vb": torch.zeros((), device=dev), "k": 0}
+
+    t_log, seen, acc = time.time(), 0, fresh_sums()
 
     def snapshot() -> dict:
         return {"model": unwrap(model).state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
@@ -161,7 +163,7 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
                 if log is not None:
                     log.write({"step": step, "time": round(now - t_start, 1), **means, "lr": lr,
                                "img_per_s": round(seen / (now - t_log), 2)})
-                t_log, seen, acc = now, 0, {"loss": zero.clone(), "mse": zero.clone(), "vb": zero.clone(), "k": 0}
+                t_log, seen, acc = now, 0, fresh_sums()
             if ckpt.due():
                 ckpt.save(snapshot())
                 export()
