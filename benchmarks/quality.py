@@ -50,9 +50,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("restorer_only", "fixed_start", "no_dsst", "no_dgsa", "single_guide", "full")  # dynface.pipeline.MODES
 DEFAULT_METHODS = ("bicubic",) + MODES
-DEFAULT_METRICS = ("psnr", "ssim", "psnr_y", "ssim_y", "ida", "lmd", "niqe", "fd")  # evaluate.DEFAULT_WITH_HQ
+DEFAULT_METRICS = ("psnr", "ssim", "psnr_y", "ssim_y", "ida", "lmd", "niqe", "brisque", "fd")  # evaluate.DEFAULT_WITH_HQ
 SHORT = {"psnr": "PSNR", "ssim": "SSIM", "psnr_y": "PSNR-Y", "ssim_y": "SSIM-Y", "lpips": "LPIPS", "ida": "IDA",
-         "lmd": "LMD", "niqe": "NIQE", "fd": "FD", "fid": "FID"}
+         "lmd": "LMD", "niqe": "NIQE", "brisque": "BRISQUE", "fd": "FD", "fid": "FID"}
 
 
 class UsageError(Exception):
@@ -76,6 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--pairs", type=Path, metavar="DIR", help="paired set written by `dynface degrade` (DIR/hq, DIR/lq)")
     src.add_argument("--hq", type=Path, metavar="DIR", help="clean faces; degraded first into <work>/pairs")
     src.add_argument("--quick", action="store_true", help="tiny self-contained run (6 astronaut faces, ddim25)")
+    src.add_argument("--render", type=Path, metavar="JSON",
+                     help="only rewrite the markdown of an earlier run from its JSON (after a change to the report)")
     ap.add_argument("--preset", default="gfpgan", help="degradation preset for --hq/--quick (default: gfpgan)")
     ap.add_argument("--size", type=int, default=None, metavar="N",
                     help="resolution of the set made from --hq/--quick (default: the model's size)")
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--dsst", type=Path, metavar="PATH", help="DSST table (overrides the model folder's)")
     ap.add_argument("--steps", default=None, help="sampler steps (default: ddim250; ddim25 with --quick)")
     ap.add_argument("--fidelity", type=float, default=None, metavar="W",
-                    help="-w/--fidelity of `dynface restore` for every guided mode (default: the model's, 0.5); "
+                    help="-w/--fidelity of `dynface restore` for every guided mode (default: the model's sampler.zeta); "
                          "a diagnostic knob, the same for all methods")
     ap.add_argument("--batch-size", type=int, default=8, metavar="B", help="faces per restore call (default: 8)")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="LIST",
@@ -402,7 +404,7 @@ def _fmt(v, digits: int = 4) -> str:
 def table(rows: list[dict], metrics: list[str]) -> str:
     from dynface.metrics import METRICS
 
-    digits = {"psnr": 2, "psnr_y": 2, "niqe": 3, "fd": 2, "fid": 2, "lmd": 2}
+    digits = {"psnr": 2, "psnr_y": 2, "niqe": 3, "brisque": 2, "fd": 2, "fid": 2, "lmd": 2}
     best: dict[str, float] = {}
     for m in metrics:
         vals = [r["mean"].get(m, float("nan")) for r in rows if "error" not in r]
@@ -480,6 +482,13 @@ def plot(rows: list[dict], path: Path, title: str) -> str | None:
     return None
 
 
+def _fidelity_text(res: dict) -> str:
+    if res.get("fidelity") is not None:
+        return str(res["fidelity"])
+    z = res.get("zeta_default")
+    return "model default (0.5: the model's ζ" + (f" = {z}" if z is not None else "") + ")"
+
+
 def markdown(res: dict, tbl: str) -> str:
     from dynface.metrics import METRICS
 
@@ -491,7 +500,7 @@ def markdown(res: dict, tbl: str) -> str:
         f"- degradation preset: {d.get('preset') or 'unknown'}, degradation seed: {d.get('seed', 'unknown')}, "
         f"set size N: {d.get('size') or 'unknown'}",
         f"- model: {_model_line(m)}",
-        f"- sampler steps: `{res['steps']}`; fidelity w: {res.get('fidelity') if res.get('fidelity') is not None else 'model default (0.5)'}; restoration seed: face i gets {res['seed']} + i in every mode; "
+        f"- sampler steps: `{res['steps']}`; fidelity w: {_fidelity_text(res)}; restoration seed: face i gets {res['seed']} + i in every mode; "
         f"batch size {res['batch_size']}; device {res['device']} ({res['precision']})",
         f"- commit: {res['commit']}; machine: {res['machine']}; date: {res['date']}",
         f"- command: `{res['command']}`",
@@ -555,8 +564,19 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
         if args.threads < 1:
             raise UsageError("--threads must be ≥ 1")
         torch.set_num_threads(args.threads)
+    if args.render:
+        try:
+            res = json.loads(args.render.read_text())
+            tbl = table(res["rows"], res["metrics"])
+        except (OSError, ValueError, KeyError) as e:
+            raise UsageError(f"--render {args.render}: not a quality.py result ({type(e).__name__}: {e})") from e
+        from dynface.commands.evaluate import _atomic_write_text
+
+        _atomic_write_text(args.render.with_suffix(".md"), markdown(res, tbl))
+        _log(f"wrote {args.render.with_suffix('.md')}")
+        return 0
     if not (args.pairs or args.hq or args.quick):
-        raise UsageError("give --pairs DIR, --hq DIR or --quick")
+        raise UsageError("give --pairs DIR, --hq DIR or --quick, or --render JSON")
     if args.batch_size < 1 or (args.limit is not None and args.limit < 1) or (args.size is not None and args.size < 8):
         raise UsageError("--batch-size and --limit must be ≥ 1, --size ≥ 8")
     methods = _split(args.methods)
@@ -684,6 +704,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             "model": info,
             "steps": steps,
             "fidelity": args.fidelity,
+            "zeta_default": restorer.cfg.sampler.zeta,  # the guidance strength that w = 0.5 stands for
             "seed": args.seed,
             "batch_size": args.batch_size,
             "device": args.device,

@@ -3,16 +3,22 @@ measured in the same run (ratios), on the CPU and — when a GPU is present — 
 prior with random weights (fp32 vs bf16/fp16, with and without ``torch.compile``) and the fraction of
 the device's measured peak matmul throughput that the UNet reaches.
 
-    python benchmarks/speed.py [--quick] [--model embedded-64] [--out docs/results/speed.md]
+    python benchmarks/speed.py [--quick] [--gpu-only] [--budget S] [--model embedded-64] [--out docs/results/speed.md]
 
-Each configuration runs in its own subprocess so that its peak memory (max RSS, or CUDA max allocated)
-is its own. Results are written as a markdown table naming the machine.
+CPU rows run one configuration per subprocess, so that each row's peak memory (max RSS) is its own. On
+the accelerator one subprocess per (precision, compile) runs both modes, resetting CUDA's peak-memory
+counter between them, so ``torch.compile`` compiles the UNet once for both. Accelerator work runs cheapest
+first (eager pipeline rows, eager UNet throughput, then the compiled UNet and the compiled pipeline),
+and the markdown file is rewritten after every step, so a run stopped by ``--budget`` (or killed) still
+leaves every finished row. ``--accel-device cpu --accel-model tiny`` runs the accelerator path on the CPU
+(the tests do that).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -20,6 +26,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# cpu: CPU rows; the rest run on an accelerator: eager pipeline rows per precision, eager UNet throughput,
+# the compiled UNet forward (bf16), the compiled pipeline (bf16, not with --quick)
+PARTS = ("cpu", "eager", "throughput", "compile-unet", "compile-pipeline")
 
 
 def machine() -> str:
@@ -31,8 +41,6 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    import os
-
     import torch
 
     s = f"{cpu}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads"
@@ -54,85 +62,160 @@ def _restorer(model: str, mode: str, steps: str, device: str, precision: str):
         return r.with_config(steps=steps, precision=precision), f"{model} (random weights)"
 
 
-def worker(spec: dict) -> dict:
-    """Run one configuration (in a subprocess) and return its measurements."""
+def _sync(device: str) -> None:
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def worker(spec: dict) -> list[dict]:
+    """Run one configuration, for each of ``spec["modes"]``, and return one row per mode.
+
+    The warm-up call (batch 1 on the CPU; on an accelerator the measured batch with the measured seed, so
+    that a compiled UNet meets every batch shape of the timed call) is reported as ``warmup_s``; with
+    ``torch.compile`` it includes the compilation.
+    """
     import resource
 
     import numpy as np
     import torch
 
     torch.manual_seed(0)
-    r, label = _restorer(spec["model"], spec["mode"], spec["steps"], spec["device"], spec["precision"])
+    dev = spec["device"]
+    base, label = _restorer(spec["model"], spec["modes"][0], spec["steps"], dev, spec["precision"])
     if spec.get("compile"):
-        r.unet = torch.compile(r.unet)
+        base = base.compiled()
     rng = np.random.default_rng(0)
-    faces = [rng.integers(0, 256, (r.size, r.size, 3), dtype=np.uint8) for _ in range(spec["batch"])]
-    r.restore(faces[:1], seed=0)  # warm-up (and compilation)
-    if spec["device"] == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    t = time.perf_counter()
-    out = r.restore(faces, seed=0)
-    if spec["device"] == "cuda":
-        torch.cuda.synchronize()
-    secs = time.perf_counter() - t
-    peak = torch.cuda.max_memory_allocated() / 2**20 if spec["device"] == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    nfe = float(np.mean([rec["nfe"] for rec in out.records]))
-    return {**spec, "label": label, "nfe_per_face": nfe, "s_per_face": secs / spec["batch"], "faces_per_s": spec["batch"] / secs, "peak_mib": peak}
+    faces = [rng.integers(0, 256, (base.size, base.size, 3), dtype=np.uint8) for _ in range(spec["batch"])]
+    rows = []
+    for mode in spec["modes"]:
+        r = base.with_config(mode=mode)
+        t = time.perf_counter()
+        r.restore(faces if dev != "cpu" or spec.get("compile") else faces[:1], seed=0)
+        _sync(dev)
+        warm = time.perf_counter() - t
+        if dev == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        out = r.restore(faces, seed=0)
+        _sync(dev)
+        secs = time.perf_counter() - t
+        if dev == "cuda":
+            peak = torch.cuda.max_memory_allocated() / 2**20
+        else:  # max RSS of the process: only meaningful for a process that ran one mode
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if len(spec["modes"]) == 1 else float("nan")
+        nfe = float(np.mean([rec["nfe"] for rec in out.records]))
+        rows.append({**spec, "mode": mode, "label": label, "nfe_per_face": nfe, "s_per_face": secs / spec["batch"],
+                     "faces_per_s": spec["batch"] / secs, "peak_mib": peak, "warmup_s": warm})
+        print("ROW " + json.dumps(rows[-1]), flush=True)  # kept by run_sub even if a later mode times out
+    return rows
 
 
-def run_sub(spec: dict, timeout: float | None = None) -> dict:
-    try:
-        res = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
-                             cwd=ROOT, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {**spec, "error": f"timed out after {timeout:.0f} s"}
-    if res.returncode != 0:
-        return {**spec, "error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"}
-    return json.loads(res.stdout.strip().splitlines()[-1])
-
-
-def gpu_extras(quick: bool, compile_unet: bool = True) -> list[str]:
-    """Peak bf16 matmul throughput and the UNet's share of it (difface-ffhq512, random weights)."""
+def unet_throughput(spec: dict) -> list[str]:
+    """Peak matmul throughput (``spec["peak"]``) and the UNet forward's share of it, per precision, eager or
+    compiled (``spec["compile"]``), for ``spec["model"]``'s UNet with random weights."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     from dynface.models.unet import build_unet
 
-    lines = []
-    n = 8192
-    a = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, n, device="cuda", dtype=torch.bfloat16)
-    for _ in range(3):
-        a @ b
-    torch.cuda.synchronize()
-    t = time.perf_counter()
-    reps = 20
-    for _ in range(reps):
-        a @ b
-    torch.cuda.synchronize()
-    peak = 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
-    lines.append(f"- measured peak bf16 matmul: {peak:.0f} TFLOP/s ({n}×{n})")
-    unet = build_unet("difface-ffhq512").cuda().eval()
-    x = torch.randn(4 if quick else 8, 3, 512, 512, device="cuda")
-    tt = torch.full((x.shape[0],), 500, device="cuda")
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+    dev, lines = spec["device"], []
+    peak = spec.get("peak_tflops")
+    if spec.get("peak"):
+        n = spec.get("matmul_n", 8192)
+        a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+        b = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
+        for _ in range(3):
+            a @ b
+        _sync(dev)
+        t = time.perf_counter()
+        reps = 20
+        for _ in range(reps):
+            a @ b
+        _sync(dev)
+        peak = 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+        lines.append(f"- measured peak bf16 matmul: {peak:.3g} TFLOP/s ({n}×{n})")
+    torch.manual_seed(0)
+    unet = build_unet(spec["model"]).to(dev).eval()
+    size = unet.cfg.image_size
+    x = torch.randn(spec["batch"], 3, size, size, device=dev)
+    tt = torch.full((x.shape[0],), 500, device=dev)
+    with torch.no_grad():
         with FlopCounterMode(display=False) as fc:
             unet(x, tt)
         flops = fc.get_total_flops()
-        variants = [("eager", unet)] + ([("torch.compile", torch.compile(unet))] if compile_unet else [])
-        for compiled, m in variants:
-            for _ in range(3):
+        for prec in spec["precisions"]:
+            m = torch.compile(unet) if spec.get("compile") else unet
+            ctx = (torch.autocast(dev, dtype=getattr(torch, DTYPES[prec])) if prec != "fp32"
+                   else torch.autocast(dev, enabled=False))
+            with ctx:
+                t = time.perf_counter()
                 m(x, tt)
-            torch.cuda.synchronize()
-            t = time.perf_counter()
-            for _ in range(5):
-                m(x, tt)
-            torch.cuda.synchronize()
-            dt = (time.perf_counter() - t) / 5
-            lines.append(f"- UNet forward bf16 {compiled}, batch {x.shape[0]}: {dt * 1e3:.1f} ms, "
-                         f"{flops / dt / 1e12:.1f} TFLOP/s = {100 * flops / dt / 1e12 / peak:.1f}% of measured peak")
-    return lines
+                _sync(dev)
+                first = time.perf_counter() - t
+                for _ in range(2):
+                    m(x, tt)
+                _sync(dev)
+                t = time.perf_counter()
+                for _ in range(5):
+                    m(x, tt)
+                _sync(dev)
+                dt = (time.perf_counter() - t) / 5
+            kind = "torch.compile" if spec.get("compile") else "eager"
+            share = f" = {100 * flops / dt / 1e12 / peak:.1f}% of measured bf16 peak" if peak else ""
+            lines.append(f"- UNet forward {prec} {kind}, batch {x.shape[0]}: {dt * 1e3:.1f} ms, "
+                         f"{flops / dt / 1e12:.3g} TFLOP/s{share} (first call {first:.1f} s)")
+            torch._dynamo.reset()
+    return lines if not spec.get("peak") else [*lines, f"PEAK {peak}"]
+
+
+def run_sub(spec: dict, timeout: float | None = None) -> dict:
+    """Run ``spec`` in a subprocess: ``{"rows": [...]}`` / ``{"lines": [...]}``, or ``{"error": why}``."""
+    if timeout is not None and timeout <= 1:
+        return {"error": "not run (time budget spent)"}
+    try:
+        res = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
+                             cwd=ROOT, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        out = e.stdout.decode() if isinstance(e.stdout, bytes) else (e.stdout or "")
+        done = [json.loads(ln[4:]) for ln in out.splitlines() if ln.startswith("ROW ")]
+        return {"error": f"timed out after {timeout:.0f} s", **({"rows": done} if done else {})}
+    if res.returncode != 0:
+        return {"error": res.stderr.strip().splitlines()[-1] if res.stderr.strip() else f"exit {res.returncode}"}
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def render(header: list[str], rows: list[dict], extra: list[str]) -> str:
+    lines = [*header,
+             "| model | device | precision | compile | mode | batch | NFE/face | s/face | faces/s | peak MiB | warm-up s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        head = f"| {r.get('label', r['model'])} | {r['device']} | {r['precision']} | {r.get('compile', False)} | {r['mode']} | {r['batch']} |"
+        if "error" in r:
+            lines.append(f"{head} {r['error']} ||||||")
+        else:
+            lines.append(f"{head} {r['nfe_per_face']:.0f} | {r['s_per_face']:.3f} | {r['faces_per_s']:.2f} | "
+                         f"{r['peak_mib']:.0f} | {r['warmup_s']:.1f} |".replace("| nan |", "| n/a |"))
+    lines += ["", "Ratios full / fixed_start (same run, same settings):", ""]
+    key = lambda r: (r["device"], r["precision"], r.get("compile", False), r["batch"])  # noqa: E731
+    ok = [r for r in rows if "error" not in r]
+    for r in ok:
+        base = next((b for b in ok if b["mode"] == "fixed_start" and key(b) == key(r)), None)
+        if r["mode"] == "full" and base:
+            mem = r["peak_mib"] / base["peak_mib"]
+            lines.append(f"- {r['device']}/{r['precision']}/compile={r.get('compile', False)}/batch {r['batch']}: "
+                         f"NFE ×{r['nfe_per_face'] / base['nfe_per_face']:.2f}, s/face ×{r['s_per_face'] / base['s_per_face']:.2f}"
+                         + (f", peak memory ×{mem:.2f}" if mem == mem else ""))
+    for r in ok:  # compiled vs eager, same precision and mode
+        base = next((b for b in ok if not b.get("compile") and b["mode"] == r["mode"] and b["precision"] == r["precision"]
+                     and b["device"] == r["device"] and b["batch"] == r["batch"]), None)
+        if r.get("compile") and base:
+            lines.append(f"- torch.compile / eager, {r['device']}/{r['precision']}/{r['mode']}/batch {r['batch']}: "
+                         f"s/face ×{r['s_per_face'] / base['s_per_face']:.2f}")
+    if extra:
+        lines += ["", "Accelerator throughput (UNet forward, random weights, no_grad):", "", *extra]
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -141,69 +224,96 @@ def main() -> int:
     ap.add_argument("--model", default="embedded-64")
     ap.add_argument("--out", default=str(ROOT / "docs/results/speed.md"))
     ap.add_argument("--gpu-only", action="store_true", help="skip the CPU rows (for a short lent-GPU session)")
+    ap.add_argument("--parts", default=",".join(PARTS), metavar="LIST",
+                    help=f"what to measure, in this order (default: all): {', '.join(PARTS)}")
+    ap.add_argument("--precisions", default=None, metavar="LIST",
+                    help="accelerator precisions for the eager rows and throughput (default: fp32,bf16,fp16; "
+                         "fp32,bf16 with --quick)")
+    ap.add_argument("--budget", type=float, default=None,
+                    help="seconds for the whole run; steps that do not fit are reported as not run")
     ap.add_argument("--compile-timeout", type=float, default=240.0,
-                    help="seconds allowed for the torch.compile measurement before it is reported as timed out")
+                    help="seconds allowed for each torch.compile step (0: skip torch.compile)")
+    ap.add_argument("--accel-device", default=None, help=argparse.SUPPRESS)  # default: cuda when present
+    ap.add_argument("--accel-model", default="difface-ffhq512", help=argparse.SUPPRESS)
+    ap.add_argument("--accel-steps", default="ddim50", help=argparse.SUPPRESS)
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    if bad := [p for p in parts if p not in PARTS]:
+        ap.error(f"unknown --parts {', '.join(bad)}; choose from {', '.join(PARTS)}")
+    chosen_precs = tuple(p.strip() for p in (args.precisions or "").split(",") if p.strip())
+    if bad := [p for p in chosen_precs if p not in DTYPES]:
+        ap.error(f"unknown --precisions {', '.join(bad)}; choose from {', '.join(DTYPES)}")
     if args.worker:
         spec = json.loads(args.worker)
-        if spec.get("extras"):  # GPU throughput lines, in their own process (compilation can be slow)
-            print(json.dumps({"lines": gpu_extras(spec["quick"], spec["compile"])}))
-        else:
-            print(json.dumps(worker(spec)))
+        print(json.dumps({"lines": unet_throughput(spec)} if spec.get("throughput") else {"rows": worker(spec)}))
         return 0
     import torch
 
+    start = time.perf_counter()
+
+    def left(cap: float | None = None) -> float | None:
+        rem = None if args.budget is None else args.budget - (time.perf_counter() - start)
+        return cap if rem is None else (rem if cap is None else min(cap, rem))
+
+    accel = args.accel_device or ("cuda" if torch.cuda.is_available() else None)
     steps = "ddim50" if args.quick else "ddim250"
-    batches = (1, 4) if args.quick else (1, 8)
-    specs = [] if args.gpu_only else [
-        {"model": args.model, "mode": m, "steps": steps, "device": "cpu", "precision": "fp32", "batch": b}
-        for b in batches for m in ("fixed_start", "full")]
-    if torch.cuda.is_available():
-        # --quick: no whole-pipeline compile (minutes of compilation per configuration); the UNet-forward
-        # lines below still compare eager and torch.compile.
-        compiles = (False,) if args.quick else (False, True)
+    argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--out" and (i == 0 or sys.argv[i] != "--out")]
+    cmd = " ".join(["python benchmarks/speed.py", *argv])
+    header = [f"# Speed ({time.strftime('%Y-%m-%d')})", "", f"Machine: {machine()}", "",
+              f"Command: `{cmd}`; sampler steps `{steps}` on the CPU"
+              + (f", `{args.accel_steps}` on {accel}" if accel else "")
+              + " (grid schedule: NFE grows with each face's DSST start step). Warm-up: the first call, batch 1 on "
+              "the CPU, the measured batch on an accelerator (with torch.compile, compilation included).", ""]
+    rows: list[dict] = []
+    extra: list[str] = []
+
+    def flush() -> None:
+        text = render(header, rows, extra)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+
+    def add(spec: dict, timeout: float | None = None) -> None:
+        res = run_sub(spec, left(timeout))
+        done = res.get("rows", [])
+        rows.extend(done + [{**spec, "mode": m, "error": res["error"]} for m in spec["modes"][len(done):]])
+        flush()
+
+    if not args.gpu_only and "cpu" in parts:
+        for b in ((1, 4) if args.quick else (1, 8)):
+            for m in ("fixed_start", "full"):
+                add({"model": args.model, "modes": [m], "steps": steps, "device": "cpu", "precision": "fp32", "batch": b})
+    if accel:
+        batch = 2 if args.quick else 4
         precs = ("fp32", "bf16") if args.quick else ("fp32", "bf16", "fp16")
-        specs += [{"model": "difface-ffhq512", "mode": m, "steps": steps, "device": "cuda", "precision": prec,
-                   "batch": 2 if args.quick else 4, "compile": comp}
-                  for prec in precs for comp in compiles for m in ("fixed_start", "full")]
-    rows = [run_sub(s) for s in specs]
-    lines = [f"# Speed ({time.strftime('%Y-%m-%d')})", "", f"Machine: {machine()}", "",
-             f"Command: `python benchmarks/speed.py{' --quick' if args.quick else ''}{' --gpu-only' if args.gpu_only else ''} --model {args.model}`; "
-             f"sampler steps `{steps}` (grid schedule: NFE grows with each face's DSST start step).", "",
-             "| model | device | precision | compile | mode | batch | NFE/face | s/face | faces/s | peak MiB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"| {r['model']} | {r['device']} | {r['precision']} | {r.get('compile', False)} | {r['mode']} | {r['batch']} | error: {r['error']} |||||")
-            continue
-        lines.append(f"| {r['label']} | {r['device']} | {r['precision']} | {r.get('compile', False)} | {r['mode']} | {r['batch']} | "
-                     f"{r['nfe_per_face']:.0f} | {r['s_per_face']:.3f} | {r['faces_per_s']:.2f} | {r['peak_mib']:.0f} |")
-    lines += ["", "Ratios full / fixed_start (same run, same settings):", ""]
-    key = lambda r: (r["device"], r["precision"], r.get("compile", False), r["batch"])  # noqa: E731
-    ok = [r for r in rows if "error" not in r]
-    for r in ok:
-        if r["mode"] != "full":
-            continue
-        base = next((b for b in ok if b["mode"] == "fixed_start" and key(b) == key(r)), None)
-        if base:
-            lines.append(f"- {r['device']}/{r['precision']}/compile={r.get('compile', False)}/batch {r['batch']}: "
-                         f"NFE ×{r['nfe_per_face'] / base['nfe_per_face']:.2f}, s/face ×{r['s_per_face'] / base['s_per_face']:.2f}, "
-                         f"peak memory ×{r['peak_mib'] / base['peak_mib']:.2f}")
-    if torch.cuda.is_available():
-        ext = {"error": "skipped (--compile-timeout 0)"}
-        if args.compile_timeout > 0:
-            ext = run_sub({"extras": True, "quick": args.quick, "compile": True}, timeout=args.compile_timeout)
-        if "error" in ext:  # compilation too slow or broken: still report eager
-            why = ext["error"]
-            ext = run_sub({"extras": True, "quick": args.quick, "compile": False}, timeout=300)
-            ext = {"lines": ext.get("lines", [f"- error: {ext.get('error')}"])}
-            ext["lines"].append(f"- torch.compile: not measured ({why})")
-        lines += ["", "GPU throughput:", ""] + ext["lines"]
-    text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
-    print(text)
+        if args.precisions:
+            precs = chosen_precs
+        acc = {"model": args.accel_model, "modes": ["fixed_start", "full"], "steps": args.accel_steps, "device": accel,
+               "batch": batch}
+        if "eager" in parts:
+            for prec in precs:  # cheapest first: eager pipeline rows
+                add({**acc, "precision": prec, "compile": False})
+        tput = {"throughput": True, "model": args.accel_model, "device": accel, "batch": 2 * batch,
+                "precisions": list(precs), "matmul_n": 8192 if accel == "cuda" else 512}
+        peak = None
+        if "throughput" in parts or "compile-unet" in parts:  # the peak is measured here in either case
+            res = run_sub({**tput, "peak": True, "compile": False,
+                           "precisions": list(precs) if "throughput" in parts else []}, left())
+            lines = res.get("lines", [f"- eager UNet throughput: {res.get('error')}"])
+            peak = next((float(s.split()[1]) for s in lines if s.startswith("PEAK ")), None)
+            extra.extend(s for s in lines if not s.startswith("PEAK "))
+            flush()
+        want_compile = [p for p in ("compile-unet", "compile-pipeline") if p in parts and not (args.quick and p == "compile-pipeline")]
+        if args.compile_timeout <= 0 and want_compile:
+            extra.append("- torch.compile: not measured (--compile-timeout 0)")
+        elif "compile-unet" in want_compile:  # compiled UNet forward (bf16)
+            res = run_sub({**tput, "precisions": ["bf16"], "compile": True, "peak_tflops": peak}, left(args.compile_timeout))
+            extra.extend(res.get("lines", [f"- UNet forward bf16 torch.compile: {res.get('error')}"]))
+            flush()
+        if args.compile_timeout > 0 and "compile-pipeline" in want_compile:  # the compiled pipeline (bf16)
+            add({**acc, "precision": "bf16", "compile": True}, args.compile_timeout)
+    flush()
+    print(Path(args.out).read_text())
     return 0
 
 

@@ -265,6 +265,8 @@ def test_ddim_oracle_lands_on_data_point_and_inverts(diff):
         tt, ttp = _t(t, t), _t(tp, tp)
         x = diff.ddim_step(x, tt, ttp, _oracle_x0(diff, x, tt, xstar), eta=0.0)
     assert torch.allclose(x, x_low, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="t ≥ 0"):  # from the clean image ε is 0/0
+        diff.ddim_reverse_step(xstar, _t(-1, -1), _t(steps[0], steps[0]), xstar)
 
     # the same chain run on the respaced object (indices 0..49) gives the same trajectory
     sp = diff.respace("ddim50")

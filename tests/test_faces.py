@@ -217,3 +217,65 @@ def test_gray_and_rgba_inputs_are_accepted(astro):
     assert len(restore_photo(gray, r).faces) == 1
     rgba = np.dstack([astro, np.full(astro.shape[:2], 255, np.uint8)])
     assert len(restore_photo(rgba, r).faces) == 1
+
+
+# ------------------------------------------------------------------------------------------ FFHQ's own crop
+def test_ffhq_recipe_closed_form():
+    # frontal face: eyes (200,250),(300,250), mouth corners (215,350),(285,350) → eye→eye (100,0), eye→mouth
+    # (0,100): x = (200,0), y = (0,200), centre (250,260), so the square is [50,450]×[60,460] (400 px)
+    from dynface.faces import ffhq_recipe_affine
+
+    lm = np.array([[200, 250], [300, 250], [250, 300], [215, 350], [285, 350]], dtype=float)
+    m = ffhq_recipe_affine(lm, 512)
+    s = 512 / 400
+    np.testing.assert_allclose(m, [[s, 0, -50 * s - 0.5], [0, s, -60 * s - 0.5]], atol=1e-9)
+    # a long face: the eye→mouth term sets the size (1.8·|eye→mouth| > 2·|eye→eye|)
+    lm2 = lm.copy()
+    lm2[3:, 1] = 450
+    assert np.linalg.det(ffhq_recipe_affine(lm2, 512)[:, :2]) ** 0.5 == pytest.approx(512 / (2 * 1.8 * 200))
+
+
+def test_ffhq_recipe_is_equivariant_and_matches_pil_quad(astro, astro_face):
+    from PIL import Image
+
+    from dynface.faces import ffhq_recipe_affine
+
+    lm = astro_face.landmarks
+    m = ffhq_recipe_affine(lm, 512)
+    rng = np.random.default_rng(0)
+    for _ in range(3):  # rotate/scale/shift the photo's points: the face lands at the same crop coordinates
+        a, sc, t = rng.uniform(-0.5, 0.5), rng.uniform(0.5, 2), rng.uniform(-100, 100, 2)
+        r = sc * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+        lm_t = lm @ r.T + t
+        m_t = ffhq_recipe_affine(lm_t, 512)
+        np.testing.assert_allclose(lm_t @ m_t[:, :2].T + m_t[:, 2], lm @ m[:, :2].T + m[:, 2], atol=1e-6)
+    # the dataset script's own call: PIL's QUAD transform of quad + 0.5 (corners TL, BL, BR, TR)
+    inv = np.linalg.inv(np.vstack([m, [0, 0, 1]]))
+    corners = np.array([[0, 0], [0, 512], [512, 512], [512, 0]], dtype=float) - 0.5
+    quad = corners @ inv[:2, :2].T + inv[:2, 2]
+    ref = np.asarray(Image.fromarray(astro).transform((512, 512), Image.QUAD, (quad + 0.5).flatten(), Image.BILINEAR))
+    ours = cv2.warpAffine(astro, m, (512, 512), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    inner = np.s_[40:-40, 40:-40]
+    assert np.abs(ref[inner].astype(int) - ours[inner].astype(int)).mean() < 2.0
+    # against the facexlib template (fitted to other landmarks): the same face, framed a few pixels apart
+    eyes_recipe = lm[:2] @ m[:, :2].T + m[:, 2]
+    m_t = estimate_affine(lm, FFHQ_TEMPLATE_512)
+    eyes_tmpl = lm[:2] @ m_t[:, :2].T + m_t[:, 2]
+    assert 0.5 < np.abs(eyes_recipe - eyes_tmpl).max() < 15
+
+
+def test_alignment_choice(astro, astro_face):
+    from dynface.faces import face_affine, ffhq_recipe_affine
+
+    lm = astro_face.landmarks
+    np.testing.assert_array_equal(face_affine(lm, "ffhq512", 512), ffhq_recipe_affine(lm, 512))
+    np.testing.assert_array_equal(face_affine(lm, "ffhq512", 512, "template"), estimate_affine(lm, FFHQ_TEMPLATE_512))
+    np.testing.assert_array_equal(face_affine(lm, "utkface64", 64), estimate_affine(lm, template_for("utkface64", 64)))
+    np.testing.assert_array_equal(face_affine(lm, "utkface64", 64, "ffhq"), ffhq_recipe_affine(lm, 64))
+    with pytest.raises(ValueError, match="unknown alignment"):
+        face_affine(lm, "ffhq512", 512, "bogus")
+    r = FakeRestorer()
+    a = restore_photo(astro, r, faces=[astro_face])
+    b = restore_photo(astro, r, faces=[astro_face], alignment="template")
+    np.testing.assert_allclose(a.records[0]["affine"], np.round(ffhq_recipe_affine(lm, 512), 6), atol=1e-6)
+    np.testing.assert_allclose(b.records[0]["affine"], np.round(estimate_affine(lm, FFHQ_TEMPLATE_512), 6), atol=1e-6)

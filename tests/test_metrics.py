@@ -342,3 +342,53 @@ def test_fid_inception_layout_and_extractors(tmp_path, astro):
     ex2 = F.FidExtractor(ts)
     assert ex2.kind == "torchscript"
     np.testing.assert_allclose(ex2.features(imgs), imgs.reshape(2, -1, 3).mean(1), rtol=1e-5)
+
+
+# --------------------------------------------------------------------------- BRISQUE
+
+from dynface.metrics import brisque as brisque_mod  # noqa: E402
+
+needs_brisque = pytest.mark.skipif(not brisque_mod.available(), reason="brisque (model files) not installed")
+
+
+@needs_brisque
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    # brisque.BRISQUE(url=False).score, brisque 0.2.0 + libsvm-official 3.37 (calibration run, module docstring)
+    [("astronaut", 10.794863), ("astronaut_blur2", 64.610807), ("camera", -7.879404), ("chelsea", 2.870767)],
+)
+def test_brisque_matches_the_reference_package(astro, name, expected):
+    img = {
+        "astronaut": astro,
+        "astronaut_blur2": gaussian_filter(astro, (2, 2, 0)),
+        "camera": np.repeat(skimage_data.camera()[..., None], 3, -1),
+        "chelsea": skimage_data.chelsea(),
+    }[name]
+    assert brisque_mod.brisque(img) == pytest.approx(expected, abs=1e-5)
+
+
+@needs_brisque
+def test_brisque_degradations_score_worse(astro):
+    sharp = brisque_mod.brisque(astro)
+    noisy = np.clip(astro + np.random.default_rng(0).normal(0, 10, astro.shape), 0, 255).astype(np.uint8)
+    assert brisque_mod.brisque(gaussian_filter(astro, (2, 2, 0))) > sharp + 20
+    assert brisque_mod.brisque(noisy) > sharp + 10
+
+
+@needs_brisque
+def test_brisque_small_images_flat_images_and_batches(astro):
+    small = np.asarray(Image.fromarray(astro).resize((64, 64), Image.BICUBIC))
+    assert brisque_mod.brisque(small) == pytest.approx(50.534747, abs=1e-5)  # reference, on the 192-px upscale
+    assert brisque_mod.brisque(small) == brisque_mod.brisque(_util.resize_uint8(small, (192, 192)))
+    assert brisque_mod.brisque(np.stack([small, small])).shape == (2,)
+    assert math.isnan(brisque_mod.brisque(np.full((200, 200, 3), 128, np.uint8)))
+
+
+def test_brisque_normalisation_file_cannot_run_code(tmp_path):
+    import pickle
+
+    ok = pickle.dumps({"min_": [0.0, 1.0], "max_": [2.0, 3.0]})
+    assert brisque_mod._FloatsOnly(io.BytesIO(ok)).load() == {"min_": [0.0, 1.0], "max_": [2.0, 3.0]}
+    evil = pickle.dumps({"min_": Image.new("L", (1, 1))})  # any class: refused before it is built
+    with pytest.raises(pickle.UnpicklingError, match="refusing"):
+        brisque_mod._FloatsOnly(io.BytesIO(evil)).load()

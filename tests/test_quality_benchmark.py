@@ -58,6 +58,10 @@ def test_all_methods_tables_and_plot(quality, tmp_path, capsys):
     assert rows["fixed_start"]["nfe"] < rows["no_dsst"]["nfe"]
     md = (out / "q.md").read_text()
     assert "random weights" in md and "PSNR ↑" in md and "preset:tiny" in md
+    assert f"model default (0.5: the model's ζ = {res['zeta_default']})" in md
+    (out / "q.md").write_text("stale")
+    assert quality.main(["--render", str(out / "q.json")]) == 0 and (out / "q.md").read_text() == md
+    assert quality.main(["--render", str(out / "q_psnr_fd.png" if "fd" in metrics else out / "nope.json")]) == 2
     assert "| full |" in printed
     if "fd" in metrics:
         assert "FD-MobileNetV2 (non-standard stand-in for FID)" in md

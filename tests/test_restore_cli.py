@@ -53,6 +53,10 @@ class FakeRestorer:
         maps = {"dgsa": [np.zeros_like(im) for im in imgs], "guide0": imgs} if return_maps else {}
         return SimpleNamespace(images=imgs, records=recs, maps=maps)
 
+    def compiled(self):
+        self.name = "fake-compiled"
+        return self
+
 
 def make_fake_restorer(name_or_path="embedded-64", device="cpu", mode="full", steps=None, precision="fp32"):
     if name_or_path == "missing-model":
@@ -115,6 +119,7 @@ def test_folder_with_good_faceless_and_corrupt_files(tmp_path, astro, capsys):
     assert (out / "maps" / "astro_00_dgsa.png").is_file() and (out / "maps" / "astro_00_guide0.png").is_file()
     rec = json.loads((out / "records" / "astro.json").read_text())
     assert rec["status"] == "ok" and rec["num_faces"] == 1 and rec["settings"]["seed"] == 0
+    assert rec["settings"]["alignment"] == "auto"
     face = rec["faces"][0]
     assert np.allclose(face["bbox"], (171, 79, 265, 173), atol=12) and len(face["landmarks5"]) == 5
     assert face["restorer"]["fake"] is True and "timing" in face and "restored_face" in face["files"]
@@ -181,6 +186,10 @@ def test_aligned_inputs_batched(tmp_path, astro, monkeypatch):
         assert rec["faces"][0]["restorer"]["seed"] == 3 + 1 + k  # seed + position in the sorted list (bad.png is 0)
     assert not (out / "restored_imgs").exists() and not (out / "records" / "bad.json").exists()
     assert len(log.read_text().splitlines()) == 3
+    assert rec["settings"]["compile"] is False and rec["settings"]["model_name"] == "fake"
+    assert _restore("-i", str(d / "c0.png"), "-o", tmp_path / "res2", "--aligned", "--compile") == 0
+    rec = json.loads((tmp_path / "res2" / "records" / "c0.json").read_text())
+    assert rec["settings"]["compile"] is True and rec["settings"]["model_name"] == "fake-compiled"
 
 
 def test_aligned_ffhq_crops_are_reframed(tmp_path, astro):

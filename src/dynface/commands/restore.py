@@ -143,6 +143,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="compute device (default: cpu)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="compute precision (default: fp32)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the UNet: minutes of compilation first, then faster on a GPU (×0.5–0.8 time)")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="faces per restorer call (default: a photo's faces at once; 8 aligned crops)")
     p.add_argument(
         "--input-template",
@@ -151,6 +153,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="with --aligned: the framing of the input crops (e.g. ffhq512 for GFPGAN/CodeFormer-aligned faces); when it "
         "differs from the model's, crops are re-aligned for it and the result is pasted back into the input's framing",
     )
+    p.add_argument("--alignment", default="auto", choices=("auto", "ffhq", "template"),
+                   help="how detected faces are framed: ffhq = the FFHQ dataset's own crop from dlib's points, "
+                        "template = a 5-point template fit; auto (default) = ffhq for 512-px FFHQ priors, else template")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the photo's centre")
     p.add_argument("--draw-box", action="store_true", help="draw the detected face boxes on restored_imgs")
     p.add_argument("--save-maps", action="store_true", help="also save the DGSA map and guides (maps/)")
@@ -331,11 +336,12 @@ def load_restorer(args: argparse.Namespace):
         if not mod or not attr:
             raise UsageError(f"{FACTORY_ENV} must be module:callable, got {spec!r}")
         print(f"note: restorer from {FACTORY_ENV}={spec} (testing hook)", file=sys.stderr)
-        factory = getattr(importlib.import_module(mod), attr)
-        return factory(**kw)
-    from dynface.pipeline import DynFaceRestorer
+        r = getattr(importlib.import_module(mod), attr)(**kw)
+    else:
+        from dynface.pipeline import DynFaceRestorer
 
-    return DynFaceRestorer.from_pretrained(**kw)
+        r = DynFaceRestorer.from_pretrained(**kw)
+    return r.compiled() if getattr(args, "compile", False) else r
 
 
 def load_bg_upsampler(spec: str):
@@ -373,9 +379,11 @@ def _settings(args: argparse.Namespace, restorer, upscale: float | None = None) 
         "upscale": args.upscale if upscale is None else upscale,
         "device": args.device,
         "precision": args.precision,
+        "compile": bool(getattr(args, "compile", False)),
         "aligned": bool(args.aligned),
         "only_center_face": bool(args.only_center_face),
         "detector": None if args.aligned else args.detector,
+        "alignment": None if args.aligned else args.alignment,
         "bg_upsampler": None if args.aligned else args.bg_upsampler,
         "template": getattr(restorer, "template_name", None),
         "size": int(restorer.size),
@@ -403,7 +411,7 @@ def process_photo(path: Path, stem: str, out: Path, args, restorer, detector, bg
     res = restore_photo(
         img.rgb, restorer, upscale=s, only_center_face=args.only_center_face, draw_box=args.draw_box,
         detector=detector, seed=args.seed, fidelity=args.fidelity, return_maps=args.save_maps,
-        batch_size=args.batch_size, border=args.border, bg_upsampler=bg_upsampler,
+        batch_size=args.batch_size, border=args.border, bg_upsampler=bg_upsampler, alignment=args.alignment,
     )
     if not res.faces:
         raise InputError("no face found")

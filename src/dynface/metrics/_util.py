@@ -47,6 +47,17 @@ def resize_uint8(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((w, h), Image.BICUBIC))
 
 
+def upscale_to_min_side(img: np.ndarray, min_side: int) -> np.ndarray:
+    """Upscale a uint8 RGB image (PIL bicubic, aspect ratio kept) so that its shorter side is at least ``min_side``."""
+    import math
+
+    h, w = img.shape[:2]
+    if min(h, w) >= min_side:
+        return img
+    s = min_side / min(h, w)
+    return resize_uint8(img, (max(min_side, math.ceil(h * s - 1e-9)), max(min_side, math.ceil(w * s - 1e-9))))
+
+
 def load_rgb(path: str | Path) -> np.ndarray:
     """Read an image file as uint8 RGB (H,W,3); grey or RGBA files are converted; 16-bit PNGs are scaled to 8 bits."""
     from PIL import Image

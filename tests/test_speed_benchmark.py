@@ -1,0 +1,48 @@
+"""``benchmarks/speed.py``: the accelerator path (modes per process, throughput lines, budget) run on the CPU
+with the ``tiny`` preset, so CI exercises what a lent GPU runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "speed.py"
+
+
+def _run(tmp_path: Path, *args: str) -> str:
+    out = tmp_path / "speed.md"
+    subprocess.run([sys.executable, str(SCRIPT), "--quick", "--gpu-only", "--accel-device", "cpu", "--accel-model", "tiny",
+                    "--out", str(out), *args], check=True, capture_output=True, text=True, timeout=600)
+    return out.read_text()
+
+
+def test_accelerator_rows_ratios_and_throughput(tmp_path):
+    text = _run(tmp_path, "--compile-timeout", "0")
+    rows = [ln.split("|")[1:-1] for ln in text.splitlines() if ln.startswith("| tiny")]
+    assert [(r[2].strip(), r[4].strip()) for r in rows] == [
+        ("fp32", "fixed_start"), ("fp32", "full"), ("bf16", "fixed_start"), ("bf16", "full")]
+    nfe = {(r[2].strip(), r[4].strip()): float(r[6]) for r in rows}
+    assert nfe["fp32", "full"] > nfe["fp32", "fixed_start"] == 21  # ddim50 from t=400: 20 steps + the last
+    assert all(float(r[7]) > 0 and float(r[8]) > 0 for r in rows)  # s/face, faces/s measured
+    assert re.search(r"cpu/fp32/compile=False/batch 2: NFE ×\d+\.\d+, s/face ×\d+\.\d+", text)
+    assert re.search(r"UNet forward bf16 eager, batch 4: [\d.]+ ms", text)
+    assert "--out" not in text and "torch.compile: not measured" in text
+
+
+def test_budget_reports_what_did_not_run(tmp_path):
+    text = _run(tmp_path, "--budget", "0.5")
+    rows = [ln for ln in text.splitlines() if ln.startswith("| tiny")]
+    assert len(rows) == 4 and all("not run (time budget spent)" in r for r in rows)  # table written all the same
+    assert "eager UNet throughput: not run" in text and "bf16 torch.compile: not run" in text
+
+
+def test_parts_and_precisions_select_and_bad_values_are_usage_errors(tmp_path):
+    text = _run(tmp_path, "--parts", "eager", "--precisions", "fp32")
+    rows = [ln for ln in text.splitlines() if ln.startswith("| tiny")]
+    assert len(rows) == 2 and all("| fp32 |" in r for r in rows) and "Accelerator throughput" not in text
+    for bad in (["--parts", "eager,bogus"], ["--precisions", "fp8"]):
+        res = subprocess.run([sys.executable, str(SCRIPT), "--accel-device", "cpu", "--out", str(tmp_path / "x.md"), *bad],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and "unknown --" in res.stderr and not (tmp_path / "x.md").exists()
