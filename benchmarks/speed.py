@@ -10,8 +10,9 @@ the accelerator one subprocess per (precision, compile) runs both modes, resetti
 counter between them, so ``torch.compile`` compiles the UNet once for both. Accelerator work runs cheapest
 first (eager pipeline rows, eager UNet throughput, then the compiled UNet and the compiled pipeline),
 and the markdown file is rewritten after every step, so a run stopped by ``--budget`` (or killed) still
-leaves every finished row. ``--accel-device cpu --accel-model tiny`` runs the accelerator path on the CPU
-(the tests do that).
+leaves every finished row. ``--accel-device cpu`` runs those rows on the CPU: with ``--accel-model tiny``
+the tests do that, with ``embedded-64`` it measures ``torch.compile`` for CPU users
+(``docs/results/speed_cpu_compile.md``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # cpu: CPU rows; the rest run on an accelerator: eager pipeline rows per precision, eager UNet throughput,
-# the compiled UNet forward (bf16), the compiled pipeline (bf16, not with --quick)
+# the compiled UNet forward (bf16), the compiled pipeline (bf16 or each of --precisions; not with --quick)
 PARTS = ("cpu", "eager", "throughput", "compile-unet", "compile-pipeline")
 
 
@@ -223,7 +224,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small settings (a few minutes on 2 cores)")
     ap.add_argument("--model", default="embedded-64")
     ap.add_argument("--out", default=str(ROOT / "docs/results/speed.md"))
-    ap.add_argument("--gpu-only", action="store_true", help="skip the CPU rows (for a short lent-GPU session)")
+    ap.add_argument("--gpu-only", action="store_true", help="skip the default CPU rows: only the --accel-device rows (for a short lent-GPU session)")
     ap.add_argument("--parts", default=",".join(PARTS), metavar="LIST",
                     help=f"what to measure, in this order (default: all): {', '.join(PARTS)}")
     ap.add_argument("--precisions", default=None, metavar="LIST",
@@ -233,9 +234,12 @@ def main() -> int:
                     help="seconds for the whole run; steps that do not fit are reported as not run")
     ap.add_argument("--compile-timeout", type=float, default=240.0,
                     help="seconds allowed for each torch.compile step (0: skip torch.compile)")
-    ap.add_argument("--accel-device", default=None, help=argparse.SUPPRESS)  # default: cuda when present
-    ap.add_argument("--accel-model", default="difface-ffhq512", help=argparse.SUPPRESS)
-    ap.add_argument("--accel-steps", default="ddim50", help=argparse.SUPPRESS)
+    ap.add_argument("--accel-device", default=None, metavar="DEV",
+                    help="device of the precision/compile rows (default: cuda when present, else none); "
+                         "cpu measures torch.compile on the CPU")
+    ap.add_argument("--accel-model", default="difface-ffhq512", metavar="NAME",
+                    help="model of those rows (default: difface-ffhq512 with random weights)")
+    ap.add_argument("--accel-steps", default="ddim50", metavar="STEPS", help="sampler steps of those rows (default: ddim50)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -310,8 +314,9 @@ def main() -> int:
             res = run_sub({**tput, "precisions": ["bf16"], "compile": True, "peak_tflops": peak}, left(args.compile_timeout))
             extra.extend(res.get("lines", [f"- UNet forward bf16 torch.compile: {res.get('error')}"]))
             flush()
-        if args.compile_timeout > 0 and "compile-pipeline" in want_compile:  # the compiled pipeline (bf16)
-            add({**acc, "precision": "bf16", "compile": True}, args.compile_timeout)
+        if args.compile_timeout > 0 and "compile-pipeline" in want_compile:  # bf16, or each of --precisions
+            for prec in (precs if args.precisions else ("bf16",)):
+                add({**acc, "precision": prec, "compile": True}, args.compile_timeout)
     flush()
     print(Path(args.out).read_text())
     return 0

@@ -202,7 +202,7 @@ class DynFaceRestorer:
 
         Worth it on a GPU for long batches: on an H200 with the 512-px prior (bf16, batch 4) ``full`` took
         ×0.81 the time and ``fixed_start`` ×0.46, after 1–3 minutes of compilation on the first batches
-        (docs/results/README.md). Not measured on a CPU with the shipped model.
+        (docs/results/README.md). On a 2-core CPU with ``embedded-64`` it did not pay (×0.87–1.09).
         """
         new = self.with_config()
         unet = self.unet._orig_mod if hasattr(self.unet, "_orig_mod") else self.unet

@@ -144,7 +144,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="compute device (default: cpu)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="compute precision (default: fp32)")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the UNet: minutes of compilation first, then faster on a GPU (×0.5–0.8 time)")
+                   help="torch.compile the UNet: minutes of compilation first, then faster on a GPU (×0.5–0.8 time); "
+                        "no gain measured on CPUs")
     p.add_argument("--batch-size", type=_positive_int, default=None, help="faces per restorer call (default: a photo's faces at once; 8 aligned crops)")
     p.add_argument(
         "--input-template",
