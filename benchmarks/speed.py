@@ -73,7 +73,7 @@ def _sync(device: str) -> None:
 def worker(spec: dict) -> list[dict]:
     """Run one configuration, for each of ``spec["modes"]``, and return one row per mode.
 
-    The warm-up call (batch 1 on the CPU; on an accelerator the measured batch with the measured seed, so
+    The warm-up call (batch 1 for eager CPU rows; otherwise the measured batch with the measured seed, so
     that a compiled UNet meets every batch shape of the timed call) is reported as ``warmup_s``; with
     ``torch.compile`` it includes the compilation.
     """
@@ -267,8 +267,8 @@ def main() -> int:
     header = [f"# Speed ({time.strftime('%Y-%m-%d')})", "", f"Machine: {machine()}", "",
               f"Command: `{cmd}`; sampler steps `{steps}` on the CPU"
               + (f", `{args.accel_steps}` on {accel}" if accel else "")
-              + " (grid schedule: NFE grows with each face's DSST start step). Warm-up: the first call, batch 1 on "
-              "the CPU, the measured batch on an accelerator (with torch.compile, compilation included).", ""]
+              + " (grid schedule: NFE grows with each face's DSST start step). Warm-up: the first call, batch 1 for "
+              "eager CPU rows, else the measured batch (with torch.compile, compilation included).", ""]
     rows: list[dict] = []
     extra: list[str] = []
 
