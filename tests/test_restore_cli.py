@@ -168,7 +168,7 @@ def test_background_upsampler_hook_and_ext(tmp_path, astro):
     assert _restore("-i", src, "-o", out, "--bg-upsampler", "nosuchmodule:f") == 2
 
 
-def test_aligned_inputs_batched(tmp_path, astro, monkeypatch):
+def test_aligned_inputs_batched(tmp_path, astro, monkeypatch, capsys):
     d = tmp_path / "crops"
     d.mkdir()
     for k in range(3):
@@ -187,7 +187,9 @@ def test_aligned_inputs_batched(tmp_path, astro, monkeypatch):
     assert not (out / "restored_imgs").exists() and not (out / "records" / "bad.json").exists()
     assert len(log.read_text().splitlines()) == 3
     assert rec["settings"]["compile"] is False and rec["settings"]["model_name"] == "fake"
-    assert _restore("-i", str(d / "c0.png"), "-o", tmp_path / "res2", "--aligned", "--compile") == 0
+    assert _restore("-i", str(d / "c0.png"), "-o", tmp_path / "res2", "--aligned", "--compile",
+                    "--precision", "fp16") == 0
+    assert "fp16 on a CPU is emulated and slow" in capsys.readouterr().err
     rec = json.loads((tmp_path / "res2" / "records" / "c0.json").read_text())
     assert rec["settings"]["compile"] is True and rec["settings"]["model_name"] == "fake-compiled"
 
