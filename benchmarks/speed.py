@@ -113,9 +113,10 @@ def worker(spec: dict) -> list[dict]:
     return rows
 
 
-def unet_throughput(spec: dict) -> list[str]:
+def unet_throughput(spec: dict) -> dict:
     """Peak matmul throughput (``spec["peak"]``) and the UNet forward's share of it, per precision, eager or
-    compiled (``spec["compile"]``), for ``spec["model"]``'s UNet with random weights."""
+    compiled (``spec["compile"]``), for ``spec["model"]``'s UNet with random weights: ``{"lines": [...],
+    "peak_tflops": the measured peak, or spec["peak_tflops"]}``."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -168,7 +169,7 @@ def unet_throughput(spec: dict) -> list[str]:
             lines.append(f"- UNet forward {prec} {kind}, batch {x.shape[0]}: {dt * 1e3:.1f} ms, "
                          f"{flops / dt / 1e12:.3g} TFLOP/s{share} (first call {first:.1f} s)")
             torch._dynamo.reset()
-    return lines if not spec.get("peak") else [*lines, f"PEAK {peak}"]
+    return {"lines": lines, "peak_tflops": peak}
 
 
 def run_sub(spec: dict, timeout: float | None = None) -> dict:
@@ -250,7 +251,7 @@ def main() -> int:
         ap.error(f"unknown --precisions {', '.join(bad)}; choose from {', '.join(DTYPES)}")
     if args.worker:
         spec = json.loads(args.worker)
-        print(json.dumps({"lines": unet_throughput(spec)} if spec.get("throughput") else {"rows": worker(spec)}))
+        print(json.dumps(unet_throughput(spec) if spec.get("throughput") else {"rows": worker(spec)}))
         return 0
     import torch
 
@@ -304,8 +305,8 @@ def main() -> int:
             res = run_sub({**tput, "peak": True, "compile": False,
                            "precisions": list(precs) if "throughput" in parts else []}, left())
             lines = res.get("lines", [f"- eager UNet throughput: {res.get('error')}"])
-            peak = next((float(s.split()[1]) for s in lines if s.startswith("PEAK ")), None)
-            extra.extend(s for s in lines if not s.startswith("PEAK "))
+            peak = res.get("peak_tflops")
+            extra.extend(lines)
             flush()
         want_compile = [p for p in ("compile-unet", "compile-pipeline") if p in parts and not (args.quick and p == "compile-pipeline")]
         if args.compile_timeout <= 0 and want_compile:

@@ -249,7 +249,7 @@ def _ref_features(files: list[Path], fn, extractor: str, quiet: bool, errors: di
     """A reference set's features, computed once per process for the same files (unchanged on disk) and
     extractor: ``benchmarks/quality.py`` evaluates every method against the same HQ folder."""
     try:
-        key = (extractor, tuple((str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in files))
+        key = (extractor, tuple((str(p.resolve()), st.st_mtime_ns, st.st_size) for p in files for st in [p.stat()]))
     except OSError:  # a file vanished: no caching, let the reader report it
         key = None
     hit = _REF_CACHE.get(key) if key else None
