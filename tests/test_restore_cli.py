@@ -180,7 +180,8 @@ def test_aligned_inputs_batched(tmp_path, astro, monkeypatch, capsys):
     rc = _restore("-i", str(d / "*.png"), "-o", out, "--aligned", "--batch-size", "2", "--seed", "3", "--save-maps")
     assert rc == 1  # bad.png
     for k in range(3):
-        assert Image.open(out / "restored_faces" / f"c{k}.png").size == (64, 64)
+        # issue 11 A2: a crop larger than the model (140 px > 64) comes back at its own size (was (64, 64))
+        assert Image.open(out / "restored_faces" / f"c{k}.png").size == (140, 140)
         assert (out / "maps" / f"c{k}_dgsa.png").is_file()
         rec = json.loads((out / "records" / f"c{k}.json").read_text())
         assert rec["faces"][0]["restorer"]["seed"] == 3 + 1 + k  # seed + position in the sorted list (bad.png is 0)
@@ -294,3 +295,186 @@ def test_stems_and_input_collection(tmp_path):
         (d / n).write_bytes(b"x")
     found, folders, ignored = collect_inputs([str(d), str(d / "c.txt")])
     assert [f.name for f in found] == ["a.JPG", "b.png", "c.txt"] and folders == [d] and [f.name for f in ignored] == ["c.txt"]
+
+
+# ------------------------------------------------------------------------------------------ issue 11 B (restore)
+KW_SEEN: list[dict] = []
+
+
+def make_kw_restorer(**kw):
+    """A factory that takes every keyword (like DynFaceRestorer.from_pretrained) and remembers them."""
+    KW_SEEN.append(kw)
+    return FakeRestorer()
+
+
+def _crop_dir(tmp_path, astro, sizes: dict[str, tuple[int, int]]) -> Path:
+    d = tmp_path / "crops"
+    d.mkdir(exist_ok=True)
+    for name, (w, h) in sizes.items():
+        Image.fromarray(astro[40:240, 120:320]).resize((w, h), Image.LANCZOS).save(d / name)
+    return d
+
+
+def test_b1_threads_flag_and_default(tmp_path, astro, monkeypatch):
+    from dynface import jobs
+
+    d = _crop_dir(tmp_path, astro, {"a.png": (64, 64)})
+    for n in (1, 2):
+        out = tmp_path / f"o{n}"
+        assert _restore("-i", d, "-o", out, "--aligned", "--threads", n) == 0
+        assert json.loads((out / "records" / "a.json").read_text())["settings"]["threads"] == n
+    with pytest.raises(SystemExit) as e:
+        _restore("-i", d, "-o", tmp_path / "o", "--threads", "0")
+    assert e.value.code == 2
+    # the default leaves busy cores alone (torch's own default takes them all and collapses: benchmarks/threads.py)
+    monkeypatch.setattr(jobs, "_cpus", lambda: 4)
+    for load, want in ((0.0, 4), (1.2, 3), (3.9, 1), (12.0, 1)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        assert jobs.default_threads() == want
+
+
+def test_b3_no_name_bearing_flag_escapes_the_output_folder(tmp_path, astro, capsys):
+    d = _crop_dir(tmp_path, astro, {"a.png": (64, 64)})
+    (tmp_path / "victim").mkdir()
+    out = tmp_path / "res"
+    for bad in ("x/../../../victim/0040", "../victim", "..", ".hidden", "a\\b", "a\x00b", "a\nb"):
+        with pytest.raises(SystemExit) as e:
+            _restore("-i", d, "-o", out, "--aligned", "--suffix", bad)
+        assert e.value.code == 2
+        assert "plain name" in capsys.readouterr().err
+    for bad in ("../png", "png/../../x"):
+        with pytest.raises(SystemExit) as e:
+            _restore("-i", d, "-o", out, "--ext", bad)
+        assert e.value.code == 2
+    from dynface.jobs import RestoreSettings, UsageError, run_job
+
+    with pytest.raises(UsageError, match="plain name"):  # front ends that build settings themselves
+        run_job([d], out, RestoreSettings(aligned=True, suffix="../victim/x"), restorer=FakeRestorer())
+    with pytest.raises(UsageError, match="--ext"):
+        run_job([d], out, RestoreSettings(aligned=True, ext="../x"), restorer=FakeRestorer())
+    # stems from file names: dots and leading dots cannot climb out
+    src = (d / "a.png").read_bytes()
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    for n in ("..png", "...png", ".evil.png"):
+        (odd / n).write_bytes(src)
+    assert _restore("-i", *(odd / n for n in ("..png", "...png", ".evil.png")), "-o", out, "--aligned") == 0
+    assert not list((tmp_path / "victim").iterdir()) and sorted(p.name for p in odd.iterdir()) == ["...png", "..png", ".evil.png"]
+    assert all(p.resolve().is_relative_to(out.resolve()) for p in out.rglob("*"))
+    assert not [p for p in (out / "restored_faces").iterdir() if p.name.startswith(".")]
+    # a sub-folder of -o that is a symlink leading outside: every writer refuses it (dynface.outputs.output_path)
+    out2 = tmp_path / "res2"
+    out2.mkdir()
+    (out2 / "restored_faces").symlink_to(tmp_path / "victim")
+    assert _restore("-i", d, "-o", out2, "--aligned") == 1
+    assert "outside the output folder" in capsys.readouterr().out
+    assert not list((tmp_path / "victim").iterdir())
+
+
+def test_b5_steps_checked_when_parsing(tmp_path, astro, monkeypatch, capsys):
+    from dynface.cli import build_parser
+
+    log = tmp_path / "log.txt"
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    d = _crop_dir(tmp_path, astro, {"a.png": (64, 64)})
+    for bad in ("nonsense", "0", "-5", "100000", "ddim0", "ddim3,4", "1001", ""):
+        with pytest.raises(SystemExit) as e:
+            _restore("-i", d, "-o", tmp_path / "o", "--aligned", f"--steps={bad}")
+        assert e.value.code == 2, bad
+        assert "steps" in capsys.readouterr().err
+    assert not log.exists() and not (tmp_path / "o").exists()  # the model was never loaded, nothing written
+    for ok in ("ddim25", "50", "10,10,5", "1000"):
+        assert build_parser().parse_args(["restore", "-i", "x", "--steps", ok]).steps == ok
+
+
+def test_b6_a_failed_write_keeps_the_finished_files_of_its_batch(tmp_path, astro, monkeypatch, capsys):
+    import errno
+
+    from dynface import imageio
+
+    d = _crop_dir(tmp_path, astro, {f"c{k}.png": (64, 64) for k in range(3)})
+    real = imageio.save_image
+
+    def full_disk(img, path, *a, **kw):
+        if Path(path).name.startswith("c1"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(img, path, *a, **kw)
+
+    monkeypatch.setattr(imageio, "save_image", full_disk)
+    out = tmp_path / "res"
+    assert _restore("-i", d, "-o", out, "--aligned", "--batch-size", "3") == 1
+    txt = capsys.readouterr().out
+    assert "3 input(s): 2 restored, 0 skipped (complete), 1 failed" in txt and "c1.png: OSError" in txt and "No space left" in txt
+    assert sorted(p.name for p in (out / "records").iterdir()) == ["c0.json", "c2.json"]
+    assert not [p for p in out.rglob(".*")]
+    monkeypatch.setattr(imageio, "save_image", real)  # space again: the rerun completes exactly the missing one
+    assert _restore("-i", d, "-o", out, "--aligned", "--skip-existing") == 0
+    assert "1 restored, 2 skipped (complete), 0 failed" in capsys.readouterr().out
+
+
+def test_b7_animated_gif_is_an_input_in_folders_too(tmp_path, astro, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    frames = [Image.fromarray(astro[40:240, 120:320]), Image.fromarray(astro[40:240, 120:320][:, ::-1].copy())]
+    frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
+    out = tmp_path / "res"
+    assert _restore("-i", d, "-o", out, "--aligned") == 0
+    txt = capsys.readouterr().out
+    assert "1 restored" in txt and "2 frames/pages; only the first is restored" in txt and "ignored" not in txt
+    assert (out / "restored_faces" / "anim.png").is_file()
+    assert _restore("-i", d / "anim.gif", "-o", tmp_path / "res2", "--aligned") == 0  # as with -i anim.gif
+
+
+def test_b8_aligned_crops_far_from_square_or_tiny_are_refused(tmp_path, astro, capsys):
+    d = _crop_dir(tmp_path, astro, {"wide.png": (300, 100), "dot.png": (1, 1), "small.png": (12, 12),
+                                    "near.png": (130, 120), "big.png": (256, 256), "fit.png": (64, 64)})
+    out = tmp_path / "res"
+    assert _restore("-i", d, "-o", out, "--aligned") == 1
+    txt = capsys.readouterr().out
+    assert "6 input(s): 3 restored, 0 skipped (complete), 3 failed" in txt
+    assert "wide.png: not square (300x100)" in txt and "dot.png: too small" in txt and "small.png: too small" in txt
+    assert "near.png: not square (130x120): stretched" in txt
+    assert "big.png: restored at the model's 64 px (the crop is 256x256); returned at 256x256" in txt
+    assert Image.open(out / "restored_faces" / "big.png").size == (256, 256)
+    assert Image.open(out / "restored_faces" / "fit.png").size == (64, 64)
+    face = json.loads((out / "records" / "big.json").read_text())["faces"][0]
+    assert face["crop_side_px"] == 256 and face["model_px"] == 64 and face["scale_to_model"] == 0.25 and face["detail_kept"]
+    # --detail restored: the restoration alone, upscaled; keep: the crop's own fine detail is back
+    assert _restore("-i", d / "big.png", "-o", tmp_path / "r2", "--aligned", "--detail", "restored") == 0
+    src = np.asarray(Image.open(d / "big.png"), dtype=float)
+    keep = np.asarray(Image.open(out / "restored_faces" / "big.png"), dtype=float)
+    restored = np.asarray(Image.open(tmp_path / "r2" / "restored_faces" / "big.png"), dtype=float)
+
+    def hf(a):
+        return float(np.mean((a - np.asarray(Image.fromarray(a.astype(np.uint8)).resize((64, 64), Image.LANCZOS).resize((256, 256), Image.LANCZOS), dtype=float)) ** 2))
+
+    assert hf(keep) > 2 * hf(restored) and hf(keep) == pytest.approx(hf(src), rel=0.35)
+
+
+def test_b9_seed_message_and_looping_symlink(tmp_path, astro, capsys):
+    d = _crop_dir(tmp_path, astro, {"a.png": (64, 64)})
+    with pytest.raises(SystemExit) as e:
+        _restore("-i", d, "-o", tmp_path / "o", "--seed", str(2**63))
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "between 0 and 9223372036854775807" in err and ">= 0" not in err
+    (d / "loop.png").symlink_to(d / "loop.png")
+    (d / "gone.png").symlink_to(d / "nothing.png")
+    assert _restore("-i", d, "-o", tmp_path / "o", "--aligned") == 1
+    txt = capsys.readouterr().out
+    assert "3 input(s): 1 restored, 0 skipped (complete), 2 failed" in txt
+    assert "loop.png: cannot read file (Too many levels of symbolic links)" in txt and "gone.png: no such file" in txt
+
+
+def test_precision_color_fix_and_detail_reach_the_restorer(tmp_path, astro, monkeypatch):
+    d = _crop_dir(tmp_path, astro, {"a.png": (64, 64)})
+    monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_restore_cli:make_kw_restorer")
+    KW_SEEN.clear()
+    assert _restore("-i", d, "-o", tmp_path / "o1", "--aligned") == 0
+    assert KW_SEEN[-1]["precision"] == "auto" and "color_fix" not in KW_SEEN[-1]
+    assert _restore("-i", d, "-o", tmp_path / "o2", "--aligned", "--precision", "bf16", "--color-fix", "adain") == 0
+    assert KW_SEEN[-1]["precision"] == "bf16" and KW_SEEN[-1]["color_fix"] == "adain"
+    rec = json.loads((tmp_path / "o2" / "records" / "a.json").read_text())
+    assert rec["settings"]["precision"] == "bf16" and rec["settings"]["detail"] == "keep"
+    monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", FACTORY)  # the old fake takes no color_fix: a clear usage error
+    assert _restore("-i", d, "-o", tmp_path / "o3", "--aligned", "--color-fix", "adain") == 2

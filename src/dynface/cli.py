@@ -13,11 +13,13 @@ import sys
 
 COMMANDS = [
     "dynface.commands.restore",
+    "dynface.commands.report",
     "dynface.commands.degrade",
     "dynface.commands.evaluate",
     "dynface.commands.train",
     "dynface.commands.dsst",
     "dynface.commands.sample",
+    "dynface.commands.serve",
 ]
 
 

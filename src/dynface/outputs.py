@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["UnsafePathError", "plain_name", "output_path", "is_inside"]
+__all__ = ["UnsafePathError", "OutputFolderError", "plain_name", "output_path", "is_inside", "check_output_folder"]
 
 _BAD = re.compile(r"[\x00-\x1f\x7f/\\]")
 
@@ -32,9 +32,17 @@ def plain_name(name: str, what: str = "name") -> str:
     return name
 
 
+def safe_resolve(p: str | Path) -> Path:
+    """``p`` resolved; for a symlink loop (which cannot be resolved), the link's own absolute path."""
+    try:
+        return Path(p).resolve()
+    except (RuntimeError, OSError):
+        return Path(os.path.abspath(p))
+
+
 def is_inside(path: Path, folder: Path) -> bool:
     """True when ``path`` (resolved) is ``folder`` (resolved) or lies below it."""
-    p, f = Path(path).resolve(), Path(folder).resolve()
+    p, f = safe_resolve(path), safe_resolve(folder)
     return p == f or f in p.parents
 
 
@@ -50,3 +58,35 @@ def output_path(out: str | Path, *parts: str) -> Path:
     if not is_inside(path, out) or path.resolve() == out.resolve():
         raise UnsafePathError(f"output path {path} resolves outside the output folder {out}")
     return path
+
+
+class OutputFolderError(ValueError):
+    """The output folder overlaps the inputs so that a run would overwrite them or re-read its own outputs."""
+
+
+def check_output_folder(
+    out: str | Path,
+    files: list[Path] | tuple[Path, ...] = (),
+    folders: list[Path] | tuple[Path, ...] = (),
+    subdirs: tuple[str, ...] = (),
+    allow_inside: bool = False,
+) -> None:
+    """Refuse (:class:`OutputFolderError`, one line) an output folder ``out`` that is an input folder, that lies
+    inside one (unless ``allow_inside``: the caller then leaves ``out`` out of its inputs), or whose ``subdirs``
+    (the folders the command writes into) hold an input file or folder. ``files``: input files (their folders
+    count as input folders); ``folders``: input folders given as such. Symlinks are resolved."""
+    out = Path(out)
+    out_r = safe_resolve(out)
+    in_dirs = {safe_resolve(f).parent for f in files} | {safe_resolve(d) for d in folders}
+    for d in sorted(in_dirs):
+        if out_r == d:
+            raise OutputFolderError(f"the output folder {out} is the input folder {d}; choose another -o")
+        if d in out_r.parents and not allow_inside:
+            raise OutputFolderError(
+                f"the output folder {out} lies inside the input folder {d}; choose another -o or pass --allow-input-dir"
+            )
+    for f in (*files, *folders):
+        fr = safe_resolve(f)
+        for sub in subdirs:
+            if is_inside(fr, out_r / sub):
+                raise OutputFolderError(f"input {f} lies in the output folder's {sub}/; it would be overwritten")

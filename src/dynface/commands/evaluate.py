@@ -12,18 +12,27 @@ counts of unpaired and failed files, every convention used and the labels; ``--m
 In the JSON, ``null`` stands for NaN/undefined and the string ``"inf"`` for +∞ (PSNR of identical
 images). Both files are written atomically (temporary file + rename).
 
-Exit codes: 0 done (some per-image failures may be counted in the JSON), 1 unexpected error,
-2 bad usage or input (missing folder, no images, no pairs, unknown metric, missing weights).
+Failures: a restored image that could not be scored (unreadable, no HQ image of the same name, a size
+mismatch with its HQ image, no face found for ida/lmd, a metric error), an HQ image without a restored
+image (unless ``--limit`` is given), an unreadable reference image and a set metric asked for with
+``--metrics`` without a value (a default one gets a note) are each printed as one line on stderr (also with ``-q``) and listed under ``failures`` in the JSON; the
+console summary gives each metric's scored/failed counts.
+
+Exit codes: 0 every image scored (or ``--allow-missing``), 1 some images could not be scored (the JSON and
+Markdown are still written; each failure is printed) or an unexpected error, 2 bad usage or input
+(missing folder, no images, no pairs, unknown metric, missing or unusable weights).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 PAIRED = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "ida", "lmd")
@@ -112,6 +121,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resize-hq",
         action="store_true",
         help="resize HQ to the restored size (bicubic) when they differ (default: such pairs fail)",
+    )
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="exit 0 even when some images could not be scored (missing HQ or restored files, unreadable files, "
+        "size mismatches, no face found); they are still printed and counted",
     )
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
     p.add_argument("--limit", type=int, default=None, metavar="K", help="only the first K restored images (sorted)")
@@ -275,7 +290,7 @@ def _set_features(files: list[Path], fn, batch: int, progress: _Progress | None,
         try:
             buf.append(load_rgb(p))
         except Exception as e:  # noqa: BLE001 - unreadable file: count it, go on
-            errors[f"{tag}:{p.name}"] = f"cannot read image ({type(e).__name__}: {e})"
+            errors[f"{tag}:{p.name}"] = f"cannot read image ({_one_line(e)})"
         if len(buf) == batch:
             feats.append(fn(buf))
             buf = []
@@ -366,19 +381,21 @@ def _run(args: argparse.Namespace) -> int:
         from dynface.metrics import lpips as lpips_mod
 
         try:
-            lp = lpips_mod.load_lpips(
-                str(args.lpips_weights), None, str(args.lpips_heads) if args.lpips_heads else None
-            )
+            with _quiet_torch_load():
+                lp = lpips_mod.load_lpips(
+                    str(args.lpips_weights), None, str(args.lpips_heads) if args.lpips_heads else None
+                )
         except lpips_mod.LpipsUnavailable as e:
-            raise UsageError(str(e)) from e
+            raise UsageError(_weights_error("--lpips-weights", args.lpips_weights, e)) from e
         conv["lpips"] = lpips_mod.convention(args.lpips_weights)
     if "fid" in metrics:
         from dynface.metrics import fid as fid_mod
 
         try:
-            fid_ex = fid_mod.load_extractor(str(args.fid_weights))
+            with _quiet_torch_load():
+                fid_ex = fid_mod.load_extractor(str(args.fid_weights))
         except fid_mod.FidUnavailable as e:
-            raise UsageError(str(e)) from e
+            raise UsageError(_weights_error("--fid-weights", args.fid_weights, e)) from e
         conv["fid"] = fid_ex.describe()
     if "ida" in metrics or "lmd" in metrics:
         conv["face_boxes"] = f"fallback when no face is found: {args.face_fallback}" + (
@@ -424,7 +441,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             img = load_rgb(restored[k])
         except Exception as e:  # noqa: BLE001
-            errors[k] = f"cannot read restored image ({type(e).__name__}: {e})"
+            errors[k] = f"cannot read restored image {rec['restored']} ({_one_line(e)})"
             for m in failed:
                 failed[m] += 1
                 rec[m] = float("nan")
@@ -443,13 +460,17 @@ def _run(args: argparse.Namespace) -> int:
             gt = None
             try:
                 gt = load_rgb(hq[k])
-                if gt.shape != img.shape:
-                    if not args.resize_hq:
-                        raise ValueError(f"size mismatch: restored {img.shape[:2]} vs HQ {gt.shape[:2]}")
-                    gt = resize_uint8(gt, img.shape[:2])
             except Exception as e:  # noqa: BLE001
-                errors[k] = f"HQ: {type(e).__name__}: {e}"
-                gt = None
+                errors[k] = f"cannot read HQ image {rec['hq']} ({_one_line(e)})"
+            if gt is not None and gt.shape != img.shape:
+                if args.resize_hq:
+                    gt = resize_uint8(gt, img.shape[:2])
+                else:
+                    errors[k] = (
+                        f"size mismatch: restored {img.shape[1]}x{img.shape[0]} vs HQ {gt.shape[1]}x{gt.shape[0]} "
+                        "(use --resize-hq)"
+                    )
+                    gt = None
             if gt is None:
                 for m in paired_metrics:
                     rec[m] = float("nan")
@@ -520,6 +541,11 @@ def _run(args: argparse.Namespace) -> int:
                 )
                 set_results["fid"]["saved_reference_stats"] = str(args.fid_save_ref_stats)
 
+    failures = _failures(per_image, errors, metrics, failed, set_results, unpaired_r, unpaired_h, args, hq, bool(paired_metrics))
+    set_notes = {}  # a default set metric without a value (e.g. fd of one image) is a note, an explicit one a failure
+    if not explicit:
+        set_notes = {m: failures.pop(f"set:{m}") for m in SETS if f"set:{m}" in failures}
+
     # summary
     means: dict[str, float] = {}
     n_valid: dict[str, int] = {}
@@ -552,23 +578,109 @@ def _run(args: argparse.Namespace) -> int:
             "failed": failed,
             "valid": n_valid,
             "errors": len(errors),
+            "unscored": len(failures),
         },
         "mean": means,
         "set": set_results,
         "unpaired": {"restored": unpaired_r, "hq": unpaired_h},
         "duplicates": {"restored": dup_r, "hq": dup_h},
         "errors": errors,
+        "failures": failures,
         "per_image": per_image,
     }
     _atomic_write_text(args.out, json.dumps(_jsonable(result), indent=1, allow_nan=False) + "\n")
     if args.markdown:
         _atomic_write_text(args.markdown, _markdown(result))
+    for key, why in failures.items():  # one line per failure, also with -q
+        print(f"dynface evaluate: not scored: {key}: {why}", file=sys.stderr)
+    for m, why in set_notes.items():
+        print(f"dynface evaluate: note: {m} not computed: {why}", file=sys.stderr)
     if not args.quiet:
         for m in metrics:
-            v = means.get(m, float("nan"))
-            print(f"  {METRICS[m].label:48s} {_fmt(v)}", file=sys.stderr)
+            print(f"  {METRICS[m].label:48s} {_fmt(means.get(m, float('nan'))):>9s}  {_counts_text(result, m)}", file=sys.stderr)
         print(f"wrote {args.out}" + (f" and {args.markdown}" if args.markdown else ""), file=sys.stderr)
+    if failures and not args.allow_missing:
+        print(
+            f"dynface evaluate: error: {len(failures)} image(s) or set(s) could not be scored (listed above and "
+            f"under \"failures\" in {args.out}); pass --allow-missing to accept this",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+@contextlib.contextmanager
+def _quiet_torch_load():
+    """Silence torch's "Detected pickle protocol" warning while user weight files are read (the refusal, if any,
+    is reported by :func:`_weights_error`)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"(?s).*pickle protocol", category=UserWarning)
+        yield
+
+
+def _weights_error(flag: str, path: Path, e: BaseException) -> str:
+    """One line for a weights file that cannot be used: torch's refusal of a pickle spans a dozen lines of
+    boilerplate, and load_state_dict's errors list one mismatch per line."""
+    import pickle
+
+    from dynface.models.io import weights_refusal
+
+    if isinstance(e.__cause__, pickle.UnpicklingError):
+        return f"{flag} {weights_refusal(path, e.__cause__)}"
+    text = " ".join(str(e).split())
+    if len(text) > 400:
+        text = text[:399] + "…"
+    return f"{flag} {text}" if text.startswith(str(path)) else f"{flag} {path}: {text}"
+
+
+def _one_line(e: BaseException) -> str:
+    """``Type: first line of the message`` (decoders and torch wrap long multi-line texts)."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
+
+
+def _failures(per_image, errors, metrics, failed, set_results, unpaired_r, unpaired_h, args, hq, paired) -> dict:
+    """key → one-line reason, for everything that could not be scored (see the module docstring)."""
+    out: dict[str, str] = {}
+    used: set[str] = set()
+    unpaired = set(unpaired_r)
+    for k, rec in per_image.items():
+        reasons = []
+        for ek in (k, *(f"{k}:{m}" for m in metrics), f"{k}:face"):
+            if ek in errors:
+                reasons.append(errors[ek] if ek == k else f"{ek[len(k) + 1:]}: {errors[ek]}")
+                used.add(ek)
+        nan = [m for m in failed if isinstance(rec.get(m), float) and math.isnan(rec[m])]
+        if nan and not reasons:
+            reasons.append(f"{', '.join(nan)}: no value")
+        if paired and k in unpaired:
+            reasons.append(f"no HQ image named {k}.* in {args.hq}")
+        if reasons:
+            out[k] = "; ".join(reasons)
+    if paired and not args.limit:  # with --limit, HQ images beyond the first K are expected to be unpaired
+        for k in unpaired_h:
+            out.setdefault(k, f"no restored image for HQ image {hq[k].relative_to(args.hq).as_posix()}")
+    for ek, msg in errors.items():  # reference-set files
+        if ek not in used:
+            out.setdefault(ek, msg)
+    for m, r in set_results.items():
+        v = r.get("value", float("nan"))
+        if isinstance(v, float) and math.isnan(v):
+            out.setdefault(f"set:{m}", r.get("error", "no value"))
+    return out
+
+
+def _counts_text(res: dict, m: str) -> str:
+    """``scored/failed`` counts of one metric for the console and the Markdown table."""
+    c = res["counts"]
+    if m in res["set"]:
+        s = res["set"][m]
+        text = f"{s.get('n_restored', 0)} restored vs {s.get('n_reference', s.get('reference', ''))}"
+        return text + (f" (failed: {s['error']})" if s.get("error") else "")
+    text = f"{c['valid'].get(m, 0)} scored, {c['failed'].get(m, 0)} failed"
+    if m in PAIRED and c["unpaired_restored"]:
+        text += f", {c['unpaired_restored']} without HQ"
+    return text
 
 
 def _version() -> str:
@@ -584,7 +696,7 @@ def _safe(fn, errors: dict, key: str, metric: str) -> float:
     try:
         return float(fn())
     except Exception as e:  # noqa: BLE001 - a bad image must not stop the run
-        errors[f"{key}:{metric}"] = f"{type(e).__name__}: {e}"
+        errors[f"{key}:{metric}"] = _one_line(e)
         return float("nan")
 
 
@@ -625,8 +737,11 @@ def _paired_metrics(img, gt, paired_metrics, face_ms, rec, errors, k, args, lp) 
             for m in face_ms:
                 rec[m] = r[m]
             rec["face_boxes"] = list(r["boxes"])
+            if None in r["boxes"]:
+                where = "either image" if r["boxes"] == (None, None) else "the restored image" if r["boxes"][0] is None else "the HQ image"
+                errors[f"{k}:face"] = f"no face found in {where} (see --face-fallback)"
         except Exception as e:  # noqa: BLE001
-            errors[f"{k}:face"] = f"{type(e).__name__}: {e}"
+            errors[f"{k}:face"] = _one_line(e)
             for m in face_ms:
                 rec[m] = float("nan")
 
@@ -676,6 +791,9 @@ def _markdown(res: dict) -> str:
         lines.append(f"| {res['labels'][m]} | {arrow} | {_fmt(res['mean'].get(m))} | {valid} | {failed} |")
     if res["skipped"]:
         lines += ["", "Skipped: " + "; ".join(f"{k} ({v})" for k, v in res["skipped"].items())]
+    if res.get("failures"):
+        lines += ["", "## Failures", "", f"{len(res['failures'])} image(s) or set(s) could not be scored:", ""]
+        lines += [f"- `{k}`: {v}" for k, v in res["failures"].items()]
     lines += ["", "## Conventions", ""] + [f"- **{k}**: {v}" for k, v in res["conventions"].items()]
     per = [m for m in ms if m not in SETS]
     if per:

@@ -20,10 +20,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         q.add_argument("--out", required=True, help="run directory (checkpoints, log.csv, samples, exported weights)")
         q.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.pt if it exists")
         q.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field (YAML value)")
-        if what == "prior":
+        if what in ("prior", "dblm", "dgsa"):
             q.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
         if what == "dblm":
             q.add_argument("--stages", default="rm,sde,tm", help="comma-separated subset of rm,sde,tm")
+            q.add_argument("--restorer", metavar="SWINIR.pth",
+                           help="DifFace's SwinIR (swinir_restoration512_L1.pth) as the frozen RM: train --stages sde,tm "
+                                "against it (e.g. --set preset=ffhq512); restore with the same --restorer")
         q.set_defaults(func=run)
     k = tsub.add_parser("package", help="assemble a model folder (fp16 safetensors + sha256) from runs")
     k.add_argument("--prior", required=True)
@@ -73,11 +76,15 @@ def run(args: argparse.Namespace) -> int:
             bad = [s for s in stages if s not in STAGES]
             if bad:
                 raise ValueError(f"unknown stage(s) {bad}; choose from {STAGES}")
-            out = train_dblm(load_config(DBLMTrainConfig, args.config, overrides), args.data, args.out, args.resume, stages)
+            if args.restorer:
+                overrides["restorer"] = args.restorer
+            out = train_dblm(load_config(DBLMTrainConfig, args.config, overrides), args.data, args.out, args.resume, stages,
+                             device=args.device)
         else:
             from ..training.dgsa import DGSATrainConfig, train_dgsa
 
-            out = train_dgsa(load_config(DGSATrainConfig, args.config, overrides), args.data, args.out, args.resume)
+            out = train_dgsa(load_config(DGSATrainConfig, args.config, overrides), args.data, args.out, args.resume,
+                             device=args.device)
     except (ConfigError, ModelLoadError, FileNotFoundError, ValueError) as e:
         print(f"dynface train {args.what}: error: {e}", file=sys.stderr)
         return 2

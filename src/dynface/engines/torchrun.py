@@ -1,0 +1,157 @@
+"""``torchrun --nproc_per_node K -m dynface.cli restore ...``: one job over K processes of one node, as the
+official DynFaceRestore inference runs on 8 GPUs.
+
+Each rank (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` from torchrun) plans the same job, takes the inputs whose stable
+hash of the output stem falls to it (:func:`rank_of`: a BLAKE2b hash, the same in every process, so the shares are
+disjoint and cover the job), restores them with :func:`dynface.jobs.restore_items` and writes its own manifest part
+``OUT/manifest.rank<R>.jsonl``. After a barrier rank 0 appends the parts to ``OUT/manifest.jsonl``, removes them and
+prints the summary of the whole job; its exit status is the job's (the other ranks exit 0 unless they crash).
+Parts left by a killed launch are merged at the next start, before ``--skip-existing`` reads the manifest.
+
+Process groups: ``gloo`` for ``--device cpu``, ``nccl`` for ``--device cuda`` (each rank on GPU ``LOCAL_RANK``).
+CPU threads per rank: ``--threads``, else the node's cores divided by the ranks on it. The barrier waits up to
+``DYNFACE_DIST_TIMEOUT`` seconds (default 7 days: shares finish at different times). Outputs are the same bytes
+as a single-process run (per-face seeds, :func:`dynface.jobs.face_seed`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from dynface import jobs
+from dynface.jobs import append_line as append
+from dynface.jobs import start_job
+
+PART_PREFIX = "manifest.rank"
+
+
+def rank_of(stem: str, world_size: int) -> int:
+    """The rank that restores the input with output stem ``stem`` (stable across processes and machines)."""
+    h = hashlib.blake2b(f"dynface-share\x00{stem}".encode("utf-8", "surrogateescape"), digest_size=8).digest()
+    return int.from_bytes(h, "little") % world_size
+
+
+def part_path(out: Path, rank: int) -> Path:
+    return Path(out) / f"{PART_PREFIX}{rank}.jsonl"
+
+
+def _parts(out: Path) -> list[Path]:
+    found = []
+    for p in Path(out).glob(f"{PART_PREFIX}*.jsonl"):
+        r = p.name[len(PART_PREFIX) : -len(".jsonl")]
+        if r.isdigit():
+            found.append((int(r), p))
+    return [p for _, p in sorted(found)]
+
+
+def merge_parts(out: Path) -> list[dict]:
+    """Append every manifest part under ``out`` to ``OUT/manifest.jsonl`` (rank order, one ``O_APPEND`` write per
+    part, then fsync) and remove the parts. Returns the merged lines."""
+    merged: list[dict] = []
+    for p in _parts(out):
+        lines = jobs.Manifest(p).lines()
+        if lines:
+            data = b"".join(
+                (json.dumps(d, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8") for d in lines
+            )
+            fd = os.open(Path(out) / jobs.MANIFEST_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(f"short write to {Path(out) / jobs.MANIFEST_NAME}")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        p.unlink()
+        merged += lines
+    return merged
+
+
+def _result_from_line(d: dict) -> jobs.FileResult:
+    return jobs.FileResult(d.get("path", ""), d["stem"], d["status"], d.get("error"), list(d.get("notes") or []),
+                           list(d.get("outputs") or []), d.get("record"), float(d.get("seconds") or 0.0),
+                           int(d.get("faces") or 0), None)
+
+
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, default))
+    except ValueError:
+        return default
+
+
+def run_torchrun_job(inputs: Sequence[str | Path], out: Path, settings: jobs.RestoreSettings,
+                     progress: Callable[[jobs.Progress], None] | None = None, *,
+                     on_result: Callable[[jobs.FileResult], None] | None = None,
+                     items: list[jobs.InputItem] | None = None, ignored: list[Path] | None = None) -> jobs.JobSummary:
+    """This rank's part of the job (see the module docstring). On rank 0 the summary covers the whole job; on the
+    other ranks it is empty (their results are in rank 0's), so that only rank 0 reports failures."""
+    import torch
+    import torch.distributed as dist
+
+    rank, world = _env_int("RANK", 0), _env_int("WORLD_SIZE", 1)
+    local_rank, local_world = _env_int("LOCAL_RANK", rank), _env_int("LOCAL_WORLD_SIZE", world)
+    out = Path(out).expanduser()
+    if items is None:
+        items, ignored = jobs.plan_inputs(inputs, out, settings)  # the same on every rank
+    jobs.check_settings(settings)
+    backend = "nccl" if settings.device == "cuda" else "gloo"
+    if settings.device == "cuda":
+        torch.cuda.set_device(local_rank)
+    timeout = timedelta(seconds=_env_int("DYNFACE_DIST_TIMEOUT", 7 * 24 * 3600))
+    own_group = not dist.is_initialized()
+    if own_group:
+        dist.init_process_group(backend, timeout=timeout)
+    try:
+        skipped_all: list[jobs.FileResult] = []
+        if rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+            merge_parts(out)  # results of a killed launch, before anyone reads the manifest
+            if settings.skip_existing:
+                skipped_all = jobs.complete_results(items, out, jobs.Manifest(out / jobs.MANIFEST_NAME))[0]
+        dist.barrier()
+        share = [it for it in items if rank_of(it.stem, world) == rank]
+        part = jobs.Manifest(part_path(out, rank))
+        summary, _, todo = start_job(share, out, settings, ignored if rank == 0 else None, manifest=part)
+        if todo:
+            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            jobs.apply_threads(replace(settings, threads=settings.threads or max(1, cpus // max(1, local_world))))
+            restorer = jobs.load_restorer(settings)
+
+            def record(r: jobs.FileResult) -> None:
+                summary.results.append(r)
+                append(part, summary, r)
+                if on_result is not None:
+                    on_result(r)
+
+            scale = max(1.0, (len(items) - len(skipped_all)) / len(todo)) if rank == 0 else 1.0
+
+            def rank0_progress(p: jobs.Progress) -> None:  # rank 0's share, scaled to the whole job
+                if progress is not None:
+                    progress(replace(p, fraction=p.fraction * scale, message=f"rank 0 of {world}: {p.files_done}/{len(todo)}"))
+
+            try:
+                jobs.restore_items(todo, out, settings, restorer, rank0_progress if rank == 0 else None, on_result=record)
+            except KeyboardInterrupt:
+                summary.interrupted = True
+        dist.barrier()
+        if rank != 0:
+            return jobs.JobSummary(out=out, total=0, interrupted=summary.interrupted)
+        seen = {r.stem for r in summary.results} | {r.stem for r in skipped_all}
+        for d in merge_parts(out):
+            if d["stem"] not in seen:
+                summary.results.append(_result_from_line(d))
+        whole = jobs.JobSummary(out=out, total=len(items), results=summary.results, skipped=skipped_all,
+                                ignored=list(ignored or []), interrupted=summary.interrupted,
+                                manifest_errors=summary.manifest_errors)
+        order = {it.stem: it.index for it in items}
+        whole.results.sort(key=lambda r: order.get(r.stem, 0))
+        return whole
+    finally:
+        if own_group:
+            dist.destroy_process_group()

@@ -1,0 +1,1234 @@
+"""The job layer of ``dynface restore``: every front end (CLI, web app, cluster engines) restores files through here.
+
+A job is a list of input files, an output folder ``OUT`` and one :class:`RestoreSettings`::
+
+    summary = run_job(["photos/"], Path("out"), RestoreSettings(upscale=2))
+
+:func:`run_job` = :func:`plan_inputs` (collect files, give each a unique output stem, check the output folder) →
+skip inputs that are complete (``skip_existing``) → :func:`load_restorer` → :func:`restore_items` (read, restore,
+write every output atomically, then ``records/<stem>.json``) → one line per input in ``OUT/manifest.jsonl``
+(:class:`Manifest`). Nothing here prints: progress goes to a callback (:class:`Progress`), and the
+:class:`JobSummary` says what happened. A bad file never raises: it becomes a :class:`FileResult` with status
+``failed`` (or ``no_face``) and a one-line reason. Whole-job problems raise :class:`UsageError`.
+
+**Outputs** under ``OUT`` (every path built by :func:`dynface.outputs.output_path`)::
+
+    cropped_faces/<stem>_NN.png      aligned input faces (whole photos only)
+    restored_faces/<stem>_NN.png     restored faces (aligned crops: restored_faces/<stem>.<ext>)
+    cmp/<stem>_NN.png                input | output side by side
+    restored_imgs/<stem>.<ext>       the photo with its faces restored (whole photos only)
+    maps/<stem>_NN_<key>.png         with save_maps: DGSA map and guides
+    records/<stem>.json              per face: the restorer's record, bbox, landmarks, size, timing
+    manifest.jsonl                   one JSON line per input and attempt (see :class:`Manifest`)
+
+**Seeds do not depend on scheduling.** Face ``i`` of the input with stem ``s`` gets its noise from
+``face_seed(seed, s, i)`` (a BLAKE2b hash), not from its place in a batch. With a restorer whose ``restore``
+accepts ``seeds=`` (``DynFaceRestorer`` does) the bytes of every output are the same whichever batch size, file
+order, worker or machine restores it. On a CPU in fp32 the batched networks give bit-identical uint8 faces for
+batch sizes 1, 3 and 8 (tests/test_jobs.py checks it); in bf16/fp16 or on an accelerator they may not (±1 level),
+so there faces go to the restorer one per call (:func:`per_face`) unless ``deterministic=False``. Restorers
+without ``seeds`` (test fakes) get the old ``seed + position`` seeds.
+
+**Complete inputs.** An input is complete when its record says ``ok``, every file the record lists exists, and
+the input file has the size and modification time recorded then. ``skip_existing`` skips exactly those; a file
+that changed, or whose outputs were deleted, is restored again. The manifest is appended after the record, so a
+run killed in between leaves a record without a manifest line: the next ``skip_existing`` run adds the line.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import importlib
+import inspect
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from dynface.outputs import OutputFolderError, check_output_folder, safe_resolve
+
+__all__ = [
+    "MODES", "SUBDIRS", "FACTORY_ENV", "UsageError", "InputError", "RestoreSettings", "InputItem", "FileResult",
+    "Progress", "JobSummary", "Manifest", "plan_inputs", "load_restorer", "face_seed", "restore_items", "run_job",
+    "collect_inputs", "assign_stems", "check_output_dir", "check_settings", "validate_steps", "default_threads",
+    "apply_threads", "is_complete", "clean_stale_temp_files", "settings_warnings", "start_job", "as_done",
+    "append_line", "prepare_output", "complete_results", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
+    "one_line",
+]
+
+MODES = ("full", "no_dsst", "no_dgsa", "single_guide", "fixed_start", "restorer_only")
+SUBDIRS = ("cropped_faces", "restored_faces", "cmp", "restored_imgs", "records", "maps")
+FACTORY_ENV = "DYNFACE_RESTORER_FACTORY"
+MANIFEST_NAME = "manifest.jsonl"
+EXT_CHOICES = ("auto", "png", "jpg", "webp")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+COLOR_FIXES = ("wavelet", "adain", "none")
+DETAIL_MODES = ("keep", "restored")
+MAX_SEED = 2**63 - 1
+MAX_STEPS = 1000  # the base grid of every model here
+MIN_ALIGNED_SIDE = 16  # px: smaller aligned crops are refused
+MAX_ALIGNED_ASPECT = 1.25  # longer side / shorter side: beyond this an aligned crop is refused (it would stretch)
+
+
+class UsageError(Exception):
+    """A problem with the whole job (bad settings, no inputs, unusable output folder, model that cannot load)."""
+
+
+class InputError(Exception):
+    """A per-file problem: one line in the summary."""
+
+
+# ------------------------------------------------------------------------------------------ settings
+@dataclass(frozen=True)
+class RestoreSettings:
+    """Every ``dynface restore`` flag except ``-i``/``-o``/``-q``, with the CLI's defaults."""
+
+    model: str = "embedded-64"
+    mode: str = "full"
+    steps: str | None = None
+    seed: int = 0
+    fidelity: float | None = None
+    upscale: float = 2.0
+    aligned: bool = False
+    ext: str = "auto"
+    suffix: str | None = None
+    device: str = "cpu"
+    precision: str = "auto"
+    compile: bool = False
+    batch_size: int | None = None
+    save_maps: bool = False
+    skip_existing: bool = False
+    threads: int | None = None
+    detail: str = "keep"
+    color_fix: str | None = None
+    guidance: str | None = None
+    dblm: str | None = None
+    dgsa: str | None = None
+    dsst: str | None = None
+    restorer: str | None = None
+    input_template: str | None = None
+    alignment: str = "auto"
+    only_center_face: bool = False
+    draw_box: bool = False
+    detector: str = "hog"
+    bg_upsampler: str = "lanczos"
+    min_score: float = 0.0
+    border: str = "constant"
+    allow_input_dir: bool = False
+    deterministic: bool = True  # restore one face per call where batching could change the output (see per_face)
+
+    @classmethod
+    def from_namespace(cls, ns: Any) -> RestoreSettings:
+        """Settings from an argparse namespace (or any object) with attributes of the same names."""
+        return cls(**{f.name: getattr(ns, f.name) for f in fields(cls) if hasattr(ns, f.name)})
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def validate_steps(s: str | int) -> str:
+    """``--steps``: ``ddimN``, ``N`` or ``a,b,c`` (sections of the 1000-step grid) with 1..1000 steps in all.
+    Returns the spec as a string; raises ValueError with a one-line reason."""
+    from dynface.diffusion import space_timesteps
+
+    s = str(s).strip()
+    if not re.fullmatch(r"(ddim)?\d+(,\d+)*", s):
+        raise ValueError(f"unusable steps {s!r}: expected ddimN, N or a,b,c (e.g. ddim25, 50, 10,10,5)")
+    counts = [int(c) for c in s.removeprefix("ddim").split(",")]
+    if s.startswith("ddim") and len(counts) > 1:
+        raise ValueError(f"unusable steps {s!r}: ddimN takes one number")
+    total = sum(counts)
+    if total < 1 or any(c < 0 for c in counts):
+        raise ValueError(f"steps must be at least 1, got {s!r}")
+    if total > MAX_STEPS:
+        raise ValueError(f"steps must be at most {MAX_STEPS} (the diffusion grid), got {s!r}")
+    try:
+        grid = space_timesteps(MAX_STEPS, s)
+    except (ValueError, ZeroDivisionError) as e:
+        raise ValueError(f"unusable steps {s!r}: {e}") from None
+    if not grid:
+        raise ValueError(f"unusable steps {s!r}: no steps")
+    return s
+
+
+def check_settings(settings: RestoreSettings) -> None:
+    """Raise :class:`UsageError` for settings no input can be restored with (what the CLI's parser checks, for
+    front ends that build :class:`RestoreSettings` themselves)."""
+    from dynface.outputs import UnsafePathError, plain_name
+
+    s = settings
+    if s.mode not in MODES:
+        raise UsageError(f"unknown mode {s.mode!r}; choose from {', '.join(MODES)}")
+    if s.ext not in EXT_CHOICES:
+        raise UsageError(f"--ext must be one of {', '.join(EXT_CHOICES)}, got {s.ext!r}")
+    if s.suffix is not None:
+        try:
+            plain_name(s.suffix, "--suffix")
+        except UnsafePathError as e:
+            raise UsageError(str(e)) from None
+    if s.steps is not None:
+        try:
+            validate_steps(s.steps)
+        except ValueError as e:
+            raise UsageError(f"--steps: {e}") from None
+    if not (isinstance(s.seed, int) and 0 <= s.seed <= MAX_SEED):
+        raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {s.seed}")
+    if s.fidelity is not None and not 0.0 <= s.fidelity <= 1.0:
+        raise UsageError(f"--fidelity must be in [0, 1], got {s.fidelity}")
+    if not 1.0 <= s.upscale <= 8.0:
+        raise UsageError(f"--upscale must be between 1 and 8, got {s.upscale}")
+    if s.precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {s.precision!r}")
+    if s.color_fix is not None and s.color_fix not in COLOR_FIXES:
+        raise UsageError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {s.color_fix!r}")
+    if s.detail not in DETAIL_MODES:
+        raise UsageError(f"--detail must be one of {', '.join(DETAIL_MODES)}, got {s.detail!r}")
+    for name in ("batch_size", "threads"):
+        v = getattr(s, name)
+        if v is not None and (not isinstance(v, int) or v < 1):
+            raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if s.input_template:
+        from dynface.faces import load_templates
+
+        if not s.aligned:
+            raise UsageError("--input-template is for --aligned inputs")
+        if s.input_template not in load_templates():
+            raise UsageError(f"unknown --input-template {s.input_template!r}; known: {', '.join(sorted(load_templates()))}")
+
+
+def settings_warnings(settings: RestoreSettings) -> list[str]:
+    """Notes worth printing before a job starts."""
+    out = []
+    if settings.precision == "fp16" and settings.device == "cpu":
+        out.append("--precision fp16 on a CPU is emulated and slow (×4 the time of fp32 for embedded-64 on "
+                   "2 cores); bf16 is the fast CPU choice (×0.6)")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ threads
+def _cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def default_threads() -> int:
+    """Intra-op threads when ``--threads`` is not given: the cores this process may use that are not already
+    busy (1-minute load average), at least 1. Torch's default (one thread per core) collapses when another
+    process keeps the cores busy: its threads wait for each other at every operation (issue 11 B1: a 64-px face
+    took 236 s instead of 4 s). benchmarks/threads.py measures it."""
+    n = _cpus()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = 0.0
+    return max(1, min(n, int(n - load + 0.5)))
+
+
+def apply_threads(settings: RestoreSettings) -> int:
+    """Set torch's intra-op threads from ``settings.threads`` (or :func:`default_threads`); returns the number."""
+    import torch
+
+    n = settings.threads or default_threads()
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+# ------------------------------------------------------------------------------------------ inputs
+@dataclass
+class InputItem:
+    path: Path
+    stem: str
+    index: int  # position in the sorted job (0-based)
+
+
+def _input_exts() -> tuple[str, ...]:
+    from dynface.imageio import IMAGE_EXTS
+
+    # GIF: read_image restores the first frame (with a note), as for `-i anim.gif`; folders take it too (B7)
+    return tuple(IMAGE_EXTS) + tuple(e for e in (".gif",) if e not in IMAGE_EXTS)
+
+
+def _is_input_name(p: Path) -> bool:
+    return p.suffix.lower() in _input_exts()
+
+
+def collect_inputs(specs: Sequence[str | Path]) -> tuple[list[Path], list[Path], list[Path]]:
+    """(image files, folders given, files ignored for their extension). Folders: their image files (not
+    recursive, hidden files skipped); files and glob matches: taken as they are. A symlink that does not lead to
+    a file (broken, or a loop) is kept as an input, so that it is reported as failed instead of dropped."""
+    files: list[Path] = []
+    folders: list[Path] = []
+    ignored: list[Path] = []
+    for spec in specs:
+        s = str(spec)
+        p = Path(s).expanduser()
+        if p.is_dir():
+            folders.append(p)
+            for f in sorted(p.iterdir()):
+                if f.name.startswith(".") or f.is_dir():
+                    continue
+                if not f.is_file() and not f.is_symlink():
+                    continue  # sockets, fifos
+                (files if _is_input_name(f) else ignored).append(f)
+        elif p.exists() or p.is_symlink():
+            files.append(p)
+        elif glob.has_magic(s):
+            for m in sorted(glob.glob(os.path.expanduser(s), recursive=True)):
+                q = Path(m)
+                if q.name.startswith(".") or q.is_dir():
+                    continue
+                if q.is_file() or q.is_symlink():
+                    files.append(q)
+        else:
+            raise UsageError(f"input not found: {s}")
+    seen: set[Path] = set()
+    uniq = []
+    for f in files:
+        r = safe_resolve(f)
+        if r not in seen:
+            seen.add(r)
+            uniq.append(f)
+    return uniq, folders, ignored
+
+
+def check_output_dir(out: Path, files: list[Path], folders: list[Path], allow_inside: bool) -> None:
+    """:func:`dynface.outputs.check_output_folder` for ``restore``'s sub-folders, as a :class:`UsageError`."""
+    try:
+        check_output_folder(out, files, folders, SUBDIRS, allow_inside)
+    except OutputFolderError as e:
+        raise UsageError(str(e)) from None
+
+
+def _clean_stem(s: str) -> str:
+    """A plain file-name component from a file's stem: no separators or control characters, no leading dot."""
+    s = re.sub(r"[\x00-\x1f\x7f/\\]", "_", s)
+    if s.startswith("."):
+        s = "_" + s.lstrip(".")
+    s = s[:200]
+    return s or "image"
+
+
+def assign_stems(files: list[Path]) -> list[str]:
+    """Output stem per input (a plain name). Inputs sharing a stem are told apart by their folder's name when they
+    come from different folders (difface/00.jpg → difface_00), else by their extension (a.jpg → a_jpg)."""
+    base = [_clean_stem(f.stem) for f in files]
+    groups: dict[str, list[int]] = {}
+    for i, b in enumerate(base):
+        groups.setdefault(b, []).append(i)
+    names = list(base)
+    for b, idx in groups.items():
+        if len(idx) == 1:
+            continue
+        parents = [safe_resolve(files[i]).parent for i in idx]
+        for i, par in zip(idx, parents, strict=True):
+            name = b
+            if len(set(parents)) > 1:
+                name = f"{_clean_stem(par.name)}_{b}"
+            if sum(1 for q in parents if q == par) > 1:  # same folder: a.jpg and a.png
+                name = f"{name}_{files[i].suffix.lstrip('.').lower() or 'noext'}"
+            names[i] = name
+    stems, used = [], set()
+    for s in names:
+        k, s0 = 1, s
+        while s in used:
+            k += 1
+            s = f"{s0}_{k}"
+        used.add(s)
+        stems.append(s)
+    return stems
+
+
+def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings) -> tuple[list[InputItem], list[Path]]:
+    """Collect the input files, give each a unique output stem and check the output folder.
+    Returns (items in sorted job order, files ignored for their extension); raises :class:`UsageError`."""
+    check_settings(settings)
+    files, folders, ignored = collect_inputs(list(inputs))
+    if not files:
+        where = ", ".join(map(str, inputs))
+        extra = f" ({len(ignored)} file(s) without an image extension)" if ignored else ""
+        raise UsageError(f"no input images found in {where}{extra}")
+    out = Path(out).expanduser()
+    check_output_dir(out, files, folders, settings.allow_input_dir)
+    stems = assign_stems(files)
+    return [InputItem(f, s, k) for k, (f, s) in enumerate(zip(files, stems, strict=True))], ignored
+
+
+# ------------------------------------------------------------------------------------------ seeds
+def face_seed(run_seed: int, stem: str, face_index: int = 0) -> int:
+    """The noise seed of face ``face_index`` of the input with output stem ``stem`` in a run seeded ``run_seed``:
+    a stable 63-bit BLAKE2b hash, the same in every process, worker and machine (unlike Python's ``hash``)."""
+    key = f"dynface-face-seed\x00{int(run_seed)}\x00{stem}\x00{int(face_index)}".encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & MAX_SEED
+
+
+# ------------------------------------------------------------------------------------------ records and completeness
+def _json_default(o):
+    import numpy as np
+
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
+
+
+def record_path(out: Path, stem: str) -> Path:
+    from dynface.outputs import output_path
+
+    return output_path(out, "records", f"{stem}.json")
+
+
+def write_record(out: Path, stem: str, rec: dict) -> None:
+    from dynface.imaging import atomic_write_text
+
+    atomic_write_text(json.dumps(rec, indent=1, default=_json_default) + "\n", record_path(out, stem))
+
+
+def _source_info(path: Path) -> dict | None:
+    try:
+        st = path.stat()
+    except (OSError, RuntimeError):
+        return None
+    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
+def _record_files(rec: dict) -> list[str]:
+    files = []
+    if rec.get("restored_img"):
+        files.append(rec["restored_img"])
+    for face in rec.get("faces", []):
+        files.extend(v for v in (face.get("files") or {}).values() if isinstance(v, str))
+    return files
+
+
+def _read_record(out: Path, stem: str) -> dict | None:
+    try:
+        rec = json.loads(record_path(out, stem).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def is_complete(out: Path, stem: str, path: Path | None = None) -> bool:
+    """Whether ``stem`` was restored completely: its record says ok, every file it lists is on disk, and (when
+    the record knows the input's size and mtime and ``path`` is given) the input has not changed since."""
+    rec = _read_record(out, stem)
+    if not rec or rec.get("status") != "ok":
+        return False
+    if not _all_on_disk(out, _record_files(rec)):
+        return False
+    src = rec.get("source")
+    if path is not None and isinstance(src, dict):
+        if _source_info(path) != {"size": src.get("size"), "mtime_ns": src.get("mtime_ns")}:
+            return False
+    return True
+
+
+_TMP_RE = re.compile(r"^\..+\.tmp(\d+)$")
+
+
+def clean_stale_temp_files(out: Path) -> int:
+    """Remove temporary files left by a run that was killed (their process no longer exists)."""
+    n = 0
+    for sub in SUBDIRS:
+        d = out / sub
+        if not d.is_dir():
+            continue
+        for f in d.iterdir():
+            m = _TMP_RE.match(f.name)
+            if not m or not f.is_file():
+                continue
+            pid = int(m.group(1))
+            if pid != os.getpid() and _pid_alive(pid):
+                continue
+            try:
+                f.unlink()
+                n += 1
+            except OSError:
+                pass
+    return n
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+# ------------------------------------------------------------------------------------------ results, progress, manifest
+@dataclass
+class FileResult:
+    path: str
+    stem: str
+    status: str  # "done" | "failed" | "no_face" | "skipped"
+    error: str | None = None
+    notes: list[str] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)  # paths relative to OUT
+    record: dict | None = None
+    seconds: float = 0.0
+    faces: int = 0
+    source: dict | None = None  # {"size", "mtime_ns"} of the input when it was read
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("done", "skipped")
+
+
+@dataclass
+class Progress:
+    files_done: int
+    files_total: int
+    faces_done: int
+    faces_total: int | None
+    step: int | None
+    steps_total: int | None
+    message: str
+    fraction: float = 0.0  # files done including the running batch's share (for a smooth bar)
+
+
+@dataclass
+class JobSummary:
+    out: Path
+    total: int  # inputs planned
+    results: list[FileResult] = field(default_factory=list)  # restored now (done / failed / no_face)
+    skipped: list[FileResult] = field(default_factory=list)  # complete already (skip_existing)
+    ignored: list[Path] = field(default_factory=list)  # files without an image extension in the folders given
+    interrupted: bool = False
+    threads: int | None = None
+    manifest_errors: list[str] = field(default_factory=list)  # lines that could not be appended
+
+    @property
+    def done(self) -> list[FileResult]:
+        return [r for r in self.results if r.status == "done"]
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return [r for r in self.results if r.status in ("failed", "no_face")]
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted:
+            return 130
+        return 1 if self.failed else 0
+
+
+class Manifest:
+    """``OUT/manifest.jsonl``: one JSON line per input and attempt, appended atomically (one ``write`` of the whole
+    line to a file opened with O_APPEND under an exclusive flock, then fsync), so concurrent writers and a kill
+    never tear a line (a line torn otherwise is ended before the next one is written, and skipped by readers).
+
+    Keys: ``path`` (as given), ``stem``, ``size`` and ``mtime_ns`` of the input, ``status`` (done / failed /
+    no_face), ``error`` (one line), ``notes``, ``outputs`` (relative to OUT), ``faces``, ``seconds``, ``time``
+    (UNIX time of the line) and ``record`` (the content of records/<stem>.json for done inputs).
+    The last line of a stem wins (:meth:`load`)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def append(self, result: FileResult) -> None:
+        src = result.source or _source_info(Path(result.path)) or {}
+        line = {
+            "path": result.path,
+            "stem": result.stem,
+            "size": src.get("size"),
+            "mtime_ns": src.get("mtime_ns"),
+            "status": result.status,
+            "error": result.error,
+            "notes": list(result.notes),
+            "outputs": list(result.outputs),
+            "faces": result.faces,
+            "seconds": round(float(result.seconds), 4),
+            "time": round(time.time(), 3),
+            "record": result.record,
+        }
+        data = (json.dumps(line, default=_json_default, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            _lock(fd)  # writers of this manifest take turns: the torn-line check and the write are one step
+            end = os.fstat(fd).st_size
+            if end and os.pread(fd, 1, end - 1) != b"\n":  # a torn line (a writer killed mid-line): end it first
+                data = b"\n" + data
+            n = os.write(fd, data)
+            if n != len(data):
+                raise OSError(f"short write to {self.path} ({n} of {len(data)} bytes)")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def lines(self) -> list[dict]:
+        """Every readable line, in order (a torn or foreign line is skipped)."""
+        try:
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        out = []
+        for ln in raw.splitlines():
+            try:
+                d = json.loads(ln)
+            except ValueError:
+                continue
+            if isinstance(d, dict) and "stem" in d and "status" in d:
+                out.append(d)
+        return out
+
+    def load(self) -> dict[str, dict]:
+        """The last line per stem."""
+        return {d["stem"]: d for d in self.lines()}
+
+
+def _lock(fd: int) -> None:
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+    except (ImportError, OSError):  # no flock (Windows, some network filesystems): O_APPEND alone
+        pass
+
+
+def _manifest_says_complete(entry: dict | None, out: Path, path: Path) -> bool:
+    if not entry or entry.get("status") != "done":
+        return False
+    src = _source_info(path)
+    if src is None or (entry.get("size"), entry.get("mtime_ns")) != (src["size"], src["mtime_ns"]):
+        return False
+    return _all_on_disk(out, entry.get("outputs") or [])
+
+
+def _all_on_disk(out: Path, rels: list[str]) -> bool:
+    """Every output (relative to ``out``) exists and is not empty."""
+    for rel in rels:
+        try:
+            f = out / rel
+            if not f.is_file() or f.stat().st_size == 0:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def complete_results(items: list[InputItem], out: Path, manifest: Manifest | None = None) -> tuple[list[FileResult], list[FileResult]]:
+    """(complete inputs as ``skipped`` results, complete ones the manifest lacks a ``done`` line for).
+
+    Complete: the manifest's last line for the stem says done for this very file (size and mtime) and every
+    output it lists is on disk, and the record agrees (:func:`is_complete`); or, when the manifest has no line
+    for it (a run killed between the record and the manifest line, or a run before manifests), the record alone."""
+    entries = manifest.load() if manifest is not None else {}
+    skipped, missing = [], []
+    for it in items:
+        e = entries.get(it.stem)
+        if e is not None and e.get("path") not in (None, str(it.path)) and safe_resolve(Path(e["path"])) != safe_resolve(it.path):
+            e = None  # the stem belonged to another file
+        if e is not None:
+            ok = _manifest_says_complete(e, out, it.path) and is_complete(out, it.stem, it.path)
+        else:
+            ok = is_complete(out, it.stem, it.path)
+        if not ok:
+            continue
+        rec = _read_record(out, it.stem) or {}
+        r = FileResult(str(it.path), it.stem, "skipped", outputs=_record_files(rec) + [f"records/{it.stem}.json"],
+                       record=rec, faces=int(rec.get("num_faces", 0) or 0), source=_source_info(it.path))
+        skipped.append(r)
+        if e is None or e.get("status") != "done":
+            missing.append(r)
+    return skipped, missing
+
+
+# ------------------------------------------------------------------------------------------ the restorer
+def _accepts(fn: Callable, name: str) -> bool:
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+
+
+def load_restorer(settings: RestoreSettings):
+    """The restorer for ``settings`` (``DynFaceRestorer.from_pretrained``, or the callable named by the
+    ``DYNFACE_RESTORER_FACTORY=module:callable`` testing hook, called with the same keyword arguments).
+    ``color_fix`` is passed only when set; raises :class:`UsageError` when the model cannot be loaded."""
+    debug = os.environ.get("DYNFACE_DEBUG", "") not in ("", "0")
+    kw: dict[str, Any] = dict(name_or_path=settings.model, device=settings.device, mode=settings.mode,
+                              steps=settings.steps, precision=settings.precision)
+    kw.update({k: getattr(settings, k) for k in ("guidance", "dblm", "dgsa", "dsst", "restorer", "color_fix") if getattr(settings, k, None)})
+    spec = os.environ.get(FACTORY_ENV)
+    try:
+        if spec:
+            mod, _, attr = spec.partition(":")
+            if not mod or not attr:
+                raise UsageError(f"{FACTORY_ENV} must be module:callable, got {spec!r}")
+            factory = getattr(importlib.import_module(mod), attr)
+        else:
+            from dynface.pipeline import DynFaceRestorer
+
+            factory = DynFaceRestorer.from_pretrained
+        if not _accepts(factory, "precision") and settings.precision == "auto":
+            kw.pop("precision")
+        for k in ("color_fix", "restorer"):
+            if k in kw and not _accepts(factory, k):
+                raise UsageError(f"--{k.replace('_', '-')} is not supported by this restorer")
+        r = factory(**kw)
+    except UsageError:
+        raise
+    except Exception as e:
+        if debug:
+            raise
+        raise UsageError(f"cannot load model {settings.model!r}: {_first_line(e)}") from None
+    return r.compiled() if settings.compile else r
+
+
+def load_bg_upsampler(spec: str):
+    if spec in ("", "lanczos", "none"):
+        return None
+    mod, _, attr = spec.partition(":")
+    if not mod or not attr:
+        raise UsageError(f"--bg-upsampler must be 'lanczos' or module:callable, got {spec!r}")
+    try:
+        fn = getattr(importlib.import_module(mod), attr)
+    except (ImportError, AttributeError) as e:
+        raise UsageError(f"--bg-upsampler {spec}: {e}") from None
+    if not callable(fn):
+        raise UsageError(f"--bg-upsampler {spec} is not callable")
+    return fn
+
+
+def _first_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return msg[0] if msg else type(e).__name__
+
+
+def one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__
+
+
+def _record_settings(settings: RestoreSettings, restorer, upscale: float | None = None) -> dict:
+    cfg = getattr(restorer, "cfg", None)
+    sampler = getattr(cfg, "sampler", None)
+    return {
+        "model": settings.model,
+        "model_name": getattr(restorer, "name", None),
+        "mode": settings.mode,
+        "steps": settings.steps,
+        "seed": settings.seed,
+        "fidelity": settings.fidelity,
+        "upscale": settings.upscale if upscale is None else upscale,
+        "device": settings.device,
+        "precision": settings.precision,
+        "precision_used": getattr(sampler, "precision", None),
+        "color_fix": getattr(cfg, "color_fix", settings.color_fix),
+        "detail": settings.detail,
+        "compile": bool(settings.compile),
+        "aligned": bool(settings.aligned),
+        "only_center_face": bool(settings.only_center_face),
+        "detector": None if settings.aligned else settings.detector,
+        "alignment": None if settings.aligned else settings.alignment,
+        "bg_upsampler": None if settings.aligned else settings.bg_upsampler,
+        "template": getattr(restorer, "template_name", None),
+        "size": int(restorer.size),
+        "seeds": "face_seed" if _accepts(restorer.restore, "seeds") else "seed+position",
+        "threads": _torch_threads(),
+        "batching": "per-face" if per_face(restorer, settings) else "batched",
+    }
+
+
+def _torch_threads() -> int | None:
+    import sys
+
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
+
+
+def _side_by_side(a, b):
+    import numpy as np
+    from PIL import Image
+
+    if a.shape[:2] != b.shape[:2]:
+        a = np.asarray(Image.fromarray(a).resize((b.shape[1], b.shape[0]), Image.LANCZOS))
+    return np.concatenate([a, b], axis=1)
+
+
+def per_face(restorer, settings: RestoreSettings) -> bool:
+    """Whether faces go to the restorer one per call so that no output depends on its batch: with
+    ``settings.deterministic`` (default), when the restorer computes in reduced precision (bf16/fp16 autocast) or
+    on an accelerator. Measured on a CPU (embedded-64, 8 faces): fp32 gives bit-identical uint8 faces for batch sizes
+    1, 3 and 8 (with 1 and 2 threads), bf16 does not (4 of 8 faces differ by 1 level between batch 1 and 8).
+    ``deterministic=False`` (``--fast-batches``) batches anyway: faster on a GPU, outputs may differ by ±1.
+    Cost on 2 CPU cores (embedded-64, ddim25, 8 aligned faces, one run): bf16 one per call ×1.7 the time of bf16 in
+    one batch; fp32 in one batch (deterministic) ×1.2, so ``--precision fp32`` is the faster exact choice there."""
+    if not settings.deterministic:
+        return False
+    cfg = getattr(restorer, "cfg", None)
+    precision = getattr(getattr(cfg, "sampler", None), "precision", None)
+    device = getattr(getattr(restorer, "device", None), "type", None)
+    return (precision is not None and precision != "fp32") or (device is not None and device != "cpu")
+
+
+# ------------------------------------------------------------------------------------------ restoring
+class _Tracker:
+    """Turns restorer callbacks into :class:`Progress` events."""
+
+    def __init__(self, progress: Callable[[Progress], None] | None, files_total: int):
+        self.progress = progress
+        self.files_total = files_total
+        self.files_done = 0
+        self.faces_done = 0
+        self.batch_files = 0.0  # files in the running restorer call (their share of the bar)
+        self.partial = 0.0  # share of files restored but not yet written
+        self.message = ""
+
+    def emit(self, step: int | None = None, steps_total: int | None = None) -> None:
+        if self.progress is None:
+            return
+        frac = self.files_done + self.partial
+        if step is not None and steps_total:
+            frac += self.batch_files * min(1.0, step / steps_total)
+        self.progress(Progress(self.files_done, self.files_total, self.faces_done, None, step, steps_total, self.message, float(frac)))
+
+    def restore(self, restorer, faces, batch_files: float, **kw):
+        """``restorer.restore(faces, **kw)`` with a per-step callback when the restorer takes one."""
+        self.batch_files = batch_files
+        if self.progress is not None and _accepts(restorer.restore, "callback"):
+            kw["callback"] = lambda step, total: self.emit(step, total)
+        out = restorer.restore(faces, **kw)
+        self.faces_done += len(faces)
+        self.partial += batch_files
+        self.batch_files = 0.0
+        self.emit()
+        return out
+
+
+class _SeedingRestorer:
+    """What restore_photo sees: the restorer, with progress callbacks and (when supported) per-face seeds."""
+
+    def __init__(self, restorer, tracker: _Tracker, n_faces: int):
+        self._r, self._t, self._n = restorer, tracker, max(1, n_faces)
+
+    def __getattr__(self, name):
+        return getattr(self._r, name)
+
+    def restore(self, faces, **kw):
+        return self._t.restore(self._r, faces, len(faces) / self._n, **kw)
+
+
+def _write_outputs(out: Path, writes: list[tuple[str, str, Callable[[Path], Any]]]) -> dict[str, str]:
+    """Run each ``(key, "sub/name", writer(path))``; returns {key: relative path}. Paths via output_path."""
+    from dynface.outputs import output_path
+
+    files: dict[str, str] = {}
+    for key, rel, writer in writes:
+        sub, name = rel.split("/", 1)
+        p = output_path(out, sub, name)
+        writer(p)
+        files[key] = f"{sub}/{name}"
+    return files
+
+
+def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detector, bg_upsampler, tracker: _Tracker) -> FileResult:
+    from dynface import imageio
+    from dynface.faces import detect_faces, restore_photo
+
+    t0 = time.perf_counter()
+    src = _source_info(it.path)
+    try:
+        img = imageio.read_image(it.path)
+    except imageio.ImageReadError as e:
+        raise InputError(str(e).removeprefix(f"{it.path}: ")) from None
+    t_read = time.perf_counter() - t0
+    notes = list(img.notes)
+    if img.was_gray:
+        notes.append("grayscale input: restored in RGB, saved as grayscale")
+    w, h = img.size
+    up = imageio.capped_upscale(w, h, s.upscale)
+    if up < s.upscale:
+        notes.append(imageio.upscale_note(w, h, s.upscale, up))
+    t1 = time.perf_counter()
+    faces = detect_faces(img.rgb, detector, s.only_center_face)
+    t_detect = time.perf_counter() - t1
+    if not faces:
+        raise InputError("no face found")
+    kw: dict[str, Any] = {}
+    if _accepts(restorer.restore, "seeds"):
+        kw["seeds"] = [face_seed(s.seed, it.stem, i) for i in range(len(faces))]
+    if _accepts(restore_photo, "detail"):
+        kw["detail"] = s.detail
+    proxy = _SeedingRestorer(restorer, tracker, len(faces))
+    tracker.message = it.path.name
+    res = restore_photo(
+        img.rgb, proxy, upscale=up, only_center_face=s.only_center_face, draw_box=s.draw_box, faces=faces,
+        seed=s.seed, fidelity=s.fidelity, return_maps=s.save_maps, batch_size=1 if per_face(restorer, s) else s.batch_size,
+        border=s.border,
+        bg_upsampler=bg_upsampler, alignment=s.alignment, **kw,
+    )
+    t2 = time.perf_counter()
+    sfx = f"_{s.suffix}" if s.suffix else ""
+    faces_rec = []
+    written: list[str] = []
+    for i, (crop, face, rec) in enumerate(zip(res.crops, res.restored, res.records, strict=True)):
+        name = f"{it.stem}_{i:02d}"
+        writes = [
+            ("cropped_face", f"cropped_faces/{name}.png", lambda p, a=crop: imageio.save_image(a, p)),
+            ("restored_face", f"restored_faces/{name}{sfx}.png", lambda p, a=face: imageio.save_image(a, p)),
+            ("cmp", f"cmp/{name}.png", lambda p, a=crop, b=face: imageio.save_image(_side_by_side(a, b), p)),
+        ]
+        if s.save_maps:
+            for key, lst in res.maps.items():
+                if i < len(lst):
+                    writes.append((f"map_{key}", f"maps/{name}_{key}.png", lambda p, a=lst[i]: imageio.save_image(a, p)))
+        files = _write_outputs(out, writes)
+        written += files.values()
+        rec = dict(rec)
+        rec["files"] = files
+        rec.setdefault("timing", {})["read_s"] = round(t_read, 4)
+        rec["timing"]["detect_s"] = round(t_detect, 4)
+        faces_rec.append(rec)
+    ext = imageio.output_ext(s.ext, it.path, img.alpha is not None)
+    photo_rel = f"restored_imgs/{it.stem}{sfx}.{ext}"
+    box: list[list[str]] = []
+    _write_outputs(out, [("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p)))])
+    notes += box[0] if box else []
+    written.append(photo_rel)
+    t_write = time.perf_counter() - t2
+    total = time.perf_counter() - t0
+    rec = {
+        "status": "ok",
+        "input": str(it.path),
+        "stem": it.stem,
+        "source": src,
+        "image": img.info(),
+        "output_size": [int(res.photo.shape[1]), int(res.photo.shape[0])],
+        "restored_img": photo_rel,
+        "num_faces": len(faces_rec),
+        "faces": faces_rec,
+        "notes": notes,
+        "timing": {"read_s": round(t_read, 4), **{k: round(v, 4) for k, v in res.timing.items()}, "detect_s": round(t_detect, 4),
+                   "write_s": round(t_write, 4), "total_s": round(total, 4)},
+        "settings": _record_settings(s, restorer, up),
+    }
+    write_record(out, it.stem, rec)  # LAST: marks the input complete
+    return FileResult(str(it.path), it.stem, "done", None, notes, written + [f"records/{it.stem}.json"], rec, total,
+                      len(faces_rec), src)
+
+
+def _aligned_check(w: int, h: int) -> tuple[str | None, str | None]:
+    """(error, note) for an aligned crop of w x h pixels."""
+    if min(w, h) < MIN_ALIGNED_SIDE:
+        return f"too small for an aligned face crop ({w}x{h}; at least {MIN_ALIGNED_SIDE}x{MIN_ALIGNED_SIDE} px)", None
+    ratio = max(w, h) / min(w, h)
+    if ratio > MAX_ALIGNED_ASPECT:
+        return (f"not square ({w}x{h}): an aligned face crop would be stretched; crop it square or leave out --aligned "
+                "to detect the face"), None
+    if w != h:
+        return None, f"not square ({w}x{h}): stretched to a square for the model"
+    return None, None
+
+
+def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings, restorer, tracker: _Tracker,
+                           on_result: Callable[[FileResult], None]) -> None:
+    """Restore aligned crops in one restorer call per chunk (per run of consecutive inputs for restorers without
+    ``seeds``). Every input gets its own FileResult: a failing write fails that input only."""
+    import numpy as np
+
+    from dynface import imageio
+    from dynface.faces import estimate_affine, paste_face, template_for, warp_face
+
+    size = int(restorer.size)
+    tmpl = s.input_template
+    convert = bool(tmpl) and tmpl != getattr(restorer, "template_name", None)
+    loaded = []
+    for it in chunk:
+        t0 = time.perf_counter()
+        src = _source_info(it.path)
+        try:
+            img = imageio.read_image(it.path)
+        except imageio.ImageReadError as e:
+            on_result(FileResult(str(it.path), it.stem, "failed", str(e).removeprefix(f"{it.path}: "), source=src))
+            continue
+        w, h = img.size
+        notes = list(img.notes)
+        if convert:
+            if w != h:
+                on_result(FileResult(str(it.path), it.stem, "failed", f"not square ({w}x{h}): cannot use --input-template {tmpl}", source=src))
+                continue
+            affine = estimate_affine(template_for(tmpl, w), template_for(restorer.template_name, size))
+            crop = warp_face(img.rgb, affine, size, s.border)
+        else:
+            err, note = _aligned_check(w, h)
+            if err:
+                on_result(FileResult(str(it.path), it.stem, "failed", err, source=src))
+                continue
+            if note:
+                notes.append(note)
+            affine, crop = None, img.rgb
+        loaded.append((it, img, crop, affine, notes, src, time.perf_counter() - t0))
+    if not loaded:
+        return
+    with_seeds = _accepts(restorer.restore, "seeds")
+    if per_face(restorer, s):
+        runs = [[x] for x in loaded]
+    elif with_seeds:
+        runs = [loaded]
+    else:  # the old rule: seed + position of the first of a run of consecutive inputs
+        runs = []
+        for x in loaded:
+            if runs and runs[-1][-1][0].index + 1 == x[0].index:
+                runs[-1].append(x)
+            else:
+                runs.append([x])
+    sfx = f"_{s.suffix}" if s.suffix else ""
+    fext = s.ext if s.ext in ("png", "jpg", "webp") else "png"
+    tracker.message = f"{len(loaded)} crop(s)"
+    for run in runs:
+        t0 = time.perf_counter()
+        kw: dict[str, Any] = {"seed": s.seed + run[0][0].index, "fidelity": s.fidelity, "return_maps": s.save_maps}
+        if with_seeds:
+            kw["seeds"] = [face_seed(s.seed, x[0].stem, 0) for x in run]
+        try:
+            outp = tracker.restore(restorer, [x[2] for x in run], float(len(run)), **kw)
+        except Exception as e:
+            if os.environ.get("DYNFACE_DEBUG", "") not in ("", "0"):
+                raise
+            for x in run:
+                on_result(FileResult(str(x[0].path), x[0].stem, "failed", one_line(e), source=x[5]))
+            continue
+        t_restore = (time.perf_counter() - t0) / len(run)
+        maps = getattr(outp, "maps", None) or {}
+        for j, (it, img, _crop, affine, notes, src, t_read) in enumerate(run):
+            t1 = time.perf_counter()
+            try:
+                res = _write_aligned(it, img, np.asarray(outp.images[j], dtype=np.uint8), affine, notes, out, s, restorer,
+                                     maps, j, outp, sfx, fext, size, convert, paste_face)
+                res.record["faces"][0]["timing"] = {"read_s": round(t_read, 4), "restore_s_shared": round(t_restore, 4),
+                                                    "write_s": round(time.perf_counter() - t1, 4)}
+                res.record["source"] = src
+                write_record(out, it.stem, res.record)  # LAST: marks the input complete
+                res.source, res.seconds = src, t_read + t_restore + time.perf_counter() - t1
+                on_result(res)
+            except Exception as e:  # e.g. a full disk: this input fails, the others of the batch stand
+                if os.environ.get("DYNFACE_DEBUG", "") not in ("", "0"):
+                    raise
+                on_result(FileResult(str(it.path), it.stem, "failed", one_line(e), list(notes), source=src))
+
+
+def _write_aligned(it, img, face, affine, notes, out, s, restorer, maps, j, outp, sfx, fext, size, convert, paste_face) -> FileResult:
+    import numpy as np
+
+    from dynface import imageio
+
+    notes = list(notes)
+    w, h = img.size
+    side = float(w) if not convert else size / float(np.sqrt(abs(np.linalg.det(np.asarray(affine)[:2, :2]))))
+    size_rec = {"crop_side_px": round(side, 2), "model_px": size, "scale_to_model": round(size / side, 4)}
+    if convert:  # back into the input's framing
+        framed = img.rgb.copy()
+        kept = s.detail == "keep" and side > size
+        kw = {"model_px": size} if kept and "model_px" in inspect.signature(paste_face).parameters else {}
+        paste_face(framed, face, affine, size, **kw)
+        face = framed
+        notes.append(f"re-aligned from the {s.input_template} framing to the model's {restorer.template_name}; result pasted back")
+        size_rec["detail_kept"] = bool(kw)
+    elif max(w, h) > size:
+        # the model restored it at its own (smaller) size: give it back at the input's size, with the detail rule
+        try:
+            from dynface.detail import merge_detail
+        except ImportError:  # pragma: no cover - detail.py is part of the package
+            merge_detail = None
+        if merge_detail is not None:
+            split: dict = {}  # the crossover merge_detail chose (detail_cut_cycles, ...), for the record
+            face = merge_detail(face, img.rgb, model_px=size * w / max(w, h), mode=s.detail, info=split)
+            how = "upscaled (--detail restored)"
+            if s.detail == "keep":
+                cut = split.get("detail_cut_cycles")
+                how = ("the input unchanged: the restoration had less detail at every crossover" if cut == 0 else
+                       f"its detail above {cut:g} cycles per crop kept from the input" if cut else "its detail kept from the input")
+            notes.append(f"restored at the model's {size} px (the crop is {w}x{h}); returned at {w}x{h}, {how}")
+            size_rec["detail_kept"] = s.detail == "keep"
+            size_rec.update(split)
+    else:
+        size_rec["detail_kept"] = False
+    if img.was_gray:
+        notes.append("grayscale input: restored in RGB, saved as grayscale")
+    writes = [
+        ("restored_face", f"restored_faces/{it.stem}{sfx}.{fext}",
+         lambda p: imageio.save_image(imageio.to_output_image(face, img, fext, notes), p)),
+        ("cmp", f"cmp/{it.stem}.png", lambda p: imageio.save_image(_side_by_side(img.rgb, face), p)),
+    ]
+    if s.save_maps:
+        for key, lst in maps.items():
+            if j < len(lst):
+                writes.append((f"map_{key}", f"maps/{it.stem}_{key}.png", lambda p, a=lst[j]: imageio.save_image(a, p)))
+    files = _write_outputs(out, writes)
+    rec = {
+        "status": "ok",
+        "input": str(it.path),
+        "stem": it.stem,
+        "image": img.info(),
+        "num_faces": 1,
+        "faces": [{
+            "index": 0,
+            "aligned_input": True,
+            "input_template": s.input_template if convert else None,
+            "affine": np.round(affine, 6).tolist() if convert else None,
+            **size_rec,
+            "detail": s.detail,
+            "restorer": dict(outp.records[j]) if j < len(outp.records) else {},
+            "files": files,
+        }],
+        "notes": notes,
+        "settings": _record_settings(s, restorer),
+    }
+    return FileResult(str(it.path), it.stem, "done", None, notes, list(files.values()) + [f"records/{it.stem}.json"], rec, 0.0, 1)
+
+
+def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, restorer,
+                  progress: Callable[[Progress], None] | None = None, *,
+                  on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
+    """Read, restore and write ``items`` under ``out`` (which must exist, with its sub-folders: :func:`prepare_output`).
+    Never raises for a bad file: each input gets one :class:`FileResult` (in ``items`` order), also handed to
+    ``on_result`` as soon as it is final. ``progress`` gets a :class:`Progress` per sampling step (restorers with a
+    ``callback``), per restorer call and per file. ``KeyboardInterrupt`` propagates (the results so far went to
+    ``on_result``)."""
+    out = Path(out)
+    debug = os.environ.get("DYNFACE_DEBUG", "") not in ("", "0")
+    tracker = _Tracker(progress, len(items))
+    results: dict[int, FileResult] = {}
+
+    def finish(r: FileResult, k: int) -> None:
+        results[k] = r
+        tracker.files_done += 1
+        tracker.partial = max(0.0, tracker.partial - 1.0)
+        tracker.emit()
+        if on_result is not None:
+            on_result(r)
+
+    if settings.aligned:
+        bs = settings.batch_size or 8
+        by_path = {(str(it.path), it.stem): it.index for it in items}
+        for i in range(0, len(items), bs):
+            chunk = items[i : i + bs]
+            _process_aligned_chunk(chunk, out, settings, restorer, tracker, lambda r: finish(r, by_path[(r.path, r.stem)]))
+    else:
+        from dynface.faces import FaceDetector
+
+        bg = load_bg_upsampler(settings.bg_upsampler)
+        detector = FaceDetector(kind=settings.detector, min_score=settings.min_score)
+        for it in items:
+            tracker.message = it.path.name
+            t0 = time.perf_counter()
+            try:
+                r = _process_photo(it, out, settings, restorer, detector, bg, tracker)
+            except InputError as e:
+                status = "no_face" if str(e) == "no face found" else "failed"
+                r = FileResult(str(it.path), it.stem, status, str(e), seconds=time.perf_counter() - t0, source=_source_info(it.path))
+            except Exception as e:  # never a traceback for one bad file
+                if debug:
+                    raise
+                r = FileResult(str(it.path), it.stem, "failed", one_line(e), seconds=time.perf_counter() - t0, source=_source_info(it.path))
+            finish(r, it.index)
+    return [results[it.index] for it in items if it.index in results]
+
+
+def prepare_output(out: Path, settings: RestoreSettings) -> None:
+    """Create ``out`` and the sub-folders the settings write to; remove temporary files of killed runs."""
+    try:
+        for sub in SUBDIRS:
+            if sub == "maps" and not settings.save_maps:
+                continue
+            if settings.aligned and sub in ("cropped_faces", "restored_imgs"):
+                continue
+            (out / sub).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"cannot create the output folder {out}: {e}") from None
+    clean_stale_temp_files(out)
+
+
+def start_job(items: list[InputItem], out: Path, settings: RestoreSettings, ignored: list[Path] | None = None,
+              manifest: Manifest | None = None) -> tuple[JobSummary, Manifest, list[InputItem]]:
+    """What every engine does before restoring: check the settings, create ``out``, and (with ``skip_existing``)
+    find the complete inputs, adding the manifest lines a killed run did not write (to ``manifest``, default
+    ``OUT/manifest.jsonl``). Returns (summary, manifest, the items left to restore)."""
+    out = Path(out)
+    check_settings(settings)
+    if not settings.aligned:
+        load_bg_upsampler(settings.bg_upsampler)  # a bad hook is a usage error before anything is written
+    prepare_output(out, settings)
+    manifest = manifest or Manifest(out / MANIFEST_NAME)
+    summary = JobSummary(out=out, total=len(items), ignored=list(ignored or []))
+    todo = list(items)
+    if settings.skip_existing:
+        skipped, missing = complete_results(items, out, Manifest(out / MANIFEST_NAME))
+        for r in missing:
+            append_line(manifest, summary, as_done(r))
+        summary.skipped = skipped
+        done_stems = {r.stem for r in skipped}
+        todo = [it for it in items if it.stem not in done_stems]
+    return summary, manifest, todo
+
+
+def as_done(r: FileResult) -> FileResult:
+    """A complete input found on disk (a ``skipped`` result built from its record) as a ``done`` manifest line."""
+    rec = r.record or {}
+    secs = float((rec.get("timing") or {}).get("total_s", 0.0) or 0.0)
+    return FileResult(r.path, r.stem, "done", None, list(rec.get("notes", [])), r.outputs, rec, secs, r.faces, r.source)
+
+
+def append_line(manifest: Manifest, summary: JobSummary, r: FileResult) -> None:
+    """One manifest line; a failed append (e.g. a full disk) is noted in the summary: the outputs and the record
+    stand, and the next run adds the line."""
+    try:
+        manifest.append(r)
+    except OSError as e:
+        summary.manifest_errors.append(f"{r.path}: {one_line(e)}")
+
+
+def run_job(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings, restorer=None,
+            progress: Callable[[Progress], None] | None = None, *,
+            on_result: Callable[[FileResult], None] | None = None, items: list[InputItem] | None = None,
+            ignored: list[Path] | None = None) -> JobSummary:
+    """Plan, skip complete inputs (``skip_existing``), load the restorer (unless given), restore and append one
+    manifest line per input. ``items``/``ignored`` may come from an earlier :func:`plan_inputs`. Raises
+    :class:`UsageError` for whole-job problems; a ``KeyboardInterrupt`` ends the job with ``interrupted=True``."""
+    out = Path(out).expanduser()
+    if items is None:
+        items, ignored = plan_inputs(inputs, out, settings)
+    summary, manifest, todo = start_job(items, out, settings, ignored)
+    if not todo:
+        return summary
+    import torch
+
+    threads_before = torch.get_num_threads()
+    summary.threads = apply_threads(settings)
+    try:
+        if restorer is None:
+            restorer = load_restorer(settings)
+        _restore_logged(todo, out, settings, restorer, progress, summary, manifest, on_result)
+    finally:
+        if torch.get_num_threads() != threads_before:  # a library call leaves torch as it found it
+            torch.set_num_threads(threads_before)
+    order = {it.stem: it.index for it in items}
+    summary.results.sort(key=lambda r: order.get(r.stem, 0))
+    return summary
+
+
+def _restore_logged(todo, out, settings, restorer, progress, summary: JobSummary, manifest: Manifest, on_result) -> None:
+    def record(r: FileResult) -> None:
+        summary.results.append(r)
+        append_line(manifest, summary, r)
+        if on_result is not None:
+            on_result(r)
+
+    try:
+        restore_items(todo, out, settings, restorer, progress, on_result=record)
+    except KeyboardInterrupt:
+        summary.interrupted = True

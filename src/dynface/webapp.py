@@ -1,0 +1,679 @@
+"""The local web app behind ``dynface serve``: a Gradio page over the same job layer as ``dynface restore``.
+
+Everything here is presentation and safety; the restoring itself is :mod:`dynface.jobs` (``plan_inputs``,
+``load_restorer``, ``restore_items``), exactly as the CLI calls it, so a request's output folder (offered as
+a zip) has the CLI's layout: ``restored_imgs/``, ``restored_faces/``, ``cropped_faces/``, ``cmp/``,
+``maps/`` (always saved here: they are the explanation), ``records/`` and ``manifest.jsonl``.
+
+**Offline.** Gradio's analytics, its version check and Hugging Face telemetry are switched off before Gradio is
+imported (:func:`quiet_environment`), the theme uses system fonts only (no web fonts), and the page needs no
+CDN: the browser test checks that the page sends no request beyond the server.
+
+**No way in** (:class:`WebApp`):
+
+* inputs are only files the client uploaded: every path a request names must lie in the server's upload folder
+  (Gradio's cache, ``GRADIO_TEMP_DIR``), else the whole request is refused; the files are then copied into a
+  per-request folder and read from there;
+* the model is a *name* from the server's allow list (the embedded models, plus the model folders found in the
+  ``--models`` directories when the server started); anything else (a path, an uploaded ``.pth``) is refused,
+  and an uploaded weights file is only ever treated as a (non-)image;
+* uploads are capped in bytes (also by Gradio at the HTTP level), in number, and in decoded pixels (checked from
+  the header before any decoding, against decompression bombs);
+* a request has a time limit (checked per sampling step through the job layer's progress callback);
+* per-request folders live under one work folder and are removed after ``keep_s`` seconds (and all of it when
+  the server stops); Gradio's own cache of uploads and results ages out the same way.
+
+A bad file (empty, corrupt, not an image, too large, no face) gets one line in the page, and the other files of
+the same request are still restored.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+import zipfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "ServerConfig",
+    "WebApp",
+    "WebRequestError",
+    "WebResult",
+    "build_app",
+    "find_models",
+    "quiet_environment",
+]
+
+EXAMPLES_DIR = Path(__file__).parent / "examples"
+MAP_KEYS = (("restorer", "RM(y)"), ("guide0", "ý0"), ("guide1", "ý1"), ("guide2", "ý2"), ("dgsa", "DGSA"))
+TABLE_HEADERS = ["file", "face", "std*", "start steps", "NFE", "eta", "s/face"]
+_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def quiet_environment() -> None:
+    """No analytics, version checks or telemetry: set before ``gradio`` (or ``huggingface_hub``) is imported."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["DO_NOT_TRACK"] = "1"
+    os.environ.setdefault("GRADIO_SSR_MODE", "False")
+
+
+class WebRequestError(Exception):
+    """A request that is refused as a whole (shown as an error in the page, an error in the API)."""
+
+
+# ------------------------------------------------------------------------------------------ configuration
+@dataclass(frozen=True)
+class ServerConfig:
+    """What the server allows. Sizes are per file; ``keep_s``: how long a request's files are kept."""
+
+    models_dirs: tuple[Path, ...] = ()
+    device: str = "cpu"
+    max_upload_bytes: int = 25 * 2**20
+    max_pixels: int = 40_000_000
+    max_files: int = 16
+    time_limit_s: float = 900.0
+    keep_s: float = 3600.0
+    concurrency: int = 1
+    max_queue: int = 32
+    max_upscale: float = 4.0
+    work_dir: Path | None = None  # default: a new temporary folder
+    upload_root: Path | None = None  # default: Gradio's upload folder (GRADIO_TEMP_DIR)
+
+
+def find_models(models_dirs: Sequence[Path]) -> dict[str, str]:
+    """The allow list: label -> what ``--model`` gets. Embedded models that have weights, then every folder in a
+    ``--models`` directory that holds a prior (``prior.safetensors`` or a ``.pth``); the directory itself too."""
+    from dynface.registry import EMBEDDED, WEIGHTS_DIR
+
+    found: dict[str, str] = {}
+    for name in EMBEDDED:
+        if (WEIGHTS_DIR / name / "prior.safetensors").exists():
+            found[name] = name
+    for d in models_dirs:
+        d = Path(d).expanduser().resolve()
+        cands = [d] + (sorted(p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else [])
+        for c in cands:
+            if (c / "prior.safetensors").is_file() or any(c.glob("*.pth")):
+                label = c.name
+                k = 2
+                while label in found:
+                    label, k = f"{c.name} ({k})", k + 1
+                found[label] = str(c)
+    return found
+
+
+@dataclass
+class WebResult:
+    """One request's results, ready for the page (and the API)."""
+
+    request_dir: Path
+    out_dir: Path
+    results: list  # list[jobs.FileResult], in upload order, including files refused before the job
+    messages: list[str]
+    comparisons: dict[str, list[str]]  # label -> [before, after] image paths (same size)
+    gallery: list[tuple[str, str]]  # (restored face, caption)
+    explanation: list[tuple[str, str]]  # (map image, caption)
+    table: list[list[Any]]
+    zip_path: Path | None
+    seconds: float = 0.0
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------ the service
+class WebApp:
+    """The request handlers, free of Gradio so they can be tested and reused (the page wires :meth:`ui_restore`)."""
+
+    def __init__(self, config: ServerConfig | None = None):
+        self.config = cfg = config or ServerConfig()
+        self.models = find_models(cfg.models_dirs)
+        if cfg.work_dir is None:
+            self.work_dir = Path(tempfile.mkdtemp(prefix="dynface-web-"))
+        else:
+            self.work_dir = Path(cfg.work_dir)
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.upload_root is not None:
+            self.upload_root = Path(cfg.upload_root)
+        else:
+            from gradio.utils import get_upload_folder
+
+            self.upload_root = Path(get_upload_folder())
+        self.upload_root.mkdir(parents=True, exist_ok=True)
+        self._restorer_key: tuple | None = None
+        self._restorer: Any = None
+        self._lock = threading.Lock()
+
+    # ---------------------------------------------------------------- housekeeping
+    def sweep(self, now: float | None = None) -> int:
+        """Remove request folders older than ``keep_s``; returns how many."""
+        now = time.time() if now is None else now
+        n = 0
+        for d in self.work_dir.glob("req-*"):
+            try:
+                if d.is_dir() and now - d.stat().st_mtime > self.config.keep_s:
+                    shutil.rmtree(d, ignore_errors=True)
+                    n += 1
+            except OSError:
+                pass
+        return n
+
+    def close(self) -> None:
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def example_files(self) -> list[str]:
+        """The bundled samples, copied into the upload folder (so they pass the same checks as uploads)."""
+        dst = self.upload_root / "dynface-examples"
+        dst.mkdir(parents=True, exist_ok=True)
+        out = []
+        for p in sorted(EXAMPLES_DIR.glob("*.png")):
+            q = dst / p.name
+            if not q.exists():
+                shutil.copyfile(p, q)
+            out.append(str(q))
+        return out
+
+    # ---------------------------------------------------------------- validation
+    def settings(self, *, model: str, mode: str = "full", aligned: bool = False, fidelity: float | None = 0.5,
+                 steps: str | None = None, seed: int | float = 0, precision: str = "auto", upscale: float = 2.0,
+                 color_fix: str | None = None):
+        """A :class:`dynface.jobs.RestoreSettings` from the page's controls, or :class:`WebRequestError`."""
+        from dynface import jobs
+
+        if not isinstance(model, str) or model not in self.models:
+            known = ", ".join(self.models) or "none"
+            raise WebRequestError(f"refused: model {str(model)[:80]!r} is not one this server offers ({known})")
+        if mode not in jobs.MODES:
+            raise WebRequestError(f"unknown mode {mode!r}; choose from {', '.join(jobs.MODES)}")
+        try:
+            seed_i = int(seed)
+            if seed_i != float(seed) or not 0 <= seed_i < 2**63:
+                raise ValueError
+        except (TypeError, ValueError, OverflowError):
+            raise WebRequestError(f"seed must be a whole number >= 0, got {seed!r}") from None
+        if fidelity is not None:
+            try:
+                fidelity = float(fidelity)
+            except (TypeError, ValueError):
+                raise WebRequestError(f"fidelity must be a number in [0, 1], got {fidelity!r}") from None
+            if not 0.0 <= fidelity <= 1.0:
+                raise WebRequestError(f"fidelity must be in [0, 1], got {fidelity}")
+        steps = str(steps or "").strip() or None
+        try:
+            upscale = float(upscale)
+        except (TypeError, ValueError):
+            raise WebRequestError(f"upscale must be a number, got {upscale!r}") from None
+        if not 1.0 <= upscale <= self.config.max_upscale:
+            raise WebRequestError(f"upscale must be between 1 and {self.config.max_upscale:g}, got {upscale:g}")
+        if color_fix in ("", "default", "model default"):
+            color_fix = None
+        settings = jobs.RestoreSettings(
+            model=self.models[model], mode=mode, steps=steps, seed=seed_i, fidelity=fidelity, upscale=upscale,
+            aligned=bool(aligned), device=self.config.device, precision=precision, save_maps=True, color_fix=color_fix,
+        )
+        try:
+            jobs.check_settings(settings)
+        except jobs.UsageError as e:
+            raise WebRequestError(str(e).replace("--", "")) from None
+        return settings
+
+    def _uploaded(self, paths: Sequence[Any]) -> list[tuple[Path, str]]:
+        """(server path, original name) of each upload; refuses any path outside the upload folder."""
+        root = self.upload_root.resolve()
+        files = []
+        for p in paths:
+            if p is None:
+                continue
+            if isinstance(p, dict):  # a FileData payload
+                p = p.get("path")
+            if not isinstance(p, str | os.PathLike) or not str(p):
+                raise WebRequestError(f"refused: not an uploaded file: {str(p)[:80]!r}")
+            q = Path(p)
+            try:
+                r = q.resolve()
+            except (OSError, RuntimeError):
+                raise WebRequestError(f"refused: not an uploaded file: {q.name[:80]!r}") from None
+            if root not in r.parents:
+                raise WebRequestError(f"refused: {q.name[:80]!r} is not a file uploaded to this server "
+                                      "(the server reads uploads only, never a path a client names)")
+            if not r.is_file():
+                raise WebRequestError(f"refused: upload {q.name[:80]!r} is missing (expired?); upload it again")
+            files.append((r, q.name))
+        return files
+
+    def _precheck(self, path: Path) -> str | None:
+        """A reason to reject a file before the job reads it (size, pixels), else None."""
+        size = path.stat().st_size
+        if size == 0:
+            return "empty file"
+        if size > self.config.max_upload_bytes:
+            return f"file too large ({size / 2**20:.1f} MB; this server accepts up to {self.config.max_upload_bytes / 2**20:.0f} MB)"
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:  # reads the header only
+                w, h = im.size
+        except Exception:
+            return None  # not for PIL: the job layer reads it (other decoders) or reports it
+        if w * h > self.config.max_pixels:
+            from dynface.imageio import too_large
+
+            return too_large(w, h, self.config.max_pixels)
+        return None
+
+    # ---------------------------------------------------------------- restorer
+    def restorer_for(self, settings):
+        """The job layer's restorer for these settings, kept between requests while the model settings match."""
+        from dynface import jobs
+
+        key = (settings.model, settings.mode, settings.steps, settings.precision, settings.color_fix,
+               settings.device, os.environ.get("DYNFACE_RESTORER_FACTORY"))
+        if key != self._restorer_key:
+            self._restorer, self._restorer_key = None, None
+            self._restorer = jobs.load_restorer(settings)
+            self._restorer_key = key
+        return self._restorer
+
+    # ---------------------------------------------------------------- the request
+    def restore(self, files: Sequence[Any], *, progress: Callable[[float, str], None] | None = None,
+                **form) -> WebResult:
+        """Restore the uploaded ``files`` with the page's settings (``form``: see :meth:`settings`).
+
+        Raises :class:`WebRequestError` for a refused request (a path that is not an upload, a model not on the
+        allow list, bad settings, no files); a bad file only gets a message and a ``failed`` result."""
+        from dynface import jobs
+
+        t0 = time.monotonic()
+        cfg = self.config
+        settings = self.settings(**form)
+        uploads = self._uploaded(list(files or []))
+        if not uploads:
+            raise WebRequestError("no files: upload one or more photos (or aligned face crops)")
+        if len(uploads) > cfg.max_files:
+            raise WebRequestError(f"too many files ({len(uploads)}); this server takes up to {cfg.max_files} per request")
+        self.sweep()
+        req = self.work_dir / f"req-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        in_dir, out, view = req / "in", req / "out", req / "view"
+        for d in (in_dir, out, view):
+            d.mkdir(parents=True)
+
+        # copy the uploads (under plain names) into the request's own folder; refuse bad ones here already
+        early: dict[int, Any] = {}
+        staged: list[tuple[int, Path, str]] = []
+        used: set[str] = set()
+        for k, (path, name) in enumerate(uploads):
+            base = _safe_name(name)
+            dst_name, j = base, 2
+            while dst_name.lower() in used:
+                stem, dot, ext = base.rpartition(".")
+                dst_name = f"{stem}_{j}.{ext}" if dot else f"{base}_{j}"
+                j += 1
+            used.add(dst_name.lower())
+            why = self._precheck(path)
+            if why:
+                early[k] = _failed(name, why)
+                continue
+            dst = in_dir / dst_name
+            shutil.copyfile(path, dst)
+            staged.append((k, dst, name))
+
+        results: list[Any] = [None] * len(uploads)
+        for k, r in early.items():
+            results[k] = r
+        if staged:
+            try:
+                items, ignored = jobs.plan_inputs([p for _, p, _ in staged], out, settings)
+                jobs.prepare_output(out, settings)
+            except jobs.UsageError as e:
+                raise WebRequestError(str(e)) from None
+            by_path = {p.resolve(): (k, name) for k, p, name in staged}
+            for p in ignored:
+                k, name = by_path[Path(p).resolve()]
+                results[k] = _failed(name, "not an image file")
+            key_of = {it.stem: by_path[Path(it.path).resolve()] for it in items}
+            manifest = jobs.Manifest(out / jobs.MANIFEST_NAME)
+
+            def collect(r) -> None:
+                manifest.append(r)
+                results[key_of[r.stem][0]] = r
+
+            with self._lock:
+                restorer = self.restorer_for(settings)
+                jobs.apply_threads(settings)
+                self._run(items, out, settings, restorer, progress, t0 + cfg.time_limit_s, collect)
+            for it in items:  # what the time limit cut off
+                k, name = key_of[it.stem]
+                if results[k] is None:
+                    results[k] = _failed(name, f"not restored: the request's time limit ({cfg.time_limit_s:g} s) was reached")
+        for k, (_, name) in enumerate(uploads):
+            if results[k] is None:
+                results[k] = _failed(name, "not restored")
+        return self._present(req, out, view, uploads, staged, results, time.monotonic() - t0)
+
+    def _run(self, items, out, settings, restorer, progress, deadline: float, collect) -> None:
+        """``jobs.restore_items`` in chunks (a photo, or a batch of aligned crops), the deadline checked between
+        chunks and, through the progress callback, at every sampling step."""
+        from dynface import jobs
+
+        bs = (settings.batch_size or 8) if settings.aligned else 1
+        bridge = _ProgressBridge(progress, deadline, self.config.time_limit_s, len(items))
+        for i in range(0, len(items), bs):
+            if time.monotonic() > deadline:
+                return
+            bridge.next_chunk(i)
+            try:
+                jobs.restore_items(items[i : i + bs], out, settings, restorer, progress=bridge, on_result=collect)
+            except RequestTimeLimit:
+                return
+
+    def _present(self, req, out, view, uploads, staged, results, seconds) -> WebResult:
+        input_of = {k: p for k, p, _ in staged}
+        messages, comparisons, gallery, explanation, table = [], {}, [], [], []
+        counts = {"done": 0, "failed": 0, "no_face": 0, "skipped": 0}
+        for k, ((_, name), r) in enumerate(zip(uploads, results, strict=True)):
+            counts[r.status] = counts.get(r.status, 0) + 1
+            if r.status != "done":
+                why = r.error or ("no face found" if r.status == "no_face" else r.status)
+                messages.append(f"✗ {name}: {why}")
+                continue
+            rec = r.record or {}
+            faces = rec.get("faces") or []
+            note = f" ({'; '.join(r.notes)})" if r.notes else ""
+            messages.append(f"✓ {name}: {len(faces)} face(s) restored{note}")
+            photo = rec.get("restored_img")
+            if photo and k in input_of:
+                comparisons[f"{r.stem}: whole photo"] = _pair(input_of[k], out / photo, view, f"{r.stem}_photo")
+            for i, f in enumerate(faces):
+                files = f.get("files", {})
+                label = f"{r.stem}_{i:02d}" if photo or len(faces) > 1 else r.stem
+                after = files.get("restored_face")
+                before = files.get("cropped_face")
+                before_path = out / before if before else input_of.get(k)
+                if after and before_path is not None:
+                    comparisons[f"{label}: face"] = _pair(before_path, out / after, view, f"{label}_face")
+                if after:
+                    gallery.append((str(out / after), label))
+                for key, caption in MAP_KEYS:
+                    m = files.get(f"map_{key}")
+                    if m and (out / m).is_file():
+                        explanation.append((_enlarged(out / m, view / f"{label}_{key}.png"), f"{caption} · {label}"))
+                rr = f.get("restorer") or {}
+                table.append([
+                    name, i, _num(rr.get("std_star"), 3), _steps_txt(rr.get("start_steps", rr.get("start_step"))),
+                    rr.get("nfe"), _num(rr.get("eta"), 3), _num(rr.get("seconds"), 2),
+                ])
+        zip_path = _zip_folder(out, req / "dynface_results.zip") if any(out.iterdir()) else None
+        return WebResult(req, out, results, messages, comparisons, gallery, explanation, table, zip_path,
+                         round(seconds, 2), counts)
+
+    # ---------------------------------------------------------------- the page's handler
+    def ui_restore(self, files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
+                   color_fix, progress=None):
+        """The Restore button (and the ``/restore`` API endpoint): the page's outputs, in order."""
+        import gradio as gr
+
+        paths = list(files or [])
+        if pasted:
+            paths.append(pasted)
+        bar = None
+        if progress is not None:
+            def bar(frac: float, desc: str) -> None:
+                progress(frac, desc=desc)
+        try:
+            res = self.restore(paths, progress=bar, model=model, mode=mode, aligned=aligned, fidelity=fidelity,
+                               steps=steps, seed=seed, precision=precision, upscale=upscale, color_fix=color_fix)
+        except WebRequestError as e:
+            raise gr.Error(str(e), print_exception=False) from None
+        except Exception as e:  # jobs.UsageError (e.g. a model that cannot be loaded) and the unexpected
+            raise gr.Error(_one_line(e), print_exception=False) from None
+        c = res.counts
+        head = (f"**{c.get('done', 0)} of {len(res.results)} file(s) restored** in {res.seconds:.1f} s"
+                + (f" — {len(res.results) - c.get('done', 0)} with a problem" if c.get("done", 0) < len(res.results) else ""))
+        status = head + "\n\n" + "\n".join(f"- {m}" for m in res.messages)
+        labels = list(res.comparisons)
+        first = res.comparisons[labels[0]] if labels else None
+        return (
+            status,
+            gr.Dropdown(choices=labels, value=labels[0] if labels else None, interactive=bool(labels)),
+            tuple(first) if first else None,
+            res.gallery,
+            res.explanation,
+            res.table,
+            str(res.zip_path) if res.zip_path else None,
+            res.comparisons,
+        )
+
+
+class RequestTimeLimit(BaseException):  # noqa: N818
+    """Raised from the progress callback at a sampling step once a request is past its time limit. A
+    BaseException, so that the job layer's per-file ``except Exception`` lets it through and the request stops."""
+
+
+class _ProgressBridge:
+    """The job layer's progress callback for one chunk: forwards to the page's bar, enforces the time limit."""
+
+    def __init__(self, bar: Callable[[float, str], None] | None, deadline: float, limit: float, total: int = 1):
+        self.bar, self.deadline, self.limit = bar, deadline, limit
+        self.offset, self.total = 0, max(1, total)
+        self.faces_base = self.faces_chunk = 0
+        self.shown = 0.0
+
+    def next_chunk(self, offset: int) -> None:
+        self.offset = offset
+        self.faces_base += self.faces_chunk
+        self.faces_chunk = 0
+
+    def __call__(self, p) -> None:
+        if p.step is not None and time.monotonic() > self.deadline:
+            raise RequestTimeLimit(f"time limit ({self.limit:g} s) reached")
+        if self.bar is None:
+            return
+        done = self.offset + p.files_done
+        frac = min(1.0, (self.offset + float(getattr(p, "fraction", p.files_done))) / self.total)
+        frac = self.shown = max(self.shown, frac)  # never backwards
+        desc = f"file {min(done + 1, self.total)}/{self.total}"
+        if p.message:
+            desc += f" ({p.message[-40:]})"
+        self.faces_chunk = p.faces_done
+        if self.faces_base + p.faces_done:
+            desc += f" · {self.faces_base + p.faces_done} face(s) done"
+        if p.step is not None and p.steps_total:
+            desc += f" · step {p.step}/{p.steps_total}"
+        self.bar(frac, desc)
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def _failed(name: str, why: str):
+    from dynface import jobs
+
+    return jobs.FileResult(path=name, stem=Path(name).stem, status="failed", error=why, notes=[], outputs=[],
+                           record=None, seconds=0.0)
+
+
+def _safe_name(name: str) -> str:
+    name = Path(str(name)).name
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    stem = _SAFE_CHARS.sub("_", stem).strip("._-")[:80] or "upload"
+    ext = _SAFE_CHARS.sub("", ext)[:10]
+    return f"{stem}.{ext}" if ext else stem
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return msg[0] if msg else type(e).__name__
+
+
+def _num(v, nd: int):
+    return None if v is None else round(float(v), nd)
+
+
+def _steps_txt(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, list | tuple):
+        return ", ".join(str(int(x)) for x in v)
+    return str(v)
+
+
+def _pair(before: Path, after: Path, view: Path, name: str) -> list[str]:
+    """[before, after] for the slider: the before image resized to the after image's size (both RGB PNG)."""
+    from PIL import Image
+
+    from dynface.imageio import read_image
+
+    a = Image.open(after).convert("RGB")
+    try:
+        b = Image.fromarray(read_image(before).rgb)
+    except Exception:
+        b = Image.new("RGB", a.size, (128, 128, 128))
+    if b.size != a.size:
+        b = b.resize(a.size, Image.BICUBIC)
+    bp, ap = view / f"{name}_before.png", view / f"{name}_after.png"
+    b.save(bp)
+    a.save(ap)
+    return [str(bp), str(ap)]
+
+
+def _enlarged(src: Path, dst: Path, side: int = 192) -> str:
+    """Small maps (64 px) shown crisp: enlarged with nearest neighbour for the page."""
+    from PIL import Image
+
+    im = Image.open(src).convert("RGB")
+    if max(im.size) < side:
+        f = max(1, side // max(im.size))
+        im = im.resize((im.width * f, im.height * f), Image.NEAREST)
+    im.save(dst)
+    return str(dst)
+
+
+def _zip_folder(folder: Path, dst: Path) -> Path:
+    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for p in sorted(folder.rglob("*")):
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts):
+                z.write(p, p.relative_to(folder).as_posix())
+    os.replace(tmp, dst)
+    return dst
+
+
+# ------------------------------------------------------------------------------------------ the page
+INTRO = """# DynFaceRestore — restore faces, on this machine
+Upload photos (or aligned face crops), pick the settings, press **Restore**. Nothing leaves this computer.
+Each face shows *why* the method did what it did: the restorer's output, the three guides ý0…ý2 picked by the
+estimated degradation std\\*, and the DGSA map of where guidance was strong."""
+
+EXPLAIN = """**How to read it.** The restorer RM(y) removes most degradation; the guides ý0, ý1, ý2 are its outputs
+at the estimated blur level std\\* and one and two levels below. DSST turns the guides' noise levels into the
+*start steps* of the diffusion (a clean face starts late: few network evaluations, *NFE*), *eta* = std\\*/10 sets
+the sampler's randomness, and the DGSA map shows where the guidance pulled hardest (bright)."""
+
+CSS = """
+.gradio-container {max-width: 1400px !important}
+"""
+
+
+def build_app(app: WebApp):
+    """The Gradio Blocks page (call ``.queue(...).launch(...)`` on it; :func:`launch` does both)."""
+    import gradio as gr
+
+    from dynface.jobs import COLOR_FIXES, MODES, PRECISIONS
+
+    models = list(app.models)
+
+    default_model = models[0] if models else None
+
+    def restore_handler(files=None, pasted=None, model=default_model, mode="full", aligned=False, fidelity=0.5,
+                        steps="", seed=0, precision="auto", upscale=2.0, color_fix="model default",
+                        progress=gr.Progress()):  # noqa: B008  (Gradio finds its progress tracker by this default)
+        """Restore the faces of the uploaded photos (or aligned crops). API: only ``files`` is required."""
+        return app.ui_restore(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
+                              color_fix, progress=progress)
+
+    with gr.Blocks(title="DynFaceRestore", analytics_enabled=False,
+                   delete_cache=(max(60, int(min(app.config.keep_s, 3600))), max(60, int(app.config.keep_s)))) as demo:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            with gr.Column(scale=2, min_width=320):
+                files = gr.File(label="Photos or aligned face crops — drop several here", file_count="multiple",
+                                elem_id="files", height=150)
+                pasted = gr.Image(label="…or paste / drop one image", sources=["upload", "clipboard"], type="filepath",
+                                  format="png", elem_id="pasted", height=180)
+                with gr.Accordion("Settings", open=True):
+                    model = gr.Dropdown(models, value=models[0] if models else None, label="model", elem_id="model")
+                    mode = gr.Dropdown(list(MODES), value="full", label="mode (full or an ablation)", elem_id="mode")
+                    aligned = gr.Checkbox(False, label="inputs are aligned face crops", elem_id="aligned")
+                    fidelity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="fidelity -w (higher: closer to the input)")
+                    with gr.Row():
+                        steps = gr.Textbox("", label="steps (empty: the model's)", placeholder="e.g. ddim50", max_lines=1)
+                        seed = gr.Number(0, label="seed", precision=0, minimum=0)
+                    with gr.Row():
+                        precision = gr.Dropdown(list(PRECISIONS), value="auto", label="precision")
+                        upscale = gr.Slider(1.0, app.config.max_upscale, value=2.0, step=0.5, label="upscale (photos)")
+                    color_fix = gr.Dropdown(["model default", *COLOR_FIXES], value="model default", label="colour fix",
+                                            visible=bool(COLOR_FIXES))
+                run = gr.Button("Restore", variant="primary", elem_id="restore")
+                samples = app.example_files()
+                gr.Examples([[p, True] for p in samples], inputs=[pasted, aligned], visible_columns=[0],
+                            examples_per_page=8, label="Samples (aligned 64-px crops): click one, then Restore",
+                            elem_id="samples")
+            with gr.Column(scale=3, min_width=420):
+                status = gr.Markdown("", elem_id="status")
+                compare = gr.Dropdown([], label="compare", interactive=False, elem_id="compare")
+                slider = gr.ImageSlider(label="before / after", type="filepath", format="png", elem_id="slider",
+                                        max_height=520)
+                with gr.Tabs():
+                    with gr.Tab("Explanation"):
+                        explain = gr.Gallery(label="per face: restorer output RM(y), guides ý0…ý2, DGSA map", columns=5,
+                                             height=230, object_fit="contain", elem_id="explain")
+                        gr.Markdown(EXPLAIN)
+                    with gr.Tab("Restored faces"):
+                        gallery = gr.Gallery(label="restored faces", columns=5, height=230, object_fit="contain",
+                                             elem_id="gallery")
+                table = gr.Dataframe(headers=TABLE_HEADERS, label="per face", interactive=False, elem_id="table",
+                                     wrap=True)
+                zipped = gr.File(label="download everything (zip, the CLI's folder layout)", elem_id="zip")
+        state = gr.State({})
+
+        run.click(restore_handler, inputs=[files, pasted, model, mode, aligned, fidelity, steps, seed, precision,
+                                                 upscale, color_fix],
+                  outputs=[status, compare, slider, gallery, explain, table, zipped, state], api_name="restore",
+                  concurrency_limit=app.config.concurrency, show_progress="full")
+        compare.change(_pick, inputs=[compare, state], outputs=[slider], api_visibility="private", queue=False)
+    return demo
+
+
+def _pick(label, comparisons):
+    pair = (comparisons or {}).get(label)
+    return tuple(pair) if pair else None
+
+
+def theme():
+    """Gradio's default look with system fonts only: no web fonts to fetch (works offline)."""
+    import gradio as gr
+
+    sans = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica Neue", "Arial", "sans-serif"]
+    mono = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
+    return gr.themes.Default(font=sans, font_mono=mono)
+
+
+def launch(app: WebApp, host: str = "127.0.0.1", port: int = 7860, quiet: bool = False, block: bool = True):
+    """Build the page, start the queue (one job at a time by default) and serve it."""
+    demo = build_app(app)
+    demo.queue(default_concurrency_limit=app.config.concurrency, max_size=app.config.max_queue)
+    demo.launch(
+        server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, quiet=quiet,
+        max_file_size=app.config.max_upload_bytes, ssr_mode=False, theme=theme(), css=CSS,
+        prevent_thread_lock=not block, allowed_paths=[], mcp_server=False, pwa=False, enable_monitoring=False,
+    )
+    return demo
+

@@ -1,0 +1,154 @@
+"""The job layer (dynface.jobs): scheduling-independent seeds, byte-identical outputs whatever the batching, and
+per-step progress, on the `tiny` preset model (random weights, 32 px)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from skimage import data
+
+from dynface.jobs import FileResult, Progress, RestoreSettings, face_seed, plan_inputs, restore_items, run_job
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dsst):
+    from dynface.pipeline import DynFaceRestorer
+
+    return DynFaceRestorer.from_preset("tiny", dsst=tiny_dsst).with_config(steps="ddim10")
+
+
+@pytest.fixture(scope="module")
+def crops(tmp_path_factory) -> Path:
+    """8 aligned 48-px crops of the astronaut (different shifts), as PNG files."""
+    d = tmp_path_factory.mktemp("crops")
+    img = data.astronaut()
+    for k in range(8):
+        y, x = 30 + 6 * k, 130 + 4 * k
+        Image.fromarray(img[y : y + 150, x : x + 150]).resize((48, 48), Image.LANCZOS).save(d / f"f{k}.png")
+    return d
+
+
+def _outputs(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "restored_faces").iterdir())}
+
+
+def test_face_seed_is_a_stable_hash():
+    assert face_seed(0, "a", 0) == 4860162715183157899  # fixed forever: results must not change between releases
+    assert face_seed(7, "astro", 1) == 2585553180519667908
+    seeds = {face_seed(s, st, i) for s in (0, 1) for st in ("a", "b", "a_1") for i in range(3)}
+    assert len(seeds) == 18 and all(0 <= v < 2**63 for v in seeds)
+
+
+def test_aligned_outputs_do_not_depend_on_batch_size_or_order(tmp_path, tiny, crops):
+    tiny = tiny.with_config(steps="ddim5")
+    files = sorted(crops.glob("*.png"))
+    base = RestoreSettings(aligned=True, seed=5, threads=1)
+    results = {}
+    for bs in (1, 3, 8):
+        out = tmp_path / f"bs{bs}"
+        s = run_job([crops], out, RestoreSettings(**{**base.to_dict(), "batch_size": bs}), restorer=tiny)
+        assert len(s.done) == 8 and not s.failed
+        results[bs] = _outputs(out)
+    shuffled = files[:]
+    random.Random(1).shuffle(shuffled)
+    assert shuffled != files
+    s = run_job(shuffled, tmp_path / "shuf", RestoreSettings(**{**base.to_dict(), "batch_size": 3}), restorer=tiny)
+    assert [r.path for r in s.results] == [str(f) for f in shuffled]
+    results["shuffled"] = _outputs(tmp_path / "shuf")
+    assert len(results[1]) == 8
+    for k in (3, 8, "shuffled"):
+        assert results[k] == results[1], f"outputs differ with {k}"
+    # each face has its own seed (test_same_crop_under_two_names_gets_two_seeds: and it matters)
+    recs = [r.record["faces"][0]["restorer"]["seed"] for r in s.results]
+    assert recs == [face_seed(5, Path(r.path).stem, 0) for r in s.results]
+
+
+def test_same_crop_under_two_names_gets_two_seeds(tmp_path, tiny, crops):
+    d = tmp_path / "in"
+    d.mkdir()
+    for n in ("a.png", "b.png"):
+        (d / n).write_bytes((crops / "f0.png").read_bytes())
+    run_job([d], tmp_path / "o", RestoreSettings(aligned=True, threads=1), restorer=tiny)
+    a, b = (np.asarray(Image.open(tmp_path / "o" / "restored_faces" / n)) for n in ("a.png", "b.png"))
+    assert not np.array_equal(a, b)
+
+
+def test_photo_faces_do_not_depend_on_batch_size(tmp_path, tiny):
+    astro = data.astronaut()
+    two = np.concatenate([astro, astro[:, ::-1]], axis=1)  # two faces side by side
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(np.ascontiguousarray(two)).save(d / "two.png")
+    outs = []
+    for bs in (None, 1):
+        out = tmp_path / f"o{bs}"
+        s = run_job([d], out, RestoreSettings(upscale=1, batch_size=bs, threads=1), restorer=tiny)
+        assert s.done and s.done[0].faces == 2
+        outs.append((out / "restored_imgs" / "two.png").read_bytes())
+        seeds = [f["restorer"]["seed"] for f in s.done[0].record["faces"]]
+        assert seeds == [face_seed(0, "two", 0), face_seed(0, "two", 1)]
+    assert outs[0] == outs[1]
+
+
+def test_progress_moves_per_sampling_step(tmp_path, tiny, crops):
+    events: list[Progress] = []
+    items, _ = plan_inputs([crops / "f0.png", crops / "f1.png"], tmp_path / "o", RestoreSettings(aligned=True, batch_size=1))
+    for sub in ("restored_faces", "cmp", "records"):
+        (tmp_path / "o" / sub).mkdir(parents=True)
+    got: list[FileResult] = []
+    res = restore_items(items, tmp_path / "o", RestoreSettings(aligned=True, batch_size=1), tiny, events.append, on_result=got.append)
+    assert [r.status for r in res] == ["done", "done"] and got == res
+    steps = [e for e in events if e.step is not None]
+    first_file = [e for e in steps if e.files_done == 0]
+    assert len(first_file) >= 5, "the bar must move within a file, once per sampling step"
+    assert first_file[-1].step == first_file[-1].steps_total
+    fr = [e.fraction for e in events]
+    assert fr == sorted(fr) and fr[-1] == 2 and 0 < first_file[0].fraction < 1
+
+
+def test_run_job_leaves_torch_threads_alone(tmp_path, tiny, crops):
+    before = torch.get_num_threads()
+    seen = []
+
+    def spy(p):
+        seen.append(torch.get_num_threads())
+
+    s = run_job([crops / "f0.png"], tmp_path / "o", RestoreSettings(aligned=True, threads=3), restorer=tiny, progress=spy)
+    assert s.threads == 3 and set(seen) == {3}
+    assert torch.get_num_threads() == before
+
+
+def test_reduced_precision_restores_per_face_so_batching_cannot_matter(tmp_path, tiny, crops):
+    from dynface.jobs import per_face
+
+    bf16 = tiny.with_config(steps="ddim5", precision="bf16")
+    assert per_face(bf16, RestoreSettings()) and not per_face(tiny, RestoreSettings())
+    assert not per_face(bf16, RestoreSettings(deterministic=False))
+    files = sorted(crops.glob("*.png"))[:4]
+    outs = []
+    for bs in (1, 4):
+        out = tmp_path / f"bs{bs}"
+        s = run_job(files, out, RestoreSettings(aligned=True, batch_size=bs, threads=1), restorer=bf16)
+        assert len(s.done) == 4 and s.done[0].record["settings"]["batching"] == "per-face"
+        outs.append(_outputs(out))
+    assert outs[0] == outs[1]
+
+
+def test_pipeline_seeds_and_callback(tiny, crops):
+    faces = [np.asarray(Image.open(crops / f"f{k}.png")) for k in range(2)]
+    calls: list[tuple[int, int]] = []
+    both = tiny.restore(faces, seeds=[11, 22], callback=lambda s, n: calls.append((s, n)))
+    alone = tiny.restore(faces[1:], seeds=[22]).images[0]
+    swapped = tiny.restore(faces[::-1], seeds=[22, 11]).images
+    assert np.array_equal(both.images[1], alone) and np.array_equal(swapped[0], alone)
+    assert np.array_equal(swapped[1], both.images[0])
+    assert [r["seed"] for r in both.records] == [11, 22]
+    n = calls[0][1]
+    assert calls == [(k, n) for k in range(1, n + 1)] and n == max(r["nfe"] for r in both.records)
+    with pytest.raises(ValueError, match="seeds"):
+        tiny.restore(faces, seeds=[1])

@@ -1,0 +1,159 @@
+"""OUT/manifest.jsonl (issue 13 part 2): one line per input, appended atomically; --skip-existing trusts the manifest
+and the files on disk; `dynface report OUT` summarises it."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from dynface.cli import main
+from dynface.commands.report import percentile, summarise
+from dynface.jobs import MANIFEST_NAME, FileResult, Manifest, RestoreSettings, run_job
+
+
+class Fake:
+    """A restorer that brightens each face and counts the faces it restored."""
+
+    size, template_name, name = 32, "utkface64", "fake"
+
+    def __init__(self):
+        self.faces: list[int] = []
+
+    def restore(self, faces, seed=0, fidelity=None, return_maps=False, seeds=None):
+        imgs = [np.clip(np.asarray(Image.fromarray(np.asarray(f)).resize((32, 32)), dtype=int) + 10, 0, 255).astype(np.uint8) for f in faces]
+        self.faces += [seeds[i] if seeds else seed + i for i in range(len(imgs))]
+        return SimpleNamespace(images=imgs, records=[{"fake": True} for _ in imgs], maps={})
+
+
+@pytest.fixture
+def crops(tmp_path) -> Path:
+    d = tmp_path / "in"
+    d.mkdir()
+    img = data.astronaut()
+    for k in range(3):
+        Image.fromarray(img[40 + 9 * k : 190 + 9 * k, 140:290]).save(d / f"c{k}.png")
+    (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return d
+
+
+def _lines(out: Path) -> list[dict]:
+    return [json.loads(ln) for ln in (out / MANIFEST_NAME).read_text().splitlines()]
+
+
+def test_one_line_per_input_with_status_source_and_outputs(tmp_path, crops):
+    out = tmp_path / "out"
+    s = run_job([crops], out, RestoreSettings(aligned=True), restorer=Fake())
+    lines = _lines(out)
+    assert sorted(d["stem"] for d in lines) == ["bad", "c0", "c1", "c2"]
+    by = {d["stem"]: d for d in lines}
+    assert by["bad"]["status"] == "failed" and "\n" not in by["bad"]["error"] and by["bad"]["outputs"] == []
+    for k in range(3):
+        d = by[f"c{k}"]
+        st = (crops / f"c{k}.png").stat()
+        assert d["status"] == "done" and d["size"] == st.st_size and d["mtime_ns"] == st.st_mtime_ns
+        assert d["path"] == str(crops / f"c{k}.png") and d["faces"] == 1 and d["seconds"] > 0
+        assert f"records/c{k}.json" in d["outputs"] and f"restored_faces/c{k}.png" in d["outputs"]
+        assert all((out / o).is_file() for o in d["outputs"])
+        assert d["record"] == json.loads((out / "records" / f"c{k}.json").read_text())
+    assert s.exit_code == 1 and len(s.done) == 3
+
+
+def test_no_face_status(tmp_path):
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(np.full((96, 128, 3), 140, np.uint8)).save(d / "wall.png")
+    s = run_job([d], tmp_path / "out", RestoreSettings(upscale=1), restorer=Fake())
+    (line,) = _lines(tmp_path / "out")
+    assert line["status"] == "no_face" and line["error"] == "no face found" and s.exit_code == 1
+
+
+def test_skip_existing_trusts_manifest_and_files(tmp_path, crops):
+    out = tmp_path / "out"
+    skip = RestoreSettings(aligned=True, skip_existing=True)
+    run_job([crops], out, RestoreSettings(aligned=True), restorer=Fake())
+
+    f = Fake()
+    s = run_job([crops], out, skip, restorer=f)
+    assert sorted(r.stem for r in s.skipped) == ["c0", "c1", "c2"] and len(f.faces) == 0  # bad.png: read again, fails
+    assert [r.stem for r in s.failed] == ["bad"]
+
+    (out / "cmp" / "c0.png").unlink()  # an output lost: c0 is not complete
+    img = np.asarray(Image.open(crops / "c1.png"))
+    Image.fromarray(img[::-1].copy()).save(crops / "c1.png")  # the input changed: c1 must be redone
+    os.utime(crops / "c1.png", ns=(1, 1))
+    f = Fake()
+    s = run_job([crops], out, skip, restorer=f)
+    assert sorted(r.stem for r in s.done) == ["c0", "c1"] and [r.stem for r in s.skipped] == ["c2"] and len(f.faces) == 2
+    assert (out / "cmp" / "c0.png").is_file()
+
+    # killed between the record and the manifest line: the record and files say complete; the line is added
+    kept = [ln for ln in (out / MANIFEST_NAME).read_text().splitlines() if json.loads(ln)["stem"] != "c2"]
+    (out / MANIFEST_NAME).write_text("\n".join(kept) + "\n")
+    f = Fake()
+    s = run_job([crops], out, skip, restorer=f)
+    assert len(f.faces) == 0 and sorted(r.stem for r in s.skipped) == ["c0", "c1", "c2"]
+    assert Manifest(out / MANIFEST_NAME).load()["c2"]["status"] == "done"
+
+    # a later failed attempt is the manifest's last word: the input is restored again
+    Manifest(out / MANIFEST_NAME).append(FileResult(str(crops / "c2.png"), "c2", "failed", "disk full"))
+    f = Fake()
+    s = run_job([crops], out, skip, restorer=f)
+    assert [r.stem for r in s.done] == ["c2"] and len(f.faces) == 1
+
+
+def test_torn_last_line_is_skipped_and_does_not_swallow_the_next(tmp_path):
+    m = Manifest(tmp_path / MANIFEST_NAME)
+    m.append(FileResult("/x/a.png", "a", "done"))
+    with open(m.path, "ab") as fh:
+        fh.write(b'{"path": "/x/b.png", "stem": "b", "sta')  # a writer killed mid-line (not by append)
+    m.append(FileResult("/x/c.png", "c", "failed", "bad"))
+    assert sorted(m.load()) == ["a", "c"]
+
+
+def _append_many(path: str, k: int) -> None:
+    m = Manifest(Path(path))
+    for i in range(50):
+        m.append(FileResult(f"/in/{k}_{i}.png", f"{k}_{i}", "done", notes=["x" * 3000]))
+
+
+def test_concurrent_appends_never_tear_lines(tmp_path):
+    path = tmp_path / MANIFEST_NAME
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(str(path), k)) for k in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert all(p.exitcode == 0 for p in procs)
+    raw = path.read_text().splitlines()
+    assert len(raw) == 200 and len({json.loads(ln)["stem"] for ln in raw}) == 200
+
+
+def test_report_counts_failures_and_percentiles(tmp_path, crops, capsys):
+    out = tmp_path / "out"
+    run_job([crops], out, RestoreSettings(aligned=True), restorer=Fake())
+    assert main(["report", str(out)]) == 1
+    txt = capsys.readouterr().out
+    assert "4 input(s)" in txt and "3 done, 1 failed, 0 without a face" in txt and "bad.png" in txt and "s/face  p50" in txt
+    assert main(["report", str(out), "--json"]) == 1
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["counts"] == {"done": 3, "failed": 1, "no_face": 0} and rep["faces"] == 3
+    assert rep["seconds_per_face"]["n"] == 3 and rep["seconds_per_face"]["p50"] > 0
+    assert main(["report", str(tmp_path / "nothing")]) == 2
+    # the latest line per input wins; percentiles as numpy's
+    lines = [{"stem": "a", "status": "failed", "error": "x", "faces": 0, "seconds": 0},
+             {"stem": "a", "status": "done", "faces": 2, "seconds": 4.0},
+             {"stem": "b", "status": "done", "faces": 1, "seconds": 1.0}]
+    rep = summarise(lines)
+    assert rep["counts"]["done"] == 2 and rep["failures"] == [] and rep["seconds_per_face"]["p50"] == 1.5
+    v = [0.3, 5.0, 1.2, 9.9, 2.2]
+    for q in (50, 90, 99):
+        assert percentile(v, q) == pytest.approx(np.percentile(v, q))

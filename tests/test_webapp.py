@@ -1,0 +1,324 @@
+"""The web app's request handlers (``dynface.webapp.WebApp``) with the tiny preset model: good, bad and mixed
+requests, refusals (a server path, an uploaded ``.pth`` as model), caps, the time limit, clean-up; and the
+``dynface serve`` guard against binding beyond localhost.
+
+The tiny model comes through the job layer's documented hook
+``DYNFACE_RESTORER_FACTORY=test_webapp:make_tiny_restorer``, so the page's path is the CLI's path.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+pytest.importorskip("gradio")
+
+from dynface.webapp import ServerConfig, WebApp, WebRequestError, _ProgressBridge, quiet_environment  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+FACTORY = "test_webapp:make_tiny_restorer"
+LOADS: list[str] = []  # every model name a factory was asked to load
+
+
+def make_tiny_restorer(name_or_path="embedded-64", device="cpu", mode="full", steps=None, precision="auto", **kw):
+    """The tiny preset (random weights, 32 px): the real pipeline, fast (4 sampling steps unless asked)."""
+    from dynface.pipeline import DynFaceRestorer
+
+    LOADS.append(str(name_or_path))
+    if mode not in _TINY:  # built once per mode (the request handlers load per WebApp)
+        _TINY[mode] = DynFaceRestorer.from_preset("tiny", mode=mode)
+    return _TINY[mode].with_config(steps=str(steps or "ddim4"))
+
+
+_TINY: dict = {}
+
+
+class SlowRestorer:
+    """Calls the progress callback for 40 steps of 50 ms each: for the time limit."""
+
+    size, template_name, name = 64, "utkface64", "slow"
+
+    def restore(self, faces, seed=0, fidelity=None, return_maps=False, seeds=None, callback=None):
+        for s in range(40):
+            time.sleep(0.05)
+            if callback is not None:
+                callback(s + 1, 40)
+        imgs = [np.asarray(Image.fromarray(np.asarray(f, np.uint8)).resize((64, 64))) for f in faces]
+        return SimpleNamespace(images=imgs, records=[{"seed": seed}] * len(imgs), maps={})
+
+
+def make_slow_restorer(**kw):
+    LOADS.append(str(kw.get("name_or_path")))
+    return SlowRestorer()
+
+
+@pytest.fixture(autouse=True)
+def _factory(monkeypatch):
+    for k in ("GRADIO_ANALYTICS_ENABLED", "HF_HUB_DISABLE_TELEMETRY", "HF_HUB_OFFLINE", "DO_NOT_TRACK", "GRADIO_SSR_MODE"):
+        monkeypatch.setenv(k, os.environ.get(k, ""))  # restored after the test
+    quiet_environment()
+    assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
+    monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", FACTORY)
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    LOADS.clear()
+
+
+@pytest.fixture
+def uploads(tmp_path) -> Path:
+    d = tmp_path / "uploads" / "a1b2"  # like Gradio's cache: <root>/<hash>/<original name>
+    d.mkdir(parents=True)
+    return d
+
+
+@pytest.fixture
+def app(tmp_path):
+    a = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work"))
+    yield a
+    a.close()
+
+
+@pytest.fixture(scope="module")
+def astro_png(tmp_path_factory) -> bytes:
+    p = tmp_path_factory.mktemp("astro") / "a.png"
+    Image.fromarray(data.astronaut()).save(p)
+    return p.read_bytes()
+
+
+def _put(folder: Path, name: str, content: bytes) -> str:
+    p = folder / name
+    p.write_bytes(content)
+    return str(p)
+
+
+# ------------------------------------------------------------------------------------------ good requests
+def test_photo_request_gives_the_cli_layout_table_comparisons_and_zip(app, uploads, astro_png):
+    f = _put(uploads, "astronaut.png", astro_png)
+    seen = []
+    res = app.restore([f], model="embedded-64", seed=3, progress=lambda frac, desc: seen.append((frac, desc)))
+    assert [r.status for r in res.results] == ["done"]
+    assert res.messages == ["✓ astronaut.png: 1 face(s) restored"]
+    # per-face table: std*, start steps, NFE, eta, s/face from the record
+    (row,) = res.table
+    rec = res.results[0].record["faces"][0]["restorer"]
+    assert row[0] == "astronaut.png" and row[1] == 0
+    assert row[2] == round(rec["std_star"], 3) and row[4] == rec["nfe"] and row[5] == round(rec["eta"], 3)
+    assert row[3] == ", ".join(str(s) for s in rec["start_steps"])
+    # before/after pairs of equal size, for the whole photo and the face
+    assert set(res.comparisons) == {"astronaut: whole photo", "astronaut_00: face"}
+    for before, after in res.comparisons.values():
+        assert Image.open(before).size == Image.open(after).size
+    w, h = Image.open(res.comparisons["astronaut: whole photo"][1]).size
+    assert (w, h) == (1024, 1024)  # upscale 2 of the 512-px photo
+    # explanation: restorer output, three guides, DGSA map
+    assert [c for _, c in res.explanation] == [f"{k} · astronaut_00" for k in ("RM(y)", "ý0", "ý1", "ý2", "DGSA")]
+    assert len(res.gallery) == 1
+    # the zip holds the CLI's folder layout
+    names = set(zipfile.ZipFile(res.zip_path).namelist())
+    assert {"restored_imgs/astronaut.png", "restored_faces/astronaut_00.png", "cropped_faces/astronaut_00.png",
+            "cmp/astronaut_00.png", "records/astronaut.json", "manifest.jsonl", "maps/astronaut_00_dgsa.png",
+            "maps/astronaut_00_guide2.png", "maps/astronaut_00_restorer.png"} <= names
+    # progress went forward and ended at 1
+    fracs = [fr for fr, _ in seen]
+    assert fracs == sorted(fracs) and fracs[-1] == 1.0
+    assert any("step" in d for _, d in seen)
+    assert LOADS == ["embedded-64"]  # the allow-list name went to the job layer's loader
+
+
+def test_aligned_samples_and_restorer_reuse(app):
+    samples = app.example_files()
+    assert len(samples) >= 3 and all(Path(p).resolve().is_relative_to(app.upload_root.resolve()) for p in samples)
+    res = app.restore(samples[:3], model="embedded-64", aligned=True, fidelity=0.8, steps="ddim3")
+    assert [r.status for r in res.results] == ["done"] * 3
+    assert len(res.gallery) == 3 and len(res.table) == 3
+    assert all(k.endswith(": face") for k in res.comparisons)
+    res2 = app.restore(samples[:1], model="embedded-64", aligned=True, fidelity=0.2, steps="ddim3")
+    assert res2.results[0].status == "done"
+    assert LOADS == ["embedded-64"]  # same model settings: loaded once
+
+
+# ------------------------------------------------------------------------------------------ bad and mixed
+def test_mixed_request_reports_each_bad_file_and_restores_the_rest(app, uploads, astro_png, tmp_path):
+    gray = tmp_path / "g.png"
+    Image.fromarray(np.full((120, 160, 3), 128, np.uint8)).save(gray)
+    files = [
+        _put(uploads, "broken.png", astro_png[: len(astro_png) // 3]),
+        _put(uploads, "astronaut.png", astro_png),
+        _put(uploads, "empty.jpg", b""),
+        _put(uploads, "notes.txt", b"not an image at all"),
+        _put(uploads, "weights.pth", b"PK\x03\x04" + os.urandom(200)),
+        _put(uploads, "wall.png", gray.read_bytes()),
+    ]
+    res = app.restore(files, model="embedded-64")
+    status = {Path(r.path).name: (r.status, r.error) for r in res.results}
+    assert status["astronaut.png"] == ("done", None)
+    assert status["empty.jpg"] == ("failed", "empty file")
+    assert status["wall.png"][0] == "no_face"
+    assert "corrupt" in status["broken.png"][1] or "truncated" in status["broken.png"][1]
+    assert "not an image" in status["notes.txt"][1]
+    assert "not an image" in status["weights.pth"][1]
+    assert len(res.messages) == 6 and res.messages[1].startswith("✓ astronaut.png")
+    assert "✗ wall.png: no face found" in res.messages
+    assert len(res.table) == 1
+    assert "records/astronaut.json" in zipfile.ZipFile(res.zip_path).namelist()
+    assert LOADS == ["embedded-64"]  # the .pth was never loaded as weights
+
+
+def test_caps_on_bytes_and_decoded_pixels(tmp_path, uploads, astro_png):
+    app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work",
+                              max_upload_bytes=len(astro_png) + 10, max_pixels=1_000_000))
+    big = Image.new("1", (1500, 1000))  # 1.5 MP of one colour: a small file that decodes large
+    big.save(uploads / "bomb.png", optimize=True)
+    assert (uploads / "bomb.png").stat().st_size < 10_000
+    files = [_put(uploads, "astronaut.png", astro_png), str(uploads / "bomb.png"),
+             _put(uploads, "huge.png", astro_png + b"\0" * 100)]
+    res = app.restore(files, model="embedded-64")
+    st = [(r.status, r.error) for r in res.results]
+    assert st[0] == ("done", None)
+    assert st[1][0] == "failed" and "image too large (1500x1000" in st[1][1]
+    assert st[2][0] == "failed" and "file too large" in st[2][1]
+    app.close()
+
+
+def test_time_limit_stops_mid_sampling_and_reports_the_rest(tmp_path, uploads, astro_png, monkeypatch):
+    monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_webapp:make_slow_restorer")
+    app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work", time_limit_s=0.6))
+    crop = np.asarray(Image.fromarray(data.astronaut()[20:220, 110:310]).resize((64, 64)))
+    files = []
+    for i in range(10):  # two chunks of 8 + 2
+        Image.fromarray(crop).save(uploads / f"c{i}.png")
+        files.append(str(uploads / f"c{i}.png"))
+    t0 = time.monotonic()
+    res = app.restore(files, model="embedded-64", aligned=True)
+    took = time.monotonic() - t0
+    assert took < 1.9  # one restorer call takes 2 s: it was stopped at a step
+    assert all(r.status == "failed" and "time limit (0.6 s)" in r.error for r in res.results)
+    app.close()
+
+
+def test_progress_bridge_is_monotonic_and_raises_only_at_steps():
+    from dynface.jobs import Progress
+    from dynface.webapp import RequestTimeLimit
+
+    seen = []
+    b = _ProgressBridge(lambda f, d: seen.append((f, d)), deadline=time.monotonic() + 60, limit=60, total=2)
+    b(Progress(0, 1, 0, None, 5, 10, "a.png", 0.5))
+    b(Progress(0, 1, 1, None, None, None, "a.png", 0.0))  # the job layer's per-call emit
+    b.next_chunk(1)
+    b(Progress(0, 1, 0, None, 10, 10, "b.png", 1.0))
+    assert [round(f, 2) for f, _ in seen] == [0.25, 0.25, 1.0]
+    assert seen[0][1] == "file 1/2 (a.png) · step 5/10" and "1 face(s) done" in seen[2][1]
+    late = _ProgressBridge(None, deadline=time.monotonic() - 1, limit=1)
+    late(Progress(1, 1, 1, None, None, None, "", 1.0))  # between files: no raise (the file is complete)
+    with pytest.raises(RequestTimeLimit):
+        late(Progress(0, 1, 0, None, 1, 10, "", 0.1))
+
+
+# ------------------------------------------------------------------------------------------ no way in
+def test_a_path_the_client_names_is_refused(app, uploads, astro_png, tmp_path):
+    good = _put(uploads, "astronaut.png", astro_png)
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(astro_png)
+    link = uploads / "link.png"
+    link.symlink_to(outside)
+    for bad in ("/etc/passwd", str(outside), str(link), str(uploads / ".." / ".." / "secret.png"), {"path": "/etc/hostname"}):
+        with pytest.raises(WebRequestError, match="refused"):
+            app.restore([good, bad], model="embedded-64")
+    assert LOADS == []  # refused before anything was loaded or restored
+    assert not list(app.work_dir.glob("req-*"))
+
+
+def test_a_model_that_is_not_on_the_allow_list_is_refused(app, uploads, astro_png, tmp_path):
+    good = _put(uploads, "astronaut.png", astro_png)
+    pth = _put(uploads, "prior.pth", b"\x80\x02weights")
+    folder = tmp_path / "mymodel"
+    folder.mkdir()
+    (folder / "prior.safetensors").write_bytes(b"x")
+    for bad in (pth, str(uploads), str(folder), "../weights/embedded-64", "tiny", "", None):
+        with pytest.raises(WebRequestError, match="refused: model"):
+            app.restore([good], model=bad)
+    assert LOADS == []
+
+
+def test_models_dirs_make_the_allow_list(tmp_path):
+    root = tmp_path / "models"
+    for name in ("ffhq512", "other"):
+        (root / name).mkdir(parents=True)
+    (root / "ffhq512" / "prior.safetensors").write_bytes(b"x")
+    (root / "empty").mkdir()
+    (root / "difface").mkdir()
+    (root / "difface" / "iddpm_ffhq512_ema500000.pth").write_bytes(b"x")
+    app = WebApp(ServerConfig(models_dirs=(root,), upload_root=tmp_path / "up", work_dir=tmp_path / "work"))
+    assert app.models["embedded-64"] == "embedded-64"
+    assert app.models["ffhq512"] == str((root / "ffhq512").resolve())
+    assert app.models["difface"] == str((root / "difface").resolve())
+    assert "other" not in app.models and "empty" not in app.models
+    s = app.settings(model="ffhq512")
+    assert s.model == str((root / "ffhq512").resolve()) and s.save_maps
+    with pytest.raises(WebRequestError):
+        app.settings(model=str(root / "ffhq512"))  # the path itself is not a name on the list
+    app.close()
+
+
+def test_bad_settings_are_refused_with_a_reason(app):
+    cases = {"mode": ("nonsense", "mode"), "fidelity": (1.5, "fidelity"), "seed": (-1, "seed"),
+             "steps": ("ddim0", "steps"), "upscale": (9, "upscale"), "precision": ("int3", "precision"),
+             "color_fix": ("sepia", "color-fix|colour")}
+    for key, (value, msg) in cases.items():
+        with pytest.raises(WebRequestError, match=msg):
+            app.settings(model="embedded-64", **{key: value})
+    assert app.settings(model="embedded-64", color_fix="model default").color_fix is None
+
+
+def test_old_request_folders_are_swept(app, uploads, astro_png):
+    res = app.restore([_put(uploads, "astronaut.png", astro_png)], model="embedded-64")
+    assert res.request_dir.is_dir()
+    assert app.sweep() == 0
+    old = time.time() - app.config.keep_s - 5
+    os.utime(res.request_dir, (old, old))
+    assert app.sweep() == 1 and not res.request_dir.exists()
+
+
+# ------------------------------------------------------------------------------------------ the page and the CLI
+def test_ui_handler_outputs_and_errors(app, uploads, astro_png):
+    import gradio as gr
+
+    f = _put(uploads, "astronaut.png", astro_png)
+    out = app.ui_restore([f], None, "embedded-64", "full", False, 0.5, "", 0, "auto", 2.0, "model default")
+    status, compare, slider, gallery, explain, table, zipped, state = out
+    assert "1 of 1 file(s) restored" in status and "✓ astronaut.png" in status
+    assert compare.choices[0][0] == "astronaut: whole photo" and tuple(state[compare.value]) == slider
+    assert len(gallery) == 1 and len(explain) == 5 and len(table) == 1 and zipped.endswith(".zip")
+    with pytest.raises(gr.Error, match="refused"):
+        app.ui_restore(["/etc/passwd"], None, "embedded-64", "full", False, 0.5, "", 0, "auto", 2.0, None)
+    with pytest.raises(gr.Error, match="no files"):
+        app.ui_restore([], None, "embedded-64", "full", False, 0.5, "", 0, "auto", 2.0, None)
+
+
+def test_page_queues_one_job_at_a_time_and_exposes_the_restore_api(app):
+    from dynface.webapp import build_app
+
+    demo = build_app(app)
+    fns = [f for f in demo.fns.values() if f.api_name == "restore"]
+    assert len(fns) == 1 and fns[0].concurrency_limit == 1
+    assert [f.api_name for f in demo.fns.values() if f.api_visibility == "public"] == ["restore"]
+
+
+def test_serve_refuses_a_remote_bind_without_the_flag(capsys):
+    from dynface.cli import main
+    from dynface.commands.serve import is_local_host
+
+    assert is_local_host("127.0.0.1") and is_local_host("localhost") and is_local_host("::1")
+    assert not is_local_host("0.0.0.0") and not is_local_host("192.168.1.20")
+    assert main(["serve", "--host", "0.0.0.0", "--port", "7999"]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-remote" in err and "Traceback" not in err

@@ -1,0 +1,260 @@
+"""The web app in a real browser: ``dynface serve`` in a subprocess, Debian's chromium driven by Playwright.
+
+Uploads ``skimage.data.astronaut()``, restores it (embedded model), waits for the before/after slider and the
+per-face table, downloads the zip and checks its CLI layout; a corrupt file gets its message in the page; the
+page sends no request beyond the server (works offline); the server bound to 127.0.0.1 cannot be reached on
+this machine's other addresses; the ``/restore`` API answers through ``gradio_client``.
+
+The browser is Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it when missing),
+launched with ``executable_path``: no browser is ever downloaded. Without it the browser tests are skipped
+with that reason, except in CI (``CI=true``), where they fail. The screenshot goes to the test's temporary
+folder; ``DYNFACE_WEBAPP_SCREENSHOT=1`` writes it to docs/webapp.png (the README's picture) instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+pytest.importorskip("gradio")
+
+
+def _need_browser():
+    """Playwright + Debian's chromium, or a skip with the reason (a failure in CI, where they must be there)."""
+    why = None
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        why = "the playwright package is not installed (pip install -e '.[dev]')"
+    if why is None and CHROMIUM is None:
+        why = "Debian's chromium is not installed (apt-get install -y chromium; .ci/run installs it)"
+    if why:
+        if IN_CI:
+            pytest.fail(f"browser test cannot run in CI: {why}")
+        pytest.skip(why)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """``dynface serve`` on 127.0.0.1 and a free port; yields the base URL."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": "1"}
+    env.pop("DYNFACE_RESTORER_FACTORY", None)
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "dynface.cli", "serve", "--port", str(port), "--time-limit", "600"],
+                                stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 240
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"dynface serve exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                if r.status == 200:
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"dynface serve did not answer within 240 s:\n{log.read_text()[-3000:]}")
+        time.sleep(1)
+    yield SimpleServer(url, port, proc, log)
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+class SimpleServer:
+    def __init__(self, url, port, proc, log):
+        self.url, self.port, self.proc, self.log = url, port, proc, log
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("photos")
+    Image.fromarray(data.astronaut()).save(d / "astronaut.png")
+    raw = (d / "astronaut.png").read_bytes()
+    (d / "broken.png").write_bytes(raw[: len(raw) // 4])
+    return {"astronaut": d / "astronaut.png", "broken": d / "broken.png"}
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"])
+        yield b
+        b.close()
+
+
+def test_restore_in_the_browser(server, browser, photos, tmp_path):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(server.url)
+    page.wait_for_selector("#restore", timeout=60_000)
+
+    # a photo: restored, slider + table + explanation shown
+    page.locator("#files input[type=file]").set_input_files(str(photos["astronaut"]))
+    page.wait_for_function("document.querySelector('#files').innerText.includes('astronaut')", timeout=60_000)
+    page.click("#restore")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('file(s) restored')", timeout=300_000)
+    status = page.inner_text("#status")
+    assert "1 of 1 file(s) restored" in status and "astronaut.png: 1 face(s) restored" in status
+    table = page.inner_text("#table")
+    assert "astronaut.png" in table and "std*" in table and "NFE" in table
+    page.wait_for_function(
+        "[...document.querySelectorAll('#slider img')].filter(i => i.complete && i.naturalWidth > 0).length >= 2",
+        timeout=60_000)
+    sizes = page.eval_on_selector_all("#slider img", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
+    assert [1024, 1024] in sizes  # the restored photo, upscaled x2
+    page.wait_for_function("document.querySelectorAll('#explain img').length >= 5", timeout=60_000)
+
+    # the zip, in the CLI's layout
+    with page.expect_download(timeout=60_000) as dl:
+        page.locator("#zip a").first.click()
+    zpath = tmp_path / "results.zip"
+    dl.value.save_as(zpath)
+    names = set(zipfile.ZipFile(zpath).namelist())
+    assert {"restored_imgs/astronaut.png", "restored_faces/astronaut_00.png", "cropped_faces/astronaut_00.png",
+            "cmp/astronaut_00.png", "records/astronaut.json", "manifest.jsonl", "maps/astronaut_00_dgsa.png",
+            "maps/astronaut_00_guide0.png"} <= names
+
+    # the screenshot (the README's picture with DYNFACE_WEBAPP_SCREENSHOT=1)
+    shot = ROOT / "docs" / "webapp.png" if os.environ.get("DYNFACE_WEBAPP_SCREENSHOT") == "1" else tmp_path / "webapp.png"
+    page.screenshot(path=str(shot), full_page=True)
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.shape[1] == 1400 and img.shape[0] > 900 and img.std() > 20
+
+    # a corrupt file: its message in the page
+    page.locator("#files button[aria-label='Clear']").click()
+    page.wait_for_function("!document.querySelector('#files').innerText.includes('astronaut')", timeout=30_000)
+    page.locator("#files input[type=file]").set_input_files(str(photos["broken"]))
+    page.wait_for_function("document.querySelector('#files').innerText.includes('broken')", timeout=60_000)
+    page.click("#restore")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('✗ broken.png')", timeout=300_000)
+    status = page.inner_text("#status")
+    assert "0 of 1 file(s) restored" in status
+    assert "✗ broken.png: corrupt or truncated image data" in status
+
+    # a bundled sample, one click (it also ticks "aligned"), restored as an aligned crop
+    page.locator("#files button[aria-label='Clear']").click()
+    page.locator("#samples button.gallery-item").nth(1).click()
+    page.wait_for_function("document.querySelector('#aligned input').checked", timeout=30_000)
+    page.wait_for_function("document.querySelector('#pasted img') !== null", timeout=30_000)
+    page.click("#restore")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('✓ ')", timeout=300_000)
+    assert "1 of 1 file(s) restored" in page.inner_text("#status")
+    assert "astronaut_lq.png" in page.inner_text("#table")
+
+    # offline: nothing but the server was asked for anything (no CDN fonts or scripts, no analytics)
+    hosts = {u.split("/")[2] for u in requests if u.startswith(("http://", "https://", "ws://", "wss://"))}
+    assert hosts == {f"127.0.0.1:{server.port}"}, sorted(hosts)
+    assert all(u.startswith(("http://127.0.0.1", "data:", "blob:")) for u in requests), [
+        u for u in requests if not u.startswith(("http://127.0.0.1", "data:", "blob:"))]
+    page.close()
+
+
+def _other_addresses() -> list[str]:
+    """This machine's addresses other than 127.0.0.1: 127.0.0.2 (loopback, but not the bound address), ::1, and
+    every interface's IPv4 address (Linux SIOCGIFADDR)."""
+    addrs = {"127.0.0.2"}
+    if socket.has_ipv6:
+        addrs.add("::1")
+    try:
+        import fcntl
+        import struct
+
+        for _, name in socket.if_nameindex():
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                try:
+                    packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))
+                except OSError:
+                    continue
+                addrs.add(socket.inet_ntoa(packed[20:24]))
+    except (ImportError, OSError):
+        pass
+    addrs.discard("127.0.0.1")
+    return sorted(addrs)
+
+
+def test_a_server_on_localhost_is_not_reachable_on_other_addresses(server):
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5):
+        pass  # the control: it is listening
+    others = _other_addresses()
+    assert "127.0.0.2" in others
+    for addr in others:
+        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        with socket.socket(fam, socket.SOCK_STREAM) as s:
+            s.settimeout(3)
+            try:
+                s.connect((addr, server.port))
+            except OSError:
+                continue  # refused (or no route): not reachable
+            pytest.fail(f"the server bound to 127.0.0.1 answered on {addr}:{server.port}")
+
+
+def test_restore_through_the_api(server, photos, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server.url, download_files=str(tmp_path), verbose=False)
+    # as in the README
+    status, compare, slider, gallery, maps, table, zpath = client.predict(
+        files=[handle_file(str(photos["astronaut"]))], model="embedded-64", fidelity=0.5, seed=1, api_name="/restore")
+    assert "1 of 1 file(s) restored" in status
+    assert table["data"][0][0] == "astronaut.png"
+    assert "records/astronaut.json" in zipfile.ZipFile(zpath).namelist()
+    assert len(maps) == 5 and len(gallery) == 1 and len(slider) == 2
+    with pytest.raises(Exception, match="refused|not one this server offers|not in the list"):
+        client.predict(files=[handle_file(str(photos["astronaut"]))], model="/etc/passwd", api_name="/restore")
+
+
+def _http_call(base: str, data: list) -> str:
+    """Plain HTTP: POST /gradio_api/call/restore, then read the event stream; returns its text."""
+    req = urllib.request.Request(base + "gradio_api/call/restore", data=json.dumps({"data": data}).encode(),
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        event = json.load(r)["event_id"]
+    with urllib.request.urlopen(base + f"gradio_api/call/restore/{event}", timeout=300) as r:
+        return r.read().decode()
+
+
+def test_plain_http_cannot_name_a_server_path_or_fetch_server_files(server):
+    rest = [None, "embedded-64", "full", False, 0.5, "", 0, "auto", 2.0, "model default"]
+    answer = _http_call(server.url, [[{"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}], *rest])
+    assert "event: error" in answer and "complete" not in answer
+    weights = ROOT / "src" / "dynface" / "weights" / "embedded-64" / "prior.safetensors"
+    for path in ("/etc/passwd", str(weights)):
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(server.url + f"gradio_api/file={path}", timeout=10)
+        assert e.value.code in (403, 404)
