@@ -27,8 +27,10 @@ conventions), ``<out>/<name>.json`` (all numbers, per face too) and ``<out>/<nam
 under ``<work>/restored/<method>/`` (``--work``; default: a temporary folder removed at the end unless
 ``--keep-work``).
 
-Exit codes: 0 done (per-image metric failures are counted in the outputs), 1 a method or its
-evaluation failed, 2 bad usage or input.
+Exit codes: 0 done, every face scored; 1 a method or its evaluation failed, or some faces (or a set
+metric) could not be scored: each is printed by evaluate, each method with failures gets an ``error:`` line,
+and the tables are still written with ``(k/n)`` counts (``--allow-missing``: exit 0 for the latter);
+2 bad usage or input.
 """
 
 from __future__ import annotations
@@ -103,6 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="metrics of `dynface evaluate` (default: %(default)s); unavailable ones are skipped with the reason")
     ap.add_argument("--lpips-weights", type=Path, metavar="PATH", help="passed to `dynface evaluate` (enables lpips)")
     ap.add_argument("--fid-weights", type=Path, metavar="PATH", help="passed to `dynface evaluate` (enables fid)")
+    ap.add_argument("--allow-missing", action="store_true",
+                    help="exit 0 even when some faces could not be scored (they are still printed and counted)")
     ap.add_argument("--face-fallback", choices=("none", "reference", "whole"), default="none",
                     help="IDA/LMD when dlib finds no face (default: none = counted as a failure)")
     ap.add_argument("--frechet-method", choices=("eigh", "sqrtm"), default="eigh",
@@ -348,6 +352,7 @@ def _evaluate_args(restored: Path, hq: Path, out: Path, metrics: list[str] | Non
     p = argparse.ArgumentParser()
     evaluate.register(p.add_subparsers())
     argv = ["evaluate", "--restored", str(restored), "--hq", str(hq), "--out", str(out), "--resize-hq", "-q",
+            "--allow-missing",  # _main judges the failures itself (HQ faces outside --limit are not failures)
             "--face-fallback", args.face_fallback, "--frechet-method", args.frechet_method]
     if metrics:
         argv += ["--metrics", ",".join(metrics)]
@@ -373,8 +378,8 @@ def score(restored: Path, hq: Path, out: Path, metrics: list[str], args) -> dict
     from dynface.commands import evaluate
 
     rc = evaluate.run(_evaluate_args(restored, hq, out, metrics, args))
-    if rc != 0:
-        raise RuntimeError(f"dynface evaluate exited with {rc} on {restored}")
+    if rc != 0:  # with --allow-missing, only an unexpected error or bad input
+        raise RuntimeError(f"dynface evaluate exited with {rc} on {restored} (see its message above)")
 
     def back(v):
         if v is None:
@@ -652,6 +657,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
         per_face: dict[str, dict] = {}
         conv: dict[str, str] = {}
         status = 0
+        unscored_methods: list[str] = []
         for method in methods:
             t0 = time.perf_counter()
             row: dict = {"method": method, "n": len(keys)}
@@ -667,6 +673,13 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
                 status = 1
                 continue
             conv.update(ev["conventions"])
+            outside = set(ev["unpaired"]["hq"]) - set(keys)  # HQ faces beyond --limit in a --pairs folder
+            unscored = {k: v for k, v in ev.get("failures", {}).items() if k not in outside}
+            if unscored:
+                shown = "; ".join(f"{k}: {v}" for k, v in list(unscored.items())[:3])
+                _log(f"error: {method}: {len(unscored)} of {len(keys)} faces (or sets) could not be scored: {shown}"
+                     + (" …" if len(unscored) > 3 else ""))
+                unscored_methods.append(method)
             valid = dict(ev["counts"]["valid"])
             for mm, s in ev["set"].items():
                 valid[mm] = s.get("n_restored") if math.isfinite(s.get("value", float("nan"))) else 0
@@ -676,6 +689,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
                 failed=ev["counts"]["failed"],
                 set={mm: s for mm, s in ev["set"].items()},
                 errors=ev["errors"],
+                unscored=unscored,
                 nfe=sum(r["nfe"] for r in recs) / len(recs),
                 s_per_face=sum(r["seconds"] for r in recs) / len(recs),
                 wall_seconds=wall,
@@ -727,6 +741,10 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
         _atomic_write_text(out / f"{name}.md", markdown(res, tbl))
         print(tbl)
         _log(f"wrote {out / (name + '.md')}, {name}.json" + ("" if plot_note else f", {png.name}"))
+        if unscored_methods and not args.allow_missing:
+            _log(f"error: faces could not be scored for {', '.join(unscored_methods)} (listed above; the tables "
+                 "show (k/n) counts and the means leave them out); pass --allow-missing to accept this")
+            status = 1
         return status
     finally:
         if temp and not args.keep_work:

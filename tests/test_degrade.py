@@ -363,6 +363,9 @@ def test_cli_corrupt_file_is_reported_and_skipped(hq_dir, tmp_path, capsys):
 def test_cli_limit_and_output_inside_input(hq_dir, capsys):
     out_dir = hq_dir / "degraded"
     args = ["degrade", "-i", str(hq_dir), "-o", str(out_dir), "--size", "16", "--limit", "2"]
+    rc, _, err = _run(args, capsys)  # issue 11 B4: as restore, -o inside the input needs --allow-input-dir
+    assert rc == 2 and "lies inside the input folder" in err and "--allow-input-dir" in err and not out_dir.exists()
+    args.append("--allow-input-dir")
     rc, out, _ = _run(args, capsys)
     assert rc == 0 and "2/2" in out
     first = (out_dir / "lq" / "astronaut.png").read_bytes()
@@ -383,7 +386,11 @@ def test_cli_duplicate_output_names(tmp_path, capsys):
 
 def test_cli_refuses_bad_folders(hq_dir, tmp_path, capsys):
     rc, _, err = _run(["degrade", "-i", str(hq_dir), "-o", str(hq_dir)], capsys)
-    assert rc == 2 and "differ" in err and "Traceback" not in err
+    assert rc == 2 and "is the input folder" in err and "Traceback" not in err  # restore's wording (issue 11 B4)
+    rc, _, err = _run(["degrade", "-i", str(hq_dir / "sub"), "-o", str(hq_dir.parent / "o")], capsys)
+    assert rc == 0
+    rc, _, err = _run(["degrade", "-i", str(hq_dir.parent / "o" / "lq"), "-o", str(hq_dir.parent / "o")], capsys)
+    assert rc == 2 and "lies in the output folder's lq/" in err
     rc, _, err = _run(["degrade", "-i", str(tmp_path / "missing"), "-o", str(tmp_path / "o")], capsys)
     assert rc == 2 and "not found" in err
     empty = tmp_path / "empty"
@@ -394,3 +401,57 @@ def test_cli_refuses_bad_folders(hq_dir, tmp_path, capsys):
     blocker.write_text("x")
     rc, _, err = _run(["degrade", "-i", str(hq_dir), "-o", str(blocker)], capsys)
     assert rc == 2 and "cannot create the output folder" in err and "Traceback" not in err
+
+
+def test_cli_size_limit(tmp_path, capsys):
+    """Issue 11 B4: --size is bounded (20000 took 9 GB), with imageio's "too large" wording; checked before any
+    folder is read (the empty input folder would otherwise be the error) and for library callers too."""
+    import argparse
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit) as ei:
+        main(["degrade", "-i", str(empty), "-o", str(tmp_path / "o"), "--size", "20000"])
+    err = capsys.readouterr().err
+    assert ei.value.code == 2 and "output too large (20000x20000 = 400 MP; the limit is 4.19 MP), at most 2048" in err
+    ns = argparse.Namespace(input=empty, output=tmp_path / "o", preset="gfpgan", seed=0, size=20000, limit=None)
+    assert cmd.run(ns) == 2 and "too large" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_cli_input_over_pixel_budget_is_refused_before_decoding(hq_dir, tmp_path, capsys):
+    """Issue 11 B4/B9: an input over dynface.imageio.MAX_PIXELS fails alone, from its header, with the same
+    message as restore's reader; the others are written."""
+    import struct
+    import zlib
+
+    def chunk(t: bytes, d: bytes) -> bytes:
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    (hq_dir / "big.png").write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 10_000, 9_000, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+    )  # fmt: skip
+    rc, out, err = _run(["degrade", "-i", str(hq_dir), "-o", str(tmp_path / "o"), "--size", "16"], capsys)
+    assert rc == 1 and "3/4" in out
+    assert err.strip() == "big.png: image too large (10000x9000 = 90 MP; the limit is 80 MP)"
+
+
+def test_cli_earlier_outputs_hidden_files_and_symlinked_outputs(hq_dir, tmp_path, capsys):
+    """Issue 11 B4: outputs of an earlier run inside the input folder are never degraded again (old code: 3, then
+    9 images); hidden files are skipped; an output path that a symlink would lead out of -o is refused per file."""
+    (hq_dir / ".cache").mkdir()
+    Image.new("RGB", (20, 20)).save(hq_dir / ".cache" / "thumb.png")
+    for o in ("o1", "o2"):
+        rc, out, err = _run(["degrade", "-i", str(hq_dir), "-o", str(hq_dir / o), "--size", "16", "--allow-input-dir"],
+                            capsys)  # fmt: skip
+        assert rc == 0 and "3/3" in out, (out, err)
+        assert "left out" in err
+    assert not (hq_dir / "o2" / "lq" / "o1").exists() and not (hq_dir / "o1" / "lq" / ".cache").exists()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    out_dir = tmp_path / "o3"
+    (out_dir / "lq").mkdir(parents=True)
+    (out_dir / "lq" / "sub").symlink_to(outside)
+    rc, out, err = _run(["degrade", "-i", str(hq_dir), "-o", str(out_dir), "--size", "16"], capsys)
+    assert rc == 1 and "2/3" in out and "sub/ramp.png: cannot use this name for an output" in err
+    assert list(outside.iterdir()) == []

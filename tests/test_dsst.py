@@ -21,6 +21,7 @@ from dynface.diffusion import GaussianDiffusion, ScheduleConfig
 from dynface.dsst import (
     METHOD_CALIBRATION,
     DSSTConfig,
+    DSSTLoadError,
     DSSTTable,
     build_dsst,
     diffused_radial_psd,
@@ -203,6 +204,40 @@ def test_json_round_trip(tmp_path: Path, faces, alphas) -> None:
     path.write_text(json.dumps({"format": "other"}))
     with pytest.raises(ValueError):
         DSSTTable.load(path)
+
+
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (None, "file not found"),
+        ("{not json", "not JSON"),
+        ("[1, 2]", "not a dynface-dsst v1 file"),
+        ('{"format": "dynface-dsst", "version": 1, "sigmas": [1.0], "metadata": {}}', "'steps' is missing"),
+        ('{"format": "dynface-dsst", "version": 1, "sigmas": [2.0, 1.0], "steps": [1, 2], "metadata": {}}',
+         "sigmas must be strictly increasing"),
+    ],
+)
+def test_bad_table_file_is_named(tmp_path: Path, content, words) -> None:
+    """Issue 11 B9: every way a DSST file can be bad gives one line naming the file (was a bare JSONDecodeError,
+    KeyError or ValueError without the path)."""
+    path = tmp_path / "my_table.json"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(DSSTLoadError) as ei:
+        DSSTTable.load(path)
+    msg = str(ei.value)
+    assert msg.startswith(f"DSST table {path}: ") and words in msg and "\n" not in msg
+
+
+def test_restore_names_a_bad_dsst_file(tmp_path: Path, capsys) -> None:
+    face = tmp_path / "in" / "face.png"
+    face.parent.mkdir()
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(face)
+    bad = tmp_path / "broken_dsst.json"
+    bad.write_text("{not json")
+    rc = cli_main(["restore", "-i", str(face), "-o", str(tmp_path / "out"), "--aligned", "--dsst", str(bad), "-q"])
+    err = capsys.readouterr().err
+    assert rc == 2 and str(bad) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
 # ---- command -------------------------------------------------------------------------------------

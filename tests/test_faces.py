@@ -15,6 +15,7 @@ from dynface.faces import (
     PhotoResult,
     detect_faces,
     estimate_affine,
+    face_box_out,
     inverse_affine,
     landmarks68_to_5,
     load_templates,
@@ -279,3 +280,122 @@ def test_alignment_choice(astro, astro_face):
     b = restore_photo(astro, r, faces=[astro_face], alignment="template")
     np.testing.assert_allclose(a.records[0]["affine"], np.round(ffhq_recipe_affine(lm, 512), 6), atol=1e-6)
     np.testing.assert_allclose(b.records[0]["affine"], np.round(estimate_affine(lm, FFHQ_TEMPLATE_512), 6), atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ --detail keep / restored
+def _hf(img: np.ndarray, box) -> float:
+    """Mean squared Laplacian of the grey image inside ``box`` (x0, y0, x1, y1)."""
+    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    lap = cv2.Laplacian(g, cv2.CV_64F)
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    return float(np.mean(lap[y0:y1, x0:x1] ** 2))
+
+
+def test_face_size_is_recorded(astro, astro_face):
+    from dynface.faces import face_affine
+
+    for up in (1, 2):
+        res = restore_photo(astro, FakeRestorer(64, "utkface64"), faces=[astro_face], upscale=up)
+        rec = res.records[0]
+        side = 64 / np.sqrt(abs(np.linalg.det(face_affine(astro_face.landmarks, "utkface64", 64)[:, :2])))
+        assert rec["crop_side_px"] == pytest.approx(side, abs=0.01) and 100 < side < 120
+        assert rec["crop_side_out_px"] == pytest.approx(side * up, abs=0.02)
+        assert rec["model_px"] == 64 and rec["scale_to_model"] == pytest.approx(64 / side, abs=1e-4)
+        assert rec["detail"] == "keep" and rec["detail_kept"] is True
+
+
+def test_detail_keep_keeps_the_photos_detail_above_the_model(astro, astro_face):
+    """The identity restorer at 64 px returns the face's 64-px crop: with "restored" the pasted face is the blurry
+    upsampled crop, with "keep" the photo's own detail above 32 cycles per crop comes back."""
+    r = FakeRestorer(64, "utkface64")
+    for up in (1, 2):
+        bg = upscale_background(astro, up)
+        box = [v * up for v in astro_face.bbox]
+        keep = restore_photo(astro, r, faces=[astro_face], upscale=up)
+        old = restore_photo(astro, r, faces=[astro_face], upscale=up, detail="restored")
+        hf_in, hf_keep, hf_old = _hf(bg, box), _hf(keep.photo, box), _hf(old.photo, box)
+        assert hf_old < 0.5 * hf_in, (hf_old, hf_in)  # what the issue measured: the face comes back blurrier
+        assert hf_keep > 0.85 * hf_in, (hf_keep, hf_in)
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        d_keep = np.abs(keep.photo[y0:y1, x0:x1].astype(int) - bg[y0:y1, x0:x1].astype(int)).mean()
+        d_old = np.abs(old.photo[y0:y1, x0:x1].astype(int) - bg[y0:y1, x0:x1].astype(int)).mean()
+        assert d_keep < 0.5 * d_old and d_keep < 4, (d_keep, d_old)
+
+
+class _SmoothRestorer(FakeRestorer):
+    """Returns its inputs blurred: a restoration smoother than the photo below the model's Nyquist."""
+
+    def restore(self, faces, seed=0, fidelity=None, return_maps=False):
+        out = super().restore(faces, seed, fidelity, return_maps)
+        out.images = [cv2.GaussianBlur(im, (0, 0), 1.0) for im in out.images]
+        return out
+
+
+def test_detail_keep_never_returns_less_detail_than_the_photo(astro, astro_face, monkeypatch):
+    """With a restoration smoother than the photo, the fixed split at the model's Nyquist loses part of the face's
+    detail (what "keep" did before); "keep" moves the crossover down until the final uint8 photo has at least the
+    input's Laplacian energy in the detector's box where the face is pasted whole, and records the crossover."""
+    import dynface.faces as faces_mod
+    from dynface.detail import DetailSplit, laplacian_energy, low_pass, nyquist
+
+    def fixed_split(reference, diff, crop_px, model_px, weight=None, regions=()):
+        out = reference.astype(np.float32) + weight * low_pass(diff, nyquist(model_px, crop_px))
+        return DetailSplit(np.clip(np.round(out), 0, 255).astype(np.uint8), model_px / 2, model_px, 0.0, None, 1)
+
+    r = _SmoothRestorer(64, "utkface64")
+    for up in (1, 2):
+        bg = upscale_background(astro, up)
+        x0, y0, x1, y1 = face_box_out(astro_face.bbox, (up, up), bg.shape)
+        res = restore_photo(astro, r, faces=[astro_face], upscale=up)
+        white = np.zeros_like(bg)  # where the face is pasted whole
+        paste_face(white, np.full((64, 64, 3), 255, np.uint8), res.affines[0], 64, (up, up))
+        where = np.zeros(bg.shape[:2], bool)
+        where[y0:y1, x0:x1] = white[y0:y1, x0:x1, 0] == 255
+        assert where.sum() > 0.5 * (x1 - x0) * (y1 - y0)
+        rec = res.records[0]
+        e_in = laplacian_energy(bg, where)
+        assert laplacian_energy(res.photo, where) >= e_in
+        assert rec["detail_kept"] is True and 0 <= rec["detail_cut_cycles"] < 32 and rec["detail_hf_ratio"] >= 1.0
+        with monkeypatch.context() as m:
+            m.setattr(faces_mod, "keep_detail", fixed_split)
+            old = restore_photo(astro, r, faces=[astro_face], upscale=up)
+        assert laplacian_energy(old.photo, where) < 0.97 * e_in
+        assert "detail_cut_cycles" not in restore_photo(astro, r, faces=[astro_face], upscale=up, detail="restored").records[0]
+
+
+def test_detail_keep_takes_the_low_band_and_colour_from_the_restoration(astro, astro_face):
+    """A restoration 40 levels brighter shifts the face by 40 with "keep" too, and blends in without a seam."""
+    flat = np.full_like(astro, 100)
+    base = restore_photo(flat, FakeRestorer(64, "utkface64", 0), faces=[astro_face], upscale=2)
+    shifted = restore_photo(flat, FakeRestorer(64, "utkface64", 40), faces=[astro_face], upscale=2)
+    assert shifted.records[0]["detail_kept"] is True
+    diff = shifted.photo.astype(float).mean(axis=2) - base.photo.astype(float).mean(axis=2)
+    _, v = _mask_ring(base.photo.shape, base.affines[0], 64, 2.0)
+    assert np.abs(diff[v == 0]).max() < 1 and np.abs(diff[v > 0.999] - 40).max() < 1.5
+    step = max(np.abs(np.diff(diff, axis=0)).max(), np.abs(np.diff(diff, axis=1)).max())
+    assert step < 8, step
+
+
+def test_detail_keep_leaves_faces_smaller_than_the_model_alone(astro, astro_face):
+    """A 108-px face and a 128-px model: the photo has nothing above the model's Nyquist, even at upscale 2 (the
+    Lanczos background adds none), so "keep" pastes the whole restoration, as "restored" does."""
+    r = FakeRestorer(128, "utkface64", 20)
+    for up in (1, 2):
+        keep = restore_photo(astro, r, faces=[astro_face], upscale=up)
+        old = restore_photo(astro, r, faces=[astro_face], upscale=up, detail="restored")
+        assert keep.records[0]["detail_kept"] is False and keep.records[0]["crop_side_px"] < 128
+        np.testing.assert_array_equal(keep.photo, old.photo)
+
+
+def test_detail_argument_is_checked_and_passed_by_the_pipeline(astro, astro_face):
+    from dynface.pipeline import DynFaceRestorer
+
+    r = FakeRestorer(64, "utkface64")
+    with pytest.raises(ValueError, match="detail mode"):
+        restore_photo(astro, r, faces=[astro_face], detail="sharp")
+    assert r.calls == []
+    via = DynFaceRestorer.restore_photo(r, astro, faces=[astro_face], detail="restored")  # unbound: any restorer
+    direct = restore_photo(astro, r, faces=[astro_face], detail="restored")
+    assert via.records[0]["detail"] == "restored"
+    np.testing.assert_array_equal(via.photo, direct.photo)
+    assert DynFaceRestorer.restore_photo(r, astro, faces=[astro_face]).records[0]["detail"] == "keep"

@@ -13,10 +13,13 @@ from dynface.imageio import (
     ImageReadError,
     capped_upscale,
     decode_image,
+    image_size,
     output_ext,
     read_image,
     save_image,
     to_output_image,
+    too_large,
+    upscale_note,
     write_like_input,
 )
 
@@ -211,3 +214,62 @@ def test_save_image_formats(tmp_path):
     rgba = np.dstack([a, np.full(a.shape[:2], 128, np.uint8)])
     save_image(rgba, tmp_path / "s2.jpg")  # alpha cannot go into JPEG: dropped, no crash
     assert Image.open(tmp_path / "s2.jpg").mode == "RGB"
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG that declares w x h pixels but holds almost no data: enough for a header-size check."""
+    import struct
+    import zlib
+
+    def chunk(t: bytes, d: bytes) -> bytes:
+        return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 10)) + chunk(b"IEND", b"")
+
+
+TOO_LARGE = r"too large \((\d+x\d+ = )?[\d.]+ MP; the limit is [\d.]+ MP\)"
+
+
+def test_too_large_messages_share_one_wording(tmp_path):
+    """Issue 11 B9: the read limit (all decoder paths), the header check, the upscale cap's note and degrade's
+    --size limit say "too large (W x H = N MP; the limit is L MP)"; no Pillow bomb warning leaks."""
+    import re
+    import warnings
+
+    big = tmp_path / "big.png"  # 90 MP: over MAX_PIXELS, under Pillow's own error threshold (warning only)
+    big.write_bytes(_png_header_only(10_000, 9_000))
+    huge = tmp_path / "huge.png"  # 400 MP: Pillow raises DecompressionBombError itself
+    huge.write_bytes(_png_header_only(20_000, 20_000))
+    msgs = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for path in (big, huge):
+            for fn in (read_image, image_size):
+                with pytest.raises(ImageReadError) as ei:
+                    fn(path)
+                msgs.append(str(ei.value))
+    msgs.append(str(pytest.raises(ImageReadError, decode_image, _png_bytes(), "small.png", 100).value))
+    assert msgs[0] == f"{big}: image too large (10000x9000 = 90 MP; the limit is 80 MP)"
+    assert msgs[2] == f"{huge}: image too large (400 MP; the limit is 80 MP)"
+    assert msgs[-1] == "small.png: image too large (20x20 = 0.0004 MP; the limit is 0.0001 MP)"
+    note = upscale_note(10_000, 8_000, 4, capped_upscale(10_000, 8_000, 4))
+    assert note.startswith("upscale reduced from 4 to 1.414: output too large (40000x32000 = 1280 MP")
+    msgs.append(note)
+    msgs.append(too_large(20_000, 20_000, 2048 * 2048, what="output"))
+    for m in msgs:
+        assert re.search(TOO_LARGE, m), m
+    save_image(_rgb(), tmp_path / "ok.png")
+    assert image_size(tmp_path / "ok.png") == (64, 48)  # under the limit: the size, from the header
+
+
+def test_tif_comes_back_as_tif(tmp_path):
+    """Issue 11 B9: --ext auto keeps the input's spelling of TIFF (was .tif → .tiff)."""
+    assert output_ext("auto", "scan.tif") == "tif" and output_ext("auto", "SCAN.TIF") == "tif"
+    assert output_ext("auto", "scan.tiff") == "tiff"
+    src = tmp_path / "in.tif"
+    Image.fromarray(_rgb()).save(src)
+    img = read_image(src)
+    out = tmp_path / f"out.{output_ext('auto', src)}"
+    write_like_input(img.rgb, img, out)
+    assert out.name == "out.tif" and Image.open(out).format == "TIFF"

@@ -6,6 +6,7 @@ import json
 import os
 import pickle
 import random
+import warnings
 
 import pytest
 import torch
@@ -167,6 +168,23 @@ def test_unsafe_pickle_is_refused(tmp_path):
     raw.write_bytes(pickle.dumps({"w": _Payload(str(marker))}))
     _one_error(raw, ["weights_only"])
     assert not marker.exists()
+
+
+def test_raw_pickle_gets_one_line_and_no_torch_warning(tmp_path):
+    """A pickle that torch.save did not write (pickle.dump of arrays) or random bytes: one line naming the file
+    and what it is; torch's "Detected pickle protocol" warning and its multi-line boilerplate never reach the user."""
+    import numpy as np
+
+    raw = tmp_path / "raw.pth"
+    raw.write_bytes(pickle.dumps({"w": np.zeros(3)}, protocol=4))
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a weights file " * 20)
+    for path, what in ((raw, "plain Python pickle"), (junk, "not a weights file")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            err = _one_error(path, [what])
+        assert not caught, [str(w.message)[:80] for w in caught]
+        assert "\n" not in str(err) and "Re-running" not in str(err) and "file an issue" not in str(err)
 
 
 def test_pickle_with_non_tensor_values(tmp_path):

@@ -101,3 +101,29 @@ def test_random_subset_is_seeded_and_links_originals(quality, tmp_path):
     assert names[0] != names[2]  # another seed, another subset (6 choose 3 = 20 subsets; these two differ)
     for p in a.iterdir():
         assert p.is_symlink() and p.resolve().parent == hq.resolve()
+
+
+def test_unscored_faces_fail_loudly(quality, tmp_path, monkeypatch, capsys):
+    """Issue 11 B2: a restored face that evaluate cannot score makes quality.py exit 1 with a line naming the
+    method and the face; the tables are still written with (k/n); --allow-missing accepts it."""
+    hq_src = _hq_folder(quality, tmp_path / "faces", n=3)
+    pairs = tmp_path / "pairs"
+    quality.make_pairs(hq_src, pairs, "gfpgan", 0, 32, None)
+    real = quality.restore_all
+
+    def broken(*a, **kw):  # the restorer "writes" one damaged file
+        recs = real(*a, **kw)
+        (a[7] / f"{a[2][0]}.png").write_bytes(b"\x89PNG\r\n\x1a\n cut short")
+        return recs
+
+    monkeypatch.setattr(quality, "restore_all", broken)
+    argv = ["--pairs", str(pairs), "--model", "preset:tiny", "--methods", "bicubic", "--metrics", "psnr",
+            "--threads", "1", "--out", str(tmp_path / "results"), "--name", "u"]  # fmt: skip
+    capsys.readouterr()
+    assert quality.main(argv) == 1
+    err = capsys.readouterr().err
+    first = sorted(p.stem for p in (pairs / "hq").glob("*.png"))[0]
+    assert f"error: bicubic: 1 of 3 faces (or sets) could not be scored: {first}: cannot read restored image" in err
+    assert "--allow-missing" in err.strip().splitlines()[-1]
+    assert "(2/3)" in (tmp_path / "results" / "u.md").read_text()
+    assert quality.main([*argv, "--allow-missing"]) == 0

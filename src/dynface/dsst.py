@@ -256,6 +256,10 @@ def first_steps(
     return steps, saturated
 
 
+class DSSTLoadError(ValueError):
+    """A DSST table file could not be used; the message names the file and the reason in one line."""
+
+
 @dataclass(frozen=True)
 class DSSTTable:
     """σ → starting step. ``sigmas`` (ref px, strictly increasing), ``steps`` (0-based, non-decreasing)."""
@@ -314,10 +318,26 @@ class DSSTTable:
 
     @classmethod
     def load(cls, path: str | Path) -> DSSTTable:
-        d = json.loads(Path(path).read_text())
-        if d.get("format") != FORMAT or d.get("version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: not a {FORMAT} v{FORMAT_VERSION} file")
-        return cls(tuple(float(s) for s in d["sigmas"]), tuple(int(t) for t in d["steps"]), d["metadata"])
+        """Read a table written by :meth:`save`; :class:`DSSTLoadError` (one line naming the file) otherwise."""
+        path = Path(path)
+        try:
+            d = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DSSTLoadError(f"DSST table {path}: file not found") from None
+        except IsADirectoryError:
+            raise DSSTLoadError(f"DSST table {path}: is a folder, expected a .json file") from None
+        except OSError as e:
+            raise DSSTLoadError(f"DSST table {path}: cannot read ({e.strerror or e})") from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DSSTLoadError(f"DSST table {path}: not JSON ({type(e).__name__}: {e})") from None
+        if not isinstance(d, dict) or d.get("format") != FORMAT or d.get("version") != FORMAT_VERSION:
+            raise DSSTLoadError(f"DSST table {path}: not a {FORMAT} v{FORMAT_VERSION} file")
+        try:
+            return cls(tuple(float(s) for s in d["sigmas"]), tuple(int(t) for t in d["steps"]), d["metadata"])
+        except KeyError as e:
+            raise DSSTLoadError(f"DSST table {path}: the field {e.args[0]!r} is missing") from None
+        except (TypeError, ValueError) as e:
+            raise DSSTLoadError(f"DSST table {path}: invalid table ({e})") from None
 
 
 def build_dsst(

@@ -60,6 +60,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from .detail import check_detail_mode, keep_detail
+
 FFHQ_TEMPLATE_512 = np.array(
     [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935], [201.26117, 371.41043], [313.08905, 371.15118]],
     dtype=np.float64,
@@ -402,16 +404,24 @@ def inverse_affine(affine: np.ndarray, crop_size: int, face_size: int | None = N
     return (_scale_about_centres(*scale_xy) @ np.linalg.inv(_h(affine)) @ to_crop)[:2]
 
 
-def paste_face(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray, crop_size: int, scale_xy: tuple[float, float] = (1.0, 1.0)) -> tuple[int, int, int, int] | None:
+def paste_face(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray, crop_size: int, scale_xy: tuple[float, float] = (1.0, 1.0), model_px: float | None = None,
+               face_box: tuple[int, int, int, int] | None = None, info: dict | None = None) -> tuple[int, int, int, int] | None:
     """Blend a restored face into ``canvas`` (the photo resized by ``scale_xy``), in place, with a feathered mask.
 
     ``affine`` maps the *original* photo to the ``crop_size`` crop the face was restored from. Returns the
-    region (x0, y0, x1, y1) that was changed, or None when the face lies outside the canvas."""
+    region (x0, y0, x1, y1) that was changed, or None when the face lies outside the canvas.
+
+    ``model_px`` (``--detail keep``): the model saw that many pixels across the crop; when the crop is larger than
+    that on the canvas, only the face's band below the model's Nyquist frequency is pasted and the canvas keeps its
+    own band above it; the crossover moves lower where that would leave less high-frequency energy than the canvas
+    had where the face is pasted whole (and inside ``face_box``, canvas pixels x0, y0, x1, y1, when given):
+    :func:`dynface.detail.keep_detail`. ``info`` (a dict) then receives the chosen crossover."""
     face = _as_rgb(face)
     H, W = canvas.shape[:2]
     R = face.shape[0]
     m = _h(inverse_affine(affine, crop_size, R, scale_xy))
     k = float(np.sqrt(abs(np.linalg.det(m[:2, :2]))))
+    crop_out = R * k  # the crop's side on the canvas
     if k < 0.8:  # the face shrinks: area-average it first
         r2 = max(8, round(R * k * 1.25))
         face = cv2.resize(face, (r2, r2), interpolation=cv2.INTER_AREA)
@@ -428,6 +438,7 @@ def paste_face(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray, crop_si
     up = max(1.0, float(np.mean(scale_xy)))
     inv_face = cv2.warpAffine(face, m_roi, (rw, rh), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     mask = cv2.warpAffine(np.ones((R, R), np.float32), m_roi, (rw, rh), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    inside = mask  # the crop's footprint (erode returns a new array)
     e = max(1, int(2 * up))
     mask = cv2.erode(mask, np.ones((e, e), np.uint8))  # remove the interpolated black rim
     area = float(mask.sum())
@@ -435,8 +446,24 @@ def paste_face(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray, crop_si
     mask = cv2.erode(mask, np.ones((2 * w_edge, 2 * w_edge), np.uint8))
     mask = cv2.GaussianBlur(mask, (2 * w_edge + 1, 2 * w_edge + 1), 0)[:, :, None]
     roi = canvas[y0:y1, x0:x1].astype(np.float32)
-    out = mask * inv_face.astype(np.float32) + (1.0 - mask) * roi
-    canvas[y0:y1, x0:x1] = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    if model_px is not None and crop_out > model_px:
+        # out = canvas + mask * L(face - canvas): the face's low band, the canvas's high band. Outside the crop the
+        # difference is set to 0 (not the replicated border) before the low-pass; the mask is ~0 there anyway.
+        diff = (inv_face.astype(np.float32) - roi) * inside[:, :, None]
+        whole = mask[:, :, 0] * np.float32(255) >= 254.5  # pasted whole (rounds to the face's own value)
+        regions = [whole]
+        if face_box is not None:
+            in_box = np.zeros_like(whole)
+            bx0, by0, bx1, by1 = (int(v) for v in face_box)
+            in_box[max(0, by0 - y0) : max(0, by1 - y0), max(0, bx0 - x0) : max(0, bx1 - x0)] = True
+            regions.append(in_box & whole)
+        res = keep_detail(canvas[y0:y1, x0:x1], diff, crop_out, model_px, weight=mask, regions=regions)
+        canvas[y0:y1, x0:x1] = res.image
+        if info is not None:
+            info.update(res.record())
+    else:
+        out = mask * inv_face.astype(np.float32) + (1.0 - mask) * roi
+        canvas[y0:y1, x0:x1] = np.clip(np.round(out), 0, 255).astype(np.uint8)
     return int(x0), int(y0), int(x1), int(y1)
 
 
@@ -476,6 +503,32 @@ def draw_boxes(img: np.ndarray, boxes: Sequence[Sequence[float]], scale_xy: tupl
         p1 = (int(round(x1 * scale_xy[0])) - 1, int(round(y1 * scale_xy[1])) - 1)
         cv2.rectangle(img, p0, p1, color, t)
     return img
+
+
+def face_size_record(affine: np.ndarray, model_px: int, scale_xy: tuple[float, float] = (1.0, 1.0)) -> dict:
+    """A face's size: the side of its aligned crop in photo pixels (``crop_side_px``) and in output pixels
+    (``crop_side_out_px``), the model's resolution (``model_px``) and ``scale_to_model`` = model_px / crop_side_px
+    (below 1: the face was shrunk for the model and, with ``detail="restored"``, loses its finer detail)."""
+    side = model_px / float(np.sqrt(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:2, :2]))))
+    return {
+        "crop_side_px": round(side, 2),
+        "crop_side_out_px": round(side * float(np.sqrt(scale_xy[0] * scale_xy[1])), 2),
+        "model_px": int(model_px),
+        "scale_to_model": round(model_px / side, 4),
+    }
+
+
+def face_box_out(bbox: Sequence[float], scale_xy: tuple[float, float], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """The detector's box (photo pixels) on the output canvas of ``shape``: rounded, clipped (x0, y0, x1, y1)."""
+    H, W = shape[:2]
+    x0, y0, x1, y1 = bbox[0] * scale_xy[0], bbox[1] * scale_xy[1], bbox[2] * scale_xy[0], bbox[3] * scale_xy[1]
+    return max(0, int(round(x0))), max(0, int(round(y0))), min(W, int(round(x1))), min(H, int(round(y1)))
+
+
+def keeps_detail(size_rec: dict) -> bool:
+    """Whether ``detail="keep"`` changes a face: the input has detail above the model's Nyquist frequency only when
+    the crop is larger than the model both in the photo and in the output (Lanczos upscaling adds none)."""
+    return min(size_rec["crop_side_px"], size_rec["crop_side_out_px"]) > size_rec["model_px"]
 
 
 # ------------------------------------------------------------------------------------------ the job
@@ -529,13 +582,26 @@ def restore_photo(
     batch_size: int | None = None,
     template: str | None = None,
     alignment: str = "auto",
+    detail: str = "keep",
+    seeds: Sequence[int] | None = None,
 ) -> PhotoResult:
     """Restore every face of an RGB uint8 photo and paste them back into it (upscaled by ``upscale``).
 
     All faces go to ``restorer.restore`` in ONE call (``batch_size`` splits them into calls of at most that
     many; the seed of the k-th call is ``seed + first face index`` so the result does not depend on it).
     ``faces`` skips detection. ``template`` overrides ``restorer.template_name``. A photo without faces
-    gives empty lists and the upscaled background. ``alignment``: see :func:`face_affine`."""
+    gives empty lists and the upscaled background. ``alignment``: see :func:`face_affine`.
+
+    ``detail``: "keep" (default) pastes, for a face larger than the model in both the photo and the output, only
+    the restoration's band below the model's Nyquist frequency and keeps the (upscaled) photo's band above it;
+    "restored" pastes the whole restoration (a face larger than the model then loses its finer detail). Each
+    record gets the face's size (:func:`face_size_record`) and ``detail_kept``; a kept face also gets the
+    crossover :func:`dynface.detail.keep_detail` chose (``detail_cut_cycles`` per crop, the model's Nyquist being
+    ``model_px / 2``, lower where the restoration was smoother than the photo; ``detail_hf_ratio`` >= 1).
+
+    ``seeds``: one per face (pass ``faces`` too, so their number is known): face i's noise then comes from
+    ``seeds[i]`` only (``restorer.restore(..., seeds=)``), whatever ``batch_size`` is."""
+    check_detail_mode(detail)
     t0 = time.perf_counter()
     img = _as_rgb(img)
     h, w = img.shape[:2]
@@ -558,9 +624,12 @@ def restore_photo(
     recs: list[dict] = []
     maps: dict[str, list[np.ndarray]] = {}
     n = len(crops)
+    if seeds is not None and len(seeds) != n:
+        raise ValueError(f"got {len(seeds)} seeds for {n} faces")
     bs = n if not batch_size else int(batch_size)
     for i in range(0, n, max(1, bs)):
-        out = restorer.restore(crops[i : i + bs], seed=seed + i, fidelity=fidelity, return_maps=return_maps)
+        kw = {} if seeds is None else {"seeds": [int(s) for s in seeds[i : i + bs]]}
+        out = restorer.restore(crops[i : i + bs], seed=seed + i, fidelity=fidelity, return_maps=return_maps, **kw)
         restored.extend(np.asarray(x, dtype=np.uint8) for x in out.images)
         recs.extend(dict(r) for r in out.records)
         for k, v in (getattr(out, "maps", None) or {}).items():
@@ -571,15 +640,20 @@ def restore_photo(
     timing["restore_s"] = t3 - t2
     photo = upscale_background(img, upscale, bg_upsampler)
     sxy = (photo.shape[1] / w, photo.shape[0] / h)
-    for face_img, m in zip(restored, affines, strict=True):
-        paste_face(photo, face_img, m, size, sxy)
+    sizes = [face_size_record(m, size, sxy) for m in affines]
+    for f, face_img, m, sz in zip(faces, restored, affines, sizes, strict=True):
+        sz["detail_kept"] = detail == "keep" and keeps_detail(sz)
+        info: dict = {}
+        paste_face(photo, face_img, m, size, sxy, model_px=size if sz["detail_kept"] else None,
+                   face_box=face_box_out(f.bbox, sxy, photo.shape), info=info)
+        sz.update(info)
     if draw_box:
         draw_boxes(photo, [f.bbox for f in faces], sxy)
     t4 = time.perf_counter()
     timing["paste_s"] = t4 - t3
     records = []
     for i, (f, m) in enumerate(zip(faces, affines, strict=True)):
-        rec = {"index": i, **f.to_record(), "affine": np.round(m, 6).tolist()}
+        rec = {"index": i, **f.to_record(), "affine": np.round(m, 6).tolist(), **sizes[i], "detail": detail}
         rec["restorer"] = recs[i] if i < len(recs) else {}
         rec["timing"] = {
             "detect_s": round(timing["detect_s"], 4),

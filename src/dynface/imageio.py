@@ -26,13 +26,16 @@ side is at most ``dynface.faces.DETECT_MAX_SIDE`` (2000 px) and alignment and pa
 regions only, so the memory needed is a small multiple of the photo itself: about three times the output photo
 in bytes (measured: a 24 MP JPEG upscaled 2× to 96 MP peaks at ≈ 1.2 GB resident, 5 s for detection and
 paste-back of two faces). Output photos are capped at :data:`MAX_OUTPUT_PIXELS` (160 MP, 480 MB as RGB): a
-larger ``--upscale`` is reduced to fit, with a note (see :func:`capped_upscale`).
+larger ``--upscale`` is reduced to fit, with a note (see :func:`capped_upscale`). Every size-limit message, on
+reading or writing, has the one wording of :func:`too_large`: ``image too large (W x H = N MP; the limit is L MP)``.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,7 +48,7 @@ MAX_PIXELS = 80_000_000
 MAX_OUTPUT_PIXELS = 160_000_000
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 WRITE_EXTS = ("png", "jpg", "webp")  # the choices of --ext besides "auto"
-_AUTO_KEEP = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".bmp": "bmp", ".tif": "tiff", ".tiff": "tiff"}
+_AUTO_KEEP = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".bmp": "bmp", ".tif": "tif", ".tiff": "tiff"}
 _NO_ALPHA = {"jpg", "bmp"}
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F"}
 _ORIENT_TAG = 0x0112
@@ -53,6 +56,48 @@ _ORIENT_TAG = 0x0112
 
 class ImageReadError(ValueError):
     """An input could not be used as an image; the message names the file and the reason in one line."""
+
+
+def too_large(width: int | None, height: int | None, limit: int, what: str = "image", pixels: int | None = None) -> str:
+    """The one wording of every size-limit message: ``image too large (12000x9000 = 108 MP; the limit is 80 MP)``.
+    ``pixels`` stands in when only the pixel count is known (Pillow's decompression-bomb check)."""
+    if width is not None and height is not None:
+        size = f"{width}x{height} = {_mp(width * height)} MP"
+    else:
+        size = f"{_mp(pixels)} MP" if pixels else f"over {_mp(limit)} MP"
+    return f"{what} too large ({size}; the limit is {_mp(limit)} MP)"
+
+
+def _mp(pixels: int) -> str:
+    mp = pixels / 1e6
+    return f"{mp:.0f}" if mp >= 100 else f"{mp:.3g}"
+
+
+def image_size(path: str | Path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> tuple[int, int]:
+    """(width, height) from the file's header without decoding the pixels; :class:`ImageReadError` (one line,
+    the :func:`too_large` wording) when it is over ``max_pixels`` or not an image Pillow can open."""
+    name = str(path) if name is None else name
+    try:
+        with warnings.catch_warnings():  # our own limit applies, not Pillow's bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+    except FileNotFoundError:
+        raise ImageReadError(f"{name}: no such file") from None
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{name}: {_bomb_message(e, max_pixels)}") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{name}: not an image, or a damaged one (unrecognised or unsupported format)") from None
+    except Exception as e:  # broken headers: Pillow raises several types
+        raise ImageReadError(f"{name}: corrupt image header ({type(e).__name__}: {e})") from None
+    if w * h > max_pixels:
+        raise ImageReadError(f"{name}: {too_large(w, h, max_pixels)}")
+    return int(w), int(h)
+
+
+def _bomb_message(e: Exception, max_pixels: int) -> str:
+    m = re.search(r"\((\d+) pixels\)", str(e))  # "Image size (N pixels) exceeds limit of M pixels, ..."
+    return too_large(None, None, max_pixels, pixels=int(m.group(1)) if m else None)
 
 
 @dataclass
@@ -115,14 +160,16 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     if len(data) == 0:
         raise ImageReadError(f"{name}: empty file (0 bytes)")
     try:
-        im = Image.open(io.BytesIO(data))
+        with warnings.catch_warnings():  # our own limit (max_pixels) applies, not Pillow's bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         fallback = _decode_cv2_only(data, name, max_pixels)  # formats only OpenCV reads
         if fallback is not None:
             return fallback
         raise ImageReadError(f"{name}: not an image, or a damaged one (unrecognised or unsupported format)") from None
-    except Image.DecompressionBombError:
-        raise ImageReadError(f"{name}: image too large (over {max_pixels / 1e6:.0f} megapixels)") from None
+    except Image.DecompressionBombError as e:
+        raise ImageReadError(f"{name}: {_bomb_message(e, max_pixels)}") from None
     except Exception as e:  # Pillow raises several types for broken headers
         raise ImageReadError(f"{name}: corrupt image header ({type(e).__name__}: {e})") from None
     try:
@@ -223,7 +270,7 @@ def _decode_cv2_only(data: bytes, name: str, max_pixels: int) -> LoadedImage | N
         return None
     h, w = a.shape[:2]
     if w * h > max_pixels:
-        raise ImageReadError(f"{name}: image too large ({w}x{h}; the limit is {max_pixels / 1e6:.0f} MP)")
+        raise ImageReadError(f"{name}: {too_large(w, h, max_pixels)}")
     bits = 16 if a.dtype == np.uint16 else 8 if a.dtype == np.uint8 else 32
     if a.ndim == 2:
         a = a[:, :, None]
@@ -248,7 +295,7 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
     if w <= 0 or h <= 0:
         raise ImageReadError(f"{name}: image has no pixels ({w}x{h})")
     if w * h > max_pixels:
-        raise ImageReadError(f"{name}: image too large ({w}x{h} = {w * h / 1e6:.0f} MP; the limit is {max_pixels / 1e6:.0f} MP)")
+        raise ImageReadError(f"{name}: {too_large(w, h, max_pixels)}")
     notes: list[str] = []
     n_frames = int(getattr(im, "n_frames", 1) or 1)
     if n_frames > 1:
@@ -339,7 +386,8 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
 # ---------------------------------------------------------------------------------------------- writing
 def output_ext(ext: str, input_path: str | Path | None, has_alpha: bool = False) -> str:
     """The file extension (no dot) to write: ``ext`` itself, or for ``auto`` the input's own format when it is
-    writable (png/jpg/webp/bmp/tiff) and can hold the alpha channel, else ``png``."""
+    writable (png/jpg/webp/bmp/tif/tiff; ``.tif`` stays ``.tif``, ``.jpeg`` becomes ``.jpg``) and can hold the
+    alpha channel, else ``png``."""
     ext = ext.lower().lstrip(".")
     if ext == "jpeg":
         ext = "jpg"
@@ -357,6 +405,13 @@ def capped_upscale(width: int, height: int, upscale: float, max_pixels: int = MA
     if width * height * upscale * upscale <= max_pixels:
         return float(upscale)
     return max(1.0, float(np.sqrt(max_pixels / (width * height)))) if width * height <= max_pixels else 1.0
+
+
+def upscale_note(width: int, height: int, upscale: float, used: float, max_pixels: int = MAX_OUTPUT_PIXELS) -> str:
+    """The note for an ``upscale`` that :func:`capped_upscale` reduced to ``used``, in :func:`too_large`'s wording:
+    ``upscale reduced from 4 to 2.828: output too large (8000x6000 = 48 MP; the limit is 32 MP)``."""
+    w, h = round(width * upscale), round(height * upscale)
+    return f"upscale reduced from {upscale:g} to {used:.3f}: {too_large(w, h, max_pixels, what='output')}"
 
 
 def to_output_image(rgb: np.ndarray, src: LoadedImage | None = None, ext: str = "png", notes: list[str] | None = None) -> Image.Image:

@@ -1,9 +1,11 @@
 """Weights I/O: safetensors (our format, with the network config in the metadata) and foreign
 ``.pth`` checkpoints (DifFace, PGDiff) loaded with ``torch.load(weights_only=True)`` only.
 
-Every failure becomes one :class:`ModelLoadError` naming the file and the problem (missing file,
-truncated or corrupt file, unsafe pickle, wrong architecture: missing/unexpected keys, shape
-mismatches).
+Every failure becomes one :class:`ModelLoadError` naming the file and the problem in one line (missing
+file, truncated or corrupt file, a plain Python pickle or other non-weights content, wrong architecture:
+missing/unexpected keys, shape mismatches). :func:`safe_torch_load` is the one place foreign ``.pth`` files
+are unpickled: ``weights_only=True`` always, torch's pickle-protocol warnings silenced, torch's multi-line
+refusal replaced by one sentence.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -97,6 +100,53 @@ def _unpickling_detail(e: Exception) -> str:
     return keep[0] if keep else type(e).__name__
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+_LEGACY_TORCH_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # torch.save's pre-1.6 format: a pickled magic number
+
+
+def weights_refusal(path: str | Path, e: BaseException) -> str:
+    """One line saying why ``torch.load(path, weights_only=True)`` refused a file (torch's own text spans
+    several lines of boilerplate): a plain Python pickle, a torch.save file with non-tensor content, or not a
+    weights file at all."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(_LEGACY_TORCH_MAGIC))
+    except OSError:
+        head = b""
+    detail = _unpickling_detail(e) if isinstance(e, pickle.UnpicklingError) else type(e).__name__
+    if head.startswith(_ZIP_MAGIC) or head.startswith(_LEGACY_TORCH_MAGIC):
+        return (
+            f"{path}: a torch.save file whose content the safe loader (weights_only=True) refuses ({detail}); "
+            "expected a state dict of tensors"
+        )
+    if head[:1] == b"\x80":  # pickle protocol 2+ opcode
+        return (
+            f"{path}: a plain Python pickle, not a torch.save state dict; refused by the safe loader "
+            "(weights_only=True: unpickling it could run arbitrary code); re-save the weights with "
+            "torch.save(model.state_dict(), ...) or as .safetensors"
+        )
+    return f"{path}: not a weights file (neither a torch.save archive nor .safetensors)"
+
+
+def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu"):
+    """``torch.load(path, weights_only=True)`` without torch's warnings; raises :class:`ModelLoadError` with one
+    line (see :func:`weights_refusal`) when the file is refused, corrupt or truncated."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():  # "Detected pickle protocol N ..." for pickles torch.save did not write
+            warnings.filterwarnings("ignore", message=r"(?s).*pickle protocol", category=UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelLoadError(weights_refusal(path, e)) from None
+    except (OSError, MemoryError):
+        raise
+    except Exception as e:  # KeyError/IndexError/EOFError/RuntimeError from corrupt or truncated files
+        first = str(e).strip().splitlines()
+        raise ModelLoadError(
+            f"{path}: corrupt or truncated weights file ({type(e).__name__}{': ' + first[0] if first else ''})"
+        ) from None
+
+
 def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """(state dict as float32 tensors, metadata) from a .safetensors or .pth/.pt/.ckpt file."""
     path = Path(path)
@@ -113,7 +163,7 @@ def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
             with safe_open(str(path), framework="pt") as f:
                 sd = {k: f.get_tensor(k) for k in f.keys()}
         elif suffix in {".pth", ".pt", ".ckpt", ".bin"}:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = safe_torch_load(path)
             meta = {}
             if isinstance(obj, dict):
                 for key in ("state_dict", "model", "ema", "params_ema"):
@@ -127,11 +177,6 @@ def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
             raise ModelLoadError(f"{path}: unsupported weights format {suffix!r} (use .safetensors or .pth)")
     except ModelLoadError:
         raise
-    except pickle.UnpicklingError as e:
-        raise ModelLoadError(
-            f"{path}: refused by the safe loader (weights_only=True; corrupt file or non-tensor content): "
-            f"{_unpickling_detail(e)}"
-        ) from e
     except Exception as e:  # also KeyError/IndexError/TypeError from corrupt pickles
         raise ModelLoadError(f"{path}: corrupt or truncated weights file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
     return {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}, meta
