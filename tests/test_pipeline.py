@@ -48,9 +48,10 @@ def test_every_mode_runs(mode, faces, tiny_dsst):
 def test_nfe_follows_the_start_step(faces, tiny_dsst):
     nfe = {m: _restorer(tiny_dsst, mode=m).restore(faces[:1]).records[0]["nfe"] for m in ("fixed_start", "full", "no_dsst")}
     full = _restorer(tiny_dsst).restore(faces[:1]).records[0]
-    assert nfe["fixed_start"] == 1 + len([t for t in range(0, 1000, 100) if t < 400])
-    assert nfe["no_dsst"] == 1 + len([t for t in range(0, 1000, 100) if t < 999])
-    assert nfe["full"] == 1 + len([t for t in range(0, 1000, 100) if t < full["start_step"]])
+    # DifFace's convention (the default): noised to the start step, first UNet call at the next grid step below it
+    assert nfe["fixed_start"] == len([t for t in range(0, 1000, 100) if t < 400])
+    assert nfe["no_dsst"] == len([t for t in range(0, 1000, 100) if t < 999])
+    assert nfe["full"] == len([t for t in range(0, 1000, 100) if t < full["start_step"]])
 
 
 class _Recorder(torch.nn.Module):
@@ -70,7 +71,8 @@ def test_per_sample_start_steps_inside_one_batch(schedule, tiny_dsst):
     rec = _Recorder(r.unet)
     x = torch.zeros(2, 3, 32, 32)
     guides = x[:, None].repeat(1, 1, 1, 1, 1)
-    cfg = SamplerConfig(steps="ddim10" if schedule == "grid" else "6", schedule=schedule, guidance="x0")
+    cfg = SamplerConfig(steps="ddim10" if schedule == "grid" else "6", schedule=schedule, guidance="x0",
+                        start_convention="iddpm")  # first call at the start step itself
     gens = [torch.Generator().manual_seed(i) for i in range(2)]
     res = guided_sample(rec, r.diffusion, x, [690, 903], guides, torch.ones(2, 1), torch.tensor([[690], [903]]),
                         torch.tensor([0.2, 0.9]), cfg, 1 / 16, 0.5, 1.0, gens)

@@ -5,6 +5,10 @@ the respaced grid steps below it (``schedule="grid"``: NFE grows with the start 
 paper's "sampling range [690, 925]"), or ``n`` evenly spaced steps from ``t0_b`` to 0
 (``schedule="uniform"``). Sequences are right-aligned so that all faces finish together; at each
 iteration the UNet runs once on the faces that have started, with a per-sample ``t`` tensor.
+By default the sampler is DifFace's, step for step (``start_convention="difface"``: x is noised to t0_b but
+the first UNet call is at the next step below t0_b; ``eps_source="model"``: the DDIM step uses the model's
+raw ε̂ next to the clipped x̂0); ``"iddpm"``/``"clipped_x0"`` give improved-diffusion's choices
+(docs/results/difface_sampler.md).
 
 Per iteration, for the active faces: ε̂ = UNet(x_t, t) → x̂0 (clipped) → DDIM step with per-sample
 eta → minus the DGSA-scaled guidance displacement (``unet``: ∂/∂x_t through the UNet, DPS style;
@@ -39,8 +43,17 @@ class SamplerConfig:
     clip_x0: bool = True
     prox_lambda: float = 0.05
     precision: str = "fp32"  # "fp32" | "bf16" | "fp16" (autocast of the UNet)
+    # DifFace's sampler (the default, issue 12): x is noised to the start step t0 and the first UNet call is at the
+    # next step below t0 ("difface"), and the DDIM step uses the model's raw ε ("model"). improved-diffusion's
+    # choices: a first call at t0 itself ("iddpm"), ε re-derived from the clipped/guided x̂0 ("clipped_x0").
+    start_convention: str = "difface"  # "difface" | "iddpm"
+    eps_source: str = "model"  # "model" | "clipped_x0"
 
     def __post_init__(self) -> None:
+        if self.start_convention not in ("difface", "iddpm"):
+            raise ValueError(f"unknown start_convention {self.start_convention!r} (expected 'difface' or 'iddpm')")
+        if self.eps_source not in ("model", "clipped_x0"):
+            raise ValueError(f"unknown eps_source {self.eps_source!r} (expected 'model' or 'clipped_x0')")
         if self.guidance not in GUIDANCE_KINDS:
             raise ValueError(f"unknown guidance {self.guidance!r}; choose from {GUIDANCE_KINDS}")
         if self.schedule not in ("grid", "uniform"):
@@ -50,7 +63,12 @@ class SamplerConfig:
 
 
 def timestep_sequences(starts: list[int], cfg: SamplerConfig, num_timesteps: int = 1000) -> list[list[int]]:
-    """Descending step sequences, one per face, each beginning at that face's start and ending at 0."""
+    """Descending UNet-call steps, one sequence per face, ending at 0.
+
+    ``iddpm``: each begins at the face's start t0. ``difface``: x is still noised to t0, but the first call is
+    at the next step below it (DifFace noises to respaced index 100 of ``ddim250``, t = 400, and calls the UNet
+    at 396, 392, …, 0: 100 calls); a start at or below the last step keeps its one call at t0.
+    """
     seqs = []
     if cfg.schedule == "grid":
         grid = space_timesteps(num_timesteps, cfg.steps)
@@ -61,6 +79,8 @@ def timestep_sequences(starts: list[int], cfg: SamplerConfig, num_timesteps: int
         for s in starts:
             seq = torch.linspace(s, 0, max(2, n)).round().long().tolist()
             seqs.append(sorted(set(seq), reverse=True))
+    if cfg.start_convention == "difface":
+        seqs = [seq[1:] if len(seq) > 1 else seq for seq in seqs]
     return seqs
 
 
@@ -93,12 +113,14 @@ def guided_sample(
     scale_map: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | float,
     zeta: torch.Tensor | float,
     generators: list[torch.Generator],
+    callback: Callable[[int, int], None] | None = None,
 ) -> SampleResult:
     """Run the sampler. ``scale_map(guide, x0, t) -> (B,1,H,W)`` is DGSA, or a float for a global scale.
 
     ``starts`` (B,) start steps; ``guides`` (B,G,C,H,W) with σ ``sigmas_ref`` (B,G, ref px) joining at
     ``join_steps`` (B,G); ``eta`` (B,); ``zeta`` scalar or (B,); ``generators`` one per face, so a
-    face's result does not depend on the rest of the batch.
+    face's result does not depend on the rest of the batch. ``callback(step, steps_total)`` is called after
+    each sampling iteration (1-based), e.g. to move a progress bar.
     """
     dev = start_image.device
     b = start_image.shape[0]
@@ -137,12 +159,20 @@ def guided_sample(
             if cfg.clip_x0:
                 x0 = x0.clamp(-1, 1)
         noise = noise_like(ia, xa.shape[1:])
+        eps_d = eps.detach()
+
+        def ddim_step(x_t, t, tp, x0_used, eta_a, noise, eps_d=eps_d):
+            """DDIM x_t → x_tp from x̂0 and, per ``cfg.eps_source``, the model's ε or ε re-derived from x̂0."""
+            if cfg.eps_source == "model":
+                return diffusion.ddim_step_eps(x_t, t, tp, x0_used, eps_d, eta_a, noise)
+            return diffusion.ddim_step(x_t, t, tp, x0_used, eta_a, noise)
+
         if cfg.guidance == "none":
-            x_new = diffusion.ddim_step(xa.detach(), t, tp, x0.detach(), eta[ia_d], noise)
+            x_new = ddim_step(xa.detach(), t, tp, x0.detach(), eta[ia_d], noise)
         else:
             a_map = scale_map(combined_guide(g_i, w), x0.detach(), t) if callable(scale_map) else torch.full_like(x0[:, :1], float(scale_map))
             map_sum[ia_d] += a_map.detach()
-            x_unguided = diffusion.ddim_step(xa.detach(), t, tp, x0.detach(), eta[ia_d], noise)
+            x_unguided = ddim_step(xa.detach(), t, tp, x0.detach(), eta[ia_d], noise)
             if cfg.guidance == "unet":
                 with torch.enable_grad():
                     loss = guidance_loss(residuals(x0, g_i, s_i * ref_to_working), w)
@@ -158,16 +188,18 @@ def guided_sample(
                     (grad,) = torch.autograd.grad(loss.sum(), x0v)
                 step = normalise_step(grad, loss, cfg.step_rule, zeta_t[ia_d], x_unguided - xa.detach())
                 x0g = (x0.detach() - a_map * step).clamp(-1, 1)
-                x_new = diffusion.ddim_step(xa.detach(), t, tp, x0g, eta[ia_d], noise)
+                x_new = ddim_step(xa.detach(), t, tp, x0g, eta[ia_d], noise)
             else:  # prox
                 xp = prox_step(x0.detach(), g_i, s_i * ref_to_working, w, cfg.prox_lambda)
                 blend = (a_map * zeta_t[ia_d].reshape(-1, 1, 1, 1)).clamp(0, 1)  # fidelity scales the blend
                 x0g = (blend * xp + (1 - blend) * x0.detach()).clamp(-1, 1)
-                x_new = diffusion.ddim_step(xa.detach(), t, tp, x0g, eta[ia_d], noise)
+                x_new = ddim_step(xa.detach(), t, tp, x0g, eta[ia_d], noise)
             if cfg.sigma_lr > 0:
                 with torch.enable_grad():
                     sig[ia_d] = refine_sigmas(x0.detach(), g_i, s_i, w, ref_to_working, cfg.sigma_lr, cfg.sigma_clamp)
         x[ia_d] = x_new.detach().to(x.dtype)
         nfe[ia] += 1
+        if callback is not None:
+            callback(k + 1, length)
     guided = nfe.clamp_min(1).to(dev).reshape(-1, 1, 1, 1)
     return SampleResult(x=x.detach(), nfe=nfe, sigmas=sig, mean_map=map_sum / guided)
