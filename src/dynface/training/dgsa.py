@@ -71,15 +71,17 @@ def load_frozen(cfg: DGSATrainConfig) -> tuple[UNetModel, DBLM, DSSTTable]:
     return unet, dblm, DSSTTable.load(cfg.dsst)
 
 
-def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool = True) -> Path:
+def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool = True, device: str = "cpu") -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     run = Path(out_dir)
     run.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
     unet, dblm, table = load_frozen(cfg)
-    diffusion = GaussianDiffusion.from_config(ScheduleConfig(learn_sigma=unet.cfg.learn_sigma))
+    unet, dblm = unet.to(dev), dblm.to(dev)
+    diffusion = GaussianDiffusion.from_config(ScheduleConfig(learn_sigma=unet.cfg.learn_sigma)).to(dev)
     dgsa_cfg = DGSAConfig.from_dict(cfg.dgsa)
-    model = DGSA(dgsa_cfg)
+    model = DGSA(dgsa_cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     ckpt = Checkpointer(run, cfg.checkpoint_minutes)
     step = 0
@@ -92,7 +94,7 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
         set_rng_state(state["rng"])
     size = unet.cfg.image_size
     scale = dblm.cfg.size / dblm.cfg.ref_size
-    data = load_face_tensor(data_dir, size, cache_dir=run / "cache", limit=cfg.data_limit or None)
+    data = load_face_tensor(data_dir, size, cache_dir=run / "cache", limit=cfg.data_limit or None).to(dev)
     log = CSVLog(run / "log.csv", ["step", "time", "loss", "swt", "dists", "map_mean", "lr"])
     stop = StopFlag()
     t0 = t_start = time.time()
@@ -119,9 +121,9 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
                 y01, _ = degrade((x + 1) / 2, cfg.degradation, int(torch.randint(0, 2**62, ())))
                 d = dblm(y01 * 2 - 1)
                 join = table.lookup(d.sigmas.double()).floor().long().clamp(cfg.delta, diffusion.num_timesteps - 1)
-            t = (torch.rand(b) * (join[:, 0] - cfg.delta + 1).float()).long() + cfg.delta
+            t = (torch.rand(b).to(dev) * (join[:, 0] - cfg.delta + 1).float()).long() + cfg.delta
             tp = t - cfg.delta
-            src = torch.where((torch.rand(b) < cfg.start_mix)[:, None, None, None], x, d.guides[:, 0])
+            src = torch.where((torch.rand(b).to(dev) < cfg.start_mix)[:, None, None, None], x, d.guides[:, 0])
             xt = diffusion.q_sample(src, t).requires_grad_(True)
             w = active_guides(t, join)
             eps, _ = diffusion.split_output(unet(xt, t), 3)

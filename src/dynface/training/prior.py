@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -40,6 +41,8 @@ class PriorTrainConfig:
     threads: int = 0  # torch CPU threads (0 = default)
     data_limit: int = 0
     init_from: str = ""  # safetensors EMA weights to start from when no checkpoint exists
+    channels_last: bool = False  # NHWC activations (faster convolutions on a GPU's tensor cores)
+    compile: bool = False  # one torch.compile of the UNet's forward (the training step's backward follows)
 
     def unet_config(self) -> UNetConfig:
         base = PRESETS[self.preset]
@@ -62,7 +65,15 @@ def sample_grid(model: UNetModel, diffusion: GaussianDiffusion, n: int, size: in
     return x
 
 
-def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool = True, device: str = "cpu") -> Path:
+def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool = True, device: str = "cpu",
+                on_export: Callable[[Path, dict], None] | None = None) -> Path:
+    """Train (or continue) a prior; returns ``OUT/ema.safetensors``.
+
+    The EMA file's metadata counts ``images_seen`` across runs (carried over from ``init_from``'s metadata).
+    ``on_export(path, info)`` is called after each export of the EMA (every checkpoint and at the end) with
+    ``info = {"step", "images_seen", "final"}``: a caller can copy the weights elsewhere (e.g. a lent
+    GPU's output folder, so that a killed run loses little).
+    """
     rank, world = dist_info()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -77,11 +88,13 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
 
     ucfg = cfg.unet_config()
     model = UNetModel(ucfg).to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     sched = ScheduleConfig(learn_sigma=ucfg.learn_sigma)
     diffusion = GaussianDiffusion.from_config(sched).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=dev.type == "cuda")
     ckpt = Checkpointer(run, cfg.checkpoint_minutes, rank)
-    step = 0
+    step = base_seen = 0
     state = ckpt.load() if resume else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -89,14 +102,16 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
         ema.model.load_state_dict(state["ema"])
         opt.load_state_dict(state["opt"])
         step = state["step"]
+        base_seen = int(state.get("images_seen0", 0))
         set_rng_state(state["rng"])  # exact continuation for one process
         if world > 1:  # the saved state is rank 0's: give every rank its own stream again
             torch.manual_seed(cfg.seed + rank + step * world)
     else:
         if cfg.init_from:
-            load_weights(model, cfg.init_from)
+            base_seen = int(load_weights(model, cfg.init_from).get("images_seen", 0))
         ema = EMA(model, cfg.ema_decay)
     ddp_model = DDP(model) if world > 1 else model
+    fwd = torch.compile(ddp_model) if cfg.compile else ddp_model
 
     data = load_face_tensor(data_dir, ucfg.image_size, cache_dir=run / "cache", limit=cfg.data_limit or None)
     if dev.type == "cuda":  # uint8 faces fit on the device (8k faces at 64 px: 100 MB): no per-step host copies
@@ -113,19 +128,25 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
 
     def snapshot() -> dict:
         return {"model": unwrap(model).state_dict(), "ema": ema.model.state_dict(), "opt": opt.state_dict(),
-                "step": step, "rng": rng_state(), "config": asdict(cfg), "unet": ucfg.to_dict()}
+                "step": step, "rng": rng_state(), "config": asdict(cfg), "unet": ucfg.to_dict(), "images_seen0": base_seen}
 
-    def export() -> None:
+    def export(final: bool = False) -> None:
         if rank == 0:
+            images_seen = base_seen + step * cfg.batch_size * world
             save_safetensors(ema.model.state_dict(), run / "ema.safetensors",
-                             metadata={"unet": ucfg.to_dict(), "schedule": asdict(sched), "step": step, "kind": "prior"})
+                             metadata={"unet": ucfg.to_dict(), "schedule": asdict(sched), "step": step, "kind": "prior",
+                                       "images_seen": images_seen})
+            if on_export is not None:
+                on_export(run / "ema.safetensors", {"step": step, "images_seen": images_seen, "final": final})
 
     try:
         while step < cfg.max_steps and not stop.stop:
             if cfg.max_minutes and time.time() - t_start > cfg.max_minutes * 60:
                 break
-            idx = torch.randint(0, n, (cfg.batch_size,)).to(data.device)
+            idx = torch.randint(0, n, (cfg.batch_size,), device=data.device)  # drawn there: a host copy would sync
             x0 = to_model_range(data[idx]).to(dev)
+            if cfg.channels_last:
+                x0 = x0.contiguous(memory_format=torch.channels_last)
             if cfg.hflip:
                 flip = torch.rand(cfg.batch_size, device=dev) < 0.5
                 x0 = torch.where(flip[:, None, None, None], x0.flip(-1), x0)
@@ -136,7 +157,7 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
             for gparam in opt.param_groups:
                 gparam["lr"] = lr
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                out = ddp_model(xt, t)
+                out = fwd(xt, t)
             losses = diffusion.training_losses(out.float(), x0, xt, t, noise)
             loss = losses["loss"].mean()
             if dev.type == "cpu" and not math.isfinite(loss.item()):
@@ -174,7 +195,7 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
     finally:
         stop.restore()
         ckpt.save(snapshot())
-        export()
+        export(final=True)
         if log is not None:
             log.close()
     return run / "ema.safetensors"

@@ -1,0 +1,628 @@
+"""One training round of ``embedded-128`` on a lent GPU: pack here, train there, unpack here.
+
+    # here (CPU): pack one data shard (+ the newest EMA when it is not committed) into .gpu/e128/
+    python scripts/gpu_train_embedded128.py pack --data ../shared/data/utkface/train --val ../shared/data/utkface/val
+    python scripts/gpu_train_embedded128.py plan 560 all        # dry run: prints the exact device-tool call
+    # device (one call):  bash scripts/gpu_train_embedded128.sh 560 all     (carry [".gpu/e128"])
+    # here, after:
+    python scripts/gpu_train_embedded128.py unpack FILES_AT runs/e128/round0
+
+Why shards: the device tool carries at most 64 MiB per call (the repository, the EMA and the data together)
+and 20,140 faces at 128 px are ≈ 57 MiB even as WebP q90 (≈ 41 dB against the Lanczos-resized originals),
+so each round carries the interleaved shard ``round % K`` (K from the space left) and the rounds rotate
+through the set. Optimizer state never travels (AdamW's moments are 2× the fp32 weights, ≈ 106 MB): each
+call restarts AdamW from the EMA with a short warm-up, unless a warm machine still holds this session's
+``runs/e128_device/prior/last.pt``, which is then continued exactly.
+
+``train`` (run by the .sh on the device) phases, any comma-separated subset of ``prior,dsst,dblm,dgsa``
+(``all`` = the four, ``rest`` = the last three):
+
+* ``prior``: the UNet for most of the call (bf16 autocast, channels_last, one ``torch.compile``, the faces
+  on the device), exporting the EMA as fp16 parts into $OUT at every checkpoint (``prior.partN.safetensors``),
+  then 16 samples, img/s and the UNet's share of the measured bf16 matmul peak (``benchmarks/speed.py``'s
+  measurement), and the compile cache (``compile_cache.bin``, carried back in the next call);
+* ``dsst``: the empirical DSST table from the carried val faces (256 at 128 px);
+* ``dblm``: RM, SDE, TM+SDE at 128 px on the GPU, each stage a share of the remaining time;
+* ``dgsa``: DGSA against this call's (or the carried) prior, DBLM and DSST.
+
+$OUT (the device returns ≤ 8 files of ≤ 16 MiB, 64 MiB together, names of letters, digits, ``.``, ``_``, ``-``):
+``prior.part0.safetensors`` … (the fp16 EMA), ``bundle.tar`` (logs, ``dblm.safetensors``, ``dgsa.safetensors``,
+``dsst.json``, ``samples.png``, ``summary.json``), ``summary.json``, ``log.txt`` (the .sh's tee) and
+``compile_cache.bin`` when it fits. Everything is written atomically and refreshed at each checkpoint, so a
+killed call still returns the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import importlib.util
+import io
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tarfile
+import time
+import traceback
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK = ROOT / ".gpu" / "e128"  # .gpu/ is git-ignored
+DEVICE_RUNS = ROOT / "runs" / "e128_device"  # kept on a warm device machine between calls (runs/ is ignored)
+COMMITTED = ROOT / "src" / "dynface" / "weights" / "embedded-128" / "prior.safetensors"
+UNPACKED = ROOT / "runs" / "e128"  # unpack destinations: runs/e128/roundN
+CONFIGS = {False: ROOT / "configs" / "embedded-128", True: ROOT / "configs" / "embedded-128-smoke"}
+PHASES = ("prior", "dsst", "dblm", "dgsa")
+CARRY_LIMIT = 64 * 2**20  # device tool: the working tree plus carried paths, per call
+RETURN_FILE_LIMIT = 16 * 2**20
+RETURN_FILES = 8
+WEBP_QUALITY = 90
+VAL_FACES = 256
+TIMEOUT_SLACK = 40  # s between the script's budget and the device call's timeout_s (start-up, transfers)
+SMALL = ("prior_log.csv", "dblm_log.csv", "dgsa_log.csv", "dblm.safetensors", "dgsa.safetensors", "dsst.json",
+         "samples.png", "summary.json")
+
+
+def _load_script(name: str, path: Path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def _meta(path: Path) -> dict:
+    from dynface.models.io import read_metadata
+
+    return read_metadata(path)
+
+
+# ---- here: pack ------------------------------------------------------------------------------------------
+def tree_bytes() -> int:
+    """Bytes of what the device tool sends besides carried paths: tracked and untracked-not-ignored files."""
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True)
+    return sum((ROOT / f).stat().st_size for f in out.stdout.decode().split("\0") if f and (ROOT / f).is_file())
+
+
+def is_tracked(path: Path) -> bool:
+    """True when git tracks ``path`` in this repository (it then travels to the device with the tree)."""
+    try:
+        rel = path.resolve().relative_to(ROOT)
+    except ValueError:
+        return False
+    return subprocess.run(["git", "ls-files", "--error-unmatch", str(rel)], cwd=ROOT, capture_output=True).returncode == 0
+
+
+def prior_params(size: int) -> int:
+    """Parameters of the configured prior (embedded-128, or the smoke config for other sizes)."""
+    import torch
+
+    from dynface.models.unet import UNetModel
+    from dynface.training.config import load_config
+    from dynface.training.prior import PriorTrainConfig
+
+    ucfg = load_config(PriorTrainConfig, CONFIGS[size != 128] / "prior.yaml").unet_config()
+    with torch.device("meta"):
+        return sum(p.numel() for p in UNetModel(ucfg).parameters())
+
+
+def newest_ema(extra: list[Path]) -> Path | None:
+    """The EMA with the most images seen among ``extra``, the unpacked rounds and the committed file."""
+    cands = [p for p in [*extra, *sorted(UNPACKED.glob("round*/prior.safetensors")), COMMITTED] if p.is_file()]
+    return max(cands, key=lambda p: (int(_meta(p).get("images_seen", 0)), p == COMMITTED), default=None)
+
+
+def pack(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from dynface.dsst import select_indices
+    from dynface.training.data import list_images, load_square
+
+    dest = Path(args.dest)
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "faces").mkdir(parents=True)
+    init = newest_ema([Path(p) for p in args.init])
+    meta = _meta(init) if init else {}
+    rnd = int(meta.get("round", -1)) + 1
+    init_rel = None
+    if init is not None and not is_tracked(init):
+        shutil.copyfile(init, dest / "init.safetensors")
+        init_rel = "init.safetensors"
+    elif init is not None:  # a committed EMA travels with the tree already
+        init_rel = str(init.resolve().relative_to(ROOT))
+    for name in ("dblm.safetensors", "dsst.json"):  # reused by a call that trains DGSA only
+        if args.reuse and (Path(args.reuse) / name).is_file():
+            shutil.copyfile(Path(args.reuse) / name, dest / name)
+    if not (dest / "dsst.json").is_file() and args.size == 128 and (CONFIGS[False] / "dsst.json").is_file():
+        shutil.copyfile(CONFIGS[False] / "dsst.json", dest / "dsst.json")  # built on the CPU from the same val faces
+    caches = sorted(UNPACKED.glob("round*/compile_cache.bin"), key=lambda p: p.stat().st_mtime)
+    cache = Path(args.compile_cache) if args.compile_cache != "auto" else (caches[-1] if caches else None)
+    if cache is not None and cache.is_file():  # the inductor cache of an earlier call: compiles in seconds
+        shutil.copyfile(cache, dest / "compile_cache.bin")
+
+    def webp(arr: np.ndarray, path: Path) -> int:
+        Image.fromarray(arr).save(path, "WEBP", quality=WEBP_QUALITY, method=4)
+        return path.stat().st_size
+
+    vals = list_images(args.val)
+    (dest / "val").mkdir()
+    for i in select_indices(len(vals), min(args.val_faces, len(vals)), 0):
+        webp(load_square(vals[i], args.size), dest / "val" / f"{i:05d}.webp")
+    files = list_images(args.data)[: args.limit or None]
+    used = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    if init is None:  # keep the EMA's room from round 0 on, so that the shard count stays the same every round
+        used += 2 * prior_params(args.size) + 2**16
+    budget = int(args.budget_mib * 2**20) - tree_bytes() - used
+    if budget < 2**20:
+        print(f"pack: error: only {budget / 2**20:.1f} MiB left for faces under {args.budget_mib} MiB", file=sys.stderr)
+        return 2
+    probe = files[:: max(1, len(files) // 64)][:64]
+    tmp = dest / "probe.webp"
+    avg = sum(webp(load_square(f, args.size), tmp) for f in probe) / len(probe)
+    tmp.unlink()
+    shards = args.shards or max(1, math.ceil(len(files) * avg * 1.04 / budget))
+    shard = rnd % shards
+    total = n = 0
+    for i in range(shard, len(files), shards):
+        total += webp(load_square(files[i], args.size), dest / "faces" / f"{i:05d}.webp")
+        n += 1
+        if total > budget:
+            (dest / "faces" / f"{i:05d}.webp").unlink()
+            n -= 1
+            print(f"pack: warning: shard {shard} cut at {n} faces (budget)", file=sys.stderr)
+            break
+    info = {"round": rnd, "shard": shard, "shards": shards, "faces": n, "of": len(files), "size": args.size,
+            "webp_quality": WEBP_QUALITY, "init": init_rel, "init_images_seen": int(meta.get("images_seen", 0)),
+            "val_faces": len(list((dest / "val").iterdir())),
+            "reused": sorted(n for n in ("dblm.safetensors", "dsst.json") if (dest / n).is_file())}
+    (dest / "pack.json").write_text(json.dumps(info, indent=1) + "\n")
+    carried = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    print(json.dumps({**info, "carry_mib": round(carried / 2**20, 1), "tree_mib": round(tree_bytes() / 2**20, 1)}))
+    return 0
+
+
+# ---- here: plan (dry run) ---------------------------------------------------------------------------------
+def plan(args: argparse.Namespace) -> int:
+    """Check the pack and print the device-tool call to make (JSON for the `run` tool)."""
+    phases = parse_phases(args.phases)
+    info_p = Path(args.pack) / "pack.json"
+    if not info_p.is_file():
+        print(f"plan: error: {info_p} missing: run `python scripts/gpu_train_embedded128.py pack ...` first", file=sys.stderr)
+        return 2
+    info = json.loads(info_p.read_text())
+    carried = sum(p.stat().st_size for p in Path(args.pack).rglob("*") if p.is_file())
+    total = tree_bytes() + carried
+    problems = []
+    if total > CARRY_LIMIT:
+        problems.append(f"tree + carry = {total / 2**20:.1f} MiB > 64 MiB: re-pack with a smaller --budget-mib")
+    if "dgsa" in phases and "prior" not in phases and not info.get("init"):
+        problems.append("dgsa needs a prior: none carried or committed")
+    for need in ("dblm", "dsst"):
+        name = "dblm.safetensors" if need == "dblm" else "dsst.json"
+        if "dgsa" in phases and need not in phases and not (Path(args.pack) / name).is_file():
+            problems.append(f"dgsa without {need} needs {name} in the pack: pack with --reuse runs/e128/roundN")
+    if not 60 <= args.seconds <= 600 - TIMEOUT_SLACK:
+        problems.append(f"seconds must be in [60, {600 - TIMEOUT_SLACK}] (one call runs at most 600 s)")
+    rel = os.path.relpath(Path(args.pack).resolve(), ROOT)
+    if Path(args.pack).resolve() != PACK.resolve():
+        problems.append(f"the device script reads {PACK.relative_to(ROOT)}; pack there (got {args.pack})")
+    rest = f" {args.rest_seconds:g}" if args.rest_seconds != 150 else ""
+    call = {"command": f"bash scripts/gpu_train_embedded128.sh {args.seconds} {args.phases}{rest}",
+            "carry": [rel], "timeout_s": min(600, args.seconds + TIMEOUT_SLACK)}
+    print(json.dumps({"pack": info, "tree_plus_carry_mib": round(total / 2**20, 1), "problems": problems}, indent=1))
+    print("device-tool call:")
+    print(json.dumps(call))
+    return 1 if problems else 0
+
+
+def parse_phases(s: str) -> tuple[str, ...]:
+    named = {"all": PHASES, "rest": PHASES[1:]}
+    out: list[str] = []
+    for part in s.split(","):
+        part = part.strip()
+        for ph in named.get(part, (part,)):
+            if ph not in PHASES:
+                raise SystemExit(f"unknown phase {ph!r}; choose from {', '.join(PHASES)}, all, rest")
+            if ph not in out:
+                out.append(ph)
+    return tuple(sorted(out, key=PHASES.index))
+
+
+# ---- device: train -----------------------------------------------------------------------------------------
+class Outbox:
+    """Writes into $OUT within the device tool's limits; every file atomically (tmp + rename)."""
+
+    def __init__(self, out: Path, work: Path):
+        self.out, self.work = out, work
+        out.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
+        self.summary: dict = {}
+
+    def put(self, name: str, data: bytes) -> None:
+        if len(data) > RETURN_FILE_LIMIT - 2**20:
+            print(f"outbox: {name} is {len(data) / 2**20:.1f} MiB, over the return limit: left out", flush=True)
+            return
+        tmp = self.out / f".{name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, self.out / name)
+
+    def put_prior(self, ema: Path, extra_meta: dict) -> None:
+        from dynface.models.io import load_state_dict_file, save_safetensors
+
+        split = _load_script("gpu_split", ROOT / "scripts" / "gpu_split.py")
+        sd, meta = load_state_dict_file(ema)
+        fp16 = self.work / "prior.safetensors"
+        save_safetensors(sd, fp16, metadata={**meta, **extra_meta}, fp16=True)
+        stage = self.work / "parts"
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        with io.StringIO() as buf:
+            stdout, sys.stdout = sys.stdout, buf
+            try:
+                split.split(str(fp16), str(stage / "prior"))
+            finally:
+                sys.stdout = stdout
+        parts = sorted(stage.iterdir())
+        for p in parts:
+            os.replace(p, self.out / p.name)
+        for old in self.out.glob("prior.part*.safetensors"):
+            if old.name not in {p.name for p in parts}:
+                old.unlink()
+
+    def refresh(self) -> None:
+        """summary.json, and bundle.tar of the small files in the work folder."""
+        data = json.dumps(self.summary, indent=1, default=str).encode()
+        (self.work / "summary.json").write_bytes(data)
+        self.put("summary.json", data)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name in SMALL:
+                if (self.work / name).is_file():
+                    tar.add(self.work / name, arcname=name)
+        self.put("bundle.tar", buf.getvalue())
+
+
+def _rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _peak_and_flops(ucfg, device: str) -> dict:
+    """Measured bf16 matmul peak (benchmarks/speed.py) and the UNet's training FLOPs per image (fwd + bwd)."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dynface.models.unet import UNetModel
+
+    res: dict = {}
+    if device == "cuda":
+        speed = _load_script("dynface_speed", ROOT / "benchmarks" / "speed.py")
+        res["peak_tflops"] = speed.unet_throughput({"device": "cuda", "peak": True, "model": ucfg, "batch": 1,
+                                                    "precisions": []})["peak_tflops"]
+    unet = UNetModel(ucfg).to(device)
+    x = torch.randn(2, ucfg.in_channels, ucfg.image_size, ucfg.image_size, device=device)
+    with FlopCounterMode(display=False) as fc:
+        unet(x, torch.tensor([10, 500], device=device)).float().pow(2).mean().backward()
+    res["train_gflop_per_img"] = fc.get_total_flops() / 2 / 1e9
+    return res
+
+
+def phase_prior(args, box: Outbox, pack_info: dict, deadline: float) -> Path | None:
+    import torch
+
+    from dynface.diffusion import GaussianDiffusion, ScheduleConfig
+    from dynface.imaging import save_grid
+    from dynface.models.io import load_state_dict_file
+    from dynface.models.unet import UNetConfig, UNetModel
+    from dynface.training.config import load_config
+    from dynface.training.prior import PriorTrainConfig, sample_grid, train_prior
+
+    over = dict(args.set_prior)
+    init = find_init(Path(args.pack), pack_info)
+    if init is not None:
+        over["init_from"] = str(init)
+    margin = 12 if args.smoke else 45  # samples, speed measurement, exports
+    minutes = max(0.05, (deadline - time.time() - margin) / 60)
+    if not args.smoke:
+        over["max_minutes"] = round(minutes, 3)
+    cfg = load_config(PriorTrainConfig, CONFIGS[args.smoke] / "prior.yaml", over)
+    cache = Path(args.pack) / "compile_cache.bin"
+    s = box.summary.setdefault("prior", {})
+    s.update({"init": (str(init.relative_to(ROOT)) if init.is_relative_to(ROOT) else str(init)) if init else None,
+              "init_images_seen": int(_meta(init).get("images_seen", 0)) if init else 0,
+              "budget_minutes": cfg.max_minutes, "batch_size": cfg.batch_size, "compile": cfg.compile,
+              "channels_last": cfg.channels_last, "bf16": cfg.bf16,
+              "optimizer": "continued from last.pt on this machine" if (Path(args.runs) / "prior" / "last.pt").is_file()
+              else (f"restarted from the EMA, warm-up {cfg.warmup_steps} steps" if init else "fresh")})
+    if cfg.compile and hasattr(torch._dynamo.config, "suppress_errors"):
+        torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly instead
+    if cfg.compile and cache.is_file():
+        try:
+            torch.compiler.load_cache_artifacts(cache.read_bytes())
+            s["compile_cache"] = "loaded"
+        except Exception as e:  # another torch version: compile from scratch
+            s["compile_cache"] = f"not usable ({type(e).__name__})"
+    run = Path(args.runs) / "prior"
+    extra = {"round": pack_info.get("round", 0), "data_shard": f"{pack_info.get('shard', 0)}/{pack_info.get('shards', 1)}"}
+    t0 = time.time()
+
+    def on_export(path: Path, info: dict) -> None:
+        box.put_prior(path, extra)
+        rows = _rows(run / "log.csv")
+        if rows:
+            shutil.copyfile(run / "log.csv", box.work / "prior_log.csv")
+        last = rows[-1] if rows else {}
+        s.update({"step": info["step"], "images_seen": info["images_seen"], "wall_s": round(time.time() - t0, 1),
+                  "loss_last": last.get("loss")})
+        box.refresh()
+        print(f"prior: step {info['step']}, images seen {info['images_seen']:,}, loss {last.get('loss', '?')}, "
+              f"img/s {last.get('img_per_s', '?')}, {time.time() - t0:.0f} s", flush=True)
+
+    ema = train_prior(cfg, str(Path(args.pack) / "faces"), str(run), resume=True, device=args.device, on_export=on_export)
+    rows = _rows(run / "log.csv")
+    ips = [float(r["img_per_s"]) for r in rows[1:]] or [float(r["img_per_s"]) for r in rows]
+    s["img_per_s_median"] = round(statistics.median(ips), 1) if ips else None
+    s["first_log_row_s"] = float(rows[0]["time"]) if rows else None  # includes torch.compile
+    s["loss_first"], s["loss_last"] = (rows[0]["loss"], rows[-1]["loss"]) if rows else (None, None)
+    s["images_this_call"] = s["images_seen"] - s["init_images_seen"]
+    s["images_per_minute_of_call"] = round(s["images_this_call"] / max(1e-9, (time.time() - t0) / 60))
+    sd, meta = load_state_dict_file(ema)  # (not via dynface.pipeline: fewer imports to go wrong on the device)
+    unet = UNetModel(UNetConfig.from_dict(meta["unet"]))
+    unet.load_state_dict(sd)
+    unet.eval()
+    s.update(_peak_and_flops(unet.cfg, args.device))
+    if s.get("peak_tflops") and s["img_per_s_median"]:
+        achieved = s["train_gflop_per_img"] * s["img_per_s_median"] / 1e3
+        s["unet_tflops"] = round(achieved, 1)
+        s["share_of_bf16_peak_pct"] = round(100 * achieved / s["peak_tflops"], 1)
+    diffusion = GaussianDiffusion.from_config(ScheduleConfig(**meta["schedule"])).to(args.device)
+    # a 64-sample grid (DDIM 100, seed 0, like docs/results/prior_samples_64.png) and the mean colour of 256
+    # samples (issue 10 §4: compare with val's mean colour here); the smoke config asks for fewer
+    n_grid = min(64, cfg.sample_count)
+    n_all = 256 if args.device == "cuda" else n_grid
+    xs = torch.cat([sample_grid(unet.to(args.device), diffusion, min(64, n_all - i), unet.cfg.image_size, steps=100,
+                                seed=i).float() for i in range(0, n_all, 64)])  # fp32 (tf32 matmuls), ≈10 s on an H200
+    save_grid(xs[:n_grid], box.work / "samples.png", nrow=int(math.sqrt(n_grid)))
+    s["samples_mean_rgb"] = [round(v, 2) for v in ((xs.clamp(-1, 1) + 1) * 127.5).mean(dim=(0, 2, 3)).tolist()]
+    s["samples_for_mean"] = n_all
+    if cfg.compile:
+        try:
+            art = torch.compiler.save_cache_artifacts()
+            if art is not None:
+                box.put("compile_cache.bin", art[0])
+        except Exception as e:
+            s["compile_cache_saved"] = f"failed ({type(e).__name__})"
+    box.refresh()
+    print("prior: " + json.dumps({k: s.get(k) for k in ("images_this_call", "images_seen", "img_per_s_median",
+                                                        "share_of_bf16_peak_pct", "loss_last")}), flush=True)
+    return box.work / "prior.safetensors"
+
+
+def find_init(pack: Path, info: dict) -> Path | None:
+    if (pack / "init.safetensors").is_file():
+        return pack / "init.safetensors"
+    if info.get("init") and (ROOT / info["init"]).is_file():
+        return ROOT / info["init"]
+    return COMMITTED if COMMITTED.is_file() else None
+
+
+def phase_dsst(args, box: Outbox) -> None:
+    import numpy as np
+    import torch
+
+    from dynface.diffusion import GaussianDiffusion, ScheduleConfig
+    from dynface.dsst import DSSTConfig, build_dsst
+    from dynface.training.config import load_config
+    from dynface.training.data import list_images, load_square
+    from dynface.training.prior import PriorTrainConfig
+
+    size = load_config(PriorTrainConfig, CONFIGS[args.smoke] / "prior.yaml").unet_config().image_size
+    files = list_images(Path(args.pack) / "val")
+    faces = torch.from_numpy(np.stack([load_square(f, size) for f in files]).transpose(0, 3, 1, 2).copy())
+    cfg = DSSTConfig(mode="empirical", image_size=size, num_images=None, seed=0)
+    sched = ScheduleConfig()
+    t0 = time.time()
+    table = build_dsst(faces, GaussianDiffusion.from_config(sched).alphas_cumprod, cfg,
+                       schedule=f"{sched.schedule} {sched.beta_start:g}..{sched.beta_end:g}, T={sched.num_timesteps}")
+    table.save(box.work / "dsst.json")
+    steps = table.lookup(torch.tensor([1.0, 2.0, 4.0, 8.0, 12.0]), as_int=True).tolist()
+    box.summary["dsst"] = {"faces": len(files), "size": size, "seconds": round(time.time() - t0, 1),
+                           "steps_at_sigma_1_2_4_8_12": steps}
+    box.refresh()
+    print(f"dsst: {len(files)} val faces at {size} px, t(σ=1,2,4,8,12) = {steps}", flush=True)
+
+
+def phase_dblm(args, box: Outbox, seconds: float) -> None:
+    from dynface.models.io import load_state_dict_file, save_safetensors
+    from dynface.training.config import load_config
+    from dynface.training.dblm import DBLMTrainConfig, train_dblm
+
+    shares = {"rm": 0.5, "sde": 0.15, "tm": 0.35}
+    over = {} if args.smoke else {"minutes": {k: round(v * seconds / 60, 3) for k, v in shares.items()}}
+    cfg = load_config(DBLMTrainConfig, CONFIGS[args.smoke] / "dblm.yaml", over)
+    if cfg.label == "masked" and not cfg.label_dsst:  # the table of this prior's size: this call's, else the carried one
+        dsst = box.work / "dsst.json" if (box.work / "dsst.json").is_file() else Path(args.pack) / "dsst.json"
+        cfg = dataclasses.replace(cfg, label_dsst=str(dsst))
+    run = Path(args.runs) / "dblm"
+    t0 = time.time()
+    path = train_dblm(cfg, str(Path(args.pack) / "faces"), str(run), resume=True, device=args.device)
+    sd, meta = load_state_dict_file(path)
+    save_safetensors(sd, box.work / "dblm.safetensors", metadata=meta, fp16=True)
+    shutil.copyfile(run / "log.csv", box.work / "dblm_log.csv")
+    rows = _rows(run / "log.csv")
+    last = {r["stage"]: r for r in rows}
+    box.summary["dblm"] = {"progress": meta.get("progress"), "seconds": round(time.time() - t0, 1),
+                           "batch_size": cfg.batch_size, "label": cfg.label, "last": last}
+    box.refresh()
+    print(f"dblm: progress {meta.get('progress')}, {time.time() - t0:.0f} s", flush=True)
+
+
+def phase_dgsa(args, box: Outbox, seconds: float, prior: Path | None) -> None:
+    from dynface.models.io import load_state_dict_file, save_safetensors
+    from dynface.training.config import load_config
+    from dynface.training.dgsa import DGSATrainConfig, train_dgsa
+
+    pack = Path(args.pack)
+    prior = prior or find_init(pack, json.loads((pack / "pack.json").read_text()))
+    dblm = box.work / "dblm.safetensors" if (box.work / "dblm.safetensors").is_file() else pack / "dblm.safetensors"
+    dsst = box.work / "dsst.json" if (box.work / "dsst.json").is_file() else pack / "dsst.json"
+    for what, p in (("prior", prior), ("dblm", dblm), ("dsst", dsst)):
+        if p is None or not Path(p).is_file():
+            raise FileNotFoundError(f"dgsa: no {what} (train it in this call or carry it in {pack})")
+    over = {"prior": str(prior), "dblm": str(dblm), "dsst": str(dsst)}
+    if not args.smoke:
+        over["minutes"] = round(seconds / 60, 3)
+    cfg = load_config(DGSATrainConfig, CONFIGS[args.smoke] / "dgsa.yaml", over)
+    run = Path(args.runs) / "dgsa"
+    t0 = time.time()
+    path = train_dgsa(cfg, str(pack / "faces"), str(run), resume=False, device=args.device)
+    sd, meta = load_state_dict_file(path)
+    save_safetensors(sd, box.work / "dgsa.safetensors", metadata=meta, fp16=True)
+    shutil.copyfile(run / "log.csv", box.work / "dgsa_log.csv")
+    rows = _rows(run / "log.csv")
+    box.summary["dgsa"] = {"steps": meta.get("step"), "seconds": round(time.time() - t0, 1), "batch_size": cfg.batch_size,
+                           "first": rows[0] if rows else None, "last": rows[-1] if rows else None}
+    box.refresh()
+    print(f"dgsa: {meta.get('step')} steps, {time.time() - t0:.0f} s", flush=True)
+
+
+def train(args: argparse.Namespace) -> int:
+    t_start = float(os.environ.get("E128_T0", time.time()))
+    deadline = t_start + args.seconds
+    phases = parse_phases(args.phases)
+    out = Path(args.out or os.environ.get("OUT", ""))
+    if not str(out):
+        print("train: error: no --out and $OUT is unset", file=sys.stderr)
+        return 2
+    pack_info = json.loads((Path(args.pack) / "pack.json").read_text())
+    runs = Path(args.runs)
+    for ph in ("dblm", "dgsa"):  # these restart each call; the prior may continue a warm machine's last.pt
+        shutil.rmtree(runs / ph, ignore_errors=True)
+    box = Outbox(out, runs / "work")
+    box.summary.update({"phases": list(phases), "seconds": args.seconds, "device": args.device, "pack": pack_info,
+                        "smoke": args.smoke})
+    if args.device == "cuda":
+        import torch
+
+        box.summary["gpu"] = torch.cuda.get_device_name(0)
+        box.summary["torch"] = torch.__version__
+    rest = [p for p in phases if p != "prior"]
+    # the rest's share: DSST ~15 s, then DBLM and DGSA split what is left after the prior
+    rest_s = 0.0 if not rest else max(60.0, args.rest_seconds) if "prior" in phases else deadline - time.time() - 10
+    prior_path, failed = None, []
+
+    def guarded(name: str, fn, *a):
+        try:
+            return fn(*a)
+        except Exception as e:  # one phase failing must not cost the others (or the outputs so far)
+            traceback.print_exc()
+            box.summary.setdefault(name, {})["error"] = f"{type(e).__name__}: {e}"
+            failed.append(name)
+            box.refresh()
+            return None
+
+    if "prior" in phases:
+        prior_path = guarded("prior", phase_prior, args, box, pack_info, deadline - rest_s)
+    if "dsst" in phases:
+        guarded("dsst", phase_dsst, args, box)
+    left = max(10.0, deadline - time.time() - 15)
+    if "dblm" in phases:
+        guarded("dblm", phase_dblm, args, box, left * (0.5 if "dgsa" in phases else 1.0))
+    if "dgsa" in phases:
+        guarded("dgsa", phase_dgsa, args, box, max(10.0, deadline - time.time() - 15), prior_path)
+    box.summary["wall_s"] = round(time.time() - t_start, 1)
+    box.summary["failed"] = failed
+    box.refresh()
+    files = sorted(p.name for p in out.iterdir() if not p.name.startswith("."))
+    print(f"done in {time.time() - t_start:.0f} s; $OUT: {', '.join(files)}"
+          + (f"; FAILED: {', '.join(failed)}" if failed else ""), flush=True)
+    return 1 if failed else 0
+
+
+# ---- here: unpack ------------------------------------------------------------------------------------------
+def unpack(args: argparse.Namespace) -> int:
+    src, dest = Path(args.files_at), Path(args.dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    split = _load_script("gpu_split", ROOT / "scripts" / "gpu_split.py")
+    if list(src.glob("prior.part*.safetensors")):
+        if split.join(str(src / "prior"), str(dest / "prior.safetensors")):
+            return 1
+    if (src / "bundle.tar").is_file():
+        with tarfile.open(src / "bundle.tar") as tar:
+            for m in tar.getmembers():
+                if m.isfile() and m.name in SMALL:
+                    (dest / m.name).write_bytes(tar.extractfile(m).read())  # type: ignore[union-attr]
+    for name in ("log.txt", "summary.json"):
+        if (src / name).is_file():
+            shutil.copyfile(src / name, dest / name)
+    if (src / "compile_cache.bin").is_file():
+        shutil.copyfile(src / "compile_cache.bin", dest / "compile_cache.bin")
+    have = sorted(p.name for p in dest.iterdir())
+    print(f"{dest}: {', '.join(have)}")
+    if all((dest / n).is_file() for n in ("prior.safetensors", "dblm.safetensors", "dsst.json")):
+        dgsa = f" --dgsa {dest / 'dgsa.safetensors'}" if (dest / "dgsa.safetensors").is_file() else ""
+        print(f"package: python -m dynface.cli train package --prior {dest / 'prior.safetensors'} --dblm "
+              f"{dest / 'dblm.safetensors'}{dgsa} --dsst {dest / 'dsst.json'} --template utkface64 "
+              f"--out src/dynface/weights/embedded-128 --card CARD.md")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack", help="here: pack a data shard, val faces and the newest EMA into .gpu/e128")
+    p.add_argument("--data", required=True, help="UTKFace train folder")
+    p.add_argument("--val", required=True, help="UTKFace val folder (DSST faces)")
+    p.add_argument("--dest", default=str(PACK))
+    p.add_argument("--init", action="append", default=[], help="extra EMA candidates (the newest by images_seen wins)")
+    p.add_argument("--compile-cache", default="auto", help="auto: the newest runs/e128/round*/compile_cache.bin")
+    p.add_argument("--reuse", metavar="DIR", help="carry DIR's dblm.safetensors and dsst.json (an unpacked round)")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--budget-mib", type=float, default=61.0, help="tree + carry (the tool allows 64)")
+    p.add_argument("--shards", type=int, default=0, help="0: as few as fit the budget")
+    p.add_argument("--limit", type=int, default=0, help="use the first N faces only (tests)")
+    p.add_argument("--val-faces", type=int, default=VAL_FACES)
+    p.set_defaults(func=pack)
+    q = sub.add_parser("plan", help="here: dry run, print the device-tool call")
+    q.add_argument("seconds", type=int)
+    q.add_argument("phases", nargs="?", default="all")
+    q.add_argument("rest_seconds", nargs="?", type=float, default=150.0, help="with prior: seconds kept for the rest")
+    q.add_argument("--pack", default=str(PACK))
+    q.set_defaults(func=plan)
+    t = sub.add_parser("train", help="device: one training call (what gpu_train_embedded128.sh runs)")
+    t.add_argument("seconds", type=float)
+    t.add_argument("phases", nargs="?", default="all")
+    t.add_argument("--pack", default=str(PACK))
+    t.add_argument("--runs", default=str(DEVICE_RUNS))
+    t.add_argument("--out", default="")
+    t.add_argument("--device", default="cuda")
+    t.add_argument("--smoke", action="store_true", help="configs/embedded-128-smoke (tiny, a few steps, CPU)")
+    t.add_argument("--rest-seconds", type=float, default=150.0, help="with prior: the time left to dsst/dblm/dgsa")
+    t.add_argument("--set-prior", action="append", default=[], type=lambda kv: tuple(_kv(kv)), metavar="KEY=VALUE")
+    t.set_defaults(func=train)
+    u = sub.add_parser("unpack", help="here: join the returned files into a run folder")
+    u.add_argument("files_at")
+    u.add_argument("dest")
+    u.set_defaults(func=unpack)
+    args = ap.parse_args(argv)
+    return args.func(args)
+
+
+def _kv(pair: str) -> tuple[str, object]:
+    import yaml
+
+    k, _, v = pair.partition("=")
+    return k, yaml.safe_load(v)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    raise SystemExit(main())

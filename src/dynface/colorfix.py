@@ -1,0 +1,79 @@
+"""Low-frequency colour correction of a diffusion output (the StableSR / DiffBIR post-process).
+
+A diffusion prior that is under-trained, or started from a noisy state, can shift the colours of the
+whole face (casts). The restorer output ``RM(y)`` carries the input's colours faithfully at low
+frequencies, so the established fix keeps the *details* of the diffusion output and takes the *colour*
+(the lowest band, or the per-channel statistics) from the restorer:
+
+* ``wavelet`` — StableSR's ``wavelet_reconstruction``: a ``levels``-level à-trous ("wavelet") blur
+  decomposition with the dilated 3×3 binomial kernel (dilation 1, 2, 4, …, replicate padding);
+  ``out = content − low(content) + low(reference)``, where ``low`` is the residual after all levels.
+* ``adain`` — adaptive instance normalisation: each channel of ``content`` is shifted and scaled so that
+  its mean and standard deviation equal the reference's.
+* ``none`` — the content unchanged.
+
+All functions are pure and work on ``(B, C, H, W)`` tensors in any value range (the operations are
+affine-equivariant; ``adain``'s ``eps`` aside). Clamping to the image range is the caller's business.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+COLOR_FIXES = ("none", "wavelet", "adain")
+WAVELET_LEVELS = 5  # StableSR / DiffBIR default
+ADAIN_EPS = 1e-5
+
+
+def check_color_fix(name: str) -> str:
+    if name not in COLOR_FIXES:
+        raise ValueError(f"unknown colour fix {name!r}; choose from {', '.join(COLOR_FIXES)}")
+    return name
+
+
+def wavelet_blur(x: torch.Tensor, dilation: int) -> torch.Tensor:
+    """One à-trous level: the 3×3 kernel ``[1,2,1]ᵀ[1,2,1]/16`` with taps ``dilation`` apart (replicate pad)."""
+    c = x.shape[1]
+    k1 = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device) / 4
+    k = (k1[:, None] * k1[None, :]).expand(c, 1, 3, 3).contiguous()
+    xp = F.pad(x, (dilation, dilation, dilation, dilation), mode="replicate")
+    return F.conv2d(xp, k, groups=c, dilation=dilation)
+
+
+def wavelet_lowpass(x: torch.Tensor, levels: int = WAVELET_LEVELS) -> torch.Tensor:
+    """The low band left after ``levels`` à-trous levels (dilations 1, 2, …, 2^(levels−1))."""
+    low = x
+    for i in range(levels):
+        low = wavelet_blur(low, 2**i)
+    return low
+
+
+def wavelet_fix(content: torch.Tensor, reference: torch.Tensor, levels: int = WAVELET_LEVELS) -> torch.Tensor:
+    """``content``'s high bands + ``reference``'s low band (StableSR ``wavelet_reconstruction``)."""
+    return content - wavelet_lowpass(content, levels) + wavelet_lowpass(reference, levels)
+
+
+def _mean_std(x: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = x.flatten(2)
+    mean = flat.mean(dim=2)[..., None, None]
+    std = (flat.var(dim=2, unbiased=True) + eps).sqrt()[..., None, None]
+    return mean, std
+
+
+def adain_fix(content: torch.Tensor, reference: torch.Tensor, eps: float = ADAIN_EPS) -> torch.Tensor:
+    """Per-image, per-channel ``(content − μ_c)/σ_c · σ_r + μ_r`` (StableSR ``adaptive_instance_normalization``)."""
+    mc, sc = _mean_std(content, eps)
+    mr, sr = _mean_std(reference, eps)
+    return (content - mc) / sc * sr + mr
+
+
+def color_fix(content: torch.Tensor, reference: torch.Tensor, method: str) -> torch.Tensor:
+    """Apply the named fix (``none`` | ``wavelet`` | ``adain``); shapes must match."""
+    check_color_fix(method)
+    if content.shape != reference.shape:
+        raise ValueError(f"colour fix: content {tuple(content.shape)} and reference {tuple(reference.shape)} differ in shape")
+    if method == "none":
+        return content
+    ref = reference.to(content.dtype)
+    return wavelet_fix(content, ref) if method == "wavelet" else adain_fix(content, ref)
