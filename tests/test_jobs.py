@@ -152,3 +152,19 @@ def test_pipeline_seeds_and_callback(tiny, crops):
     assert calls == [(k, n) for k in range(1, n + 1)] and n == max(r["nfe"] for r in both.records)
     with pytest.raises(ValueError, match="seeds"):
         tiny.restore(faces, seeds=[1])
+
+
+@pytest.mark.parametrize("aligned", [True, False])
+def test_auto_precision_batches_aligned_crops_exactly_in_fp32(monkeypatch, aligned):
+    """precision auto on a bf16-native CPU: aligned crops go in exact fp32 batches (bf16 would have to go one face
+    per call, which is slower); photos keep bf16. An explicit --precision is never changed."""
+    import dynface.pipeline as pl
+    from dynface.jobs import load_restorer
+
+    monkeypatch.setattr(pl, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.delenv("DYNFACE_RESTORER_FACTORY", raising=False)
+    auto = load_restorer(RestoreSettings(aligned=aligned, precision="auto"))
+    assert auto.cfg.sampler.precision == ("fp32" if aligned else "bf16")
+    assert load_restorer(RestoreSettings(aligned=aligned, precision="bf16")).cfg.sampler.precision == "bf16"
+    lone = load_restorer(RestoreSettings(aligned=aligned, precision="auto", deterministic=False))
+    assert lone.cfg.sampler.precision == "bf16"
