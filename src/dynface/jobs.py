@@ -58,7 +58,7 @@ __all__ = [
     "collect_inputs", "assign_stems", "check_output_dir", "check_settings", "validate_steps", "default_threads",
     "apply_threads", "is_complete", "clean_stale_temp_files", "settings_warnings", "start_job", "as_done",
     "append_line", "prepare_output", "complete_results", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
-    "one_line",
+    "one_line", "first_line",
 ]
 
 MODES = ("full", "no_dsst", "no_dgsa", "single_guide", "fixed_start", "restorer_only")
@@ -684,7 +684,7 @@ def load_restorer(settings: RestoreSettings):
     except Exception as e:
         if debug:
             raise
-        raise UsageError(f"cannot load model {settings.model!r}: {_first_line(e)}") from None
+        raise UsageError(f"cannot load model {settings.model!r}: {first_line(e)}") from None
     r = _exact_batches(r, settings)
     return r.compiled() if settings.compile else r
 
@@ -716,7 +716,8 @@ def load_bg_upsampler(spec: str):
     return fn
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type's name when it has none)."""
     msg = str(e).strip().splitlines()
     return msg[0] if msg else type(e).__name__
 

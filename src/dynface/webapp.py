@@ -420,6 +420,8 @@ class WebApp:
         """The Restore button (and the ``/restore`` API endpoint): the page's outputs, in order."""
         import gradio as gr
 
+        from dynface import jobs
+
         paths = list(files or [])
         if pasted:
             paths.append(pasted)
@@ -433,7 +435,7 @@ class WebApp:
         except WebRequestError as e:
             raise gr.Error(str(e), print_exception=False) from None
         except Exception as e:  # jobs.UsageError (e.g. a model that cannot be loaded) and the unexpected
-            raise gr.Error(_one_line(e), print_exception=False) from None
+            raise gr.Error(jobs.first_line(e), print_exception=False) from None
         c = res.counts
         head = (f"**{c.get('done', 0)} of {len(res.results)} file(s) restored** in {res.seconds:.1f} s"
                 + (f" — {len(res.results) - c.get('done', 0)} with a problem" if c.get("done", 0) < len(res.results) else ""))
@@ -506,11 +508,6 @@ def _safe_name(name: str) -> str:
     stem = _SAFE_CHARS.sub("_", stem).strip("._-")[:80] or "upload"
     ext = _SAFE_CHARS.sub("", ext)[:10]
     return f"{stem}.{ext}" if ext else stem
-
-
-def _one_line(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()
-    return msg[0] if msg else type(e).__name__
 
 
 def _num(v, nd: int):
