@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -87,24 +88,30 @@ def psnr_per_sample(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return 10 * torch.log10(4.0 / mse)
 
 
+def _smallest_sigma(restored: torch.Tensor, clean: torch.Tensor, cfg: DBLMConfig, grid: torch.Tensor,
+                    ok: Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Per sample, the first σ (ref px) of ``grid`` at which ``ok(j, k_σ⊗RM(y), k_σ⊗x0)`` holds (a bool per sample;
+    ``j`` indexes ``grid``); samples that never pass get the largest grid value."""
+    b = restored.shape[0]
+    out = torch.full((b,), float(grid[-1]), device=restored.device)
+    done = torch.zeros(b, dtype=torch.bool, device=restored.device)
+    for j, s in enumerate(grid.tolist()):
+        sw = cfg.to_working(torch.full((b,), s, device=restored.device))
+        passed = ok(j, gaussian_blur(restored, sw), gaussian_blur(clean, sw))
+        out[passed & ~done] = s
+        done |= passed
+        if bool(done.all()):
+            break
+    return out
+
+
 @torch.no_grad()
 def std_star_labels(restored: torch.Tensor, clean: torch.Tensor, cfg: DBLMConfig, grid: torch.Tensor, threshold: float) -> torch.Tensor:
     """§8 B1: per sample, the smallest σ (ref px) of ``grid`` where blurring hides RM's error.
 
     Samples that never reach the threshold get the largest grid value.
     """
-    b = restored.shape[0]
-    out = torch.full((b,), float(grid[-1]), device=restored.device)
-    done = torch.zeros(b, dtype=torch.bool, device=restored.device)
-    for s in grid.tolist():
-        sw = cfg.to_working(torch.full((b,), s, device=restored.device))
-        ok = psnr_per_sample(gaussian_blur(restored, sw), gaussian_blur(clean, sw)) >= threshold
-        new = ok & ~done
-        out[new] = s
-        done |= ok
-        if bool(done.all()):
-            break
-    return out
+    return _smallest_sigma(restored, clean, cfg, grid, lambda _j, r, c: psnr_per_sample(r, c) >= threshold)
 
 
 LABELS = ("psnr", "masked")
@@ -130,19 +137,13 @@ def std_star_labels_masked(restored: torch.Tensor, clean: torch.Tensor, cfg: DBL
     ``(1 − ᾱ)/(ᾱ·MSE(k_σ⊗RM(y), k_σ⊗x0))`` (images in [−1, 1]) grows with σ: the blur shrinks the error and
     the start step (hence the noise) grows. Samples that never reach ``mask_db`` get the largest grid value.
     """
-    b = restored.shape[0]
-    out = torch.full((b,), float(grid[-1]), device=restored.device)
-    done = torch.zeros(b, dtype=torch.bool, device=restored.device)
-    for s, a in zip(grid.tolist(), grid_alphas.tolist(), strict=True):
-        sw = cfg.to_working(torch.full((b,), s, device=restored.device))
-        mse = (gaussian_blur(restored, sw) - gaussian_blur(clean, sw)).pow(2).flatten(1).mean(dim=1).clamp_min(1e-12)
-        ok = 10 * torch.log10(((1 - a) / a) / mse) >= mask_db  # a: a Python float (any device)
-        new = ok & ~done
-        out[new] = s
-        done |= ok
-        if bool(done.all()):
-            break
-    return out
+    alphas = grid_alphas.tolist()  # ᾱ as Python floats (any device)
+
+    def ok(j: int, r: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        mse = (r - c).pow(2).flatten(1).mean(dim=1).clamp_min(1e-12)
+        return 10 * torch.log10(((1 - alphas[j]) / alphas[j]) / mse) >= mask_db
+
+    return _smallest_sigma(restored, clean, cfg, grid, ok)
 
 
 def make_labeler(cfg: DBLMTrainConfig, dcfg: DBLMConfig, grid: torch.Tensor):
