@@ -327,7 +327,7 @@ def test_b1_threads_flag_and_default(tmp_path, astro, monkeypatch):
         _restore("-i", d, "-o", tmp_path / "o", "--threads", "0")
     assert e.value.code == 2
     # the default leaves busy cores alone (torch's own default takes them all and collapses: benchmarks/threads.py)
-    monkeypatch.setattr(jobs, "_cpus", lambda: 4)
+    monkeypatch.setattr(jobs, "usable_cpus", lambda: 4)
     for load, want in ((0.0, 4), (1.2, 3), (3.9, 1), (12.0, 1)):
         monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
         assert jobs.default_threads() == want

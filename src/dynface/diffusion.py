@@ -191,13 +191,15 @@ class GaussianDiffusion:
         x0: torch.Tensor,
         eta: torch.Tensor | float = 0.0,
         noise: torch.Tensor | None = None,
+        eps: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """One DDIM step x_t → x_{t_prev} with per-sample t, t_prev (−1 = final) and eta.
 
-        ε̂ is re-derived from the (possibly clipped or guided) x̂0, as in improved-diffusion.
-        σ_t = η·sqrt((1−ᾱ_prev)/(1−ᾱ_t))·sqrt(1−ᾱ_t/ᾱ_prev).
+        ``eps``: the ε̂ to step with (DifFace: the model's raw output); None re-derives it from the (possibly
+        clipped or guided) x̂0, as in improved-diffusion. σ_t = η·sqrt((1−ᾱ_prev)/(1−ᾱ_t))·sqrt(1−ᾱ_t/ᾱ_prev).
         """
-        eps = self.eps_from_x0(xt, t, x0)
+        if eps is None:
+            eps = self.eps_from_x0(xt, t, x0)
         return self.ddim_step_eps(xt, t, t_prev, x0, eps, eta, noise)
 
     def ddim_step_eps(self, xt, t, t_prev, x0, eps, eta=0.0, noise=None) -> torch.Tensor:

@@ -46,7 +46,8 @@ from .imaging import atomic_save_image
 
 MAX_PIXELS = 80_000_000
 MAX_OUTPUT_PIXELS = 160_000_000
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+# the names a folder of inputs is searched for; GIF: the first frame is restored (with a note)
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
 WRITE_EXTS = ("png", "jpg", "webp")  # the choices of --ext besides "auto"
 _AUTO_KEEP = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".bmp": "bmp", ".tif": "tif", ".tiff": "tiff"}
 _NO_ALPHA = {"jpg", "bmp"}

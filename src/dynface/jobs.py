@@ -56,7 +56,7 @@ __all__ = [
     "MODES", "SUBDIRS", "FACTORY_ENV", "UsageError", "InputError", "RestoreSettings", "InputItem", "FileResult",
     "Progress", "JobSummary", "Manifest", "plan_inputs", "load_restorer", "face_seed", "restore_items", "run_job",
     "collect_inputs", "assign_stems", "check_output_dir", "check_settings", "validate_steps", "default_threads",
-    "apply_threads", "is_complete", "clean_stale_temp_files", "settings_warnings", "start_job", "as_done",
+    "apply_threads", "usable_cpus", "is_complete", "clean_stale_temp_files", "settings_warnings", "start_job", "as_done",
     "append_line", "prepare_output", "complete_results", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
     "one_line", "first_line",
 ]
@@ -211,7 +211,8 @@ def settings_warnings(settings: RestoreSettings) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------ threads
-def _cpus() -> int:
+def usable_cpus() -> int:
+    """The CPU cores this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
@@ -223,7 +224,7 @@ def default_threads() -> int:
     busy (1-minute load average), at least 1. Torch's default (one thread per core) collapses when another
     process keeps the cores busy: its threads wait for each other at every operation (issue 11 B1: a 64-px face
     took 236 s instead of 4 s). benchmarks/threads.py measures it."""
-    n = _cpus()
+    n = usable_cpus()
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):
@@ -249,21 +250,12 @@ class InputItem:
     index: int  # position in the sorted job (0-based)
 
 
-def _input_exts() -> tuple[str, ...]:
-    from dynface.imageio import IMAGE_EXTS
-
-    # GIF: read_image restores the first frame (with a note), as for `-i anim.gif`; folders take it too (B7)
-    return tuple(IMAGE_EXTS) + tuple(e for e in (".gif",) if e not in IMAGE_EXTS)
-
-
-def _is_input_name(p: Path) -> bool:
-    return p.suffix.lower() in _input_exts()
-
-
 def collect_inputs(specs: Sequence[str | Path]) -> tuple[list[Path], list[Path], list[Path]]:
     """(image files, folders given, files ignored for their extension). Folders: their image files (not
     recursive, hidden files skipped); files and glob matches: taken as they are. A symlink that does not lead to
     a file (broken, or a loop) is kept as an input, so that it is reported as failed instead of dropped."""
+    from dynface.imageio import is_image_name
+
     files: list[Path] = []
     folders: list[Path] = []
     ignored: list[Path] = []
@@ -277,7 +269,7 @@ def collect_inputs(specs: Sequence[str | Path]) -> tuple[list[Path], list[Path],
                     continue
                 if not f.is_file() and not f.is_symlink():
                     continue  # sockets, fifos
-                (files if _is_input_name(f) else ignored).append(f)
+                (files if is_image_name(f) else ignored).append(f)
         elif p.exists() or p.is_symlink():
             files.append(p)
         elif glob.has_magic(s):
@@ -420,16 +412,21 @@ def _read_record(out: Path, stem: str) -> dict | None:
 def is_complete(out: Path, stem: str, path: Path | None = None) -> bool:
     """Whether ``stem`` was restored completely: its record says ok, every file it lists is on disk, and (when
     the record knows the input's size and mtime and ``path`` is given) the input has not changed since."""
+    return _complete_record(out, stem, path) is not None
+
+
+def _complete_record(out: Path, stem: str, path: Path | None = None) -> dict | None:
+    """The record of ``stem`` when it is complete (:func:`is_complete`), else None."""
     rec = _read_record(out, stem)
     if not rec or rec.get("status") != "ok":
-        return False
+        return None
     if not _all_on_disk(out, _record_files(rec)):
-        return False
+        return None
     src = rec.get("source")
     if path is not None and isinstance(src, dict):
         if _source_info(path) != {"size": src.get("size"), "mtime_ns": src.get("mtime_ns")}:
-            return False
-    return True
+            return None
+    return rec
 
 
 _TMP_RE = re.compile(r"^\..+\.tmp(\d+)$")
@@ -630,13 +627,11 @@ def complete_results(items: list[InputItem], out: Path, manifest: Manifest | Non
         e = entries.get(it.stem)
         if e is not None and e.get("path") not in (None, str(it.path)) and safe_resolve(Path(e["path"])) != safe_resolve(it.path):
             e = None  # the stem belonged to another file
-        if e is not None:
-            ok = _manifest_says_complete(e, out, it.path) and is_complete(out, it.stem, it.path)
-        else:
-            ok = is_complete(out, it.stem, it.path)
-        if not ok:
+        if e is not None and not _manifest_says_complete(e, out, it.path):
             continue
-        rec = _read_record(out, it.stem) or {}
+        rec = _complete_record(out, it.stem, it.path)
+        if rec is None:
+            continue
         r = FileResult(str(it.path), it.stem, "skipped", outputs=_record_files(rec) + [f"records/{it.stem}.json"],
                        record=rec, faces=int(rec.get("num_faces", 0) or 0), source=_source_info(it.path))
         skipped.append(r)
@@ -658,7 +653,7 @@ def load_restorer(settings: RestoreSettings):
     """The restorer for ``settings`` (``DynFaceRestorer.from_pretrained``, or the callable named by the
     ``DYNFACE_RESTORER_FACTORY=module:callable`` testing hook, called with the same keyword arguments).
     ``color_fix`` is passed only when set; raises :class:`UsageError` when the model cannot be loaded."""
-    debug = os.environ.get("DYNFACE_DEBUG", "") not in ("", "0")
+    debug = _debug()
     kw: dict[str, Any] = dict(name_or_path=settings.model, device=settings.device, mode=settings.mode,
                               steps=settings.steps, precision=settings.precision)
     kw.update({k: getattr(settings, k) for k in ("guidance", "dblm", "dgsa", "dsst", "restorer", "color_fix") if getattr(settings, k, None)})
@@ -714,6 +709,11 @@ def load_bg_upsampler(spec: str):
     if not callable(fn):
         raise UsageError(f"--bg-upsampler {spec} is not callable")
     return fn
+
+
+def _debug() -> bool:
+    """``DYNFACE_DEBUG=1``: re-raise per-file errors instead of turning them into failed results."""
+    return os.environ.get("DYNFACE_DEBUG", "") not in ("", "0")
 
 
 def first_line(e: BaseException) -> str:
@@ -875,15 +875,13 @@ def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     kw: dict[str, Any] = {}
     if _accepts(restorer.restore, "seeds"):
         kw["seeds"] = [face_seed(s.seed, it.stem, i) for i in range(len(faces))]
-    if _accepts(restore_photo, "detail"):
-        kw["detail"] = s.detail
     proxy = _SeedingRestorer(restorer, tracker, len(faces))
     tracker.message = it.path.name
     res = restore_photo(
         img.rgb, proxy, upscale=up, only_center_face=s.only_center_face, draw_box=s.draw_box, faces=faces,
         seed=s.seed, fidelity=s.fidelity, return_maps=s.save_maps, batch_size=1 if per_face(restorer, s) else s.batch_size,
         border=s.border,
-        bg_upsampler=bg_upsampler, alignment=s.alignment, **kw,
+        bg_upsampler=bg_upsampler, alignment=s.alignment, detail=s.detail, **kw,
     )
     t2 = time.perf_counter()
     sfx = f"_{s.suffix}" if s.suffix else ""
@@ -1011,7 +1009,7 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
         try:
             outp = tracker.restore(restorer, [x[2] for x in run], float(len(run)), **kw)
         except Exception as e:
-            if os.environ.get("DYNFACE_DEBUG", "") not in ("", "0"):
+            if _debug():
                 raise
             for x in run:
                 on_result(FileResult(str(x[0].path), x[0].stem, "failed", one_line(e), source=x[5]))
@@ -1030,7 +1028,7 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
                 res.source, res.seconds = src, t_read + t_restore + time.perf_counter() - t1
                 on_result(res)
             except Exception as e:  # e.g. a full disk: this input fails, the others of the batch stand
-                if os.environ.get("DYNFACE_DEBUG", "") not in ("", "0"):
+                if _debug():
                     raise
                 on_result(FileResult(str(it.path), it.stem, "failed", one_line(e), list(notes), source=src))
 
@@ -1047,28 +1045,26 @@ def _write_aligned(it, img, face, affine, notes, out, s, restorer, maps, j, outp
     if convert:  # back into the input's framing
         framed = img.rgb.copy()
         kept = s.detail == "keep" and side > size
-        kw = {"model_px": size} if kept and "model_px" in inspect.signature(paste_face).parameters else {}
-        paste_face(framed, face, affine, size, **kw)
+        split: dict = {}
+        paste_face(framed, face, affine, size, model_px=size if kept else None, info=split)
         face = framed
         notes.append(f"re-aligned from the {s.input_template} framing to the model's {restorer.template_name}; result pasted back")
-        size_rec["detail_kept"] = bool(kw)
+        size_rec["detail_kept"] = kept
+        size_rec.update(split)
     elif max(w, h) > size:
         # the model restored it at its own (smaller) size: give it back at the input's size, with the detail rule
-        try:
-            from dynface.detail import merge_detail
-        except ImportError:  # pragma: no cover - detail.py is part of the package
-            merge_detail = None
-        if merge_detail is not None:
-            split: dict = {}  # the crossover merge_detail chose (detail_cut_cycles, ...), for the record
-            face = merge_detail(face, img.rgb, model_px=size * w / max(w, h), mode=s.detail, info=split)
-            how = "upscaled (--detail restored)"
-            if s.detail == "keep":
-                cut = split.get("detail_cut_cycles")
-                how = ("the input unchanged: the restoration had less detail at every crossover" if cut == 0 else
-                       f"its detail above {cut:g} cycles per crop kept from the input" if cut else "its detail kept from the input")
-            notes.append(f"restored at the model's {size} px (the crop is {w}x{h}); returned at {w}x{h}, {how}")
-            size_rec["detail_kept"] = s.detail == "keep"
-            size_rec.update(split)
+        from dynface.detail import merge_detail
+
+        split = {}  # the crossover merge_detail chose (detail_cut_cycles, ...), for the record
+        face = merge_detail(face, img.rgb, model_px=size * w / max(w, h), mode=s.detail, info=split)
+        how = "upscaled (--detail restored)"
+        if s.detail == "keep":
+            cut = split.get("detail_cut_cycles")
+            how = ("the input unchanged: the restoration had less detail at every crossover" if cut == 0 else
+                   f"its detail above {cut:g} cycles per crop kept from the input" if cut else "its detail kept from the input")
+        notes.append(f"restored at the model's {size} px (the crop is {w}x{h}); returned at {w}x{h}, {how}")
+        size_rec["detail_kept"] = s.detail == "keep"
+        size_rec.update(split)
     else:
         size_rec["detail_kept"] = False
     if img.was_gray:
@@ -1114,7 +1110,7 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
     ``callback``), per restorer call and per file. ``KeyboardInterrupt`` propagates (the results so far went to
     ``on_result``)."""
     out = Path(out)
-    debug = os.environ.get("DYNFACE_DEBUG", "") not in ("", "0")
+    debug = _debug()
     tracker = _Tracker(progress, len(items))
     results: dict[int, FileResult] = {}
 

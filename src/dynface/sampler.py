@@ -159,20 +159,14 @@ def guided_sample(
             if cfg.clip_x0:
                 x0 = x0.clamp(-1, 1)
         noise = noise_like(ia, xa.shape[1:])
-        eps_d = eps.detach()
-
-        def ddim_step(x_t, t, tp, x0_used, eta_a, noise, eps_d=eps_d):
-            """DDIM x_t → x_tp from x̂0 and, per ``cfg.eps_source``, the model's ε or ε re-derived from x̂0."""
-            if cfg.eps_source == "model":
-                return diffusion.ddim_step_eps(x_t, t, tp, x0_used, eps_d, eta_a, noise)
-            return diffusion.ddim_step(x_t, t, tp, x0_used, eta_a, noise)
+        eps_used = eps.detach() if cfg.eps_source == "model" else None  # None: ε re-derived from the x̂0 used
 
         if cfg.guidance == "none":
-            x_new = ddim_step(xa.detach(), t, tp, x0.detach(), eta[ia_d], noise)
+            x_new = diffusion.ddim_step(xa.detach(), t, tp, x0.detach(), eta[ia_d], noise, eps=eps_used)
         else:
             a_map = scale_map(combined_guide(g_i, w), x0.detach(), t) if callable(scale_map) else torch.full_like(x0[:, :1], float(scale_map))
             map_sum[ia_d] += a_map.detach()
-            x_unguided = ddim_step(xa.detach(), t, tp, x0.detach(), eta[ia_d], noise)
+            x_unguided = diffusion.ddim_step(xa.detach(), t, tp, x0.detach(), eta[ia_d], noise, eps=eps_used)
             if cfg.guidance == "unet":
                 with torch.enable_grad():
                     loss = guidance_loss(residuals(x0, g_i, s_i * ref_to_working), w)
@@ -188,12 +182,12 @@ def guided_sample(
                     (grad,) = torch.autograd.grad(loss.sum(), x0v)
                 step = normalise_step(grad, loss, cfg.step_rule, zeta_t[ia_d], x_unguided - xa.detach())
                 x0g = (x0.detach() - a_map * step).clamp(-1, 1)
-                x_new = ddim_step(xa.detach(), t, tp, x0g, eta[ia_d], noise)
+                x_new = diffusion.ddim_step(xa.detach(), t, tp, x0g, eta[ia_d], noise, eps=eps_used)
             else:  # prox
                 xp = prox_step(x0.detach(), g_i, s_i * ref_to_working, w, cfg.prox_lambda)
                 blend = (a_map * zeta_t[ia_d].reshape(-1, 1, 1, 1)).clamp(0, 1)  # fidelity scales the blend
                 x0g = (blend * xp + (1 - blend) * x0.detach()).clamp(-1, 1)
-                x_new = ddim_step(xa.detach(), t, tp, x0g, eta[ia_d], noise)
+                x_new = diffusion.ddim_step(xa.detach(), t, tp, x0g, eta[ia_d], noise, eps=eps_used)
             if cfg.sigma_lr > 0:
                 with torch.enable_grad():
                     sig[ia_d] = refine_sigmas(x0.detach(), g_i, s_i, w, ref_to_working, cfg.sigma_lr, cfg.sigma_clamp)

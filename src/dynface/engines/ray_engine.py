@@ -105,13 +105,6 @@ def import_ray():
     return ray
 
 
-def _local_cpus() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
 def connect(opts: RayOptions) -> tuple[Any, bool]:
     """(ray, whether this call started Ray and must shut it down). Reuses an initialised Ray (library use)."""
     if opts.address is None:
@@ -125,7 +118,7 @@ def connect(opts: RayOptions) -> tuple[Any, bool]:
     try:
         if opts.address is None:
             want = math.ceil((opts.workers or 1) * opts.cpus_per_worker)
-            ray.init(num_cpus=max(_local_cpus(), want), include_dashboard=False, **kw)
+            ray.init(num_cpus=max(jobs.usable_cpus(), want), include_dashboard=False, **kw)
         else:
             ray.init(address=opts.address, **kw)
     except Exception as e:
@@ -141,7 +134,7 @@ def _default_workers(ray, opts: RayOptions) -> int:
         if n < 1:
             raise jobs.UsageError(f"--gpus-per-worker {opts.gpus_per_worker:g}: the Ray cluster has {res.get('GPU', 0):g} GPU(s)")
     else:
-        n = int(res.get("CPU", 1) // max(opts.cpus_per_worker, 1e-9)) if opts.cpus_per_worker > 0 else _local_cpus()
+        n = int(res.get("CPU", 1) // max(opts.cpus_per_worker, 1e-9)) if opts.cpus_per_worker > 0 else jobs.usable_cpus()
     return max(1, n)
 
 
@@ -158,11 +151,6 @@ def check_options(opts: RayOptions, settings: jobs.RestoreSettings) -> None:
         raise jobs.UsageError("--device cuda with --engine ray needs --gpus-per-worker (e.g. 1, or 0.5 for two workers per GPU)")
     if opts.files_per_task is not None and opts.files_per_task < 1:
         raise jobs.UsageError(f"files per task must be >= 1, got {opts.files_per_task}")
-
-
-def _dead_reason(e: BaseException) -> str:
-    msg = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
-    return (msg[0] if msg else type(e).__name__)[:200]
 
 
 @dataclass
@@ -290,7 +278,7 @@ class _Driver:
             self.actors.remove(a)
             self.stats.worker_deaths += 1
             if self.start_deaths > self.n_workers * (self.opts.max_retries + 1):
-                raise jobs.UsageError(f"Ray workers keep dying while they load the model: {_dead_reason(e)}") from None
+                raise jobs.UsageError(f"Ray workers keep dying while they load the model: {jobs.first_line(e)[:200]}") from None
             self.replace_dead()
             return
         if info.get("error"):
@@ -310,7 +298,7 @@ class _Driver:
             return
         except self.ray.exceptions.RayError as e:  # restore_items itself failed: not a file's fault, not retried
             del a.inflight[idx]
-            reason = f"worker error: {_dead_reason(getattr(e, 'cause', None) or e)}"
+            reason = f"worker error: {jobs.first_line(getattr(e, 'cause', None) or e)[:200]}"
             for it in chunk:
                 self.record(jobs.FileResult(str(it.path), it.stem, "failed", reason))
             return
@@ -321,7 +309,7 @@ class _Driver:
     def on_death(self, a: _Actor, e: BaseException) -> None:
         """``a`` died: recover what it finished, charge the files it was restoring, queue the rest again."""
         self.stats.worker_deaths += 1
-        reason = _dead_reason(e)
+        reason = jobs.first_line(e)[:200]
         self.ray.kill(a.handle)  # make sure (an unavailable actor may come back otherwise)
         self.actors.remove(a)
         entries = list(a.inflight)

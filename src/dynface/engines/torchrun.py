@@ -119,7 +119,7 @@ def run_torchrun_job(inputs: Sequence[str | Path], out: Path, settings: jobs.Res
         part = jobs.Manifest(part_path(out, rank))
         summary, _, todo = start_job(share, out, settings, ignored if rank == 0 else None, manifest=part)
         if todo:
-            cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            cpus = jobs.usable_cpus()
             jobs.apply_threads(replace(settings, threads=settings.threads or max(1, cpus // max(1, local_world))))
             restorer = jobs.load_restorer(settings)
 
