@@ -57,7 +57,7 @@ __all__ = [
     "Progress", "JobSummary", "Manifest", "plan_inputs", "load_restorer", "face_seed", "restore_items", "run_job",
     "collect_inputs", "assign_stems", "check_output_dir", "check_settings", "validate_steps", "default_threads",
     "apply_threads", "usable_cpus", "is_complete", "clean_stale_temp_files", "settings_warnings", "start_job", "as_done",
-    "append_line", "prepare_output", "complete_results", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
+    "append_line", "restore_logged", "prepare_output", "complete_results", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
     "one_line", "first_line",
 ]
 
@@ -1222,7 +1222,7 @@ def run_job(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings, 
     try:
         if restorer is None:
             restorer = load_restorer(settings)
-        _restore_logged(todo, out, settings, restorer, progress, summary, manifest, on_result)
+        restore_logged(todo, out, settings, restorer, progress, summary, manifest, on_result)
     finally:
         if torch.get_num_threads() != threads_before:  # a library call leaves torch as it found it
             torch.set_num_threads(threads_before)
@@ -1231,7 +1231,11 @@ def run_job(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings, 
     return summary
 
 
-def _restore_logged(todo, out, settings, restorer, progress, summary: JobSummary, manifest: Manifest, on_result) -> None:
+def restore_logged(todo: list[InputItem], out: Path, settings: RestoreSettings, restorer,
+                   progress: Callable[[Progress], None] | None, summary: JobSummary, manifest: Manifest,
+                   on_result: Callable[[FileResult], None] | None) -> None:
+    """:func:`restore_items`, each result going into ``summary`` and one ``manifest`` line as it is final; a
+    ``KeyboardInterrupt`` marks the summary interrupted."""
     def record(r: FileResult) -> None:
         summary.results.append(r)
         append_line(manifest, summary, r)

@@ -25,7 +25,6 @@ from datetime import timedelta
 from pathlib import Path
 
 from dynface import jobs
-from dynface.jobs import append_line as append
 from dynface.jobs import start_job
 
 PART_PREFIX = "manifest.rank"
@@ -123,22 +122,13 @@ def run_torchrun_job(inputs: Sequence[str | Path], out: Path, settings: jobs.Res
             jobs.apply_threads(replace(settings, threads=settings.threads or max(1, cpus // max(1, local_world))))
             restorer = jobs.load_restorer(settings)
 
-            def record(r: jobs.FileResult) -> None:
-                summary.results.append(r)
-                append(part, summary, r)
-                if on_result is not None:
-                    on_result(r)
-
             scale = max(1.0, (len(items) - len(skipped_all)) / len(todo)) if rank == 0 else 1.0
 
             def rank0_progress(p: jobs.Progress) -> None:  # rank 0's share, scaled to the whole job
                 if progress is not None:
                     progress(replace(p, fraction=p.fraction * scale, message=f"rank 0 of {world}: {p.files_done}/{len(todo)}"))
 
-            try:
-                jobs.restore_items(todo, out, settings, restorer, rank0_progress if rank == 0 else None, on_result=record)
-            except KeyboardInterrupt:
-                summary.interrupted = True
+            jobs.restore_logged(todo, out, settings, restorer, rank0_progress if rank == 0 else None, summary, part, on_result)
         dist.barrier()
         if rank != 0:
             return jobs.JobSummary(out=out, total=0, interrupted=summary.interrupted)
