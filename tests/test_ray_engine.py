@@ -48,6 +48,8 @@ class _Instrumented:
 
     def restore(self, faces, **kw):
         _Instrumented.calls += 1
+        if _Instrumented.calls == 1 and os.environ.get("DYNFACE_TEST_RENDEZVOUS"):
+            _rendezvous(os.environ["DYNFACE_TEST_RENDEZVOUS"])
         once = os.environ.get("DYNFACE_TEST_DIE_ONCE")  # this process's call DYNFACE_TEST_DIE_AT, in one process only
         if once and _Instrumented.calls == int(os.environ.get("DYNFACE_TEST_DIE_AT", "0")):
             try:
@@ -67,6 +69,19 @@ class _Instrumented:
             with open(os.environ["DYNFACE_TEST_LOG"], "a") as fh:
                 fh.write("".join(f"{os.getpid()} {s}\n" for s in kw.get("seeds") or []))
         return out
+
+
+def _rendezvous(spec: str, timeout: float = 120.0) -> None:
+    """``DIR:N``: the first restorer call of each worker waits until N workers have started one (or ``timeout``).
+
+    A worker that comes up first would otherwise be allowed to finish a small job alone, before the second one has
+    loaded its model (correct scheduling, but then the test could not see the work spread).
+    """
+    folder, n = spec.rsplit(":", 1)
+    Path(folder, str(os.getpid())).touch()
+    deadline = time.time() + timeout
+    while len(os.listdir(folder)) < int(n) and time.time() < deadline:
+        time.sleep(0.02)
 
 
 def make_tiny_restorer(name_or_path="embedded-64", device="cpu", mode="full", steps=None, precision="auto", **kw):
@@ -97,7 +112,8 @@ def cluster():
 @pytest.fixture(autouse=True)
 def _hook(monkeypatch):
     monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", FACTORY)
-    for k in ("DYNFACE_TEST_SLEEP", "DYNFACE_TEST_LOG", "DYNFACE_TEST_POISON", "DYNFACE_TEST_DIE_AT", "DYNFACE_TEST_DIE_ONCE"):
+    for k in ("DYNFACE_TEST_SLEEP", "DYNFACE_TEST_LOG", "DYNFACE_TEST_POISON", "DYNFACE_TEST_DIE_AT", "DYNFACE_TEST_DIE_ONCE",
+              "DYNFACE_TEST_RENDEZVOUS"):
         monkeypatch.delenv(k, raising=False)
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
@@ -160,6 +176,8 @@ def test_two_workers_give_the_single_process_bytes_and_a_corrupt_file_fails(tmp_
     (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n but not really")
     log = tmp_path / "log.txt"
     monkeypatch.setenv("DYNFACE_TEST_LOG", str(log))
+    (tmp_path / "rv").mkdir()
+    monkeypatch.setenv("DYNFACE_TEST_RENDEZVOUS", f"{tmp_path / 'rv'}:2")  # both workers get to start a batch
     out = tmp_path / "out"
     rc = main(["restore", "-q", "--aligned", "-i", str(d), "-o", str(out), "--threads", "1", "--batch-size", "3",
                "--engine", "ray", "--workers", "2"])
