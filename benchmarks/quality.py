@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "value up to round-off, several times faster on 1280-D features) or sqrtm (evaluate's default)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    ap.add_argument("--guidance", default=None, choices=("unet", "x0"),
+                    help="gradient of the guided modes: through the UNet to x_t (the paper's, default) or on x̂0 only")
     ap.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads")
     ap.add_argument("--work", type=Path, default=None, metavar="DIR",
                     help="work folder (pairs, restored images, per-method evaluations); default: a temporary folder")
@@ -505,7 +507,8 @@ def markdown(res: dict, tbl: str) -> str:
         f"- degradation preset: {d.get('preset') or 'unknown'}, degradation seed: {d.get('seed', 'unknown')}, "
         f"set size N: {d.get('size') or 'unknown'}",
         f"- model: {_model_line(m)}",
-        f"- sampler steps: `{res['steps']}`; fidelity w: {_fidelity_text(res)}; restoration seed: face i gets {res['seed']} + i in every mode; "
+        f"- sampler steps: `{res['steps']}`; guidance gradient: `{res.get('guidance', 'unet')}`; "
+        f"fidelity w: {_fidelity_text(res)}; restoration seed: face i gets {res['seed']} + i in every mode; "
         f"batch size {res['batch_size']}; device {res['device']} ({res['precision']})",
         f"- commit: {res['commit']}; machine: {res['machine']}; date: {res['date']}",
         f"- command: `{res['command']}`",
@@ -597,6 +600,8 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
         raise UsageError("--dblm/--dgsa/--dsst need a trained --model, not preset:*")
     restorer, info = load_model(args.model, steps, args.seed, args.device, args.precision,
                                 fallback_random=args.quick, parts=parts)
+    if args.guidance:
+        restorer = restorer.with_config(guidance=args.guidance)
     size = restorer.size
     temp = args.work is None
     work = Path(tempfile.mkdtemp(prefix="dynface-quality-")) if temp else args.work.resolve()
@@ -717,6 +722,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             "data": data,
             "model": info,
             "steps": steps,
+            "guidance": restorer.cfg.sampler.guidance,
             "fidelity": args.fidelity,
             "zeta_default": restorer.cfg.sampler.zeta,  # the guidance strength that w = 0.5 stands for
             "seed": args.seed,

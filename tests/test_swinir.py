@@ -201,7 +201,7 @@ def test_pipeline_uses_the_swinir_file_as_rm(difface_swinir, tmp_path):
         fixed.with_config(mode="full").restore(face)
 
 
-def test_train_sde_tm_against_the_frozen_swinir_then_restore(difface_swinir, tmp_path, astronaut_face):
+def test_train_sde_tm_against_the_frozen_swinir_then_restore(difface_swinir, tmp_path, astronaut_face, capsys):
     """`dynface train dblm --stages sde,tm --restorer SWINIR.pth` wiring, at 64 px (the 512 layout runs at any
     multiple of 64): RM stays the published file, the export holds TM and SDE only and needs the restorer."""
     from PIL import Image
@@ -232,3 +232,33 @@ def test_train_sde_tm_against_the_frozen_swinir_then_restore(difface_swinir, tmp
     face = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     rec = r.restore(face).records[0]
     assert 0.3 <= rec["std_star"] <= 12 and rec["nfe"] >= 1
+
+    # DGSA trains against that DBLM with the same restorer (`dynface train dgsa --restorer`), then a packaged model
+    tiny_dsst_64(tmp_path / "dsst.json")
+    dgsa_args = ["train", "dgsa", "--data", str(faces), "--out", str(tmp_path / "dgsa"), "--set", f"prior={prior}",
+                 "--set", f"dblm={run / 'dblm.safetensors'}", "--set", f"dsst={tmp_path / 'dsst.json'}",
+                 "--set", "batch_size=2", "--set", "steps=2", "--set", "log_every=1"]
+    capsys.readouterr()
+    assert main(dgsa_args) == 2  # without the restorer: one line naming it
+    err = capsys.readouterr().err
+    assert "external restorer (swinir.pth)" in err and len(err.strip().splitlines()) == 1
+    assert main([*dgsa_args, "--restorer", str(rm_file)]) == 0
+    assert main(["train", "package", "--prior", str(prior), "--dblm", str(run / "dblm.safetensors"),
+                 "--dsst", str(tmp_path / "dsst.json"), "--dgsa", str(tmp_path / "dgsa" / "dgsa.safetensors"),
+                 "--out", str(tmp_path / "model")]) == 0
+    m = DynFaceRestorer.from_pretrained(tmp_path / "model", restorer=rm_file, steps="ddim10", precision="fp32")
+    assert m.dgsa is not None and 0.3 <= m.restore(face).records[0]["std_star"] <= 12
+
+
+def tiny_dsst_64(path: Path) -> None:
+    """A DSST table for 64-px models, built from the astronaut face."""
+    import numpy as np
+    from PIL import Image
+    from skimage.data import astronaut
+
+    from dynface.diffusion import GaussianDiffusion
+    from dynface.dsst import DSSTConfig, build_dsst
+
+    face = np.asarray(Image.fromarray(astronaut()[20:220, 110:310]).resize((64, 64), Image.LANCZOS))
+    x = torch.from_numpy(face.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    build_dsst(x, GaussianDiffusion.from_config().alphas_cumprod, DSSTConfig(image_size=64)).save(path)

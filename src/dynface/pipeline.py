@@ -108,7 +108,7 @@ def prior_schedule(meta: dict, unet: UNetModel) -> ScheduleConfig:
 RM_ONLY_MODES = ("fixed_start", "restorer_only")  # modes that need RM(y) but not std* (TM, SDE)
 
 
-def _load_dblm(path: Path | None, restorer: str | Path | None, size: int, mode: str, prior: Path) -> tuple[DBLM, bool]:
+def load_dblm(path: Path | None, restorer: str | Path | None, size: int, mode: str, prior: Path | str) -> tuple[DBLM, bool]:
     """(DBLM, whether TM and SDE are trained) from a DBLM file, with ``restorer`` (DifFace's SwinIR ``.pth``,
     :mod:`dynface.models.swinir`) replacing the file's RM. A DBLM trained with ``--restorer`` holds only TM
     and SDE and refuses to load without one; with a restorer and no DBLM file only ``fixed_start`` and
@@ -189,7 +189,7 @@ class DynFaceRestorer:
         "fp32", "bf16" or "fp16". ``color_fix``: None = the model's default (``restore.color_fix`` in the
         prior's or the DGSA file's metadata; "none" when neither has one), else "wavelet" | "adain" | "none".
         ``restorer``: DifFace's SwinIR (``swinir_restoration512_L1.pth``) as RM, in place of the DBLM file's
-        (see :func:`_load_dblm`).
+        (see :func:`load_dblm`).
         """
         if color_fix is not None:
             check_color_fix(color_fix)
@@ -198,7 +198,7 @@ class DynFaceRestorer:
         unet, meta = load_prior(files.prior)
         ucfg = unet.cfg
         dblm_path = Path(dblm) if dblm else files.dblm
-        dblm_net, std_available = _load_dblm(dblm_path, restorer, ucfg.image_size, mode, files.prior)
+        dblm_net, std_available = load_dblm(dblm_path, restorer, ucfg.image_size, mode, files.prior)
         dgsa_path = Path(dgsa) if dgsa else files.dgsa
         dgsa_net = None
         trained: dict = {}

@@ -27,6 +27,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             q.add_argument("--restorer", metavar="SWINIR.pth",
                            help="DifFace's SwinIR (swinir_restoration512_L1.pth) as the frozen RM: train --stages sde,tm "
                                 "against it (e.g. --set preset=ffhq512); restore with the same --restorer")
+        if what == "dgsa":
+            q.add_argument("--restorer", metavar="SWINIR.pth",
+                           help="the SwinIR the DBLM was trained against (`train dblm --restorer`): its RM")
         q.set_defaults(func=run)
     k = tsub.add_parser("package", help="assemble a model folder (fp16 safetensors + sha256) from runs")
     k.add_argument("--prior", required=True)
@@ -83,6 +86,8 @@ def run(args: argparse.Namespace) -> int:
         else:
             from ..training.dgsa import DGSATrainConfig, train_dgsa
 
+            if args.restorer:
+                overrides["restorer"] = args.restorer
             out = train_dgsa(load_config(DGSATrainConfig, args.config, overrides), args.data, args.out, args.resume,
                              device=args.device)
     except (ConfigError, ModelLoadError, FileNotFoundError, ValueError) as e:

@@ -11,6 +11,12 @@ layer norm → 3×3 conv + long skip → "nearest+conv" upsampler (×2 nearest +
 times for ×8) → conv_hr → conv_last. Input and output are RGB in [0, 1] (``io="unit"``); with
 ``io="signed"`` the module takes and returns [−1, 1], clamped, as DBLM's RM does.
 
+What a state dict cannot show was checked by reading DifFace's ``models/swinir.py`` and ``sampler.py``
+(commit cdbc630): for 3 input channels the model subtracts the DIV2K mean (0.4488, 0.4371, 0.4040) times
+``img_range`` (1.0) before ``conv_first`` and adds it back at the end (not a buffer, so no file carries
+it); the sampler feeds it y in [0, 1], clamps its output to [0, 1] and only then maps it to [−1, 1], which is
+what ``io="signed"`` does.
+
 Loading: :func:`load_swinir` reads ``.pth`` files with ``torch.load(weights_only=True)`` only,
 unwraps ``params_ema``/``params``/``state_dict``, strips a ``module.`` prefix and accepts files with or
 without the buffers (``relative_position_index``, ``attn_mask``), which are recomputed here. Every

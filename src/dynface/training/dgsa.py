@@ -24,10 +24,11 @@ from ..degrade import degrade
 from ..diffusion import GaussianDiffusion, ScheduleConfig
 from ..dsst import DSSTTable
 from ..guidance import active_guides, combined_guide, guidance_loss, normalise_step, residuals
-from ..models.dblm import DBLM, DBLMConfig
+from ..models.dblm import DBLM
 from ..models.dgsa import DGSA, DGSAConfig
-from ..models.io import load_state_dict_file, load_weights, save_safetensors
-from ..models.unet import UNetConfig, UNetModel
+from ..models.io import save_safetensors
+from ..models.unet import UNetModel
+from ..pipeline import load_dblm, load_prior, prior_schedule
 from ..sampler import SamplerConfig
 from .data import load_face_tensor
 from .dblm import _batch
@@ -39,6 +40,7 @@ from .losses import filterbank_dists, swt_l1
 class DGSATrainConfig:
     prior: str = ""  # prior.safetensors (EMA)
     dblm: str = ""  # dblm.safetensors
+    restorer: str = ""  # DifFace's SwinIR .pth: the RM of a DBLM trained with --restorer (its file holds TM and SDE only)
     dsst: str = ""  # dsst.json
     dgsa: dict = field(default_factory=dict)
     degradation: str = "diffbir"
@@ -60,15 +62,14 @@ class DGSATrainConfig:
     data_limit: int = 0
 
 
-def load_frozen(cfg: DGSATrainConfig) -> tuple[UNetModel, DBLM, DSSTTable]:
-    sd, meta = load_state_dict_file(cfg.prior)
-    unet = UNetModel(UNetConfig.from_dict(meta["unet"]))
-    unet.load_state_dict(sd)
-    dblm = DBLM(DBLMConfig.from_dict(load_state_dict_file(cfg.dblm)[1]["dblm"]))
-    load_weights(dblm, cfg.dblm)
+def load_frozen(cfg: DGSATrainConfig) -> tuple[UNetModel, DBLM, DSSTTable, ScheduleConfig]:
+    """The frozen networks as the pipeline loads them: the prior (ours or a published ``.pth``) with the schedule
+    its file declares, the DBLM (with its external restorer, if it was trained against one), the DSST table."""
+    unet, meta = load_prior(cfg.prior)
+    dblm, _ = load_dblm(Path(cfg.dblm), cfg.restorer or None, unet.cfg.image_size, "full", cfg.prior)
     for m in (unet, dblm):
         m.eval().requires_grad_(False)
-    return unet, dblm, DSSTTable.load(cfg.dsst)
+    return unet, dblm, DSSTTable.load(cfg.dsst), prior_schedule(meta, unet)
 
 
 def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool = True, device: str = "cpu") -> Path:
@@ -77,9 +78,9 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
     run = Path(out_dir)
     run.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
-    unet, dblm, table = load_frozen(cfg)
+    unet, dblm, table, schedule = load_frozen(cfg)
     unet, dblm = unet.to(dev), dblm.to(dev)
-    diffusion = GaussianDiffusion.from_config(ScheduleConfig(learn_sigma=unet.cfg.learn_sigma)).to(dev)
+    diffusion = GaussianDiffusion.from_config(schedule).to(dev)
     dgsa_cfg = DGSAConfig.from_dict(cfg.dgsa)
     model = DGSA(dgsa_cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
