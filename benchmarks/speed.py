@@ -13,6 +13,14 @@ and the markdown file is rewritten after every step, so a run stopped by ``--bud
 leaves every finished row. ``--accel-device cpu`` runs those rows on the CPU: with ``--accel-model tiny``
 the tests do that, with ``embedded-64`` it measures ``torch.compile`` for CPU users
 (``docs/results/speed_cpu_compile.md``).
+
+CPU rows restore *faces*, because the work a face gets depends on it (its DSST start step sets the NFE):
+8 crops of ``skimage.data.astronaut()``'s face degraded with the ``gfpgan`` preset (seed 0), or the first
+images of ``--faces DIR`` (e.g. the LQ half of a ``dynface degrade`` set). They use the model's default steps
+(``--cpu-steps`` to change) and ``--cpu-precisions`` (default ``auto``: bf16 on CPUs with native bf16, as
+``dynface restore`` does), and ``full`` is measured again with ``ddim250`` (DifFace's grid, the sampler's own
+default) as the baseline of the same run. The model's speed target (``full``: 1 s/face for ``embedded-64``,
+5 s/face for ``embedded-128`` on 2 cores) is printed as met or not. Accelerator rows keep random-noise inputs.
 """
 
 from __future__ import annotations
@@ -31,6 +39,38 @@ DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # cpu: CPU rows; the rest run on an accelerator: eager pipeline rows per precision, eager UNet throughput,
 # the compiled UNet forward (bf16), the compiled pipeline (bf16 or each of --precisions; not with --quick)
 PARTS = ("cpu", "eager", "throughput", "compile-unet", "compile-pipeline")
+CPU_TARGETS = {"embedded-64": 1.0, "embedded-128": 5.0}  # s/face of `full` on 2 CPU cores (issue 10)
+BASELINE_STEPS = "ddim250"
+CPU_FACES = 8  # faces every CPU row restores, at any batch size
+
+
+def cpu_faces(size: int, n: int, folder: str | None = None) -> list:
+    """``n`` uint8 RGB faces of ``size`` px: the first ``n`` images of ``folder`` (sorted), else crops of the
+    astronaut's face (shifted windows, every other one mirrored) degraded with the ``gfpgan`` preset, seed 0."""
+    import numpy as np
+    from PIL import Image
+
+    if folder:
+        from dynface.imageio import IMAGE_EXTS
+
+        files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_EXTS)[:n]
+        if len(files) < n:
+            raise SystemExit(f"speed.py: --faces {folder} has {len(files)} image(s), {n} needed")
+        return [np.asarray(Image.open(p).convert("RGB").resize((size, size), Image.LANCZOS)) for p in files]
+    import torch
+    from skimage.data import astronaut
+
+    from dynface.degrade import degrade
+
+    a = astronaut()
+    hq = []
+    for k in range(n):
+        y, x = 20 + 4 * (k % 4), 110 + 6 * (k // 4)
+        crop = Image.fromarray(np.ascontiguousarray(a[y : y + 200, x : x + 200])).resize((size, size), Image.LANCZOS)
+        hq.append(np.asarray(crop)[:, ::-1] if k % 2 else np.asarray(crop))
+    x = torch.from_numpy(np.stack(hq).copy()).permute(0, 3, 1, 2).float() / 255
+    lq, _ = degrade(x, "gfpgan", 0)
+    return list((lq.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
 
 
 def machine() -> str:
@@ -50,7 +90,7 @@ def machine() -> str:
     return s
 
 
-def _restorer(model: str, mode: str, steps: str, device: str, precision: str):
+def _restorer(model: str, mode: str, steps: str | None, device: str, precision: str):
     from dynface.models.io import ModelLoadError
     from dynface.pipeline import DynFaceRestorer
     from dynface.registry import resolve
@@ -59,8 +99,11 @@ def _restorer(model: str, mode: str, steps: str, device: str, precision: str):
         resolve(model)
         return DynFaceRestorer.from_pretrained(model, device=device, mode=mode, steps=steps, precision=precision), model
     except ModelLoadError:  # no trained weights: random networks of the same size (speed is all we measure here)
+        from dynface.pipeline import resolve_precision
+
         r = DynFaceRestorer.from_preset(model, mode=mode, device=device)
-        return r.with_config(steps=steps, precision=precision), f"{model} (random weights)"
+        return (r.with_config(steps=steps or BASELINE_STEPS, precision=resolve_precision(precision, device)),
+                f"{model} (random weights)")
 
 
 def _sync(device: str) -> None:
@@ -87,28 +130,34 @@ def worker(spec: dict) -> list[dict]:
     base, label = _restorer(spec["model"], spec["modes"][0], spec["steps"], dev, spec["precision"])
     if spec.get("compile"):
         base = base.compiled()
-    rng = np.random.default_rng(0)
-    faces = [rng.integers(0, 256, (base.size, base.size, 3), dtype=np.uint8) for _ in range(spec["batch"])]
+    b = spec["batch"]
+    if spec.get("faces", "noise") == "noise":
+        rng = np.random.default_rng(0)
+        faces = [rng.integers(0, 256, (base.size, base.size, 3), dtype=np.uint8) for _ in range(b)]
+    else:  # the same CPU_FACES faces at every batch size (a smaller batch takes several calls), so rows compare
+        faces = cpu_faces(base.size, max(CPU_FACES, b), spec["faces"] or None)
+    calls = [faces[i : i + b] for i in range(0, len(faces), b)]
+    spec = {**spec, "steps": base.cfg.sampler.steps, "precision": base.cfg.sampler.precision}  # as resolved
     rows = []
     for mode in spec["modes"]:
         r = base.with_config(mode=mode)
         t = time.perf_counter()
-        r.restore(faces if dev != "cpu" or spec.get("compile") else faces[:1], seed=0)
+        r.restore(calls[0] if dev != "cpu" or spec.get("compile") else faces[:1], seed=0)
         _sync(dev)
         warm = time.perf_counter() - t
         if dev == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
-        out = r.restore(faces, seed=0)
+        records = [rec for k, chunk in enumerate(calls) for rec in r.restore(chunk, seed=k * b).records]
         _sync(dev)
         secs = time.perf_counter() - t
         if dev == "cuda":
             peak = torch.cuda.max_memory_allocated() / 2**20
         else:  # max RSS of the process: only meaningful for a process that ran one mode
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 if len(spec["modes"]) == 1 else float("nan")
-        nfe = float(np.mean([rec["nfe"] for rec in out.records]))
-        rows.append({**spec, "mode": mode, "label": label, "nfe_per_face": nfe, "s_per_face": secs / spec["batch"],
-                     "faces_per_s": spec["batch"] / secs, "peak_mib": peak, "warmup_s": warm})
+        nfe = float(np.mean([rec["nfe"] for rec in records]))
+        rows.append({**spec, "mode": mode, "label": label, "nfe_per_face": nfe, "s_per_face": secs / len(records),
+                     "faces_per_s": len(records) / secs, "peak_mib": peak, "warmup_s": warm})
         print("ROW " + json.dumps(rows[-1]), flush=True)  # kept by run_sub even if a later mode times out
     return rows
 
@@ -190,17 +239,18 @@ def run_sub(spec: dict, timeout: float | None = None) -> dict:
 
 def render(header: list[str], rows: list[dict], extra: list[str]) -> str:
     lines = [*header,
-             "| model | device | precision | compile | mode | batch | NFE/face | s/face | faces/s | peak MiB | warm-up s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| model | device | precision | compile | steps | mode | batch | NFE/face | s/face | faces/s | peak MiB | warm-up s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        head = f"| {r.get('label', r['model'])} | {r['device']} | {r['precision']} | {r.get('compile', False)} | {r['mode']} | {r['batch']} |"
+        head = (f"| {r.get('label', r['model'])} | {r['device']} | {r['precision']} | {r.get('compile', False)} | "
+                f"{r.get('steps') or 'model default'} | {r['mode']} | {r['batch']} |")
         if "error" in r:
             lines.append(f"{head} {r['error']} ||||||")
         else:
             lines.append(f"{head} {r['nfe_per_face']:.0f} | {r['s_per_face']:.3f} | {r['faces_per_s']:.2f} | "
                          f"{r['peak_mib']:.0f} | {r['warmup_s']:.1f} |".replace("| nan |", "| n/a |"))
     lines += ["", "Ratios full / fixed_start (same run, same settings):", ""]
-    key = lambda r: (r["device"], r["precision"], r.get("compile", False), r["batch"])  # noqa: E731
+    key = lambda r: (r["device"], r["precision"], r.get("compile", False), r["batch"], r.get("steps"))  # noqa: E731
     ok = [r for r in rows if "error" not in r]
     for r in ok:
         base = next((b for b in ok if b["mode"] == "fixed_start" and key(b) == key(r)), None)
@@ -209,6 +259,18 @@ def render(header: list[str], rows: list[dict], extra: list[str]) -> str:
             lines.append(f"- {r['device']}/{r['precision']}/compile={r.get('compile', False)}/batch {r['batch']}: "
                          f"NFE ×{r['nfe_per_face'] / base['nfe_per_face']:.2f}, s/face ×{r['s_per_face'] / base['s_per_face']:.2f}"
                          + (f", peak memory ×{mem:.2f}" if mem == mem else ""))
+    cpu_full = [r for r in ok if r["device"] == "cpu" and r["mode"] == "full" and not r.get("baseline")]
+    for r in cpu_full:  # the model's default steps vs DifFace's ddim250, same precision and batch
+        base = next((b for b in ok if b.get("baseline") and b["precision"] == r["precision"] and b["batch"] == r["batch"]), None)
+        if base:
+            lines.append(f"- cpu/{r['precision']}/batch {r['batch']}, full: {r['steps']} / {base['steps']}: "
+                         f"NFE ×{r['nfe_per_face'] / base['nfe_per_face']:.2f}, s/face ×{r['s_per_face'] / base['s_per_face']:.2f}")
+    for r in cpu_full:
+        target = CPU_TARGETS.get(r["model"])
+        if target is not None:
+            verdict = "met" if r["s_per_face"] <= target else "NOT met"
+            lines.append(f"- target for {r['model']} `full` on the CPU, at most {target:g} s/face: {r['s_per_face']:.3f} s/face "
+                         f"({r['precision']}, {r['steps']}, batch {r['batch']}, {r.get('threads', '?')} threads): **{verdict}**")
     for r in ok:  # compiled vs eager, same precision and mode
         base = next((b for b in ok if not b.get("compile") and b["mode"] == r["mode"] and b["precision"] == r["precision"]
                      and b["device"] == r["device"] and b["batch"] == r["batch"]), None)
@@ -241,6 +303,11 @@ def main() -> int:
     ap.add_argument("--accel-model", default="difface-ffhq512", metavar="NAME",
                     help="model of those rows (default: difface-ffhq512 with random weights)")
     ap.add_argument("--accel-steps", default="ddim50", metavar="STEPS", help="sampler steps of those rows (default: ddim50)")
+    ap.add_argument("--faces", default=None, metavar="DIR",
+                    help="LQ faces for the CPU rows (the first 8, sorted); default: 8 gfpgan-degraded astronaut crops")
+    ap.add_argument("--cpu-steps", default=None, metavar="STEPS", help="sampler steps of the CPU rows (default: the model's)")
+    ap.add_argument("--cpu-precisions", default="auto", metavar="LIST",
+                    help="precisions of the CPU rows (default: auto, as dynface restore; e.g. auto,fp32)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
@@ -262,11 +329,12 @@ def main() -> int:
         return cap if rem is None else (rem if cap is None else min(cap, rem))
 
     accel = args.accel_device or ("cuda" if torch.cuda.is_available() else None)
-    steps = "ddim50" if args.quick else "ddim250"
+    steps = args.cpu_steps
     argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--out" and (i == 0 or sys.argv[i] != "--out")]
     cmd = " ".join(["python benchmarks/speed.py", *argv])
     header = [f"# Speed ({time.strftime('%Y-%m-%d')})", "", f"Machine: {machine()}", "",
-              f"Command: `{cmd}`; sampler steps `{steps}` on the CPU"
+              f"Command: `{cmd}`; sampler steps on the CPU: {f'`{steps}`' if steps else 'the model default'} "
+              f"(and `{BASELINE_STEPS}` as the baseline); CPU faces: {args.faces or '8 gfpgan-degraded astronaut crops'}"
               + (f", `{args.accel_steps}` on {accel}" if accel else "")
               + " (grid schedule: NFE grows with each face's DSST start step). Warm-up: the first call, batch 1 for "
               "eager CPU rows, else the measured batch (with torch.compile, compilation included).", ""]
@@ -284,10 +352,21 @@ def main() -> int:
         rows.extend(done + [{**spec, "mode": m, "error": res["error"]} for m in spec["modes"][len(done):]])
         flush()
 
+    if args.faces and not args.gpu_only and "cpu" in parts:
+        from dynface.imageio import IMAGE_EXTS
+
+        folder = Path(args.faces)
+        n = sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS) if folder.is_dir() else 0
+        if n < CPU_FACES:
+            ap.error(f"--faces {args.faces}: {n} image(s), {CPU_FACES} needed")
     if not args.gpu_only and "cpu" in parts:
-        for b in ((1, 4) if args.quick else (1, 8)):
-            for m in ("fixed_start", "full"):
-                add({"model": args.model, "modes": [m], "steps": steps, "device": "cpu", "precision": "fp32", "batch": b})
+        threads = torch.get_num_threads()
+        cpu = {"model": args.model, "device": "cpu", "faces": args.faces or "", "threads": threads}
+        for prec in [p.strip() for p in args.cpu_precisions.split(",") if p.strip()]:
+            for b in ((8,) if args.quick else (1, 8)):
+                for m in ("fixed_start", "full"):
+                    add({**cpu, "modes": [m], "steps": steps, "precision": prec, "batch": b})
+                add({**cpu, "modes": ["full"], "steps": BASELINE_STEPS, "precision": prec, "batch": b, "baseline": True})
     if accel:
         batch = 2 if args.quick else 4
         precs = ("fp32", "bf16") if args.quick else ("fp32", "bf16", "fp16")

@@ -127,3 +127,33 @@ def test_unscored_faces_fail_loudly(quality, tmp_path, monkeypatch, capsys):
     assert "--allow-missing" in err.strip().splitlines()[-1]
     assert "(2/3)" in (tmp_path / "results" / "u.md").read_text()
     assert quality.main([*argv, "--allow-missing"]) == 0
+
+
+def test_guidance_option_and_paired_comparison_of_two_runs(quality, tmp_path, capsys):
+    """``--guidance x0`` reaches the sampler (and the report); ``compare_runs.py --paired`` gives per-face
+    differences on the faces both runs scored, equal to the ones computed from the JSONs here."""
+    hq = _hq_folder(quality, tmp_path / "faces")
+    out, work = tmp_path / "results", tmp_path / "work"
+    common = ["--size", "32", "--model", "preset:tiny", "--metrics", "psnr,ssim", "--methods", "full",
+              "--batch-size", "4", "--threads", "1", "--out", str(out)]
+    assert quality.main(["--hq", str(hq), *common, "--steps", "ddim20", "--name", "a", "--work", str(work), "--keep-work"]) == 0
+    assert quality.main(["--pairs", str(work / "pairs"), *common, "--steps", "ddim10", "--guidance", "x0", "--name", "b",
+                         "--work", str(tmp_path / "work_b")]) == 0
+    a, b = (json.loads((out / f"{n}.json").read_text()) for n in "ab")
+    assert (a["guidance"], b["guidance"]) == ("unet", "x0") and "guidance gradient: `x0`" in (out / "b.md").read_text()
+    spec = importlib.util.spec_from_file_location("dynface_bench_compare", SCRIPT.parent / "compare_runs.py")
+    cmp_mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cmp_mod)
+    assert cmp_mod.main([str(out / "a.json"), str(out / "b.json"), "--paired", str(out / "a.json"),
+                         "--out", str(tmp_path / "t.md")]) == 0
+    text = (tmp_path / "t.md").read_text()
+    assert "| `a` | default | ddim20 | unet | full |" in text and "| `b` | default | ddim10 | x0 | full |" in text
+    fa, fb = a["per_face"]["full"], b["per_face"]["full"]
+    d = np.array([fb[k]["psnr"] - fa[k]["psnr"] for k in fa])
+    row = next(ln for ln in text.splitlines() if ln.startswith("| `b` |") and "±" in ln)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    psnr_cell = cells[1 + [m for m in next(iter(fa.values())) if m not in cmp_mod.PER_FACE_SKIP].index("psnr")]
+    mean, rest = psnr_cell.split(" ± ")
+    assert float(mean) == pytest.approx(d.mean(), rel=1e-3, abs=1e-6)
+    assert float(rest.split(" [")[0]) == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)), rel=0.05)
+    assert rest.endswith("[4]")

@@ -21,11 +21,12 @@ def _run(tmp_path: Path, *args: str) -> str:
 def test_accelerator_rows_ratios_and_throughput(tmp_path):
     text = _run(tmp_path, "--compile-timeout", "0")
     rows = [ln.split("|")[1:-1] for ln in text.splitlines() if ln.startswith("| tiny")]
-    assert [(r[2].strip(), r[4].strip()) for r in rows] == [
+    assert [(r[2].strip(), r[5].strip()) for r in rows] == [
         ("fp32", "fixed_start"), ("fp32", "full"), ("bf16", "fixed_start"), ("bf16", "full")]
-    nfe = {(r[2].strip(), r[4].strip()): float(r[6]) for r in rows}
+    assert all(r[4].strip() == "ddim50" for r in rows)  # --accel-steps' default
+    nfe = {(r[2].strip(), r[5].strip()): float(r[7]) for r in rows}
     assert nfe["fp32", "full"] > nfe["fp32", "fixed_start"] == 20  # ddim50 from t=400: DifFace's calls at 380 … 0
-    assert all(float(r[7]) > 0 and float(r[8]) > 0 for r in rows)  # s/face, faces/s measured
+    assert all(float(r[8]) > 0 and float(r[9]) > 0 for r in rows)  # s/face, faces/s measured
     assert re.search(r"cpu/fp32/compile=False/batch 2: NFE ×\d+\.\d+, s/face ×\d+\.\d+", text)
     assert re.search(r"UNet forward bf16 eager, batch 4: [\d.]+ ms", text)
     assert "--out" not in text and "torch.compile: not measured" in text
@@ -46,3 +47,33 @@ def test_parts_and_precisions_select_and_bad_values_are_usage_errors(tmp_path):
         res = subprocess.run([sys.executable, str(SCRIPT), "--accel-device", "cpu", "--out", str(tmp_path / "x.md"), *bad],
                              capture_output=True, text=True, timeout=120)
         assert res.returncode == 2 and "unknown --" in res.stderr and not (tmp_path / "x.md").exists()
+
+
+def test_cpu_rows_restore_faces_with_the_model_steps_and_a_ddim250_baseline(tmp_path):
+    """CPU rows: faces from --faces, the given steps, resolved precision, and ``full`` again with ddim250 in the
+    same run as the baseline of a printed ratio."""
+    import numpy as np
+    from PIL import Image
+
+    faces = tmp_path / "lq"
+    faces.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(9):
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(faces / f"f{k}.png")
+    out = tmp_path / "speed.md"
+    subprocess.run([sys.executable, str(SCRIPT), "--quick", "--parts", "cpu", "--model", "tiny", "--cpu-steps", "ddim10",
+                    "--cpu-precisions", "fp32", "--faces", str(faces), "--out", str(out)],
+                   check=True, capture_output=True, text=True, timeout=600)
+    text = out.read_text()
+    rows = [[c.strip() for c in ln.split("|")[1:-1]] for ln in text.splitlines() if ln.startswith("| tiny")]
+    assert [(r[2], r[4], r[5], r[6]) for r in rows] == [
+        ("fp32", "ddim10", "fixed_start", "8"), ("fp32", "ddim10", "full", "8"), ("fp32", "ddim250", "full", "8")]
+    assert float(rows[2][7]) > float(rows[1][7])  # the finer grid makes more UNet calls
+    assert re.search(r"cpu/fp32/batch 8, full: ddim10 / ddim250: NFE ×0\.\d+, s/face ×\d+\.\d+", text)
+    assert f"CPU faces: {faces}" in text and "target for" not in text  # no speed target for the tiny preset
+    (faces / "f0.png").unlink()
+    for p in list(faces.iterdir())[:2]:
+        p.unlink()
+    res = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--parts", "cpu", "--model", "tiny", "--faces", str(faces),
+                          "--out", str(tmp_path / "s2.md")], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and "6 image(s), 8 needed" in res.stderr and not (tmp_path / "s2.md").exists()

@@ -608,7 +608,7 @@ def build_app(app: WebApp):
                     aligned = gr.Checkbox(False, label="inputs are aligned face crops", elem_id="aligned")
                     fidelity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="fidelity -w (higher: closer to the input)")
                     with gr.Row():
-                        steps = gr.Textbox("", label="steps (empty: the model's)", placeholder="e.g. ddim50", max_lines=1)
+                        steps = gr.Textbox("", label="steps (empty: the model's)", placeholder="e.g. ddim25, ddim250", max_lines=1)
                         seed = gr.Number(0, label="seed", precision=0, minimum=0)
                     with gr.Row():
                         precision = gr.Dropdown(list(PRECISIONS), value="auto", label="precision")

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--zeta", type=float, default=None,
                    help="the model's default guidance strength ζ at -w 0.5 (e.g. calibrated on training faces); "
                         "default: the ζ DGSA was trained with")
+    k.add_argument("--steps", default=None, help="the model's default sampler steps (e.g. ddim50); default: ddim250")
+    k.add_argument("--guidance", default=None, choices=("unet", "x0", "prox"),
+                   help="the model's default guidance gradient; default: unet (the paper's ∂/∂x_t)")
     k.set_defaults(func=run_package)
     c = tsub.add_parser("card", help="rewrite a model folder's MODEL_CARD.md notes, keeping (and checking) its files table")
     c.add_argument("--model", required=True, help="model folder")
@@ -116,7 +119,8 @@ def run_package(args: argparse.Namespace) -> int:
     try:
         notes = open(args.card).read() if args.card else None
         infos = package_model(args.out, args.prior, args.dblm, args.dsst, args.dgsa, fp16=not args.fp32, template=args.template,
-                              card_notes=notes, zeta=args.zeta)
+                              card_notes=notes, zeta=args.zeta, steps=args.steps,
+                              guidance=args.guidance)
     except (ModelLoadError, FileNotFoundError, ValueError) as e:
         print(f"dynface train package: error: {e}", file=sys.stderr)
         return 2

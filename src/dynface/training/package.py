@@ -34,22 +34,33 @@ def _copy_weights(src: Path, dst: Path, fp16: bool, extra_meta: dict | None = No
 
 def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: str | Path, dgsa: str | Path | None = None,
                   fp16: bool = True, template: str = "utkface64", card_notes: str | None = None,
-                  zeta: float | None = None) -> list[dict]:
+                  zeta: float | None = None, steps: str | None = None, guidance: str | None = None) -> list[dict]:
     """Write prior/dblm/dgsa safetensors and dsst.json into ``out``; returns one info dict per file.
 
     ``zeta``: the sampler's default guidance strength for this model (stored in the DGSA metadata as
-    ``sampler.zeta``; the pipeline prefers it to the ζ DGSA was trained with).
+    ``sampler.zeta``; the pipeline prefers it to the ζ DGSA was trained with). ``steps``: the model's default
+    sampler steps (``sampler.steps``; else the sampler's ``ddim250``), e.g. the fewest that lose nothing on val.
+    ``guidance``: the model's default guidance gradient (``sampler.guidance``: ``unet``, the paper's ∂/∂x_t, else
+    ``x0``/``prox``), when one was measured to cost nothing for this model.
     """
-    if zeta is not None and not dgsa:
-        raise ValueError("--zeta is stored with the DGSA weights: give --dgsa too")
+    from ..jobs import validate_steps
+    from ..sampler import GUIDANCE_KINDS
+
+    if (zeta, steps, guidance) != (None, None, None) and not dgsa:
+        raise ValueError("--zeta, --steps and --guidance are stored with the DGSA weights: give --dgsa too")
     if zeta is not None and not zeta > 0:
         raise ValueError(f"--zeta must be positive, got {zeta}")
+    guided = [g for g in GUIDANCE_KINDS if g != "none"]
+    if guidance is not None and guidance not in guided:
+        raise ValueError(f"--guidance must be one of {', '.join(guided)}, got {guidance!r}")
+    sampler = {k: v for k, v in (("zeta", zeta), ("steps", None if steps is None else validate_steps(steps)),
+                                 ("guidance", guidance)) if v is not None}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     infos = [_copy_weights(Path(prior), out / "prior.safetensors", fp16, {"template": template}),
              _copy_weights(Path(dblm), out / "dblm.safetensors", fp16)]
     if dgsa:
-        infos.append(_copy_weights(Path(dgsa), out / "dgsa.safetensors", fp16, {"sampler": {"zeta": zeta}} if zeta else None))
+        infos.append(_copy_weights(Path(dgsa), out / "dgsa.safetensors", fp16, {"sampler": sampler} if sampler else None))
     shutil.copyfile(dsst, out / "dsst.json")
     infos.append({"file": "dsst.json"})
     for info in infos:
