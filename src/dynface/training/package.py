@@ -41,7 +41,7 @@ def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: st
     ``sampler.zeta``; the pipeline prefers it to the ζ DGSA was trained with). ``steps``: the model's default
     sampler steps (``sampler.steps``; else the sampler's ``ddim250``), e.g. the fewest that lose nothing on val.
     ``guidance``: the model's default guidance gradient (``sampler.guidance``: ``unet``, the paper's ∂/∂x_t, else
-    ``x0``/``prox``), when one was measured to cost nothing for this model.
+    ``x0``/``prox``), when the val table showed the cheaper one is worth its (small) cost for this model.
     """
     from ..jobs import validate_steps
     from ..sampler import GUIDANCE_KINDS
