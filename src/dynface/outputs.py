@@ -77,7 +77,9 @@ def check_output_folder(
     count as input folders); ``folders``: input folders given as such. Symlinks are resolved."""
     out = Path(out)
     out_r = safe_resolve(out)
-    in_dirs = {safe_resolve(f).parent for f in files} | {safe_resolve(d) for d in folders}
+    files_r = [safe_resolve(f) for f in files]
+    folders_r = [safe_resolve(d) for d in folders]
+    in_dirs = {f.parent for f in files_r} | set(folders_r)
     for d in sorted(in_dirs):
         if out_r == d:
             raise OutputFolderError(f"the output folder {out} is the input folder {d}; choose another -o")
@@ -85,8 +87,8 @@ def check_output_folder(
             raise OutputFolderError(
                 f"the output folder {out} lies inside the input folder {d}; choose another -o or pass --allow-input-dir"
             )
-    for f in (*files, *folders):
-        fr = safe_resolve(f)
-        for sub in subdirs:
-            if is_inside(fr, out_r / sub):
+    subs_r = [(sub, safe_resolve(out_r / sub)) for sub in subdirs]  # once: a sub-folder may be a symlink
+    for f, fr in zip((*files, *folders), (*files_r, *folders_r), strict=True):
+        for sub, sr in subs_r:
+            if fr == sr or sr in fr.parents:
                 raise OutputFolderError(f"input {f} lies in the output folder's {sub}/; it would be overwritten")
