@@ -30,7 +30,7 @@ from .dsst import DSSTTable
 from .models.dblm import DBLM, DBLMConfig
 from .models.dblm import PRESETS as DBLM_PRESETS
 from .models.dgsa import DGSA, DGSAConfig
-from .models.io import ModelLoadError, check_compatible, load_state_dict_file, load_weights
+from .models.io import ModelLoadError, check_compatible, load_checked, load_state_dict_file
 from .models.unet import PRESETS as UNET_PRESETS
 from .models.unet import UNetConfig, UNetModel
 from .registry import resolve
@@ -93,8 +93,7 @@ def load_prior(path: str | Path) -> tuple[UNetModel, dict]:
     """(prior UNet in eval mode, file metadata) from .safetensors with config metadata or a published .pth."""
     sd, meta = load_state_dict_file(path)
     unet = UNetModel(_infer_unet_config(sd, meta, Path(path)))
-    check_compatible(unet, sd, name=str(path))
-    unet.load_state_dict(sd)
+    load_checked(unet, sd, name=str(path))
     return unet.eval(), meta
 
 
@@ -115,14 +114,14 @@ def load_dblm(path: Path | None, restorer: str | Path | None, size: int, mode: s
     ``restorer_only`` can run."""
     if path is None and restorer is None:
         raise ModelLoadError(f"{prior}: no DBLM weights found beside it; pass dblm=PATH (--dblm) or a restorer (--restorer)")
-    meta = load_state_dict_file(path)[1] if path is not None else {}
+    sd, meta = load_state_dict_file(path) if path is not None else ({}, {})
     net = DBLM(DBLMConfig.from_dict(meta.get("dblm", {"size": size})))
     external = meta.get("rm")
     if restorer is None:
         if isinstance(external, dict):
             raise ModelLoadError(f"{path}: TM and SDE were trained against an external restorer "
                                  f"({external.get('file', '?')}); pass it with restorer=PATH (--restorer)")
-        load_weights(net, path)
+        load_checked(net, sd, name=str(path))
         return net, True
     from .models.swinir import load_swinir
 
@@ -133,10 +132,8 @@ def load_dblm(path: Path | None, restorer: str | Path | None, size: int, mode: s
                                  "`dynface train dblm --stages sde,tm --restorer ...`; with a restorer alone only "
                                  f"{' and '.join(RM_ONLY_MODES)} run")
         return net, False
-    sd = {k: v for k, v in load_state_dict_file(path)[0].items() if not k.startswith("rm.")}
     parts = torch.nn.ModuleDict({"tm": net.tm, "sde": net.sde})
-    check_compatible(parts, sd, name=f"{path} (TM and SDE)")
-    parts.load_state_dict(sd)
+    load_checked(parts, {k: v for k, v in sd.items() if not k.startswith("rm.")}, name=f"{path} (TM and SDE)")
     return net, True
 
 
@@ -204,9 +201,9 @@ class DynFaceRestorer:
         trained: dict = {}
         defaults = _restore_defaults(meta)
         if dgsa_path is not None:
-            dgsa_meta = load_state_dict_file(dgsa_path)[1]
+            dgsa_sd, dgsa_meta = load_state_dict_file(dgsa_path)
             dgsa_net = DGSA(DGSAConfig.from_dict(dgsa_meta.get("dgsa", {})))
-            load_weights(dgsa_net, dgsa_path)
+            load_checked(dgsa_net, dgsa_sd, name=str(dgsa_path))
             # DGSA learned its map relative to a base step (§8 C3): sample with the same one by default
             trained = {k: v for k, v in dgsa_meta.get("train", {}).items() if k in ("zeta", "step_rule")}
             known = {f.name for f in fields(SamplerConfig)}  # the packager's calibrated defaults win

@@ -202,6 +202,11 @@ def check_compatible(model: nn.Module, sd: dict[str, torch.Tensor], name: str = 
 def load_weights(model: nn.Module, path: str | Path) -> dict:
     """Load a weights file into ``model`` (strict), returning the file's metadata."""
     sd, meta = load_state_dict_file(path)
-    check_compatible(model, sd, name=str(path))
-    model.load_state_dict(sd)
+    load_checked(model, sd, name=str(path))
     return meta
+
+
+def load_checked(model: nn.Module, sd: dict[str, torch.Tensor], name: str) -> None:
+    """``model.load_state_dict(sd)`` after :func:`check_compatible` (one clear error for a foreign state dict)."""
+    check_compatible(model, sd, name=name)
+    model.load_state_dict(sd)
