@@ -147,8 +147,15 @@ def safe_torch_load(path: str | Path, map_location: str | torch.device = "cpu"):
         ) from None
 
 
-def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(state dict as float32 tensors, metadata) from a .safetensors or .pth/.pt/.ckpt file."""
+PTH_WRAPPERS = ("state_dict", "model", "ema", "params_ema")  # keys a training checkpoint nests its state dict under
+
+
+def load_state_dict_file(path: str | Path, wrappers: tuple[str, ...] = PTH_WRAPPERS,
+                         levels: int = 1) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state dict as float32 tensors, metadata) from a .safetensors or .pth/.pt/.ckpt file.
+
+    A .pth's state dict may be nested under the first of ``wrappers`` it has, up to ``levels`` deep
+    (e.g. ``{"state_dict": {"params_ema": {...}}}`` with 2); a ``module.`` prefix is removed."""
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"{path}: file not found")
@@ -165,11 +172,12 @@ def load_state_dict_file(path: str | Path) -> tuple[dict[str, torch.Tensor], dic
         elif suffix in {".pth", ".pt", ".ckpt", ".bin"}:
             obj = safe_torch_load(path)
             meta = {}
-            if isinstance(obj, dict):
-                for key in ("state_dict", "model", "ema", "params_ema"):
-                    if key in obj and isinstance(obj[key], dict):
-                        obj = obj[key]
-                        break
+            for _ in range(levels):
+                if isinstance(obj, dict):
+                    for key in wrappers:
+                        if key in obj and isinstance(obj[key], dict):
+                            obj = obj[key]
+                            break
             if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
                 raise ModelLoadError(f"{path}: does not contain a state dict of tensors")
             sd = _strip_prefix(dict(obj))

@@ -25,14 +25,14 @@ failure is one :class:`~dynface.models.io.ModelLoadError`.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .io import ModelLoadError, _strip_prefix, check_compatible, load_state_dict_file, safe_torch_load
+from .io import ModelLoadError, check_compatible, load_state_dict_file
 
 BUFFER_SUFFIXES = ("relative_position_index", "attn_mask")
 WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
@@ -52,14 +52,6 @@ class SwinIRConfig:
     num_feat: int = 64
     img_range: float = 1.0
     rgb_mean: tuple[float, float, float] = (0.4488, 0.4371, 0.4040)  # SwinIR's DIV2K mean (3-channel input)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> SwinIRConfig:
-        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**d)
 
 
 DIFFACE_512 = SwinIRConfig()
@@ -276,20 +268,6 @@ def state_dict_shapes(model: nn.Module) -> dict[str, tuple[int, ...]]:
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
-def _read_raw(path: Path) -> dict[str, torch.Tensor]:
-    """A .pth's tensors after unwrapping (params_ema/params/state_dict/model) and removing ``module.``."""
-    obj = safe_torch_load(path)
-    for _ in range(2):  # e.g. {"state_dict": {"params_ema": {...}}}
-        if isinstance(obj, dict):
-            for key in WRAPPER_KEYS:
-                if isinstance(obj.get(key), dict):
-                    obj = obj[key]
-                    break
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelLoadError(f"{path}: does not contain a state dict of tensors")
-    return _strip_prefix(dict(obj))
-
-
 def load_swinir(path: str | Path, cfg: SwinIRConfig = DIFFACE_512, io: str = "unit") -> SwinIR:
     """A :class:`SwinIR` in eval mode with the weights of ``path`` (.pth or .safetensors).
 
@@ -298,12 +276,9 @@ def load_swinir(path: str | Path, cfg: SwinIRConfig = DIFFACE_512, io: str = "un
     shape raises :class:`ModelLoadError`.
     """
     path = Path(path)
-    if not path.is_file() or path.stat().st_size == 0 or path.suffix.lower() == ".safetensors":
-        sd = load_state_dict_file(path)[0]  # uniform messages for missing/empty files; safetensors reader
-    elif path.suffix.lower() in {".pth", ".pt", ".ckpt", ".bin"}:
-        sd = _read_raw(path)
-    else:
-        raise ModelLoadError(f"{path}: unsupported weights format {path.suffix!r} (use .pth or .safetensors)")
+    sd = load_state_dict_file(path, wrappers=WRAPPER_KEYS, levels=2)[0]  # e.g. {"state_dict": {"params_ema": …}}
+    if not sd:
+        raise ModelLoadError(f"{path}: does not contain a state dict of tensors")
     model = SwinIR(cfg, io=io)
     own = model.state_dict()
     for k in [k for k in own if k.endswith(BUFFER_SUFFIXES)]:
@@ -312,7 +287,6 @@ def load_swinir(path: str | Path, cfg: SwinIRConfig = DIFFACE_512, io: str = "un
                                  f"{tuple(sd[k].shape)} vs model {tuple(own[k].shape)}) (expected DifFace's "
                                  "swinir_restoration512_L1.pth layout)")
         sd[k] = own[k]
-    sd = {k: v.float() if v.is_floating_point() else v for k, v in sd.items()}
     try:
         check_compatible(model, sd, name=f"{path}: SwinIR weights")
     except ModelLoadError as e:
