@@ -315,3 +315,18 @@ def test_set_metric_without_value_fails_only_when_asked_for(tmp_path, capsys):
     assert rc == 1 and "not scored: set:fd: need at least 2 images" in cap.err
     rc, cap = _run(capsys, "--restored", one, "--hq", one, "--out", tmp_path / "d.json", "-q")
     assert rc == 0 and "note: fd not computed: need at least 2 images" in cap.err
+
+
+def test_refused_lpips_weights_one_line(folders, capsys):
+    """A --lpips-weights file the safe loader refuses gives one line naming the flag and the file (the LPIPS
+    loader reads through io.safe_torch_load, as the FID one does)."""
+    import pickle
+
+    tmp, hq, res, _ = folders
+    w = tmp / "raw_pickle.pth"
+    w.write_bytes(pickle.dumps({"w": np.zeros(3)}, protocol=4))
+    rc, cap = _run(capsys, "--restored", res, "--hq", hq, "--metrics", "lpips", "--lpips-weights", w,
+                   "--out", tmp / "l.json", "-q")  # fmt: skip
+    err = cap.err.strip()
+    assert rc == 2 and "\n" not in err and err.startswith(f"dynface evaluate: error: --lpips-weights {w}: "), err
+    assert "plain Python pickle" in err

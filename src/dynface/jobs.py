@@ -719,12 +719,12 @@ def _debug() -> bool:
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type's name when it has none)."""
     msg = str(e).strip().splitlines()
-    return msg[0] if msg else type(e).__name__
+    return msg[0].strip() if msg else type(e).__name__
 
 
 def one_line(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0]}" if msg else type(e).__name__
+    """``Type: first line of the message`` (decoders and torch wrap long multi-line texts)."""
+    return f"{type(e).__name__}: {first_line(e)}" if str(e).strip() else type(e).__name__
 
 
 def _record_settings(settings: RestoreSettings, restorer, upscale: float | None = None) -> dict:

@@ -26,14 +26,14 @@ Markdown are still written; each failure is printed) or an unexpected error, 2 b
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as _dt
 import json
 import math
 import os
 import sys
-import warnings
 from pathlib import Path
+
+from dynface.jobs import one_line
 
 PAIRED = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "ida", "lmd")
 SINGLE = ("niqe", "brisque")
@@ -290,7 +290,7 @@ def _set_features(files: list[Path], fn, batch: int, progress: _Progress | None,
         try:
             buf.append(load_rgb(p))
         except Exception as e:  # noqa: BLE001 - unreadable file: count it, go on
-            errors[f"{tag}:{p.name}"] = f"cannot read image ({_one_line(e)})"
+            errors[f"{tag}:{p.name}"] = f"cannot read image ({one_line(e)})"
         if len(buf) == batch:
             feats.append(fn(buf))
             buf = []
@@ -381,10 +381,7 @@ def _run(args: argparse.Namespace) -> int:
         from dynface.metrics import lpips as lpips_mod
 
         try:
-            with _quiet_torch_load():
-                lp = lpips_mod.load_lpips(
-                    str(args.lpips_weights), None, str(args.lpips_heads) if args.lpips_heads else None
-                )
+            lp = lpips_mod.load_lpips(str(args.lpips_weights), None, str(args.lpips_heads) if args.lpips_heads else None)
         except lpips_mod.LpipsUnavailable as e:
             raise UsageError(_weights_error("--lpips-weights", args.lpips_weights, e)) from e
         conv["lpips"] = lpips_mod.convention(args.lpips_weights)
@@ -392,8 +389,7 @@ def _run(args: argparse.Namespace) -> int:
         from dynface.metrics import fid as fid_mod
 
         try:
-            with _quiet_torch_load():
-                fid_ex = fid_mod.load_extractor(str(args.fid_weights))
+            fid_ex = fid_mod.load_extractor(str(args.fid_weights))
         except fid_mod.FidUnavailable as e:
             raise UsageError(_weights_error("--fid-weights", args.fid_weights, e)) from e
         conv["fid"] = fid_ex.describe()
@@ -441,7 +437,7 @@ def _run(args: argparse.Namespace) -> int:
         try:
             img = load_rgb(restored[k])
         except Exception as e:  # noqa: BLE001
-            errors[k] = f"cannot read restored image {rec['restored']} ({_one_line(e)})"
+            errors[k] = f"cannot read restored image {rec['restored']} ({one_line(e)})"
             for m in failed:
                 failed[m] += 1
                 rec[m] = float("nan")
@@ -461,7 +457,7 @@ def _run(args: argparse.Namespace) -> int:
             try:
                 gt = load_rgb(hq[k])
             except Exception as e:  # noqa: BLE001
-                errors[k] = f"cannot read HQ image {rec['hq']} ({_one_line(e)})"
+                errors[k] = f"cannot read HQ image {rec['hq']} ({one_line(e)})"
             if gt is not None and gt.shape != img.shape:
                 if args.resize_hq:
                     gt = resize_uint8(gt, img.shape[:2])
@@ -609,34 +605,14 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-@contextlib.contextmanager
-def _quiet_torch_load():
-    """Silence torch's "Detected pickle protocol" warning while user weight files are read (the refusal, if any,
-    is reported by :func:`_weights_error`)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"(?s).*pickle protocol", category=UserWarning)
-        yield
-
-
 def _weights_error(flag: str, path: Path, e: BaseException) -> str:
     """One line for a weights file that cannot be used: torch's refusal of a pickle spans a dozen lines of
-    boilerplate, and load_state_dict's errors list one mismatch per line."""
-    import pickle
-
-    from dynface.models.io import weights_refusal
-
-    if isinstance(e.__cause__, pickle.UnpicklingError):
-        return f"{flag} {weights_refusal(path, e.__cause__)}"
+    boilerplate (the metric loaders read files through io.safe_torch_load, which says it in one line), and
+    load_state_dict's errors list one mismatch per line."""
     text = " ".join(str(e).split())
     if len(text) > 400:
         text = text[:399] + "…"
     return f"{flag} {text}" if text.startswith(str(path)) else f"{flag} {path}: {text}"
-
-
-def _one_line(e: BaseException) -> str:
-    """``Type: first line of the message`` (decoders and torch wrap long multi-line texts)."""
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return f"{type(e).__name__}: {lines[0]}" if lines else type(e).__name__
 
 
 def _failures(per_image, errors, metrics, failed, set_results, unpaired_r, unpaired_h, args, hq, paired) -> dict:
@@ -696,7 +672,7 @@ def _safe(fn, errors: dict, key: str, metric: str) -> float:
     try:
         return float(fn())
     except Exception as e:  # noqa: BLE001 - a bad image must not stop the run
-        errors[f"{key}:{metric}"] = _one_line(e)
+        errors[f"{key}:{metric}"] = one_line(e)
         return float("nan")
 
 
@@ -741,7 +717,7 @@ def _paired_metrics(img, gt, paired_metrics, face_ms, rec, errors, k, args, lp) 
                 where = "either image" if r["boxes"] == (None, None) else "the restored image" if r["boxes"][0] is None else "the HQ image"
                 errors[f"{k}:face"] = f"no face found in {where} (see --face-fallback)"
         except Exception as e:  # noqa: BLE001
-            errors[f"{k}:face"] = _one_line(e)
+            errors[f"{k}:face"] = one_line(e)
             for m in face_ms:
                 rec[m] = float("nan")
 

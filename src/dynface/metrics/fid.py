@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..models.io import ModelLoadError, safe_torch_load
 from ._util import as_rgb_uint8
 
 FID_LABEL = "FID (Inception, user-supplied weights)"
@@ -214,9 +215,9 @@ class FidExtractor:
         else:
             self.kind = "pytorch-fid"
             try:
-                sd = torch.load(p, map_location="cpu", weights_only=True)
-            except Exception as e:  # noqa: BLE001 - any unpickling problem is a bad file for us
-                raise FidUnavailable(f"{p}: not a loadable state dict or TorchScript archive ({e})") from e
+                sd = safe_torch_load(p)
+            except ModelLoadError as e:  # refused, corrupt or truncated: one line naming the file
+                raise FidUnavailable(str(e)) from None
             if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
                 sd = sd["state_dict"]
             m = FIDInceptionV3()

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.io import ModelLoadError, safe_torch_load
 from ._util import as_rgb_uint8, package_dir
 
 ALEX_CHANNELS = (64, 192, 384, 256, 256)
@@ -32,6 +33,15 @@ VGG_CHANNELS = (64, 128, 256, 512, 512)
 ALEX_SLICES = ((0, 2), (2, 5), (5, 8), (8, 10), (10, 12))
 VGG_SLICES = ((0, 4), (4, 9), (9, 16), (16, 23), (23, 30))
 VGG_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+def _load(path: str | Path):
+    """``torch.load(weights_only=True)`` through :func:`~dynface.models.io.safe_torch_load`: a refused, corrupt or
+    truncated file is one :class:`LpipsUnavailable` line."""
+    try:
+        return safe_torch_load(path)
+    except ModelLoadError as e:
+        raise LpipsUnavailable(str(e)) from None
 
 
 class LpipsUnavailable(RuntimeError):
@@ -105,7 +115,7 @@ class LPIPS(nn.Module):
         return total.view(-1)
 
     def load_heads(self, path: str | Path) -> None:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = _load(path)
         mapped = {}
         for i in range(5):
             k = f"lin{i}.model.1.weight"
@@ -115,7 +125,7 @@ class LPIPS(nn.Module):
         self.lins.load_state_dict(mapped, strict=True)
 
     def load_backbone(self, path: str | Path) -> None:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = _load(path)
         if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
             sd = sd["state_dict"]
         if not isinstance(sd, dict):
@@ -141,7 +151,7 @@ def heads_path(net: str = "alex") -> Path:
 
 def guess_net(backbone_path: str | Path) -> str:
     """'alex' or 'vgg' from the backbone file's first conv weight shape."""
-    sd = torch.load(backbone_path, map_location="cpu", weights_only=True)
+    sd = _load(backbone_path)
     if isinstance(sd, dict) and "state_dict" in sd:
         sd = sd["state_dict"]
     w = sd.get("features.0.weight", sd.get("module.features.0.weight")) if isinstance(sd, dict) else None
