@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,6 +24,15 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # Ray on 127.0.0.1 only (read at import)
 ray = pytest.importorskip("ray")
 
+from _helpers import (  # noqa: E402
+    LoggedRestorer,
+    astronaut_crops,
+    kill_after_records,
+    read_face_log,
+    start_restore_cli,
+    tiny_restorer,
+)
+
 from dynface import jobs  # noqa: E402
 from dynface.cli import main  # noqa: E402
 
@@ -35,14 +43,8 @@ N_GOOD = 10
 
 
 # ------------------------------------------------------------------------------------------ the test restorer
-class _Instrumented:
-    """The tiny restorer with a sleep, a log of (pid, seed) per face, and a crop that kills its worker."""
-
-    def __init__(self, r):
-        self._r = r
-
-    def __getattr__(self, name):
-        return getattr(self._r, name)
+class _Instrumented(LoggedRestorer):
+    """The logged tiny restorer with a sleep, a (pid, -1) line per call started, and a crop that kills its worker."""
 
     calls = 0
 
@@ -64,11 +66,7 @@ class _Instrumented:
             with open(os.environ["DYNFACE_TEST_LOG"], "a") as fh:
                 fh.write(f"{os.getpid()} -1\n")
         time.sleep(float(os.environ.get("DYNFACE_TEST_SLEEP", "0")))
-        out = self._r.restore(faces, **kw)
-        if os.environ.get("DYNFACE_TEST_LOG"):
-            with open(os.environ["DYNFACE_TEST_LOG"], "a") as fh:
-                fh.write("".join(f"{os.getpid()} {s}\n" for s in kw.get("seeds") or []))
-        return out
+        return super().restore(faces, **kw)
 
 
 def _rendezvous(spec: str, timeout: float = 120.0) -> None:
@@ -85,11 +83,9 @@ def _rendezvous(spec: str, timeout: float = 120.0) -> None:
 
 
 def make_tiny_restorer(name_or_path="embedded-64", device="cpu", mode="full", steps=None, precision="auto", **kw):
-    from dynface.pipeline import DynFaceRestorer
-
     if name_or_path == "missing-model":
         raise FileNotFoundError("no such model: missing-model")
-    return _Instrumented(DynFaceRestorer.from_preset("tiny", mode=mode).with_config(steps=steps or "ddim4"))
+    return _Instrumented(tiny_restorer(mode, steps))
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -119,25 +115,13 @@ def _hook(monkeypatch):
         sys.path.insert(0, str(HERE))
 
 
-def _crops(d: Path, n: int = N_GOOD) -> list[str]:
-    """n aligned 64-px crops of the astronaut's face (shifted windows); returns their stems."""
-    from skimage.data import astronaut
-
-    d.mkdir(parents=True, exist_ok=True)
-    a = astronaut()
-    for k in range(n):
-        y, x = 20 + 3 * (k % 5), 110 + 4 * (k // 5)
-        Image.fromarray(np.ascontiguousarray(a[y : y + 200, x : x + 200])).resize((64, 64), Image.LANCZOS).save(d / f"f{k:02d}.png")
-    return [f"f{k:02d}" for k in range(n)]
-
-
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory):
     """The single-process run (the job layer in this process, 1 thread) of the N_GOOD crops."""
     root = tmp_path_factory.mktemp("baseline")
     if str(HERE) not in sys.path:
         sys.path.insert(0, str(HERE))
-    _crops(root / "in")
+    astronaut_crops(root / "in", N_GOOD)
     old = os.environ.get("DYNFACE_RESTORER_FACTORY")
     os.environ["DYNFACE_RESTORER_FACTORY"] = FACTORY
     try:
@@ -148,7 +132,7 @@ def baseline(tmp_path_factory):
         else:
             os.environ["DYNFACE_RESTORER_FACTORY"] = old
     assert s.exit_code == 0
-    return {p.name: p.read_bytes() for p in sorted((root / "out" / "restored_faces").iterdir())}
+    return _restored(root / "out")
 
 
 def _restored(out: Path) -> dict[str, bytes]:
@@ -159,12 +143,6 @@ def _manifest(out: Path) -> list[dict]:
     return jobs.Manifest(out / "manifest.jsonl").lines()
 
 
-def _log(path: Path, calls: bool = False) -> list[tuple[int, int]]:
-    """(pid, seed) per restored face; with ``calls`` also (pid, -1) per restorer call started."""
-    rows = [tuple(map(int, ln.split())) for ln in path.read_text().splitlines()] if path.exists() else []
-    return [r for r in rows if calls or r[1] != -1]
-
-
 def _seed_to_stem(stems) -> dict[int, str]:
     return {jobs.face_seed(0, s, 0): s for s in stems}
 
@@ -172,7 +150,7 @@ def _seed_to_stem(stems) -> dict[int, str]:
 # ------------------------------------------------------------------------------------------ tests
 def test_two_workers_give_the_single_process_bytes_and_a_corrupt_file_fails(tmp_path, cluster, baseline, monkeypatch):
     d = tmp_path / "in"
-    stems = _crops(d)
+    stems = astronaut_crops(d, N_GOOD)
     (d / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n but not really")
     log = tmp_path / "log.txt"
     monkeypatch.setenv("DYNFACE_TEST_LOG", str(log))
@@ -188,7 +166,7 @@ def test_two_workers_give_the_single_process_bytes_and_a_corrupt_file_fails(tmp_
     by_stem = {ln["stem"]: ln for ln in lines}
     assert by_stem["bad"]["status"] == "failed" and by_stem["bad"]["error"]
     assert all(by_stem[s]["status"] == "done" and by_stem[s]["outputs"] for s in stems)
-    faces = _log(log)
+    faces = read_face_log(log)
     assert len({pid for pid, _ in faces}) == 2, "both workers restored faces"
     assert sorted(_seed_to_stem(stems)[seed] for _, seed in faces) == sorted(stems)  # each crop restored once
 
@@ -196,7 +174,7 @@ def test_two_workers_give_the_single_process_bytes_and_a_corrupt_file_fails(tmp_
 def test_a_worker_killed_mid_run_loses_nothing_and_redoes_nothing(tmp_path, cluster, baseline, monkeypatch):
     from dynface.engines.ray_engine import RayOptions, RayStats, run_ray_job
 
-    stems = _crops(tmp_path / "in")
+    stems = astronaut_crops(tmp_path / "in", N_GOOD)
     log = tmp_path / "log.txt"
     monkeypatch.setenv("DYNFACE_TEST_LOG", str(log))
     monkeypatch.setenv("DYNFACE_TEST_SLEEP", "1")  # the killed actor is still busy when the driver kills it
@@ -224,7 +202,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_redoes_nothing(tmp_path, clus
         assert (st.st_ino, st.st_mtime_ns) == ident
     seeds = _seed_to_stem(stems)
     counts = {st: 0 for st in stems}
-    for _, seed in _log(log):
+    for _, seed in read_face_log(log):
         counts[seeds[seed]] += 1
     assert all(counts[st] == 1 for st in at_kill), counts
     assert not [p for p in out.rglob(".*")], "temporary files left"
@@ -233,7 +211,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_redoes_nothing(tmp_path, clus
 def test_a_worker_dying_mid_batch_keeps_the_files_it_finished(tmp_path, cluster, baseline, monkeypatch):
     from dynface.engines.ray_engine import RayOptions, RayStats, run_ray_job
 
-    stems = _crops(tmp_path / "in")
+    stems = astronaut_crops(tmp_path / "in", N_GOOD)
     log, marker = tmp_path / "log.txt", tmp_path / "died"
     monkeypatch.setenv("DYNFACE_TEST_LOG", str(log))
     monkeypatch.setenv("DYNFACE_TEST_DIE_AT", "3")  # the first worker to start its 3rd restorer call dies there
@@ -248,12 +226,12 @@ def test_a_worker_dying_mid_batch_keeps_the_files_it_finished(tmp_path, cluster,
     assert s.exit_code == 0 and sorted(ln["stem"] for ln in _manifest(out)) == stems
     assert _restored(out) == baseline
     seeds = _seed_to_stem(stems)
-    assert sorted(seeds[seed] for _, seed in _log(log)) == stems  # every file restored once: none redone
+    assert sorted(seeds[seed] for _, seed in read_face_log(log)) == stems  # every file restored once: none redone
 
 
 def test_a_file_that_kills_its_workers_fails_after_max_retries(tmp_path, cluster, monkeypatch):
     d = tmp_path / "in"
-    stems = _crops(d, 4)
+    stems = astronaut_crops(d, 4)
     Image.fromarray(np.full((64, 64, 3), 13, np.uint8)).save(d / "poison.png")
     monkeypatch.setenv("DYNFACE_TEST_POISON", "1")
     out = tmp_path / "out"
@@ -270,13 +248,6 @@ def test_a_file_that_kills_its_workers_fails_after_max_retries(tmp_path, cluster
     assert all(by_stem[s]["status"] == "done" for s in stems)  # its batch-mates were retried alone
 
 
-def _driver(args, env_extra):
-    env = dict(os.environ)
-    env.update({"PYTHONPATH": os.pathsep.join([str(HERE), str(SRC)]), "DYNFACE_RESTORER_FACTORY": FACTORY, **env_extra})
-    cmd = [sys.executable, "-m", "dynface.cli", "restore", "-q", *map(str, args)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -286,35 +257,26 @@ def _alive(pid: int) -> bool:
 
 
 def test_skip_existing_after_the_driver_is_killed_restores_exactly_the_missing_files(tmp_path, cluster):
-    stems = _crops(tmp_path / "in")
+    stems = astronaut_crops(tmp_path / "in", N_GOOD)
     out, log1, log2 = tmp_path / "out", tmp_path / "log1.txt", tmp_path / "log2.txt"
     args = ["--aligned", "-i", tmp_path / "in", "-o", out, "--threads", "1", "--batch-size", "2",
             "--engine", "ray", "--address", cluster, "--workers", "2"]
-    proc = _driver(args, {"DYNFACE_TEST_SLEEP": "1.5", "DYNFACE_TEST_LOG": str(log1)})
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            if (out / "records").is_dir() and len(list((out / "records").glob("*.json"))) >= 2:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the job ended before it could be killed: " + proc.communicate()[1][-800:]
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    proc = start_restore_cli(FACTORY, args, {"DYNFACE_TEST_SLEEP": "1.5", "DYNFACE_TEST_LOG": str(log1)})
+    kill_after_records(proc, out, 2, timeout=120)
     # the actors die with their driver; wait for every worker that started a restorer call
     deadline = time.time() + 30
-    while time.time() < deadline and any(_alive(p) for p, _ in _log(log1, calls=True)):
+    while time.time() < deadline and any(_alive(p) for p, _ in read_face_log(log1, calls=True)):
         time.sleep(0.2)
-    assert not any(_alive(p) for p, _ in _log(log1, calls=True)), "the workers outlived their driver"
+    assert not any(_alive(p) for p, _ in read_face_log(log1, calls=True)), "the workers outlived their driver"
     complete = sorted(s for s in stems if jobs.is_complete(out, s))
     assert 2 <= len(complete) < N_GOOD
 
-    proc = _driver([*args, "--skip-existing"], {"DYNFACE_TEST_LOG": str(log2)})
+    proc = start_restore_cli(FACTORY, [*args, "--skip-existing"], {"DYNFACE_TEST_LOG": str(log2)})
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr[-1500:]
     assert f"{N_GOOD - len(complete)} restored, {len(complete)} skipped (complete), 0 failed" in stdout
     seeds = _seed_to_stem(stems)
-    assert sorted(seeds[seed] for _, seed in _log(log2)) == sorted(set(stems) - set(complete))  # exactly the missing
+    assert sorted(seeds[seed] for _, seed in read_face_log(log2)) == sorted(set(stems) - set(complete))  # exactly the missing
     final = jobs.Manifest(out / "manifest.jsonl").load()
     assert sorted(final) == stems and all(ln["status"] == "done" for ln in final.values())
     assert all(jobs.is_complete(out, s) for s in stems)
@@ -322,7 +284,7 @@ def test_skip_existing_after_the_driver_is_killed_restores_exactly_the_missing_f
 
 def test_engine_flags_are_checked_before_anything_starts(tmp_path, capsys):
     d = tmp_path / "in"
-    _crops(d, 1)
+    astronaut_crops(d, 1)
     assert main(["restore", "-q", "--aligned", "-i", str(d), "-o", str(tmp_path / "o1"), "--workers", "2"]) == 2
     assert "only work with --engine ray" in capsys.readouterr().err
     assert main(["restore", "-q", "--aligned", "-i", str(d), "-o", str(tmp_path / "o2"), "--engine", "ray",
@@ -333,7 +295,7 @@ def test_engine_flags_are_checked_before_anything_starts(tmp_path, capsys):
 
 def test_a_model_the_workers_cannot_load_is_a_usage_error(tmp_path, cluster, capsys):
     d = tmp_path / "in"
-    _crops(d, 2)
+    astronaut_crops(d, 2)
     rc = main(["restore", "-q", "--aligned", "-i", str(d), "-o", str(tmp_path / "out"), "--engine", "ray",
                "--workers", "1", "--model", "missing-model"])
     assert rc == 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,13 +17,13 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from _helpers import kill_after_records, start_restore_cli
 from PIL import Image
 from skimage import data
 
 from dynface.cli import main
 
 HERE = Path(__file__).resolve().parent
-SRC = HERE.parent / "src"
 FACTORY = "test_restore_cli:make_fake_restorer"
 
 
@@ -231,13 +230,6 @@ def test_usage_errors(tmp_path, astro, capsys):
         assert e.value.code == 2
 
 
-def _run_cli(args, env_extra, **kw):
-    env = dict(os.environ)
-    env.update({"PYTHONPATH": os.pathsep.join([str(HERE), str(SRC)]), "DYNFACE_RESTORER_FACTORY": FACTORY, **env_extra})
-    cmd = [sys.executable, "-m", "dynface.cli", "restore", "-q", *map(str, args)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
-
-
 def test_kill_mid_batch_then_skip_existing(tmp_path, astro):
     d = tmp_path / "in"
     d.mkdir()
@@ -246,24 +238,14 @@ def test_kill_mid_batch_then_skip_existing(tmp_path, astro):
         Image.fromarray(np.ascontiguousarray(v)).save(d / f"p{k}.png")
     out = tmp_path / "res"
     log1, log2 = tmp_path / "log1.txt", tmp_path / "log2.txt"
-    proc = _run_cli(["-i", d, "-o", out, "-s", "1"], {"FAKE_SLEEP": "1.5", "FAKE_LOG": str(log1)})
-    deadline = time.time() + 60
-    try:
-        while time.time() < deadline:
-            n_done = len(list((out / "records").glob("*.json"))) if (out / "records").is_dir() else 0
-            if n_done >= 2 or proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the batch finished before it could be killed: " + proc.communicate()[1][-500:]
-        os.kill(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
+    proc = start_restore_cli(FACTORY, ["-i", d, "-o", out, "-s", "1"], {"FAKE_SLEEP": "1.5", "FAKE_LOG": str(log1)})
+    kill_after_records(proc, out, 2, timeout=60)
     assert proc.returncode == -signal.SIGKILL
     done_first = sorted(p.stem for p in (out / "records").glob("*.json"))
     assert 2 <= len(done_first) < 5
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
-    proc = _run_cli(["-i", d, "-o", out, "-s", "1", "--skip-existing"], {"FAKE_LOG": str(log2)})
+    proc = start_restore_cli(FACTORY, ["-i", d, "-o", out, "-s", "1", "--skip-existing"], {"FAKE_LOG": str(log2)})
     stdout, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 0, stderr[-1000:]
     assert f"{5 - len(done_first)} restored, {len(done_first)} skipped (complete), 0 failed" in stdout

@@ -12,8 +12,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
+from _helpers import LoggedRestorer, astronaut_crops, read_face_log, tiny_restorer
 
 from dynface import jobs
 from dynface.engines.torchrun import merge_parts, part_path, rank_of
@@ -23,36 +22,8 @@ SRC = HERE.parent / "src"
 FACTORY = "test_torchrun:make_tiny_restorer"
 
 
-class _Logged:
-    def __init__(self, r):
-        self._r = r
-
-    def __getattr__(self, name):
-        return getattr(self._r, name)
-
-    def restore(self, faces, **kw):
-        out = self._r.restore(faces, **kw)
-        if os.environ.get("DYNFACE_TEST_LOG"):
-            with open(os.environ["DYNFACE_TEST_LOG"], "a") as fh:
-                fh.write("".join(f"{os.getpid()} {s}\n" for s in kw.get("seeds") or []))
-        return out
-
-
 def make_tiny_restorer(name_or_path="embedded-64", device="cpu", mode="full", steps=None, precision="auto", **kw):
-    from dynface.pipeline import DynFaceRestorer
-
-    return _Logged(DynFaceRestorer.from_preset("tiny", mode=mode).with_config(steps=steps or "ddim4"))
-
-
-def _crops(d: Path, n: int) -> list[str]:
-    from skimage.data import astronaut
-
-    d.mkdir(parents=True, exist_ok=True)
-    a = astronaut()
-    for k in range(n):
-        y, x = 20 + 3 * (k % 5), 110 + 4 * (k // 5)
-        Image.fromarray(np.ascontiguousarray(a[y : y + 200, x : x + 200])).resize((64, 64), Image.LANCZOS).save(d / f"f{k:02d}.png")
-    return [f"f{k:02d}" for k in range(n)]
+    return LoggedRestorer(tiny_restorer(mode, steps))
 
 
 def test_shares_are_stable_disjoint_and_balanced():
@@ -77,7 +48,7 @@ def test_merge_parts_appends_every_rank_once_and_removes_the_parts(tmp_path):
 
 def test_torchrun_two_cpu_ranks_restore_disjoint_shares_into_one_manifest(tmp_path, monkeypatch):
     d = tmp_path / "in"
-    stems = _crops(d, 9)
+    stems = astronaut_crops(d, 9)
     (d / "bad.png").write_bytes(b"not an image")
     # the single-process run, for the bytes
     monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", FACTORY)
@@ -100,8 +71,7 @@ def test_torchrun_two_cpu_ranks_restore_disjoint_shares_into_one_manifest(tmp_pa
     # each rank restored exactly its share
     seed_to_stem = {jobs.face_seed(0, s, 0): s for s in stems}
     by_pid: dict[int, list[str]] = {}
-    for ln in log.read_text().splitlines():
-        pid, seed = map(int, ln.split())
+    for pid, seed in read_face_log(log):
         by_pid.setdefault(pid, []).append(seed_to_stem[seed])
     shares = {r: sorted(s for s in stems if rank_of(s, 2) == r) for r in (0, 1)}
     assert len(by_pid) == 2 and sorted(sorted(v) for v in by_pid.values()) == sorted(shares.values())
