@@ -82,3 +82,16 @@ def kill_after_records(proc, out: Path, n: int, timeout: float) -> None:
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
+
+
+def astronaut_dsst(size: int):
+    """A DSST table for ``size``-px models, built analytically from the astronaut face."""
+    import torch
+    from skimage.data import astronaut
+
+    from dynface.diffusion import GaussianDiffusion
+    from dynface.dsst import DSSTConfig, build_dsst
+
+    face = np.asarray(Image.fromarray(astronaut()[20:220, 110:310]).resize((size, size), Image.LANCZOS))
+    x = torch.from_numpy(face.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return build_dsst(x, GaussianDiffusion.from_config().alphas_cumprod, DSSTConfig(image_size=size))

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import torch
+from _helpers import astronaut_dsst
 from PIL import Image
 
 torch.set_num_threads(1)  # tiny ops: more threads only add OpenMP overhead (and oversubscribe)
@@ -18,11 +19,4 @@ def astronaut_face() -> np.ndarray:
 @pytest.fixture(scope="session")
 def tiny_dsst():
     """A DSST table for 32-px tiny models, built analytically from the astronaut face."""
-    from skimage.data import astronaut
-
-    from dynface.diffusion import GaussianDiffusion
-    from dynface.dsst import DSSTConfig, build_dsst
-
-    face = np.asarray(Image.fromarray(astronaut()[20:220, 110:310]).resize((32, 32), Image.LANCZOS))
-    x = torch.from_numpy(face.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
-    return build_dsst(x, GaussianDiffusion.from_config().alphas_cumprod, DSSTConfig(image_size=32))
+    return astronaut_dsst(32)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _helpers import astronaut_dsst
 
 from dynface.models.io import ModelLoadError
 from dynface.models.swinir import (
@@ -234,7 +235,7 @@ def test_train_sde_tm_against_the_frozen_swinir_then_restore(difface_swinir, tmp
     assert 0.3 <= rec["std_star"] <= 12 and rec["nfe"] >= 1
 
     # DGSA trains against that DBLM with the same restorer (`dynface train dgsa --restorer`), then a packaged model
-    tiny_dsst_64(tmp_path / "dsst.json")
+    astronaut_dsst(64).save(tmp_path / "dsst.json")
     dgsa_args = ["train", "dgsa", "--data", str(faces), "--out", str(tmp_path / "dgsa"), "--set", f"prior={prior}",
                  "--set", f"dblm={run / 'dblm.safetensors'}", "--set", f"dsst={tmp_path / 'dsst.json'}",
                  "--set", "batch_size=2", "--set", "steps=2", "--set", "log_every=1"]
@@ -249,16 +250,3 @@ def test_train_sde_tm_against_the_frozen_swinir_then_restore(difface_swinir, tmp
     m = DynFaceRestorer.from_pretrained(tmp_path / "model", restorer=rm_file, steps="ddim10", precision="fp32")
     assert m.dgsa is not None and 0.3 <= m.restore(face).records[0]["std_star"] <= 12
 
-
-def tiny_dsst_64(path: Path) -> None:
-    """A DSST table for 64-px models, built from the astronaut face."""
-    import numpy as np
-    from PIL import Image
-    from skimage.data import astronaut
-
-    from dynface.diffusion import GaussianDiffusion
-    from dynface.dsst import DSSTConfig, build_dsst
-
-    face = np.asarray(Image.fromarray(astronaut()[20:220, 110:310]).resize((64, 64), Image.LANCZOS))
-    x = torch.from_numpy(face.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
-    build_dsst(x, GaussianDiffusion.from_config().alphas_cumprod, DSSTConfig(image_size=64)).save(path)
