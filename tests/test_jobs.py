@@ -168,3 +168,15 @@ def test_auto_precision_batches_aligned_crops_exactly_in_fp32(monkeypatch, align
     assert load_restorer(RestoreSettings(aligned=aligned, precision="bf16")).cfg.sampler.precision == "bf16"
     lone = load_restorer(RestoreSettings(aligned=aligned, precision="auto", deterministic=False))
     assert lone.cfg.sampler.precision == "bf16"
+
+
+def test_restorer_key_tells_apart_settings_that_build_different_restorers():
+    """The web app's restorer cache key: aligned (fp32 batches under auto) and compile change the restorer;
+    output-only settings (upscale, suffix, detail) do not."""
+    from dynface.jobs import restorer_key
+
+    base = RestoreSettings(precision="auto")
+    assert restorer_key(base) != restorer_key(RestoreSettings(precision="auto", aligned=True))
+    assert restorer_key(base) != restorer_key(RestoreSettings(precision="auto", compile=True))
+    assert restorer_key(base) != restorer_key(RestoreSettings(precision="auto", guidance="unet"))
+    assert restorer_key(base) == restorer_key(RestoreSettings(precision="auto", upscale=4, suffix="x", detail="restored"))

@@ -649,6 +649,16 @@ def _accepts(fn: Callable, name: str) -> bool:
     return name in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
 
 
+RESTORER_FIELDS = ("model", "device", "mode", "steps", "precision", "guidance", "dblm", "dgsa", "dsst", "restorer",
+                   "color_fix", "compile", "aligned", "deterministic")  # what load_restorer reads (aligned and
+# deterministic through _exact_batches)
+
+
+def restorer_key(settings: RestoreSettings) -> tuple:
+    """Equal for two settings exactly when :func:`load_restorer` would build the same restorer (a cache key)."""
+    return (*(getattr(settings, f, None) for f in RESTORER_FIELDS), os.environ.get(FACTORY_ENV))
+
+
 def load_restorer(settings: RestoreSettings):
     """The restorer for ``settings`` (``DynFaceRestorer.from_pretrained``, or the callable named by the
     ``DYNFACE_RESTORER_FACTORY=module:callable`` testing hook, called with the same keyword arguments).

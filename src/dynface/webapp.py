@@ -271,8 +271,7 @@ class WebApp:
         """The job layer's restorer for these settings, kept between requests while the model settings match."""
         from dynface import jobs
 
-        key = (settings.model, settings.mode, settings.steps, settings.precision, settings.color_fix,
-               settings.device, os.environ.get("DYNFACE_RESTORER_FACTORY"))
+        key = jobs.restorer_key(settings)
         if key != self._restorer_key:
             self._restorer, self._restorer_key = None, None
             self._restorer = jobs.load_restorer(settings)
