@@ -327,7 +327,7 @@ class WebApp:
         if staged:
             try:
                 items, ignored = jobs.plan_inputs([p for _, p, _ in staged], out, settings)
-                jobs.prepare_output(out, settings)
+                summary, manifest, _ = jobs.start_job(items, out, settings, ignored)
             except jobs.UsageError as e:
                 raise WebRequestError(str(e)) from None
             by_path = {p.resolve(): (k, name) for k, p, name in staged}
@@ -335,10 +335,9 @@ class WebApp:
                 k, name = by_path[Path(p).resolve()]
                 results[k] = _failed(name, "not an image file")
             key_of = {it.stem: by_path[Path(it.path).resolve()] for it in items}
-            manifest = jobs.Manifest(out / jobs.MANIFEST_NAME)
 
-            def collect(r) -> None:
-                manifest.append(r)
+            def collect(r) -> None:  # a failed manifest append (full disk) is noted, as in the CLI's job layer
+                jobs.append_line(manifest, summary, r)
                 results[key_of[r.stem][0]] = r
 
             with self._lock:
