@@ -117,6 +117,15 @@ def browser():
         b.close()
 
 
+def _upload_and_restore(page, path: Path, done_text: str) -> str:
+    """Put ``path`` in the file box, wait for its name, click restore, wait for ``done_text`` in the status; the status."""
+    page.locator("#files input[type=file]").set_input_files(str(path))
+    page.wait_for_function(f"document.querySelector('#files').innerText.includes({path.stem!r})", timeout=60_000)
+    page.click("#restore")
+    page.wait_for_function(f"document.querySelector('#status').innerText.includes({done_text!r})", timeout=300_000)
+    return page.inner_text("#status")
+
+
 def test_restore_in_the_browser(server, browser, photos, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     requests: list[str] = []
@@ -125,11 +134,7 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
     page.wait_for_selector("#restore", timeout=60_000)
 
     # a photo: restored, slider + table + explanation shown
-    page.locator("#files input[type=file]").set_input_files(str(photos["astronaut"]))
-    page.wait_for_function("document.querySelector('#files').innerText.includes('astronaut')", timeout=60_000)
-    page.click("#restore")
-    page.wait_for_function("document.querySelector('#status').innerText.includes('file(s) restored')", timeout=300_000)
-    status = page.inner_text("#status")
+    status = _upload_and_restore(page, photos["astronaut"], "file(s) restored")
     assert "1 of 1 file(s) restored" in status and "astronaut.png: 1 face(s) restored" in status
     table = page.inner_text("#table")
     assert "astronaut.png" in table and "std*" in table and "NFE" in table
@@ -159,11 +164,7 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
     # a corrupt file: its message in the page
     page.locator("#files button[aria-label='Clear']").click()
     page.wait_for_function("!document.querySelector('#files').innerText.includes('astronaut')", timeout=30_000)
-    page.locator("#files input[type=file]").set_input_files(str(photos["broken"]))
-    page.wait_for_function("document.querySelector('#files').innerText.includes('broken')", timeout=60_000)
-    page.click("#restore")
-    page.wait_for_function("document.querySelector('#status').innerText.includes('✗ broken.png')", timeout=300_000)
-    status = page.inner_text("#status")
+    status = _upload_and_restore(page, photos["broken"], "✗ broken.png")
     assert "0 of 1 file(s) restored" in status
     assert "✗ broken.png: corrupt or truncated image data" in status
 
