@@ -225,6 +225,11 @@ def test_train_sde_tm_against_the_frozen_swinir_then_restore(difface_swinir, tmp
     sd, meta = load_state_dict_file(run / "dblm.safetensors")
     assert meta["rm"] == {"arch": "swinir", "file": "swinir.pth"} and meta["progress"]["tm"] == 2
     assert not any(k.startswith("rm.") for k in sd) and any(k.startswith("tm.") for k in sd)
+    ckpt = torch.load(run / "last.pt", weights_only=False)  # our own checkpoint
+    assert not any(k.startswith("rm.") for k in ckpt["model"])  # the frozen RM is not checkpointed either
+    steps3 = [a if a != "steps={sde: 2, tm: 2}" else "steps={sde: 2, tm: 3}" for a in common]
+    assert main([*steps3, "--stages", "sde,tm", "--resume"]) == 0  # resumes TM and SDE, RM reloaded from the file
+    assert load_state_dict_file(run / "dblm.safetensors")[1]["progress"]["tm"] == 3
     prior = _tiny_prior_64(tmp_path)
     with pytest.raises(ModelLoadError, match="external restorer"):
         DynFaceRestorer.from_pretrained(prior, dblm=run / "dblm.safetensors")

@@ -209,13 +209,17 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
     progress = {s: 0 for s in STAGES}
     opt_states: dict = {}
     torch.manual_seed(cfg.seed)
-    if state is not None:
-        model.load_state_dict(state["model"])
+
+    # with an external RM only TM and SDE are trained, checkpointed and exported (RM is reloaded from cfg.restorer)
+    trained = torch.nn.ModuleDict({"tm": model.tm, "sde": model.sde}) if cfg.restorer else model
+
+    if state is not None:  # (strict; an older checkpoint may still carry the external RM's weights)
+        trained.load_state_dict({k: v for k, v in state["model"].items() if not (cfg.restorer and k.startswith("rm."))})
         progress.update(state["progress"])
         opt_states = state.get("opt", {})
         set_rng_state(state["rng"])
     if world > 1:  # same weights everywhere, a different batch stream per rank
-        for t in model.state_dict().values():
+        for t in trained.state_dict().values():  # (an external RM is the same file on every rank)
             dist.broadcast(t, 0)
         torch.manual_seed(cfg.seed + 1000 * rank + sum(progress.values()))
     data = load_face_tensor(data_dir, dcfg.size, cache_dir=run / "cache", limit=cfg.data_limit or None).to(dev)
@@ -228,18 +232,16 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
     def export() -> None:
         if rank != 0:
             return
-        sd = model.state_dict()
         extra = {}
         if cfg.restorer:  # TM and SDE only; the pipeline loads RM from the same restorer file (--restorer)
-            sd = {k: v for k, v in sd.items() if not k.startswith("rm.")}
             extra["rm"] = {"arch": "swinir", "file": Path(cfg.restorer).name}
-        save_safetensors(sd, run / "dblm.safetensors",
+        save_safetensors(trained.state_dict(), run / "dblm.safetensors",
                          metadata={**extra, "dblm": dcfg.to_dict(), "progress": progress, "kind": "dblm",
                                    "train": {"degradation": cfg.degradation, "psnr_threshold": cfg.psnr_threshold,
                                              "label": cfg.label, "mask_db": cfg.mask_db}})
 
     def snapshot(opts: dict) -> dict:
-        return {"model": model.state_dict(), "progress": dict(progress), "opt": opts, "rng": rng_state(), "config": asdict(cfg)}
+        return {"model": trained.state_dict(), "progress": dict(progress), "opt": opts, "rng": rng_state(), "config": asdict(cfg)}
 
     try:
         for stage in stages:
