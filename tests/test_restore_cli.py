@@ -267,7 +267,7 @@ def test_kill_mid_batch_then_skip_existing(tmp_path, astro):
 
 
 def test_stems_and_input_collection(tmp_path):
-    from dynface.commands.restore import assign_stems, collect_inputs
+    from dynface.jobs import assign_stems, collect_inputs
 
     files = [Path("/a/x/00.jpg"), Path("/a/y/00.jpg"), Path("/a/x/01.jpg"), Path("/a/x/01.png"), Path("/b/q.png")]
     assert assign_stems(files) == ["x_00", "y_00", "01_jpg", "01_png", "q"]

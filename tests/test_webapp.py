@@ -211,16 +211,16 @@ def test_progress_bridge_is_monotonic_and_raises_only_at_steps():
 
     seen = []
     b = _ProgressBridge(lambda f, d: seen.append((f, d)), deadline=time.monotonic() + 60, limit=60, total=2)
-    b(Progress(0, 1, 0, None, 5, 10, "a.png", 0.5))
-    b(Progress(0, 1, 1, None, None, None, "a.png", 0.0))  # the job layer's per-call emit
+    b(Progress(0, 1, 0, 5, 10, "a.png", 0.5))
+    b(Progress(0, 1, 1, None, None, "a.png", 0.0))  # the job layer's per-call emit
     b.next_chunk(1)
-    b(Progress(0, 1, 0, None, 10, 10, "b.png", 1.0))
+    b(Progress(0, 1, 0, 10, 10, "b.png", 1.0))
     assert [round(f, 2) for f, _ in seen] == [0.25, 0.25, 1.0]
     assert seen[0][1] == "file 1/2 (a.png) · step 5/10" and "1 face(s) done" in seen[2][1]
     late = _ProgressBridge(None, deadline=time.monotonic() - 1, limit=1)
-    late(Progress(1, 1, 1, None, None, None, "", 1.0))  # between files: no raise (the file is complete)
+    late(Progress(1, 1, 1, None, None, "", 1.0))  # between files: no raise (the file is complete)
     with pytest.raises(RequestTimeLimit):
-        late(Progress(0, 1, 0, None, 1, 10, "", 0.1))
+        late(Progress(0, 1, 0, 1, 10, "", 0.1))
 
 
 # ------------------------------------------------------------------------------------------ no way in

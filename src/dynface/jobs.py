@@ -478,17 +478,12 @@ class FileResult:
     faces: int = 0
     source: dict | None = None  # {"size", "mtime_ns"} of the input when it was read
 
-    @property
-    def ok(self) -> bool:
-        return self.status in ("done", "skipped")
-
 
 @dataclass
 class Progress:
     files_done: int
     files_total: int
     faces_done: int
-    faces_total: int | None
     step: int | None
     steps_total: int | None
     message: str
@@ -818,7 +813,7 @@ class _Tracker:
         frac = self.files_done + self.partial
         if step is not None and steps_total:
             frac += self.batch_files * min(1.0, step / steps_total)
-        self.progress(Progress(self.files_done, self.files_total, self.faces_done, None, step, steps_total, self.message, float(frac)))
+        self.progress(Progress(self.files_done, self.files_total, self.faces_done, step, steps_total, self.message, float(frac)))
 
     def restore(self, restorer, faces, batch_files: float, **kw):
         """``restorer.restore(faces, **kw)`` with a per-step callback when the restorer takes one."""

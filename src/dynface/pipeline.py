@@ -151,6 +151,7 @@ class DynFaceRestorer:
         template_name: str = "utkface64",
         name: str = "custom",
         schedule: ScheduleConfig | None = None,
+        std_available: bool = True,
     ):
         self.device = torch.device(device)
         self.unet = unet.to(self.device).eval().requires_grad_(False)
@@ -161,6 +162,7 @@ class DynFaceRestorer:
         self.template_name = template_name
         self.name = name
         self.diffusion = GaussianDiffusion.from_config(schedule or ScheduleConfig(learn_sigma=unet.cfg.learn_sigma))
+        self.std_available = std_available  # False: RM from an external restorer and no TM/SDE weights
         if dblm.cfg.size != unet.cfg.image_size:
             raise ValueError(f"DBLM works at {dblm.cfg.size} px but the prior at {unet.cfg.image_size} px")
 
@@ -218,9 +220,7 @@ class DynFaceRestorer:
             sampler = replace(sampler, steps=str(steps))
         fix = color_fix if color_fix is not None else check_color_fix(str(defaults.get("color_fix", "none")))
         rcfg = RestoreConfig(mode=mode, sampler=sampler, color_fix=fix)
-        out = cls(unet, dblm_net, dgsa_net, table, rcfg, device, template, files.name, sched)
-        out.std_available = std_available
-        return out
+        return cls(unet, dblm_net, dgsa_net, table, rcfg, device, template, files.name, sched, std_available)
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", dsst: DSSTTable | None = None, seed: int = 0, device: str = "cpu",
@@ -296,8 +296,7 @@ class DynFaceRestorer:
         Face i's noise comes from ``seeds[i]`` when given, else from ``seed + i``. ``callback(step, steps_total)``
         is called once per sampling step."""
         cfg, scfg = self.cfg, self.cfg.sampler
-        std_available = getattr(self, "std_available", True)  # False: RM from --restorer, no TM/SDE weights
-        if not std_available and cfg.mode not in RM_ONLY_MODES:
+        if not self.std_available and cfg.mode not in RM_ONLY_MODES:
             raise ValueError(f"mode {cfg.mode!r} needs TM and SDE weights (this restorer has only RM); use {' or '.join(RM_ONLY_MODES)}")
         if fidelity is not None and not 0.0 <= fidelity <= 1.0:
             raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
@@ -315,7 +314,7 @@ class DynFaceRestorer:
              "precision": scfg.precision, "color_fix": "none" if cfg.mode == "restorer_only" else cfg.color_fix}
             for i in range(b)
         ]
-        if not std_available:
+        if not self.std_available:
             for r in records:
                 r.update(std_star=None, sigmas_init=None)
         if cfg.mode == "restorer_only":

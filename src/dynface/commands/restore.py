@@ -66,20 +66,7 @@ from pathlib import Path
 
 from dynface import engines, jobs
 from dynface.commands.argtypes import number
-from dynface.jobs import (  # noqa: F401  (re-exported: the names the CLI had before the job layer)
-    FACTORY_ENV,
-    MAX_SEED,
-    MODES,
-    SUBDIRS,
-    InputError,
-    RestoreSettings,
-    UsageError,
-    assign_stems,
-    check_output_dir,
-    clean_stale_temp_files,
-    collect_inputs,
-    is_complete,
-)
+from dynface.jobs import FACTORY_ENV, MAX_SEED, MODES, RestoreSettings, UsageError
 
 
 # ------------------------------------------------------------------------------------------ arguments

@@ -351,5 +351,5 @@ class _Driver:
             self.on_result(r)
         if self.progress is not None:
             up = sum(1 for a in self.actors if a.up)
-            self.progress(jobs.Progress(self.files_done, self.total, self.faces_done, None, None, None,
+            self.progress(jobs.Progress(self.files_done, self.total, self.faces_done, None, None,
                                         f"{up} Ray worker(s)", float(self.files_done)))

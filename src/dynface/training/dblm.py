@@ -39,7 +39,7 @@ from ..models.dblm import DBLM, PRESETS, DBLMConfig
 from ..models.io import save_safetensors
 from ..ops import gaussian_blur
 from .data import load_face_tensor, to_model_range
-from .loop import Checkpointer, CSVLog, StopFlag, dist_info, rng_state, set_rng_state
+from .loop import Checkpointer, CSVLog, StopFlag, dist_info, rank_device, rng_state, set_rng_state
 
 STAGES = ("rm", "sde", "tm")
 # the paper's 512-px setting (DifFace's prior and SwinIR RM): TM needs a receptive field for σ ≈ 12 px at 512
@@ -196,7 +196,7 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
     run.mkdir(parents=True, exist_ok=True)
     dcfg = cfg.dblm_config()
     rank, world = dist_info()  # torchrun: data-parallel, gradients all-reduced every step
-    dev = torch.device(f"cuda:{rank % max(1, torch.cuda.device_count())}" if device == "cuda" else device)
+    dev = rank_device(device, rank)
     model = DBLM(dcfg).to(dev)
     if cfg.restorer:  # the published RM, frozen: only SDE and TM train against it
         if "rm" in stages:

@@ -50,6 +50,11 @@ def dist_info() -> tuple[int, int]:
     return 0, 1
 
 
+def rank_device(device: str, rank: int) -> torch.device:
+    """The device of ``rank``: ``cuda`` means one GPU per rank (round robin over the visible ones)."""
+    return torch.device(f"cuda:{rank % max(1, torch.cuda.device_count())}" if device == "cuda" else device)
+
+
 def rng_state() -> dict[str, Any]:
     st = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():

@@ -16,7 +16,7 @@ from ..imaging import save_grid
 from ..models.io import load_weights, save_safetensors
 from ..models.unet import PRESETS, UNetConfig, UNetModel
 from .data import load_face_tensor, to_model_range
-from .loop import EMA, Checkpointer, CSVLog, StopFlag, dist_info, rng_state, set_rng_state, unwrap
+from .loop import EMA, Checkpointer, CSVLog, StopFlag, dist_info, rank_device, rng_state, set_rng_state, unwrap
 
 
 @dataclass
@@ -77,7 +77,7 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
     rank, world = dist_info()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    dev = torch.device(device if device != "cuda" else f"cuda:{rank % max(1, torch.cuda.device_count())}")
+    dev = rank_device(device, rank)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: let cuDNN pick the fastest convolutions
         torch.backends.cuda.matmul.allow_tf32 = True
