@@ -180,3 +180,12 @@ def test_restorer_key_tells_apart_settings_that_build_different_restorers():
     assert restorer_key(base) != restorer_key(RestoreSettings(precision="auto", compile=True))
     assert restorer_key(base) != restorer_key(RestoreSettings(precision="auto", guidance="unet"))
     assert restorer_key(base) == restorer_key(RestoreSettings(precision="auto", upscale=4, suffix="x", detail="restored"))
+
+
+def test_the_job_layers_light_option_lists_match_the_library():
+    """jobs keeps its own --color-fix / --detail lists (so `dynface --help` imports neither torch nor scipy);
+    they must name exactly what colorfix and detail implement."""
+    from dynface import colorfix, detail, jobs
+
+    assert set(jobs.COLOR_FIXES) == set(colorfix.COLOR_FIXES)
+    assert set(jobs.DETAIL_MODES) == set(detail.DETAIL_MODES)

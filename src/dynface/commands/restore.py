@@ -116,7 +116,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: restore them directly, batched")
     p.add_argument("-s", "--upscale", type=number(float, 1, 8), default=2.0, help="final upscaling of the whole photo, 1-8 (default: 2)")
     p.add_argument("-w", "--fidelity", type=number(float, 0, 1), default=None, help="fidelity weight in [0, 1] (default: the model's)")
-    p.add_argument("--ext", default="auto", choices=("auto", "png", "jpg", "webp"), help="format of restored_imgs (default auto: like the input; png if it has alpha)")
+    p.add_argument("--ext", default="auto", choices=jobs.EXT_CHOICES, help="format of restored_imgs (default auto: like the input; png if it has alpha)")
     p.add_argument("--suffix", type=_plain, default=None, help="append _SUFFIX to restored face / image names (a plain name)")
     p.add_argument("--model", default="embedded-64", metavar="NAME|PATH", help="embedded model name, model folder or prior file (default: embedded-64)")
     p.add_argument("--mode", default="full", choices=MODES, help="method variant / ablation (default: full)")
@@ -131,11 +131,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0); each face's noise comes from the seed, "
                    "the input's name and the face's number, so results do not depend on batching")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="compute device (default: cpu)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--precision", default="auto", choices=jobs.PRECISIONS,
                    help="compute precision (default auto: bf16 on CPUs with native bf16, else fp32)")
-    p.add_argument("--color-fix", default=None, choices=("wavelet", "adain", "none"),
+    p.add_argument("--color-fix", default=None, choices=jobs.COLOR_FIXES,
                    help="match the output's colours to the restorer's first estimate (default: the model's)")
-    p.add_argument("--detail", default="keep", choices=("keep", "restored"),
+    p.add_argument("--detail", default="keep", choices=jobs.DETAIL_MODES,
                    help="faces larger than the model: keep the input's detail above the model's resolution (keep, "
                         "default) or use the restoration alone, upscaled (restored)")
     p.add_argument("--threads", type=number(int, 1), default=None,
