@@ -273,3 +273,23 @@ def test_tif_comes_back_as_tif(tmp_path):
     out = tmp_path / f"out.{output_ext('auto', src)}"
     write_like_input(img.rgb, img, out)
     assert out.name == "out.tif" and Image.open(out).format == "TIFF"
+
+
+def test_image_size_opens_the_file_once(tmp_path, monkeypatch):
+    """image_size reads the header with one Image.open (the size check and the size come from the same open),
+    for a file under the limit and one over it (same message as before)."""
+    import dynface.imageio as iio
+
+    save_image(_rgb(), tmp_path / "ok.png")
+    opened = []
+    real_open = Image.open
+
+    def counting_open(fp, *a, **kw):
+        opened.append(fp)
+        return real_open(fp, *a, **kw)
+
+    monkeypatch.setattr(iio.Image, "open", counting_open)
+    assert image_size(tmp_path / "ok.png") == (64, 48) and len(opened) == 1
+    with pytest.raises(ImageReadError, match=r"ok\.png: image too large \(64x48 = 0\.00307 MP; the limit is 0\.003 MP\)"):
+        image_size(tmp_path / "ok.png", max_pixels=3000)
+    assert len(opened) == 2

@@ -170,6 +170,39 @@ def test_auto_precision_batches_aligned_crops_exactly_in_fp32(monkeypatch, align
     assert lone.cfg.sampler.precision == "bf16"
 
 
+def test_max_pixels_refuses_an_over_cap_input_and_the_batch_goes_on(tmp_path, tiny, crops):
+    """RestoreSettings.max_pixels caps every read of the job layer, whichever decoder reads the file (a PNG:
+    Pillow; a PAM: OpenCV only): the over-cap inputs fail with the one 'too large' line, the others are restored."""
+    import cv2
+
+    d = tmp_path / "in"
+    d.mkdir()
+    big = np.asarray(Image.open(crops / "f0.png").resize((64, 64), Image.LANCZOS))  # 4096 px > 3000
+    Image.fromarray(big).save(d / "big.png")
+    (d / "big.pam").write_bytes(cv2.imencode(".pam", np.ascontiguousarray(big[:, :, ::-1]))[1].tobytes())
+    files = [crops / "f0.png", d / "big.png", crops / "f1.png", d / "big.pam"]  # 48x48 = 2304 px: under the cap
+    s = run_job(files, tmp_path / "o", RestoreSettings(aligned=True, threads=1, max_pixels=3000), restorer=tiny)
+    refused = "image too large (64x64 = 0.0041 MP; the limit is 0.003 MP)"
+    assert [(Path(r.path).name, r.status, r.error) for r in s.results] == [
+        ("f0.png", "done", None), ("big.png", "failed", refused), ("f1.png", "done", None), ("big.pam", "failed", refused)]
+    assert sorted(p.name for p in (tmp_path / "o" / "restored_faces").iterdir()) == ["f0.png", "f1.png"]
+    # whole photos too: refused before any face detection or restoring
+    p = run_job([d / "big.pam"], tmp_path / "p", RestoreSettings(threads=1, max_pixels=3000), restorer=tiny)
+    assert [(r.status, r.error) for r in p.results] == [("failed", refused)]
+    # without the setting: imageio's default cap, which the CLI keeps
+    assert run_job([d / "big.pam"], tmp_path / "q", RestoreSettings(aligned=True, threads=1), restorer=tiny).done
+
+
+def test_max_pixels_default_is_imageios_and_is_checked():
+    from dynface import imageio
+    from dynface.jobs import UsageError, check_settings
+
+    assert RestoreSettings().max_pixels == imageio.MAX_PIXELS  # jobs keeps its own copy (no torch import on --help)
+    for bad in (0, -1, 1.5, "40e6", True):
+        with pytest.raises(UsageError, match="max_pixels"):
+            check_settings(RestoreSettings(max_pixels=bad))
+
+
 def test_restorer_key_tells_apart_settings_that_build_different_restorers():
     """The web app's restorer cache key: aligned (fp32 batches under auto) and compile change the restorer;
     output-only settings (upscale, suffix, detail) do not."""

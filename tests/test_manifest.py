@@ -109,6 +109,53 @@ def test_skip_existing_trusts_manifest_and_files(tmp_path, crops):
     assert [r.stem for r in s.done] == ["c2"] and len(f.faces) == 1
 
 
+def test_skip_existing_reads_the_manifest_once_and_stats_each_input_once(tmp_path, monkeypatch):
+    """``dynface restore --skip-existing`` on a finished job: the skip check (everything after planning the inputs)
+    reads OUT/manifest.jsonl once and stats each input file at most once. Counted: calls of ``Manifest.lines`` on
+    OUT/manifest.jsonl (every manifest read goes through it) and ``Path.stat`` calls on the input files outside
+    ``plan_inputs`` (collecting the folder stats its entries too; that is not the skip check). ``_source_info``
+    uses ``Path.stat`` and ``is_file``/``exists`` go through it as well. The earlier code read the manifest twice
+    (the CLI's progress bar base, then the job) and stat'ed each input 3 times per read."""
+    from dynface import jobs
+
+    d = tmp_path / "in"
+    d.mkdir()
+    img = data.astronaut()
+    for k in range(6):
+        Image.fromarray(img[40 + 5 * k : 190 + 5 * k, 140:290]).save(d / f"c{k}.png")
+    out = tmp_path / "out"
+    assert run_job([d], out, RestoreSettings(aligned=True), restorer=Fake()).exit_code == 0
+
+    reads, stats, planning = [], {}, [False]
+    lines, stat, plan = Manifest.lines, Path.stat, jobs.plan_inputs
+
+    def counting_lines(self):
+        if self.path == out / MANIFEST_NAME:
+            reads.append(1)
+        return lines(self)
+
+    def counting_stat(self, *a, **kw):
+        if self.parent == d and not planning[0]:
+            stats[self.name] = stats.get(self.name, 0) + 1
+        return stat(self, *a, **kw)
+
+    def marked_plan(*a, **kw):
+        planning[0] = True
+        try:
+            return plan(*a, **kw)
+        finally:
+            planning[0] = False
+
+    monkeypatch.setattr(Manifest, "lines", counting_lines)
+    monkeypatch.setattr(Path, "stat", counting_stat)
+    monkeypatch.setattr(jobs, "plan_inputs", marked_plan)
+    assert main(["restore", "-q", "--aligned", "-i", str(d), "-o", str(out), "--skip-existing"]) == 0
+    monkeypatch.undo()
+    assert len(reads) == 1
+    assert sorted(stats) == [f"c{k}.png" for k in range(6)] and max(stats.values()) == 1, stats
+    assert len(Manifest(out / MANIFEST_NAME).lines()) == 6  # nothing restored or appended again
+
+
 def test_torn_last_line_is_skipped_and_does_not_swallow_the_next(tmp_path):
     m = Manifest(tmp_path / MANIFEST_NAME)
     m.append(FileResult("/x/a.png", "a", "done"))

@@ -7,15 +7,18 @@ The restorer is the random ``tiny`` preset (4 steps) through ``DYNFACE_RESTORER_
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
+import threading
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from _helpers import LoggedRestorer, astronaut_crops, read_face_log, tiny_restorer
 
 from dynface import jobs
-from dynface.engines.torchrun import merge_parts, part_path, rank_of
+from dynface.engines.torchrun import merge_parts, part_path, rank_of, run_torchrun_job
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -44,6 +47,68 @@ def test_merge_parts_appends_every_rank_once_and_removes_the_parts(tmp_path):
     assert [d["stem"] for d in jobs.Manifest(tmp_path / "manifest.jsonl").lines()] == ["x0", "x1"]
     assert not list(tmp_path.glob("manifest.rank*"))
     assert merge_parts(tmp_path) == []
+
+
+def test_merge_parts_appends_under_the_manifest_lock(tmp_path):
+    """merge_parts appends through Manifest's locked write: while another writer holds the manifest's flock (taken
+    here on a second open file description, which flock treats as another writer even in this process) the merge
+    waits, and it completes once the lock is released. The old unlocked merge finished at once."""
+    fcntl = pytest.importorskip("fcntl")
+    jobs.Manifest(part_path(tmp_path, 0)).append(jobs.FileResult("x0.png", "x0", "done"))
+    path = tmp_path / jobs.MANIFEST_NAME
+    with open(path, "ab") as holder:
+        fcntl.flock(holder.fileno(), fcntl.LOCK_EX)
+        t = threading.Thread(target=merge_parts, args=(tmp_path,), daemon=True)
+        t.start()
+        t.join(1.0)
+        blocked = t.is_alive()
+        size_while_locked = path.stat().st_size
+    t.join(30)
+    assert blocked and size_while_locked == 0
+    assert not t.is_alive() and [d["stem"] for d in jobs.Manifest(path).lines()] == ["x0"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_torchrun_skip_existing_reads_the_manifest_once_on_rank_0(tmp_path, monkeypatch):
+    """One rank in this process (gloo, world size 1): with --skip-existing rank 0 reads OUT/manifest.jsonl once
+    (it used to read it twice: for the whole job's skipped count, then again for its share), and it still restores
+    an input whose output was lost and adds the line a killed run did not write (through its part)."""
+    d = tmp_path / "in"
+    stems = astronaut_crops(d, 4)
+    monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", FACTORY)
+    if str(HERE) not in sys.path:
+        monkeypatch.syspath_prepend(str(HERE))
+    out = tmp_path / "out"
+    assert jobs.run_job([d], out, jobs.RestoreSettings(aligned=True, threads=1)).exit_code == 0
+    (out / "restored_faces" / f"{stems[0]}.png").unlink()  # an output lost: restored again
+    man = out / jobs.MANIFEST_NAME
+    man.write_text("".join(ln + "\n" for ln in man.read_text().splitlines() if f'"stem":"{stems[1]}"' not in ln))
+
+    reads = []
+    lines = jobs.Manifest.lines
+
+    def counting_lines(self):
+        if self.path == man:
+            reads.append(1)
+        return lines(self)
+
+    monkeypatch.setattr(jobs.Manifest, "lines", counting_lines)
+    for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(_free_port()), "GLOO_SOCKET_IFNAME": "lo"}.items():
+        monkeypatch.setenv(k, v)
+    s = run_torchrun_job([d], out, jobs.RestoreSettings(aligned=True, threads=1, skip_existing=True))
+    monkeypatch.setattr(jobs.Manifest, "lines", lines)
+    assert len(reads) == 1
+    assert [r.stem for r in s.results] == [stems[0]] and s.results[0].status == "done"
+    assert sorted(r.stem for r in s.skipped) == stems[1:] and s.exit_code == 0
+    last = jobs.Manifest(man).load()
+    assert sorted(last) == stems and all(v["status"] == "done" for v in last.values())
+    assert not list(out.glob("manifest.rank*"))
 
 
 def test_torchrun_two_cpu_ranks_restore_disjoint_shares_into_one_manifest(tmp_path, monkeypatch):
@@ -83,3 +148,20 @@ def test_torchrun_two_cpu_ranks_restore_disjoint_shares_into_one_manifest(tmp_pa
     assert not list(out.glob("manifest.rank*"))
     for s in stems:
         assert (out / "restored_faces" / f"{s}.png").read_bytes() == (tmp_path / "single" / "restored_faces" / f"{s}.png").read_bytes()
+
+    # --skip-existing after damage: rank 1 lost an output (a), rank 0's part of a killed launch says a later attempt
+    # failed (x: merged before the skip check, so restored again), both ranks lost a manifest line (b0, b1: skipped,
+    # their lines added)
+    (a,), (x, b0), (b1,) = shares[1][:1], shares[0][:2], shares[1][1:2]
+    (out / "restored_faces" / f"{a}.png").unlink()
+    man = out / "manifest.jsonl"
+    man.write_text("".join(ln + "\n" for ln in man.read_text().splitlines() if f'"stem":"{b0}"' not in ln and f'"stem":"{b1}"' not in ln))
+    jobs.Manifest(part_path(out, 0)).append(jobs.FileResult(str(d / f"{x}.png"), x, "failed", "killed"))
+    log2 = tmp_path / "log2.txt"
+    env["DYNFACE_TEST_LOG"] = str(log2)
+    proc = subprocess.run([*cmd, "--skip-existing"], env=env, capture_output=True, text=True, timeout=300)
+    assert "10 input(s): 2 restored, 7 skipped (complete), 1 failed" in proc.stdout, proc.stdout + proc.stderr[-1500:]
+    assert sorted(seed_to_stem[seed] for _, seed in read_face_log(log2)) == sorted([a, x])
+    last = jobs.Manifest(man).load()
+    assert all(last[s]["status"] == "done" for s in stems) and not list(out.glob("manifest.rank*"))
+    assert (out / "restored_faces" / f"{a}.png").read_bytes() == (tmp_path / "single" / "restored_faces" / f"{a}.png").read_bytes()

@@ -189,6 +189,38 @@ def test_caps_on_bytes_and_decoded_pixels(tmp_path, uploads, astro_png):
     app.close()
 
 
+def test_pixel_cap_holds_for_files_only_opencv_decodes(tmp_path, uploads, astro_png):
+    """The server's pixel cap (``max_pixels``) also holds for a file that only OpenCV decodes. A PAM (Netpbm P7)
+    file is one: Pillow cannot open it (UnidentifiedImageError), so the web app's old Pillow-only header check let
+    it through, and the job layer's OpenCV fallback read it under imageio's default 80 MP. Now the cap is the job
+    layer's ``RestoreSettings.max_pixels``, applied whichever decoder reads the file. A PNG over the cap (Pillow's
+    path) is refused with the same wording, and a file under the cap in the same request is still restored."""
+    import cv2
+    from PIL import UnidentifiedImageError
+
+    from dynface.imageio import read_image
+
+    face = np.asarray(Image.fromarray(data.astronaut()).resize((300, 300), Image.LANCZOS))
+    ok, buf = cv2.imencode(".pam", np.ascontiguousarray(face[:, :, ::-1]))
+    assert ok
+    pam = _put(uploads, "portrait.pam", buf.tobytes())
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(pam)  # not Pillow's: the OpenCV fallback reads it
+    assert read_image(pam).format == "OPENCV" and read_image(pam).size == (300, 300)
+    Image.fromarray(face).save(uploads / "big.png")
+    small = np.asarray(Image.fromarray(face).resize((200, 200), Image.LANCZOS))
+    Image.fromarray(small).save(uploads / "small.png")
+    app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work", max_pixels=50_000))
+    res = app.restore([pam, str(uploads / "big.png"), str(uploads / "small.png")], model="embedded-64", upscale=1)
+    st = [(r.status, r.error) for r in res.results]
+    refused = "image too large (300x300 = 0.09 MP; the limit is 0.05 MP)"
+    assert st[0] == ("failed", refused)
+    assert st[1] == ("failed", refused)
+    assert st[2] == ("done", None), st  # 200x200 = 40 000 pixels: under the cap, read and restored
+    assert res.messages[0] == f"✗ portrait.pam: {refused}"
+    app.close()
+
+
 def test_time_limit_stops_mid_sampling_and_reports_the_rest(tmp_path, uploads, astro_png, monkeypatch):
     monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_webapp:make_slow_restorer")
     app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work", time_limit_s=0.6))

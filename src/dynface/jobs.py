@@ -73,6 +73,7 @@ MAX_SEED = 2**63 - 1
 MAX_STEPS = 1000  # the base grid of every model here
 MIN_ALIGNED_SIDE = 16  # px: smaller aligned crops are refused
 MAX_ALIGNED_ASPECT = 1.25  # longer side / shorter side: beyond this an aligned crop is refused (it would stretch)
+MAX_PIXELS = 80_000_000  # = dynface.imageio.MAX_PIXELS (not imported here: imageio pulls in torch; a test checks)
 
 
 class UsageError(Exception):
@@ -121,6 +122,7 @@ class RestoreSettings:
     border: str = "constant"
     allow_input_dir: bool = False
     deterministic: bool = True  # restore one face per call where batching could change the output (see per_face)
+    max_pixels: int = MAX_PIXELS  # largest decoded input, per file; every read in this layer is capped by it
 
     @classmethod
     def from_namespace(cls, ns: Any) -> RestoreSettings:
@@ -192,6 +194,8 @@ def check_settings(settings: RestoreSettings) -> None:
         v = getattr(s, name)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if isinstance(s.max_pixels, bool) or not isinstance(s.max_pixels, int) or s.max_pixels < 1:
+        raise UsageError(f"max_pixels must be a whole number >= 1, got {s.max_pixels!r}")
     if s.input_template:
         from dynface.faces import load_templates
 
@@ -415,16 +419,19 @@ def is_complete(out: Path, stem: str, path: Path | None = None) -> bool:
     return _complete_record(out, stem, path) is not None
 
 
-def _complete_record(out: Path, stem: str, path: Path | None = None) -> dict | None:
-    """The record of ``stem`` when it is complete (:func:`is_complete`), else None."""
+def _complete_record(out: Path, stem: str, path: Path | None = None, source: Callable[[], dict | None] | None = None,
+                     on_disk: set[str] | None = None) -> dict | None:
+    """The record of ``stem`` when it is complete (:func:`is_complete`), else None. ``source``: gives
+    ``_source_info(path)`` (a caller's cached stat of the input); ``on_disk``: see :func:`_all_on_disk`."""
     rec = _read_record(out, stem)
     if not rec or rec.get("status") != "ok":
         return None
-    if not _all_on_disk(out, _record_files(rec)):
+    if not _all_on_disk(out, _record_files(rec), on_disk):
         return None
     src = rec.get("source")
     if path is not None and isinstance(src, dict):
-        if _source_info(path) != {"size": src.get("size"), "mtime_ns": src.get("mtime_ns")}:
+        now = source() if source is not None else _source_info(path)
+        if now != {"size": src.get("size"), "mtime_ns": src.get("mtime_ns")}:
             return None
     return rec
 
@@ -545,7 +552,14 @@ class Manifest:
             "time": round(time.time(), 3),
             "record": result.record,
         }
-        data = (json.dumps(line, default=_json_default, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        self.append_lines([line])
+
+    def append_lines(self, lines: list[dict]) -> None:
+        """Append ready-made lines (e.g. another manifest's) in one locked ``write``, the way :meth:`append` does."""
+        if not lines:
+            return
+        data = b"".join((json.dumps(d, default=_json_default, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+                        for d in lines)
         fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             _lock(fd)  # writers of this manifest take turns: the torn-line check and the write are one step
@@ -589,24 +603,33 @@ def _lock(fd: int) -> None:
         pass
 
 
-def _manifest_says_complete(entry: dict | None, out: Path, path: Path) -> bool:
+def _manifest_says_complete(entry: dict | None, out: Path, source: Callable[[], dict | None],
+                            on_disk: set[str] | None = None) -> bool:
+    """``source``: gives the input's :func:`_source_info` (called only when the line says done)."""
     if not entry or entry.get("status") != "done":
         return False
-    src = _source_info(path)
+    src = source()
     if src is None or (entry.get("size"), entry.get("mtime_ns")) != (src["size"], src["mtime_ns"]):
         return False
-    return _all_on_disk(out, entry.get("outputs") or [])
+    return _all_on_disk(out, entry.get("outputs") or [], on_disk)
 
 
-def _all_on_disk(out: Path, rels: list[str]) -> bool:
-    """Every output (relative to ``out``) exists and is not empty."""
+def _all_on_disk(out: Path, rels: list[str], on_disk: set[str] | None = None) -> bool:
+    """Every output (relative to ``out``) exists and is not empty (one stat each). ``on_disk``: outputs found
+    already (not checked again), to which those found here are added."""
+    from stat import S_ISREG
+
     for rel in rels:
+        if on_disk is not None and rel in on_disk:
+            continue
         try:
-            f = out / rel
-            if not f.is_file() or f.stat().st_size == 0:
-                return False
-        except OSError:
+            st = (out / rel).stat()
+        except (OSError, ValueError):
             return False
+        if not S_ISREG(st.st_mode) or st.st_size == 0:
+            return False
+        if on_disk is not None:
+            on_disk.add(rel)
     return True
 
 
@@ -616,19 +639,23 @@ def complete_results(items: list[InputItem], out: Path, manifest: Manifest | Non
     Complete: the manifest's last line for the stem says done for this very file (size and mtime) and every
     output it lists is on disk, and the record agrees (:func:`is_complete`); or, when the manifest has no line
     for it (a run killed between the record and the manifest line, or a run before manifests), the record alone."""
-    entries = manifest.load() if manifest is not None else {}
+    from functools import cache, partial
+
+    entries = manifest.load() if manifest is not None else {}  # the one read of the manifest
     skipped, missing = [], []
     for it in items:
+        source = cache(partial(_source_info, it.path))  # the input is stat'ed once, when first needed
+        on_disk: set[str] = set()  # outputs listed by both the manifest line and the record are checked once
         e = entries.get(it.stem)
         if e is not None and e.get("path") not in (None, str(it.path)) and safe_resolve(Path(e["path"])) != safe_resolve(it.path):
             e = None  # the stem belonged to another file
-        if e is not None and not _manifest_says_complete(e, out, it.path):
+        if e is not None and not _manifest_says_complete(e, out, source, on_disk):
             continue
-        rec = _complete_record(out, it.stem, it.path)
+        rec = _complete_record(out, it.stem, it.path, source, on_disk)
         if rec is None:
             continue
         r = FileResult(str(it.path), it.stem, "skipped", outputs=_record_files(rec) + [f"records/{it.stem}.json"],
-                       record=rec, faces=int(rec.get("num_faces", 0) or 0), source=_source_info(it.path))
+                       record=rec, faces=int(rec.get("num_faces", 0) or 0), source=source())
         skipped.append(r)
         if e is None or e.get("status") != "done":
             missing.append(r)
@@ -861,7 +888,7 @@ def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     t0 = time.perf_counter()
     src = _source_info(it.path)
     try:
-        img = imageio.read_image(it.path)
+        img = imageio.read_image(it.path, max_pixels=s.max_pixels)
     except imageio.ImageReadError as e:
         raise InputError(str(e).removeprefix(f"{it.path}: ")) from None
     t_read = time.perf_counter() - t0
@@ -968,7 +995,7 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
         t0 = time.perf_counter()
         src = _source_info(it.path)
         try:
-            img = imageio.read_image(it.path)
+            img = imageio.read_image(it.path, max_pixels=s.max_pixels)
         except imageio.ImageReadError as e:
             on_result(FileResult(str(it.path), it.stem, "failed", str(e).removeprefix(f"{it.path}: "), source=src))
             continue
@@ -1169,10 +1196,13 @@ def prepare_output(out: Path, settings: RestoreSettings) -> None:
 
 
 def start_job(items: list[InputItem], out: Path, settings: RestoreSettings, ignored: list[Path] | None = None,
-              manifest: Manifest | None = None) -> tuple[JobSummary, Manifest, list[InputItem]]:
+              manifest: Manifest | None = None,
+              complete: tuple[list[FileResult], list[FileResult]] | None = None) -> tuple[JobSummary, Manifest, list[InputItem]]:
     """What every engine does before restoring: check the settings, create ``out``, and (with ``skip_existing``)
     find the complete inputs, adding the manifest lines a killed run did not write (to ``manifest``, default
-    ``OUT/manifest.jsonl``). Returns (summary, manifest, the items left to restore)."""
+    ``OUT/manifest.jsonl``). ``complete``: ``complete_results(items, out, Manifest(OUT/manifest.jsonl))`` when the
+    caller computed it already (the skip check then runs once per run). Returns (summary, manifest, the items left
+    to restore)."""
     out = Path(out)
     check_settings(settings)
     if not settings.aligned:
@@ -1182,7 +1212,7 @@ def start_job(items: list[InputItem], out: Path, settings: RestoreSettings, igno
     summary = JobSummary(out=out, total=len(items), ignored=list(ignored or []))
     todo = list(items)
     if settings.skip_existing:
-        skipped, missing = complete_results(items, out, Manifest(out / MANIFEST_NAME))
+        skipped, missing = complete if complete is not None else complete_results(items, out, Manifest(out / MANIFEST_NAME))
         for r in missing:
             append_line(manifest, summary, as_done(r))
         summary.skipped = skipped
@@ -1210,14 +1240,16 @@ def append_line(manifest: Manifest, summary: JobSummary, r: FileResult) -> None:
 def run_job(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings, restorer=None,
             progress: Callable[[Progress], None] | None = None, *,
             on_result: Callable[[FileResult], None] | None = None, items: list[InputItem] | None = None,
-            ignored: list[Path] | None = None) -> JobSummary:
+            ignored: list[Path] | None = None,
+            complete: tuple[list[FileResult], list[FileResult]] | None = None) -> JobSummary:
     """Plan, skip complete inputs (``skip_existing``), load the restorer (unless given), restore and append one
-    manifest line per input. ``items``/``ignored`` may come from an earlier :func:`plan_inputs`. Raises
+    manifest line per input. ``items``/``ignored`` may come from an earlier :func:`plan_inputs`, ``complete`` from
+    an earlier :func:`complete_results` of those items (see :func:`start_job`). Raises
     :class:`UsageError` for whole-job problems; a ``KeyboardInterrupt`` ends the job with ``interrupted=True``."""
     out = Path(out).expanduser()
     if items is None:
         items, ignored = plan_inputs(inputs, out, settings)
-    summary, manifest, todo = start_job(items, out, settings, ignored)
+    summary, manifest, todo = start_job(items, out, settings, ignored, complete=complete)
     if not todo:
         return summary
     import torch

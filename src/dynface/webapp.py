@@ -17,8 +17,10 @@ CDN: the browser test checks that the page sends no request beyond the server.
 * the model is a *name* from the server's allow list (the embedded models, plus the model folders found in the
   ``--models`` directories when the server started); anything else (a path, an uploaded ``.pth``) is refused,
   and an uploaded weights file is only ever treated as a (non-)image;
-* uploads are capped in bytes (also by Gradio at the HTTP level), in number, and in decoded pixels (checked from
-  the header before any decoding, against decompression bombs);
+* uploads are capped in bytes (also by Gradio at the HTTP level), in number, and in decoded pixels: the job
+  layer reads every file with ``RestoreSettings.max_pixels`` set to the server's cap (the same check as
+  ``dynface restore``, whichever decoder reads the file; from the header, before decoding, for everything Pillow
+  opens, against decompression bombs);
 * a request has a time limit (checked per sampling step through the job layer's progress callback);
 * per-request folders live under one work folder and are removed after ``keep_s`` seconds (and all of it when
   the server stops); Gradio's own cache of uploads and results ages out the same way.
@@ -215,6 +217,7 @@ class WebApp:
         settings = jobs.RestoreSettings(
             model=self.models[model], mode=mode, steps=steps, seed=seed_i, fidelity=fidelity, upscale=upscale,
             aligned=bool(aligned), device=self.config.device, precision=precision, save_maps=True, color_fix=color_fix,
+            max_pixels=self.config.max_pixels,
         )
         try:
             jobs.check_settings(settings)
@@ -247,23 +250,13 @@ class WebApp:
         return files
 
     def _precheck(self, path: Path) -> str | None:
-        """A reason to reject a file before the job reads it (size, pixels), else None."""
+        """A reason to reject a file before it is copied (bytes), else None. The pixel cap is the job layer's
+        (``settings.max_pixels``): it applies to every decoder the job layer falls back to."""
         size = path.stat().st_size
         if size == 0:
             return "empty file"
         if size > self.config.max_upload_bytes:
             return f"file too large ({size / 2**20:.1f} MB; this server accepts up to {self.config.max_upload_bytes / 2**20:.0f} MB)"
-        from PIL import Image
-
-        try:
-            with Image.open(path) as im:  # reads the header only
-                w, h = im.size
-        except Exception:
-            return None  # not for PIL: the job layer reads it (other decoders) or reports it
-        if w * h > self.config.max_pixels:
-            from dynface.imageio import too_large
-
-            return too_large(w, h, self.config.max_pixels)
         return None
 
     # ---------------------------------------------------------------- restorer

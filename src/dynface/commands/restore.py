@@ -209,13 +209,13 @@ def _run(args: argparse.Namespace) -> int:
             tqdm.write(f"FAILED {r.path}: {r.error}", file=sys.stderr)
 
     # the bar starts after the skip check, at the number of complete inputs
-    bar_base = 0
-    if settings.skip_existing:
-        bar_base = len(jobs.complete_results(items, out, jobs.Manifest(out / jobs.MANIFEST_NAME))[0]) if out.is_dir() else 0
+    complete = engines.complete_inputs(args, out, settings, items)  # the one skip check, shared with the job
+    bar_base = len(complete[0]) if complete else 0
     bar = tqdm(total=len(items), initial=bar_base, unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.1f}/{total} img [{elapsed}<{remaining}{postfix}]")
     try:
-        summary = engines.run_job(args, out, settings, progress=progress, on_result=on_result, items=items, ignored=ignored)
+        summary = engines.run_job(args, out, settings, progress=progress, on_result=on_result, items=items, ignored=ignored,
+                                  complete=complete)
     finally:
         bar.close()
     if engines.reports():  # under torchrun: rank 0 only

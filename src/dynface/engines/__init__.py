@@ -89,19 +89,45 @@ def reports() -> bool:
     return not in_torchrun() or os.environ.get("RANK") == "0"
 
 
-def run_job(args: argparse.Namespace, out, settings, *, progress=None, on_result=None, items=None, ignored=None):
-    """:func:`dynface.jobs.run_job`, or the engine the command line asks for (:func:`selected`)."""
+def complete_inputs(args: argparse.Namespace, out, settings, items):
+    """The ``--skip-existing`` check of ``items`` (:func:`dynface.jobs.complete_results`: (skipped, missing)), made
+    once per run: the CLI sizes its progress bar with it and passes it on to :func:`run_job`. None without
+    ``--skip-existing`` and on torchrun ranks other than 0 (they check their share after rank 0 merged the manifest
+    parts of a killed launch, which rank 0 does here first: :func:`dynface.engines.torchrun.skip_check`)."""
+    from pathlib import Path
+
+    from dynface import jobs
+
+    out = Path(out)
+    if not settings.skip_existing or (selected(args) == "torchrun" and os.environ.get("RANK") != "0"):
+        return None
+    if not out.is_dir():
+        return [], []
+    if selected(args) == "torchrun":
+        from dynface.engines.torchrun import skip_check
+
+        return skip_check(items, out)
+    return jobs.complete_results(items, out, jobs.Manifest(out / jobs.MANIFEST_NAME))
+
+
+def run_job(args: argparse.Namespace, out, settings, *, progress=None, on_result=None, items=None, ignored=None,
+            complete=None):
+    """:func:`dynface.jobs.run_job`, or the engine the command line asks for (:func:`selected`). ``complete``: from
+    :func:`complete_inputs` for these ``items``."""
     engine = selected(args)
     if engine == "ray":
         from dynface.engines.ray_engine import RayOptions, run_ray_job
 
         opts = RayOptions(address=args.address, workers=args.workers, cpus_per_worker=args.cpus_per_worker,
                           gpus_per_worker=args.gpus_per_worker, max_retries=args.max_retries)
-        return run_ray_job(args.input, out, settings, opts, progress, on_result=on_result, items=items, ignored=ignored)
+        return run_ray_job(args.input, out, settings, opts, progress, on_result=on_result, items=items, ignored=ignored,
+                           complete=complete)
     if engine == "torchrun":
         from dynface.engines.torchrun import run_torchrun_job
 
-        return run_torchrun_job(args.input, out, settings, progress, on_result=on_result, items=items, ignored=ignored)
+        return run_torchrun_job(args.input, out, settings, progress, on_result=on_result, items=items, ignored=ignored,
+                                complete=complete)
     from dynface import jobs
 
-    return jobs.run_job(args.input, out, settings, progress=progress, on_result=on_result, items=items, ignored=ignored)
+    return jobs.run_job(args.input, out, settings, progress=progress, on_result=on_result, items=items, ignored=ignored,
+                        complete=complete)

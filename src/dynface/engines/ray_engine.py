@@ -165,15 +165,17 @@ def run_ray_job(inputs: Sequence[str | Path], out: Path, settings: jobs.RestoreS
                 progress: Callable[[jobs.Progress], None] | None = None, *,
                 on_result: Callable[[jobs.FileResult], None] | None = None,
                 items: list[jobs.InputItem] | None = None, ignored: list[Path] | None = None,
-                stats: RayStats | None = None) -> jobs.JobSummary:
+                stats: RayStats | None = None,
+                complete: tuple[list[jobs.FileResult], list[jobs.FileResult]] | None = None) -> jobs.JobSummary:
     """:func:`dynface.jobs.run_job` over a pool of Ray actors (see the module docstring). Raises
     :class:`dynface.jobs.UsageError` for whole-job problems (bad settings, Ray missing or unreachable, a model the
-    workers cannot load); a ``KeyboardInterrupt`` ends the job with ``interrupted=True``."""
+    workers cannot load); a ``KeyboardInterrupt`` ends the job with ``interrupted=True``. ``complete``: the skip
+    check done already (:func:`dynface.jobs.start_job`)."""
     out = Path(out).expanduser()
     if items is None:
         items, ignored = jobs.plan_inputs(inputs, out, settings)
     check_options(opts, settings)
-    summary, manifest, todo = start_job(items, out, settings, ignored)
+    summary, manifest, todo = start_job(items, out, settings, ignored, complete=complete)
     if not todo:
         return summary
     stats = stats if stats is not None else RayStats()

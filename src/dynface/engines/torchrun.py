@@ -17,7 +17,6 @@ as a single-process run (per-face seeds, :func:`dynface.jobs.face_seed`).
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -50,25 +49,25 @@ def _parts(out: Path) -> list[Path]:
 
 
 def merge_parts(out: Path) -> list[dict]:
-    """Append every manifest part under ``out`` to ``OUT/manifest.jsonl`` (rank order, one ``O_APPEND`` write per
-    part, then fsync) and remove the parts. Returns the merged lines."""
+    """Append every manifest part under ``out`` to ``OUT/manifest.jsonl`` (rank order, one write per part under the
+    manifest's lock, then fsync: :meth:`dynface.jobs.Manifest.append_lines`) and remove the parts. Returns the
+    merged lines."""
+    manifest = jobs.Manifest(Path(out) / jobs.MANIFEST_NAME)
     merged: list[dict] = []
     for p in _parts(out):
         lines = jobs.Manifest(p).lines()
-        if lines:
-            data = b"".join(
-                (json.dumps(d, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8") for d in lines
-            )
-            fd = os.open(Path(out) / jobs.MANIFEST_NAME, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-            try:
-                if os.write(fd, data) != len(data):
-                    raise OSError(f"short write to {Path(out) / jobs.MANIFEST_NAME}")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+        manifest.append_lines(lines)
         p.unlink()
         merged += lines
     return merged
+
+
+def skip_check(items: list[jobs.InputItem], out: Path) -> tuple[list[jobs.FileResult], list[jobs.FileResult]]:
+    """Rank 0's ``--skip-existing`` check of the whole job: the parts a killed launch left are merged first, then
+    :func:`dynface.jobs.complete_results` of every input (one read of the manifest). Only while no other rank
+    writes its part: before the first barrier of :func:`run_torchrun_job`."""
+    merge_parts(out)
+    return jobs.complete_results(items, Path(out), jobs.Manifest(Path(out) / jobs.MANIFEST_NAME))
 
 
 def _result_from_line(d: dict) -> jobs.FileResult:
@@ -87,9 +86,12 @@ def _env_int(name: str, default: int) -> int:
 def run_torchrun_job(inputs: Sequence[str | Path], out: Path, settings: jobs.RestoreSettings,
                      progress: Callable[[jobs.Progress], None] | None = None, *,
                      on_result: Callable[[jobs.FileResult], None] | None = None,
-                     items: list[jobs.InputItem] | None = None, ignored: list[Path] | None = None) -> jobs.JobSummary:
+                     items: list[jobs.InputItem] | None = None, ignored: list[Path] | None = None,
+                     complete: tuple[list[jobs.FileResult], list[jobs.FileResult]] | None = None) -> jobs.JobSummary:
     """This rank's part of the job (see the module docstring). On rank 0 the summary covers the whole job; on the
-    other ranks it is empty (their results are in rank 0's), so that only rank 0 reports failures."""
+    other ranks it is empty (their results are in rank 0's), so that only rank 0 reports failures. ``complete``:
+    rank 0's :func:`skip_check` made already (the other ranks ignore it: they check their share after the first
+    barrier, once rank 0 has merged the parts)."""
     import torch
     import torch.distributed as dist
 
@@ -108,15 +110,18 @@ def run_torchrun_job(inputs: Sequence[str | Path], out: Path, settings: jobs.Res
         dist.init_process_group(backend, timeout=timeout)
     try:
         skipped_all: list[jobs.FileResult] = []
+        mine: tuple[list[jobs.FileResult], list[jobs.FileResult]] | None = None  # rank 0's share of its skip check
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-            merge_parts(out)  # results of a killed launch, before anyone reads the manifest
+            merge_parts(out)  # results of a killed launch, before anyone reads the manifest (skip_check's: a no-op)
             if settings.skip_existing:
-                skipped_all = jobs.complete_results(items, out, jobs.Manifest(out / jobs.MANIFEST_NAME))[0]
+                skipped_all, missing_all = complete if complete is not None else skip_check(items, out)
+                own = {it.stem for it in items if rank_of(it.stem, world) == 0}
+                mine = ([r for r in skipped_all if r.stem in own], [r for r in missing_all if r.stem in own])
         dist.barrier()
         share = [it for it in items if rank_of(it.stem, world) == rank]
         part = jobs.Manifest(part_path(out, rank))
-        summary, _, todo = start_job(share, out, settings, ignored if rank == 0 else None, manifest=part)
+        summary, _, todo = start_job(share, out, settings, ignored if rank == 0 else None, manifest=part, complete=mine)
         if todo:
             cpus = jobs.usable_cpus()
             jobs.apply_threads(replace(settings, threads=settings.threads or max(1, cpus // max(1, local_world))))
