@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="-w/--fidelity of `dynface restore` for every guided mode (default: the model's sampler.zeta); "
                          "a diagnostic knob, the same for all methods")
     ap.add_argument("--batch-size", type=int, default=8, metavar="B", help="faces per restore call (default: 8)")
+    ap.add_argument("--score-size", type=int, default=None, metavar="N",
+                    help="resize every method's output to N px (bicubic) before scoring, e.g. a 64-px model's rows on "
+                         "a 128-px set as a reference for a 128-px model (default: the model's size)")
     ap.add_argument("--methods", default=",".join(DEFAULT_METHODS), metavar="LIST",
                     help=f"comma-separated subset of {','.join(DEFAULT_METHODS)} (default: all)")
     ap.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
@@ -313,16 +316,21 @@ def load_pairs(pairs: Path, limit: int | None) -> tuple[list[str], dict, dict, d
 # --------------------------------------------------------------------------- restoration and scoring
 
 
-def _save(img, path: Path) -> None:
+def _save(img, path: Path, size: int | None = None) -> None:
+    """Write ``img`` as PNG, first resized to ``size`` px (bicubic) when given and different."""
     from PIL import Image
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(img).save(path)
+    im = Image.fromarray(img)
+    if size and im.size != (size, size):
+        im = im.resize((size, size), Image.BICUBIC)
+    im.save(path)
 
 
 def restore_all(restorer, method: str, keys: list[str], lq: dict, size: int, batch: int, seed: int, out_dir: Path,
-                fidelity: float | None = None) -> list[dict]:
-    """Restore (or, for bicubic, copy) every face into ``out_dir/<key>.png``; per-face records."""
+                fidelity: float | None = None, score_size: int | None = None) -> list[dict]:
+    """Restore (or, for bicubic, copy) every face into ``out_dir/<key>.png`` (at ``score_size`` when given);
+    per-face records."""
     import numpy as np
     from PIL import Image
 
@@ -332,7 +340,7 @@ def restore_all(restorer, method: str, keys: list[str], lq: dict, size: int, bat
             img = lq[k]
             if img.shape[:2] != (size, size):
                 img = np.asarray(Image.fromarray(img).resize((size, size), Image.BICUBIC))
-            _save(img, out_dir / f"{k}.png")
+            _save(img, out_dir / f"{k}.png", score_size)
             recs.append({"key": k, "nfe": 0, "seconds": 0.0})
         return recs
     r = restorer.with_config(mode=method)
@@ -340,7 +348,7 @@ def restore_all(restorer, method: str, keys: list[str], lq: dict, size: int, bat
         ks = keys[i : i + batch]
         out = r.restore([lq[k] for k in ks], seed=seed + i, fidelity=fidelity)
         for k, img, rec in zip(ks, out.images, out.records, strict=True):
-            _save(img, out_dir / f"{k}.png")
+            _save(img, out_dir / f"{k}.png", score_size)
             keep = {f: rec.get(f) for f in ("seed", "nfe", "seconds", "std_star", "start_step", "start_steps", "eta")}
             recs.append({"key": k, **{f: v for f, v in keep.items() if v is not None}})
         _log(f"  {method}: {min(i + batch, len(keys))}/{len(keys)}")
@@ -641,11 +649,14 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             "seed": manifest.get("seed"),
             "size": manifest.get("size") or next(iter(hq.values())).shape[0],
             "n_faces": len(keys),
-            "eval_size": size,
+            "eval_size": args.score_size or size,
             "keys": keys,
         }
-        if any(img.shape[:2] != (size, size) for img in hq.values()):
-            _log(f"note: HQ faces are not {size} px: restorations are scored at {size} px against HQ resized (bicubic)")
+        if any(img.shape[:2] != (data["eval_size"],) * 2 for img in hq.values()):
+            _log(f"note: HQ faces are not {data['eval_size']} px: restorations are scored at {data['eval_size']} px "
+                 "against HQ resized (bicubic)")
+        if args.score_size and args.score_size != size:
+            _log(f"note: the {size}-px model's outputs are resized to {args.score_size} px (bicubic) before scoring")
 
         metrics, skipped = available_metrics(_split(args.metrics), pairs / "hq", args)
         for k, v in skipped.items():
@@ -668,7 +679,7 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             row: dict = {"method": method, "n": len(keys)}
             try:
                 recs = restore_all(restorer, method, keys, lq, size, args.batch_size, args.seed,
-                                   work / "restored" / method, fidelity=args.fidelity)
+                                   work / "restored" / method, fidelity=args.fidelity, score_size=args.score_size)
                 wall = time.perf_counter() - t0
                 ev = score(work / "restored" / method, pairs / "hq", work / "eval" / f"{method}.json", metrics, args)
             except Exception as e:  # noqa: BLE001 - one broken method must not hide the others' numbers

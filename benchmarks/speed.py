@@ -266,7 +266,7 @@ def render(header: list[str], rows: list[dict], extra: list[str]) -> str:
             lines.append(f"- cpu/{r['precision']}/batch {r['batch']}, full: {r['steps']} / {base['steps']}: "
                          f"NFE ×{r['nfe_per_face'] / base['nfe_per_face']:.2f}, s/face ×{r['s_per_face'] / base['s_per_face']:.2f}")
     for r in cpu_full:
-        target = CPU_TARGETS.get(r["model"])
+        target = CPU_TARGETS.get(Path(r["model"]).name)  # an embedded name, or a candidate's folder of that name
         if target is not None:
             verdict = "met" if r["s_per_face"] <= target else "NOT met"
             lines.append(f"- target for {r['model']} `full` on the CPU, at most {target:g} s/face: {r['s_per_face']:.3f} s/face "

@@ -54,7 +54,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / ".gpu" / "e128"  # .gpu/ is git-ignored
 DEVICE_RUNS = ROOT / "runs" / "e128_device"  # kept on a warm device machine between calls (runs/ is ignored)
-COMMITTED = ROOT / "src" / "dynface" / "weights" / "embedded-128" / "prior.safetensors"
+# the in-progress EMA, committed once per round so that any later session resumes from it (outside the package:
+# it is not shipped until embedded-128 beats embedded-64; see checkpoints/embedded-128/README.md)
+COMMITTED = ROOT / "checkpoints" / "embedded-128" / "prior.safetensors"
 UNPACKED = ROOT / "runs" / "e128"  # unpack destinations: runs/e128/roundN
 CONFIGS = {False: ROOT / "configs" / "embedded-128", True: ROOT / "configs" / "embedded-128-smoke"}
 PHASES = ("prior", "dsst", "dblm", "dgsa")
@@ -110,9 +112,10 @@ def prior_params(size: int) -> int:
         return sum(p.numel() for p in UNetModel(ucfg).parameters())
 
 
-def newest_ema(extra: list[Path]) -> Path | None:
-    """The EMA with the most images seen among ``extra``, the unpacked rounds and the committed file."""
-    cands = [p for p in [*extra, *sorted(UNPACKED.glob("round*/prior.safetensors")), COMMITTED] if p.is_file()]
+def newest_ema(extra: list[Path], auto: bool = True) -> Path | None:
+    """The EMA with the most images seen among ``extra`` and (``auto``) the unpacked rounds and the committed file."""
+    found = [*sorted(UNPACKED.glob("round*/prior.safetensors")), COMMITTED] if auto else []
+    cands = [p for p in [*extra, *found] if p.is_file()]
     return max(cands, key=lambda p: (int(_meta(p).get("images_seen", 0)), p == COMMITTED), default=None)
 
 
@@ -127,7 +130,7 @@ def pack(args: argparse.Namespace) -> int:
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "faces").mkdir(parents=True)
-    init = newest_ema([Path(p) for p in args.init])
+    init = newest_ema([Path(p) for p in args.init], auto=not args.no_auto_init)
     meta = _meta(init) if init else {}
     rnd = int(meta.get("round", -1)) + 1
     init_rel = None
@@ -323,6 +326,7 @@ def phase_prior(args, box: Outbox, pack_info: dict, deadline: float) -> Path | N
     from dynface.models.io import load_state_dict_file
     from dynface.models.unet import UNetConfig, UNetModel
     from dynface.training.config import load_config
+    from dynface.training.loop import Checkpointer
     from dynface.training.prior import PriorTrainConfig, sample_grid, train_prior
 
     over = dict(args.set_prior)
@@ -351,6 +355,11 @@ def phase_prior(args, box: Outbox, pack_info: dict, deadline: float) -> Path | N
         except Exception as e:  # another torch version: compile from scratch
             s["compile_cache"] = f"not usable ({type(e).__name__})"
     run = Path(args.runs) / "prior"
+    start_seen = s["init_images_seen"]
+    state = Checkpointer(run, 0).load()  # a warm machine's second call goes on from the first call's last.pt
+    if state is not None:
+        start_seen = int(state.get("images_seen0", 0)) + int(state["step"]) * cfg.batch_size
+        del state
     extra = {"round": pack_info.get("round", 0), "data_shard": f"{pack_info.get('shard', 0)}/{pack_info.get('shards', 1)}"}
     t0 = time.time()
 
@@ -372,7 +381,7 @@ def phase_prior(args, box: Outbox, pack_info: dict, deadline: float) -> Path | N
     s["img_per_s_median"] = round(statistics.median(ips), 1) if ips else None
     s["first_log_row_s"] = float(rows[0]["time"]) if rows else None  # includes torch.compile
     s["loss_first"], s["loss_last"] = (rows[0]["loss"], rows[-1]["loss"]) if rows else (None, None)
-    s["images_this_call"] = s["images_seen"] - s["init_images_seen"]
+    s["images_this_call"] = s["images_seen"] - start_seen
     s["images_per_minute_of_call"] = round(s["images_this_call"] / max(1e-9, (time.time() - t0) / 60))
     sd, meta = load_state_dict_file(ema)  # (not via dynface.pipeline: fewer imports to go wrong on the device)
     unet = UNetModel(UNetConfig.from_dict(meta["unet"]))
@@ -411,7 +420,7 @@ def find_init(pack: Path, info: dict) -> Path | None:
         return pack / "init.safetensors"
     if info.get("init") and (ROOT / info["init"]).is_file():
         return ROOT / info["init"]
-    return COMMITTED if COMMITTED.is_file() else None
+    return None  # pack chose none (round 0)
 
 
 def phase_dsst(args, box: Outbox) -> None:
@@ -452,6 +461,9 @@ def phase_dblm(args, box: Outbox, seconds: float) -> None:
         dsst = box.work / "dsst.json" if (box.work / "dsst.json").is_file() else Path(args.pack) / "dsst.json"
         cfg = dataclasses.replace(cfg, label_dsst=str(dsst))
     run = Path(args.runs) / "dblm"
+    carried = Path(args.pack) / "dblm.safetensors"  # `pack --reuse`: go on training it (weights and stage progress)
+    if carried.is_file() and not (run / "last.pt").is_file():
+        cfg = dataclasses.replace(cfg, init_from=str(carried))
     t0 = time.time()
     path = train_dblm(cfg, str(Path(args.pack) / "faces"), str(run), resume=True, device=args.device)
     sd, meta = load_state_dict_file(path)
@@ -459,7 +471,8 @@ def phase_dblm(args, box: Outbox, seconds: float) -> None:
     shutil.copyfile(run / "log.csv", box.work / "dblm_log.csv")
     rows = _rows(run / "log.csv")
     last = {r["stage"]: r for r in rows}
-    box.summary["dblm"] = {"progress": meta.get("progress"), "seconds": round(time.time() - t0, 1),
+    box.summary["dblm"] = {"init": "continued from the carried dblm.safetensors" if cfg.init_from else "fresh",
+                           "progress": meta.get("progress"), "seconds": round(time.time() - t0, 1),
                            "batch_size": cfg.batch_size, "label": cfg.label, "last": last}
     box.refresh()
     print(f"dblm: progress {meta.get('progress')}, {time.time() - t0:.0f} s", flush=True)
@@ -583,6 +596,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", required=True, help="UTKFace val folder (DSST faces)")
     p.add_argument("--dest", default=str(PACK))
     p.add_argument("--init", action="append", default=[], help="extra EMA candidates (the newest by images_seen wins)")
+    p.add_argument("--no-auto-init", action="store_true",
+                   help="only --init candidates, not runs/e128/round*/ nor the committed checkpoint (tests)")
     p.add_argument("--compile-cache", default="auto", help="auto: the newest runs/e128/round*/compile_cache.bin")
     p.add_argument("--reuse", metavar="DIR", help="carry DIR's dblm.safetensors and dsst.json (an unpacked round)")
     p.add_argument("--size", type=int, default=128)

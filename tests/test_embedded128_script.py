@@ -125,7 +125,7 @@ def test_gpu_script_smoke_round_trip(tmp_path, capsys):
     _faces(tmp_path / "val", 4, 1)
     pack = tmp_path / "pack"
     common = ["--data", str(tmp_path / "train"), "--val", str(tmp_path / "val"), "--dest", str(pack), "--size", "32",
-              "--shards", "2", "--compile-cache", str(tmp_path / "none")]
+              "--shards", "2", "--compile-cache", str(tmp_path / "none"), "--no-auto-init"]
     rc, text = _call(helper, capsys, ["pack", *common])
     assert rc == 0
     info = json.loads(text.strip().splitlines()[-1])
@@ -170,14 +170,26 @@ def test_gpu_script_smoke_round_trip(tmp_path, capsys):
     assert res.images[0].shape == (32, 32, 3)
 
     # round 1 resumes from the returned EMA, on the other shard, with a fresh optimizer
-    rc, text = _call(helper, capsys, ["pack", *common, "--init", str(round0 / "prior.safetensors")])
+    # (and goes on training round 0's DBLM, carried with --reuse)
+    rc, text = _call(helper, capsys, ["pack", *common, "--init", str(round0 / "prior.safetensors"), "--reuse", str(round0)])
     assert rc == 0
     info = json.loads(text.strip().splitlines()[-1])
     assert (info["round"], info["shard"], info["init_images_seen"]) == (1, 1, 24)
+    assert info["reused"] == ["dblm.safetensors", "dsst.json"]
     out1 = tmp_path / "out1"
-    r = _run(["bash", "scripts/gpu_train_embedded128.sh", "60", "prior"], OUT=str(out1), DYNFACE_GPU_SCRIPT_SMOKE="1",
+    r = _run(["bash", "scripts/gpu_train_embedded128.sh", "90", "prior,dblm"], OUT=str(out1), DYNFACE_GPU_SCRIPT_SMOKE="1",
              PYTHON=py, E128_ARGS=f"--pack {pack} --runs {tmp_path / 'runs1'}")
     assert r.returncode == 0, r.stdout + r.stderr
-    s1 = json.loads((out1 / "summary.json").read_text())["prior"]
+    summary1 = json.loads((out1 / "summary.json").read_text())
+    s1 = summary1["prior"]
     assert s1["init_images_seen"] == 24 and s1["images_seen"] == 48 and s1["optimizer"].startswith("restarted from the EMA")
+    assert s1["images_this_call"] == 24
+    assert summary1["dblm"]["init"].startswith("continued") and summary1["dblm"]["progress"] == {"rm": 3, "sde": 2, "tm": 3}
     _check_return_limits(out1)
+    # a second call on the same (warm) machine goes on from its last.pt: it counts only its own images
+    out2 = tmp_path / "out2"
+    r = _run(["bash", "scripts/gpu_train_embedded128.sh", "60", "prior"], OUT=str(out2), DYNFACE_GPU_SCRIPT_SMOKE="1",
+             PYTHON=py, E128_ARGS=f"--pack {pack} --runs {tmp_path / 'runs1'} --set-prior max_steps=8")
+    assert r.returncode == 0, r.stdout + r.stderr
+    s2 = json.loads((out2 / "summary.json").read_text())["prior"]
+    assert s2["optimizer"].startswith("continued from last.pt") and (s2["images_seen"], s2["images_this_call"]) == (56, 8)

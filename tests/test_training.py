@@ -157,6 +157,27 @@ def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst):
         refresh_model_card(tmp_path / "model_card", "# newer")
 
 
+def test_dblm_continues_from_an_exported_file(face_dir, tmp_path):
+    """init_from (a new machine, no checkpoint): the exported weights and each stage's progress go on."""
+    cfg = DBLMTrainConfig(preset="tiny", batch_size=2, steps={"rm": 2, "sde": 1, "tm": 1}, log_every=1)
+    first = train_dblm(cfg, str(face_dir), str(tmp_path / "a"), stages=("rm",))
+    sd_a, _ = load_state_dict_file(first)
+    cfg0 = DBLMTrainConfig(preset="tiny", batch_size=2, steps={"rm": 2, "sde": 1, "tm": 1}, log_every=1,
+                           init_from=str(first))
+    same = train_dblm(cfg0, str(face_dir), str(tmp_path / "b"), stages=("rm",))  # rm already done: nothing trains
+    sd_b, meta_b = load_state_dict_file(same)
+    assert meta_b["progress"]["rm"] == 2 and all(torch.equal(sd_a[k], sd_b[k]) for k in sd_a)
+    more = DBLMTrainConfig(preset="tiny", batch_size=2, steps={"rm": 3, "sde": 1, "tm": 1}, log_every=1,
+                           init_from=str(first))
+    sd_c, meta_c = load_state_dict_file(train_dblm(more, str(face_dir), str(tmp_path / "c"), stages=("rm",)))
+    assert meta_c["progress"]["rm"] == 3 and [r["step"] for r in _rows(tmp_path / "c" / "log.csv")] == ["3"]
+    assert any(not torch.equal(sd_a[k], sd_c[k]) for k in sd_a if k.startswith("rm."))  # the third RM step trained
+    assert all(torch.equal(sd_a[k], sd_c[k]) for k in sd_a if not k.startswith("rm."))
+    wider = DBLMTrainConfig(preset="tiny", dblm={"rm_width": 16}, batch_size=2, init_from=str(first))
+    with pytest.raises(ValueError, match="architecture differs"):
+        train_dblm(wider, str(face_dir), str(tmp_path / "d"), stages=("rm",))
+
+
 def test_std_star_labels_pick_the_smallest_hiding_blur():
     from dynface.models.dblm import DBLMConfig
 

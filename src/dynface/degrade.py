@@ -42,6 +42,7 @@ import functools
 import io
 import itertools
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -336,12 +337,34 @@ def _jitter(x: torch.Tensor, jitter: tuple[float, float, float, float]) -> torch
     return x
 
 
-def apply_degradation(x: torch.Tensor, params: list[DegradationParams]) -> torch.Tensor:
+def _degrade_one(xb: torch.Tensor, p: DegradationParams, h: int, w: int) -> torch.Tensor:
+    """The per-sample steps after the blur (CPU): downsample, noise, JPEG, upsample, jitter, grey, 8-bit."""
+    lr_size = (max(1, int(h / p.scale + 0.5)), max(1, int(w / p.scale + 0.5)))
+    y = xb[None]
+    if lr_size != (h, w):
+        y = F.interpolate(y, size=lr_size, mode="bilinear", align_corners=False, antialias=False)
+    y = y[0]
+    if p.noise > 0:
+        g = torch.Generator().manual_seed(p.seed)
+        y = y + torch.randn(y.shape, generator=g, dtype=y.dtype) * (p.noise / 255)
+    y = _jpeg(y.clamp(0, 1), p.jpeg)
+    if lr_size != (h, w):
+        y = F.interpolate(y[None], size=(h, w), mode="bilinear", align_corners=False, antialias=False)[0]
+    y = y.clamp(0, 1)
+    if p.jitter is not None:
+        y = _jitter(y, p.jitter)
+    if p.gray:
+        y = (y * torch.tensor(_GREY, dtype=y.dtype)[:, None, None]).sum(0, keepdim=True).expand(3, h, w)
+    return y.mul(255).round().clamp(0, 255) / 255
+
+
+def apply_degradation(x: torch.Tensor, params: list[DegradationParams], workers: int = 1) -> torch.Tensor:
     """Degrade ``x`` (B,3,N,N) float in [0,1] with one :class:`DegradationParams` per sample.
 
     Deterministic in ``(x, params)``. The blur runs batched on ``x``'s device; the later steps run per
-    sample on the CPU (sizes differ after downsampling, JPEG is PIL). Returns a float tensor of the same
-    shape, dtype and device, in [0, 1], on 8-bit levels.
+    sample on the CPU (sizes differ after downsampling, JPEG is PIL), on ``workers`` threads when > 1 (the
+    same result: each sample has its own seed; for GPU training, where this loop would starve the device).
+    Returns a float tensor of the same shape, dtype and device, in [0, 1], on 8-bit levels.
     """
     if x.ndim != 4 or x.shape[1] != 3 or not x.is_floating_point():
         raise ValueError(f"expected a float (B,3,H,W) tensor, got {tuple(x.shape)} {x.dtype}")
@@ -362,32 +385,17 @@ def apply_degradation(x: torch.Tensor, params: list[DegradationParams]) -> torch
         ]
     )  # zero taps around a smaller kernel leave its result unchanged
     blurred = blur(x, kernels.to(device=x.device, dtype=x.dtype)).cpu()
-
-    out = []
-    for xb, p in zip(blurred, params, strict=True):
-        lr_size = (max(1, int(h / p.scale + 0.5)), max(1, int(w / p.scale + 0.5)))
-        y = xb[None]
-        if lr_size != (h, w):
-            y = F.interpolate(y, size=lr_size, mode="bilinear", align_corners=False, antialias=False)
-        y = y[0]
-        if p.noise > 0:
-            g = torch.Generator().manual_seed(p.seed)
-            y = y + torch.randn(y.shape, generator=g, dtype=y.dtype) * (p.noise / 255)
-        y = _jpeg(y.clamp(0, 1), p.jpeg)
-        if lr_size != (h, w):
-            y = F.interpolate(y[None], size=(h, w), mode="bilinear", align_corners=False, antialias=False)[0]
-        y = y.clamp(0, 1)
-        if p.jitter is not None:
-            y = _jitter(y, p.jitter)
-        if p.gray:
-            y = (y * torch.tensor(_GREY, dtype=y.dtype)[:, None, None]).sum(0, keepdim=True).expand(3, h, w)
-        out.append(y.mul(255).round().clamp(0, 255) / 255)
+    if workers > 1 and b > 1:
+        with ThreadPoolExecutor(min(workers, b)) as pool:  # torch ops and PIL's JPEG codec release the GIL
+            out = list(pool.map(lambda xp: _degrade_one(xp[0], xp[1], h, w), zip(blurred, params, strict=True)))
+    else:
+        out = [_degrade_one(xb, p, h, w) for xb, p in zip(blurred, params, strict=True)]
     return torch.stack(out).to(device=x.device, dtype=x.dtype)
 
 
 def degrade(
-    x: torch.Tensor, spec: DegradationSpec | str, seed: int | np.random.Generator
+    x: torch.Tensor, spec: DegradationSpec | str, seed: int | np.random.Generator, workers: int = 1
 ) -> tuple[torch.Tensor, list[DegradationParams]]:
     """Sample parameters for ``x`` (B,3,N,N) in [0,1] (see :func:`sample_params`) and apply them."""
     params = sample_params(spec, x.shape[0], seed, x.shape[-1])
-    return apply_degradation(x, params), params
+    return apply_degradation(x, params, workers=workers), params

@@ -36,10 +36,10 @@ import torch.nn.functional as F
 
 from ..degrade import degrade
 from ..models.dblm import DBLM, PRESETS, DBLMConfig
-from ..models.io import save_safetensors
+from ..models.io import load_weights, read_metadata, save_safetensors
 from ..ops import gaussian_blur
 from .data import load_face_tensor, to_model_range
-from .loop import Checkpointer, CSVLog, StopFlag, dist_info, rank_device, rng_state, set_rng_state
+from .loop import Checkpointer, CSVLog, StopFlag, degrade_workers, dist_info, rank_device, rng_state, set_rng_state
 
 STAGES = ("rm", "sde", "tm")
 # the paper's 512-px setting (DifFace's prior and SwinIR RM): TM needs a receptive field for σ ≈ 12 px at 512
@@ -71,8 +71,12 @@ class DBLMTrainConfig:
     log_every: int = 50
     seed: int = 0
     threads: int = 0
+    degrade_workers: int = 0  # threads for the CPU half of the degradations; 0: auto (training.loop.degrade_workers)
     data_limit: int = 0
     restorer: str = ""  # DifFace's SwinIR .pth as the frozen RM (stages sde,tm; RM is then not exported)
+    # an exported dblm.safetensors to continue from when the run has no checkpoint (e.g. a new machine): its
+    # weights and per-stage progress (so each stage's cosine schedule goes on); AdamW starts afresh
+    init_from: str = ""
 
     def dblm_config(self) -> DBLMConfig:
         presets = {**PRESETS, **TRAIN_PRESETS}
@@ -188,6 +192,14 @@ def _batch(data: torch.Tensor, bs: int, hflip: bool) -> torch.Tensor:
     return x
 
 
+def _load_init(trained: torch.nn.Module, dcfg: DBLMConfig, path: str) -> dict[str, int]:
+    """Load an exported DBLM file into ``trained`` (strict; same architecture) and return its stage progress."""
+    if DBLMConfig.from_dict(read_metadata(path).get("dblm", {})) != dcfg:
+        raise ValueError(f"{path}: its DBLM architecture differs from the config's; cannot continue from it")
+    meta = load_weights(trained, path)
+    return {k: int(v) for k, v in meta.get("progress", {}).items() if k in STAGES}
+
+
 def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool = True, stages: tuple[str, ...] = STAGES,
                device: str = "cpu") -> Path:
     if cfg.threads:
@@ -197,6 +209,7 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
     dcfg = cfg.dblm_config()
     rank, world = dist_info()  # torchrun: data-parallel, gradients all-reduced every step
     dev = rank_device(device, rank)
+    workers = degrade_workers(cfg.degrade_workers, dev)
     model = DBLM(dcfg).to(dev)
     if cfg.restorer:  # the published RM, frozen: only SDE and TM train against it
         if "rm" in stages:
@@ -218,6 +231,8 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
         progress.update(state["progress"])
         opt_states = state.get("opt", {})
         set_rng_state(state["rng"])
+    elif cfg.init_from:
+        progress.update(_load_init(trained, dcfg, cfg.init_from))
     if world > 1:  # same weights everywhere, a different batch stream per rank
         for t in trained.state_dict().values():  # (an external RM is the same file on every rank)
             dist.broadcast(t, 0)
@@ -268,7 +283,7 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
                     l_std = F.l1_loss(model.sde(xb), sig)
                     loss = l_std
                 else:
-                    y01, _ = degrade((x + 1) / 2, cfg.degradation, int(torch.randint(0, 2**62, ())))
+                    y01, _ = degrade((x + 1) / 2, cfg.degradation, int(torch.randint(0, 2**62, ())), workers=workers)
                     y = y01 * 2 - 1
                     if stage == "rm":
                         l_img = F.l1_loss(model.rm(y), x)

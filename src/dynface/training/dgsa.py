@@ -32,7 +32,7 @@ from ..pipeline import load_dblm, load_prior, prior_schedule
 from ..sampler import SamplerConfig
 from .data import load_face_tensor
 from .dblm import _batch
-from .loop import Checkpointer, CSVLog, StopFlag, rng_state, set_rng_state
+from .loop import Checkpointer, CSVLog, StopFlag, degrade_workers, rng_state, set_rng_state
 from .losses import filterbank_dists, swt_l1
 
 
@@ -59,6 +59,7 @@ class DGSATrainConfig:
     log_every: int = 25
     seed: int = 0
     threads: int = 0
+    degrade_workers: int = 0  # threads for the CPU half of the degradations; 0: auto (training.loop.degrade_workers)
     data_limit: int = 0
 
 
@@ -78,6 +79,7 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
     run = Path(out_dir)
     run.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
+    workers = degrade_workers(cfg.degrade_workers, dev)
     unet, dblm, table, schedule = load_frozen(cfg)
     unet, dblm = unet.to(dev), dblm.to(dev)
     diffusion = GaussianDiffusion.from_config(schedule).to(dev)
@@ -119,7 +121,7 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
             x = _batch(data, cfg.batch_size, True)
             b = x.shape[0]
             with torch.no_grad():
-                y01, _ = degrade((x + 1) / 2, cfg.degradation, int(torch.randint(0, 2**62, ())))
+                y01, _ = degrade((x + 1) / 2, cfg.degradation, int(torch.randint(0, 2**62, ())), workers=workers)
                 d = dblm(y01 * 2 - 1)
                 join = table.lookup(d.sigmas.double()).floor().long().clamp(cfg.delta, diffusion.num_timesteps - 1)
             t = (torch.rand(b).to(dev) * (join[:, 0] - cfg.delta + 1).float()).long() + cfg.delta
