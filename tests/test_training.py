@@ -157,6 +157,20 @@ def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst):
         refresh_model_card(tmp_path / "model_card", "# newer")
 
 
+def test_degrade_workers_share_the_cores(monkeypatch):
+    """GPU training threads its degradations (one core kept free, at most 8, split among local ranks); CPU: 1."""
+    from dynface.training.loop import degrade_workers
+
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert (degrade_workers(0, cuda), degrade_workers(0, cpu), degrade_workers(5, cpu)) == (8, 1, 5)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    assert degrade_workers(0, cuda) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    assert degrade_workers(0, cuda) == 1
+
+
 def test_dblm_continues_from_an_exported_file(face_dir, tmp_path):
     """init_from (a new machine, no checkpoint): the exported weights and each stage's progress go on."""
     cfg = DBLMTrainConfig(preset="tiny", batch_size=2, steps={"rm": 2, "sde": 1, "tm": 1}, log_every=1)

@@ -54,11 +54,14 @@ def degrade_workers(requested: int, dev: torch.device) -> int:
     """Threads for the per-sample CPU half of on-the-fly degradation (``dynface.degrade.apply_degradation``).
 
     ``requested`` > 0 is taken as is. 0 (auto): on a GPU, up to 8 threads, one core kept free (measured on the
-    H200: one thread held the 128-px DBLM at ≈ 8 steps/s of batch 64); on the CPU 1, since torch's own threads
-    already use the cores there."""
+    H200: one thread held the 128-px DBLM at ≈ 8 steps/s of batch 64), shared among the ranks on this machine
+    (torchrun's ``LOCAL_WORLD_SIZE``); on the CPU 1, since torch's own threads already use the cores there."""
     if requested > 0:
         return requested
-    return max(1, min(8, (os.cpu_count() or 2) - 1)) if dev.type == "cuda" else 1
+    if dev.type != "cuda":
+        return 1
+    ranks = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(8, ((os.cpu_count() or 2) - 1) // ranks))
 
 
 def rank_device(device: str, rank: int) -> torch.device:
