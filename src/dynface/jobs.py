@@ -416,22 +416,23 @@ def _read_record(out: Path, stem: str) -> dict | None:
 def is_complete(out: Path, stem: str, path: Path | None = None) -> bool:
     """Whether ``stem`` was restored completely: its record says ok, every file it lists is on disk, and (when
     the record knows the input's size and mtime and ``path`` is given) the input has not changed since."""
-    return _complete_record(out, stem, path) is not None
+    from functools import partial
+
+    return _complete_record(out, stem, partial(_source_info, path) if path is not None else None) is not None
 
 
-def _complete_record(out: Path, stem: str, path: Path | None = None, source: Callable[[], dict | None] | None = None,
+def _complete_record(out: Path, stem: str, source: Callable[[], dict | None] | None = None,
                      on_disk: set[str] | None = None) -> dict | None:
-    """The record of ``stem`` when it is complete (:func:`is_complete`), else None. ``source``: gives
-    ``_source_info(path)`` (a caller's cached stat of the input); ``on_disk``: see :func:`_all_on_disk`."""
+    """The record of ``stem`` when it is complete (:func:`is_complete`), else None. ``source``: gives the input's
+    :func:`_source_info` now (None: the input is not compared); ``on_disk``: see :func:`_all_on_disk`."""
     rec = _read_record(out, stem)
     if not rec or rec.get("status") != "ok":
         return None
     if not _all_on_disk(out, _record_files(rec), on_disk):
         return None
     src = rec.get("source")
-    if path is not None and isinstance(src, dict):
-        now = source() if source is not None else _source_info(path)
-        if now != {"size": src.get("size"), "mtime_ns": src.get("mtime_ns")}:
+    if source is not None and isinstance(src, dict):
+        if source() != {"size": src.get("size"), "mtime_ns": src.get("mtime_ns")}:
             return None
     return rec
 
@@ -651,7 +652,7 @@ def complete_results(items: list[InputItem], out: Path, manifest: Manifest | Non
             e = None  # the stem belonged to another file
         if e is not None and not _manifest_says_complete(e, out, source, on_disk):
             continue
-        rec = _complete_record(out, it.stem, it.path, source, on_disk)
+        rec = _complete_record(out, it.stem, source, on_disk)
         if rec is None:
             continue
         r = FileResult(str(it.path), it.stem, "skipped", outputs=_record_files(rec) + [f"records/{it.stem}.json"],

@@ -113,11 +113,12 @@ def run_torchrun_job(inputs: Sequence[str | Path], out: Path, settings: jobs.Res
         mine: tuple[list[jobs.FileResult], list[jobs.FileResult]] | None = None  # rank 0's share of its skip check
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
-            merge_parts(out)  # results of a killed launch, before anyone reads the manifest (skip_check's: a no-op)
-            if settings.skip_existing:
+            if settings.skip_existing:  # skip_check merges a killed launch's parts first (or made ``complete``)
                 skipped_all, missing_all = complete if complete is not None else skip_check(items, out)
                 own = {it.stem for it in items if rank_of(it.stem, world) == 0}
                 mine = ([r for r in skipped_all if r.stem in own], [r for r in missing_all if r.stem in own])
+            else:
+                merge_parts(out)  # results of a killed launch, before anyone reads the manifest
         dist.barrier()
         share = [it for it in items if rank_of(it.stem, world) == rank]
         part = jobs.Manifest(part_path(out, rank))

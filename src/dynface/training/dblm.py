@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..degrade import degrade
 from ..models.dblm import DBLM, PRESETS, DBLMConfig
-from ..models.io import load_weights, read_metadata, save_safetensors
+from ..models.io import load_checked, load_state_dict_file, save_safetensors
 from ..ops import gaussian_blur
 from .data import load_face_tensor, to_model_range
 from .loop import Checkpointer, CSVLog, StopFlag, degrade_workers, dist_info, rank_device, rng_state, set_rng_state
@@ -194,9 +194,10 @@ def _batch(data: torch.Tensor, bs: int, hflip: bool) -> torch.Tensor:
 
 def _load_init(trained: torch.nn.Module, dcfg: DBLMConfig, path: str) -> dict[str, int]:
     """Load an exported DBLM file into ``trained`` (strict; same architecture) and return its stage progress."""
-    if DBLMConfig.from_dict(read_metadata(path).get("dblm", {})) != dcfg:
+    sd, meta = load_state_dict_file(path)
+    if DBLMConfig.from_dict(meta.get("dblm", {})) != dcfg:
         raise ValueError(f"{path}: its DBLM architecture differs from the config's; cannot continue from it")
-    meta = load_weights(trained, path)
+    load_checked(trained, sd, name=path)
     return {k: int(v) for k, v in meta.get("progress", {}).items() if k in STAGES}
 
 
