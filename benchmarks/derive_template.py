@@ -34,9 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from dynface.atomicfile import atomic_write_text  # noqa: E402
 from dynface.faces import FFHQ_TEMPLATE_512, FaceDetector  # noqa: E402
 from dynface.imageio import ImageReadError, read_image  # noqa: E402
-from dynface.imaging import atomic_write_text  # noqa: E402
 
 NAMES = ["left_eye", "right_eye", "nose_tip", "mouth_left", "mouth_right"]
 

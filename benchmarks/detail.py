@@ -44,9 +44,10 @@ import numpy as np
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
+from dynface.atomicfile import atomic_write_text
 from dynface.detail import laplacian_energy, low_band
 from dynface.faces import detect_faces, face_box_out, paste_face, restore_photo, upscale_background
-from dynface.imaging import atomic_save_image, atomic_write_text
+from dynface.imaging import atomic_save_image
 
 DEFAULT_DIRS = ["/work/shared/data/whole_photos/gfpgan", "/work/shared/data/whole_photos/difface"]
 EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}

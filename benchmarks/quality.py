@@ -586,9 +586,9 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             tbl = table(res["rows"], res["metrics"])
         except (OSError, ValueError, KeyError) as e:
             raise UsageError(f"--render {args.render}: not a quality.py result ({type(e).__name__}: {e})") from e
-        from dynface.commands.evaluate import _atomic_write_text
+        from dynface.atomicfile import atomic_write_text
 
-        _atomic_write_text(args.render.with_suffix(".md"), markdown(res, tbl))
+        atomic_write_text(markdown(res, tbl), args.render.with_suffix(".md"))
         _log(f"wrote {args.render.with_suffix('.md')}")
         return 0
     if not (args.pairs or args.hq or args.quick):
@@ -752,10 +752,11 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             "per_face": per_face,
         }
         tbl = table(rows, metrics)
-        from dynface.commands.evaluate import _atomic_write_text, _jsonable
+        from dynface.atomicfile import atomic_write_text
+        from dynface.commands.evaluate import _jsonable
 
-        _atomic_write_text(out / f"{name}.json", json.dumps(_jsonable(res), indent=1, allow_nan=False) + "\n")
-        _atomic_write_text(out / f"{name}.md", markdown(res, tbl))
+        atomic_write_text(json.dumps(_jsonable(res), indent=1, allow_nan=False) + "\n", out / f"{name}.json")
+        atomic_write_text(markdown(res, tbl), out / f"{name}.md")
         print(tbl)
         _log(f"wrote {out / (name + '.md')}, {name}.json" + ("" if plot_note else f", {png.name}"))
         if unscored_methods and not args.allow_missing:

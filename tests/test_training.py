@@ -84,6 +84,30 @@ def test_sigterm_writes_a_checkpoint(face_dir, tmp_path):
     assert state["step"] >= 1 and (tmp_path / "ema.safetensors").exists()
 
 
+def test_two_ranks_filling_one_face_cache(face_dir, tmp_path, monkeypatch):
+    """torchrun's ranks build the same face cache at once. They used to share one temporary file, so the rank that
+    renamed second found it gone (FileNotFoundError: rank 0 exited 2, a CI failure of the DDP test below). Here the
+    other rank (another pid) writes and renames the cache while this one is between its write and its rename."""
+    from dynface.training import data as data_mod
+
+    real_save, other = np.save, []
+
+    def save_then_the_other_rank(f, arr, *a, **k):
+        real_save(f, arr, *a, **k)
+        if not other:
+            other.append(None)
+            with monkeypatch.context() as m:
+                m.setattr(os, "getpid", lambda: 2**22 + 1)
+                other[0] = data_mod.load_face_tensor(face_dir, 16, cache_dir=tmp_path)
+
+    monkeypatch.setattr(np, "save", save_then_the_other_rank)
+    ours = data_mod.load_face_tensor(face_dir, 16, cache_dir=tmp_path)
+    monkeypatch.undo()
+    assert other and torch.equal(ours, other[0]) and ours.shape == (8, 3, 16, 16)
+    assert [p.name for p in tmp_path.iterdir()] == [next(tmp_path.glob("faces_16_8_*.npy")).name]  # no temporary left
+    assert torch.equal(data_mod.load_face_tensor(face_dir, 16, cache_dir=tmp_path), ours)  # read back from the cache
+
+
 @pytest.mark.skipif(not (VENV_BIN / "torchrun").exists(), reason="torchrun not installed")
 def test_ddp_two_cpu_processes(face_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -91,7 +115,8 @@ def test_ddp_two_cpu_processes(face_dir, tmp_path):
            "--data", str(face_dir), "--out", str(tmp_path), "--set", "preset=tiny", "--set", "batch_size=2",
            "--set", "max_steps=3", "--set", "log_every=1", "--set", "sample_minutes=0", "--set", "bf16=false"]
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
+    errors = [line for line in res.stderr.splitlines() if "error:" in line]  # a rank's own message, before the noise
+    assert res.returncode == 0, "\n".join(errors) + "\n" + res.stderr[-3000:]
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert state["step"] == 3
     rows = _rows(tmp_path / "log.csv")

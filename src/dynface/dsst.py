@@ -40,7 +40,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any
 
 import torch
 
+from dynface.atomicfile import atomic_write_text
 from dynface.ops import gaussian_blur
 
 FORMAT = "dynface-dsst"
@@ -306,15 +306,7 @@ class DSSTTable:
 
     def save(self, path: str | Path) -> None:
         """Write JSON atomically (temporary file in the same folder, then rename)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+        atomic_write_text(json.dumps(self.to_dict(), indent=1) + "\n", path)
 
     @classmethod
     def load(cls, path: str | Path) -> DSSTTable:

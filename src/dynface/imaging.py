@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+
+from dynface.atomicfile import atomic_path
 
 
 def tensor_to_uint8(x: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
@@ -30,40 +31,14 @@ def make_grid(x: np.ndarray, nrow: int = 8, pad: int = 2, fill: int = 255) -> np
 
 
 def atomic_save_image(img: Image.Image | np.ndarray, path: str | Path, **save_kwargs) -> None:
-    """Write an image to ``path`` via a temporary file in the same folder and a rename."""
+    """Write an image to ``path`` atomically (:func:`dynface.atomicfile.atomic_path`)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if isinstance(img, np.ndarray):
         img = Image.fromarray(img)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     fmt = (save_kwargs.pop("format", None) or Image.registered_extensions().get(path.suffix.lower()) or "PNG")
-    try:
+    with atomic_path(path) as tmp:
         img.save(tmp, format=fmt, **save_kwargs)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 8, value_range=(-1.0, 1.0)) -> None:
     atomic_save_image(make_grid(tensor_to_uint8(x, value_range), nrow=nrow), path)
-
-
-def atomic_write_bytes(data: bytes, path: str | Path) -> None:
-    """Write ``data`` to ``path`` via a hidden temporary file in the same folder and a rename, so a reader (or a
-    re-run after a crash) sees either the old file or the complete new one, never a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def atomic_write_text(text: str, path: str | Path, encoding: str = "utf-8") -> None:
-    """Text version of :func:`atomic_write_bytes`."""
-    atomic_write_bytes(text.encode(encoding), path)

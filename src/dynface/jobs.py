@@ -383,7 +383,7 @@ def record_path(out: Path, stem: str) -> Path:
 
 
 def write_record(out: Path, stem: str, rec: dict) -> None:
-    from dynface.imaging import atomic_write_text
+    from dynface.atomicfile import atomic_write_text
 
     atomic_write_text(json.dumps(rec, indent=1, default=_json_default) + "\n", record_path(out, stem))
 

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dynface.atomicfile import atomic_path
+
 __all__ = [
     "ServerConfig",
     "WebApp",
@@ -542,12 +544,10 @@ def _enlarged(src: Path, dst: Path, side: int = 192) -> str:
 
 
 def _zip_folder(folder: Path, dst: Path) -> Path:
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+    with atomic_path(dst) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for p in sorted(folder.rglob("*")):
             if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts):
                 z.write(p, p.relative_to(folder).as_posix())
-    os.replace(tmp, dst)
     return dst
 
 

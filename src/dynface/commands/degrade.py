@@ -129,8 +129,8 @@ def _degrade_one(path: Path, out_dir: Path, name: str, params: DegradationParams
 def run(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from dynface.atomicfile import atomic_write_text
     from dynface.degrade import PRESETS, sample_params
-    from dynface.imaging import atomic_write_text
     from dynface.outputs import OutputFolderError, check_output_folder, is_inside, output_path
     from dynface.training.data import list_images
 

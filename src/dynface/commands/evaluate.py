@@ -29,10 +29,10 @@ import argparse
 import datetime as _dt
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
+from dynface.atomicfile import atomic_write_text
 from dynface.jobs import one_line
 
 PAIRED = ("psnr", "ssim", "psnr_y", "ssim_y", "lpips", "ida", "lmd")
@@ -137,17 +137,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _jsonable(v):
@@ -584,9 +573,9 @@ def _run(args: argparse.Namespace) -> int:
         "failures": failures,
         "per_image": per_image,
     }
-    _atomic_write_text(args.out, json.dumps(_jsonable(result), indent=1, allow_nan=False) + "\n")
+    atomic_write_text(json.dumps(_jsonable(result), indent=1, allow_nan=False) + "\n", args.out)
     if args.markdown:
-        _atomic_write_text(args.markdown, _markdown(result))
+        atomic_write_text(_markdown(result), args.markdown)
     for key, why in failures.items():  # one line per failure, also with -q
         print(f"dynface evaluate: not scored: {key}: {why}", file=sys.stderr)
     for m, why in set_notes.items():

@@ -136,17 +136,10 @@ def fd_mobilenet(images1, images2, batch_size: int = 32, method: str = "sqrtm") 
 
 def save_stats(path, mu: np.ndarray, sigma: np.ndarray, **meta) -> None:
     """Write ``mu``/``sigma`` (+ string metadata) to an ``.npz`` atomically."""
-    import os
-    from pathlib import Path
+    from dynface.atomicfile import atomic_path
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-    try:
-        np.savez(tmp, mu=mu, sigma=sigma, **{k: np.array(str(v)) for k, v in meta.items()})
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, mu=mu, sigma=sigma, **{k: np.array(str(v)) for k, v in meta.items()})
 
 
 def load_stats(path) -> tuple[np.ndarray, np.ndarray]:

@@ -11,7 +11,6 @@ refusal replaced by one sentence.
 from __future__ import annotations
 
 import json
-import os
 import pickle
 import warnings
 from pathlib import Path
@@ -20,6 +19,8 @@ import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save
+
+from dynface.atomicfile import atomic_write_bytes
 
 
 class ModelLoadError(RuntimeError):
@@ -33,7 +34,6 @@ def save_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata:
     (every entry within 1e-3 of the tensor's peak magnitude); the others stay fp32.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for k, v in state.items():
         v = v.detach().cpu().contiguous()
@@ -41,9 +41,7 @@ def save_safetensors(state: dict[str, torch.Tensor], path: str | Path, metadata:
             v = v.half()
         tensors[k] = v
     meta = {k: json.dumps(v, sort_keys=True) for k, v in (metadata or {}).items()}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(_canonical_header(save(tensors, metadata=meta)))
-    os.replace(tmp, path)
+    atomic_write_bytes(_canonical_header(save(tensors, metadata=meta)), path)
 
 
 def _canonical_header(blob: bytes) -> bytes:

@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from dynface.atomicfile import atomic_path
+
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
@@ -46,10 +48,9 @@ def load_face_tensor(folder: str | Path, size: int, cache_dir: str | Path | None
     else:
         arr = np.stack([load_square(f, size) for f in files]).transpose(0, 3, 1, 2).copy()
         if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npy")
-            np.save(tmp, arr)
-            tmp.replace(cache)
+            # each process writes its own temporary file: torchrun's ranks fill the same cache at once
+            with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+                np.save(f, arr)
     return torch.from_numpy(arr)
 
 

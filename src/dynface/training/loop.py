@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
+from dynface.atomicfile import atomic_path
+
 
 class EMA:
     """Exponential moving average of a model's parameters (with the usual warm-up of the decay)."""
@@ -85,9 +87,8 @@ def set_rng_state(st: dict[str, Any]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class StopFlag:

@@ -1,0 +1,39 @@
+"""Atomic file writes: a reader, a re-run after a crash, or another process writing the same file sees either
+the old file or a complete new one, never a half-written one.
+
+Everything is written to a hidden temporary file beside the target, named after the writing process
+(``.NAME.tmpPID``: two processes writing the same file, e.g. two torchrun ranks filling one cache, never share
+a temporary file), and renamed onto the target. Standard library only, so torch-free modules can use it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield the temporary path to write; on a clean exit it is renamed onto ``path``, and it is removed in any case.
+
+    Writers that append a suffix to a bare file name (``np.save``, ``np.savez``) should be given an open file
+    (``open(tmp, "wb")``), not the name."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(data: bytes, path: str | Path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(text: str, path: str | Path, encoding: str = "utf-8") -> None:
+    atomic_write_bytes(text.encode(encoding), path)
