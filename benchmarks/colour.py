@@ -84,16 +84,12 @@ def _apply(raw: torch.Tensor, ref: torch.Tensor, variant: str) -> list[np.ndarra
 
 
 def _score(restored: Path, hq: Path, out: Path, metrics: str) -> dict:
-    """``dynface evaluate`` on one folder (its defaults; faces dlib cannot find are left out and counted)."""
-    from dynface.commands import evaluate
+    """``dynface evaluate`` on one folder, as benchmarks/quality.py runs it (its defaults; faces dlib cannot find
+    are left out and counted; a metric with no valid face reads NaN)."""
+    import quality as Q
 
-    p = argparse.ArgumentParser()
-    evaluate.register(p.add_subparsers())
-    rc = evaluate.run(p.parse_args(["evaluate", "--restored", str(restored), "--hq", str(hq), "--out", str(out), "-q",
-                                    "--resize-hq", "--allow-missing", "--frechet-method", "eigh", "--metrics", metrics]))
-    if rc != 0:
-        raise RuntimeError(f"dynface evaluate exited with {rc} on {restored}")
-    return json.loads(out.read_text())
+    opts = argparse.Namespace(face_fallback="none", frechet_method="eigh", lpips_weights=None, fid_weights=None)
+    return Q.score(restored, hq, out, metrics.split(","), opts)
 
 
 def run_restore(args) -> int:
@@ -169,28 +165,22 @@ def run_restore(args) -> int:
                    limit=args.limit, threads=args.threads, work=str(work))
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=1) + "\n")
-    for row in results["rows"]:
-        print(f"{row['mode']:14s} {row['color_fix']:11s} PSNR {row['psnr']:.2f} SSIM {row['ssim']:.4f} IDA {row['ida']:.4f} "
-              f"FD {row['fd']:.2f} dE76 {row['de76']:.2f} dE2000 {row['de2000']:.2f} dE76(mean col) {row['de76_mean_colour']:.2f}")
+    fmt = {"psnr": "PSNR {:.2f}", "ssim": "SSIM {:.4f}", "ida": "IDA {:.4f}", "fd": "FD {:.2f}"}
+    for row in results["rows"]:  # the --metrics asked for (a metric with no valid face is NaN)
+        scores = " ".join(fmt.get(m, m + " {:.4g}").format(row[m]) for m in args.metrics.split(","))
+        print(f"{row['mode']:14s} {row['color_fix']:11s} {scores} "
+              f"dE76 {row['de76']:.2f} dE2000 {row['de2000']:.2f} dE76(mean col) {row['de76_mean_colour']:.2f}")
     return 0
 
 
 def run_prior(args) -> int:
-    from dynface.diffusion import GaussianDiffusion
-    from dynface.pipeline import load_prior, prior_schedule
-    from dynface.registry import resolve
+    from dynface.commands.sample import draw
     from dynface.training.data import list_images, load_square
-    from dynface.training.prior import sample_grid
 
     torch.set_num_threads(args.threads)
-    unet, meta = load_prior(resolve(args.model).prior)
-    size = unet.cfg.image_size
-    diffusion = GaussianDiffusion.from_config(prior_schedule(meta, unet))
     t0 = time.time()
-    with torch.no_grad():
-        chunks = [sample_grid(unet, diffusion, min(args.batch, args.num - i), size, steps=args.steps, seed=args.seed + i)
-                  for i in range(0, args.num, args.batch)]
-    x = torch.cat(chunks)
+    x = draw(args.model, args.num, args.steps, args.seed, args.batch)  # exactly as `dynface sample`
+    size = x.shape[-1]
     samples = (((x + 1) / 2).clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     secs = time.time() - t0
     data = np.stack([load_square(f, size) for f in list_images(args.data)])

@@ -25,10 +25,9 @@ from PIL import Image
 VARIANTS = (("difface", "model"), ("iddpm", "clipped_x0"), ("iddpm", "model"), ("difface", "clipped_x0"))
 
 
-def restore_folder(model: str, mode: str, steps: str, conv: str, eps: str, lq: list[Path], out: Path, batch: int) -> dict:
-    from dynface.pipeline import DynFaceRestorer
-
-    r = DynFaceRestorer.from_pretrained(model, mode=mode, steps=steps, precision="fp32", start_convention=conv, eps_source=eps)
+def restore_folder(restorer, mode: str, steps: str, conv: str, eps: str, lq: list[Path], out: Path, batch: int) -> dict:
+    """Restore ``lq`` into ``out`` with one variant of ``restorer`` (a loaded DynFaceRestorer, networks shared)."""
+    r = restorer.with_config(mode=mode, steps=steps, start_convention=conv, eps_source=eps)
     out.mkdir(parents=True, exist_ok=True)
     nfe, t0 = [], time.perf_counter()
     for i in range(0, len(lq), batch):
@@ -62,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     lq = sorted(p for p in Path(args.lq).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
+    from dynface.pipeline import DynFaceRestorer
+
+    restorer = DynFaceRestorer.from_pretrained(args.model, precision="fp32")  # loaded once; each variant a with_config
     work = Path(args.work)
     print(f"{len(lq)} faces from {args.lq}; model {args.model}; PSNR (RGB, dB) and FD-MobileNetV2 by `dynface evaluate`\n")
     print("| mode | steps | start_convention | eps_source | NFE/face | PSNR ↑ | Δ PSNR | FD ↓ | Δ FD | s/face |")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         base = None
         for conv, eps in variants:
             name = f"{mode}_{steps}_{conv}_{eps}"
-            info = restore_folder(args.model, mode, steps, conv, eps, lq, work / name, args.batch)
+            info = restore_folder(restorer, mode, steps, conv, eps, lq, work / name, args.batch)
             m = evaluate(work / name, Path(args.hq), work / f"{name}.json")
             base = base or m
             print(f"| {mode} | {steps} | {conv} | {eps} | {info['nfe']:.1f} | {m['psnr']:.3f} | {m['psnr'] - base['psnr']:+.3f} "

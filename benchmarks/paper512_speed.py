@@ -23,6 +23,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from dynface.devices import synchronize
+
 
 class _FixedStd(nn.Module):
     def __init__(self, std: float):
@@ -60,11 +62,6 @@ def build(model: str, device: str, steps: str, precision: str):
     return DynFaceRestorer(unet, dblm, DGSA(), DSSTTable.load(DEFAULT_DSST), cfg, device, name=f"{model}-random")
 
 
-def sync(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
 def time_rows(args) -> list[dict]:
     rows = []
     for variant in args.variants.split(","):
@@ -80,10 +77,10 @@ def time_rows(args) -> list[dict]:
                 warm = time.perf_counter() - t_warm
                 if args.device.startswith("cuda"):
                     torch.cuda.reset_peak_memory_stats()
-                sync(args.device)
+                synchronize(args.device)
                 t0 = time.perf_counter()
                 done, total, rec = _run(r, faces, args.iters, args.device)
-                sync(args.device)
+                synchronize(args.device)
                 secs = time.perf_counter() - t0
                 per_face = secs / batch * (total / done if done < total else 1.0)
                 peak = torch.cuda.max_memory_allocated() / 2**20 if args.device.startswith("cuda") else float("nan")
@@ -123,11 +120,11 @@ def profile_unet(args) -> str:
     with torch.no_grad(), ctx:
         for _ in range(2):
             r.unet(x, t)
-        sync(args.device)
+        synchronize(args.device)
         with profile(activities=acts, record_shapes=True) as prof:
             for _ in range(3):
                 r.unet(x, t)
-            sync(args.device)
+            synchronize(args.device)
     key = "cuda_time_total" if args.device.startswith("cuda") else "cpu_time_total"
     return prof.key_averages().table(sort_by=key, row_limit=30)
 

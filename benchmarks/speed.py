@@ -106,13 +106,6 @@ def _restorer(model: str, mode: str, steps: str | None, device: str, precision: 
                 f"{model} (random weights)")
 
 
-def _sync(device: str) -> None:
-    import torch
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def worker(spec: dict) -> list[dict]:
     """Run one configuration, for each of ``spec["modes"]``, and return one row per mode.
 
@@ -124,6 +117,8 @@ def worker(spec: dict) -> list[dict]:
 
     import numpy as np
     import torch
+
+    from dynface.devices import synchronize
 
     torch.manual_seed(0)
     dev = spec["device"]
@@ -143,13 +138,13 @@ def worker(spec: dict) -> list[dict]:
         r = base.with_config(mode=mode)
         t = time.perf_counter()
         r.restore(calls[0] if dev != "cpu" or spec.get("compile") else faces[:1], seed=0)
-        _sync(dev)
+        synchronize(dev)
         warm = time.perf_counter() - t
         if dev == "cuda":
             torch.cuda.reset_peak_memory_stats()
         t = time.perf_counter()
         records = [rec for k, chunk in enumerate(calls) for rec in r.restore(chunk, seed=k * b).records]
-        _sync(dev)
+        synchronize(dev)
         secs = time.perf_counter() - t
         if dev == "cuda":
             peak = torch.cuda.max_memory_allocated() / 2**20
@@ -169,23 +164,14 @@ def unet_throughput(spec: dict) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from dynface.devices import matmul_peak_tflops, synchronize
     from dynface.models.unet import build_unet
 
     dev, lines = spec["device"], []
     peak = spec.get("peak_tflops")
     if spec.get("peak"):
         n = spec.get("matmul_n", 8192)
-        a = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
-        b = torch.randn(n, n, device=dev, dtype=torch.bfloat16)
-        for _ in range(3):
-            a @ b
-        _sync(dev)
-        t = time.perf_counter()
-        reps = 20
-        for _ in range(reps):
-            a @ b
-        _sync(dev)
-        peak = 2 * n**3 * reps / (time.perf_counter() - t) / 1e12
+        peak = matmul_peak_tflops(dev, n)
         lines.append(f"- measured peak bf16 matmul: {peak:.3g} TFLOP/s ({n}×{n})")
     torch.manual_seed(0)
     unet = build_unet(spec["model"]).to(dev).eval()
@@ -203,15 +189,15 @@ def unet_throughput(spec: dict) -> dict:
             with ctx:
                 t = time.perf_counter()
                 m(x, tt)
-                _sync(dev)
+                synchronize(dev)
                 first = time.perf_counter() - t
                 for _ in range(2):
                     m(x, tt)
-                _sync(dev)
+                synchronize(dev)
                 t = time.perf_counter()
                 for _ in range(5):
                     m(x, tt)
-                _sync(dev)
+                synchronize(dev)
                 dt = (time.perf_counter() - t) / 5
             kind = "torch.compile" if spec.get("compile") else "eager"
             share = f" = {100 * flops / dt / 1e12 / peak:.1f}% of measured bf16 peak" if peak else ""

@@ -24,6 +24,10 @@ if [ "${1:-}" = "--cpu-check" ]; then  # the same script path on a CPU, tiny mod
     --out "$OUT/paper512_speed.md" || echo "eager rows: stopped (rc $?)"
   timeout "$(left)" python3 benchmarks/paper512_speed.py "${COMMON[@]}" --batches 1 --variants fp32 --iters 0 \
     --profile --profile-batch 1 --profile-precision fp32 --out "$OUT/paper512_profile.md" || echo "profile: stopped (rc $?)"
+  timeout 60 python3 - <<'EOF' > "$OUT/matmul_peak.txt" 2>&1 || echo "matmul peak: stopped"
+from dynface.devices import matmul_peak_tflops
+print(f"measured bf16 matmul peak: {matmul_peak_tflops('cpu', 256):.3g} TFLOP/s (256x256, CPU check)")
+EOF
   exit 0
 fi
 
@@ -39,14 +43,7 @@ timeout $(( $(left) - 90 )) python3 benchmarks/paper512_speed.py --device cuda -
 timeout $(( $(left) - 10 )) python3 benchmarks/paper512_speed.py --device cuda --std 6 --batches 8 --variants bf16 \
   --iters 2 --profile --profile-batch 8 --profile-precision bf16 --out "$OUT/paper512_profile.md" || echo "profile: stopped (rc $?)"
 timeout 60 python3 - <<'EOF' > "$OUT/matmul_peak.txt" 2>&1 || echo "matmul peak: stopped"
-import time, torch
-a = torch.randn(8192, 8192, device="cuda", dtype=torch.bfloat16)
-for _ in range(3):
-    a @ a
-torch.cuda.synchronize(); t = time.perf_counter()
-for _ in range(20):
-    a @ a
-torch.cuda.synchronize()
-print(f"measured bf16 matmul peak: {20 * 2 * 8192**3 / (time.perf_counter() - t) / 1e12:.0f} TFLOP/s (8192x8192)")
+from dynface.devices import matmul_peak_tflops
+print(f"measured bf16 matmul peak: {matmul_peak_tflops('cuda', 8192):.0f} TFLOP/s (8192x8192)")
 EOF
 cat "$OUT"/*.md "$OUT/matmul_peak.txt" 2>/dev/null | tail -80

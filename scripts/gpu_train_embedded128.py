@@ -19,8 +19,9 @@ call restarts AdamW from the EMA with a short warm-up, unless a warm machine sti
 
 * ``prior``: the UNet for most of the call (bf16 autocast, channels_last, one ``torch.compile``, the faces
   on the device), exporting the EMA as fp16 parts into $OUT at every checkpoint (``prior.partN.safetensors``),
-  then 16 samples, img/s and the UNet's share of the measured bf16 matmul peak (``benchmarks/speed.py``'s
-  measurement), and the compile cache (``compile_cache.bin``, carried back in the next call);
+  then 16 samples, img/s and the UNet's share of the measured bf16 matmul peak (``dynface.devices``'s
+  measurement, as in ``benchmarks/speed.py``), and the compile cache (``compile_cache.bin``, carried back in
+  the next call);
 * ``dsst``: the empirical DSST table from the carried val faces (256 at 128 px);
 * ``dblm``: RM, SDE, TM+SDE at 128 px on the GPU, each stage a share of the remaining time;
 * ``dgsa``: DGSA against this call's (or the carried) prior, DBLM and DSST.
@@ -299,17 +300,17 @@ def _rows(path: Path) -> list[dict]:
 
 
 def _peak_and_flops(ucfg, device: str) -> dict:
-    """Measured bf16 matmul peak (benchmarks/speed.py) and the UNet's training FLOPs per image (fwd + bwd)."""
+    """Measured bf16 matmul peak (:func:`dynface.devices.matmul_peak_tflops`, as benchmarks/speed.py) and the
+    UNet's training FLOPs per image (fwd + bwd)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    from dynface.devices import matmul_peak_tflops
     from dynface.models.unet import UNetModel
 
     res: dict = {}
     if device == "cuda":
-        speed = _load_script("dynface_speed", ROOT / "benchmarks" / "speed.py")
-        res["peak_tflops"] = speed.unet_throughput({"device": "cuda", "peak": True, "model": ucfg, "batch": 1,
-                                                    "precisions": []})["peak_tflops"]
+        res["peak_tflops"] = matmul_peak_tflops("cuda")
     unet = UNetModel(ucfg).to(device)
     x = torch.randn(2, ucfg.in_channels, ucfg.image_size, ucfg.image_size, device=device)
     with FlopCounterMode(display=False) as fc:

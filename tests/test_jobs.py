@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -157,17 +158,80 @@ def test_pipeline_seeds_and_callback(tiny, crops):
 @pytest.mark.parametrize("aligned", [True, False])
 def test_auto_precision_batches_aligned_crops_exactly_in_fp32(monkeypatch, aligned):
     """precision auto on a bf16-native CPU: aligned crops go in exact fp32 batches (bf16 would have to go one face
-    per call, which is slower); photos keep bf16. An explicit --precision is never changed."""
+    per call, which is slower); photos keep bf16. An explicit --precision is never changed. The precision is chosen
+    once, in the arguments the restorer is built with (not changed on the built restorer)."""
     import dynface.pipeline as pl
     from dynface.jobs import load_restorer
 
     monkeypatch.setattr(pl, "cpu_has_native_bf16", lambda: True)
     monkeypatch.delenv("DYNFACE_RESTORER_FACTORY", raising=False)
+    built_with: list[str] = []
+    from_pretrained = pl.DynFaceRestorer.from_pretrained
+
+    def spy(**kw):
+        built_with.append(kw["precision"])
+        return from_pretrained(**kw)
+
+    monkeypatch.setattr(pl.DynFaceRestorer, "from_pretrained", spy)
     auto = load_restorer(RestoreSettings(aligned=aligned, precision="auto"))
     assert auto.cfg.sampler.precision == ("fp32" if aligned else "bf16")
+    assert built_with == ["fp32" if aligned else "auto"]
     assert load_restorer(RestoreSettings(aligned=aligned, precision="bf16")).cfg.sampler.precision == "bf16"
     lone = load_restorer(RestoreSettings(aligned=aligned, precision="auto", deterministic=False))
     assert lone.cfg.sampler.precision == "bf16"
+    assert built_with == ["fp32" if aligned else "auto", "bf16", "auto"]
+
+
+def test_auto_precision_of_aligned_crops_is_recorded_per_face(monkeypatch, tmp_path, crops):
+    """The record of an aligned crop restored under auto (bf16-native CPU) says what was asked (auto) and what was
+    used (fp32, in batches), in the settings and in the restorer's own record."""
+    import dynface.pipeline as pl
+
+    monkeypatch.setattr(pl, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.delenv("DYNFACE_RESTORER_FACTORY", raising=False)
+    s = run_job([crops / "f0.png"], tmp_path / "o", RestoreSettings(aligned=True, steps="ddim2", threads=1))
+    face = s.done[0].record["faces"][0]
+    settings = s.done[0].record["settings"]
+    assert (settings["precision"], settings["precision_used"], settings["batching"]) == ("auto", "fp32", "batched")
+    assert face["restorer"]["precision"] == "fp32"
+
+
+class _Brighten:
+    """A restorer of ``size`` px (utkface64 framing) that brightens each face."""
+
+    template_name, name = "utkface64", "fake"
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def restore(self, faces, seed=0, fidelity=None, return_maps=False, seeds=None):
+        s = self.size
+        imgs = [np.clip(np.asarray(Image.fromarray(np.asarray(f)).resize((s, s)), dtype=int) + 10, 0, 255).astype(np.uint8) for f in faces]
+        return SimpleNamespace(images=imgs, records=[{"fake": True} for _ in imgs], maps={})
+
+
+def test_aligned_size_record_and_detail_rule_are_the_photo_ones(tmp_path):
+    """An aligned crop's size keys come from dynface.faces (face_size_record: the side in input pixels, rounded) and
+    --detail keep applies exactly when faces.keeps_detail says so, on the recorded (rounded) side: a 311-px ffhq512
+    crop is 199.003 px across in the utkface64 framing, recorded as 199.0, so a 199-px model does not keep its
+    detail (the unrounded side > model_px said it did), while a 198-px one does."""
+    from dynface.faces import estimate_affine, face_size_record, keeps_detail, template_for
+
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(data.astronaut()[20:220, 120:320]).resize((311, 311), Image.LANCZOS).save(d / "c.png")
+    for size, kept in ((199, False), (198, True)):
+        s = run_job([d], tmp_path / f"o{size}", RestoreSettings(aligned=True, input_template="ffhq512"), restorer=_Brighten(size))
+        face = s.done[0].record["faces"][0]
+        want = face_size_record(estimate_affine(template_for("ffhq512", 311), template_for("utkface64", size)), size, None)
+        assert {k: face[k] for k in want} == want and "crop_side_out_px" not in face
+        assert face["crop_side_px"] == 199.0 and face["detail_kept"] is kept is keeps_detail(face)
+        assert ("detail_cut_cycles" in face) is kept
+        assert Image.open(tmp_path / f"o{size}" / "restored_faces" / "c.png").size == (311, 311)
+    # a crop without --input-template: its own side, returned at its size
+    s = run_job([d], tmp_path / "plain", RestoreSettings(aligned=True), restorer=_Brighten(64))
+    face = s.done[0].record["faces"][0]
+    assert [face[k] for k in ("crop_side_px", "model_px", "scale_to_model", "detail_kept")] == [311.0, 64, 0.2058, True]
 
 
 def test_max_pixels_refuses_an_over_cap_input_and_the_batch_goes_on(tmp_path, tiny, crops):

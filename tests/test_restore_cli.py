@@ -453,7 +453,9 @@ def test_precision_color_fix_and_detail_reach_the_restorer(tmp_path, astro, monk
     monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_restore_cli:make_kw_restorer")
     KW_SEEN.clear()
     assert _restore("-i", d, "-o", tmp_path / "o1", "--aligned") == 0
-    assert KW_SEEN[-1]["precision"] == "auto" and "color_fix" not in KW_SEEN[-1]
+    # auto with --aligned on a CPU is built as exact fp32 (jobs._build_precision); the record keeps "auto"
+    assert KW_SEEN[-1]["precision"] == "fp32" and "color_fix" not in KW_SEEN[-1]
+    assert json.loads((tmp_path / "o1" / "records" / "a.json").read_text())["settings"]["precision"] == "auto"
     assert _restore("-i", d, "-o", tmp_path / "o2", "--aligned", "--precision", "bf16", "--color-fix", "adain") == 0
     assert KW_SEEN[-1]["precision"] == "bf16" and KW_SEEN[-1]["color_fix"] == "adain"
     rec = json.loads((tmp_path / "o2" / "records" / "a.json").read_text())

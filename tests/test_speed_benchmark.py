@@ -29,6 +29,7 @@ def test_accelerator_rows_ratios_and_throughput(tmp_path):
     assert all(float(r[8]) > 0 and float(r[9]) > 0 for r in rows)  # s/face, faces/s measured
     assert re.search(r"cpu/fp32/compile=False/batch 2: NFE ×\d+\.\d+, s/face ×\d+\.\d+", text)
     assert re.search(r"UNet forward bf16 eager, batch 4: [\d.]+ ms", text)
+    assert re.search(r"measured peak bf16 matmul: [\d.e+-]+ TFLOP/s \(512×512\)", text)  # dynface.devices
     assert "--out" not in text and "torch.compile: not measured" in text
 
 

@@ -230,6 +230,23 @@ def test_std_star_labels_pick_the_smallest_hiding_blur():
     assert labels[0] < labels[1] < labels[2]  # more error needs more blur
 
 
+def test_masked_label_refuses_a_dsst_table_of_another_schedule_length(tmp_path):
+    """Its steps index ᾱ of the 1000-step schedule: a 2000-step table's were silently clamped to 999 before."""
+    from dynface.dsst import DSSTTable
+    from dynface.models.dblm import DBLMConfig
+    from dynface.training.dblm import make_labeler
+
+    path = tmp_path / "dsst2000.json"
+    DSSTTable((0.5, 12.0), (0, 1999), {"image_size": 64, "num_timesteps": 2000}).save(path)
+    with pytest.raises(ValueError, match="1000-step schedule, but .* indexes a 2000-step one"):
+        make_labeler(DBLMTrainConfig(label="masked", label_dsst=str(path)), DBLMConfig(size=64), torch.arange(0.5, 12.01, 0.5))
+    DSSTTable((0.5, 12.0), (0, 999), {"image_size": 64, "num_timesteps": 1000}).save(path)
+    labeler = make_labeler(DBLMTrainConfig(label="masked", label_dsst=str(path)), DBLMConfig(size=64),
+                           torch.arange(0.5, 12.01, 0.5))
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert labeler(x, x).tolist() == [0.5, 0.5]
+
+
 def test_swt_matches_pywavelets_and_losses_vanish_on_equal_images():
     pywt = pytest.importorskip("pywt")
     x = torch.rand(1, 1, 16, 16, dtype=torch.float64)

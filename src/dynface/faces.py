@@ -505,17 +505,25 @@ def draw_boxes(img: np.ndarray, boxes: Sequence[Sequence[float]], scale_xy: tupl
     return img
 
 
-def face_size_record(affine: np.ndarray, model_px: int, scale_xy: tuple[float, float] = (1.0, 1.0)) -> dict:
+def face_size_record(affine: np.ndarray, model_px: int, scale_xy: tuple[float, float] | None = (1.0, 1.0)) -> dict:
     """A face's size: the side of its aligned crop in photo pixels (``crop_side_px``) and in output pixels
     (``crop_side_out_px``), the model's resolution (``model_px``) and ``scale_to_model`` = model_px / crop_side_px
-    (below 1: the face was shrunk for the model and, with ``detail="restored"``, loses its finer detail)."""
+    (below 1: the face was shrunk for the model and, with ``detail="restored"``, loses its finer detail).
+    ``affine`` maps the photo to the model's ``model_px`` crop; ``scale_xy`` None: the output is the photo's own
+    framing (an aligned crop pasted back), recorded without ``crop_side_out_px`` (:func:`crop_size_record`)."""
     side = model_px / float(np.sqrt(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:2, :2]))))
-    return {
-        "crop_side_px": round(side, 2),
-        "crop_side_out_px": round(side * float(np.sqrt(scale_xy[0] * scale_xy[1])), 2),
-        "model_px": int(model_px),
-        "scale_to_model": round(model_px / side, 4),
-    }
+    return crop_size_record(side, model_px, None if scale_xy is None else float(np.sqrt(scale_xy[0] * scale_xy[1])))
+
+
+def crop_size_record(side: float, model_px: int, out_scale: float | None = None) -> dict:
+    """:func:`face_size_record`'s keys for a crop of ``side`` photo pixels; ``crop_side_out_px`` only with
+    ``out_scale`` (output pixels per photo pixel; None: an aligned input returned in its own framing and size)."""
+    rec: dict = {"crop_side_px": round(side, 2)}
+    if out_scale is not None:
+        rec["crop_side_out_px"] = round(side * out_scale, 2)
+    rec["model_px"] = int(model_px)
+    rec["scale_to_model"] = round(model_px / side, 4)
+    return rec
 
 
 def face_box_out(bbox: Sequence[float], scale_xy: tuple[float, float], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
@@ -527,8 +535,10 @@ def face_box_out(bbox: Sequence[float], scale_xy: tuple[float, float], shape: tu
 
 def keeps_detail(size_rec: dict) -> bool:
     """Whether ``detail="keep"`` changes a face: the input has detail above the model's Nyquist frequency only when
-    the crop is larger than the model both in the photo and in the output (Lanczos upscaling adds none)."""
-    return min(size_rec["crop_side_px"], size_rec["crop_side_out_px"]) > size_rec["model_px"]
+    the crop is larger than the model both in the photo and in the output (Lanczos upscaling adds none). Compares
+    the recorded (rounded) sides; a record without ``crop_side_out_px`` is returned at the photo's own size."""
+    side = size_rec["crop_side_px"]
+    return min(side, size_rec.get("crop_side_out_px", side)) > size_rec["model_px"]
 
 
 # ------------------------------------------------------------------------------------------ the job

@@ -674,7 +674,7 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 RESTORER_FIELDS = ("model", "device", "mode", "steps", "precision", "guidance", "dblm", "dgsa", "dsst", "restorer",
                    "color_fix", "compile", "aligned", "deterministic")  # what load_restorer reads (aligned and
-# deterministic through _exact_batches)
+# deterministic through _build_precision)
 
 
 def restorer_key(settings: RestoreSettings) -> tuple:
@@ -685,10 +685,11 @@ def restorer_key(settings: RestoreSettings) -> tuple:
 def load_restorer(settings: RestoreSettings):
     """The restorer for ``settings`` (``DynFaceRestorer.from_pretrained``, or the callable named by the
     ``DYNFACE_RESTORER_FACTORY=module:callable`` testing hook, called with the same keyword arguments).
-    ``color_fix`` is passed only when set; raises :class:`UsageError` when the model cannot be loaded."""
+    ``color_fix`` is passed only when set; ``precision`` is :func:`_build_precision`'s (left out for a hook that takes
+    none when it is "auto"). Raises :class:`UsageError` when the model cannot be loaded."""
     debug = _debug()
     kw: dict[str, Any] = dict(name_or_path=settings.model, device=settings.device, mode=settings.mode,
-                              steps=settings.steps, precision=settings.precision)
+                              steps=settings.steps, precision=_build_precision(settings))
     kw.update({k: getattr(settings, k) for k in ("guidance", "dblm", "dgsa", "dsst", "restorer", "color_fix") if getattr(settings, k, None)})
     spec = os.environ.get(FACTORY_ENV)
     try:
@@ -713,20 +714,20 @@ def load_restorer(settings: RestoreSettings):
         if debug:
             raise
         raise UsageError(f"cannot load model {settings.model!r}: {first_line(e)}") from None
-    r = _exact_batches(r, settings)
     return r.compiled() if settings.compile else r
 
 
-def _exact_batches(restorer, settings: RestoreSettings):
-    """With ``precision="auto"``, aligned crops on a CPU compute in fp32 even where auto means bf16: bf16 is not
-    batch-invariant, so :func:`per_face` would restore them one per call (×1.7 the time of a bf16 batch), while fp32
-    batches are exact and take ×1.2 (embedded-64, 8 faces, 2 cores). Photos keep bf16 (mostly one face each).
-    Decided from the settings alone, so every batch size and worker computes alike."""
-    sampler = getattr(getattr(restorer, "cfg", None), "sampler", None)
-    if (settings.precision == "auto" and settings.aligned and settings.deterministic and settings.device == "cpu"
-            and getattr(sampler, "precision", None) == "bf16" and hasattr(restorer, "with_config")):
-        return restorer.with_config(precision="fp32")
-    return restorer
+def _build_precision(settings: RestoreSettings) -> str:
+    """The ``precision`` :func:`load_restorer` builds the restorer with: ``settings.precision``, except that with
+    "auto" aligned crops on a CPU (``deterministic``) get "fp32" even where auto means bf16 (a CPU with native
+    bf16: :func:`dynface.pipeline.resolve_precision`; elsewhere auto is fp32 anyway): bf16 is not batch-invariant,
+    so :func:`per_face` would restore them one per call (×1.7 the time of a bf16 batch), while fp32 batches are
+    exact and take ×1.2 (embedded-64, 8 faces, 2 cores). Photos keep auto (mostly one face each). Decided from the
+    settings alone, so every batch size and worker computes alike; records keep ``precision`` (the setting) and
+    ``precision_used`` (what the restorer computes in)."""
+    if settings.precision == "auto" and settings.aligned and settings.deterministic and settings.device == "cpu":
+        return "fp32"
+    return settings.precision
 
 
 def load_bg_upsampler(spec: str):
@@ -979,6 +980,19 @@ def _aligned_check(w: int, h: int) -> tuple[str | None, str | None]:
     return None, None
 
 
+@dataclass
+class _AlignedInput:
+    """An aligned crop read and ready for the restorer (what :func:`_write_aligned` needs of it besides the result)."""
+
+    item: InputItem
+    img: Any  # dynface.imageio.LoadedImage: the decoded input
+    crop: Any  # uint8 (size, size, 3) or the input's own pixels: what the restorer gets
+    affine: Any  # with --input-template: 2x3 map from the input to the model's crop (the result is pasted back); else None
+    notes: list[str]
+    source: dict | None
+    read_s: float
+
+
 def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings, restorer, tracker: _Tracker,
                            on_result: Callable[[FileResult], None]) -> None:
     """Restore aligned crops in one restorer call per chunk (per run of consecutive inputs for restorers without
@@ -986,12 +1000,12 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
     import numpy as np
 
     from dynface import imageio
-    from dynface.faces import estimate_affine, paste_face, template_for, warp_face
+    from dynface.faces import estimate_affine, template_for, warp_face
 
     size = int(restorer.size)
     tmpl = s.input_template
     convert = bool(tmpl) and tmpl != getattr(restorer, "template_name", None)
-    loaded = []
+    loaded: list[_AlignedInput] = []
     for it in chunk:
         t0 = time.perf_counter()
         src = _source_info(it.path)
@@ -1016,10 +1030,11 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
             if note:
                 notes.append(note)
             affine, crop = None, img.rgb
-        loaded.append((it, img, crop, affine, notes, src, time.perf_counter() - t0))
+        loaded.append(_AlignedInput(it, img, crop, affine, notes, src, time.perf_counter() - t0))
     if not loaded:
         return
     with_seeds = _accepts(restorer.restore, "seeds")
+    runs: list[list[_AlignedInput]]
     if per_face(restorer, s):
         runs = [[x] for x in loaded]
     elif with_seeds:
@@ -1027,79 +1042,90 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
     else:  # the old rule: seed + position of the first of a run of consecutive inputs
         runs = []
         for x in loaded:
-            if runs and runs[-1][-1][0].index + 1 == x[0].index:
+            if runs and runs[-1][-1].item.index + 1 == x.item.index:
                 runs[-1].append(x)
             else:
                 runs.append([x])
-    sfx = f"_{s.suffix}" if s.suffix else ""
-    fext = s.ext if s.ext in ("png", "jpg", "webp") else "png"
     tracker.message = f"{len(loaded)} crop(s)"
     for run in runs:
         t0 = time.perf_counter()
-        kw: dict[str, Any] = {"seed": s.seed + run[0][0].index, "fidelity": s.fidelity, "return_maps": s.save_maps}
+        kw: dict[str, Any] = {"seed": s.seed + run[0].item.index, "fidelity": s.fidelity, "return_maps": s.save_maps}
         if with_seeds:
-            kw["seeds"] = [face_seed(s.seed, x[0].stem, 0) for x in run]
+            kw["seeds"] = [face_seed(s.seed, x.item.stem, 0) for x in run]
         try:
-            outp = tracker.restore(restorer, [x[2] for x in run], float(len(run)), **kw)
+            outp = tracker.restore(restorer, [x.crop for x in run], float(len(run)), **kw)
         except Exception as e:
             if _debug():
                 raise
             for x in run:
-                on_result(FileResult(str(x[0].path), x[0].stem, "failed", one_line(e), source=x[5]))
+                on_result(FileResult(str(x.item.path), x.item.stem, "failed", one_line(e), source=x.source))
             continue
         t_restore = (time.perf_counter() - t0) / len(run)
         maps = getattr(outp, "maps", None) or {}
-        for j, (it, img, _crop, affine, notes, src, t_read) in enumerate(run):
+        for j, x in enumerate(run):
+            it = x.item
             t1 = time.perf_counter()
             try:
-                res = _write_aligned(it, img, np.asarray(outp.images[j], dtype=np.uint8), affine, notes, out, s, restorer,
-                                     maps, j, outp, sfx, fext, size, convert, paste_face)
-                res.record["faces"][0]["timing"] = {"read_s": round(t_read, 4), "restore_s_shared": round(t_restore, 4),
+                res = _write_aligned(out, s, restorer, x, np.asarray(outp.images[j], dtype=np.uint8),
+                                     dict(outp.records[j]) if j < len(outp.records) else {},
+                                     {key: lst[j] for key, lst in maps.items() if j < len(lst)})
+                res.record["faces"][0]["timing"] = {"read_s": round(x.read_s, 4), "restore_s_shared": round(t_restore, 4),
                                                     "write_s": round(time.perf_counter() - t1, 4)}
-                res.record["source"] = src
+                res.record["source"] = x.source
                 write_record(out, it.stem, res.record)  # LAST: marks the input complete
-                res.source, res.seconds = src, t_read + t_restore + time.perf_counter() - t1
+                res.source, res.seconds = x.source, x.read_s + t_restore + time.perf_counter() - t1
                 on_result(res)
             except Exception as e:  # e.g. a full disk: this input fails, the others of the batch stand
                 if _debug():
                     raise
-                on_result(FileResult(str(it.path), it.stem, "failed", one_line(e), list(notes), source=src))
+                on_result(FileResult(str(it.path), it.stem, "failed", one_line(e), list(x.notes), source=x.source))
 
 
-def _write_aligned(it, img, face, affine, notes, out, s, restorer, maps, j, outp, sfx, fext, size, convert, paste_face) -> FileResult:
+def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, face, restorer_rec: dict,
+                   face_maps: dict) -> FileResult:
+    """Write the outputs of one restored aligned crop (``face``: the restorer's uint8 output, ``restorer_rec`` its
+    record, ``face_maps`` its maps when ``save_maps``) and return its result with the record (not written yet).
+    The size record and the detail rule are :func:`dynface.faces.face_size_record` / :func:`~dynface.faces.keeps_detail`."""
     import numpy as np
 
     from dynface import imageio
+    from dynface.faces import crop_size_record, face_size_record, keeps_detail, paste_face
 
-    notes = list(notes)
+    it, img = x.item, x.img
+    notes = list(x.notes)
+    size = int(restorer.size)
+    sfx = f"_{s.suffix}" if s.suffix else ""
+    fext = s.ext if s.ext in ("png", "jpg", "webp") else "png"
     w, h = img.size
-    side = float(w) if not convert else size / float(np.sqrt(abs(np.linalg.det(np.asarray(affine)[:2, :2]))))
-    size_rec = {"crop_side_px": round(side, 2), "model_px": size, "scale_to_model": round(size / side, 4)}
-    if convert:  # back into the input's framing
-        framed = img.rgb.copy()
-        kept = s.detail == "keep" and side > size
+    if x.affine is not None:  # --input-template: back into the input's framing (the output keeps the input's size)
+        size_rec = face_size_record(x.affine, size, None)
+        kept = s.detail == "keep" and keeps_detail(size_rec)
         split: dict = {}
-        paste_face(framed, face, affine, size, model_px=size if kept else None, info=split)
+        framed = img.rgb.copy()
+        paste_face(framed, face, x.affine, size, model_px=size if kept else None, info=split)
         face = framed
         notes.append(f"re-aligned from the {s.input_template} framing to the model's {restorer.template_name}; result pasted back")
         size_rec["detail_kept"] = kept
         size_rec.update(split)
-    elif max(w, h) > size:
-        # the model restored it at its own (smaller) size: give it back at the input's size, with the detail rule
-        from dynface.detail import merge_detail
-
-        split = {}  # the crossover merge_detail chose (detail_cut_cycles, ...), for the record
-        face = merge_detail(face, img.rgb, model_px=size * w / max(w, h), mode=s.detail, info=split)
-        how = "upscaled (--detail restored)"
-        if s.detail == "keep":
-            cut = split.get("detail_cut_cycles")
-            how = ("the input unchanged: the restoration had less detail at every crossover" if cut == 0 else
-                   f"its detail above {cut:g} cycles per crop kept from the input" if cut else "its detail kept from the input")
-        notes.append(f"restored at the model's {size} px (the crop is {w}x{h}); returned at {w}x{h}, {how}")
-        size_rec["detail_kept"] = s.detail == "keep"
-        size_rec.update(split)
     else:
-        size_rec["detail_kept"] = False
+        size_rec = crop_size_record(float(w), size)
+        if max(w, h) > size:
+            # the model restored it at its own (smaller) size: give it back at the input's size, with the detail rule
+            # (on the longer side: a crop up to 1.25:1 was stretched to the model's square)
+            from dynface.detail import merge_detail
+
+            split = {}  # the crossover merge_detail chose (detail_cut_cycles, ...), for the record
+            face = merge_detail(face, img.rgb, model_px=size * w / max(w, h), mode=s.detail, info=split)
+            how = "upscaled (--detail restored)"
+            if s.detail == "keep":
+                cut = split.get("detail_cut_cycles")
+                how = ("the input unchanged: the restoration had less detail at every crossover" if cut == 0 else
+                       f"its detail above {cut:g} cycles per crop kept from the input" if cut else "its detail kept from the input")
+            notes.append(f"restored at the model's {size} px (the crop is {w}x{h}); returned at {w}x{h}, {how}")
+            size_rec["detail_kept"] = s.detail == "keep"
+            size_rec.update(split)
+        else:
+            size_rec["detail_kept"] = False
     if img.was_gray:
         notes.append("grayscale input: restored in RGB, saved as grayscale")
     writes = [
@@ -1108,10 +1134,10 @@ def _write_aligned(it, img, face, affine, notes, out, s, restorer, maps, j, outp
         ("cmp", f"cmp/{it.stem}.png", lambda p: imageio.save_image(_side_by_side(img.rgb, face), p)),
     ]
     if s.save_maps:
-        for key, lst in maps.items():
-            if j < len(lst):
-                writes.append((f"map_{key}", f"maps/{it.stem}_{key}.png", lambda p, a=lst[j]: imageio.save_image(a, p)))
+        for key, a in face_maps.items():
+            writes.append((f"map_{key}", f"maps/{it.stem}_{key}.png", lambda p, a=a: imageio.save_image(a, p)))
     files = _write_outputs(out, writes)
+    convert = x.affine is not None
     rec = {
         "status": "ok",
         "input": str(it.path),
@@ -1122,10 +1148,10 @@ def _write_aligned(it, img, face, affine, notes, out, s, restorer, maps, j, outp
             "index": 0,
             "aligned_input": True,
             "input_template": s.input_template if convert else None,
-            "affine": np.round(affine, 6).tolist() if convert else None,
+            "affine": np.round(x.affine, 6).tolist() if convert else None,
             **size_rec,
             "detail": s.detail,
-            "restorer": dict(outp.records[j]) if j < len(outp.records) else {},
+            "restorer": restorer_rec,
             "files": files,
         }],
         "notes": notes,

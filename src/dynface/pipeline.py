@@ -190,7 +190,7 @@ class DynFaceRestorer:
         ``restorer``: DifFace's SwinIR (``swinir_restoration512_L1.pth``) as RM, in place of the DBLM file's
         (see :func:`load_dblm`).
         """
-        if color_fix is not None:
+        if color_fix is not None:  # a bad argument fails before any file is read
             check_color_fix(color_fix)
         precision = resolve_precision(precision, device)
         files = resolve(name_or_path)
@@ -218,8 +218,8 @@ class DynFaceRestorer:
         sampler = SamplerConfig(precision=precision, **{**trained, **sampler_overrides})
         if steps is not None:
             sampler = replace(sampler, steps=str(steps))
-        fix = color_fix if color_fix is not None else check_color_fix(str(defaults.get("color_fix", "none")))
-        rcfg = RestoreConfig(mode=mode, sampler=sampler, color_fix=fix)
+        fix = color_fix if color_fix is not None else str(defaults.get("color_fix", "none"))
+        rcfg = RestoreConfig(mode=mode, sampler=sampler, color_fix=fix)  # checks a model's own default
         return cls(unet, dblm_net, dgsa_net, table, rcfg, device, template, files.name, sched, std_available)
 
     @classmethod

@@ -23,29 +23,37 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
+def draw(model: str, num: int, steps: int = 100, seed: int = 0, batch: int = 16, device: str = "cpu"):
+    """``num`` unconditional samples of ``model``'s prior, (num, C, S, S) in [−1, 1] on the CPU: DDIM η = 0 over
+    ``steps`` steps, in batches of ``batch`` seeded ``seed + i`` (i = the batch's first index). Raises
+    :class:`dynface.models.io.ModelLoadError` for a model that cannot be loaded."""
     import torch
 
     from dynface.diffusion import GaussianDiffusion
-    from dynface.imaging import save_grid
-    from dynface.models.io import ModelLoadError
     from dynface.pipeline import load_prior, prior_schedule
     from dynface.registry import resolve
     from dynface.training.prior import sample_grid
+
+    unet, meta = load_prior(resolve(model).prior)
+    diffusion = GaussianDiffusion.from_config(prior_schedule(meta, unet)).to(device)
+    unet = unet.to(device)
+    chunks = [sample_grid(unet, diffusion, min(batch, num - i), unet.cfg.image_size, steps=steps, seed=seed + i)
+              for i in range(0, num, batch)]
+    return torch.cat(chunks).cpu()
+
+
+def run(args: argparse.Namespace) -> int:
+    from dynface.imaging import save_grid
+    from dynface.models.io import ModelLoadError
 
     if args.num < 1 or args.steps < 1 or args.batch < 1:
         print("error: --num, --steps and --batch must be positive", file=sys.stderr)
         return 2
     try:
-        unet, meta = load_prior(resolve(args.model).prior)
+        x = draw(args.model, args.num, args.steps, args.seed, args.batch, args.device)
     except ModelLoadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    diffusion = GaussianDiffusion.from_config(prior_schedule(meta, unet)).to(args.device)
-    unet = unet.to(args.device)
-    chunks = [sample_grid(unet, diffusion, min(args.batch, args.num - i), unet.cfg.image_size, steps=args.steps, seed=args.seed + i)
-              for i in range(0, args.num, args.batch)]
-    x = torch.cat(chunks).cpu()
     save_grid(x, args.out, nrow=math.ceil(math.sqrt(args.num)))
     print(f"{args.num} samples ({args.steps} DDIM steps, seed {args.seed}) → {args.out}")
     return 0

@@ -165,8 +165,14 @@ def make_labeler(cfg: DBLMTrainConfig, dcfg: DBLMConfig, grid: torch.Tensor):
     if size is not None and int(size) != dcfg.size:
         raise ValueError(f"the 'masked' std* label needs a DSST table built at {dcfg.size} px, but {path} is for {size} px: "
                          "build one (`dynface dsst`) and pass it as label_dsst")
-    steps = table.lookup(grid.double()).floor().long().clamp(0, 999)  # as the pipeline's start_steps
-    alphas = GaussianDiffusion.from_config().alphas_cumprod[steps]
+    diffusion = GaussianDiffusion.from_config()
+    last = diffusion.num_timesteps - 1
+    built = table.metadata.get("num_timesteps")
+    if built is not None and int(built) != diffusion.num_timesteps:
+        raise ValueError(f"the 'masked' std* label needs a DSST table of the {diffusion.num_timesteps}-step schedule, "
+                         f"but {path} indexes a {built}-step one: build one (`dynface dsst`) and pass it as label_dsst")
+    steps = table.lookup(grid.double()).floor().long().clamp(0, last)  # as the pipeline's start_steps
+    alphas = diffusion.alphas_cumprod[steps]
     return lambda restored, clean: std_star_labels_masked(restored, clean, dcfg, grid, alphas, cfg.mask_db)
 
 
