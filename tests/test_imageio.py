@@ -293,3 +293,250 @@ def test_image_size_opens_the_file_once(tmp_path, monkeypatch):
     with pytest.raises(ImageReadError, match=r"ok\.png: image too large \(64x48 = 0\.00307 MP; the limit is 0\.003 MP\)"):
         image_size(tmp_path / "ok.png", max_pixels=3000)
     assert len(opened) == 2
+
+
+# ------------------------------------------------------------------ formats only OpenCV reads (no Pillow plugin)
+def _pam(w: int, h: int, depth: int = 3, body: bytes = b"", tupltype: str = "RGB") -> bytes:
+    tt = f"TUPLTYPE {tupltype}\n" if tupltype else ""
+    return f"P7\nWIDTH {w}\nHEIGHT {h}\nDEPTH {depth}\nMAXVAL 255\n{tt}ENDHDR\n".encode() + body
+
+
+def _hdr(w: int, h: int, body: bytes = b"") -> bytes:
+    return f"#?RADIANCE\n# a comment\nFORMAT=32-bit_rle_rgbe\n\n-Y {h} +X {w}\n".encode() + body
+
+
+def _pfm(w: int, h: int, body: bytes = b"") -> bytes:
+    return f"PF\n{w} {h}\n-1\n".encode() + body
+
+
+def _patch_tiff(data: bytes, tags: dict[int, int], count: dict[int, int] | None = None) -> bytes:
+    """``data`` (a little-endian TIFF, classic or BigTIFF) with the inline values of ``tags`` in its first directory
+    set (SHORT / LONG entries), and the counts of ``count`` set."""
+    import struct
+
+    out = bytearray(data)
+    big = out[2] == 43
+    (ifd,) = struct.unpack_from("<Q" if big else "<I", out, 8 if big else 4)
+    (n,) = struct.unpack_from("<Q" if big else "<H", out, ifd)
+    size, first, cfmt = (20, ifd + 8, "<HHQ") if big else (12, ifd + 2, "<HHI")
+    for i in range(n):
+        e = first + size * i
+        tag, typ, _ = struct.unpack_from(cfmt, out, e)
+        if tag in tags:
+            struct.pack_into("<H" if typ == 3 else "<I", out, e + size - (8 if big else 4), tags[tag])
+        if count and tag in count:
+            struct.pack_into(cfmt[-1], out, e + 4, count[tag])
+    return bytes(out)
+
+
+def _retag_tiff(data: bytes, w: int, h: int) -> bytes:
+    """``data`` (a little-endian TIFF) with ImageWidth / ImageLength in its first directory set to w, h."""
+    return _patch_tiff(data, {256: w, 257: h})
+
+
+def _float_tiff(a: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".tiff", np.ascontiguousarray(a[:, :, ::-1]))
+    assert ok
+    return buf.tobytes()
+
+
+_TIFF_LAYOUTS = {"tiled": {"tile": (16, 16)}, "big": {"bigtiff": True}, "bigbe": {"bigtiff": True, "byteorder": ">"}}
+
+
+def _tifffile_bytes(a: np.ndarray, **kw) -> bytes:
+    """``a`` (float RGB) as a TIFF written by tifffile (Pillow has no mode for it: the OpenCV fallback reads it)."""
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, a, photometric="rgb", **kw)
+    return buf.getvalue()
+
+
+def _opencv_only_bombs() -> dict[str, bytes]:
+    """Files whose header claims 30000 x 30000 pixels (900 MP) but that hold a few bytes of pixels."""
+    small = _float_tiff(np.zeros((4, 5, 3), np.float32))
+    return {
+        "bomb.pam": _pam(30_000, 30_000, body=bytes(64)),
+        "bomb.hdr": _hdr(30_000, 30_000, body=bytes([2, 2, 117, 48]) + bytes(60)),
+        "bomb.pfm": _pfm(30_000, 30_000, body=bytes(64)),
+        "bomb.tif": _retag_tiff(small, 30_000, 30_000),
+    }
+
+
+@pytest.fixture
+def no_imdecode(monkeypatch):
+    """cv2.imdecode fails the test when called (and records the call): nothing may be decoded."""
+    calls = []
+
+    def fail(*a, **kw):
+        calls.append(a)
+        pytest.fail("cv2.imdecode was called for a file that should have been refused from its header")
+
+    monkeypatch.setattr(cv2, "imdecode", fail)
+    return calls
+
+
+def test_opencv_only_formats_are_size_checked_from_the_header_before_decoding(tmp_path, no_imdecode):
+    """PAM, colour PFM, Radiance HDR and float TIFF are not Pillow's (the OpenCV fallback reads them). A file whose
+    header claims 900 MP is refused with the too_large wording by read_image / decode_image / image_size, and
+    cv2.imdecode is never called (before: decoded first, size checked after, e.g. 0.6 MB of RLE HDR -> 108 MB);
+    the same under a web-app-like cap (a 49 MP header, max_pixels = 40 MP)."""
+    from PIL import UnidentifiedImageError
+
+    for name, data in _opencv_only_bombs().items():
+        with pytest.raises(UnidentifiedImageError):
+            Image.open(io.BytesIO(data))  # really the fallback's: Pillow cannot open it
+        p = tmp_path / name
+        p.write_bytes(data)
+        for fn, arg in ((read_image, p), (image_size, p), (decode_image, data)):
+            with pytest.raises(ImageReadError) as ei:
+                fn(arg) if fn is not decode_image else fn(arg, name=str(p))
+            assert str(ei.value) == f"{p}: image too large (30000x30000 = 900 MP; the limit is 80 MP)"
+    for name, data in {"web.pam": _pam(7000, 7000, body=bytes(64)), "web.hdr": _hdr(7000, 7000, body=bytes(64))}.items():
+        with pytest.raises(ImageReadError, match=r"web\.\w+: image too large \(7000x7000 = 49 MP; the limit is 40 MP\)$"):
+            decode_image(data, name=name, max_pixels=40_000_000)
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ImageReadError, match=r"image too large \(7000x7000 = 49 MP; the limit is 40 MP\)$"):
+            image_size(tmp_path / name, max_pixels=40_000_000)
+    # more channels than OpenCV's pixel cap accounts for (DEPTH 200), a broken header: refused, one line, no decoding
+    for data, words in ((_pam(10, 10, depth=200, tupltype=""), "unsupported PAM DEPTH"), (b"P7\nWIDTH 10\nENDHDR\n", "lacks")):
+        msg = str(pytest.raises(ImageReadError, decode_image, data, "odd.pam").value)
+        assert msg.startswith("odd.pam: not an image, or a damaged one") and words in msg and "\n" not in msg
+    assert not no_imdecode
+
+
+def test_opencv_only_formats_under_the_cap_still_decode(tmp_path):
+    """The same formats under the cap: the right size and pixels (RGB order), and image_size reads their size."""
+    a = _rgb(21, 34)
+    ok, pam = cv2.imencode(".pam", np.ascontiguousarray(a[:, :, ::-1]))
+    assert ok
+    f = np.random.default_rng(1).random((21, 34, 3), dtype=np.float32)
+    ok, pfm = cv2.imencode(".pfm", np.ascontiguousarray(f[:, :, ::-1]))
+    ok2, hdr = cv2.imencode(".hdr", np.ascontiguousarray(f[:, :, ::-1]))
+    assert ok and ok2
+    files = {"x.pam": pam.tobytes(), "x.pfm": pfm.tobytes(), "x.hdr": hdr.tobytes(), "x.tif": _float_tiff(f)}
+    files |= {f"x_{k}.tif": _tifffile_bytes(f, **kw) for k, kw in _TIFF_LAYOUTS.items()}  # tiled, BigTIFF LE / BE
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+        assert image_size(tmp_path / name) == (34, 21), name
+        with pytest.raises(ImageReadError, match=r"image too large \(34x21 = 0\.000714 MP; the limit is 0\.0007 MP\)$"):
+            image_size(tmp_path / name, max_pixels=700)
+        im = read_image(tmp_path / name)
+        assert im.size == (34, 21) and im.rgb.dtype == np.uint8 and im.format == "OPENCV" and not im.was_gray, name
+    assert np.array_equal(read_image(tmp_path / "x.pam").rgb, a)
+    exact = np.round(f.astype(np.float64) * 255).astype(np.uint8)  # float [0, 1] -> 8 bits
+    assert np.array_equal(read_image(tmp_path / "x.pfm").rgb, exact)
+    for name in ["x.tif"] + [f"x_{k}.tif" for k in _TIFF_LAYOUTS]:
+        assert np.array_equal(read_image(tmp_path / name).rgb, exact), name
+    hdr_rgb = read_image(tmp_path / "x.hdr").rgb  # RGBE keeps 8 bits of mantissa per pixel
+    assert np.abs(hdr_rgb.astype(int) - exact).max() <= 2 and np.abs(hdr_rgb.astype(int) - exact).mean() < 0.6
+    gray = _pam(3, 2, depth=1, tupltype="GRAYSCALE", body=bytes(range(6)))
+    g = decode_image(gray, "g.pam")
+    assert g.was_gray and np.array_equal(g.rgb[:, :, 1], np.arange(6, dtype=np.uint8).reshape(2, 3))
+
+
+@pytest.mark.filterwarnings("error::UserWarning")  # Pillow's warnings on damaged headers stay off stderr
+def test_opencv_only_tiff_headers_are_read_by_tifffile_without_pixels(tmp_path, no_imdecode, monkeypatch, caplog):
+    """The fallback's TIFF / BigTIFF header check is tifffile's parse of the first directory, and only that: an
+    over-cap tile (OpenCV allocates a whole tile) and SamplesPerPixel outside 1-4 are refused, and broken or
+    truncated directories give the one-line "damaged" message through read_image / decode_image / image_size,
+    with no tifffile log output, no tifffile pixel read and no cv2.imdecode."""
+    import logging
+    import struct
+
+    import tifffile
+
+    def no_pixels(*a, **kw):
+        pytest.fail("tifffile read pixel data")
+
+    for owner, attr in (
+        (tifffile.TiffPage, "asarray"),
+        (tifffile.TiffPage, "segments"),
+        (tifffile.FileHandle, "read_segments"),
+    ):
+        monkeypatch.setattr(owner, attr, no_pixels)
+    caplog.set_level(logging.DEBUG, logger="tifffile")
+    f = np.zeros((32, 48, 3), np.float32)
+    small = _float_tiff(np.zeros((4, 5, 3), np.float32))
+    (ifd,) = struct.unpack_from("<I", small, 4)
+    damaged = "not an image, or a damaged one (unsupported or corrupt header: "
+    cases = {
+        "tile.tif": (
+            _patch_tiff(_tifffile_bytes(f, tile=(16, 16)), {322: 30_000, 323: 30_000}),
+            "TIFF tile too large (30000x30000 = 900 MP; the limit is 80 MP)",
+        ),
+        "bigtile.tif": (
+            _patch_tiff(_tifffile_bytes(f, tile=(16, 16), bigtiff=True), {322: 30_000, 323: 30_000}),
+            "TIFF tile too large (30000x30000 = 900 MP; the limit is 80 MP)",
+        ),
+        "big.tif": (
+            _patch_tiff(_tifffile_bytes(f, bigtiff=True), {256: 30_000, 257: 30_000}),
+            "image too large (30000x30000 = 900 MP; the limit is 80 MP)",
+        ),
+        "spp5.tif": (_patch_tiff(small, {277: 5}), damaged + "unsupported TIFF SamplesPerPixel)"),
+        "spp0.tif": (_patch_tiff(small, {277: 0}), damaged),  # tifffile itself fails on it (IndexError)
+        "count2.tif": (_patch_tiff(small, {}, count={256: 2}), damaged),
+        "nowidth.tif": (_patch_tiff(small, {}, count={256: 0}), damaged),
+        "noifd.tif": (small[:4] + bytes(4), damaged + "TIFF file has no image directory)"),
+        "cut.tif": (small[: ifd + 20], damaged + "TIFF header unreadable, TiffFileError: corrupted IFD structure)"),
+        "header.tif": (small[:6], damaged + "TIFF header unreadable, "),
+        "tags.tif": (small[:ifd] + struct.pack("<H", 5000) + small[ifd + 2 :], damaged + "TIFF header unreadable, "),
+    }
+    for name, (data, expected) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(data)
+        for fn, arg in ((read_image, p), (image_size, p), (decode_image, data)):
+            with pytest.raises(ImageReadError) as ei:
+                fn(arg) if fn is not decode_image else fn(arg, name=str(p))
+            msg = str(ei.value)
+            assert msg.startswith(f"{p}: {expected}") and "\n" not in msg, (name, fn.__name__, msg)
+            if not expected.endswith(" "):
+                assert msg.endswith(")"), msg
+    assert not no_imdecode
+    assert not [r for r in caplog.records if r.name.startswith("tifffile")]
+
+
+def test_opencv_pixel_cap_is_set_before_cv2_loads():
+    """The backstop: OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS once, when cv2 is loaded (setting it later does
+    nothing); `import dynface` sets it to MAX_PIXELS first, unless the user set it. Checked in fresh interpreters:
+    a PAM header of 10000 x 9000 (90 MP) trips OpenCV's own cap after `import dynface`, not with the user's value."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import os, dynface, cv2, numpy as np\n"
+        "from dynface.imageio import MAX_PIXELS\n"
+        "print(os.environ['OPENCV_IO_MAX_IMAGE_PIXELS'] == str(MAX_PIXELS))\n"
+        "data = b'P7\\nWIDTH 10000\\nHEIGHT 9000\\nDEPTH 3\\nMAXVAL 255\\nTUPLTYPE RGB\\nENDHDR\\n' + bytes(16)\n"
+        "try:\n"
+        "    cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)\n"
+        "    print('uncapped')\n"
+        "except cv2.error as e:\n"
+        "    print('capped' if 'CV_IO_MAX_IMAGE_PIXELS' in str(e) else 'other')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    env["OPENCV_LOG_LEVEL"] = "SILENT"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["True", "capped"], out.stderr[-2000:]
+    env["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(2**31)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["False", "uncapped"], out.stderr[-2000:]
+
+
+def test_opencv_refusals_keep_one_line_messages(monkeypatch):
+    """OpenCV's own cap (below a caller's larger max_pixels) in the fallback is reported in the too_large wording;
+    in the 16-bit PNG path OpenCV refusing makes Pillow decode the file instead."""
+
+    def capped(*a, **kw):
+        raise cv2.error("OpenCV(5.0.0) loadsave.cpp:79: error: (-215:Assertion failed) pixels <= CV_IO_MAX_IMAGE_PIXELS")
+
+    g16 = (np.arange(6 * 8).reshape(6, 8) * 1000).astype(np.uint16)
+    buf = io.BytesIO()
+    Image.fromarray(g16).save(buf, format="PNG")
+    monkeypatch.setattr(cv2, "imdecode", capped)
+    monkeypatch.setenv("OPENCV_IO_MAX_IMAGE_PIXELS", "40")
+    msg = str(pytest.raises(ImageReadError, decode_image, _pam(9, 7, body=bytes(189)), "c.pam").value)
+    assert msg == "c.pam: image too large (9x7 = 6.3e-05 MP; the limit is 4e-05 MP) (OpenCV's limit, OPENCV_IO_MAX_IMAGE_PIXELS)"
+    im = decode_image(buf.getvalue(), "g16.png")
+    assert im.size == (8, 6) and np.abs(im.rgb[:, :, 0].astype(int) - np.round(g16 / 257.0)).max() <= 1

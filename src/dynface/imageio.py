@@ -16,12 +16,16 @@ result back in the same shape:
 * **CMYK** (e.g. print JPEGs) is converted to RGB, through the embedded ICC profile when there is one.
 * **Palette** images are expanded to RGB (RGBA with transparency); the output is RGB(A), not a palette.
 * Multi-frame files (GIF, multi-page TIFF): the first frame, with a note.
+* Files Pillow cannot open but OpenCV can (PAM, colour PFM, Radiance HDR, float / signed TIFF) are decoded
+  with OpenCV (``format="OPENCV"``), after their header has passed the size limit (see :func:`_cv2_header`).
 
 Failures raise :class:`ImageReadError` with one clear sentence (missing, empty, not an image, corrupt or
 truncated, too large).
 
 **Size limit.** A decoded photo may have at most :data:`MAX_PIXELS` pixels (80 MP, e.g. 10 000 × 8 000,
-240 MB as 8-bit RGB); larger files are refused before decoding. Face detection runs on a copy whose longest
+240 MB as 8-bit RGB); larger files are refused from their header, before decoding, by every decoder (Pillow's
+and the OpenCV fallback's; OpenCV's own cap, ``OPENCV_IO_MAX_IMAGE_PIXELS``, is set to the same 80 MP by
+``import dynface`` unless the user set it). Face detection runs on a copy whose longest
 side is at most ``dynface.faces.DETECT_MAX_SIDE`` (2000 px) and alignment and paste-back work on the face
 regions only, so the memory needed is a small multiple of the photo itself: about three times the output photo
 in bytes (measured: a 24 MP JPEG upscaled 2× to 96 MP peaks at ≈ 1.2 GB resident, 5 s for detection and
@@ -33,6 +37,7 @@ reading or writing, has the one wording of :func:`too_large`: ``image too large 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import re
 import warnings
@@ -76,11 +81,13 @@ def _mp(pixels: int) -> str:
 
 def image_size(path: str | Path, max_pixels: int = MAX_PIXELS, name: str | None = None) -> tuple[int, int]:
     """(width, height) from the file's header without decoding the pixels; :class:`ImageReadError` (one line,
-    the :func:`too_large` wording) when it is over ``max_pixels`` or not an image Pillow can open."""
+    the :func:`too_large` wording) when it is over ``max_pixels`` or not an image Pillow or the OpenCV
+    fallback (see :func:`_cv2_header`) can open."""
     name = str(path) if name is None else name
     try:
-        with warnings.catch_warnings():  # our own limit applies, not Pillow's bomb warning
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with warnings.catch_warnings():  # our own limit applies, not Pillow's bomb warning; a damaged header's
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # UserWarnings ("Corrupt EXIF data") would
+            warnings.simplefilter("ignore", UserWarning)  # print two lines on stderr: its outcome is what we report
             with Image.open(path) as im:
                 w, h = im.size
     except FileNotFoundError:
@@ -88,7 +95,10 @@ def image_size(path: str | Path, max_pixels: int = MAX_PIXELS, name: str | None 
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{name}: {_bomb_message(e, max_pixels)}") from None
     except UnidentifiedImageError:
-        raise ImageReadError(f"{name}: not an image, or a damaged one (unrecognised or unsupported format)") from None
+        head = _file_cv2_header(path, name, max_pixels)  # formats only OpenCV reads: their own header parser
+        if head is None:
+            raise ImageReadError(f"{name}: not an image, or a damaged one (unrecognised or unsupported format)") from None
+        w, h = head.width, head.height
     except Exception as e:  # broken headers: Pillow raises several types
         raise ImageReadError(f"{name}: corrupt image header ({type(e).__name__}: {e})") from None
     if w * h > max_pixels:
@@ -161,8 +171,9 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     if len(data) == 0:
         raise ImageReadError(f"{name}: empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():  # our own limit (max_pixels) applies, not Pillow's bomb warning
+        with warnings.catch_warnings():  # as in image_size: our own limit applies; no Pillow UserWarnings on stderr
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            warnings.simplefilter("ignore", UserWarning)
             im = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:
         fallback = _decode_cv2_only(data, name, max_pixels)  # formats only OpenCV reads
@@ -241,7 +252,10 @@ def _decode_high_depth(im: Image.Image, data: bytes, bits: int) -> tuple[np.ndar
         import cv2
     except ImportError:  # pragma: no cover
         return None
-    a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    try:  # Pillow checked the size; OpenCV may still refuse (its own cap, OPENCV_IO_MAX_IMAGE_PIXELS): Pillow decodes
+        a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        return None
     if a is None:
         return None
     if a.ndim == 2:
@@ -260,17 +274,302 @@ def _decode_high_depth(im: Image.Image, data: bytes, bits: int) -> tuple[np.ndar
     return rgb8, (None if alpha is None else _to8(np.ascontiguousarray(alpha), bits))
 
 
+# ------------------------------------------------------------------------- formats only OpenCV reads
+# Pillow cannot open these, OpenCV can (measured with the pinned Pillow 12 / OpenCV 5): PAM (``P7``), colour PFM
+# (``PF``; gray ``Pf`` is Pillow's), Radiance HDR (``#?RADIANCE`` / ``#?RGBE``) and TIFFs whose sample layout
+# Pillow has no mode for (float or signed RGB(A), float64 gray, ...). OpenCV allocates the whole image from the
+# header and only then decodes (an RLE-compressed HDR of 0.6 MB decodes to 108 MB of float32), so the fallback
+# reads each format's header first (TIFF with tifffile; PAM / PFM / HDR itself, the way OpenCV's decoder reads
+# them: no installed library reads their size without decoding) and refuses an image over ``max_pixels`` before
+# any pixel is decoded; a file whose format is not one of these never reaches ``cv2.imdecode``.
+# Backstop: ``dynface/__init__.py`` sets OPENCV_IO_MAX_IMAGE_PIXELS (unless the user did) to MAX_PIXELS before
+# any dynface module imports cv2; OpenCV reads it once, when the library loads (its default is 2**30 pixels).
+_WS = b" \t\n\v\f\r"  # C isspace() in the "C" locale
+_HEAD_MAX = 1 << 16  # PAM / PFM / HDR headers are text lines; a longer header is refused
+_INT_MAX = 2**31 - 1
+_OPENCV_ENV = "OPENCV_IO_MAX_IMAGE_PIXELS"
+
+
+class _BadHeader(Exception):
+    """A format the fallback knows, with a header OpenCV would not accept (or that we do not trust)."""
+
+
+@dataclass(frozen=True)
+class _CvHeader:
+    fmt: str  # "PAM", "PFM", "HDR", "TIFF"
+    width: int
+    height: int
+    channels: int = 3
+    tile: tuple[int, int] | None = None  # TIFF tile (width, height): OpenCV allocates a whole tile
+
+
+def _cv2_header(buf) -> _CvHeader | None:
+    """The header of a format only OpenCV reads, parsed as OpenCV's decoder parses it (same signature test, same
+    fields, same number syntax), or None when ``buf`` (bytes or mmap) is none of them; :class:`_BadHeader` when it
+    is one of them with a header OpenCV would reject or that we do not trust (then nothing is decoded)."""
+    sig = bytes(buf[:10])
+    if sig[:2] == b"P7" and sig[2:3] and sig[2] in _WS:
+        return _pam_header(buf)
+    if sig[:1] == b"P" and sig[1:2] in (b"f", b"F") and sig[2:3] and sig[2] in _WS:
+        return _pfm_header(buf)
+    if sig.startswith((b"#?RGBE", b"#?RADIANCE")):
+        return _hdr_header(buf)
+    if sig[:4] in (b"II*\0", b"MM\0*", b"II+\0", b"MM\0+"):
+        return _tiff_header(buf)
+    return None
+
+
+class _Bytes:
+    """Byte-at-a-time reader over a header (OpenCV's RLByteStream: reading past the end is an error)."""
+
+    def __init__(self, buf) -> None:
+        self.data = bytes(buf[:_HEAD_MAX])
+        self.pos = 0
+
+    def get(self) -> int:
+        if self.pos >= len(self.data):
+            raise _BadHeader("header truncated or too long")
+        self.pos += 1
+        return self.data[self.pos - 1]
+
+
+def _pam_int(value: bytes) -> int:
+    """OpenCV's PAM ParseInt: ``-?digits`` up to the value's end (or a NUL), below INT_MAX."""
+    m = re.fullmatch(rb"(-?)(\d*)", value.split(b"\0", 1)[0])
+    if m is None or (m.group(1) and not m.group(2)):
+        raise _BadHeader("bad PAM number")
+    n = int(m.group(2) or b"0")
+    if n >= _INT_MAX:
+        raise _BadHeader("PAM number out of range")
+    return -n if m.group(1) else n
+
+
+def _pam_header(buf) -> _CvHeader:
+    """PAM (``P7``), as OpenCV's PAMDecoder::readHeader: ``NAME value`` lines, ``#`` comments, up to ENDHDR."""
+    s = _Bytes(buf)
+    s.get(), s.get()
+    if s.get() not in b"\n\r":
+        raise _BadHeader("bad PAM signature")
+    fields: dict[bytes, int] = {}
+    tupltype = b""
+    while True:
+        c = s.get()
+        while c in _WS:
+            c = s.get()
+        if c == ord("#"):  # a comment, to the end of the line
+            while c not in b"\n\r":
+                c = s.get()
+            continue
+        ident = bytearray()
+        while len(ident) < 8 and c not in _WS:
+            ident.append(c)
+            c = s.get()
+        if c not in _WS or b"\0" in ident:
+            raise _BadHeader("bad PAM header line")
+        value = b""
+        if c not in b"\n\r":
+            c = s.get()
+            while c in _WS:
+                c = s.get()
+            v = bytearray()
+            while len(v) < 255 and c not in b"\n\r":
+                v.append(c)
+                c = s.get()
+            if c not in b"\n\r":
+                raise _BadHeader("PAM header value too long")
+            value = bytes(v).rstrip(_WS)
+        key = bytes(ident)
+        if key == b"ENDHDR":
+            break
+        if key == b"TUPLTYPE":
+            tupltype = value.split(b"\0", 1)[0]
+            if tupltype not in (b"", b"BLACKANDWHITE", b"GRAYSCALE", b"GRAYSCALE_ALPHA", b"RGB", b"RGB_ALPHA"):
+                raise _BadHeader("unknown PAM TUPLTYPE")
+            continue
+        if key not in (b"WIDTH", b"HEIGHT", b"DEPTH", b"MAXVAL") or key in fields:
+            raise _BadHeader("bad or repeated PAM header field")
+        fields[key] = _pam_int(value)
+    if len(fields) != 4:
+        raise _BadHeader("PAM header lacks WIDTH, HEIGHT, DEPTH or MAXVAL")
+    if not 1 <= fields[b"DEPTH"] <= 4 or not 1 <= fields[b"MAXVAL"] <= 65535:
+        raise _BadHeader("unsupported PAM DEPTH or MAXVAL")  # more channels: more memory than the pixel count says
+    if not tupltype and not (fields[b"MAXVAL"] < 256 and fields[b"DEPTH"] in (1, 3)):
+        raise _BadHeader("PAM without TUPLTYPE is read only as 8-bit gray or RGB")  # OpenCV 5 refuses the others
+    return _CvHeader("PAM", fields[b"WIDTH"], fields[b"HEIGHT"], fields[b"DEPTH"])
+
+
+def _atoi(token: bytes) -> int:
+    """C ``atoi`` on a whitespace-free token: a leading ``[+-]digits`` or 0; out of int range is refused."""
+    m = re.match(rb"[+-]?\d+", token)
+    n = int(m.group(0)) if m else 0
+    if abs(n) > _INT_MAX:
+        raise _BadHeader("number out of range")
+    return n
+
+
+def _pfm_header(buf) -> _CvHeader:
+    """PFM (``PF`` colour / ``Pf`` gray), as OpenCV's PFMDecoder::readHeader: ``P?\\n``, then width, height and
+    scale, each a token ended by one whitespace byte (at most 2048 bytes), read with atoi/atof."""
+    s = _Bytes(buf)
+    s.get()
+    channels = 3 if s.get() == ord("F") else 1
+    if s.get() != ord("\n"):
+        raise _BadHeader("bad PFM signature")
+
+    def token() -> bytes:
+        t = bytearray()
+        while len(t) < 2048:
+            c = s.get()
+            if c in _WS:
+                break
+            t.append(c)
+        return bytes(t)
+
+    w, h = _atoi(token()), _atoi(token())
+    return _CvHeader("PFM", w, h, channels)
+
+
+def _hdr_header(buf) -> _CvHeader:
+    """Radiance HDR, as OpenCV's RGBE_ReadHeader: lines read with ``fgets(buf, 128)``; ``#`` comments; a
+    ``FORMAT=32-bit_rle_rgbe`` line; a blank line; then ``-Y height +X width`` (sscanf)."""
+    data = bytes(buf[:_HEAD_MAX])
+    pos = 0
+
+    def fgets() -> bytes:  # at most 127 bytes, up to and including a newline; the C string ends at a NUL
+        nonlocal pos
+        if pos >= len(data):
+            raise _BadHeader("HDR header truncated or too long")
+        end = data.find(b"\n", pos, pos + 127)
+        end = min(pos + 127, len(data)) if end < 0 else end + 1
+        line, pos = data[pos:end], end
+        return line.split(b"\0", 1)[0]
+
+    fgets()  # "#?RADIANCE" / "#?RGBE"
+    has_format = False
+    while True:
+        line = fgets()
+        if line[:1] == b"\n":
+            break
+        if line == b"FORMAT=32-bit_rle_rgbe\n":
+            has_format = True
+    if not has_format:
+        raise _BadHeader("HDR header lacks FORMAT=32-bit_rle_rgbe")
+    m = re.match(rb"-Y\s*([+-]?\d+)\s*\+X\s*([+-]?\d+)", fgets())
+    if m is None:
+        raise _BadHeader("HDR header lacks '-Y height +X width'")
+    h, w = (int(g) for g in m.groups())
+    if max(abs(h), abs(w)) > _INT_MAX:
+        raise _BadHeader("HDR size out of range")
+    return _CvHeader("HDR", w, h, 3)
+
+
+def _tiff_header(buf) -> _CvHeader:
+    """TIFF / BigTIFF: ImageWidth, ImageLength, SamplesPerPixel and the tile size of the first directory (the page
+    OpenCV decodes), read by tifffile: only the header and that directory's tags, never the pixel data. Like
+    libtiff, the first of repeated tags counts and each must be one integer; tifffile's own special-format loaders
+    (LSM, ScanImage, NDPI: they read further pages) are off, and its log messages about a broken file are dropped
+    (the caller reports one line)."""
+    import mmap
+    import struct
+
+    import tifffile
+
+    def quiet(record: logging.LogRecord) -> bool:  # a new filter per call: concurrent reads each remove their own
+        return False
+
+    stream = buf if isinstance(buf, mmap.mmap) else io.BytesIO(buf)  # BytesIO shares the bytes, no copy
+    log = logging.getLogger("tifffile")
+    log.addFilter(quiet)
+    try:
+        with (
+            np.errstate(all="ignore"),
+            tifffile.TiffFile(stream, offset=0, is_lsm=False, is_scanimage=False, is_ndpi=False) as tif,
+        ):
+            try:
+                page = tif.pages[0]  # read when TiffFile opened; no further directory is read
+            except IndexError:
+                raise _BadHeader("TIFF file has no image directory") from None
+            if 256 not in page.tags or 257 not in page.tags:
+                raise _BadHeader("TIFF directory lacks the image size")
+            w, h, spp = page.imagewidth, page.imagelength, page.samplesperpixel
+            tile = (page.tilewidth, page.tilelength)
+    except (ValueError, TypeError, IndexError, struct.error) as e:  # tifffile.TiffFileError is a ValueError
+        raise _BadHeader(f"TIFF header unreadable, {type(e).__name__}: {' '.join(str(e).split())[:200]}") from None
+    finally:
+        log.removeFilter(quiet)
+    values = (w, h, spp, *tile)
+    # each one integer >= 0 (not a tuple, i.e. a count over 1, nor a float, a rational or a negative number)
+    if not all(isinstance(v, int | np.integer) and not isinstance(v, bool) and v >= 0 for v in values):
+        raise _BadHeader("TIFF image size, tile size or SamplesPerPixel is not one non-negative integer")
+    w, h, spp, tw, tl = (int(v) for v in values)
+    if not 1 <= spp <= 4:
+        raise _BadHeader("unsupported TIFF SamplesPerPixel")  # more channels: more memory than the pixel count says
+    return _CvHeader("TIFF", w, h, spp, (tw, tl) if tw and tl else None)
+
+
+def _checked_cv2_header(buf, name: str, max_pixels: int) -> _CvHeader | None:
+    """:func:`_cv2_header` with every problem as a one-line :class:`ImageReadError`: a header OpenCV would not
+    take, no pixels, or more than ``max_pixels`` (the :func:`too_large` wording), all before any decoding."""
+    try:
+        head = _cv2_header(buf)
+    except _BadHeader as e:
+        raise ImageReadError(f"{name}: not an image, or a damaged one (unsupported or corrupt header: {e})") from None
+    if head is None:
+        return None
+    w, h = head.width, head.height
+    if w <= 0 or h <= 0:
+        raise ImageReadError(f"{name}: image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageReadError(f"{name}: {too_large(w, h, max_pixels)}")
+    if head.tile is not None and head.tile[0] * head.tile[1] > max_pixels:
+        raise ImageReadError(f"{name}: {too_large(*head.tile, max_pixels, what='TIFF tile')}")
+    return head
+
+
+def _file_cv2_header(path: str | Path, name: str, max_pixels: int) -> _CvHeader | None:
+    """:func:`_checked_cv2_header` of a file, read through a memory map (only the header's pages are read)."""
+    import mmap
+
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                return None
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+                return _checked_cv2_header(m, name, max_pixels)
+    except OSError:
+        return None
+
+
+def _opencv_pixel_limit() -> int:
+    try:
+        return int(os.environ.get(_OPENCV_ENV, 1 << 30))
+    except ValueError:
+        return 1 << 30
+
+
 def _decode_cv2_only(data: bytes, name: str, max_pixels: int) -> LoadedImage | None:
+    """Decode a format only OpenCV reads (see :func:`_cv2_header`), after its header passed the size check;
+    None for any other format (nothing is decoded)."""
+    head = _checked_cv2_header(data, name, max_pixels)
+    if head is None:
+        return None
     try:
         import cv2
-
+    except ImportError:  # pragma: no cover
+        return None
+    try:
         a = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    except Exception:
-        return None
+    except MemoryError:
+        raise ImageReadError(f"{name}: not enough memory to decode this image") from None
+    except Exception as e:
+        if "CV_IO_MAX_IMAGE" in str(e):  # OpenCV's own cap (OPENCV_IO_MAX_IMAGE_PIXELS) is below max_pixels
+            limit = too_large(head.width, head.height, _opencv_pixel_limit())
+            raise ImageReadError(f"{name}: {limit} (OpenCV's limit, {_OPENCV_ENV})") from None
+        a = None
     if a is None or a.size == 0:
-        return None
+        raise ImageReadError(f"{name}: corrupt or truncated image data (OpenCV could not decode this {head.fmt} file)")
     h, w = a.shape[:2]
-    if w * h > max_pixels:
+    if w * h > max_pixels:  # the header said otherwise: never expected, kept as a guard
         raise ImageReadError(f"{name}: {too_large(w, h, max_pixels)}")
     bits = 16 if a.dtype == np.uint16 else 8 if a.dtype == np.uint8 else 32
     if a.ndim == 2:
@@ -279,14 +578,14 @@ def _decode_cv2_only(data: bytes, name: str, max_pixels: int) -> LoadedImage | N
     gray = c in (1, 2)
     rgb = np.repeat(a[:, :, :1], 3, axis=2) if gray else a[:, :, 2::-1]
     alpha = a[:, :, -1] if c in (2, 4) else None
-    notes = ["decoded with OpenCV"] + ([f"{bits}-bit input converted to 8-bit for processing; the output is 8-bit"] if bits > 8 else [])
+    notes = [f"{head.fmt} decoded with OpenCV"] + ([f"{bits}-bit input converted to 8-bit for processing; the output is 8-bit"] if bits > 8 else [])
     return LoadedImage(
         rgb=np.ascontiguousarray(_to8(np.ascontiguousarray(rgb), bits)),
         alpha=None if alpha is None else np.ascontiguousarray(_to8(np.ascontiguousarray(alpha), bits)),
         was_gray=gray,
         mode="L" if gray else "RGB",
         bit_depth=bits,
-        format="OPENCV",
+        format="OPENCV",  # the decoder; the file format is in the note
         notes=notes,
     )
 
