@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from skimage import data
 
+from dynface.detail import laplacian_energy
 from dynface.faces import (
     FFHQ_TEMPLATE_512,
     FaceDetector,
@@ -283,14 +284,6 @@ def test_alignment_choice(astro, astro_face):
 
 
 # ------------------------------------------------------------------------------------------ --detail keep / restored
-def _hf(img: np.ndarray, box) -> float:
-    """Mean squared Laplacian of the grey image inside ``box`` (x0, y0, x1, y1)."""
-    g = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float64)
-    lap = cv2.Laplacian(g, cv2.CV_64F)
-    x0, y0, x1, y1 = (int(round(v)) for v in box)
-    return float(np.mean(lap[y0:y1, x0:x1] ** 2))
-
-
 def test_face_size_is_recorded(astro, astro_face):
     from dynface.faces import face_affine
 
@@ -306,17 +299,22 @@ def test_face_size_is_recorded(astro, astro_face):
 
 def test_detail_keep_keeps_the_photos_detail_above_the_model(astro, astro_face):
     """The identity restorer at 64 px returns the face's 64-px crop: with "restored" the pasted face is the blurry
-    upsampled crop, with "keep" the photo's own detail above 32 cycles per crop comes back."""
+    upsampled crop, with "keep" the photo's own detail above 32 cycles per crop comes back.
+
+    Laplacian energy over the detector's box, output / input (measured): "restored" 0.19 (upscale 1) and 0.19 (2);
+    "keep" 1.000 and 1.002. The 0.97 bound fails the split fixed at the model's Nyquist (no adaptive crossover:
+    0.91, 0.94) and the "keep" output blurred by a Gaussian of sigma 0.4 px (0.75, 0.92)."""
     r = FakeRestorer(64, "utkface64")
     for up in (1, 2):
         bg = upscale_background(astro, up)
-        box = [v * up for v in astro_face.bbox]
+        x0, y0, x1, y1 = face_box_out(astro_face.bbox, (up, up), bg.shape)
+        box = np.zeros(bg.shape[:2], bool)
+        box[y0:y1, x0:x1] = True
         keep = restore_photo(astro, r, faces=[astro_face], upscale=up)
         old = restore_photo(astro, r, faces=[astro_face], upscale=up, detail="restored")
-        hf_in, hf_keep, hf_old = _hf(bg, box), _hf(keep.photo, box), _hf(old.photo, box)
+        hf_in, hf_keep, hf_old = (laplacian_energy(im, box) for im in (bg, keep.photo, old.photo))
         assert hf_old < 0.5 * hf_in, (hf_old, hf_in)  # what the issue measured: the face comes back blurrier
-        assert hf_keep > 0.85 * hf_in, (hf_keep, hf_in)
-        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        assert hf_keep > 0.97 * hf_in, (hf_keep, hf_in)
         d_keep = np.abs(keep.photo[y0:y1, x0:x1].astype(int) - bg[y0:y1, x0:x1].astype(int)).mean()
         d_old = np.abs(old.photo[y0:y1, x0:x1].astype(int) - bg[y0:y1, x0:x1].astype(int)).mean()
         assert d_keep < 0.5 * d_old and d_keep < 4, (d_keep, d_old)
@@ -336,7 +334,7 @@ def test_detail_keep_never_returns_less_detail_than_the_photo(astro, astro_face,
     detail (what "keep" did before); "keep" moves the crossover down until the final uint8 photo has at least the
     input's Laplacian energy in the detector's box where the face is pasted whole, and records the crossover."""
     import dynface.faces as faces_mod
-    from dynface.detail import DetailSplit, laplacian_energy, low_pass, nyquist
+    from dynface.detail import DetailSplit, low_pass, nyquist
 
     def fixed_split(reference, diff, crop_px, model_px, weight=None, regions=()):
         out = reference.astype(np.float32) + weight * low_pass(diff, nyquist(model_px, crop_px))
