@@ -20,8 +20,9 @@ call restarts AdamW from the EMA with a short warm-up, unless a warm machine sti
 * ``prior``: the UNet for most of the call (bf16 autocast, channels_last, one ``torch.compile``, the faces
   on the device), exporting the EMA as fp16 parts into $OUT at every checkpoint (``prior.partN.safetensors``),
   then 16 samples, img/s and the UNet's share of the measured bf16 matmul peak (``dynface.devices``'s
-  measurement, as in ``benchmarks/speed.py``), and the compile cache (``compile_cache.bin``, carried back in
-  the next call);
+  measurement, as in ``benchmarks/speed.py``), and the compile cache (``compile_cache.bin``: torch's portable
+  "mega-cache", xz-compressed, taken after the first steps; ``pack --reuse`` carries it to the next machine, which
+  loads it before compiling when its torch version and GPU name match, and compiles as usual otherwise);
 * ``dsst``: the empirical DSST table from the carried val faces (256 at 128 px);
 * ``dblm``: RM, SDE, TM+SDE at 128 px on the GPU, each stage a share of the remaining time;
 * ``dgsa``: DGSA against this call's (or the carried) prior, DBLM and DSST.
@@ -64,6 +65,7 @@ PHASES = ("prior", "dsst", "dblm", "dgsa")
 CARRY_LIMIT = 64 * 2**20  # device tool: the working tree plus carried paths, per call
 RETURN_FILE_LIMIT = 16 * 2**20
 RETURN_FILES = 8
+RETURN_TOTAL = 64 * 2**20
 WEBP_QUALITY = 90
 VAL_FACES = 256
 TIMEOUT_SLACK = 40  # s between the script's budget and the device call's timeout_s (start-up, transfers)
@@ -145,10 +147,7 @@ def pack(args: argparse.Namespace) -> int:
             shutil.copyfile(Path(args.reuse) / name, dest / name)
     if not (dest / "dsst.json").is_file() and args.size == 128 and (CONFIGS[False] / "dsst.json").is_file():
         shutil.copyfile(CONFIGS[False] / "dsst.json", dest / "dsst.json")  # built on the CPU from the same val faces
-    caches = sorted(UNPACKED.glob("round*/compile_cache.bin"), key=lambda p: p.stat().st_mtime)
-    cache = Path(args.compile_cache) if args.compile_cache != "auto" else (caches[-1] if caches else None)
-    if cache is not None and cache.is_file():  # the inductor cache of an earlier call: compiles in seconds
-        shutil.copyfile(cache, dest / "compile_cache.bin")
+    cache_info = pack_compile_cache(args, dest)
 
     def webp(arr: np.ndarray, path: Path) -> int:
         Image.fromarray(arr).save(path, "WEBP", quality=WEBP_QUALITY, method=4)
@@ -164,13 +163,20 @@ def pack(args: argparse.Namespace) -> int:
         used += 2 * prior_params(args.size) + 2**16
     budget = int(args.budget_mib * 2**20) - tree_bytes() - used
     if budget < 2**20:
-        print(f"pack: error: only {budget / 2**20:.1f} MiB left for faces under {args.budget_mib} MiB", file=sys.stderr)
+        hint = f" (the compile cache takes {cache_info['bytes'] / 2**20:.1f}: --compile-cache none)" if cache_info else ""
+        print(f"pack: error: only {budget / 2**20:.1f} MiB left for faces under {args.budget_mib} MiB{hint}",
+              file=sys.stderr)
         return 2
     probe = files[:: max(1, len(files) // 64)][:64]
     tmp = dest / "probe.webp"
     avg = sum(webp(load_square(f, args.size), tmp) for f in probe) / len(probe)
     tmp.unlink()
-    shards = args.shards or max(1, math.ceil(len(files) * avg * 1.04 / budget))
+    # the shard count ignores the cache (it stays the same whether a round carries one): a carried cache cuts the shard
+    shards = args.shards or max(1, math.ceil(len(files) * avg * 1.04 / (budget + cache_info.get("bytes", 0))))
+    before = _reused_shards(args.reuse)
+    if before and before != shards:  # the rounds rotate through the shards only while K stays the same
+        print(f"pack: warning: {shards} shards, but {args.reuse} used {before}: pass --shards {before} to keep the "
+              "rotation (the shard is then cut to what fits)", file=sys.stderr)
     shard = rnd % shards
     total = n = 0
     for i in range(shard, len(files), shards):
@@ -184,11 +190,49 @@ def pack(args: argparse.Namespace) -> int:
     info = {"round": rnd, "shard": shard, "shards": shards, "faces": n, "of": len(files), "size": args.size,
             "webp_quality": WEBP_QUALITY, "init": init_rel, "init_images_seen": int(meta.get("images_seen", 0)),
             "val_faces": len(list((dest / "val").iterdir())),
-            "reused": sorted(n for n in ("dblm.safetensors", "dsst.json") if (dest / n).is_file())}
+            "reused": sorted(n for n in ("dblm.safetensors", "dsst.json") if (dest / n).is_file()),
+            "compile_cache": cache_info or None}
     (dest / "pack.json").write_text(json.dumps(info, indent=1) + "\n")
     carried = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
-    print(json.dumps({**info, "carry_mib": round(carried / 2**20, 1), "tree_mib": round(tree_bytes() / 2**20, 1)}))
+    tree = tree_bytes()
+    if cache_info:
+        print(f"pack: carrying {CACHE_NAME}: {cache_info['bytes'] / 2**20:.2f} MiB (torch {cache_info['torch']}, "
+              f"{cache_info['device']}), counted in the pack", file=sys.stderr)
+    print(f"pack: tree {tree / 2**20:.1f} MiB + pack {carried / 2**20:.1f} MiB = {(tree + carried) / 2**20:.1f} MiB "
+          f"of the {CARRY_LIMIT // 2**20} MiB the device tool carries", file=sys.stderr)
+    print(json.dumps({**info, "carry_mib": round(carried / 2**20, 1), "tree_mib": round(tree / 2**20, 1),
+                      "total_mib": round((tree + carried) / 2**20, 1)}))
     return 0
+
+
+def _reused_shards(reuse: str | None) -> int:
+    """The shard count of the round ``reuse`` names (its summary.json), 0 when unknown."""
+    try:
+        return int(json.loads((Path(reuse) / "summary.json").read_text())["pack"]["shards"]) if reuse else 0
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def pack_compile_cache(args: argparse.Namespace, dest: Path) -> dict:
+    """Copy a returned compile cache into the pack: ``--compile-cache PATH``, or (``auto``) the ``--reuse`` round's
+    file when it has one; ``none`` carries none. A file that is not a compile cache is left out with a warning."""
+    choice = args.compile_cache
+    if choice == "none":
+        return {}
+    src = Path(choice) if choice != "auto" else (Path(args.reuse) / CACHE_NAME if args.reuse else None)
+    if src is None or not src.is_file():
+        if choice != "auto":
+            print(f"pack: warning: --compile-cache {choice}: no such file; carrying none", file=sys.stderr)
+        return {}
+    try:
+        with open(src, "rb") as f:
+            header, _ = read_cache_header(f.read(4096))
+    except (ValueError, OSError) as e:
+        print(f"pack: warning: {src} is not a usable compile cache ({e}); carrying none", file=sys.stderr)
+        return {}
+    shutil.copyfile(src, dest / CACHE_NAME)
+    return {"bytes": src.stat().st_size, "raw_bytes": header.get("raw_bytes"), "torch": header.get("torch"),
+            "device": header.get("device")}
 
 
 # ---- here: plan (dry run) ---------------------------------------------------------------------------------
@@ -238,6 +282,169 @@ def parse_phases(s: str) -> tuple[str, ...]:
     return tuple(sorted(out, key=PHASES.index))
 
 
+# ---- the compile cache ("mega-cache"), carried between machines ------------------------------------------------
+# One self-describing file: a magic line, one JSON header line (the torch version and device it was made with, the raw
+# size and sha256), then the xz-compressed bytes of torch.compiler.save_cache_artifacts(). xz (lzma preset 6) was 3.1x
+# smaller than gzip -6 on a CPU inductor cache (25 KB against 77 KB of 440 KB); it runs in a thread beside training.
+CACHE_NAME = "compile_cache.bin"
+CACHE_MAGIC = b"dynface-compile-cache 1\n"
+CACHE_MAX = 15 * 2**20  # written to $OUT only up to this (the tool returns files of <= 16 MiB)
+
+
+def cache_key(device: str) -> dict:
+    """What a compile cache must match to be loaded: the torch version and the device's name."""
+    import torch
+
+    name = torch.cuda.get_device_name(0) if device == "cuda" else device
+    return {"torch": torch.__version__, "device": name}
+
+
+def encode_compile_cache(raw: bytes, key: dict) -> bytes:
+    import hashlib
+    import lzma
+
+    header = {**key, "raw_bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest(), "compression": "xz"}
+    return CACHE_MAGIC + json.dumps(header).encode() + b"\n" + lzma.compress(raw, preset=6)
+
+
+def read_cache_header(blob: bytes) -> tuple[dict, int]:
+    """The header of a compile-cache file and where its payload starts; ValueError when it is not one."""
+    if not blob.startswith(CACHE_MAGIC):
+        raise ValueError("not a dynface compile cache (bad magic)")
+    end = blob.find(b"\n", len(CACHE_MAGIC))
+    if end < 0:
+        raise ValueError("truncated header")
+    header = json.loads(blob[len(CACHE_MAGIC):end])
+    if not isinstance(header, dict) or header.get("compression") != "xz":
+        raise ValueError("unknown compression")
+    return header, end + 1
+
+
+def decode_compile_cache(blob: bytes) -> tuple[dict, bytes]:
+    """(header, raw artifacts), checked against the header's size and sha256; ValueError/LZMAError when damaged."""
+    import hashlib
+    import lzma
+
+    header, start = read_cache_header(blob)
+    raw = lzma.decompress(blob[start:])
+    if len(raw) != header.get("raw_bytes") or hashlib.sha256(raw).hexdigest() != header.get("sha256"):
+        raise ValueError("payload does not match its header (size or sha256)")
+    return header, raw
+
+
+def load_compile_cache(path: Path, key: dict) -> dict:
+    """Hot-load a carried compile cache before the first compile. Never raises: a cache made with another torch or
+    on another device, or a damaged file, is skipped with one log line and the model compiles as usual."""
+    import torch
+
+    res: dict = {"loaded": False, "file_bytes": path.stat().st_size if path.is_file() else 0}
+    t0 = time.time()
+    try:
+        blob = path.read_bytes()
+        header, _ = read_cache_header(blob)
+        res["made_with"] = {k: header.get(k) for k in ("torch", "device", "raw_bytes")}
+        made = {k: header.get(k) for k in key}
+        if made != key:
+            res["status"] = f"skipped: made with {made}, this machine is {key}"
+        else:
+            _, raw = decode_compile_cache(blob)
+            info = torch.compiler.load_cache_artifacts(raw)
+            if info is None:  # torch logs a warning and returns None for bytes it cannot read
+                res["status"] = "not usable: torch could not read the artifacts"
+            else:
+                res.update(loaded=True, status="loaded", artifacts=_artifact_counts(info))
+    except Exception as e:  # fail-soft: never lose a training call to the cache
+        res["status"] = f"not usable: {type(e).__name__}: {e}"[:300]
+    res["load_s"] = round(time.time() - t0, 2)
+    print(f"compile cache: {res['status']} ({res['file_bytes']:,} bytes, {res['load_s']} s)"
+          + ("" if res["loaded"] else "; compiling from scratch"), flush=True)
+    return res
+
+
+def _artifact_counts(info) -> dict:
+    """Artifacts per kind in a torch CacheInfo (a dict since torch 2.8; one list field per kind before)."""
+    try:
+        kinds = getattr(info, "artifacts", None) or dataclasses.asdict(info)
+        return {k: len(v) for k, v in kinds.items() if isinstance(v, list | tuple)}
+    except Exception:
+        return {}
+
+
+def compile_counters() -> dict:
+    """Cache hits and misses of this process's compiles (did the carried cache serve them?)."""
+    from torch._dynamo.utils import counters
+
+    return {f"{group}.{k}": v for group, names in (("inductor", ("fxgraph_cache_hit", "fxgraph_cache_miss")),
+                                                   ("aot_autograd", ("autograd_cache_hit", "autograd_cache_miss")))
+            for k in names if (v := counters[group][k])}
+
+
+class CacheSaver:
+    """Takes the compile artifacts once the compiled model has run (the first export: its forward and backward are
+    compiled by then) and compresses them in a thread, so that training goes on meanwhile; ``write`` puts the file
+    into the outbox when it is done and fits."""
+
+    def __init__(self, key: dict):
+        import threading
+
+        self.key, self.blob, self.done, self.started = key, None, threading.Event(), False
+        self.info: dict = {"status": "not started (no export yet)"}  # summary.json shows this very dict
+        self._threading = threading
+
+    def start(self) -> None:
+        import torch
+
+        if self.started:
+            return
+        self.started = True
+        try:  # called from inside the training loop: nothing here may raise
+            art = torch.compiler.save_cache_artifacts()
+            if art is None:
+                self.info["status"] = "nothing to save (no compile artifacts)"
+                self.done.set()
+                return
+            raw = bytes(art[0])
+            self.info.update(status="compressing", raw_bytes=len(raw), artifacts=_artifact_counts(art[1]))
+        except Exception as e:
+            self.info["status"] = f"save failed: {type(e).__name__}: {e}"[:300]
+            self.done.set()
+            return
+
+        def work() -> None:
+            t0 = time.time()
+            try:
+                self.blob = encode_compile_cache(raw, self.key)
+                self.info.update(compressed_bytes=len(self.blob), compress_s=round(time.time() - t0, 1))
+            except Exception as e:
+                self.info["status"] = f"compression failed: {type(e).__name__}: {e}"[:300]
+            self.done.set()
+
+        try:
+            self._threading.Thread(target=work, name="compile-cache-xz", daemon=True).start()
+        except Exception as e:
+            self.info["status"] = f"compression not started: {type(e).__name__}: {e}"[:300]
+            self.done.set()
+
+    def write(self, box: Outbox, wait_s: float = 0.0) -> bool:
+        """Into $OUT once compressed (waits up to ``wait_s``); True when nothing is left to do."""
+        if not self.started or not self.done.wait(wait_s):
+            if self.started and wait_s:
+                self.info["status"] = f"compression unfinished after {wait_s:.0f} s: not written"
+            return False
+        if self.blob is not None:
+            try:  # like start: never raises into the training loop
+                why = box.room_for(CACHE_NAME, len(self.blob), CACHE_MAX)
+                if why:
+                    self.info["status"] = f"not written: {why}"
+                else:
+                    box.put(CACHE_NAME, self.blob)
+                    self.info["status"] = "written"
+            except Exception as e:
+                self.info["status"] = f"not written: {type(e).__name__}: {e}"[:300]
+            self.blob = None
+        return True
+
+
 # ---- device: train -----------------------------------------------------------------------------------------
 class Outbox:
     """Writes into $OUT within the device tool's limits; every file atomically (tmp + rename)."""
@@ -255,6 +462,21 @@ class Outbox:
         tmp = self.out / f".{name}.tmp"
         tmp.write_bytes(data)
         os.replace(tmp, self.out / name)
+
+    def _returned(self, without: str = "") -> list[Path]:
+        return [f for f in self.out.rglob("*") if f.is_file() and not f.name.startswith(".") and f.name != without]
+
+    def room_for(self, name: str, size: int, max_size: int = RETURN_FILE_LIMIT) -> str | None:
+        """Why ``name`` (``size`` bytes) would not come back beside what $OUT holds now; None when it fits."""
+        others = self._returned(without=name)
+        total = size + sum(f.stat().st_size for f in others)
+        if size > max_size:
+            return f"{size / 2**20:.1f} MiB > {max_size / 2**20:.0f} MiB"
+        if len(others) + 1 > RETURN_FILES:
+            return f"$OUT already holds {len(others)} files (the tool returns {RETURN_FILES})"
+        if total > RETURN_TOTAL:
+            return f"$OUT would hold {total / 2**20:.1f} MiB (the tool returns {RETURN_TOTAL // 2**20})"
+        return None
 
     def put_prior(self, ema: Path, extra_meta: dict) -> None:
         from dynface.models.io import load_state_dict_file, save_safetensors
@@ -290,6 +512,13 @@ class Outbox:
                 if (self.work / name).is_file():
                     tar.add(self.work / name, arcname=name)
         self.put("bundle.tar", buf.getvalue())
+        cache = self.out / CACHE_NAME  # the least needed file: dropped first when $OUT outgrows the tool's limits
+        if cache.is_file() and (why := self.room_for(CACHE_NAME, cache.stat().st_size, CACHE_MAX)):
+            cache.unlink()
+            self.summary.setdefault("prior", {}).setdefault("compile_cache", {}).setdefault("saved", {})["status"] = \
+                f"removed from $OUT later: {why}"
+            print(f"outbox: {CACHE_NAME} removed ({why})", flush=True)
+            self.refresh()  # the summary (and the bundle's copy) say so
 
 
 def _rows(path: Path) -> list[dict]:
@@ -327,7 +556,6 @@ def phase_prior(args, box: Outbox, pack_info: dict, deadline: float) -> Path | N
     from dynface.models.io import load_state_dict_file
     from dynface.models.unet import UNetConfig, UNetModel
     from dynface.training.config import load_config
-    from dynface.training.loop import Checkpointer
     from dynface.training.prior import PriorTrainConfig, sample_grid, train_prior
 
     over = dict(args.set_prior)
@@ -339,7 +567,7 @@ def phase_prior(args, box: Outbox, pack_info: dict, deadline: float) -> Path | N
     if not args.smoke:
         over["max_minutes"] = round(minutes, 3)
     cfg = load_config(PriorTrainConfig, CONFIGS[args.smoke] / "prior.yaml", over)
-    cache = Path(args.pack) / "compile_cache.bin"
+    cache = Path(args.pack) / CACHE_NAME
     s = box.summary.setdefault("prior", {})
     s.update({"init": (str(init.relative_to(ROOT)) if init.is_relative_to(ROOT) else str(init)) if init else None,
               "init_images_seen": int(_meta(init).get("images_seen", 0)) if init else 0,
@@ -349,23 +577,32 @@ def phase_prior(args, box: Outbox, pack_info: dict, deadline: float) -> Path | N
               else (f"restarted from the EMA, warm-up {cfg.warmup_steps} steps" if init else "fresh")})
     if cfg.compile and hasattr(torch._dynamo.config, "suppress_errors"):
         torch._dynamo.config.suppress_errors = True  # a graph that fails to compile runs eagerly instead
-    if cfg.compile and cache.is_file():
-        try:
-            torch.compiler.load_cache_artifacts(cache.read_bytes())
-            s["compile_cache"] = "loaded"
-        except Exception as e:  # another torch version: compile from scratch
-            s["compile_cache"] = f"not usable ({type(e).__name__})"
+    # the carried compile cache (pack.json's compile_cache): loaded before the first compile when it was made with
+    # this torch on this device; the artifacts of this call's compile go back in $OUT for the next machine
+    key = cache_key(args.device)
+    cc = s["compile_cache"] = {**key}
+    if not cfg.compile:
+        cc["load"] = {"loaded": False, "status": "compile off"}
+    elif cache.is_file():
+        cc["load"] = load_compile_cache(cache, key)
+    else:
+        cc["load"] = {"loaded": False, "status": "none carried"}
+    cc["loaded"] = cc["load"]["loaded"]
+    saver = CacheSaver(key) if cfg.compile else None
+    if saver is not None:
+        cc["saved"] = saver.info
     run = Path(args.runs) / "prior"
     start_seen = s["init_images_seen"]
-    state = Checkpointer(run, 0).load()  # a warm machine's second call goes on from the first call's last.pt
-    if state is not None:
-        start_seen = int(state.get("images_seen0", 0)) + int(state["step"]) * cfg.batch_size
-        del state
+    if (run / "last.pt").is_file():  # a warm machine's second call goes on from the first call's last.pt
+        start_seen = checkpoint_images_seen(run / "last.pt", cfg.batch_size)
     extra = {"round": pack_info.get("round", 0), "data_shard": f"{pack_info.get('shard', 0)}/{pack_info.get('shards', 1)}"}
     t0 = time.time()
 
     def on_export(path: Path, info: dict) -> None:
         box.put_prior(path, extra)
+        if saver is not None:  # the compiled forward and backward have run by the first export
+            saver.start()
+            saver.write(box)
         rows = _rows(run / "log.csv")
         if rows:
             shutil.copyfile(run / "log.csv", box.work / "prior_log.csv")
@@ -381,6 +618,9 @@ def phase_prior(args, box: Outbox, pack_info: dict, deadline: float) -> Path | N
     ips = [float(r["img_per_s"]) for r in rows[1:]] or [float(r["img_per_s"]) for r in rows]
     s["img_per_s_median"] = round(statistics.median(ips), 1) if ips else None
     s["first_log_row_s"] = float(rows[0]["time"]) if rows else None  # includes torch.compile
+    cc["first_log_row_s"] = s["first_log_row_s"]  # round 0, no cache: 164.9 s on the H200 (compile ≈ 161 s)
+    if cfg.compile:
+        cc["counters"] = compile_counters()
     s["loss_first"], s["loss_last"] = (rows[0]["loss"], rows[-1]["loss"]) if rows else (None, None)
     s["images_this_call"] = s["images_seen"] - start_seen
     s["images_per_minute_of_call"] = round(s["images_this_call"] / max(1e-9, (time.time() - t0) / 60))
@@ -403,17 +643,25 @@ def phase_prior(args, box: Outbox, pack_info: dict, deadline: float) -> Path | N
     save_grid(xs[:n_grid], box.work / "samples.png", nrow=int(math.sqrt(n_grid)))
     s["samples_mean_rgb"] = [round(v, 2) for v in ((xs.clamp(-1, 1) + 1) * 127.5).mean(dim=(0, 2, 3)).tolist()]
     s["samples_for_mean"] = n_all
-    if cfg.compile:
-        try:
-            art = torch.compiler.save_cache_artifacts()
-            if art is not None:
-                box.put("compile_cache.bin", art[0])
-        except Exception as e:
-            s["compile_cache_saved"] = f"failed ({type(e).__name__})"
+    if saver is not None:  # compressed in a thread since the first export: normally done long ago
+        saver.start()
+        saver.write(box, wait_s=min(60.0, max(5.0, deadline - time.time())))
     box.refresh()
     print("prior: " + json.dumps({k: s.get(k) for k in ("images_this_call", "images_seen", "img_per_s_median",
                                                         "share_of_bf16_peak_pct", "loss_last")}), flush=True)
     return box.work / "prior.safetensors"
+
+
+def checkpoint_images_seen(path: Path, batch_size: int) -> int:
+    """Images seen at a ``last.pt``, from its pickled step counts alone: ``mmap=True`` maps the tensors (model, EMA,
+    AdamW: ≈ 160 MB at 128 px) without reading them; train_prior reads the file once itself."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # a file torch cannot map (the legacy format): read it whole
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    return int(state.get("images_seen0", 0)) + int(state["step"]) * batch_size
 
 
 def find_init(pack: Path, info: dict) -> Path | None:
@@ -577,10 +825,13 @@ def unpack(args: argparse.Namespace) -> int:
     for name in ("log.txt", "summary.json"):
         if (src / name).is_file():
             shutil.copyfile(src / name, dest / name)
-    if (src / "compile_cache.bin").is_file():
-        shutil.copyfile(src / "compile_cache.bin", dest / "compile_cache.bin")
+    if (src / CACHE_NAME).is_file():  # `pack --reuse DEST` carries it to the next machine
+        shutil.copyfile(src / CACHE_NAME, dest / CACHE_NAME)
     have = sorted(p.name for p in dest.iterdir())
     print(f"{dest}: {', '.join(have)}")
+    if (dest / CACHE_NAME).is_file():
+        print(f"{CACHE_NAME}: {(dest / CACHE_NAME).stat().st_size / 2**20:.2f} MiB; the next `pack --reuse {dest}` "
+              "carries it (it counts against the 64 MiB the device tool carries)")
     if all((dest / n).is_file() for n in ("prior.safetensors", "dblm.safetensors", "dsst.json")):
         dgsa = f" --dgsa {dest / 'dgsa.safetensors'}" if (dest / "dgsa.safetensors").is_file() else ""
         print(f"package: python -m dynface.cli train package --prior {dest / 'prior.safetensors'} --dblm "
@@ -599,8 +850,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init", action="append", default=[], help="extra EMA candidates (the newest by images_seen wins)")
     p.add_argument("--no-auto-init", action="store_true",
                    help="only --init candidates, not runs/e128/round*/ nor the committed checkpoint (tests)")
-    p.add_argument("--compile-cache", default="auto", help="auto: the newest runs/e128/round*/compile_cache.bin")
-    p.add_argument("--reuse", metavar="DIR", help="carry DIR's dblm.safetensors and dsst.json (an unpacked round)")
+    p.add_argument("--compile-cache", default="auto", metavar="auto|none|PATH",
+                   help=f"the torch compile cache to carry: auto = the --reuse round's {CACHE_NAME} when it has one")
+    p.add_argument("--reuse", metavar="DIR",
+                   help=f"carry DIR's dblm.safetensors, dsst.json and {CACHE_NAME} (an unpacked round)")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--budget-mib", type=float, default=61.0, help="tree + carry (the tool allows 64)")
     p.add_argument("--shards", type=int, default=0, help="0: as few as fit the budget")

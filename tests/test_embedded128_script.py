@@ -125,7 +125,7 @@ def test_gpu_script_smoke_round_trip(tmp_path, capsys):
     _faces(tmp_path / "val", 4, 1)
     pack = tmp_path / "pack"
     common = ["--data", str(tmp_path / "train"), "--val", str(tmp_path / "val"), "--dest", str(pack), "--size", "32",
-              "--shards", "2", "--compile-cache", str(tmp_path / "none"), "--no-auto-init"]
+              "--shards", "2", "--no-auto-init"]
     rc, text = _call(helper, capsys, ["pack", *common])
     assert rc == 0
     info = json.loads(text.strip().splitlines()[-1])
@@ -152,11 +152,19 @@ def test_gpu_script_smoke_round_trip(tmp_path, capsys):
     assert summary["dblm"]["progress"] == {"rm": 3, "sde": 2, "tm": 3} and summary["dblm"]["label"] == "masked"
     assert summary["dgsa"]["steps"] == 2
     assert "dsst: 4 val faces at 32 px" in (out / "log.txt").read_text()
+    cc = summary["prior"]["compile_cache"]  # compile is off in the smoke config: nothing loaded nor saved
+    assert (cc["torch"], cc["device"], cc["loaded"], cc["load"]["status"]) == (torch.__version__, "cpu", False,
+                                                                               "compile off")
+    assert "saved" not in cc and cc["first_log_row_s"] == summary["prior"]["first_log_row_s"] > 0
+    assert info["compile_cache"] is None and not (pack / "compile_cache.bin").exists()
 
-    # here: unpack, package, load and restore
+    # here: unpack (with a compile cache as a compiling device returns it), package, load and restore
+    returned = helper.encode_compile_cache(b"artifacts " * 500, {"torch": "2.11.0+cu130", "device": "NVIDIA H200"})
+    (out / "compile_cache.bin").write_bytes(returned)
     round0 = tmp_path / "round0"
     rc, text = _call(helper, capsys, ["unpack", str(out), str(round0)])
     assert rc == 0 and "train package --prior" in text
+    assert (round0 / "compile_cache.bin").read_bytes() == returned and "compile_cache.bin: 0.00 MiB" in text
     model = tmp_path / "model"
     package_model(model, round0 / "prior.safetensors", round0 / "dblm.safetensors", round0 / "dsst.json",
                   round0 / "dgsa.safetensors")
@@ -170,12 +178,24 @@ def test_gpu_script_smoke_round_trip(tmp_path, capsys):
     assert res.images[0].shape == (32, 32, 3)
 
     # round 1 resumes from the returned EMA, on the other shard, with a fresh optimizer
-    # (and goes on training round 0's DBLM, carried with --reuse)
+    # (and goes on training round 0's DBLM, carried with --reuse, with the round's compile cache unless told not to)
+    # (and a shard count other than the reused round's is flagged: the rounds rotate through the shards only while K
+    # stays the same)
+    capsys.readouterr()
+    rc = helper.main(["pack", *common, "--init", str(round0 / "prior.safetensors"), "--reuse", str(round0),
+                      "--compile-cache", "none", "--shards", "3"])
+    text, err = capsys.readouterr()
+    assert rc == 0 and json.loads(text.strip().splitlines()[-1])["compile_cache"] is None
+    assert not (pack / "compile_cache.bin").exists() and "3 shards, but" in err and "pass --shards 2" in err
     rc, text = _call(helper, capsys, ["pack", *common, "--init", str(round0 / "prior.safetensors"), "--reuse", str(round0)])
     assert rc == 0
     info = json.loads(text.strip().splitlines()[-1])
     assert (info["round"], info["shard"], info["init_images_seen"]) == (1, 1, 24)
     assert info["reused"] == ["dblm.safetensors", "dsst.json"]
+    assert (pack / "compile_cache.bin").read_bytes() == returned
+    assert info["compile_cache"] == {"bytes": len(returned), "raw_bytes": 5000, "torch": "2.11.0+cu130",
+                                     "device": "NVIDIA H200"}
+    assert abs(info["total_mib"] - info["tree_mib"] - info["carry_mib"]) < 0.15  # the pack total, cache included
     out1 = tmp_path / "out1"
     r = _run(["bash", "scripts/gpu_train_embedded128.sh", "90", "prior,dblm"], OUT=str(out1), DYNFACE_GPU_SCRIPT_SMOKE="1",
              PYTHON=py, E128_ARGS=f"--pack {pack} --runs {tmp_path / 'runs1'}")
@@ -185,6 +205,7 @@ def test_gpu_script_smoke_round_trip(tmp_path, capsys):
     assert s1["init_images_seen"] == 24 and s1["images_seen"] == 48 and s1["optimizer"].startswith("restarted from the EMA")
     assert s1["images_this_call"] == 24
     assert summary1["dblm"]["init"].startswith("continued") and summary1["dblm"]["progress"] == {"rm": 3, "sde": 2, "tm": 3}
+    assert summary1["pack"]["compile_cache"]["bytes"] == len(returned) and not s1["compile_cache"]["loaded"]
     _check_return_limits(out1)
     # a second call on the same (warm) machine goes on from its last.pt: it counts only its own images
     out2 = tmp_path / "out2"
@@ -193,3 +214,164 @@ def test_gpu_script_smoke_round_trip(tmp_path, capsys):
     assert r.returncode == 0, r.stdout + r.stderr
     s2 = json.loads((out2 / "summary.json").read_text())["prior"]
     assert s2["optimizer"].startswith("continued from last.pt") and (s2["images_seen"], s2["images_this_call"]) == (56, 8)
+
+    # the compile branch of the prior phase (compile: true), with a tiny compiled module standing in for the UNet's
+    # compile (minutes on 2 cores): the pack's cache (made on an H200) is skipped with one line, the call compiles as
+    # usual and returns its own cache, which `pack --compile-cache PATH` carries to the next machine
+    out3 = tmp_path / "out3"
+    r = _run([py, "-c", _COMPILING_TRAIN, str(HELPER), "train", "60", "prior", "--smoke", "--device", "cpu", "--pack",
+              str(pack), "--runs", str(tmp_path / "runs3"), "--out", str(out3), "--set-prior", "compile=true"],
+             TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "inductor3"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    _check_return_limits(out3)
+    cc3 = json.loads((out3 / "summary.json").read_text())["prior"]["compile_cache"]
+    assert not cc3["loaded"] and cc3["load"]["status"].startswith("skipped: made with")
+    assert [ln for ln in r.stdout.splitlines() if ln.startswith("compile cache:")] == [
+        f"compile cache: {cc3['load']['status']} ({len(returned):,} bytes, {cc3['load']['load_s']} s); compiling from scratch"]
+    assert cc3["counters"].get("aot_autograd.autograd_cache_miss", 0) >= 1 and cc3["saved"]["status"] == "written"
+    made = out3 / "compile_cache.bin"
+    assert made.stat().st_size == cc3["saved"]["compressed_bytes"] < cc3["saved"]["raw_bytes"]
+    assert {k: helper.read_cache_header(made.read_bytes())[0][k] for k in ("torch", "device")} == {
+        "torch": torch.__version__, "device": "cpu"}
+    rc, text = _call(helper, capsys, ["pack", *common, "--init", str(round0 / "prior.safetensors"), "--compile-cache",
+                                      str(made)])
+    assert rc == 0 and json.loads(text.strip().splitlines()[-1])["compile_cache"]["bytes"] == made.stat().st_size
+    assert (pack / "compile_cache.bin").read_bytes() == made.read_bytes()  # loading it: test_compile_cache_round_trip
+
+
+_COMPILING_TRAIN = r"""
+import dataclasses, importlib.util, sys
+import torch
+import dynface.training.prior as prior
+real = prior.train_prior
+def train_prior(cfg, *a, **k):
+    assert cfg.compile
+    torch.compile(torch.nn.Linear(8, 8, bias=False))(torch.randn(4, 8)).square().mean().backward()
+    return real(dataclasses.replace(cfg, compile=False), *a, **k)
+prior.train_prior = train_prior
+spec = importlib.util.spec_from_file_location("h", sys.argv[1]); h = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(h)
+sys.exit(h.main(sys.argv[2:]))
+"""
+
+
+# ---- the compile cache carried between device machines (torch's "mega-cache") --------------------------------------
+def test_compile_cache_file_mismatch_and_damage_fall_back(tmp_path, capsys, monkeypatch):
+    """The file round-trips; another torch or device, a damaged payload and bytes torch cannot read are each skipped
+    with one log line (the caller then compiles as usual), never raised."""
+    helper = _helper()
+    key = helper.cache_key("cpu")
+    assert key == {"torch": torch.__version__, "device": "cpu"}
+    raw = bytes(range(256)) * 64
+    blob = helper.encode_compile_cache(raw, key)
+    assert len(blob) < len(raw) // 4  # compressed
+    header, payload = helper.decode_compile_cache(blob)
+    assert payload == raw and header["raw_bytes"] == len(raw) and {k: header[k] for k in key} == key
+
+    def load(name: str, data: bytes, k: dict = key) -> tuple[dict, list[str]]:
+        (tmp_path / name).write_bytes(data)
+        capsys.readouterr()
+        res = helper.load_compile_cache(tmp_path / name, k)
+        return res, capsys.readouterr().out.strip().splitlines()
+
+    calls = []
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", lambda b: calls.append(b) or None)
+    for k in ({**key, "torch": "0.0.0+other"}, {**key, "device": "NVIDIA H100"}):  # made elsewhere: not even read
+        res, lines = load("other.bin", blob, k)
+        assert not res["loaded"] and res["status"].startswith("skipped: made with") and calls == []
+        assert len(lines) == 1 and "compiling from scratch" in lines[0]
+    damaged = bytearray(blob)
+    damaged[-40] ^= 0xFF
+    for data in (bytes(damaged), blob[:-100], b"PK\x03\x04 not a cache", b""):
+        res, lines = load("bad.bin", data)
+        assert not res["loaded"] and res["status"].startswith("not usable") and len(lines) == 1 and calls == []
+    res, lines = load("junk.bin", blob)  # intact file, but artifacts torch cannot read (it returns None)
+    assert not res["loaded"] and "torch could not read" in res["status"] and len(calls) == 1 and len(lines) == 1
+    monkeypatch.setattr(torch.compiler, "load_cache_artifacts", lambda b: (_ for _ in ()).throw(RuntimeError("boom")))
+    res, lines = load("junk.bin", blob)
+    assert not res["loaded"] and "RuntimeError: boom" in res["status"] and len(lines) == 1
+    res = helper.load_compile_cache(tmp_path / "missing.bin", key)
+    assert not res["loaded"] and "FileNotFoundError" in res["status"]
+
+
+def test_outbox_room_for_and_cache_dropped_first(tmp_path, monkeypatch):
+    helper = _helper()
+    box = helper.Outbox(tmp_path / "out", tmp_path / "work")
+    for i in range(7):
+        box.put(f"f{i}.bin", b"x" * 1000)
+    assert box.room_for("compile_cache.bin", 1000) is None  # the 8th file
+    assert "15 MiB" in box.room_for("compile_cache.bin", 15 * 2**20 + 1, helper.CACHE_MAX)
+    box.put("f7.bin", b"x")
+    assert "already holds 8 files" in box.room_for("compile_cache.bin", 10)
+    assert box.room_for("f7.bin", 10) is None  # replacing a file adds none
+    for i in range(3, 8):
+        (tmp_path / "out" / f"f{i}.bin").unlink()
+    monkeypatch.setattr(helper, "RETURN_TOTAL", 20_000)
+    assert "would hold" in box.room_for("compile_cache.bin", 18_000)
+    # $OUT outgrows the limits later (the bundle grows): the cache is removed first, and the summary says so
+    box.put("compile_cache.bin", b"c" * 5000)
+    (box.work / "samples.png").write_bytes(b"s" * 14_000)
+    box.refresh()
+    assert not (tmp_path / "out" / "compile_cache.bin").exists()
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["prior"]["compile_cache"]["saved"]["status"].startswith("removed from $OUT later")
+
+
+def test_checkpoint_images_seen_reads_the_counts(tmp_path):
+    from dynface.training.loop import atomic_torch_save
+
+    helper = _helper()
+    atomic_torch_save({"model": {"w": torch.randn(256, 256)}, "step": 7, "images_seen0": 1000}, tmp_path / "last.pt")
+    assert helper.checkpoint_images_seen(tmp_path / "last.pt", 4) == 1028
+
+
+_CACHE_CHILD = r"""
+import importlib.util, json, sys, time
+from pathlib import Path
+import torch
+spec = importlib.util.spec_from_file_location("h", sys.argv[1]); h = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(h)
+mode, d = sys.argv[2], Path(sys.argv[3])
+key, res = h.cache_key("cpu"), {}
+if mode == "save":  # a cache made elsewhere, or damaged, is skipped: the compile below is the usual one
+    (d / "other.bin").write_bytes(h.encode_compile_cache(b"x" * 64, {**key, "device": "NVIDIA H200"}))
+    bad = bytearray(h.encode_compile_cache(b"y" * 4096, key)); bad[-30] ^= 0xFF; (d / "bad.bin").write_bytes(bad)
+    res["other"], res["bad"] = h.load_compile_cache(d / "other.bin", key), h.load_compile_cache(d / "bad.bin", key)
+else:
+    res["good"] = h.load_compile_cache(d / "out" / "compile_cache.bin", key)
+torch.manual_seed(0)
+f = torch.compile(torch.nn.Linear(8, 8, bias=False))  # two matmuls: no C++ to build, a fast compile
+t0 = time.time()
+f(torch.randn(4, 8)).square().mean().backward()
+res["compile_s"], res["counters"] = round(time.time() - t0, 2), h.compile_counters()
+if mode == "save":
+    saver = h.CacheSaver(key)
+    saver.start()
+    res["written"] = saver.write(h.Outbox(d / "out", d / "work"), wait_s=60)
+    res["saved"] = saver.info
+print("RESULT " + json.dumps(res))
+"""
+
+
+@pytest.mark.slow
+def test_compile_cache_round_trip_tiny_module(tmp_path):
+    """A compiled forward+backward's artifacts, saved and compressed as on the device, make a fresh process with an
+    empty inductor cache hit every cache (AOTAutograd and the inductor graphs) instead of compiling."""
+
+    def child(mode: str) -> dict:
+        r = _run([sys.executable, "-c", _CACHE_CHILD, str(HELPER), mode, str(tmp_path)],
+                 TORCHINDUCTOR_CACHE_DIR=str(tmp_path / f"inductor_{mode}"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        return json.loads(r.stdout.split("RESULT ")[-1])
+
+    made = child("save")
+    assert not made["other"]["loaded"] and made["other"]["status"].startswith("skipped")
+    assert not made["bad"]["loaded"] and made["bad"]["status"].startswith("not usable")
+    assert made["counters"].get("aot_autograd.autograd_cache_miss", 0) >= 1  # compiled from scratch
+    assert made["written"] and made["saved"]["status"] == "written"
+    assert 0 < made["saved"]["compressed_bytes"] < made["saved"]["raw_bytes"]
+    assert (tmp_path / "out" / "compile_cache.bin").stat().st_size == made["saved"]["compressed_bytes"]
+    used = child("load")
+    assert used["good"]["loaded"] and used["good"]["status"] == "loaded"
+    assert used["counters"].get("aot_autograd.autograd_cache_hit", 0) >= 1
+    assert not any(k.endswith("_miss") for k in used["counters"]), used["counters"]
