@@ -156,10 +156,11 @@ def test_pipeline_seeds_and_callback(tiny, crops):
 
 
 @pytest.mark.parametrize("aligned", [True, False])
-def test_auto_precision_batches_aligned_crops_exactly_in_fp32(monkeypatch, aligned):
-    """precision auto on a bf16-native CPU: aligned crops go in exact fp32 batches (bf16 would have to go one face
-    per call, which is slower); photos keep bf16. An explicit --precision is never changed. The precision is chosen
-    once, in the arguments the restorer is built with (not changed on the built restorer)."""
+def test_auto_precision_batches_faces_exactly_in_fp32(monkeypatch, aligned):
+    """precision auto on a bf16-native CPU: faces go in exact fp32 batches (bf16 would have to go one face per call,
+    which is slower), aligned crops and whole photos alike (photos batch across photos). An explicit --precision is
+    never changed, nor is auto without deterministic. The precision is chosen once, in the arguments the restorer is
+    built with (not changed on the built restorer)."""
     import dynface.pipeline as pl
     from dynface.jobs import load_restorer
 
@@ -174,12 +175,12 @@ def test_auto_precision_batches_aligned_crops_exactly_in_fp32(monkeypatch, align
 
     monkeypatch.setattr(pl.DynFaceRestorer, "from_pretrained", spy)
     auto = load_restorer(RestoreSettings(aligned=aligned, precision="auto"))
-    assert auto.cfg.sampler.precision == ("fp32" if aligned else "bf16")
-    assert built_with == ["fp32" if aligned else "auto"]
+    assert auto.cfg.sampler.precision == "fp32"
+    assert built_with == ["fp32"]
     assert load_restorer(RestoreSettings(aligned=aligned, precision="bf16")).cfg.sampler.precision == "bf16"
     lone = load_restorer(RestoreSettings(aligned=aligned, precision="auto", deterministic=False))
     assert lone.cfg.sampler.precision == "bf16"
-    assert built_with == ["fp32" if aligned else "auto", "bf16", "auto"]
+    assert built_with == ["fp32", "bf16", "auto"]
 
 
 def test_auto_precision_of_aligned_crops_is_recorded_per_face(monkeypatch, tmp_path, crops):
@@ -268,12 +269,13 @@ def test_max_pixels_default_is_imageios_and_is_checked():
 
 
 def test_restorer_key_tells_apart_settings_that_build_different_restorers():
-    """The web app's restorer cache key: aligned (fp32 batches under auto) and compile change the restorer;
-    output-only settings (upscale, suffix, detail) do not."""
+    """The web app's restorer cache key: deterministic (fp32 batches under auto) and compile change the restorer;
+    output-only settings (upscale, suffix, detail) and aligned (photos and crops both get fp32 under auto) do not."""
     from dynface.jobs import restorer_key
 
     base = RestoreSettings(precision="auto")
-    assert restorer_key(base) != restorer_key(RestoreSettings(precision="auto", aligned=True))
+    assert restorer_key(base) == restorer_key(RestoreSettings(precision="auto", aligned=True))
+    assert restorer_key(base) != restorer_key(RestoreSettings(precision="auto", deterministic=False))
     assert restorer_key(base) != restorer_key(RestoreSettings(precision="auto", compile=True))
     assert restorer_key(base) != restorer_key(RestoreSettings(precision="auto", guidance="unet"))
     assert restorer_key(base) == restorer_key(RestoreSettings(precision="auto", upscale=4, suffix="x", detail="restored"))

@@ -42,7 +42,9 @@ happens in the face's bounding box, so memory does not grow with the photo.
 
 :func:`restore_photo` does the whole job for one photo: detect, align, restore every face in ONE call of the
 restorer (``restorer.restore(crops, seed=, fidelity=, return_maps=)``), upscale the background (Lanczos, or
-a ``bg_upsampler`` callable), paste back, optionally draw boxes.
+a ``bg_upsampler`` callable), paste back, optionally draw boxes. Its two halves, :func:`prepare_photo` (detect,
+align) and :func:`finish_photo` (upscale, paste back, records), let the job layer restore the faces of several
+photos in shared restorer calls.
 """
 
 from __future__ import annotations
@@ -575,6 +577,103 @@ def _as_rgb(img: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
+@dataclass
+class PreparedPhoto:
+    """The first half of :func:`restore_photo` (:func:`prepare_photo`): a photo's faces found and aligned, the crops
+    ready for ``restorer.restore``. :func:`finish_photo` pastes the restored faces back."""
+
+    img: np.ndarray  # the photo, RGB uint8
+    faces: list[Face]
+    affines: list[np.ndarray]  # per face: photo → crop
+    crops: list[np.ndarray]  # per face: the aligned size×size uint8 crop
+    size: int  # the restorer's crop side
+    timing: dict[str, float] = field(default_factory=dict)  # detect_s, align_s
+
+
+def prepare_photo(
+    img: np.ndarray,
+    restorer: Any,
+    *,
+    only_center_face: bool = False,
+    detector: FaceDetector | None = None,
+    faces: Sequence[Face] | None = None,
+    border: str = "constant",
+    template: str | None = None,
+    alignment: str = "auto",
+) -> PreparedPhoto:
+    """Detect (unless ``faces`` is given) and align the faces of an RGB uint8 photo for ``restorer`` (only its
+    ``size`` and ``template_name`` are read; ``template`` overrides the latter). See :func:`restore_photo`."""
+    t0 = time.perf_counter()
+    img = _as_rgb(img)
+    h, w = img.shape[:2]
+    timing: dict[str, float] = {}
+    if faces is None:
+        faces = detect_faces(img, detector, only_center_face)
+    else:
+        faces = list(faces)
+        if only_center_face and len(faces) > 1:
+            faces = [center_face(faces, h, w)]
+    t1 = time.perf_counter()
+    timing["detect_s"] = t1 - t0
+    size = int(restorer.size)
+    tmpl = template or restorer.template_name
+    affines = [face_affine(f.landmarks, tmpl, size, alignment) for f in faces]
+    crops = [warp_face(img, m, size, border) for m in affines]
+    timing["align_s"] = time.perf_counter() - t1
+    return PreparedPhoto(img, list(faces), affines, crops, size, timing)
+
+
+def finish_photo(
+    prep: PreparedPhoto,
+    restored: Sequence[np.ndarray],
+    restorer_records: Sequence[dict],
+    maps: dict[str, list[np.ndarray]] | None = None,
+    *,
+    upscale: float = 1.0,
+    draw_box: bool = False,
+    bg_upsampler: Callable[[np.ndarray, float], np.ndarray] | None = None,
+    detail: str = "keep",
+    restore_s: float = 0.0,
+) -> PhotoResult:
+    """The second half of :func:`restore_photo`: upscale the background, paste the restored faces (one per crop of
+    ``prep``, with the restorer's records and maps) back with the ``detail`` rule, draw boxes, build the records.
+    ``restore_s``: the time the restorer spent on this photo's faces (for the timing record)."""
+    check_detail_mode(detail)
+    img, faces, affines, size = prep.img, prep.faces, prep.affines, prep.size
+    n = len(prep.crops)
+    if len(restored) != n:
+        raise RuntimeError(f"the restorer returned {len(restored)} faces for {n} inputs")
+    restored = [np.asarray(x, dtype=np.uint8) for x in restored]
+    recs = [dict(r) for r in restorer_records]
+    h, w = img.shape[:2]
+    timing = {**prep.timing, "restore_s": restore_s}
+    t3 = time.perf_counter()
+    photo = upscale_background(img, upscale, bg_upsampler)
+    sxy = (photo.shape[1] / w, photo.shape[0] / h)
+    sizes = [face_size_record(m, size, sxy) for m in affines]
+    for f, face_img, m, sz in zip(faces, restored, affines, sizes, strict=True):
+        sz["detail_kept"] = detail == "keep" and keeps_detail(sz)
+        info: dict = {}
+        paste_face(photo, face_img, m, size, sxy, model_px=size if sz["detail_kept"] else None,
+                   face_box=face_box_out(f.bbox, sxy, photo.shape), info=info)
+        sz.update(info)
+    if draw_box:
+        draw_boxes(photo, [f.bbox for f in faces], sxy)
+    t4 = time.perf_counter()
+    timing["paste_s"] = t4 - t3
+    records = []
+    for i, (f, m) in enumerate(zip(faces, affines, strict=True)):
+        rec = {"index": i, **f.to_record(), "affine": np.round(m, 6).tolist(), **sizes[i], "detail": detail}
+        rec["restorer"] = recs[i] if i < len(recs) else {}
+        rec["timing"] = {
+            "detect_s": round(timing["detect_s"], 4),
+            "restore_s_shared": round(timing["restore_s"] / max(1, n), 4),
+            "paste_s_shared": round(timing["paste_s"] / max(1, n), 4),
+        }
+        records.append(rec)
+    return PhotoResult(list(prep.crops), restored, photo, records, list(faces), dict(maps or {}), list(affines), float(sxy[0]), timing)
+
+
 def restore_photo(
     img: np.ndarray,
     restorer: Any,
@@ -610,26 +709,15 @@ def restore_photo(
     ``model_px / 2``, lower where the restoration was smoother than the photo; ``detail_hf_ratio`` >= 1).
 
     ``seeds``: one per face (pass ``faces`` too, so their number is known): face i's noise then comes from
-    ``seeds[i]`` only (``restorer.restore(..., seeds=)``), whatever ``batch_size`` is."""
+    ``seeds[i]`` only (``restorer.restore(..., seeds=)``), whatever ``batch_size`` is.
+
+    It is :func:`prepare_photo`, the restorer calls, then :func:`finish_photo` (the job layer restores the crops of
+    several photos in shared calls between the two halves: :mod:`dynface.jobs`)."""
     check_detail_mode(detail)
-    t0 = time.perf_counter()
-    img = _as_rgb(img)
-    h, w = img.shape[:2]
-    timing: dict[str, float] = {}
-    if faces is None:
-        faces = detect_faces(img, detector, only_center_face)
-    else:
-        faces = list(faces)
-        if only_center_face and len(faces) > 1:
-            faces = [center_face(faces, h, w)]
-    t1 = time.perf_counter()
-    timing["detect_s"] = t1 - t0
-    size = int(restorer.size)
-    tmpl = template or restorer.template_name
-    affines = [face_affine(f.landmarks, tmpl, size, alignment) for f in faces]
-    crops = [warp_face(img, m, size, border) for m in affines]
+    prep = prepare_photo(img, restorer, only_center_face=only_center_face, detector=detector, faces=faces,
+                         border=border, template=template, alignment=alignment)
+    crops = prep.crops
     t2 = time.perf_counter()
-    timing["align_s"] = t2 - t1
     restored: list[np.ndarray] = []
     recs: list[dict] = []
     maps: dict[str, list[np.ndarray]] = {}
@@ -644,31 +732,5 @@ def restore_photo(
         recs.extend(dict(r) for r in out.records)
         for k, v in (getattr(out, "maps", None) or {}).items():
             maps.setdefault(k, []).extend(v)
-    if len(restored) != n:
-        raise RuntimeError(f"the restorer returned {len(restored)} faces for {n} inputs")
-    t3 = time.perf_counter()
-    timing["restore_s"] = t3 - t2
-    photo = upscale_background(img, upscale, bg_upsampler)
-    sxy = (photo.shape[1] / w, photo.shape[0] / h)
-    sizes = [face_size_record(m, size, sxy) for m in affines]
-    for f, face_img, m, sz in zip(faces, restored, affines, sizes, strict=True):
-        sz["detail_kept"] = detail == "keep" and keeps_detail(sz)
-        info: dict = {}
-        paste_face(photo, face_img, m, size, sxy, model_px=size if sz["detail_kept"] else None,
-                   face_box=face_box_out(f.bbox, sxy, photo.shape), info=info)
-        sz.update(info)
-    if draw_box:
-        draw_boxes(photo, [f.bbox for f in faces], sxy)
-    t4 = time.perf_counter()
-    timing["paste_s"] = t4 - t3
-    records = []
-    for i, (f, m) in enumerate(zip(faces, affines, strict=True)):
-        rec = {"index": i, **f.to_record(), "affine": np.round(m, 6).tolist(), **sizes[i], "detail": detail}
-        rec["restorer"] = recs[i] if i < len(recs) else {}
-        rec["timing"] = {
-            "detect_s": round(timing["detect_s"], 4),
-            "restore_s_shared": round(timing["restore_s"] / max(1, n), 4),
-            "paste_s_shared": round(timing["paste_s"] / max(1, n), 4),
-        }
-        records.append(rec)
-    return PhotoResult(crops, restored, photo, records, list(faces), maps, affines, float(sxy[0]), timing)
+    return finish_photo(prep, restored, recs, maps, upscale=upscale, draw_box=draw_box, bg_upsampler=bg_upsampler,
+                        detail=detail, restore_s=time.perf_counter() - t2)

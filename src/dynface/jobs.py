@@ -27,7 +27,10 @@ accepts ``seeds=`` (``DynFaceRestorer`` does) the bytes of every output are the 
 order, worker or machine restores it. On a CPU in fp32 the batched networks give bit-identical uint8 faces for
 batch sizes 1, 3 and 8 (tests/test_jobs.py checks it); in bf16/fp16 or on an accelerator they may not (±1 level),
 so there faces go to the restorer one per call (:func:`per_face`) unless ``deterministic=False``. Restorers
-without ``seeds`` (test fakes) get the old ``seed + position`` seeds.
+without ``seeds`` (test fakes) get the old ``seed + position`` seeds. Precision "auto" on a CPU builds the restorer
+in fp32 (:func:`_build_precision`) so that faces can batch exactly: aligned crops ``batch_size`` at a time, and the
+faces of whole photos across photos, ``batch_size`` faces per call (:func:`cross_photo_batches`; photos are
+written in input order as soon as all their faces are restored).
 
 **Complete inputs.** An input is complete when its record says ``ok``, every file the record lists exists, and
 the input file has the size and modification time recorded then. ``skip_existing`` skips exactly those; a file
@@ -58,7 +61,7 @@ __all__ = [
     "collect_inputs", "assign_stems", "check_output_dir", "check_settings", "validate_steps", "default_threads",
     "apply_threads", "usable_cpus", "is_complete", "clean_stale_temp_files", "settings_warnings", "start_job", "as_done",
     "append_line", "restore_logged", "prepare_output", "complete_results", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
-    "one_line", "first_line",
+    "one_line", "first_line", "cross_photo_batches", "PHOTO_QUEUE_MAX_PIXELS",
 ]
 
 MODES = ("full", "no_dsst", "no_dgsa", "single_guide", "fixed_start", "restorer_only")
@@ -673,8 +676,8 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 
 RESTORER_FIELDS = ("model", "device", "mode", "steps", "precision", "guidance", "dblm", "dgsa", "dsst", "restorer",
-                   "color_fix", "compile", "aligned", "deterministic")  # what load_restorer reads (aligned and
-# deterministic through _build_precision)
+                   "color_fix", "compile", "deterministic")  # what load_restorer reads (deterministic through
+# _build_precision)
 
 
 def restorer_key(settings: RestoreSettings) -> tuple:
@@ -719,13 +722,17 @@ def load_restorer(settings: RestoreSettings):
 
 def _build_precision(settings: RestoreSettings) -> str:
     """The ``precision`` :func:`load_restorer` builds the restorer with: ``settings.precision``, except that with
-    "auto" aligned crops on a CPU (``deterministic``) get "fp32" even where auto means bf16 (a CPU with native
-    bf16: :func:`dynface.pipeline.resolve_precision`; elsewhere auto is fp32 anyway): bf16 is not batch-invariant,
-    so :func:`per_face` would restore them one per call (×1.7 the time of a bf16 batch), while fp32 batches are
-    exact and take ×1.2 (embedded-64, 8 faces, 2 cores). Photos keep auto (mostly one face each). Decided from the
-    settings alone, so every batch size and worker computes alike; records keep ``precision`` (the setting) and
-    ``precision_used`` (what the restorer computes in)."""
-    if settings.precision == "auto" and settings.aligned and settings.deterministic and settings.device == "cpu":
+    "auto" on a CPU (``deterministic``) faces get "fp32" even where auto means bf16 (a CPU with native bf16:
+    :func:`dynface.pipeline.resolve_precision`; elsewhere auto is fp32 anyway): bf16 is not batch-invariant, so
+    :func:`per_face` would restore them one per call, while fp32 batches are exact. Aligned crops batch within a
+    chunk; the faces of whole photos batch across photos (:func:`cross_photo_batches`), since archives are mostly one
+    face per photo. Measured on 2 cores (embedded-64, `full`): benchmarks/speed.py (8 crops, NFE 18): bf16 one face
+    per call 1.2 s/face, fp32 one per call 1.43, fp32 in batches of 8 0.92; benchmarks/photo_speed.py (8 one-face
+    photos, NFE 29, whole job): one photo per call 1.53 s/face in bf16 and 1.55 in fp32, cross-photo fp32 batches
+    0.87 (×0.57). A job of one single-face photo gains nothing and may be up to ×1.2 slower than in bf16.
+    Decided from the settings alone, so every batch size and worker computes alike; records keep ``precision`` (the
+    setting) and ``precision_used`` (what the restorer computes in)."""
+    if settings.precision == "auto" and settings.deterministic and settings.device == "cpu":
         return "fp32"
     return settings.precision
 
@@ -883,9 +890,25 @@ def _write_outputs(out: Path, writes: list[tuple[str, str, Callable[[Path], Any]
     return files
 
 
-def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detector, bg_upsampler, tracker: _Tracker) -> FileResult:
+@dataclass
+class _PhotoInput:
+    """A whole photo read and searched for faces (what writing its outputs needs of it besides the restoration)."""
+
+    item: InputItem
+    img: Any  # dynface.imageio.LoadedImage
+    notes: list[str]
+    up: float  # the upscale used (capped by imageio.capped_upscale)
+    faces: list  # dynface.faces.Face, at least one
+    source: dict | None
+    read_s: float
+    detect_s: float
+    t0: float  # perf_counter when reading began
+
+
+def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
+    """Read a photo and detect its faces; raises :class:`InputError` (unreadable, no face found)."""
     from dynface import imageio
-    from dynface.faces import detect_faces, restore_photo
+    from dynface.faces import detect_faces
 
     t0 = time.perf_counter()
     src = _source_info(it.path)
@@ -906,17 +929,36 @@ def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     t_detect = time.perf_counter() - t1
     if not faces:
         raise InputError("no face found")
+    return _PhotoInput(it, img, notes, up, faces, src, t_read, t_detect, t0)
+
+
+def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detector, bg_upsampler, tracker: _Tracker) -> FileResult:
+    """One photo on its own: read, detect, :func:`dynface.faces.restore_photo`, write (the per-photo path)."""
+    from dynface.faces import restore_photo
+
+    x = _read_photo(it, s, detector)
     kw: dict[str, Any] = {}
     if _accepts(restorer.restore, "seeds"):
-        kw["seeds"] = [face_seed(s.seed, it.stem, i) for i in range(len(faces))]
-    proxy = _SeedingRestorer(restorer, tracker, len(faces))
+        kw["seeds"] = [face_seed(s.seed, it.stem, i) for i in range(len(x.faces))]
+    proxy = _SeedingRestorer(restorer, tracker, len(x.faces))
     tracker.message = it.path.name
     res = restore_photo(
-        img.rgb, proxy, upscale=up, only_center_face=s.only_center_face, draw_box=s.draw_box, faces=faces,
+        x.img.rgb, proxy, upscale=x.up, only_center_face=s.only_center_face, draw_box=s.draw_box, faces=x.faces,
         seed=s.seed, fidelity=s.fidelity, return_maps=s.save_maps, batch_size=1 if per_face(restorer, s) else s.batch_size,
         border=s.border,
         bg_upsampler=bg_upsampler, alignment=s.alignment, detail=s.detail, **kw,
     )
+    return _write_photo(out, s, restorer, x, res)
+
+
+def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, busy_s: float | None = None) -> FileResult:
+    """Write the outputs of a restored photo (``res``: a :class:`dynface.faces.PhotoResult`), then its record (LAST:
+    it marks the input complete). ``busy_s``: the seconds this photo took before writing (None: the wall time since
+    it was read; a photo restored in shared calls counts its own share instead)."""
+    from dynface import imageio
+
+    it, img = x.item, x.img
+    notes = list(x.notes)
     t2 = time.perf_counter()
     sfx = f"_{s.suffix}" if s.suffix else ""
     faces_rec = []
@@ -930,14 +972,14 @@ def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         ]
         if s.save_maps:
             for key, lst in res.maps.items():
-                if i < len(lst):
+                if i < len(lst) and lst[i] is not None:
                     writes.append((f"map_{key}", f"maps/{name}_{key}.png", lambda p, a=lst[i]: imageio.save_image(a, p)))
         files = _write_outputs(out, writes)
         written += files.values()
         rec = dict(rec)
         rec["files"] = files
-        rec.setdefault("timing", {})["read_s"] = round(t_read, 4)
-        rec["timing"]["detect_s"] = round(t_detect, 4)
+        rec.setdefault("timing", {})["read_s"] = round(x.read_s, 4)
+        rec["timing"]["detect_s"] = round(x.detect_s, 4)
         faces_rec.append(rec)
     ext = imageio.output_ext(s.ext, it.path, img.alpha is not None)
     photo_rel = f"restored_imgs/{it.stem}{sfx}.{ext}"
@@ -946,25 +988,165 @@ def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     notes += box[0] if box else []
     written.append(photo_rel)
     t_write = time.perf_counter() - t2
-    total = time.perf_counter() - t0
+    total = time.perf_counter() - x.t0 if busy_s is None else busy_s + t_write
     rec = {
         "status": "ok",
         "input": str(it.path),
         "stem": it.stem,
-        "source": src,
+        "source": x.source,
         "image": img.info(),
         "output_size": [int(res.photo.shape[1]), int(res.photo.shape[0])],
         "restored_img": photo_rel,
         "num_faces": len(faces_rec),
         "faces": faces_rec,
         "notes": notes,
-        "timing": {"read_s": round(t_read, 4), **{k: round(v, 4) for k, v in res.timing.items()}, "detect_s": round(t_detect, 4),
+        "timing": {"read_s": round(x.read_s, 4), **{k: round(v, 4) for k, v in res.timing.items()}, "detect_s": round(x.detect_s, 4),
                    "write_s": round(t_write, 4), "total_s": round(total, 4)},
-        "settings": _record_settings(s, restorer, up),
+        "settings": _record_settings(s, restorer, x.up),
     }
     write_record(out, it.stem, rec)  # LAST: marks the input complete
     return FileResult(str(it.path), it.stem, "done", None, notes, written + [f"records/{it.stem}.json"], rec, total,
-                      len(faces_rec), src)
+                      len(faces_rec), x.source)
+
+
+PHOTO_QUEUE_MAX_PIXELS = 64_000_000
+"""Cross-photo batches: the most decoded pixels (width x height, summed) of the photos read and waiting for their
+faces' shared restorer calls. A photo that would go past it is queued only after the queue was restored and written
+(a photo larger than it on its own is restored alone). 64 MP: ~250 MB of RGB(A) uint8, eight 8-MP phone photos."""
+
+
+def cross_photo_batches(restorer, settings: RestoreSettings) -> bool:
+    """Whether the faces of several photos share restorer calls (:func:`_restore_photos_batched`): when the restorer
+    takes per-face ``seeds`` and computes batch-invariantly (not :func:`per_face`; with "auto" on a CPU it is built
+    in fp32 for that: :func:`_build_precision`), so every output is the same whatever the grouping. Else each photo
+    goes to the restorer on its own (:func:`_process_photo`)."""
+    return _accepts(restorer.restore, "seeds") and not per_face(restorer, settings)
+
+
+@dataclass(eq=False)  # compared and hashed by identity
+class _QueuedPhoto:
+    """A photo read and aligned whose faces wait for (or went through) shared restorer calls."""
+
+    x: _PhotoInput
+    prep: Any  # dynface.faces.PreparedPhoto
+    restored: list
+    recs: list
+    maps: dict[str, list] = field(default_factory=dict)
+    restore_s: float = 0.0
+    done_faces: int = 0
+
+    @property
+    def n(self) -> int:
+        return len(self.prep.crops)
+
+    @property
+    def pixels(self) -> int:
+        w, h = self.x.img.size
+        return int(w) * int(h)
+
+
+def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSettings, restorer, detector, bg_upsampler,
+                            tracker: _Tracker, finish: Callable[[FileResult, int, float], None]) -> None:
+    """Restore the faces of several photos in shared restorer calls of ``s.batch_size`` (default 8) faces, face
+    ``i`` of the photo with stem ``st`` seeded ``face_seed(s.seed, st, i)``: photos are read, searched and aligned one
+    after another and their crops queued; each full batch is restored, and every photo whose faces are all restored
+    is pasted back and written (record LAST), in input order. The queue is also restored and written before it would
+    hold more than :data:`PHOTO_QUEUE_MAX_PIXELS` decoded pixels, and at the end. A photo that cannot be read, has no
+    face or fails to align gets its result at once; a failing restorer call fails the photos with a face in it (their
+    other faces are dropped) and the others go on. ``finish(result, index, share)``: ``share`` is the part of the
+    photo the restorer finished (for the progress bar)."""
+    import numpy as np
+
+    from dynface.faces import finish_photo, prepare_photo
+
+    debug = _debug()
+    bs = s.batch_size or 8
+    queue: list[_QueuedPhoto] = []  # read, not yet written (input order)
+    pending: list[tuple[_QueuedPhoto, int]] = []  # faces not yet restored (input order)
+
+    def fail(q: _QueuedPhoto, msg: str) -> None:
+        queue.remove(q)
+        pending[:] = [f for f in pending if f[0] is not q]
+        it = q.x.item
+        finish(FileResult(str(it.path), it.stem, "failed", msg, list(q.x.notes), seconds=q.x.read_s + q.x.detect_s + q.restore_s,
+                          source=q.x.source), it.index, q.done_faces / q.n)
+
+    def run(batch: list[tuple[_QueuedPhoto, int]]) -> None:
+        photos = list(dict.fromkeys(q for q, _ in batch))
+        names = [q.x.item.path.name for q in photos]
+        tracker.message = ", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]} ({len(names)} photos)"
+        kw: dict[str, Any] = {"seed": s.seed, "fidelity": s.fidelity, "return_maps": s.save_maps,
+                              "seeds": [face_seed(s.seed, q.x.item.stem, i) for q, i in batch]}
+        t0 = time.perf_counter()
+        try:
+            outp = tracker.restore(restorer, [q.prep.crops[i] for q, i in batch], sum(1.0 / q.n for q, _ in batch), **kw)
+            if len(outp.images) != len(batch):
+                raise RuntimeError(f"the restorer returned {len(outp.images)} faces for {len(batch)} inputs")
+        except Exception as e:
+            if debug:
+                raise
+            for q in photos:
+                fail(q, one_line(e))
+            return
+        dt = (time.perf_counter() - t0) / len(batch)
+        maps = getattr(outp, "maps", None) or {}
+        for j, (q, i) in enumerate(batch):
+            q.restored[i] = np.asarray(outp.images[j], dtype=np.uint8)
+            q.recs[i] = dict(outp.records[j]) if j < len(outp.records) else {}
+            for key, lst in maps.items():
+                if j < len(lst):
+                    q.maps.setdefault(key, [None] * q.n)[i] = lst[j]
+            q.restore_s += dt
+            q.done_faces += 1
+
+    def write_ready() -> None:
+        while queue and queue[0].done_faces == queue[0].n:
+            q = queue.pop(0)
+            x = q.x
+            try:
+                res = finish_photo(q.prep, q.restored, q.recs, q.maps, upscale=x.up, draw_box=s.draw_box,
+                                   bg_upsampler=bg_upsampler, detail=s.detail, restore_s=q.restore_s)
+                busy = x.read_s + x.detect_s + q.prep.timing.get("align_s", 0.0) + q.restore_s + res.timing["paste_s"]
+                r = _write_photo(out, s, restorer, x, res, busy_s=busy)
+            except Exception as e:  # e.g. a full disk: this photo fails, the others stand
+                if debug:
+                    raise
+                r = FileResult(str(x.item.path), x.item.stem, "failed", one_line(e), list(x.notes), seconds=time.perf_counter() - x.t0,
+                               source=x.source)
+            finish(r, x.item.index, 1.0)
+
+    def step(flush: bool) -> None:
+        while pending and (flush or len(pending) >= bs):
+            batch = pending[:bs]
+            del pending[:bs]
+            run(batch)
+            write_ready()
+
+    for it in items:
+        tracker.message = it.path.name
+        t0 = time.perf_counter()
+        try:
+            x = _read_photo(it, s, detector)
+            prep = prepare_photo(x.img.rgb, restorer, faces=x.faces, only_center_face=s.only_center_face, border=s.border,
+                                 alignment=s.alignment)
+        except InputError as e:
+            status = "no_face" if str(e) == "no face found" else "failed"
+            finish(FileResult(str(it.path), it.stem, status, str(e), seconds=time.perf_counter() - t0, source=_source_info(it.path)),
+                   it.index, 0.0)
+            continue
+        except Exception as e:  # never a traceback for one bad file
+            if debug:
+                raise
+            finish(FileResult(str(it.path), it.stem, "failed", one_line(e), seconds=time.perf_counter() - t0,
+                              source=_source_info(it.path)), it.index, 0.0)
+            continue
+        q = _QueuedPhoto(x, prep, [None] * len(prep.crops), [None] * len(prep.crops))
+        if queue and sum(p.pixels for p in queue) + q.pixels > PHOTO_QUEUE_MAX_PIXELS:
+            step(flush=True)
+        queue.append(q)
+        pending.extend((q, i) for i in range(q.n))
+        step(flush=False)
+    step(flush=True)
 
 
 def _aligned_check(w: int, h: int) -> tuple[str | None, str | None]:
@@ -1173,10 +1355,11 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
     tracker = _Tracker(progress, len(items))
     results: dict[int, FileResult] = {}
 
-    def finish(r: FileResult, k: int) -> None:
+    def finish(r: FileResult, k: int, share: float = 1.0) -> None:
+        """``share``: the part of this input the restorer finished (taken off the bar's partial count)."""
         results[k] = r
         tracker.files_done += 1
-        tracker.partial = max(0.0, tracker.partial - 1.0)
+        tracker.partial = max(0.0, tracker.partial - share)
         tracker.emit()
         if on_result is not None:
             on_result(r)
@@ -1192,19 +1375,22 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
 
         bg = load_bg_upsampler(settings.bg_upsampler)
         detector = FaceDetector(kind=settings.detector, min_score=settings.min_score)
-        for it in items:
-            tracker.message = it.path.name
-            t0 = time.perf_counter()
-            try:
-                r = _process_photo(it, out, settings, restorer, detector, bg, tracker)
-            except InputError as e:
-                status = "no_face" if str(e) == "no face found" else "failed"
-                r = FileResult(str(it.path), it.stem, status, str(e), seconds=time.perf_counter() - t0, source=_source_info(it.path))
-            except Exception as e:  # never a traceback for one bad file
-                if debug:
-                    raise
-                r = FileResult(str(it.path), it.stem, "failed", one_line(e), seconds=time.perf_counter() - t0, source=_source_info(it.path))
-            finish(r, it.index)
+        if cross_photo_batches(restorer, settings):
+            _restore_photos_batched(items, out, settings, restorer, detector, bg, tracker, finish)
+        else:  # one photo per restorer call (reduced precision or an accelerator with deterministic, no seeds)
+            for it in items:
+                tracker.message = it.path.name
+                t0 = time.perf_counter()
+                try:
+                    r = _process_photo(it, out, settings, restorer, detector, bg, tracker)
+                except InputError as e:
+                    status = "no_face" if str(e) == "no face found" else "failed"
+                    r = FileResult(str(it.path), it.stem, status, str(e), seconds=time.perf_counter() - t0, source=_source_info(it.path))
+                except Exception as e:  # never a traceback for one bad file
+                    if debug:
+                        raise
+                    r = FileResult(str(it.path), it.stem, "failed", one_line(e), seconds=time.perf_counter() - t0, source=_source_info(it.path))
+                finish(r, it.index)
     return [results[it.index] for it in items if it.index in results]
 
 

@@ -349,11 +349,12 @@ class WebApp:
         return self._present(req, out, view, uploads, staged, results, time.monotonic() - t0)
 
     def _run(self, items, out, settings, restorer, progress, deadline: float, collect) -> None:
-        """``jobs.restore_items`` in chunks (a photo, or a batch of aligned crops), the deadline checked between
-        chunks and, through the progress callback, at every sampling step."""
+        """``jobs.restore_items`` in chunks of ``batch_size`` files (aligned crops, or photos whose faces the job layer
+        batches across photos: :func:`dynface.jobs.cross_photo_batches`), the deadline checked between chunks and,
+        through the progress callback, at every sampling step."""
         from dynface import jobs
 
-        bs = (settings.batch_size or 8) if settings.aligned else 1
+        bs = settings.batch_size or 8
         bridge = _ProgressBridge(progress, deadline, self.config.time_limit_s, len(items))
         for i in range(0, len(items), bs):
             if time.monotonic() > deadline:

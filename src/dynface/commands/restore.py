@@ -132,7 +132,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "the input's name and the face's number, so results do not depend on batching")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="compute device (default: cpu)")
     p.add_argument("--precision", default="auto", choices=jobs.PRECISIONS,
-                   help="compute precision (default auto: bf16 on CPUs with native bf16, else fp32)")
+                   help="compute precision (default auto: fp32, whose batches are exact on a CPU; with --fast-batches "
+                        "bf16 on CPUs with native bf16)")
     p.add_argument("--color-fix", default=None, choices=jobs.COLOR_FIXES,
                    help="match the output's colours to the restorer's first estimate (default: the model's)")
     p.add_argument("--detail", default="keep", choices=jobs.DETAIL_MODES,
@@ -143,7 +144,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet: minutes of compilation first, then faster on a GPU (×0.5–0.8 time); "
                         "no gain measured on CPUs")
-    p.add_argument("--batch-size", type=number(int, 1), default=None, help="faces per restorer call (default: a photo's faces at once; 8 aligned crops)")
+    p.add_argument("--batch-size", type=number(int, 1), default=None, help="faces per restorer call (default 8; in fp32 on a CPU the faces of several photos "
+                   "share a call; otherwise each photo's own faces, all at once by default)")
     p.add_argument("--fast-batches", dest="deterministic", action="store_false",
                    help="batch faces even in bf16/fp16 or on a GPU, where a face's output can then differ by ±1 level "
                         "with its batch (faster on GPUs); by default such faces are restored one per call")

@@ -43,7 +43,7 @@ from dynface import jobs
 from dynface.jobs import append_line as append
 from dynface.jobs import as_done, start_job
 
-PHOTOS_PER_TASK = 4
+PHOTOS_PER_TASK = 8  # a task's photos share restorer batches (jobs.cross_photo_batches): 8 fill one of 8 faces
 QUEUED_PER_WORKER = 2  # tasks in flight per actor: one running, one waiting (no idle gap between tasks)
 
 
