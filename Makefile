@@ -31,6 +31,7 @@ test: venv
 
 bench: venv
 	$(PY) benchmarks/speed.py --quick --out runs/bench/speed.md
+	$(PY) benchmarks/photo_speed.py --repeats 1 --out runs/bench/photo_speed.md  # cross-photo batches vs one photo per call
 	$(PY) benchmarks/quality.py --quick --allow-missing --out runs/bench  # 64-px astronaut crops: dlib misses most (IDA/LMD show k/n)
 
 lint: venv
