@@ -85,3 +85,26 @@ def test_full_mode_restores_the_shipped_examples():
         assert img.dtype == np.uint8 and img.shape == (64, 64, 3) and img.std() > 5
         assert 0.3 <= rec["std_star"] <= 12 and rec["nfe"] >= 1
         assert rec["start_step"] == max(rec["start_steps"])
+
+
+def test_every_front_end_defaults_to_registry_default_model():
+    """Switching the default model (issue 10: embedded-128 once it ships) is one line, registry.DEFAULT_MODEL: the
+    Python API, the job layer, both CLI commands and the web app's first choice all read it."""
+    import inspect
+    import subprocess
+    import sys
+
+    from dynface.cli import build_parser
+    from dynface.jobs import RestoreSettings
+    from dynface.pipeline import DynFaceRestorer
+    from dynface.registry import DEFAULT_MODEL, EMBEDDED
+
+    assert EMBEDDED[0] == DEFAULT_MODEL  # the web app offers the embedded models in this order, the first preselected
+    assert inspect.signature(DynFaceRestorer.from_pretrained).parameters["name_or_path"].default == DEFAULT_MODEL
+    assert RestoreSettings().model == DEFAULT_MODEL
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for cmd in ("restore", "sample"):
+        assert commands[cmd].get_default("model") == DEFAULT_MODEL, cmd
+    # the job layer reads the default without torch (dynface --help imports every command module)
+    code = "import sys, dynface.jobs, dynface.registry; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

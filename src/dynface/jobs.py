@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from dynface.outputs import OutputFolderError, check_output_folder, safe_resolve
+from dynface.registry import DEFAULT_MODEL
 
 __all__ = [
     "MODES", "SUBDIRS", "FACTORY_ENV", "UsageError", "InputError", "RestoreSettings", "InputItem", "FileResult",
@@ -92,7 +93,7 @@ class InputError(Exception):
 class RestoreSettings:
     """Every ``dynface restore`` flag except ``-i``/``-o``/``-q``, with the CLI's defaults."""
 
-    model: str = "embedded-64"
+    model: str = DEFAULT_MODEL
     mode: str = "full"
     steps: str | None = None
     seed: int = 0

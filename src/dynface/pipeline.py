@@ -33,7 +33,7 @@ from .models.dgsa import DGSA, DGSAConfig
 from .models.io import ModelLoadError, check_compatible, load_checked, load_state_dict_file
 from .models.unet import PRESETS as UNET_PRESETS
 from .models.unet import UNetConfig, UNetModel
-from .registry import resolve
+from .registry import DEFAULT_MODEL, resolve
 from .sampler import SamplerConfig, guided_sample
 
 MODES = ("full", "no_dsst", "no_dgsa", "single_guide", "fixed_start", "restorer_only")
@@ -170,7 +170,7 @@ class DynFaceRestorer:
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | Path = "embedded-64",
+        name_or_path: str | Path = DEFAULT_MODEL,
         device: str = "cpu",
         mode: str = "full",
         steps: str | int | None = None,

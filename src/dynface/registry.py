@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .models.io import ModelLoadError
-
 WEIGHTS_DIR = Path(__file__).parent / "weights"
+# The model every front end uses when none is named (from_pretrained, `dynface restore` / `sample`, the job layer's
+# RestoreSettings, the web app's first choice): the one line to change when a new embedded model ships (issue 10's
+# embedded-128 takes it once it beats embedded-64). EMBEDDED lists the default first.
+DEFAULT_MODEL = "embedded-64"
 EMBEDDED = ("embedded-64",)
 
 
@@ -35,6 +37,8 @@ def _opt(p: Path) -> Path | None:
 
 def resolve(name_or_path: str | Path) -> ModelFiles:
     """Locate a model's files; raises ModelLoadError with a helpful message when nothing fits."""
+    from .models.io import ModelLoadError  # here, not at import: the job layer reads DEFAULT_MODEL without torch
+
     s = str(name_or_path)
     folder: Path | None = None
     if s in EMBEDDED:

@@ -67,6 +67,7 @@ from pathlib import Path
 from dynface import engines, jobs
 from dynface.commands.argtypes import number
 from dynface.jobs import FACTORY_ENV, MAX_SEED, MODES, RestoreSettings, UsageError
+from dynface.registry import DEFAULT_MODEL
 
 
 # ------------------------------------------------------------------------------------------ arguments
@@ -118,7 +119,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-w", "--fidelity", type=number(float, 0, 1), default=None, help="fidelity weight in [0, 1] (default: the model's)")
     p.add_argument("--ext", default="auto", choices=jobs.EXT_CHOICES, help="format of restored_imgs (default auto: like the input; png if it has alpha)")
     p.add_argument("--suffix", type=_plain, default=None, help="append _SUFFIX to restored face / image names (a plain name)")
-    p.add_argument("--model", default="embedded-64", metavar="NAME|PATH", help="embedded model name, model folder or prior file (default: embedded-64)")
+    p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH", help=f"embedded model name, model folder or prior file (default: {DEFAULT_MODEL})")
     p.add_argument("--mode", default="full", choices=MODES, help="method variant / ablation (default: full)")
     p.add_argument("--guidance", choices=("unet", "x0", "prox"), default=None,
                    help="guidance gradient: through the UNet (paper, default), w.r.t. x0 only (cheaper), or the Fourier proximal step")

@@ -10,10 +10,12 @@ import argparse
 import math
 import sys
 
+from dynface.registry import DEFAULT_MODEL
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("sample", help="draw unconditional faces from a prior into a grid picture", description=__doc__)
-    p.add_argument("--model", default="embedded-64", help="embedded model name, model folder or prior file")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"embedded model name, model folder or prior file (default: {DEFAULT_MODEL})")
     p.add_argument("-n", "--num", type=int, default=64, help="number of faces (default 64)")
     p.add_argument("--steps", type=int, default=100, help="DDIM steps (default 100)")
     p.add_argument("--seed", type=int, default=0)
