@@ -24,9 +24,11 @@ write every output atomically, then ``records/<stem>.json``) → one line per in
 **Seeds do not depend on scheduling.** Face ``i`` of the input with stem ``s`` gets its noise from
 ``face_seed(seed, s, i)`` (a BLAKE2b hash), not from its place in a batch. With a restorer whose ``restore``
 accepts ``seeds=`` (``DynFaceRestorer`` does) the bytes of every output are the same whichever batch size, file
-order, worker or machine restores it. On a CPU in fp32 the batched networks give bit-identical uint8 faces for
-batch sizes 1, 3 and 8 (tests/test_jobs.py checks it); in bf16/fp16 or on an accelerator they may not (±1 level),
-so there faces go to the restorer one per call (:func:`per_face`) unless ``deterministic=False``. Restorers
+order, worker or machine restores it, up to the batch's own effect on the networks' last float bits: on a CPU in
+fp32 that is ±1 level in a few values of a few faces (embedded-64: 71 of 196,608 values between batch 8 and one
+per call, ``docs/results/batch_invariance.md``; tests/test_jobs.py checks exact bytes on the tiny model, which
+shows none); in bf16/fp16 or on an accelerator it is far more (bf16: 8,938 values, ±1), so there faces go to the
+restorer one per call (:func:`per_face`) unless ``deterministic=False``. Restorers
 without ``seeds`` (test fakes) get the old ``seed + position`` seeds. Precision "auto" on a CPU builds the restorer
 in fp32 (:func:`_build_precision`) so that faces can batch exactly: aligned crops ``batch_size`` at a time, and the
 faces of whole photos across photos, ``batch_size`` faces per call (:func:`cross_photo_batches`; photos are
@@ -725,7 +727,8 @@ def _build_precision(settings: RestoreSettings) -> str:
     """The ``precision`` :func:`load_restorer` builds the restorer with: ``settings.precision``, except that with
     "auto" on a CPU (``deterministic``) faces get "fp32" even where auto means bf16 (a CPU with native bf16:
     :func:`dynface.pipeline.resolve_precision`; elsewhere auto is fp32 anyway): bf16 is not batch-invariant, so
-    :func:`per_face` would restore them one per call, while fp32 batches are exact. Aligned crops batch within a
+    :func:`per_face` would restore them one per call, while fp32 batches are nearly exact (±1 level in a few values:
+    :func:`per_face`). Aligned crops batch within a
     chunk; the faces of whole photos batch across photos (:func:`cross_photo_batches`), since archives are mostly one
     face per photo. Measured on 2 cores (embedded-64, `full`): benchmarks/speed.py (8 crops, NFE 18): bf16 one face
     per call 1.2 s/face, fp32 one per call 1.43, fp32 in batches of 8 0.92; benchmarks/photo_speed.py (8 one-face
@@ -818,8 +821,11 @@ def _side_by_side(a, b):
 def per_face(restorer, settings: RestoreSettings) -> bool:
     """Whether faces go to the restorer one per call so that no output depends on its batch: with
     ``settings.deterministic`` (default), when the restorer computes in reduced precision (bf16/fp16 autocast) or
-    on an accelerator. Measured on a CPU (embedded-64, 8 faces): fp32 gives bit-identical uint8 faces for batch sizes
-    1, 3 and 8 (with 1 and 2 threads), bf16 does not (4 of 8 faces differ by 1 level between batch 1 and 8).
+    on an accelerator. fp32 batches are *nearly* batch-invariant on a CPU, not exactly: ``benchmarks/batch_invariance.py``
+    (embedded-64, 16 gfpgan crops, batch 8 against one per call) found 71 of 196,608 uint8 values different (4 faces,
+    ±1 level) in fp32 and 8,938 (11 faces, ±1) in bf16; oneDNN and the GEMMs pick their kernels by shape, so the
+    networks' last float bits depend on the batch (``docs/results/batch_invariance.md``). The tiny test models stay
+    bit-identical.
     ``deterministic=False`` (``--fast-batches``) batches anyway: faster on a GPU, outputs may differ by ±1.
     Cost on 2 CPU cores (embedded-64, ddim25, 8 aligned faces, one run): bf16 one per call ×1.7 the time of bf16 in
     one batch; fp32 in one batch (deterministic) ×1.2, so ``--precision fp32`` is the faster exact choice there."""
@@ -1018,8 +1024,9 @@ faces' shared restorer calls. A photo that would go past it is queued only after
 
 def cross_photo_batches(restorer, settings: RestoreSettings) -> bool:
     """Whether the faces of several photos share restorer calls (:func:`_restore_photos_batched`): when the restorer
-    takes per-face ``seeds`` and computes batch-invariantly (not :func:`per_face`; with "auto" on a CPU it is built
-    in fp32 for that: :func:`_build_precision`), so every output is the same whatever the grouping. Else each photo
+    takes per-face ``seeds`` and computes (nearly) batch-invariantly (not :func:`per_face`; with "auto" on a CPU it is
+    built in fp32 for that: :func:`_build_precision`), so every output is the same whatever the grouping, up to ±1
+    level in a few values (:func:`per_face`). Else each photo
     goes to the restorer on its own (:func:`_process_photo`)."""
     return _accepts(restorer.restore, "seeds") and not per_face(restorer, settings)
 

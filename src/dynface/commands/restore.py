@@ -133,7 +133,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "the input's name and the face's number, so results do not depend on batching")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="compute device (default: cpu)")
     p.add_argument("--precision", default="auto", choices=jobs.PRECISIONS,
-                   help="compute precision (default auto: fp32, whose batches are exact on a CPU; with --fast-batches "
+                   help="compute precision (default auto: fp32, whose batches are nearly exact on a CPU; with --fast-batches "
                         "bf16 on CPUs with native bf16)")
     p.add_argument("--color-fix", default=None, choices=jobs.COLOR_FIXES,
                    help="match the output's colours to the restorer's first estimate (default: the model's)")
