@@ -140,6 +140,45 @@ def test_reduced_precision_restores_per_face_so_batching_cannot_matter(tmp_path,
     assert outs[0] == outs[1]
 
 
+def test_exact_restores_one_face_per_call_whatever_the_precision(tmp_path, tiny, crops, monkeypatch):
+    """--exact: every face in its own restorer call (fp32 batches are only nearly batch-invariant: ±1 level in a few
+    values on embedded-64, docs/results/batch_invariance.md), for aligned crops and whole photos; precision auto is
+    then left to its own choice (bf16 where native: faster one face at a time); --exact with --fast-batches is refused."""
+    import dynface.pipeline as pl
+    from dynface.jobs import UsageError, _build_precision, per_face
+
+    exact = RestoreSettings(exact=True)
+    assert per_face(tiny, exact) and not per_face(tiny, RestoreSettings())
+    monkeypatch.setattr(pl, "cpu_has_native_bf16", lambda: True)
+    assert _build_precision(RestoreSettings(aligned=True, exact=True)) == "auto"
+    assert _build_precision(RestoreSettings(aligned=True)) == "fp32"
+    sizes: list[int] = []
+    real = type(tiny).restore
+
+    def counting(self, faces, **kw):
+        sizes.append(len(faces))
+        return real(self, faces, **kw)
+
+    monkeypatch.setattr(type(tiny), "restore", counting)
+    files = sorted(crops.glob("*.png"))[:4]
+    s = run_job(files, tmp_path / "a", RestoreSettings(aligned=True, batch_size=4, threads=1, exact=True), restorer=tiny)
+    assert len(s.done) == 4 and sizes == [1, 1, 1, 1]
+    assert s.done[0].record["settings"]["batching"] == "per-face"
+    astro = data.astronaut()
+    d = tmp_path / "in"
+    d.mkdir()
+    for k in range(2):
+        Image.fromarray(np.ascontiguousarray(astro[:, :: 1 - 2 * k])).save(d / f"p{k}.png")
+    sizes.clear()
+    s = run_job([d], tmp_path / "b", RestoreSettings(upscale=1, threads=1, exact=True), restorer=tiny)
+    assert len(s.done) == 2 and sizes == [1, 1]
+    sizes.clear()
+    s = run_job([d], tmp_path / "c", RestoreSettings(upscale=1, threads=1), restorer=tiny)
+    assert len(s.done) == 2 and sizes == [2]  # without --exact the two photos share a call
+    with pytest.raises(UsageError, match="contradict"):
+        run_job([d], tmp_path / "d", RestoreSettings(exact=True, deterministic=False), restorer=tiny)
+
+
 def test_pipeline_seeds_and_callback(tiny, crops):
     faces = [np.asarray(Image.open(crops / f"f{k}.png")) for k in range(2)]
     calls: list[tuple[int, int]] = []

@@ -128,6 +128,7 @@ class RestoreSettings:
     border: str = "constant"
     allow_input_dir: bool = False
     deterministic: bool = True  # restore one face per call where batching could change the output (see per_face)
+    exact: bool = False  # one face per call always: outputs byte-identical whatever the batching (see per_face)
     max_pixels: int = MAX_PIXELS  # largest decoded input, per file; every read in this layer is capped by it
 
     @classmethod
@@ -200,6 +201,8 @@ def check_settings(settings: RestoreSettings) -> None:
         v = getattr(s, name)
         if v is not None and (not isinstance(v, int) or v < 1):
             raise UsageError(f"--{name.replace('_', '-')} must be >= 1, got {v}")
+    if s.exact and not s.deterministic:
+        raise UsageError("--exact and --fast-batches contradict each other: --exact restores one face per call")
     if isinstance(s.max_pixels, bool) or not isinstance(s.max_pixels, int) or s.max_pixels < 1:
         raise UsageError(f"max_pixels must be a whole number >= 1, got {s.max_pixels!r}")
     if s.input_template:
@@ -679,8 +682,8 @@ def _accepts(fn: Callable, name: str) -> bool:
 
 
 RESTORER_FIELDS = ("model", "device", "mode", "steps", "precision", "guidance", "dblm", "dgsa", "dsst", "restorer",
-                   "color_fix", "compile", "deterministic")  # what load_restorer reads (deterministic through
-# _build_precision)
+                   "color_fix", "compile", "deterministic", "exact")  # what load_restorer reads (deterministic and
+# exact through _build_precision)
 
 
 def restorer_key(settings: RestoreSettings) -> tuple:
@@ -736,8 +739,8 @@ def _build_precision(settings: RestoreSettings) -> str:
     0.87 (×0.57). A job of one single-face photo gains nothing and may be up to ×1.2 slower than in bf16.
     Decided from the settings alone, so every batch size and worker computes alike; records keep ``precision`` (the
     setting) and ``precision_used`` (what the restorer computes in)."""
-    if settings.precision == "auto" and settings.deterministic and settings.device == "cpu":
-        return "fp32"
+    if settings.precision == "auto" and settings.deterministic and not settings.exact and settings.device == "cpu":
+        return "fp32"  # with exact, faces go one per call anyway: auto's own choice (bf16 where native) is faster
     return settings.precision
 
 
@@ -828,7 +831,11 @@ def per_face(restorer, settings: RestoreSettings) -> bool:
     bit-identical.
     ``deterministic=False`` (``--fast-batches``) batches anyway: faster on a GPU, outputs may differ by ±1.
     Cost on 2 CPU cores (embedded-64, ddim25, 8 aligned faces, one run): bf16 one per call ×1.7 the time of bf16 in
-    one batch; fp32 in one batch (deterministic) ×1.2, so ``--precision fp32`` is the faster exact choice there."""
+    one batch; fp32 in one batch (deterministic) ×1.2, so ``--precision fp32`` is the faster exact choice there.
+    ``settings.exact`` (``--exact``): one face per call whatever the precision and device, so every output is
+    byte-identical whatever the batch size, file order or worker (on the same machine and torch)."""
+    if settings.exact:
+        return True
     if not settings.deterministic:
         return False
     cfg = getattr(restorer, "cfg", None)

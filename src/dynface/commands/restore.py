@@ -150,6 +150,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--fast-batches", dest="deterministic", action="store_false",
                    help="batch faces even in bf16/fp16 or on a GPU, where a face's output can then differ by ±1 level "
                         "with its batch (faster on GPUs); by default such faces are restored one per call")
+    p.add_argument("--exact", action="store_true",
+                   help="restore every face in its own call, so each output is byte-identical whatever --batch-size, "
+                        "file order or worker (fp32 batches differ by ±1 level in a few values: "
+                        "docs/results/batch_invariance.md); slower on a CPU (about ×1.9 for whole photos)")
     p.add_argument(
         "--input-template",
         default=None,
