@@ -279,6 +279,14 @@ def test_stems_and_input_collection(tmp_path):
     assert [f.name for f in found] == ["a.JPG", "b.png", "c.txt"] and folders == [d] and [f.name for f in ignored] == ["c.txt"]
 
 
+def test_repeated_input_flags_add_up():
+    """`-i A -i B` restores both (argparse's plain nargs="+" kept only the last -i, silently dropping A)."""
+    from dynface.cli import build_parser
+
+    args = build_parser().parse_args(["restore", "-i", "a.png", "b.png", "-i", "c", "-o", "out"])
+    assert args.input == ["a.png", "b.png", "c"]
+
+
 # ------------------------------------------------------------------------------------------ issue 11 B (restore)
 KW_SEEN: list[dict] = []
 

@@ -112,7 +112,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Details: pydoc dynface.commands.restore"
         ),
     )
-    p.add_argument("-i", "--input", nargs="+", required=True, metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
+    p.add_argument("-i", "--input", nargs="+", action="extend", required=True, metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
     p.add_argument("-o", "--output", default="results", help="output folder (default: results)")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: restore them directly, batched")
     p.add_argument("-s", "--upscale", type=number(float, 1, 8), default=2.0, help="final upscaling of the whole photo, 1-8 (default: 2)")
