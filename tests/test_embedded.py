@@ -129,5 +129,6 @@ def test_fp32_batches_are_nearly_batch_invariant():
     batched = r.restore(faces, seeds=seeds).images
     alone = [r.restore([f], seeds=[s]).images[0] for f, s in zip(faces, seeds, strict=True)]
     diffs = [np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)) for a, b in zip(batched, alone, strict=True)]
-    assert max(int(d.max()) for d in diffs) <= 1
-    assert sum(int((d > 0).sum()) for d in diffs) <= 0.002 * sum(d.size for d in diffs)
+    # bounds with room for other CPUs' kernels (this one: max 1, 0.07 %), still far below bf16 batches' 4.5 %
+    assert max(int(d.max()) for d in diffs) <= 2
+    assert sum(int((d > 0).sum()) for d in diffs) <= 0.01 * sum(d.size for d in diffs)
