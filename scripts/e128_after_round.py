@@ -24,7 +24,6 @@ import json
 import math
 import shlex
 import shutil
-import struct
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # a checkout without an installed package still finds dynface
 
 from dynface.atomicfile import atomic_write_bytes, atomic_write_text  # noqa: E402
+from dynface.models.io import read_metadata  # noqa: E402
 from dynface.outputs import UnsafePathError, output_path, plain_name  # noqa: E402
 
 RESULTS = ROOT / "docs" / "results" / "embedded-128"
@@ -326,20 +326,6 @@ def rel(p: Path) -> str:
         return str(p)
 
 
-def st_metadata(path: Path) -> dict:
-    """A safetensors file's metadata (values JSON-decoded where they are JSON), read from its header alone."""
-    with open(path, "rb") as f:
-        n = struct.unpack("<Q", f.read(8))[0]
-        meta = json.loads(f.read(n)).get("__metadata__") or {}
-    out = {}
-    for k, v in meta.items():
-        try:
-            out[k] = json.loads(v)
-        except (json.JSONDecodeError, TypeError):
-            out[k] = v
-    return out
-
-
 def run_cmd(cmd: list[str]) -> int:
     """Run one step's command in the checkout, its output passing through; returns the exit status."""
     print("$ " + shlex.join(cmd), flush=True)
@@ -352,7 +338,7 @@ def newest_ema(s: Settings) -> Path:
     missing = [rel(p) for p in cands if not p.is_file()]
     if missing:
         raise StepError(f"no EMA at {', '.join(missing)} (unpack the round first: plan §3)")
-    seen = {p: int(st_metadata(p).get("images_seen", 0)) for p in cands}
+    seen = {p: int(read_metadata(p).get("images_seen", 0)) for p in cands}
     best = max(reversed(cands), key=lambda p: seen[p])  # a tie goes to call 2
     if s.call2 is not None and best != cands[-1]:
         print(f"note: {rel(cands[-1])} has seen fewer images ({seen[cands[-1]]:,}) than {rel(best)} "
@@ -368,11 +354,11 @@ def _model_done(folder: Path, ema: Path, zeta: float | None) -> bool:
         return False
     if not all(f.is_file() for f in files):
         raise StepError(f"{rel(folder)} exists but is incomplete: remove it and rerun")
-    want, got = st_metadata(ema), st_metadata(files[0])
+    want, got = read_metadata(ema), read_metadata(files[0])
     if (want.get("step"), want.get("images_seen")) != (got.get("step"), got.get("images_seen")):
         raise StepError(f"{rel(folder)} holds another EMA (step {got.get('step')}, images seen {got.get('images_seen')}; "
                         f"{rel(ema)} has step {want.get('step')}, {want.get('images_seen')}): remove it or use another --name")
-    z = (st_metadata(files[2]).get("sampler") or {}).get("zeta")
+    z = (read_metadata(files[2]).get("sampler") or {}).get("zeta")
     if zeta is not None and (z is None or not math.isclose(float(z), zeta)):
         raise StepError(f"{rel(folder)} has ζ {z}, not {zeta:g}: remove it and rerun")
     return True
@@ -483,7 +469,8 @@ def run(s: Settings) -> int:
 
     print(f"[1/5] package the candidate (training ζ) -> {rel(output_path(s.runs, f'model_{s.name}'))}", flush=True)
     ema = newest_ema(s)
-    print(f"EMA: {rel(ema)} (images seen {int(st_metadata(ema).get('images_seen', 0)):,})", flush=True)
+    ema_seen = int(read_metadata(ema).get("images_seen", 0))
+    print(f"EMA: {rel(ema)} (images seen {ema_seen:,})", flush=True)
     model0 = output_path(s.runs, f"model_{s.name}")
     package(s, model0, ema, None)
 
@@ -512,7 +499,7 @@ def run(s: Settings) -> int:
     v = verdict(rows_of(cand_report), rows_of(ref_report), same_pairs(cand_report, ref_report, witness))
     context = [f"Written by `python scripts/e128_after_round.py` on {datetime.now(UTC).isoformat(timespec='seconds')}. "
                f"Candidate: `{rel(model)}`, packaged from `{rel(ema)}` (images seen "
-               f"{int(st_metadata(ema).get('images_seen', 0)):,}) and `{rel(s.round_dir)}`'s DBLM and DGSA; val table "
+               f"{ema_seen:,}) and `{rel(s.round_dir)}`'s DBLM and DGSA; val table "
                f"`{val_json.name}` ({s.steps}, bf16, x0 guidance). Reference: `{rel(s.reference)}`."]
     if s.smoke:
         context.append(f"**SMOKE RUN** ({s.calib_limit} training and {s.val_limit} val faces, {s.steps}): it checks "

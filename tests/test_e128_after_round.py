@@ -146,7 +146,7 @@ class FakeTools:
         arg = {k: cmd[i + 1] for i, k in enumerate(cmd[:-1]) if k.startswith("--")}
         if "package" in cmd:
             out = Path(arg["--out"])
-            prior = json.loads(json.dumps(self.ar.st_metadata(Path(arg["--prior"]))))
+            prior = json.loads(json.dumps(self.ar.read_metadata(Path(arg["--prior"]))))
             _safetensors(out / "prior.safetensors", prior)
             _safetensors(out / "dblm.safetensors", {"kind": "dblm"})
             sampler = {"steps": arg["--steps"], "guidance": arg["--guidance"]}
