@@ -30,7 +30,7 @@ per call, ``docs/results/batch_invariance.md``; tests/test_jobs.py checks exact 
 shows none); in bf16/fp16 or on an accelerator it is far more (bf16: 8,938 values, ±1), so there faces go to the
 restorer one per call (:func:`per_face`) unless ``deterministic=False``. Restorers
 without ``seeds`` (test fakes) get the old ``seed + position`` seeds. Precision "auto" on a CPU builds the restorer
-in fp32 (:func:`_build_precision`) so that faces can batch exactly: aligned crops ``batch_size`` at a time, and the
+in fp32 (:func:`_build_precision`) so that faces can batch (nearly) exactly: aligned crops ``batch_size`` at a time, and the
 faces of whole photos across photos, ``batch_size`` faces per call (:func:`cross_photo_batches`; photos are
 written in input order as soon as all their faces are restored).
 
@@ -946,6 +946,16 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
     return _PhotoInput(it, img, notes, up, faces, src, t_read, t_detect, t0)
 
 
+def _unrestored(it: InputItem, e: Exception, t0: float) -> FileResult:
+    """The result of a photo that failed before any face was restored (unreadable, no face, alignment): ``no_face``
+    for :class:`InputError` "no face found", else ``failed`` with the error on one line."""
+    if isinstance(e, InputError):
+        status, msg = ("no_face" if str(e) == "no face found" else "failed"), str(e)
+    else:
+        status, msg = "failed", one_line(e)
+    return FileResult(str(it.path), it.stem, status, msg, seconds=time.perf_counter() - t0, source=_source_info(it.path))
+
+
 def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detector, bg_upsampler, tracker: _Tracker) -> FileResult:
     """One photo on its own: read, detect, :func:`dynface.faces.restore_photo`, write (the per-photo path)."""
     from dynface.faces import restore_photo
@@ -1144,16 +1154,10 @@ def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSetting
             x = _read_photo(it, s, detector)
             prep = prepare_photo(x.img.rgb, restorer, faces=x.faces, only_center_face=s.only_center_face, border=s.border,
                                  alignment=s.alignment)
-        except InputError as e:
-            status = "no_face" if str(e) == "no face found" else "failed"
-            finish(FileResult(str(it.path), it.stem, status, str(e), seconds=time.perf_counter() - t0, source=_source_info(it.path)),
-                   it.index, 0.0)
-            continue
         except Exception as e:  # never a traceback for one bad file
-            if debug:
+            if debug and not isinstance(e, InputError):
                 raise
-            finish(FileResult(str(it.path), it.stem, "failed", one_line(e), seconds=time.perf_counter() - t0,
-                              source=_source_info(it.path)), it.index, 0.0)
+            finish(_unrestored(it, e, t0), it.index, 0.0)
             continue
         q = _QueuedPhoto(x, prep, [None] * len(prep.crops), [None] * len(prep.crops))
         if queue and sum(p.pixels for p in queue) + q.pixels > PHOTO_QUEUE_MAX_PIXELS:
@@ -1398,13 +1402,10 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
                 t0 = time.perf_counter()
                 try:
                     r = _process_photo(it, out, settings, restorer, detector, bg, tracker)
-                except InputError as e:
-                    status = "no_face" if str(e) == "no face found" else "failed"
-                    r = FileResult(str(it.path), it.stem, status, str(e), seconds=time.perf_counter() - t0, source=_source_info(it.path))
                 except Exception as e:  # never a traceback for one bad file
-                    if debug:
+                    if debug and not isinstance(e, InputError):
                         raise
-                    r = FileResult(str(it.path), it.stem, "failed", one_line(e), seconds=time.perf_counter() - t0, source=_source_info(it.path))
+                    r = _unrestored(it, e, t0)
                 finish(r, it.index)
     return [results[it.index] for it in items if it.index in results]
 
