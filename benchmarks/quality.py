@@ -489,11 +489,11 @@ def plot(rows: list[dict], path: Path, title: str) -> str | None:
     ax.set_xlim(min(xs) - 0.1 * dx, max(xs) + 0.3 * dx)
     ax.set_ylim(min(ys) - 0.15 * dy, max(ys) + 0.15 * dy)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
+    from dynface.atomicfile import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
     return None
 
 

@@ -459,9 +459,9 @@ class Outbox:
         if len(data) > RETURN_FILE_LIMIT - 2**20:
             print(f"outbox: {name} is {len(data) / 2**20:.1f} MiB, over the return limit: left out", flush=True)
             return
-        tmp = self.out / f".{name}.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, self.out / name)
+        from dynface.atomicfile import atomic_write_bytes
+
+        atomic_write_bytes(data, self.out / name)  # hidden temporary, then a rename: never half a file in $OUT
 
     def _returned(self, without: str = "") -> list[Path]:
         return [f for f in self.out.rglob("*") if f.is_file() and not f.name.startswith(".") and f.name != without]
