@@ -8,6 +8,7 @@ round that resumes from the returned EMA on the next data shard.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -54,13 +55,28 @@ def test_embedded128_prior_config_size_and_attention():
     assert any(isinstance(m, AttentionBlock) for m in unet.middle_block)  # at 8 px
 
 
+def _flops(net: torch.nn.Module, y: torch.Tensor) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        net(y)
+    return counter.get_total_flops()
+
+
 def test_embedded128_dblm_and_dgsa_configs_load():
     dcfg = load_config(DBLMTrainConfig, CFG / "dblm.yaml").dblm_config()
     assert dcfg.size == 128 and dcfg.rm_width == 32  # a wider RM than embedded-64's 16
     dblm = DBLM(dcfg)
     assert sum(p.numel() for p in dblm.rm.parameters()) > 4 * sum(p.numel() for p in DBLM().rm.parameters())
-    y = torch.zeros(1, 3, 128, 128)
-    assert dblm(y).restored.shape == y.shape
+    y = torch.rand(1, 3, 128, 128) * 2 - 1
+    out = dblm(y)
+    assert torch.equal(out.restored, y) and torch.equal(out.transferred, y)  # residual nets: the identity at init
+    # RM and TM run on the 2×2 space-to-depth image: the same parameters in number, 4× fewer FLOPs per face
+    assert (dcfg.rm_unshuffle, dcfg.tm_unshuffle) == (2, 2)
+    full = DBLM(dataclasses.replace(dcfg, rm_unshuffle=1, tm_unshuffle=1))
+    for net, ref in ((dblm.rm, full.rm), (dblm.tm, full.tm)):
+        assert list(net.state_dict()) == list(ref.state_dict())  # same names: only the stem's channels differ
+        assert 3.5 < _flops(ref, y) / _flops(net, y) < 4.5
     load_config(DGSATrainConfig, CFG / "dgsa.yaml", {"prior": "p", "dblm": "d", "dsst": "s"})
 
 

@@ -217,6 +217,19 @@ def test_dblm_continues_from_an_exported_file(face_dir, tmp_path):
         train_dblm(wider, str(face_dir), str(tmp_path / "d"), stages=("rm",))
 
 
+def test_dblm_stage_lr_overrides_one_stage(face_dir, tmp_path):
+    """stage_lr sets a stage's peak lr (the cosine starts there); a misspelt stage name is refused, not ignored."""
+    cfg = DBLMTrainConfig(preset="tiny", batch_size=2, lr=1e-3, stage_lr={"sde": 4e-3}, steps={"rm": 2, "sde": 2},
+                          log_every=1)
+    train_dblm(cfg, str(face_dir), str(tmp_path / "a"), stages=("rm", "sde"))
+    first = {r["stage"]: float(r["lr"]) for r in reversed(_rows(tmp_path / "a" / "log.csv"))}  # each stage's step 1
+    assert first == {"rm": pytest.approx(1e-3), "sde": pytest.approx(4e-3)}
+    for field in ("stage_lr", "steps", "minutes"):
+        bad = DBLMTrainConfig(preset="tiny", batch_size=2, **{field: {"sdee": 1}})
+        with pytest.raises(ValueError, match=f"{field}: unknown stage\\(s\\) sdee"):
+            train_dblm(bad, str(face_dir), str(tmp_path / "b"), stages=("rm",))
+
+
 def test_std_star_labels_pick_the_smallest_hiding_blur():
     from dynface.models.dblm import DBLMConfig
 

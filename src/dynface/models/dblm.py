@@ -35,9 +35,14 @@ class DBLMConfig:
     rm_width: int = 16
     rm_mult: tuple[int, ...] = (1, 2, 4)
     rm_blocks: int = 2
+    # RM's input stem: 1 = full-resolution convolutions; k > 1 = the U-Net runs on the k×k space-to-depth image
+    # (PixelUnshuffle, 3k² channels) and PixelShuffle puts the residual back: ≈ k² fewer FLOPs per image at the same
+    # width and a k× larger receptive field (the 128-px RM: docs/results/embedded-128/rm_recipe.md)
+    rm_unshuffle: int = 1
     tm_width: int = 12
     tm_mult: tuple[int, ...] = (1, 2, 4)
     tm_blocks: int = 1
+    tm_unshuffle: int = 1
     sde_width: int = 16
     n_guides: int = 3
     guide_spacing: float = 1.0  # std*, std*−1, std*−2 (ref px)
@@ -73,10 +78,20 @@ class _Res(nn.Module):
 
 
 class RestorerNet(nn.Module):
-    """Residual U-Net image-to-image regressor (used for RM and TM): ``out = y + f(y)``."""
+    """Residual U-Net image-to-image regressor (used for RM and TM): ``out = y + f(y)``.
 
-    def __init__(self, width: int = 32, mult: tuple[int, ...] = (1, 2, 4), blocks: int = 2, channels: int = 3):
+    With ``unshuffle`` k > 1 the U-Net sees ``pixel_unshuffle(y, k)`` and its residual is added there, so
+    ``out = pixel_shuffle(unshuffle(y) + f(unshuffle(y)))`` = ``y + shuffle(f(...))``: still the identity at
+    initialisation (the tail is zero), and the parameter names are the same as without it.
+    """
+
+    def __init__(self, width: int = 32, mult: tuple[int, ...] = (1, 2, 4), blocks: int = 2, channels: int = 3,
+                 unshuffle: int = 1):
         super().__init__()
+        if unshuffle < 1:
+            raise ValueError(f"unshuffle must be >= 1, got {unshuffle}")
+        self.unshuffle = unshuffle
+        channels = channels * unshuffle**2
         chs = [width * m for m in mult]
         self.head = nn.Conv2d(channels, chs[0], 3, padding=1)
         self.down = nn.ModuleList()
@@ -93,9 +108,15 @@ class RestorerNet(nn.Module):
         self.tail = nn.Conv2d(chs[0], channels, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
-        self.min_size = 2 ** (len(chs) - 1)
+        self.min_size = 2 ** (len(chs) - 1) * unshuffle
 
     def forward(self, y: torch.Tensor) -> torch.Tensor:
+        k = self.unshuffle
+        if k > 1:
+            return F.pixel_shuffle(self._residual(F.pixel_unshuffle(y, k)), k)
+        return self._residual(y)
+
+    def _residual(self, y: torch.Tensor) -> torch.Tensor:
         h = self.head(y)
         skips = []
         for i, blk in enumerate(self.down):
@@ -166,8 +187,8 @@ class DBLM(nn.Module):
     def __init__(self, cfg: DBLMConfig = DBLMConfig()):
         super().__init__()
         self.cfg = cfg
-        self.rm = RestorerNet(cfg.rm_width, cfg.rm_mult, cfg.rm_blocks)
-        self.tm = RestorerNet(cfg.tm_width, cfg.tm_mult, cfg.tm_blocks)
+        self.rm = RestorerNet(cfg.rm_width, cfg.rm_mult, cfg.rm_blocks, unshuffle=cfg.rm_unshuffle)
+        self.tm = RestorerNet(cfg.tm_width, cfg.tm_mult, cfg.tm_blocks, unshuffle=cfg.tm_unshuffle)
         self.sde = StdEstimator(cfg.sde_width, cfg.sigma_max)
 
     def guide_sigmas(self, std: torch.Tensor, n: int | None = None) -> torch.Tensor:

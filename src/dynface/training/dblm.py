@@ -53,6 +53,7 @@ class DBLMTrainConfig:
     degradation: str = "diffbir"
     batch_size: int = 32
     lr: float = 5e-4
+    stage_lr: dict = field(default_factory=dict)  # optional per-stage overrides of lr, e.g. {sde: 1.0e-3}
     steps: dict = field(default_factory=lambda: {"rm": 3000, "sde": 1000, "tm": 2000})
     minutes: dict = field(default_factory=dict)  # optional per-stage time limits
     sde_sigma_max: float = 10.0
@@ -214,6 +215,10 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
     run = Path(out_dir)
     run.mkdir(parents=True, exist_ok=True)
     dcfg = cfg.dblm_config()
+    for name, per_stage in (("stage_lr", cfg.stage_lr), ("steps", cfg.steps), ("minutes", cfg.minutes)):
+        if set(per_stage) - set(STAGES):
+            raise ValueError(f"{name}: unknown stage(s) {', '.join(sorted(set(per_stage) - set(STAGES)))}; "
+                             f"the stages are {', '.join(STAGES)}")
     rank, world = dist_info()  # torchrun: data-parallel, gradients all-reduced every step
     dev = rank_device(device, rank)
     workers = degrade_workers(cfg.degrade_workers, dev)
@@ -273,13 +278,14 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
             if stage in opt_states:
                 opt.load_state_dict(opt_states[stage])
             total = cfg.steps.get(stage, 0)
+            base_lr = float(cfg.stage_lr.get(stage, cfg.lr))
             t_stage = time.time()
             acc = {"loss": 0.0, "l_img": 0.0, "l_std": 0.0, "label": 0.0, "k": 0}
             while progress[stage] < total and not stop.stop:
                 if cfg.minutes.get(stage) and time.time() - t_stage > cfg.minutes[stage] * 60:
                     break
                 step = progress[stage]
-                lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))  # cosine decay
+                lr = base_lr * 0.5 * (1 + math.cos(math.pi * step / max(1, total)))  # cosine decay
                 for g in opt.param_groups:
                     g["lr"] = lr
                 x = _batch(data, cfg.batch_size, cfg.hflip)
