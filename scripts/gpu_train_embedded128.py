@@ -255,6 +255,10 @@ def plan(args: argparse.Namespace) -> int:
         name = "dblm.safetensors" if need == "dblm" else "dsst.json"
         if "dgsa" in phases and need not in phases and not (Path(args.pack) / name).is_file():
             problems.append(f"dgsa without {need} needs {name} in the pack: pack with --reuse runs/e128/roundN")
+    carried_dblm = Path(args.pack) / "dblm.safetensors"
+    if "dblm" in phases and carried_dblm.is_file() and (why := dblm_mismatch(carried_dblm)):
+        problems.append(f"the dblm phase would continue the carried dblm.safetensors, but {why}: re-pack without "
+                        "--reuse (the DBLM then trains from scratch) or with a round trained on this config")
     if not 60 <= args.seconds <= 600 - TIMEOUT_SLACK:
         problems.append(f"seconds must be in [60, {600 - TIMEOUT_SLACK}] (one call runs at most 600 s)")
     rel = os.path.relpath(Path(args.pack).resolve(), ROOT)
@@ -267,6 +271,19 @@ def plan(args: argparse.Namespace) -> int:
     print("device-tool call:")
     print(json.dumps(call))
     return 1 if problems else 0
+
+
+def dblm_mismatch(path: Path) -> str | None:
+    """Why the device's dblm phase could not continue ``path`` (its architecture is not the config's), else None."""
+    from dynface.models.dblm import DBLMConfig
+    from dynface.models.io import read_metadata
+    from dynface.training.config import load_config
+    from dynface.training.dblm import DBLMTrainConfig
+
+    want = load_config(DBLMTrainConfig, CONFIGS[False] / "dblm.yaml").dblm_config()
+    have = DBLMConfig.from_dict(read_metadata(path).get("dblm", {}))
+    diff = [f"{k} {getattr(have, k)} (config: {getattr(want, k)})" for k in want.to_dict() if getattr(have, k) != getattr(want, k)]
+    return f"its architecture differs from configs/embedded-128/dblm.yaml: {', '.join(diff)}" if diff else None
 
 
 def parse_phases(s: str) -> tuple[str, ...]:

@@ -153,6 +153,17 @@ def test_gpu_script_smoke_round_trip(tmp_path, capsys):
     call = json.loads(text.split("device-tool call:")[1])
     assert call["command"] == "bash scripts/gpu_train_embedded128.sh 520 all" and call["timeout_s"] == 560
     assert rc == 1 and "pack there" in text
+    # a carried DBLM of another architecture (round 0's full-resolution RM) is refused before the call, not on the device
+    from dynface.models.io import save_safetensors
+
+    old_arch = dataclasses.replace(load_config(DBLMTrainConfig, CFG / "dblm.yaml").dblm_config(), rm_unshuffle=1,
+                                   tm_unshuffle=1)
+    save_safetensors({"w": torch.zeros(1)}, pack / "dblm.safetensors", metadata={"dblm": old_arch.to_dict()})
+    rc, text = _call(helper, capsys, ["plan", "520", "prior,dblm", "--pack", str(pack)])
+    assert rc == 1 and "rm_unshuffle 1 (config: 2), tm_unshuffle 1 (config: 2)" in text
+    rc, text = _call(helper, capsys, ["plan", "520", "prior,dgsa", "--pack", str(pack)])  # DGSA reads any DBLM file
+    assert "architecture differs" not in text
+    (pack / "dblm.safetensors").unlink()
 
     # round 0: every phase, as on the device
     out = tmp_path / "out"
