@@ -230,6 +230,25 @@ def test_dblm_stage_lr_overrides_one_stage(face_dir, tmp_path):
             train_dblm(bad, str(face_dir), str(tmp_path / "b"), stages=("rm",))
 
 
+def test_train_cli_refuses_to_start_afresh_over_a_checkpoint(face_dir, tmp_path, capsys):
+    """Without --resume, a run directory holding last.pt is refused: starting afresh there overwrote a trained RM
+    (session 8, `--stages sde,tm` into the RM's folder); with --resume it goes on."""
+    from dynface.cli import main
+
+    run = tmp_path / "run"
+    common = ["train", "dblm", "--data", str(face_dir), "--out", str(run), "--set", "preset=tiny", "--set", "batch_size=2",
+              "--set", "log_every=1"]
+    assert main([*common, "--set", "steps={rm: 2, sde: 1, tm: 1}", "--stages", "rm"]) == 0
+    before = (run / "dblm.safetensors").read_bytes()
+    capsys.readouterr()
+    assert main([*common, "--set", "steps={rm: 2, sde: 1, tm: 1}", "--stages", "sde,tm"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "holds a training checkpoint (last.pt): pass --resume" in err
+    assert (run / "dblm.safetensors").read_bytes() == before
+    assert main([*common, "--set", "steps={rm: 2, sde: 1, tm: 1}", "--stages", "sde,tm", "--resume"]) == 0
+    assert load_state_dict_file(run / "dblm.safetensors")[1]["progress"] == {"rm": 2, "sde": 1, "tm": 1}
+
+
 def test_std_star_labels_pick_the_smallest_hiding_blur():
     from dynface.models.dblm import DBLMConfig
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -71,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         overrides = _overrides(args.set)
+        if not args.resume and (Path(args.out) / "last.pt").is_file():  # a fresh start would overwrite it
+            raise ValueError(f"{args.out} holds a training checkpoint (last.pt): pass --resume to continue it, "
+                             "or give another --out")
         if args.what == "prior":
             from ..training.prior import PriorTrainConfig, train_prior
 
