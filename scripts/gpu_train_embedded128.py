@@ -142,9 +142,14 @@ def pack(args: argparse.Namespace) -> int:
         init_rel = "init.safetensors"
     elif init is not None:  # a committed EMA travels with the tree already
         init_rel = str(init.resolve().relative_to(ROOT))
+    dblm_in_tree = None
     for name in ("dblm.safetensors", "dsst.json"):  # reused by a call that trains DGSA only
-        if args.reuse and (Path(args.reuse) / name).is_file():
-            shutil.copyfile(Path(args.reuse) / name, dest / name)
+        src = Path(args.reuse) / name if args.reuse else None
+        if src is not None and src.is_file():
+            if name == "dblm.safetensors" and is_tracked(src):  # a committed DBLM travels with the tree: no copy
+                dblm_in_tree = str(src.resolve().relative_to(ROOT))
+                continue
+            shutil.copyfile(src, dest / name)
     if not (dest / "dsst.json").is_file() and args.size == 128 and (CONFIGS[False] / "dsst.json").is_file():
         shutil.copyfile(CONFIGS[False] / "dsst.json", dest / "dsst.json")  # built on the CPU from the same val faces
     cache_info = pack_compile_cache(args, dest)
@@ -191,6 +196,7 @@ def pack(args: argparse.Namespace) -> int:
             "webp_quality": WEBP_QUALITY, "init": init_rel, "init_images_seen": int(meta.get("images_seen", 0)),
             "val_faces": len(list((dest / "val").iterdir())),
             "reused": sorted(n for n in ("dblm.safetensors", "dsst.json") if (dest / n).is_file()),
+            "dblm_in_tree": dblm_in_tree,
             "compile_cache": cache_info or None}
     (dest / "pack.json").write_text(json.dumps(info, indent=1) + "\n")
     carried = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
@@ -253,11 +259,12 @@ def plan(args: argparse.Namespace) -> int:
         problems.append("dgsa needs a prior: none carried or committed")
     for need in ("dblm", "dsst"):
         name = "dblm.safetensors" if need == "dblm" else "dsst.json"
-        if "dgsa" in phases and need not in phases and not (Path(args.pack) / name).is_file():
+        have = carried_dblm(Path(args.pack)) if need == "dblm" else Path(args.pack) / name
+        if "dgsa" in phases and need not in phases and not (have is not None and have.is_file()):
             problems.append(f"dgsa without {need} needs {name} in the pack: pack with --reuse runs/e128/roundN")
-    carried_dblm = Path(args.pack) / "dblm.safetensors"
-    if "dblm" in phases and carried_dblm.is_file() and (why := dblm_mismatch(carried_dblm)):
-        problems.append(f"the dblm phase would continue the carried dblm.safetensors, but {why}: re-pack without "
+    dblm = carried_dblm(Path(args.pack))
+    if "dblm" in phases and dblm is not None and (why := dblm_mismatch(dblm)):
+        problems.append(f"the dblm phase would continue the carried {dblm.name}, but {why}: re-pack without "
                         "--reuse (the DBLM then trains from scratch) or with a round trained on this config")
     if not 60 <= args.seconds <= 600 - TIMEOUT_SLACK:
         problems.append(f"seconds must be in [60, {600 - TIMEOUT_SLACK}] (one call runs at most 600 s)")
@@ -271,6 +278,16 @@ def plan(args: argparse.Namespace) -> int:
     print("device-tool call:")
     print(json.dumps(call))
     return 1 if problems else 0
+
+
+def carried_dblm(pack: Path) -> Path | None:
+    """The DBLM a call continues (dblm phase) or gives DGSA: the pack's copy, else the committed one that ``pack --reuse``
+    named in pack.json (``dblm_in_tree``: it travels with the tree, so the pack holds no second copy), else None."""
+    if (pack / "dblm.safetensors").is_file():
+        return pack / "dblm.safetensors"
+    info = json.loads((pack / "pack.json").read_text()) if (pack / "pack.json").is_file() else {}
+    rel = info.get("dblm_in_tree")
+    return ROOT / rel if rel and (ROOT / rel).is_file() else None
 
 
 def dblm_mismatch(path: Path) -> str | None:
@@ -727,8 +744,8 @@ def phase_dblm(args, box: Outbox, seconds: float) -> None:
         dsst = box.work / "dsst.json" if (box.work / "dsst.json").is_file() else Path(args.pack) / "dsst.json"
         cfg = dataclasses.replace(cfg, label_dsst=str(dsst))
     run = Path(args.runs) / "dblm"
-    carried = Path(args.pack) / "dblm.safetensors"  # `pack --reuse`: go on training it (weights and stage progress)
-    if carried.is_file() and not (run / "last.pt").is_file():
+    carried = carried_dblm(Path(args.pack))  # `pack --reuse`: go on training it (weights and stage progress)
+    if carried is not None and not (run / "last.pt").is_file():
         cfg = dataclasses.replace(cfg, init_from=str(carried))
     t0 = time.time()
     path = train_dblm(cfg, str(Path(args.pack) / "faces"), str(run), resume=True, device=args.device)
@@ -751,7 +768,7 @@ def phase_dgsa(args, box: Outbox, seconds: float, prior: Path | None) -> None:
 
     pack = Path(args.pack)
     prior = prior or find_init(pack, json.loads((pack / "pack.json").read_text()))
-    dblm = box.work / "dblm.safetensors" if (box.work / "dblm.safetensors").is_file() else pack / "dblm.safetensors"
+    dblm = box.work / "dblm.safetensors" if (box.work / "dblm.safetensors").is_file() else carried_dblm(pack)
     dsst = box.work / "dsst.json" if (box.work / "dsst.json").is_file() else pack / "dsst.json"
     for what, p in (("prior", prior), ("dblm", dblm), ("dsst", dsst)):
         if p is None or not Path(p).is_file():

@@ -283,6 +283,30 @@ sys.exit(h.main(sys.argv[2:]))
 
 
 # ---- the compile cache carried between device machines (torch's "mega-cache") --------------------------------------
+def test_pack_names_the_committed_dblm_instead_of_copying_it(tmp_path, capsys):
+    """checkpoints/embedded-128/dblm.safetensors (git-tracked) travels with the tree: `pack --reuse` records its path
+    (no second copy in the 64 MiB), and plan and the device phases find it there; it is this config's architecture."""
+    helper = _helper()
+    committed = ROOT / "checkpoints" / "embedded-128" / "dblm.safetensors"
+    assert helper.is_tracked(committed) and helper.dblm_mismatch(committed) is None
+    _faces(tmp_path / "train", 4, 0)
+    _faces(tmp_path / "val", 2, 1)
+    pack = tmp_path / "pack"
+    rc, text = _call(helper, capsys, ["pack", "--data", str(tmp_path / "train"), "--val", str(tmp_path / "val"), "--dest",
+                                      str(pack), "--size", "32", "--shards", "1", "--no-auto-init", "--reuse",
+                                      str(committed.parent)])
+    info = json.loads(text.strip().splitlines()[-1])
+    assert rc == 0 and info["dblm_in_tree"] == "checkpoints/embedded-128/dblm.safetensors" and info["reused"] == []
+    assert not (pack / "dblm.safetensors").exists() and helper.carried_dblm(pack) == committed
+    for phases in ("prior,dblm", "dgsa"):  # continued by the dblm phase; DGSA-only calls have their DBLM
+        rc, text = _call(helper, capsys, ["plan", "520", phases, "--pack", str(pack)])
+        assert "architecture differs" not in text and "needs dblm.safetensors" not in text
+    (pack / "pack.json").write_text(json.dumps({**info, "dblm_in_tree": None}))
+    assert helper.carried_dblm(pack) is None
+    rc, text = _call(helper, capsys, ["plan", "520", "dgsa", "--pack", str(pack)])
+    assert "dgsa without dblm needs dblm.safetensors" in text
+
+
 def test_compile_cache_file_mismatch_and_damage_fall_back(tmp_path, capsys, monkeypatch):
     """The file round-trips; another torch or device, a damaged payload and bytes torch cannot read are each skipped
     with one log line (the caller then compiles as usual), never raised."""
