@@ -257,12 +257,12 @@ def plan(args: argparse.Namespace) -> int:
         problems.append(f"tree + carry = {total / 2**20:.1f} MiB > 64 MiB: re-pack with a smaller --budget-mib")
     if "dgsa" in phases and "prior" not in phases and not info.get("init"):
         problems.append("dgsa needs a prior: none carried or committed")
+    dblm = carried_dblm(Path(args.pack))
     for need in ("dblm", "dsst"):
         name = "dblm.safetensors" if need == "dblm" else "dsst.json"
-        have = carried_dblm(Path(args.pack)) if need == "dblm" else Path(args.pack) / name
+        have = dblm if need == "dblm" else Path(args.pack) / name
         if "dgsa" in phases and need not in phases and not (have is not None and have.is_file()):
             problems.append(f"dgsa without {need} needs {name} in the pack: pack with --reuse runs/e128/roundN")
-    dblm = carried_dblm(Path(args.pack))
     if "dblm" in phases and dblm is not None and (why := dblm_mismatch(dblm)):
         problems.append(f"the dblm phase would continue the carried {dblm.name}, but {why}: re-pack without "
                         "--reuse (the DBLM then trains from scratch) or with a round trained on this config")

@@ -216,8 +216,8 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
     run.mkdir(parents=True, exist_ok=True)
     dcfg = cfg.dblm_config()
     for name, per_stage in (("stage_lr", cfg.stage_lr), ("steps", cfg.steps), ("minutes", cfg.minutes)):
-        if set(per_stage) - set(STAGES):
-            raise ValueError(f"{name}: unknown stage(s) {', '.join(sorted(set(per_stage) - set(STAGES)))}; "
+        if unknown := sorted(set(per_stage) - set(STAGES)):
+            raise ValueError(f"{name}: unknown stage(s) {', '.join(unknown)}; "
                              f"the stages are {', '.join(STAGES)}")
     rank, world = dist_info()  # torchrun: data-parallel, gradients all-reduced every step
     dev = rank_device(device, rank)
