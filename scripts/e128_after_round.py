@@ -8,7 +8,8 @@ One resumable command for what docs/embedded-128_plan.md §5 does by hand on the
    did (``docs/results/embedded-128/calibration/README.md``), picked by :func:`choose_zeta`;
 3. package again with ``--zeta ζ`` into ``runs/e128/model_NAME_zetaζ``;
 4. the val table (a random 200 of val, ``gfpgan``, seed 0, 128 px) into ``docs/results/embedded-128``;
-5. the verdict (:func:`verdict`) against ``embedded-64``'s committed rows on the same pairs, written to
+5. the verdict (:func:`verdict`) against ``--reference``'s committed rows on the same pairs (since session 9 the
+   shipped ``embedded-128``'s val table; ``embedded-64``'s decided the first switch), written to
    ``docs/results/embedded-128/NAME_verdict.md`` and printed.
 
 Every step is skipped when its output exists (a crash resumes where it stopped); a packaged folder is checked
@@ -39,6 +40,9 @@ from dynface.outputs import UnsafePathError, output_path, plain_name  # noqa: E4
 
 RESULTS = ROOT / "docs" / "results" / "embedded-128"
 REFERENCE = RESULTS / "embedded-64_val128.json.gz"  # embedded-64's rows on round 0's val pairs, upsampled to 128
+# Since session 9 the shipped embedded-128 is the model to beat: its val table on the same pairs (the default --reference)
+SHIPPED = RESULTS / "cpu1_zeta2_val128.json.gz"
+SHIPPED_NAME = "embedded-128 (shipped)"
 PAIRS_WITNESS = RESULTS / "round0_val128.json.gz"  # a 128-px run on those pairs: its bicubic rows are their LQ
 DSST = ROOT / "configs" / "embedded-128" / "dsst.json"
 RUNS = ROOT / "runs" / "e128"
@@ -162,8 +166,10 @@ def _check(name: str, cand: float | None, other: float | None, ok_if: str, margi
             "delta": None if ok is None else cand - other, "ok": ok, "n_common": n}
 
 
-def verdict(candidate_rows, reference_rows, same_pairs: tuple[bool, list[str]] | None = None) -> dict:
-    """Does the candidate's ``full`` beat the reference's (embedded-64 upsampled, same pairs)? Issue 10's rule:
+def verdict(candidate_rows, reference_rows, same_pairs: tuple[bool, list[str]] | None = None,
+            ref_name: str = "embedded-64") -> dict:
+    """Does the candidate's ``full`` beat the reference's (``ref_name``: embedded-64 upsampled until embedded-128
+    shipped, then the shipped embedded-128; same pairs)? Issue 10's rule:
     lower FD, lower IDA (over the faces dlib scored in both rows when per-face numbers exist) and PSNR ≥ the
     reference's; plus ``same_pairs`` when given (its ok must hold). ``expectations``: the issue's other checks
     on the candidate alone (FD below the restorer and no_dgsa, IDA below fixed_start, PSNR within 1 dB of the
@@ -172,10 +178,10 @@ def verdict(candidate_rows, reference_rows, same_pairs: tuple[bool, list[str]] |
     cf, rf = c.get("full"), r.get("full")
     ida_c, ida_r, n_ida = common_means(cf, rf, "ida")
     criteria = [
-        _check("FD lower than embedded-64's", _mean(cf, "fd"), _mean(rf, "fd"), "lower", other_label="embedded-64 full"),
-        _check("IDA lower than embedded-64's", ida_c, ida_r, "lower", n=n_ida, other_label="embedded-64 full"),
-        _check("PSNR equal or better than embedded-64's", _mean(cf, "psnr"), _mean(rf, "psnr"), "geq",
-               other_label="embedded-64 full"),
+        _check(f"FD lower than {ref_name}'s", _mean(cf, "fd"), _mean(rf, "fd"), "lower", other_label=f"{ref_name} full"),
+        _check(f"IDA lower than {ref_name}'s", ida_c, ida_r, "lower", n=n_ida, other_label=f"{ref_name} full"),
+        _check(f"PSNR equal or better than {ref_name}'s", _mean(cf, "psnr"), _mean(rf, "psnr"), "geq",
+               other_label=f"{ref_name} full"),
     ]
     if same_pairs is not None:
         criteria.insert(0, {"name": "same val pairs as the reference", "ok": bool(same_pairs[0]),
@@ -244,16 +250,18 @@ def _mark(ok) -> str:
     return {True: "yes", False: "**no**", None: "not measured"}[ok]
 
 
-def verdict_markdown(v: dict, *, name: str, zeta: float, zeta_reason: str, calib: list[dict], context: list[str]) -> str:
+def verdict_markdown(v: dict, *, name: str, zeta: float, zeta_reason: str, calib: list[dict], context: list[str],
+                     ref_name: str = "embedded-64") -> str:
     """The verdict file: the ζ table, the ship criteria, the issue's expectations."""
     digits = {"FD": 2, "IDA": 4, "PSNR": 2}
     pairs = next((x["ok"] for x in v["criteria"] if x["name"].startswith("same val pairs")), None)
     where = {True: "on the same val pairs", False: "**on other val pairs: not comparable**",
              None: "(pairs not checked)"}[pairs]
-    lines = [f"# `embedded-128` {name}: does it beat `embedded-64`? (issue 10)", "",
+    ref_full = "`embedded-64`'s `full` upsampled to 128 px" if ref_name == "embedded-64" else f"`{ref_name}`'s `full`"
+    lines = [f"# `embedded-128` {name}: does it beat `{ref_name}`? (issue 10)", "",
              "\n\n".join(context), "",
              f"**Verdict: {'ships: switch the defaults (plan §5)' if v['ships'] else 'does not ship'}.** "
-             f"`full` (ζ = {zeta:g}) against `embedded-64`'s `full` upsampled to 128 px, {where}.", "",
+             f"`full` (ζ = {zeta:g}) against {ref_full}, {where}.", "",
              "## ζ on training faces", "",
              "| -w | ζ_eff | PSNR ↑ | Δ restorer | SSIM ↑ | FD ↓ |", "|---|---|---|---|---|---|"]
     if calib:
@@ -264,8 +272,9 @@ def verdict_markdown(v: dict, *, name: str, zeta: float, zeta_reason: str, calib
         lines.append(f"| {bold}{r['w']:g}{bold} | {z:g} | {r['psnr']:.2f} | {r['psnr'] - r['restorer_psnr']:+.2f} | "
                      f"{_f(r.get('ssim'), 4)} | {r['fd']:.2f} |")
     lines += ["", f"Rule (embedded-64's, fixed): the lowest FD within {PSNR_BOUND_DB} dB of the restorer's PSNR. "
-              f"Chosen: {zeta_reason}.", "", "## Ship rule: beat `embedded-64` on FD and IDA at equal or better PSNR", "",
-              "| criterion | 128 `full` | 64 `full` | Δ | met |", "|---|---|---|---|---|"]
+              f"Chosen: {zeta_reason}.", "", f"## Ship rule: beat `{ref_name}` on FD and IDA at equal or better PSNR", "",
+              f"| criterion | 128 `full` | {'64' if ref_name == 'embedded-64' else 'reference'} `full` | Δ | met |",
+              "|---|---|---|---|---|"]
     for x in v["criteria"]:
         if "candidate" not in x:
             lines.append(f"| {x['name']} | | | | {_mark(x['ok'])} |")
@@ -304,7 +313,8 @@ class Settings:
     val: Path = DATA / "val"
     results: Path = RESULTS  # val table and verdict; calibration under results/NAME_calibration
     runs: Path = RUNS  # model folders and work folders
-    reference: Path = REFERENCE
+    reference: Path = SHIPPED
+    reference_name: str = SHIPPED_NAME
     witness: Path | None = PAIRS_WITNESS
     smoke: bool = False
 
@@ -439,17 +449,17 @@ def val_args(s: Settings, model: Path) -> list[str]:
 def next_steps(s: Settings, ema: Path, model: Path, shipped: bool, written: list[Path]) -> list[str]:
     if s.smoke:
         return ["nothing: a --smoke run checks the machinery on a few faces and decides nothing; run without --smoke"]
-    steps = [f"cp {rel(ema)} checkpoints/embedded-128/prior.safetensors   # the EMA, once per round; update "
-             "checkpoints/embedded-128/README.md (images seen, round)",
-             "git add " + " ".join(rel(p) for p in written) + "   # the evidence (the lead commits)",
+    steps = ["git add " + " ".join(rel(p) for p in written) + "   # the evidence (the lead commits)",
              "docs/results/embedded-128/README.md and plan §6: the round's row, the table, the verdict"]
     if shipped:
-        steps += [f".venv/bin/python -m dynface.cli train package ... --zeta (as {rel(model)}) --card CARD.md "
-                  "--out src/dynface/weights/embedded-128   # plan §5: the switch, with the model card",
-                  "add \"embedded-128\" to registry.EMBEDDED; make it the default of from_pretrained, `dynface restore` "
-                  "and `dynface sample` (files of other helpers); embedded-64 stays as --model embedded-64"]
+        steps += [f".venv/bin/python -m dynface.cli train package --prior {rel(ema)} ... --zeta (as {rel(model)}) "
+                  "--color-fix wavelet --card CARD.md --out src/dynface/weights/embedded-128   # plan §5: re-package "
+                  "(this commits the EMA: the shipped prior is the one rounds resume from), with the model card "
+                  "(its val table, start steps, colour: benchmarks/colour.py), weights once per session"]
     else:
-        steps.append("keep training (plan §6): the defaults stay embedded-64")
+        steps += [f"keep training (plan §6): the shipped model stays ({s.reference_name} is not beaten)",
+                  f"keep {rel(ema)} (not committed: a second 128-px prior in git would put the tree over the device "
+                  "tool's 64 MiB); `pack` resumes from it, it has seen the most images (checkpoints/embedded-128/README.md)"]
     return steps
 
 
@@ -493,10 +503,10 @@ def run(s: Settings) -> int:
     print(f"[4/5] the val table: a random {s.val_limit} of {rel(s.val)}, gfpgan, seed 0, {SIZE} px", flush=True)
     val_json = quality(s.results, f"{tag}_val{SIZE}", VAL_METHODS, val_args(s, model))
 
-    print("[5/5] the verdict against embedded-64", flush=True)
+    print(f"[5/5] the verdict against {s.reference_name}", flush=True)
     cand_report, ref_report = load_report(val_json), load_report(s.reference)
     witness = load_report(s.witness) if s.witness is not None and s.witness.is_file() else None
-    v = verdict(rows_of(cand_report), rows_of(ref_report), same_pairs(cand_report, ref_report, witness))
+    v = verdict(rows_of(cand_report), rows_of(ref_report), same_pairs(cand_report, ref_report, witness), s.reference_name)
     context = [f"Written by `python scripts/e128_after_round.py` on {datetime.now(UTC).isoformat(timespec='seconds')}. "
                f"Candidate: `{rel(model)}`, packaged from `{rel(ema)}` (images seen "
                f"{ema_seen:,}) and `{rel(s.round_dir)}`'s DBLM and DGSA; val table "
@@ -504,7 +514,8 @@ def run(s: Settings) -> int:
     if s.smoke:
         context.append(f"**SMOKE RUN** ({s.calib_limit} training and {s.val_limit} val faces, {s.steps}): it checks "
                        "the machinery and decides nothing.")
-    md = verdict_markdown(v, name=s.name, zeta=zeta, zeta_reason=reason, calib=calib, context=context)
+    md = verdict_markdown(v, name=s.name, zeta=zeta, zeta_reason=reason, calib=calib, context=context,
+                          ref_name=s.reference_name)
     vpath = output_path(s.results, f"{s.name}_verdict.md")
     atomic_write_text(md, vpath)
     print(md, flush=True)
@@ -526,6 +537,11 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--train", type=Path, default=DATA / "train", help="training faces (default: ../shared/...)")
     ap.add_argument("--val", type=Path, default=DATA / "val", help="val faces (default: ../shared/...)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads of quality.py (default 2, as round 0)")
+    ap.add_argument("--reference", type=Path, default=SHIPPED, metavar="JSON",
+                    help=f"the val table to beat, on the same pairs (default: the shipped embedded-128's, {rel(SHIPPED)}; "
+                         f"embedded-64's: {rel(REFERENCE)})")
+    ap.add_argument("--reference-name", default=None, metavar="NAME",
+                    help=f"its name in the verdict (default: {SHIPPED_NAME!r} for the default reference, else the file's stem)")
     ap.add_argument("--smoke", action="store_true",
                     help="4 faces each, ddim10, everything under runs/e128/smoke/ (checks the machinery, decides nothing)")
     return ap
@@ -537,7 +553,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if any(x is not None and x < 2 for x in limits) or args.threads < 1:
         raise StepError("--calib-limit and --val-limit must be ≥ 2 (FD needs two faces), --threads ≥ 1")
     common = {"round_dir": args.round_dir.absolute(), "call2": args.call2.absolute() if args.call2 else None,
-              "name": name, "train": args.train.absolute(), "val": args.val.absolute(), "threads": args.threads}
+              "name": name, "train": args.train.absolute(), "val": args.val.absolute(), "threads": args.threads,
+              "reference": args.reference.absolute(),
+              "reference_name": args.reference_name or (SHIPPED_NAME if args.reference.absolute() == SHIPPED
+                                                        else "embedded-64" if args.reference.absolute() == REFERENCE
+                                                        else args.reference.name.split(".")[0])}
     if args.smoke:
         smoke = RUNS / "smoke"
         return Settings(**common, calib_limit=args.calib_limit or 4, val_limit=args.val_limit or 4, steps="ddim10",

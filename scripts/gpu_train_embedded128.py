@@ -56,9 +56,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACK = ROOT / ".gpu" / "e128"  # .gpu/ is git-ignored
 DEVICE_RUNS = ROOT / "runs" / "e128_device"  # kept on a warm device machine between calls (runs/ is ignored)
-# the in-progress EMA, committed once per round so that any later session resumes from it (outside the package:
-# it is not shipped until embedded-128 beats embedded-64; see checkpoints/embedded-128/README.md)
-COMMITTED = ROOT / "checkpoints" / "embedded-128" / "prior.safetensors"
+# the committed EMA that rounds resume from: since session 9 the shipped embedded-128's own prior (the tree has room
+# for one 128-px prior under the device tool's 64 MiB; see checkpoints/embedded-128/README.md). Its folder also holds
+# the DBLM that `pack --reuse src/dynface/weights/embedded-128` names instead of copying.
+SHIPPED = ROOT / "src" / "dynface" / "weights" / "embedded-128"
+COMMITTED = SHIPPED / "prior.safetensors"
 UNPACKED = ROOT / "runs" / "e128"  # unpack destinations: runs/e128/roundN
 CONFIGS = {False: ROOT / "configs" / "embedded-128", True: ROOT / "configs" / "embedded-128-smoke"}
 PHASES = ("prior", "dsst", "dblm", "dgsa")

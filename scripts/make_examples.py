@@ -1,13 +1,13 @@
 """Make the demo inputs shipped in ``src/dynface/examples/`` — nothing from ../shared.
 
 * the astronaut's face (``skimage.data.astronaut()``, public domain: NASA), detected and aligned to the
-  ``utkface64`` template at 64 px (the model's working size), and a grey copy;
-* faces sampled from our own embedded prior (DDIM, fixed seed, the picked indices), at 64 px;
+  ``utkface64`` template at the default model's working size (128 px for ``embedded-128``), and a grey copy;
+* faces sampled from our own embedded prior (DDIM, fixed seed, the picked indices), at that size;
 
 each degraded with the ``gfpgan`` preset at a fixed seed (so the demo inputs are reproducible). Run after
-the embedded prior is trained:
+the default model is trained:
 
-    python scripts/make_examples.py [--prior src/dynface/weights/embedded-64/prior.safetensors]
+    python scripts/make_examples.py [--prior src/dynface/weights/embedded-128/prior.safetensors --pick 5,7]
 """
 
 from __future__ import annotations
@@ -21,47 +21,49 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "src" / "dynface" / "examples"
-SIZE = 64  # the embedded model's working size: the preset's blur and downsampling then act on the model's own pixels
 
 
-def astronaut_crop() -> np.ndarray:
+def astronaut_crop(size: int) -> np.ndarray:
     from skimage.data import astronaut
 
     from dynface.faces import FaceDetector, estimate_affine, template_for, warp_face
 
     img = astronaut()
     face = FaceDetector().detect(img)[0]
-    return warp_face(img, estimate_affine(face.landmarks, template_for("utkface64", SIZE)), SIZE, border="reflect")
+    return warp_face(img, estimate_affine(face.landmarks, template_for("utkface64", size)), size, border="reflect")
 
 
-def prior_samples(prior: Path, n: int, seed: int) -> list[np.ndarray]:
+def prior_samples(prior: Path, n: int, seed: int, size: int) -> list[np.ndarray]:
     from dynface.diffusion import GaussianDiffusion
     from dynface.pipeline import load_prior, prior_schedule
     from dynface.training.prior import sample_grid
 
     unet, meta = load_prior(prior)
     x = sample_grid(unet, GaussianDiffusion.from_config(prior_schedule(meta, unet)), n, unet.cfg.image_size, steps=100, seed=seed)
-    x = torch.nn.functional.interpolate(x, size=(SIZE, SIZE), mode="bicubic", align_corners=False)
+    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bicubic", align_corners=False)
     return list(((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
 
 
 def main() -> int:
     from dynface.degrade import degrade
+    from dynface.registry import DEFAULT_MODEL, WEIGHTS_DIR
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--prior", default=str(ROOT / "src/dynface/weights/embedded-64/prior.safetensors"))
+    ap.add_argument("--prior", default=str(WEIGHTS_DIR / DEFAULT_MODEL / "prior.safetensors"))
+    ap.add_argument("--size", type=int, default=128,
+                    help="the default model's working size: the preset's blur and downsampling then act on its own pixels")
     ap.add_argument("--seed", type=int, default=7, help="degradation seed")
-    ap.add_argument("--sample-seed", type=int, default=0, help="prior noise seed (the grid of docs/results/prior_samples_64.png)")
-    ap.add_argument("--pick", default="0,4,6",
+    ap.add_argument("--sample-seed", type=int, default=0, help="prior noise seed")
+    ap.add_argument("--pick", default="5,7",
                     help="which of the seed's first samples to ship (natural colours; the prior is under-trained "
                          "and some samples have colour casts)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    astro = astronaut_crop()
+    astro = astronaut_crop(args.size)
     clean = {"astronaut": astro, "astronaut_gray": np.repeat(np.asarray(Image.fromarray(astro).convert("L"))[..., None], 3, axis=2)}
     if Path(args.prior).exists():
         pick = [int(i) for i in args.pick.split(",")]
-        samples = prior_samples(Path(args.prior), max(pick) + 1, args.sample_seed)
+        samples = prior_samples(Path(args.prior), max(pick) + 1, args.sample_seed, args.size)
         for i in pick:
             clean[f"prior_sample{i}"] = samples[i]
     x = torch.from_numpy(np.stack(list(clean.values()))).permute(0, 3, 1, 2).float() / 255

@@ -106,6 +106,23 @@ def test_verdict_ships_only_when_every_criterion_holds(ar, round0):
     assert v["ships"] is False and next(c for c in v["criteria"] if c["name"].startswith("IDA"))["ok"] is None
 
 
+def test_the_shipped_embedded128_is_the_reference_to_beat(ar):
+    """Since session 9 a round must beat the shipped embedded-128 (its committed val table, on the same pairs);
+    --reference names another table, and the verdict names whichever it is."""
+    default = ar.settings_from_args(ar.build_parser().parse_args(["runs/e128/x", "--name", "x"]))
+    assert default.reference == ar.SHIPPED and default.reference_name == ar.SHIPPED_NAME
+    assert ar.SHIPPED.is_file() and set(ar.rows_of(ar.load_report(ar.SHIPPED))) >= {"restorer_only", "no_dgsa", "full"}
+    old = ar.settings_from_args(ar.build_parser().parse_args(["runs/e128/x", "--name", "x", "--reference", str(ar.REFERENCE)]))
+    assert (old.reference, old.reference_name) == (ar.REFERENCE, "embedded-64")
+    shipped = ar.load_report(ar.SHIPPED)
+    same = ar.verdict(ar.rows_of(shipped), ar.rows_of(shipped), ref_name=ar.SHIPPED_NAME)
+    assert same["ships"] is False  # a tie is not a win: FD and IDA must be lower
+    assert [c["name"] for c in same["criteria"]][0] == f"FD lower than {ar.SHIPPED_NAME}'s"
+    md = ar.verdict_markdown(same, name="x", zeta=2, zeta_reason="r", calib=[], context=[], ref_name=ar.SHIPPED_NAME)
+    assert md.startswith(f"# `embedded-128` x: does it beat `{ar.SHIPPED_NAME}`?")
+    assert "beat `embedded-64`" not in md and "64 `full`" not in md and "embedded-64's `full`" not in md
+
+
 def test_same_pairs(ar, round0):
     z2, ref = round0["z2"], round0["ref"]
     ok, notes = ar.same_pairs(z2, ref, z2)
@@ -180,7 +197,8 @@ def _settings(ar, tmp_path: Path, call2: bool = True):
     for d in ("train", "val"):
         (tmp_path / d).mkdir(exist_ok=True)
     return ar.Settings(round_dir=rnd, call2=c2 if call2 else None, name="round1", train=tmp_path / "train",
-                       val=tmp_path / "val", results=tmp_path / "results", runs=tmp_path / "runs")
+                       val=tmp_path / "val", results=tmp_path / "results", runs=tmp_path / "runs",
+                       reference=ar.REFERENCE, reference_name="embedded-64")  # round 0's replay: the first switch's rule
 
 
 def test_steps_order_skip_and_resume(ar, round0, tmp_path, monkeypatch, capsys):
@@ -211,7 +229,7 @@ def test_steps_order_skip_and_resume(ar, round0, tmp_path, monkeypatch, capsys):
     assert "does not ship" in md and "| FD lower than embedded-64's | 102.39 | 69.71 | +32.69 | **no** |" in md
     assert "LQ images match" in md and "upsampled to 128 px, on the same val pairs." in md
     out = capsys.readouterr().out
-    assert "checkpoints/embedded-128/prior.safetensors" in out and "registry.EMBEDDED" not in out
+    assert "not committed" in out and "round1_call2/prior.safetensors" in out and "train package" not in out
 
     fake.calls.clear()  # everything exists: nothing runs, the same verdict is written again
     assert ar.run(s) == 0 and fake.calls == []

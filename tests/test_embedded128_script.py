@@ -284,10 +284,13 @@ sys.exit(h.main(sys.argv[2:]))
 
 # ---- the compile cache carried between device machines (torch's "mega-cache") --------------------------------------
 def test_pack_names_the_committed_dblm_instead_of_copying_it(tmp_path, capsys):
-    """checkpoints/embedded-128/dblm.safetensors (git-tracked) travels with the tree: `pack --reuse` records its path
-    (no second copy in the 64 MiB), and plan and the device phases find it there; it is this config's architecture."""
+    """The shipped embedded-128's DBLM (git-tracked) travels with the tree: `pack --reuse` records its path (no second
+    copy in the 64 MiB), and plan and the device phases find it there; it is this config's architecture. The shipped
+    prior is the EMA that rounds resume from."""
     helper = _helper()
-    committed = ROOT / "checkpoints" / "embedded-128" / "dblm.safetensors"
+    committed = ROOT / "src" / "dynface" / "weights" / "embedded-128" / "dblm.safetensors"
+    assert helper.COMMITTED == committed.parent / "prior.safetensors" and helper.is_tracked(helper.COMMITTED)
+    assert helper.newest_ema([]) in (helper.COMMITTED, *sorted(helper.UNPACKED.glob("round*/prior.safetensors")))
     assert helper.is_tracked(committed) and helper.dblm_mismatch(committed) is None
     _faces(tmp_path / "train", 4, 0)
     _faces(tmp_path / "val", 2, 1)
@@ -296,7 +299,8 @@ def test_pack_names_the_committed_dblm_instead_of_copying_it(tmp_path, capsys):
                                       str(pack), "--size", "32", "--shards", "1", "--no-auto-init", "--reuse",
                                       str(committed.parent)])
     info = json.loads(text.strip().splitlines()[-1])
-    assert rc == 0 and info["dblm_in_tree"] == "checkpoints/embedded-128/dblm.safetensors" and info["reused"] == []
+    assert rc == 0 and info["dblm_in_tree"] == "src/dynface/weights/embedded-128/dblm.safetensors"
+    assert info["reused"] == ["dsst.json"]  # small: copied
     assert not (pack / "dblm.safetensors").exists() and helper.carried_dblm(pack) == committed
     for phases in ("prior,dblm", "dgsa"):  # continued by the dblm phase; DGSA-only calls have their DBLM
         rc, text = _call(helper, capsys, ["plan", "520", phases, "--pack", str(pack)])

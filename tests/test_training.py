@@ -154,9 +154,12 @@ def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst):
     assert r.restore([np.zeros((40, 40, 3), np.uint8)]).images[0].shape == (32, 32, 3)
     # a calibrated default ζ stored by the packager wins over the training ζ; explicit overrides win over both
     package_model(tmp_path / "model_cal", prior, dblm_path, tmp_path / "dsst.json", dgsa_path, zeta=0.4, steps="ddim50",
-                  guidance="x0")
-    cal = DynFaceRestorer.from_pretrained(tmp_path / "model_cal").cfg.sampler
+                  guidance="x0", color_fix="wavelet")
+    cal_r = DynFaceRestorer.from_pretrained(tmp_path / "model_cal")
+    cal = cal_r.cfg.sampler
     assert (cal.zeta, cal.steps, cal.guidance) == (0.4, "ddim50", "x0")  # the model's default steps and gradient too
+    assert cal_r.cfg.color_fix == "wavelet"  # and its colour fix (none stored: none)
+    assert DynFaceRestorer.from_pretrained(tmp_path / "model").cfg.color_fix == "none"
     assert DynFaceRestorer.from_pretrained(tmp_path / "model").cfg.sampler.steps == "ddim250"  # none stored: the sampler's
     over = DynFaceRestorer.from_pretrained(tmp_path / "model_cal", zeta=0.7, steps="ddim10", guidance="unet").cfg.sampler
     assert (over.zeta, over.steps, over.guidance) == (0.7, "ddim10", "unet")
@@ -164,6 +167,10 @@ def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst):
         package_model(tmp_path / "model_bad", prior, dblm_path, tmp_path / "dsst.json", None, zeta=0.4)
     with pytest.raises(ValueError, match="--guidance must be one of unet, x0, prox"):
         package_model(tmp_path / "model_bad", prior, dblm_path, tmp_path / "dsst.json", dgsa_path, guidance="none")
+    with pytest.raises(ValueError, match="--color-fix must be one of none, wavelet, adain"):
+        package_model(tmp_path / "model_bad", prior, dblm_path, tmp_path / "dsst.json", dgsa_path, color_fix="auto")
+    with pytest.raises(ValueError, match="--dgsa"):
+        package_model(tmp_path / "model_bad", prior, dblm_path, tmp_path / "dsst.json", None, color_fix="wavelet")
     with pytest.raises(ValueError, match="unusable steps"):
         package_model(tmp_path / "model_bad", prior, dblm_path, tmp_path / "dsst.json", dgsa_path, steps="fast")
 

@@ -1,6 +1,6 @@
 """Keep a face's own detail above the model's resolution (``--detail keep``).
 
-The restorer works at ``size`` px (64 for ``embedded-64``); a face that was larger than that in the input comes
+The restorer works at ``size`` px (128 for ``embedded-128``, 64 for ``embedded-64``); a face that was larger than that in the input comes
 back without the detail the input had above the model's Nyquist frequency. :func:`merge_detail` splits both images
 at that frequency and takes the low band from the restoration and the high band from the input:
 

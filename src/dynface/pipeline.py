@@ -138,7 +138,7 @@ def load_dblm(path: Path | None, restorer: str | Path | None, size: int, mode: s
 
 
 class DynFaceRestorer:
-    """Restore aligned faces: ``DynFaceRestorer.from_pretrained("embedded-64").restore(faces)``."""
+    """Restore aligned faces: ``DynFaceRestorer.from_pretrained("embedded-128").restore(faces)``."""
 
     def __init__(
         self,

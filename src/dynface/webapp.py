@@ -533,7 +533,7 @@ def _pair(before: Path, after: Path, view: Path, name: str) -> list[str]:
 
 
 def _enlarged(src: Path, dst: Path, side: int = 192) -> str:
-    """Small maps (64 px) shown crisp: enlarged with nearest neighbour for the page."""
+    """Small maps (the model's size, 64–128 px) shown crisp: enlarged with nearest neighbour for the page."""
     from PIL import Image
 
     im = Image.open(src).convert("RGB")
@@ -610,7 +610,7 @@ def build_app(app: WebApp):
                 run = gr.Button("Restore", variant="primary", elem_id="restore")
                 samples = app.example_files()
                 gr.Examples([[p, True] for p in samples], inputs=[pasted, aligned], visible_columns=[0],
-                            examples_per_page=8, label="Samples (aligned 64-px crops): click one, then Restore",
+                            examples_per_page=8, label="Samples (aligned crops at the default model's size): click one, then Restore",
                             elem_id="samples")
             with gr.Column(scale=3, min_width=420):
                 status = gr.Markdown("", elem_id="status")

@@ -23,7 +23,7 @@ in one folder, by extension (``a.jpg``, ``a.png`` → ``a_jpg``, ``a_png``). Fol
 .png/.jpg/.jpeg/.webp/.bmp/.tif/.tiff/.gif files (GIF and multi-page TIFF: the first frame, with a note).
 
 **Aligned crops.** ``--aligned`` hands the crops to the model as they are (resized to its resolution), so they
-must be framed like its training data (the embedded 64-px model: UTKFace crops, template ``utkface64``).
+must be framed like its training data (the embedded models: UTKFace crops, template ``utkface64`` at 128 or 64 px).
 Crops far from square (sides differing by more than ×1.25) or smaller than 16 px are refused. A crop larger than
 the model comes back at its own size: with ``--detail keep`` (default) the restoration's band below the model's
 Nyquist frequency and the crop's own detail above it; ``--detail restored``: the restoration upscaled (Lanczos).

@@ -47,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--steps", default=None, help="the model's default sampler steps (e.g. ddim50); default: ddim250")
     k.add_argument("--guidance", default=None, choices=("unet", "x0", "prox"),
                    help="the model's default guidance gradient; default: unet (the paper's ∂/∂x_t)")
+    k.add_argument("--color-fix", default=None, metavar="wavelet|adain|none",
+                   help="the model's default low-frequency colour fix (when it measurably helps); default: none")
     k.set_defaults(func=run_package)
     c = tsub.add_parser("card", help="rewrite a model folder's MODEL_CARD.md notes, keeping (and checking) its files table")
     c.add_argument("--model", required=True, help="model folder")
@@ -124,7 +126,7 @@ def run_package(args: argparse.Namespace) -> int:
         notes = open(args.card).read() if args.card else None
         infos = package_model(args.out, args.prior, args.dblm, args.dsst, args.dgsa, fp16=not args.fp32, template=args.template,
                               card_notes=notes, zeta=args.zeta, steps=args.steps,
-                              guidance=args.guidance)
+                              guidance=args.guidance, color_fix=args.color_fix)
     except (ModelLoadError, FileNotFoundError, ValueError) as e:
         print(f"dynface train package: error: {e}", file=sys.stderr)
         return 2

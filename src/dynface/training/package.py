@@ -34,7 +34,8 @@ def _copy_weights(src: Path, dst: Path, fp16: bool, extra_meta: dict | None = No
 
 def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: str | Path, dgsa: str | Path | None = None,
                   fp16: bool = True, template: str = "utkface64", card_notes: str | None = None,
-                  zeta: float | None = None, steps: str | None = None, guidance: str | None = None) -> list[dict]:
+                  zeta: float | None = None, steps: str | None = None, guidance: str | None = None,
+                  color_fix: str | None = None) -> list[dict]:
     """Write prior/dblm/dgsa safetensors and dsst.json into ``out``; returns one info dict per file.
 
     ``zeta``: the sampler's default guidance strength for this model (stored in the DGSA metadata as
@@ -42,12 +43,17 @@ def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: st
     sampler steps (``sampler.steps``; else the sampler's ``ddim250``), e.g. the fewest that lose nothing on val.
     ``guidance``: the model's default guidance gradient (``sampler.guidance``: ``unet``, the paper's ∂/∂x_t, else
     ``x0``/``prox``), when the val table showed the cheaper one is worth its (small) cost for this model.
+    ``color_fix``: the model's default low-frequency colour fix (``restore.color_fix``: ``wavelet``/``adain``/
+    ``none``; a model without it restores with ``none``), when ``benchmarks/colour.py`` showed that it helps.
     """
+    from ..colorfix import COLOR_FIXES
     from ..jobs import validate_steps
     from ..sampler import GUIDANCE_KINDS
 
-    if (zeta, steps, guidance) != (None, None, None) and not dgsa:
-        raise ValueError("--zeta, --steps and --guidance are stored with the DGSA weights: give --dgsa too")
+    if (zeta, steps, guidance, color_fix) != (None, None, None, None) and not dgsa:
+        raise ValueError("--zeta, --steps, --guidance and --color-fix are stored with the DGSA weights: give --dgsa too")
+    if color_fix is not None and color_fix not in COLOR_FIXES:
+        raise ValueError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
     if zeta is not None and not zeta > 0:
         raise ValueError(f"--zeta must be positive, got {zeta}")
     guided = [g for g in GUIDANCE_KINDS if g != "none"]
@@ -60,7 +66,10 @@ def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: st
     infos = [_copy_weights(Path(prior), out / "prior.safetensors", fp16, {"template": template}),
              _copy_weights(Path(dblm), out / "dblm.safetensors", fp16)]
     if dgsa:
-        infos.append(_copy_weights(Path(dgsa), out / "dgsa.safetensors", fp16, {"sampler": sampler} if sampler else None))
+        meta = {"sampler": sampler} if sampler else {}
+        if color_fix is not None:
+            meta["restore"] = {"color_fix": color_fix}
+        infos.append(_copy_weights(Path(dgsa), out / "dgsa.safetensors", fp16, meta))
     shutil.copyfile(dsst, out / "dsst.json")
     infos.append({"file": "dsst.json"})
     for info in infos:
