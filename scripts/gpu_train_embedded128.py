@@ -301,7 +301,7 @@ def dblm_mismatch(path: Path) -> str | None:
 
     want = load_config(DBLMTrainConfig, CONFIGS[False] / "dblm.yaml").dblm_config()
     have = DBLMConfig.from_dict(read_metadata(path).get("dblm", {}))
-    diff = [f"{k} {getattr(have, k)} (config: {getattr(want, k)})" for k in want.to_dict() if getattr(have, k) != getattr(want, k)]
+    diff = have.differences(want)  # the same comparison the dblm phase's init_from makes (training.dblm._load_init)
     return f"its architecture differs from configs/embedded-128/dblm.yaml: {', '.join(diff)}" if diff else None
 
 

@@ -160,7 +160,7 @@ def test_gpu_script_smoke_round_trip(tmp_path, capsys):
                                    tm_unshuffle=1)
     save_safetensors({"w": torch.zeros(1)}, pack / "dblm.safetensors", metadata={"dblm": old_arch.to_dict()})
     rc, text = _call(helper, capsys, ["plan", "520", "prior,dblm", "--pack", str(pack)])
-    assert rc == 1 and "rm_unshuffle 1 (config: 2), tm_unshuffle 1 (config: 2)" in text
+    assert rc == 1 and "rm_unshuffle 1 (wanted: 2), tm_unshuffle 1 (wanted: 2)" in text
     rc, text = _call(helper, capsys, ["plan", "520", "prior,dgsa", "--pack", str(pack)])  # DGSA reads any DBLM file
     assert "architecture differs" not in text
     (pack / "dblm.safetensors").unlink()

@@ -220,7 +220,7 @@ def test_dblm_continues_from_an_exported_file(face_dir, tmp_path):
     assert any(not torch.equal(sd_a[k], sd_c[k]) for k in sd_a if k.startswith("rm."))  # the third RM step trained
     assert all(torch.equal(sd_a[k], sd_c[k]) for k in sd_a if not k.startswith("rm."))
     wider = DBLMTrainConfig(preset="tiny", dblm={"rm_width": 16}, batch_size=2, init_from=str(first))
-    with pytest.raises(ValueError, match="architecture differs"):
+    with pytest.raises(ValueError, match=r"architecture differs from the config's \(rm_width \d+ \(wanted: 16\)\)"):
         train_dblm(wider, str(face_dir), str(tmp_path / "d"), stages=("rm",))
 
 

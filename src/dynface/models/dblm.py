@@ -57,6 +57,11 @@ class DBLMConfig:
         d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**d)
 
+    def differences(self, wanted: DBLMConfig) -> list[str]:
+        """The fields in which this architecture differs from ``wanted``, as ``"name have (wanted: want)"``."""
+        return [f"{k} {getattr(self, k)} (wanted: {getattr(wanted, k)})" for k in wanted.__dataclass_fields__
+                if getattr(self, k) != getattr(wanted, k)]
+
     def to_working(self, sigma_ref: torch.Tensor) -> torch.Tensor:
         """σ in ref pixels → σ in working pixels."""
         return sigma_ref * (self.size / self.ref_size)

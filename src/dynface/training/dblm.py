@@ -202,8 +202,9 @@ def _batch(data: torch.Tensor, bs: int, hflip: bool) -> torch.Tensor:
 def _load_init(trained: torch.nn.Module, dcfg: DBLMConfig, path: str) -> dict[str, int]:
     """Load an exported DBLM file into ``trained`` (strict; same architecture) and return its stage progress."""
     sd, meta = load_state_dict_file(path)
-    if DBLMConfig.from_dict(meta.get("dblm", {})) != dcfg:
-        raise ValueError(f"{path}: its DBLM architecture differs from the config's; cannot continue from it")
+    if diff := DBLMConfig.from_dict(meta.get("dblm", {})).differences(dcfg):
+        raise ValueError(f"{path}: its DBLM architecture differs from the config's ({', '.join(diff)}); "
+                         "cannot continue from it")
     load_checked(trained, sd, name=path)
     return {k: int(v) for k, v in meta.get("progress", {}).items() if k in STAGES}
 
