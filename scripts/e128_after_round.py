@@ -552,12 +552,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     limits = (args.calib_limit, args.val_limit)
     if any(x is not None and x < 2 for x in limits) or args.threads < 1:
         raise StepError("--calib-limit and --val-limit must be ≥ 2 (FD needs two faces), --threads ≥ 1")
+    reference = args.reference.absolute()
+    known = {SHIPPED: SHIPPED_NAME, REFERENCE: "embedded-64"}
     common = {"round_dir": args.round_dir.absolute(), "call2": args.call2.absolute() if args.call2 else None,
               "name": name, "train": args.train.absolute(), "val": args.val.absolute(), "threads": args.threads,
-              "reference": args.reference.absolute(),
-              "reference_name": args.reference_name or (SHIPPED_NAME if args.reference.absolute() == SHIPPED
-                                                        else "embedded-64" if args.reference.absolute() == REFERENCE
-                                                        else args.reference.name.split(".")[0])}
+              "reference": reference,
+              "reference_name": args.reference_name or known.get(reference, reference.name.split(".")[0])}
     if args.smoke:
         smoke = RUNS / "smoke"
         return Settings(**common, calib_limit=args.calib_limit or 4, val_limit=args.val_limit or 4, steps="ddim10",

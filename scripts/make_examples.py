@@ -50,8 +50,9 @@ def main() -> int:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--prior", default=str(WEIGHTS_DIR / DEFAULT_MODEL / "prior.safetensors"))
-    ap.add_argument("--size", type=int, default=128,
-                    help="the default model's working size: the preset's blur and downsampling then act on its own pixels")
+    ap.add_argument("--size", type=int, default=None,
+                    help="working size (default: the prior's, 128 for embedded-128): the preset's blur and "
+                         "downsampling then act on the model's own pixels")
     ap.add_argument("--seed", type=int, default=7, help="degradation seed")
     ap.add_argument("--sample-seed", type=int, default=0, help="prior noise seed")
     ap.add_argument("--pick", default="5,7",
@@ -59,6 +60,12 @@ def main() -> int:
                          "and some samples have colour casts)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    if args.size is None:
+        from dynface.models.io import read_metadata
+
+        if not Path(args.prior).exists():
+            ap.error(f"no prior at {args.prior}: give --size for the astronaut alone")
+        args.size = int(read_metadata(args.prior)["unet"]["image_size"])
     astro = astronaut_crop(args.size)
     clean = {"astronaut": astro, "astronaut_gray": np.repeat(np.asarray(Image.fromarray(astro).convert("L"))[..., None], 3, axis=2)}
     if Path(args.prior).exists():

@@ -167,7 +167,7 @@ def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst):
         package_model(tmp_path / "model_bad", prior, dblm_path, tmp_path / "dsst.json", None, zeta=0.4)
     with pytest.raises(ValueError, match="--guidance must be one of unet, x0, prox"):
         package_model(tmp_path / "model_bad", prior, dblm_path, tmp_path / "dsst.json", dgsa_path, guidance="none")
-    with pytest.raises(ValueError, match="--color-fix must be one of none, wavelet, adain"):
+    with pytest.raises(ValueError, match="unknown colour fix 'auto'; choose from none, wavelet, adain"):
         package_model(tmp_path / "model_bad", prior, dblm_path, tmp_path / "dsst.json", dgsa_path, color_fix="auto")
     with pytest.raises(ValueError, match="--dgsa"):
         package_model(tmp_path / "model_bad", prior, dblm_path, tmp_path / "dsst.json", None, color_fix="wavelet")

@@ -46,14 +46,14 @@ def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: st
     ``color_fix``: the model's default low-frequency colour fix (``restore.color_fix``: ``wavelet``/``adain``/
     ``none``; a model without it restores with ``none``), when ``benchmarks/colour.py`` showed that it helps.
     """
-    from ..colorfix import COLOR_FIXES
+    from ..colorfix import check_color_fix
     from ..jobs import validate_steps
     from ..sampler import GUIDANCE_KINDS
 
     if (zeta, steps, guidance, color_fix) != (None, None, None, None) and not dgsa:
         raise ValueError("--zeta, --steps, --guidance and --color-fix are stored with the DGSA weights: give --dgsa too")
-    if color_fix is not None and color_fix not in COLOR_FIXES:
-        raise ValueError(f"--color-fix must be one of {', '.join(COLOR_FIXES)}, got {color_fix!r}")
+    if color_fix is not None:
+        check_color_fix(color_fix)
     if zeta is not None and not zeta > 0:
         raise ValueError(f"--zeta must be positive, got {zeta}")
     guided = [g for g in GUIDANCE_KINDS if g != "none"]
