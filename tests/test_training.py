@@ -123,7 +123,7 @@ def test_ddp_two_cpu_processes(face_dir, tmp_path):
     assert len(rows) == 3  # rank 0 alone writes the log
 
 
-def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst):
+def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst, monkeypatch):
     cfg = DBLMTrainConfig(preset="tiny", batch_size=2, steps={"rm": 2, "sde": 2, "tm": 2}, log_every=1)
     dblm_path = train_dblm(cfg, str(face_dir), str(tmp_path / "dblm"))
     stages = [r["stage"] for r in _rows(tmp_path / "dblm" / "log.csv")]
@@ -139,6 +139,23 @@ def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst):
                            zeta=1.5)
     dgsa_path = train_dgsa(dcfg, str(face_dir), str(tmp_path / "dgsa"))
     assert len(_rows(tmp_path / "dgsa" / "log.csv")) == 2
+    # bf16: both passes of the frozen UNet run under bf16 autocast (and only with it), the step still trains
+    from dynface.models.unet import UNetModel
+
+    autocast_seen, forward = [], UNetModel.forward
+
+    def spy(self, x, t):
+        autocast_seen.append(torch.is_autocast_enabled("cpu"))
+        return forward(self, x, t)
+
+    monkeypatch.setattr(UNetModel, "forward", spy)
+    train_dgsa(DGSATrainConfig(**{**dcfg.__dict__, "bf16": True}), str(face_dir), str(tmp_path / "dgsa_bf16"))
+    assert autocast_seen == [True] * 4  # 2 steps × (x_t, x_{t−Δ})
+    bf16_loss, fp32_loss = (float(_rows(tmp_path / d / "log.csv")[0]["loss"]) for d in ("dgsa_bf16", "dgsa"))
+    assert abs(bf16_loss - fp32_loss) < 0.05 * fp32_loss  # the same first batch, nearly the same loss
+    autocast_seen.clear()
+    train_dgsa(DGSATrainConfig(**{**dcfg.__dict__, "steps": 1}), str(face_dir), str(tmp_path / "dgsa_fp32"))
+    assert autocast_seen == [False, False]
 
     infos = package_model(tmp_path / "model", prior, dblm_path, tmp_path / "dsst.json", dgsa_path)
     assert {i["file"] for i in infos} == {"prior.safetensors", "dblm.safetensors", "dgsa.safetensors", "dsst.json"}

@@ -61,6 +61,7 @@ class DGSATrainConfig:
     threads: int = 0
     degrade_workers: int = 0  # threads for the CPU half of the degradations; 0: auto (training.loop.degrade_workers)
     data_limit: int = 0
+    bf16: bool = False  # autocast the frozen UNet's two passes (as the sampler's bf16): ×0.6 the step time on 2 bf16 CPU cores
 
 
 def load_frozen(cfg: DGSATrainConfig) -> tuple[UNetModel, DBLM, DSSTTable, ScheduleConfig]:
@@ -129,7 +130,9 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
             src = torch.where((torch.rand(b).to(dev) < cfg.start_mix)[:, None, None, None], x, d.guides[:, 0])
             xt = diffusion.q_sample(src, t).requires_grad_(True)
             w = active_guides(t, join)
-            eps, _ = diffusion.split_output(unet(xt, t), 3)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                out = unet(xt, t)
+            eps, _ = diffusion.split_output(out.float(), 3)
             x0 = diffusion.x0_from_eps(xt, t, eps).clamp(-1, 1)
             gl = guidance_loss(residuals(x0, d.guides, d.sigmas * scale), w)
             (grad,) = torch.autograd.grad(gl.sum(), xt)
@@ -140,7 +143,9 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
                     step_vec = step_vec * (diffusion.alpha_bar(t, xt) * diffusion.alpha_bar(tp, xt)).sqrt()
             a_map = model(combined_guide(d.guides, w), x0.detach(), t)
             x_prev = x_unguided - a_map * step_vec
-            eps2, _ = diffusion.split_output(unet(x_prev, tp), 3)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                out = unet(x_prev, tp)
+            eps2, _ = diffusion.split_output(out.float(), 3)
             x0_prev = diffusion.x0_from_eps(x_prev, tp, eps2)
             l_swt = swt_l1(x0_prev, x, cfg.swt_levels, cfg.gammas)
             l_d = filterbank_dists(x0_prev, x).mean()
