@@ -143,19 +143,38 @@ def _mean(row: dict | None, metric: str) -> float | None:
 def common_means(a: dict | None, b: dict | None, metric: str) -> tuple[float | None, float | None, int | None]:
     """Means of ``metric`` over the faces scored in both rows when both carry per-face numbers (n = how many),
     else the rows' own means (n = None)."""
-    pa, pb = (None if r is None else r.get("per_face") for r in (a, b))
-    if pa and pb:
-        keys = [k for k in pa if k in pb and _finite(pa[k].get(metric)) and _finite(pb[k].get(metric))]
-        if keys:
-            return (sum(pa[k][metric] for k in keys) / len(keys), sum(pb[k][metric] for k in keys) / len(keys),
-                    len(keys))
+    keys = _common_faces(a, b, metric)
+    if keys is None:
+        return _mean(a, metric), _mean(b, metric), None
+    if not keys:
         return None, None, 0
-    return _mean(a, metric), _mean(b, metric), None
+    pa, pb = a["per_face"], b["per_face"]
+    return sum(pa[k][metric] for k in keys) / len(keys), sum(pb[k][metric] for k in keys) / len(keys), len(keys)
+
+
+def _common_faces(a: dict | None, b: dict | None, metric: str) -> list[str] | None:
+    """The faces with a finite ``metric`` in both rows; None when a row carries no per-face numbers."""
+    pa, pb = (None if r is None else r.get("per_face") for r in (a, b))
+    if not (pa and pb):
+        return None
+    return [k for k in pa if k in pb and _finite(pa[k].get(metric)) and _finite(pb[k].get(metric))]
+
+
+def paired_se(a: dict | None, b: dict | None, metric: str) -> float | None:
+    """Standard error of the per-face differences a − b over the common faces (None without per-face numbers or
+    with fewer than 2 common faces): how far a mean Δ of a per-face metric stands from noise."""
+    keys = _common_faces(a, b, metric)
+    if not keys or len(keys) < 2:
+        return None
+    d = [a["per_face"][k][metric] - b["per_face"][k][metric] for k in keys]
+    m = sum(d) / len(d)
+    return math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d))
 
 
 def _check(name: str, cand: float | None, other: float | None, ok_if: str, margin: float = 0.0,
-           n: int | None = None, other_label: str = "") -> dict:
-    """``ok_if``: 'lower' (cand < other), 'geq' (cand ≥ other − margin)."""
+           n: int | None = None, other_label: str = "", se: float | None = None) -> dict:
+    """``ok_if``: 'lower' (cand < other), 'geq' (cand ≥ other − margin). ``se``: the paired standard error of
+    the difference (:func:`paired_se`), reported beside Δ; it does not change ``ok``."""
     if cand is None or other is None:
         ok = None
     elif ok_if == "lower":
@@ -163,7 +182,7 @@ def _check(name: str, cand: float | None, other: float | None, ok_if: str, margi
     else:
         ok = cand >= other - margin
     return {"name": name, "candidate": cand, "other": other, "other_label": other_label,
-            "delta": None if ok is None else cand - other, "ok": ok, "n_common": n}
+            "delta": None if ok is None else cand - other, "ok": ok, "n_common": n, "se": se}
 
 
 def verdict(candidate_rows, reference_rows, same_pairs: tuple[bool, list[str]] | None = None,
@@ -179,9 +198,10 @@ def verdict(candidate_rows, reference_rows, same_pairs: tuple[bool, list[str]] |
     ida_c, ida_r, n_ida = common_means(cf, rf, "ida")
     criteria = [
         _check(f"FD lower than {ref_name}'s", _mean(cf, "fd"), _mean(rf, "fd"), "lower", other_label=f"{ref_name} full"),
-        _check(f"IDA lower than {ref_name}'s", ida_c, ida_r, "lower", n=n_ida, other_label=f"{ref_name} full"),
+        _check(f"IDA lower than {ref_name}'s", ida_c, ida_r, "lower", n=n_ida, other_label=f"{ref_name} full",
+               se=paired_se(cf, rf, "ida")),
         _check(f"PSNR equal or better than {ref_name}'s", _mean(cf, "psnr"), _mean(rf, "psnr"), "geq",
-               other_label=f"{ref_name} full"),
+               other_label=f"{ref_name} full", se=paired_se(cf, rf, "psnr")),
     ]
     if same_pairs is not None:
         criteria.insert(0, {"name": "same val pairs as the reference", "ok": bool(same_pairs[0]),
@@ -192,9 +212,11 @@ def verdict(candidate_rows, reference_rows, same_pairs: tuple[bool, list[str]] |
                other_label="restorer_only"),
         _check("full FD below no_dgsa's", _mean(cf, "fd"), _mean(c.get("no_dgsa"), "fd"), "lower",
                other_label="no_dgsa"),
-        _check("full IDA below fixed_start's", ida_f, ida_fs, "lower", n=n_fs, other_label="fixed_start"),
+        _check("full IDA below fixed_start's", ida_f, ida_fs, "lower", n=n_fs, other_label="fixed_start",
+               se=paired_se(cf, c.get("fixed_start"), "ida")),
         _check(f"full PSNR within {PSNR_EXPECTED_DB:g} dB of the restorer's", _mean(cf, "psnr"),
-               _mean(c.get("restorer_only"), "psnr"), "geq", margin=PSNR_EXPECTED_DB, other_label="restorer_only"),
+               _mean(c.get("restorer_only"), "psnr"), "geq", margin=PSNR_EXPECTED_DB, other_label="restorer_only",
+               se=paired_se(cf, c.get("restorer_only"), "psnr")),
     ]
     return {"ships": all(x["ok"] is True for x in criteria), "criteria": criteria, "expectations": expectations}
 
@@ -250,6 +272,13 @@ def _mark(ok) -> str:
     return {True: "yes", False: "**no**", None: "not measured"}[ok]
 
 
+def _delta(x: dict, digits: int) -> str:
+    """Δ of a check, with ± its paired standard error where per-face numbers gave one."""
+    if x["delta"] is None:
+        return "–"
+    return f"{x['delta']:+.{digits}f}" + (f" ± {x['se']:.{digits}f}" if x.get("se") is not None else "")
+
+
 def verdict_markdown(v: dict, *, name: str, zeta: float, zeta_reason: str, calib: list[dict], context: list[str],
                      ref_name: str = "embedded-64") -> str:
     """The verdict file: the ζ table, the ship criteria, the issue's expectations."""
@@ -281,8 +310,8 @@ def verdict_markdown(v: dict, *, name: str, zeta: float, zeta_reason: str, calib
             continue
         d = digits[x["name"].split()[0]]
         n = f" ({x['n_common']} common faces)" if x.get("n_common") is not None else ""
-        delta = "–" if x["delta"] is None else f"{x['delta']:+.{d}f}"
-        lines.append(f"| {x['name']}{n} | {_f(x['candidate'], d)} | {_f(x['other'], d)} | {delta} | {_mark(x['ok'])} |")
+        lines.append(f"| {x['name']}{n} | {_f(x['candidate'], d)} | {_f(x['other'], d)} | {_delta(x, d)} | "
+                     f"{_mark(x['ok'])} |")
     notes = [note for x in v["criteria"] for note in x.get("notes", [])]
     if notes:
         lines += ["", *(f"- {note}" for note in notes)]
@@ -291,9 +320,11 @@ def verdict_markdown(v: dict, *, name: str, zeta: float, zeta_reason: str, calib
     for x in v["expectations"]:
         d = digits[x["name"].split()[1]]
         n = f" ({x['n_common']} common faces)" if x.get("n_common") is not None else ""
-        delta = "–" if x["delta"] is None else f"{x['delta']:+.{d}f}"
         lines.append(f"| {x['name']}{n} | {_f(x['candidate'], d)} | {_f(x['other'], d)} ({x['other_label']}) | "
-                     f"{delta} | {_mark(x['ok'])} |")
+                     f"{_delta(x, d)} | {_mark(x['ok'])} |")
+    if any(x.get("se") is not None for x in v["criteria"] + v["expectations"]):
+        lines += ["", "± is the standard error of the per-face differences over the faces both rows scored (FD is "
+                  "one number per set and has none); it is reported, the rules above do not use it."]
     return "\n".join(lines) + "\n"
 
 

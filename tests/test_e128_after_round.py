@@ -87,6 +87,27 @@ def test_verdict_round0_does_not_ship(ar, round0):
     assert exp["full PSNR within 1 dB of the restorer's"]["delta"] == pytest.approx(-0.14, abs=0.01)
 
 
+def test_paired_standard_errors_beside_the_deltas(ar, round0):
+    """IDA's and PSNR's Δ carry the standard error of the per-face differences (numpy's, over the common faces);
+    rows without per-face numbers get none, and the rules do not use it."""
+    import numpy as np
+
+    cf, rf = round0["cand"]["full"], ar.rows_of(round0["ref"])["full"]
+    keys = [k for k in cf["per_face"] if k in rf["per_face"] and cf["per_face"][k].get("ida") is not None
+            and rf["per_face"][k].get("ida") is not None]
+    d = np.array([cf["per_face"][k]["ida"] - rf["per_face"][k]["ida"] for k in keys])
+    assert ar.paired_se(cf, rf, "ida") == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)), rel=1e-9)
+    v = ar.verdict(round0["cand"], ar.rows_of(round0["ref"]))
+    crit = {c["name"].split()[0]: c for c in v["criteria"]}
+    assert crit["IDA"]["se"] == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)), rel=1e-9) and crit["FD"]["se"] is None
+    assert 0 < crit["PSNR"]["se"] < abs(crit["PSNR"]["delta"])
+    md = ar.verdict_markdown(v, name="round0", zeta=0.2, zeta_reason="r", calib=[], context=[])
+    assert f"{crit['IDA']['delta']:+.4f} ± {crit['IDA']['se']:.4f}" in md and "standard error" in md
+    bare = copy.deepcopy(cf)
+    bare["per_face"] = None
+    assert ar.paired_se(bare, rf, "ida") is None
+
+
 def test_verdict_ships_only_when_every_criterion_holds(ar, round0):
     cand = copy.deepcopy(round0["cand"])
     ref = ar.rows_of(round0["ref"])
