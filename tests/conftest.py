@@ -20,3 +20,12 @@ def astronaut_face() -> np.ndarray:
 def tiny_dsst():
     """A DSST table for 32-px tiny models, built analytically from the astronaut face."""
     return astronaut_dsst(32)
+
+
+@pytest.fixture(scope="session")
+def tiny_random(tiny_dsst):
+    """The ``tiny`` preset restorer (random weights, seed 0, 32 px) with :func:`tiny_dsst`; tests take a copy with their
+    own settings via ``with_config`` (which shares these networks and leaves this one unchanged)."""
+    from dynface.pipeline import DynFaceRestorer
+
+    return DynFaceRestorer.from_preset("tiny", dsst=tiny_dsst)

@@ -88,11 +88,11 @@ def _tiny_faces(astronaut_face):
     return degrade(x, "gfpgan", seed=3)[0]
 
 
-def test_pipeline_color_fix_pulls_the_colours_to_the_restorer(astronaut_face, tiny_dsst):
-    from dynface.pipeline import DynFaceRestorer, RestoreConfig
+def test_pipeline_color_fix_pulls_the_colours_to_the_restorer(astronaut_face, tiny_random):
+    from dynface.pipeline import RestoreConfig
 
     y = _tiny_faces(astronaut_face)
-    base = DynFaceRestorer.from_preset("tiny", dsst=tiny_dsst).with_config(steps="ddim10")
+    base = tiny_random.with_config(steps="ddim10")
     plain = base.restore(y, seed=0)
     fixed = base.with_config(color_fix="wavelet").restore(y, seed=0)
     assert [r["color_fix"] for r in plain.records + fixed.records] == ["none"] * 2 + ["wavelet"] * 2

@@ -17,10 +17,8 @@ from dynface.jobs import FileResult, Progress, RestoreSettings, face_seed, plan_
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_dsst):
-    from dynface.pipeline import DynFaceRestorer
-
-    return DynFaceRestorer.from_preset("tiny", dsst=tiny_dsst).with_config(steps="ddim10")
+def tiny(tiny_random):
+    return tiny_random.with_config(steps="ddim10")
 
 
 @pytest.fixture(scope="module")

@@ -30,10 +30,8 @@ def _variant(k: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_dsst):
-    from dynface.pipeline import DynFaceRestorer
-
-    return DynFaceRestorer.from_preset("tiny", dsst=tiny_dsst).with_config(steps="ddim5")
+def tiny(tiny_random):
+    return tiny_random.with_config(steps="ddim5")
 
 
 @pytest.fixture(scope="module")
