@@ -1,0 +1,57 @@
+"""scripts/contact_sheet.py: columns from folders, rows from the common names, each cell the right image."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "contact_sheet.py"
+
+
+@pytest.fixture(scope="module")
+def cs():
+    spec = importlib.util.spec_from_file_location("contact_sheet", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sheet_layout_and_cells(cs, tmp_path):
+    colours = {"a": (255, 0, 0), "b": (0, 0, 255)}
+    for col, rgb in colours.items():
+        (tmp_path / col).mkdir()
+        for k in range(4):
+            shade = tuple(int(v * (k + 1) / 4) for v in rgb)
+            Image.new("RGB", (40, 40), shade).save(tmp_path / col / f"f{k}.png")
+    (tmp_path / "a" / "only_here.png").write_bytes((tmp_path / "a" / "f0.png").read_bytes())
+    (tmp_path / "maps").mkdir()  # a template column: maps/NAME_dgsa.png
+    for k in range(4):
+        Image.new("RGB", (40, 40), (0, 60 * k, 0)).save(tmp_path / "maps" / f"f{k}_dgsa.png")
+    Image.new("RGB", (40, 40)).save(tmp_path / "maps" / "f0_guide0.png")
+    out = tmp_path / "sheet.png"
+    assert cs.main(["--out", str(out), "--every", "2", "--size", "32", f"A={tmp_path / 'a'}", f"B={tmp_path / 'b'}",
+                    f"M={tmp_path / 'maps' / '{name}_dgsa.png'}"]) == 0
+    sheet = np.asarray(Image.open(out))
+    assert sheet.shape == (16 + 2 * 32, 3 * 32, 3)  # rows f0 and f2 (only_here is not in B), label strip on top
+    for r, k in enumerate((0, 2)):
+        for c, rgb in enumerate([*colours.values(), None]):
+            cell = sheet[16 + r * 32 + 16, c * 32 + 16].astype(int)
+            want = [0, 60 * k, 0] if c == 2 else [int(v * (k + 1) / 4) for v in rgb]
+            assert np.abs(cell - want).max() <= 2
+
+
+def test_bad_arguments_exit_2(cs, tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "a" / "f0.png")
+    for args in ([f"A={tmp_path / 'nope'}"], [str(tmp_path / "a")], ["--names", "f9", f"A={tmp_path / 'a'}"]):
+        with pytest.raises(SystemExit) as e:
+            cs.main(["--out", str(tmp_path / "s.png"), *args])
+        assert e.value.code == 2
+    assert "missing in some column: f9" in capsys.readouterr().err
+    assert not (tmp_path / "s.png").exists()
