@@ -585,9 +585,12 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise StepError("--calib-limit and --val-limit must be ≥ 2 (FD needs two faces), --threads ≥ 1")
     reference = args.reference.absolute()
     known = {SHIPPED: SHIPPED_NAME, REFERENCE: "embedded-64"}
+    # the LQ witness: a 128-px run on the reference's pairs with a bicubic row; the shipped table is its own
+    # (embedded-64's bicubic row is at 64 px, so round 0's run witnesses its pairs); another table has none
+    witnesses = {SHIPPED: SHIPPED, REFERENCE: PAIRS_WITNESS}
     common = {"round_dir": args.round_dir.absolute(), "call2": args.call2.absolute() if args.call2 else None,
               "name": name, "train": args.train.absolute(), "val": args.val.absolute(), "threads": args.threads,
-              "reference": reference,
+              "reference": reference, "witness": witnesses.get(reference),
               "reference_name": args.reference_name or known.get(reference, reference.name.split(".")[0])}
     if args.smoke:
         smoke = RUNS / "smoke"

@@ -132,9 +132,16 @@ def test_the_shipped_embedded128_is_the_reference_to_beat(ar):
     --reference names another table, and the verdict names whichever it is."""
     default = ar.settings_from_args(ar.build_parser().parse_args(["runs/e128/x", "--name", "x"]))
     assert default.reference == ar.SHIPPED and default.reference_name == ar.SHIPPED_NAME
+    # the shipped table witnesses its own LQ images: session 10's DGSA candidate was degraded on the same pairs
+    assert default.witness == ar.SHIPPED
+    cpu2 = ar.load_report(ar.RESULTS / "cpu2_zeta1_val128.json.gz")
+    ok, notes = ar.same_pairs(cpu2, ar.load_report(ar.SHIPPED), ar.load_report(default.witness))
+    assert ok and any(n.startswith("LQ images match") and "(200 faces)" in n for n in notes), notes
     assert ar.SHIPPED.is_file() and set(ar.rows_of(ar.load_report(ar.SHIPPED))) >= {"restorer_only", "no_dgsa", "full"}
     old = ar.settings_from_args(ar.build_parser().parse_args(["runs/e128/x", "--name", "x", "--reference", str(ar.REFERENCE)]))
-    assert (old.reference, old.reference_name) == (ar.REFERENCE, "embedded-64")
+    assert (old.reference, old.reference_name, old.witness) == (ar.REFERENCE, "embedded-64", ar.PAIRS_WITNESS)
+    other = ar.settings_from_args(ar.build_parser().parse_args(["runs/e128/x", "--name", "x", "--reference", "t.json"]))
+    assert other.witness is None
     shipped = ar.load_report(ar.SHIPPED)
     same = ar.verdict(ar.rows_of(shipped), ar.rows_of(shipped), ref_name=ar.SHIPPED_NAME)
     assert same["ships"] is False  # a tie is not a win: FD and IDA must be lower
