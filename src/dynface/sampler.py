@@ -99,6 +99,14 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def unet_eps(unet, diffusion, x: torch.Tensor, t: torch.Tensor, precision: str = "fp32", channels: int = 3) -> torch.Tensor:
+    """ε of ``unet`` at (x, t), computed under ``precision``'s autocast and returned in fp32 (the learned-range
+    variance half of the output, if any, dropped): how the sampler, and DGSA training after it, call the prior."""
+    with _autocast(x.device, precision):
+        out = unet(x, t)
+    return diffusion.split_output(out.float(), channels)[0]
+
+
 def guided_sample(
     unet: torch.nn.Module,
     diffusion: GaussianDiffusion,
@@ -152,9 +160,7 @@ def guided_sample(
         need_grad = cfg.guidance == "unet"
         xa.requires_grad_(need_grad)
         with torch.set_grad_enabled(need_grad):
-            with _autocast(dev, cfg.precision):
-                out = unet(xa, t)
-            eps, _ = diffusion.split_output(out.float(), channels)
+            eps = unet_eps(unet, diffusion, xa, t, cfg.precision, channels)
             x0 = diffusion.x0_from_eps(xa, t, eps)
             if cfg.clip_x0:
                 x0 = x0.clamp(-1, 1)

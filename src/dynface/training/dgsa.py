@@ -29,7 +29,7 @@ from ..models.dgsa import DGSA, DGSAConfig
 from ..models.io import save_safetensors
 from ..models.unet import UNetModel
 from ..pipeline import load_dblm, load_prior, prior_schedule
-from ..sampler import SamplerConfig
+from ..sampler import SamplerConfig, unet_eps
 from .data import load_face_tensor
 from .dblm import _batch
 from .loop import Checkpointer, CSVLog, StopFlag, degrade_workers, rng_state, set_rng_state
@@ -100,6 +100,7 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
     scale = dblm.cfg.size / dblm.cfg.ref_size
     data = load_face_tensor(data_dir, size, cache_dir=run / "cache", limit=cfg.data_limit or None).to(dev)
     log = CSVLog(run / "log.csv", ["step", "time", "loss", "swt", "dists", "map_mean", "lr"])
+    precision = "bf16" if cfg.bf16 else "fp32"  # the frozen UNet's passes (unet_eps)
     stop = StopFlag()
     t0 = t_start = time.time()
     acc = {"loss": 0.0, "swt": 0.0, "dists": 0.0, "map": 0.0, "k": 0}
@@ -130,9 +131,7 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
             src = torch.where((torch.rand(b).to(dev) < cfg.start_mix)[:, None, None, None], x, d.guides[:, 0])
             xt = diffusion.q_sample(src, t).requires_grad_(True)
             w = active_guides(t, join)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                out = unet(xt, t)
-            eps, _ = diffusion.split_output(out.float(), 3)
+            eps = unet_eps(unet, diffusion, xt, t, precision)
             x0 = diffusion.x0_from_eps(xt, t, eps).clamp(-1, 1)
             gl = guidance_loss(residuals(x0, d.guides, d.sigmas * scale), w)
             (grad,) = torch.autograd.grad(gl.sum(), xt)
@@ -143,9 +142,7 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
                     step_vec = step_vec * (diffusion.alpha_bar(t, xt) * diffusion.alpha_bar(tp, xt)).sqrt()
             a_map = model(combined_guide(d.guides, w), x0.detach(), t)
             x_prev = x_unguided - a_map * step_vec
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                out = unet(x_prev, tp)
-            eps2, _ = diffusion.split_output(out.float(), 3)
+            eps2 = unet_eps(unet, diffusion, x_prev, tp, precision)
             x0_prev = diffusion.x0_from_eps(x_prev, tp, eps2)
             l_swt = swt_l1(x0_prev, x, cfg.swt_levels, cfg.gammas)
             l_d = filterbank_dists(x0_prev, x).mean()
