@@ -44,6 +44,10 @@ REFERENCE = RESULTS / "embedded-64_val128.json.gz"  # embedded-64's rows on roun
 SHIPPED = RESULTS / "cpu1_zeta2_val128.json.gz"
 SHIPPED_NAME = "embedded-128 (shipped)"
 PAIRS_WITNESS = RESULTS / "round0_val128.json.gz"  # a 128-px run on those pairs: its bicubic rows are their LQ
+# The known references: their name in the verdict and their LQ witness (a 128-px run on the reference's pairs with a
+# bicubic row). The shipped table is its own witness; embedded-64's bicubic row is at 64 px, so round 0's run
+# witnesses its pairs. Another --reference table has neither (its file's stem, no LQ comparison).
+KNOWN_REFERENCES: dict[Path, tuple[str, Path]] = {SHIPPED: (SHIPPED_NAME, SHIPPED), REFERENCE: ("embedded-64", PAIRS_WITNESS)}
 DSST = ROOT / "configs" / "embedded-128" / "dsst.json"
 RUNS = ROOT / "runs" / "e128"
 DATA = ROOT.parent / "shared" / "data" / "utkface"
@@ -346,8 +350,12 @@ class Settings:
     runs: Path = RUNS  # model folders and work folders
     reference: Path = SHIPPED
     reference_name: str = SHIPPED_NAME
-    witness: Path | None = PAIRS_WITNESS
     smoke: bool = False
+
+    @property
+    def witness(self) -> Path | None:
+        """The reference's LQ witness (:data:`KNOWN_REFERENCES`), None for another table."""
+        return KNOWN_REFERENCES.get(self.reference, ("", None))[1]
 
     @property
     def work(self) -> Path:
@@ -584,14 +592,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     if any(x is not None and x < 2 for x in limits) or args.threads < 1:
         raise StepError("--calib-limit and --val-limit must be ≥ 2 (FD needs two faces), --threads ≥ 1")
     reference = args.reference.absolute()
-    known = {SHIPPED: SHIPPED_NAME, REFERENCE: "embedded-64"}
-    # the LQ witness: a 128-px run on the reference's pairs with a bicubic row; the shipped table is its own
-    # (embedded-64's bicubic row is at 64 px, so round 0's run witnesses its pairs); another table has none
-    witnesses = {SHIPPED: SHIPPED, REFERENCE: PAIRS_WITNESS}
+    known_name = KNOWN_REFERENCES.get(reference, (reference.name.split(".")[0], None))[0]
     common = {"round_dir": args.round_dir.absolute(), "call2": args.call2.absolute() if args.call2 else None,
               "name": name, "train": args.train.absolute(), "val": args.val.absolute(), "threads": args.threads,
-              "reference": reference, "witness": witnesses.get(reference),
-              "reference_name": args.reference_name or known.get(reference, reference.name.split(".")[0])}
+              "reference": reference, "reference_name": args.reference_name or known_name}
     if args.smoke:
         smoke = RUNS / "smoke"
         return Settings(**common, calib_limit=args.calib_limit or 4, val_limit=args.val_limit or 4, steps="ddim10",
