@@ -40,8 +40,9 @@ from dynface.outputs import UnsafePathError, output_path, plain_name  # noqa: E4
 
 RESULTS = ROOT / "docs" / "results" / "embedded-128"
 REFERENCE = RESULTS / "embedded-64_val128.json.gz"  # embedded-64's rows on round 0's val pairs, upsampled to 128
-# Since session 9 the shipped embedded-128 is the model to beat: its val table on the same pairs (the default --reference)
-SHIPPED = RESULTS / "cpu1_zeta2_val128.json.gz"
+# Since session 9 the shipped embedded-128 is the model to beat: its val table on the same pairs (the default
+# --reference; session 9's model: cpu1_zeta2_val128, since session 11: cpu3_zeta1_val128)
+SHIPPED = RESULTS / "cpu3_zeta1_val128.json.gz"
 SHIPPED_NAME = "embedded-128 (shipped)"
 PAIRS_WITNESS = RESULTS / "round0_val128.json.gz"  # a 128-px run on those pairs: its bicubic rows are their LQ
 # The known references: their name in the verdict and their LQ witness (a 128-px run on the reference's pairs with a

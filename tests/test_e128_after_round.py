@@ -149,6 +149,11 @@ def test_the_shipped_embedded128_is_the_reference_to_beat(ar):
     md = ar.verdict_markdown(same, name="x", zeta=2, zeta_reason="r", calib=[], context=[], ref_name=ar.SHIPPED_NAME)
     assert md.startswith(f"# `embedded-128` x: does it beat `{ar.SHIPPED_NAME}`?")
     assert "beat `embedded-64`" not in md and "64 `full`" not in md and "embedded-64's `full`" not in md
+    # session 11's candidate (the continued RM, ζ = 1) beat session 9's shipped table and became the shipped one
+    session9 = ar.load_report(ar.RESULTS / "cpu1_zeta2_val128.json.gz")
+    v11 = ar.verdict(ar.rows_of(shipped), ar.rows_of(session9), ar.same_pairs(shipped, session9, session9),
+                     ref_name=ar.SHIPPED_NAME)
+    assert v11["ships"] is True and all(c["ok"] for c in v11["criteria"]), v11["criteria"]
 
 
 def test_same_pairs(ar, round0):
