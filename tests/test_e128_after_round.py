@@ -5,25 +5,19 @@ from __future__ import annotations
 
 import copy
 import gzip
-import importlib.util
 import json
 import struct
-import sys
 from pathlib import Path
 
 import pytest
+from _helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "e128_after_round.py"
 
 
 @pytest.fixture(scope="module")
 def ar():
-    spec = importlib.util.spec_from_file_location("e128_after_round", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses look their module up
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("e128_after_round")
 
 
 @pytest.fixture(scope="module")

@@ -2,28 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _helpers import load_script
 from PIL import Image
 
 from dynface.models.dblm import DBLM, DBLMConfig
 from dynface.models.io import save_safetensors
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "rm_val.py"
-
 
 @pytest.fixture(scope="module")
 def rv():
-    spec = importlib.util.spec_from_file_location("rm_val", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("rm_val")
 
 
 def _dblm_file(path: Path, shift: float) -> Path:
