@@ -57,13 +57,10 @@ def score(files: list[Path], x: torch.Tensor, y: torch.Tensor, batch: int = 16) 
 
 def table(rows: list[Row]) -> str:
     lines = ["| restorer | L1 ↓ | PSNR ↑ (dB) | Δ PSNR against the first file |", "|---|---|---|---|"]
-    first = rows[1] if len(rows) > 1 else None
-    for r in rows:
+    for i, r in enumerate(rows):  # rows[0]: the input, rows[1]: the first file (the baseline of the Δ column)
         m, se = mean_se(r.psnr)
-        delta = ""
-        if first is not None and r is not first and r.name != "input":
-            d, dse = mean_se(r.psnr - first.psnr)
-            delta = f"{d:+.3f} ± {dse:.3f}"
+        d, dse = mean_se(r.psnr - rows[1].psnr) if i >= 2 else (None, None)
+        delta = f"{d:+.3f} ± {dse:.3f}" if d is not None else ""
         lines.append(f"| {r.name} | {r.l1:.4f} | {m:.2f} ± {se:.2f} | {delta} |")
     return "\n".join(lines)
 
