@@ -2,10 +2,11 @@
 
 Every file is scored on the same faces and the same degradations (one seed), next to the input's own row, so a
 continued RM and the shipped one are compared in one run. The numbers of docs/results/embedded-128/rm_recipe.md
-("continued on the CPU") came from
+("continued on the CPU") came from session 8's shipped DBLM against session 11's (the shipped one since):
 
-    OMP_NUM_THREADS=2 python scripts/rm_val.py src/dynface/weights/embedded-128/dblm.safetensors \\
-        runs/e128/cpu3_dblm/dblm.safetensors --limit 64 --seed 123
+    git show 5a9feb1:src/dynface/weights/embedded-128/dblm.safetensors > /tmp/dblm_session8.safetensors
+    OMP_NUM_THREADS=2 python scripts/rm_val.py /tmp/dblm_session8.safetensors \\
+        src/dynface/weights/embedded-128/dblm.safetensors --limit 64 --seed 123
 
 L1 is over images in [−1, 1]; PSNR (dB, peak-to-peak 2) is the mean over faces of each face's PSNR, with its
 standard error, and the paired difference against the first file.
