@@ -12,12 +12,13 @@ from types import ModuleType
 import numpy as np
 from PIL import Image
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def load_script(name: str) -> ModuleType:
-    """``scripts/NAME.py`` imported as module ``NAME`` (registered in ``sys.modules``: dataclasses look it up)."""
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
+def load_script(name: str, folder: str = "scripts") -> ModuleType:
+    """``FOLDER/NAME.py`` (``FOLDER`` relative to the repository root: ``scripts``, ``benchmarks``, ``tests/data``)
+    imported as module ``NAME`` (registered in ``sys.modules``: dataclasses look it up)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     sys.modules[name] = mod
     spec.loader.exec_module(mod)

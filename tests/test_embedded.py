@@ -126,13 +126,9 @@ def test_fp32_batches_are_nearly_batch_invariant():
     where it was measured and where the check is cheap: a face
     restored among 7 others differs from the same face restored alone by at most 1 level in a few values
     (measured: 70 of 98,304 values on these 8 faces, in 3 of them; benchmarks/batch_invariance.py: 71 of 196,608 on 16)."""
-    import importlib.util
-    from pathlib import Path
+    from _helpers import load_script
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "batch_invariance.py"
-    spec = importlib.util.spec_from_file_location("dynface_bench_batch_invariance", script)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_script("batch_invariance", "benchmarks")
     from dynface.pipeline import DynFaceRestorer
 
     r = DynFaceRestorer.from_pretrained("embedded-64", precision="fp32")

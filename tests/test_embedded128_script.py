@@ -9,7 +9,6 @@ round that resumes from the returned EMA on the next data shard.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _helpers import load_script
 from PIL import Image
 
 from dynface.dsst import DSSTTable
@@ -96,10 +96,7 @@ def test_embedded128_dsst_table_and_masked_label():
 
 
 def _helper():
-    spec = importlib.util.spec_from_file_location("gpu_train_embedded128", HELPER)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("gpu_train_embedded128")
 
 
 def _call(helper, capsys, argv: list[str]) -> tuple[int, str]:

@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import load_script
 from PIL import Image
 
 pytest.importorskip("skimage.data")
 pytest.importorskip("matplotlib")
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "quality.py"
-
 
 @pytest.fixture(scope="module")
 def quality():
-    spec = importlib.util.spec_from_file_location("dynface_bench_quality", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("quality", "benchmarks")
 
 
 def _hq_folder(quality, folder: Path, n: int = 4, size: int = 32) -> Path:
@@ -141,9 +136,7 @@ def test_guidance_option_and_paired_comparison_of_two_runs(quality, tmp_path, ca
                          "--work", str(tmp_path / "work_b")]) == 0
     a, b = (json.loads((out / f"{n}.json").read_text()) for n in "ab")
     assert (a["guidance"], b["guidance"]) == ("unet", "x0") and "guidance gradient: `x0`" in (out / "b.md").read_text()
-    spec = importlib.util.spec_from_file_location("dynface_bench_compare", SCRIPT.parent / "compare_runs.py")
-    cmp_mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cmp_mod)
+    cmp_mod = load_script("compare_runs", "benchmarks")
     assert cmp_mod.main([str(out / "a.json"), str(out / "b.json"), "--paired", str(out / "a.json"),
                          "--out", str(tmp_path / "t.md")]) == 0
     text = (tmp_path / "t.md").read_text()

@@ -3,13 +3,13 @@ checkpoint-key compatibility, forward shapes, initialisation and the attention k
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 import torch
+from _helpers import load_script
 
 from dynface.models.io import load_state_dict_file, load_weights
 from dynface.models.unet import AttentionBlock, build_unet
@@ -45,9 +45,7 @@ def test_difface_state_dict_matches_committed_manifest(difface_meta):
 
 
 def test_manifest_is_in_sync_with_its_generator():
-    spec = importlib.util.spec_from_file_location("make_manifest", DATA / "make_manifest.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("make_manifest", "tests/data")
     keys = [[k, s] for k, s in mod.manifest(mod.DIFFACE_FFHQ512)]
     assert keys == json.loads(MANIFEST.read_text())["keys"]
 
