@@ -60,17 +60,18 @@ def main() -> int:
                          "and some samples have colour casts)")
     args = ap.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
+    prior = Path(args.prior) if Path(args.prior).exists() else None  # without one: the astronaut alone, at --size
     if args.size is None:
         from dynface.models.io import read_metadata
 
-        if not Path(args.prior).exists():
+        if prior is None:
             ap.error(f"no prior at {args.prior}: give --size for the astronaut alone")
-        args.size = int(read_metadata(args.prior)["unet"]["image_size"])
+        args.size = int(read_metadata(prior)["unet"]["image_size"])
     astro = astronaut_crop(args.size)
     clean = {"astronaut": astro, "astronaut_gray": np.repeat(np.asarray(Image.fromarray(astro).convert("L"))[..., None], 3, axis=2)}
-    if Path(args.prior).exists():
+    if prior is not None:
         pick = [int(i) for i in args.pick.split(",")]
-        samples = prior_samples(Path(args.prior), max(pick) + 1, args.sample_seed, args.size)
+        samples = prior_samples(prior, max(pick) + 1, args.sample_seed, args.size)
         for i in pick:
             clean[f"prior_sample{i}"] = samples[i]
     x = torch.from_numpy(np.stack(list(clean.values()))).permute(0, 3, 1, 2).float() / 255
