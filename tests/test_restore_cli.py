@@ -275,8 +275,60 @@ def test_stems_and_input_collection(tmp_path):
     d.mkdir()
     for n in ("b.png", "a.JPG", ".hidden.png", "c.txt"):
         (d / n).write_bytes(b"x")
-    found, folders, ignored = collect_inputs([str(d), str(d / "c.txt")])
-    assert [f.name for f in found] == ["a.JPG", "b.png", "c.txt"] and folders == [d] and [f.name for f in ignored] == ["c.txt"]
+    scan = collect_inputs([str(d), str(d / "c.txt")])
+    assert [f.name for f in scan.files] == ["a.JPG", "b.png", "c.txt"] and scan.folders == [d]
+    assert [f.name for f in scan.ignored] == ["c.txt"]
+    # the same name in folders of the same name: as many folder names as it takes, the root never
+    deep = [Path("/p/2019/x/00.jpg"), Path("/p/2020/x/00.jpg"), Path("/p/2020/y/00.jpg"), Path("/x/00.png")]
+    assert assign_stems(deep) == ["2019_x_00", "2020_x_00", "2020_y_00", "x_00"]
+
+
+def test_recursive_archive(tmp_path, astro, capsys, monkeypatch):
+    """-r: every sub-folder's photos, depth first; hidden folders, links to folders, the output folder and an
+    earlier run's output are left out (with a note); names that repeat across folders stay apart; the outputs
+    are the same bytes in a second run; without -r the error says why nothing was found."""
+    arc = tmp_path / "archive"
+    face = Image.fromarray(astro[40:240, 120:320]).resize((64, 64), Image.LANCZOS)
+    for rel in ("2019/party/00.png", "2020/party/00.png", "2020/01.png", "top.png", ".hidden/h.png", "2020/.h2.png"):
+        (arc / rel).parent.mkdir(parents=True, exist_ok=True)
+        face.save(arc / rel)
+    (arc / "link").symlink_to(arc / "2019", target_is_directory=True)  # followed, it would restore 2019 twice
+    (arc / "notes.txt").write_text("x")
+    assert _restore("-i", arc / "2019", "-o", tmp_path / "none", "--aligned") == 2
+    assert "(1 sub-folder(s), searched only with -r/--recursive)" in capsys.readouterr().err
+    out = arc / "restored"  # inside the archive: needs --allow-input-dir, and is never read back as input
+    assert _restore("-i", arc, "-o", out, "--aligned", "-r") == 2
+    assert "--allow-input-dir" in capsys.readouterr().err
+    assert _restore("-i", arc, "-o", out, "--aligned", "-r", "--allow-input-dir") == 0
+    cap = capsys.readouterr()
+    assert "4 input(s): 4 restored, 0 skipped (complete), 0 failed" in cap.out, cap.out
+    names = sorted(p.name for p in (out / "restored_faces").iterdir())
+    assert names == ["01.png", "2019_party_00.png", "2020_party_00.png", "top.png"]
+    lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
+    assert [Path(x["path"]).relative_to(arc).as_posix() for x in lines] == [
+        "2019/party/00.png", "2020/01.png", "2020/party/00.png", "top.png"]
+    # a second run elsewhere in the archive leaves both output folders out, and says so
+    out2 = arc / "again"
+    assert _restore("-i", arc, "-o", out2, "--aligned", "-r", "--allow-input-dir") == 0
+    cap = capsys.readouterr()
+    assert "4 input(s): 4 restored" in cap.out and "left out 1 folder(s) written by dynface restore" in cap.err
+    for n in names:
+        assert (out / "restored_faces" / n).read_bytes() == (out2 / "restored_faces" / n).read_bytes()
+    # an unreadable sub-folder is a note, not the end of the archive; an unreadable input folder is a usage error
+    iterdir = Path.iterdir
+
+    def deny(self):
+        if self.name in ("2020", "locked"):
+            raise PermissionError(13, "Permission denied")
+        return iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", deny)
+    assert _restore("-i", arc, "-o", tmp_path / "o3", "--aligned", "-r") == 0
+    cap = capsys.readouterr()
+    assert "2 input(s): 2 restored" in cap.out and "cannot read the folder" in cap.err and "Permission denied" in cap.err
+    (tmp_path / "locked").mkdir()
+    assert _restore("-i", tmp_path / "locked", "-o", tmp_path / "o4", "--aligned") == 2
+    assert "cannot read the input folder" in capsys.readouterr().err
 
 
 def test_repeated_input_flags_add_up():

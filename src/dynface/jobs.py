@@ -61,7 +61,7 @@ from dynface.registry import DEFAULT_MODEL
 __all__ = [
     "MODES", "SUBDIRS", "FACTORY_ENV", "UsageError", "InputError", "RestoreSettings", "InputItem", "FileResult",
     "Progress", "JobSummary", "Manifest", "plan_inputs", "load_restorer", "face_seed", "restore_items", "run_job",
-    "collect_inputs", "assign_stems", "check_output_dir", "check_settings", "validate_steps", "default_threads",
+    "collect_inputs", "InputScan", "is_restore_output", "assign_stems", "check_output_dir", "check_settings", "validate_steps", "default_threads",
     "apply_threads", "usable_cpus", "is_complete", "clean_stale_temp_files", "settings_warnings", "start_job", "as_done",
     "append_line", "restore_logged", "prepare_output", "complete_results", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
     "one_line", "first_line", "cross_photo_batches", "PHOTO_QUEUE_MAX_PIXELS",
@@ -127,6 +127,7 @@ class RestoreSettings:
     min_score: float = 0.0
     border: str = "constant"
     allow_input_dir: bool = False
+    recursive: bool = False  # folders given as inputs: their sub-folders too
     deterministic: bool = True  # restore one face per call where batching could change the output (see per_face)
     exact: bool = False  # one face per call always: outputs byte-identical whatever the batching (see per_face)
     max_pixels: int = MAX_PIXELS  # largest decoded input, per file; every read in this layer is capped by it
@@ -263,45 +264,87 @@ class InputItem:
     index: int  # position in the sorted job (0-based)
 
 
-def collect_inputs(specs: Sequence[str | Path]) -> tuple[list[Path], list[Path], list[Path]]:
-    """(image files, folders given, files ignored for their extension). Folders: their image files (not
-    recursive, hidden files skipped); files and glob matches: taken as they are. A symlink that does not lead to
-    a file (broken, or a loop) is kept as an input, so that it is reported as failed instead of dropped."""
+@dataclass
+class InputScan:
+    """What :func:`collect_inputs` found."""
+
+    files: list[Path]  # the input files, in job order, each once
+    folders: list[Path]  # the folders given as inputs
+    ignored: list[Path]  # files without an image extension in those folders
+    left_out: list[Path] = field(default_factory=list)  # sub-folders not searched: the output folder, earlier outputs
+    unreadable: list[str] = field(default_factory=list)  # "folder: reason" for sub-folders that could not be listed
+    subfolders: int = 0  # sub-folders not searched because the search was not recursive
+
+
+def is_restore_output(folder: Path) -> bool:
+    """True for a folder that ``dynface restore`` wrote (it holds ``manifest.jsonl`` and ``records/``)."""
+    return (folder / "manifest.jsonl").is_file() and (folder / "records").is_dir()
+
+
+def _scan_folder(top: Path, scan: InputScan, recursive: bool, exclude: set[Path], depth: int = 0) -> None:
+    """Add ``top``'s entries to ``scan`` in name order, with ``recursive`` depth first into its sub-folders. Hidden
+    entries are skipped; links to folders are not followed (no loops); the folders in ``exclude`` and earlier
+    ``restore`` outputs go to ``scan.left_out``. A sub-folder that cannot be listed is noted, not fatal."""
     from dynface.imageio import is_image_name
 
-    files: list[Path] = []
-    folders: list[Path] = []
-    ignored: list[Path] = []
+    try:
+        entries = sorted(top.iterdir())
+    except OSError as e:
+        if depth == 0:
+            raise UsageError(f"cannot read the input folder {top}: {e.strerror or e}") from None
+        scan.unreadable.append(f"{top}: {e.strerror or e}")
+        return
+    for f in entries:
+        if f.name.startswith("."):
+            continue
+        if f.is_dir():
+            if not recursive:
+                scan.subfolders += 1
+            elif f.is_symlink():
+                continue
+            elif safe_resolve(f) in exclude or is_restore_output(f):
+                scan.left_out.append(f)
+            else:
+                _scan_folder(f, scan, recursive, exclude, depth + 1)
+            continue
+        if not f.is_file() and not f.is_symlink():
+            continue  # sockets, fifos
+        (scan.files if is_image_name(f) else scan.ignored).append(f)
+
+
+def collect_inputs(specs: Sequence[str | Path], recursive: bool = False, exclude: Sequence[Path] = ()) -> InputScan:
+    """The inputs of a job. Folders: their image files (hidden files skipped; with ``recursive`` also those of
+    every sub-folder, see :func:`_scan_folder`; ``exclude``: folders never searched, e.g. the output folder);
+    files and glob matches: taken as they are. A symlink that does not lead to a file (broken, or a loop) is kept
+    as an input, so that it is reported as failed instead of dropped. Each file is kept once."""
+    scan = InputScan(files=[], folders=[], ignored=[])
+    excluded = {safe_resolve(d) for d in exclude}
     for spec in specs:
         s = str(spec)
         p = Path(s).expanduser()
         if p.is_dir():
-            folders.append(p)
-            for f in sorted(p.iterdir()):
-                if f.name.startswith(".") or f.is_dir():
-                    continue
-                if not f.is_file() and not f.is_symlink():
-                    continue  # sockets, fifos
-                (files if is_image_name(f) else ignored).append(f)
+            scan.folders.append(p)
+            _scan_folder(p, scan, recursive, excluded)
         elif p.exists() or p.is_symlink():
-            files.append(p)
+            scan.files.append(p)
         elif glob.has_magic(s):
             for m in sorted(glob.glob(os.path.expanduser(s), recursive=True)):
                 q = Path(m)
                 if q.name.startswith(".") or q.is_dir():
                     continue
                 if q.is_file() or q.is_symlink():
-                    files.append(q)
+                    scan.files.append(q)
         else:
             raise UsageError(f"input not found: {s}")
     seen: set[Path] = set()
     uniq = []
-    for f in files:
+    for f in scan.files:
         r = safe_resolve(f)
         if r not in seen:
             seen.add(r)
             uniq.append(f)
-    return uniq, folders, ignored
+    scan.files = uniq
+    return scan
 
 
 def check_output_dir(out: Path, files: list[Path], folders: list[Path], allow_inside: bool) -> None:
@@ -321,9 +364,20 @@ def _clean_stem(s: str) -> str:
     return s or "image"
 
 
+def _telling_depth(folders: set[Path]) -> int:
+    """The fewest trailing folder names (at least 1) that tell ``folders`` apart: 1 for x/ and y/, 2 for a/x/ and
+    b/x/ (the root itself never counts)."""
+    depth = 1
+    longest = max((len(f.parts) - 1 for f in folders), default=1)
+    while depth < longest and len({f.parts[1:][-depth:] for f in folders}) < len(folders):
+        depth += 1
+    return depth
+
+
 def assign_stems(files: list[Path]) -> list[str]:
     """Output stem per input (a plain name). Inputs sharing a stem are told apart by their folder's name when they
-    come from different folders (difface/00.jpg → difface_00), else by their extension (a.jpg → a_jpg)."""
+    come from different folders (difface/00.jpg → difface_00; as many folder names as it takes: 2019/a/00.jpg,
+    2020/a/00.jpg → 2019_a_00, 2020_a_00), else by their extension (a.jpg → a_jpg)."""
     base = [_clean_stem(f.stem) for f in files]
     groups: dict[str, list[int]] = {}
     for i, b in enumerate(base):
@@ -333,10 +387,11 @@ def assign_stems(files: list[Path]) -> list[str]:
         if len(idx) == 1:
             continue
         parents = [safe_resolve(files[i]).parent for i in idx]
+        depth = _telling_depth(set(parents))
         for i, par in zip(idx, parents, strict=True):
             name = b
             if len(set(parents)) > 1:
-                name = f"{_clean_stem(par.name)}_{b}"
+                name = "_".join([*map(_clean_stem, par.parts[1:][-depth:]), b])
             if sum(1 for q in parents if q == par) > 1:  # same folder: a.jpg and a.png
                 name = f"{name}_{files[i].suffix.lstrip('.').lower() or 'noext'}"
             names[i] = name
@@ -351,17 +406,28 @@ def assign_stems(files: list[Path]) -> list[str]:
     return stems
 
 
-def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings) -> tuple[list[InputItem], list[Path]]:
-    """Collect the input files, give each a unique output stem and check the output folder.
-    Returns (items in sorted job order, files ignored for their extension); raises :class:`UsageError`."""
+def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings,
+                notes: list[str] | None = None) -> tuple[list[InputItem], list[Path]]:
+    """Collect the input files (``settings.recursive``: from sub-folders too, never from ``out`` or an earlier
+    ``restore`` output), give each a unique output stem and check the output folder. Returns (items in sorted
+    job order, files ignored for their extension); lines worth telling the user go to ``notes`` when given (folders
+    left out or unreadable); raises :class:`UsageError`."""
     check_settings(settings)
-    files, folders, ignored = collect_inputs(list(inputs))
+    out = Path(out).expanduser()
+    scan = collect_inputs(list(inputs), recursive=settings.recursive, exclude=[out])
+    files, ignored = scan.files, scan.ignored
+    if notes is not None:
+        if scan.left_out:
+            names = ", ".join(map(str, scan.left_out[:3])) + (" ..." if len(scan.left_out) > 3 else "")
+            notes.append(f"left out {len(scan.left_out)} folder(s) written by dynface restore (this run's or earlier): {names}")
+        notes.extend(f"cannot read the folder {u}; its files are left out" for u in scan.unreadable)
     if not files:
         where = ", ".join(map(str, inputs))
-        extra = f" ({len(ignored)} file(s) without an image extension)" if ignored else ""
-        raise UsageError(f"no input images found in {where}{extra}")
-    out = Path(out).expanduser()
-    check_output_dir(out, files, folders, settings.allow_input_dir)
+        extra = [f"{len(ignored)} file(s) without an image extension"] if ignored else []
+        if scan.subfolders:
+            extra.append(f"{scan.subfolders} sub-folder(s), searched only with -r/--recursive")
+        raise UsageError(f"no input images found in {where}" + (f" ({'; '.join(extra)})" if extra else ""))
+    check_output_dir(out, files, scan.folders, settings.allow_input_dir)
     stems = assign_stems(files)
     return [InputItem(f, s, k) for k, (f, s) in enumerate(zip(files, stems, strict=True))], ignored
 

@@ -18,9 +18,17 @@ Outputs under ``-o`` (default ``results``)::
 
 ``--suffix S`` appends ``_S`` to the names in restored_faces/ and restored_imgs/; it must be a plain name (no
 ``/``, ``..`` or leading ``.``), and every output path is checked to stay inside ``-o``. Faces are numbered left
-to right. Inputs sharing a stem are told apart by folder (``x/00.jpg``, ``y/00.jpg`` → ``x_00``, ``y_00``) or,
-in one folder, by extension (``a.jpg``, ``a.png`` → ``a_jpg``, ``a_png``). Folders are read for
-.png/.jpg/.jpeg/.webp/.bmp/.tif/.tiff/.gif files (GIF and multi-page TIFF: the first frame, with a note).
+to right. Inputs sharing a stem are told apart by folder (``x/00.jpg``, ``y/00.jpg`` → ``x_00``, ``y_00``;
+``2019/x/00.jpg``, ``2020/x/00.jpg`` → ``2019_x_00``, ``2020_x_00``) or, in one folder, by extension (``a.jpg``,
+``a.png`` → ``a_jpg``, ``a_png``). Folders are read for .png/.jpg/.jpeg/.webp/.bmp/.tif/.tiff/.gif files (GIF and
+multi-page TIFF: the first frame, with a note); hidden files and folders are skipped.
+
+**Whole archives.** ``-r/--recursive`` also searches the input folders' sub-folders, depth first in name order.
+Links to folders are not followed (no loops); the output folder (with ``--allow-input-dir``) and folders an
+earlier ``restore`` wrote (``manifest.jsonl`` and ``records/``) are left out, with a note; a sub-folder that
+cannot be read is noted and the rest goes on. The outputs stay flat, named as above, and ``manifest.jsonl`` maps
+each input path to its outputs. Without ``-r`` sub-folders are not searched (a glob such as ``'photos/**/*.jpg'``
+also reaches them).
 
 **Aligned crops.** ``--aligned`` hands the crops to the model as they are (resized to its resolution), so they
 must be framed like its training data (the embedded models: UTKFace crops, template ``utkface64`` at 128 or 64 px).
@@ -114,6 +122,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("-i", "--input", nargs="+", action="extend", required=True, metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
     p.add_argument("-o", "--output", default="results", help="output folder (default: results)")
+    p.add_argument("-r", "--recursive", action="store_true",
+                   help="search the input folders' sub-folders too (whole archives; links to folders are not followed, "
+                        "and folders written by dynface restore are left out)")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: restore them directly, batched")
     p.add_argument("-s", "--upscale", type=number(float, 1, 8), default=2.0, help="final upscaling of the whole photo, 1-8 (default: 2)")
     p.add_argument("-w", "--fidelity", type=number(float, 0, 1), default=None, help="fidelity weight in [0, 1] (default: the model's)")
@@ -194,8 +205,9 @@ def _run(args: argparse.Namespace) -> int:
     engines.prepare(args)
     settings = RestoreSettings.from_namespace(args)
     out = Path(args.output).expanduser()
-    items, ignored = jobs.plan_inputs(args.input, out, settings)
-    for w in jobs.settings_warnings(settings):
+    notes: list[str] = []
+    items, ignored = jobs.plan_inputs(args.input, out, settings, notes)
+    for w in [*notes, *jobs.settings_warnings(settings)]:
         print(f"note: {w}", file=sys.stderr)
     if os.environ.get(FACTORY_ENV):
         print(f"note: restorer from {FACTORY_ENV}={os.environ[FACTORY_ENV]} (testing hook)", file=sys.stderr)
