@@ -1,11 +1,22 @@
-"""The low-frequency colour fix (dynface.colorfix) against closed forms."""
+"""The low-frequency colour fix (dynface.colorfix) against closed forms; gray faces stay gray."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
-from dynface.colorfix import COLOR_FIXES, adain_fix, color_fix, wavelet_blur, wavelet_fix, wavelet_lowpass
+from dynface.colorfix import (
+    COLOR_FIXES,
+    adain_fix,
+    color_fix,
+    is_gray,
+    to_gray,
+    wavelet_blur,
+    wavelet_fix,
+    wavelet_lowpass,
+)
 
 
 def _img(seed: int = 0, b: int = 2, size: int = 32) -> torch.Tensor:
@@ -78,9 +89,6 @@ def test_color_fix_dispatch_and_errors():
 
 
 def _tiny_faces(astronaut_face):
-    import numpy as np
-    from PIL import Image
-
     from dynface.degrade import degrade
 
     x = torch.from_numpy(np.asarray(Image.fromarray(astronaut_face).resize((32, 32), Image.LANCZOS)).copy())
@@ -104,6 +112,55 @@ def test_pipeline_color_fix_pulls_the_colours_to_the_restorer(astronaut_face, ti
     assert base.with_config(mode="restorer_only", color_fix="adain").restore(y).records[0]["color_fix"] == "none"
     with pytest.raises(ValueError, match="unknown colour fix"):
         RestoreConfig(color_fix="auto")
+
+
+def _as_tensor(a) -> torch.Tensor:
+    return torch.from_numpy(np.asarray(a, dtype=np.float32) / 255).permute(2, 0, 1)[None]
+
+
+def test_is_gray_and_to_gray(astronaut_face, tmp_path):
+    """Gray faces stored as RGB are found (exact, JPEG-coded, with facexlib's (135, 133, 132) border fill on a
+    tenth of the crop); sepia and colour faces are not; to_gray is Pillow's L conversion (±1 level)."""
+    gray = Image.fromarray(astronaut_face).convert("L").convert("RGB")
+    gray.save(tmp_path / "g.jpg", quality=75)
+    jpeg = Image.open(tmp_path / "g.jpg").convert("RGB")
+    bordered = np.array(gray)
+    bordered[: bordered.shape[0] // 10] = (135, 133, 132)
+    g = np.asarray(gray, dtype=np.float32)
+    sepia = np.clip(g * np.array([1.0, 0.85, 0.66]), 0, 255).astype(np.uint8)
+    faces = [gray, jpeg, bordered, sepia, astronaut_face]
+    x = torch.cat([_as_tensor(f) for f in faces])
+    assert is_gray(x).tolist() == [True, True, True, False, False]
+    # a tint of 4 levels on a third of the pixels is not gray; 3 levels everywhere still is
+    tinted = x[:1].clone()
+    tinted[:, 0, : tinted.shape[2] // 3] += 4 / 255
+    assert not bool(is_gray(tinted)[0]) and bool(is_gray(x[:1] + torch.tensor([3 / 255, 0, 0]).view(1, 3, 1, 1))[0])
+    y = to_gray(_as_tensor(astronaut_face))
+    assert torch.equal(y[:, 0], y[:, 1]) and torch.equal(y[:, 1], y[:, 2])
+    pil = np.asarray(Image.fromarray(astronaut_face).convert("L"), dtype=np.float32)
+    assert np.abs(y[0, 0].numpy() * 255 - pil).max() <= 1.0
+
+
+def test_pipeline_keeps_gray_faces_gray(astronaut_face, tiny_random):
+    """A gray face comes back gray (the random tiny prior tints it otherwise), its colour neighbour in the same batch
+    is untouched, the record says so in every mode, and keep_gray=False gives the old output."""
+    small = Image.fromarray(astronaut_face).resize((32, 32), Image.LANCZOS)
+    faces = [np.asarray(small.convert("L").convert("RGB")), np.asarray(small)]
+    base = tiny_random.with_config(steps="ddim10", color_fix="wavelet")
+    for mode in ("full", "restorer_only"):
+        r = base.with_config(mode=mode)
+        out = r.restore(faces, seeds=[5, 6])
+        off = r.with_config(keep_gray=False).restore(faces, seeds=[5, 6])
+        assert [rec["gray_input"] for rec in out.records] == [True, False]
+        a = out.images[0].astype(int)
+        assert (a.max(-1) - a.min(-1)).max() == 0
+        assert np.array_equal(out.images[1], off.images[1])  # per face: the colour face is as before
+        assert torch.allclose(out.tensor[0], to_gray(off.tensor[:1])[0])
+        if mode == "full":
+            b = off.images[0].astype(int)
+            assert (b.max(-1) - b.min(-1)).max() > 3, "the fixture no longer shows the tint this guards against"
+    alone = base.restore(faces[:1], seeds=[5])
+    assert np.array_equal(alone.images[0], base.restore(faces, seeds=[5, 6]).images[0])
 
 
 def test_from_pretrained_color_fix_default_comes_from_the_model(tmp_path):
@@ -132,8 +189,6 @@ def test_from_pretrained_color_fix_default_comes_from_the_model(tmp_path):
 
 @pytest.mark.parametrize("native", [True, False])
 def test_precision_auto_follows_the_cpu(monkeypatch, native):
-    import numpy as np
-
     import dynface.pipeline as pl
 
     monkeypatch.setattr(pl, "cpu_has_native_bf16", lambda: native)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .colorfix import check_color_fix
+from .colorfix import check_color_fix, is_gray, to_gray
 from .colorfix import color_fix as apply_color_fix
 from .diffusion import GaussianDiffusion, ScheduleConfig
 from .dsst import DSSTTable
@@ -51,6 +51,7 @@ class RestoreConfig:
     fixed_start_t: int = 400  # DifFace's start step
     start_from: str = "guide"  # "guide" (ý_0, §8 C8) | "restored" (RM(y))
     color_fix: str = "none"  # "none" | "wavelet" | "adain": low band / channel stats of the output from RM(y) (colorfix.py)
+    keep_gray: bool = True  # a gray face (stored as RGB) comes back gray, not faintly tinted (colorfix.is_gray)
 
     def __post_init__(self) -> None:
         check_color_fix(self.color_fix)
@@ -68,6 +69,13 @@ class RestoreOutput:
     records: list[dict]
     maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
     tensor: torch.Tensor | None = None  # (B,3,H,W) in [0,1]
+
+
+def _keep_gray(x: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
+    """``x`` with the faces marked in ``gray`` (B,) turned into gray (:func:`dynface.colorfix.to_gray`)."""
+    if not bool(gray.any()):
+        return x
+    return torch.where(gray.view(-1, 1, 1, 1).to(x.device), to_gray(x), x)
 
 
 def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
@@ -306,19 +314,21 @@ class DynFaceRestorer:
             raise ValueError(f"got {len(seeds)} seeds for {b} faces")
         face_seeds = [int(s) for s in seeds] if seeds is not None else [seed + i for i in range(b)]
         n_guides = 1 if cfg.mode == "single_guide" else cfg.n_guides
+        gray = is_gray((y.float() + 1) / 2) if cfg.keep_gray else torch.zeros(b, dtype=torch.bool, device=y.device)
         d = self.dblm(y, n_guides=n_guides)
         maps: dict[str, torch.Tensor] = {f"guide{i}": (d.guides[:, i] + 1) / 2 for i in range(d.guides.shape[1])}
         maps["restorer"] = (d.restored + 1) / 2
         records = [
             {"mode": cfg.mode, "model": self.name, "std_star": float(d.std[i]), "sigmas_init": d.sigmas[i].tolist(), "seed": face_seeds[i],
-             "precision": scfg.precision, "color_fix": "none" if cfg.mode == "restorer_only" else cfg.color_fix}
+             "precision": scfg.precision, "color_fix": "none" if cfg.mode == "restorer_only" else cfg.color_fix,
+             "gray_input": bool(gray[i])}
             for i in range(b)
         ]
         if not self.std_available:
             for r in records:
                 r.update(std_star=None, sigmas_init=None)
         if cfg.mode == "restorer_only":
-            x = ((d.restored + 1) / 2).clamp(0, 1)
+            x = _keep_gray(((d.restored + 1) / 2).clamp(0, 1), gray)
             secs = (time.perf_counter() - t_start) / b
             for r in records:
                 r.update(nfe=0, seconds=secs)
@@ -349,7 +359,7 @@ class DynFaceRestorer:
             self.unet, self.diffusion, start_img, starts.tolist(), d.guides, d.sigmas, join, eta, sampler_cfg,
             self.dblm.cfg.size / self.dblm.cfg.ref_size, scale_map, zeta, gens, callback=callback,
         )
-        x = ((apply_color_fix(res.x.float(), d.restored, cfg.color_fix) + 1) / 2).clamp(0, 1)
+        x = _keep_gray(((apply_color_fix(res.x.float(), d.restored, cfg.color_fix) + 1) / 2).clamp(0, 1), gray)
         maps["dgsa"] = res.mean_map.expand(-1, 3, -1, -1) if sampler_cfg.guidance != "none" else torch.zeros_like(x)
         secs = (time.perf_counter() - t_start) / b
         for i, r in enumerate(records):
