@@ -281,6 +281,10 @@ def test_stems_and_input_collection(tmp_path):
     # the same name in folders of the same name: as many folder names as it takes, the root never
     deep = [Path("/p/2019/x/00.jpg"), Path("/p/2020/x/00.jpg"), Path("/p/2020/y/00.jpg"), Path("/x/00.png")]
     assert assign_stems(deep) == ["2019_x_00", "2020_x_00", "2020_y_00", "x_00"]
+    # found below a folder given (-r): the sub-folders lead the name, whatever else is there
+    below = [("2019", "x"), ("2020",), ()]
+    assert assign_stems(deep[:2] + [Path("/p/top.jpg")], below) == ["2019_x_00", "2020_00", "top"]
+    assert assign_stems(deep[:1], below[:1]) == ["2019_x_00"]
 
 
 def test_recursive_archive(tmp_path, astro, capsys, monkeypatch):
@@ -303,10 +307,16 @@ def test_recursive_archive(tmp_path, astro, capsys, monkeypatch):
     cap = capsys.readouterr()
     assert "4 input(s): 4 restored, 0 skipped (complete), 0 failed" in cap.out, cap.out
     names = sorted(p.name for p in (out / "restored_faces").iterdir())
-    assert names == ["01.png", "2019_party_00.png", "2020_party_00.png", "top.png"]
+    assert names == ["2019_party_00.png", "2020_01.png", "2020_party_00.png", "top.png"]  # named by their path
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]
     assert [Path(x["path"]).relative_to(arc).as_posix() for x in lines] == [
         "2019/party/00.png", "2020/01.png", "2020/party/00.png", "top.png"]
+    # the archive grows: the names do not change, so --skip-existing restores only the new photo
+    (arc / "2021" / "party").mkdir(parents=True)
+    face.save(arc / "2021" / "party" / "00.png")
+    assert _restore("-i", arc, "-o", out, "--aligned", "-r", "--allow-input-dir", "--skip-existing") == 0
+    assert "5 input(s): 1 restored, 4 skipped (complete), 0 failed" in capsys.readouterr().out
+    (arc / "2021" / "party" / "00.png").unlink()
     # a second run elsewhere in the archive leaves both output folders out, and says so
     out2 = arc / "again"
     assert _restore("-i", arc, "-o", out2, "--aligned", "-r", "--allow-input-dir") == 0

@@ -274,6 +274,7 @@ class InputScan:
     left_out: list[Path] = field(default_factory=list)  # sub-folders not searched: the output folder, earlier outputs
     unreadable: list[str] = field(default_factory=list)  # "folder: reason" for sub-folders that could not be listed
     subfolders: int = 0  # sub-folders not searched because the search was not recursive
+    below: dict[Path, tuple[str, ...]] = field(default_factory=dict)  # a file found in a sub-folder: that folder's path
 
 
 def is_restore_output(folder: Path) -> bool:
@@ -281,16 +282,17 @@ def is_restore_output(folder: Path) -> bool:
     return (folder / "manifest.jsonl").is_file() and (folder / "records").is_dir()
 
 
-def _scan_folder(top: Path, scan: InputScan, recursive: bool, exclude: set[Path], depth: int = 0) -> None:
-    """Add ``top``'s entries to ``scan`` in name order, with ``recursive`` depth first into its sub-folders. Hidden
-    entries are skipped; links to folders are not followed (no loops); the folders in ``exclude`` and earlier
-    ``restore`` outputs go to ``scan.left_out``. A sub-folder that cannot be listed is noted, not fatal."""
+def _scan_folder(top: Path, scan: InputScan, recursive: bool, exclude: set[Path], rel: tuple[str, ...] = ()) -> None:
+    """Add ``top``'s entries to ``scan`` in name order, with ``recursive`` depth first into its sub-folders (``rel``:
+    the path of ``top`` below the folder given). Hidden entries are skipped; links to folders are not followed (no
+    loops); the folders in ``exclude`` and earlier ``restore`` outputs go to ``scan.left_out``. A sub-folder that
+    cannot be listed is noted, not fatal."""
     from dynface.imageio import is_image_name
 
     try:
         entries = sorted(top.iterdir())
     except OSError as e:
-        if depth == 0:
+        if not rel:
             raise UsageError(f"cannot read the input folder {top}: {e.strerror or e}") from None
         scan.unreadable.append(f"{top}: {e.strerror or e}")
         return
@@ -305,11 +307,13 @@ def _scan_folder(top: Path, scan: InputScan, recursive: bool, exclude: set[Path]
             elif safe_resolve(f) in exclude or is_restore_output(f):
                 scan.left_out.append(f)
             else:
-                _scan_folder(f, scan, recursive, exclude, depth + 1)
+                _scan_folder(f, scan, recursive, exclude, (*rel, f.name))
             continue
         if not f.is_file() and not f.is_symlink():
             continue  # sockets, fifos
         (scan.files if is_image_name(f) else scan.ignored).append(f)
+        if rel:
+            scan.below[f] = rel
 
 
 def collect_inputs(specs: Sequence[str | Path], recursive: bool = False, exclude: Sequence[Path] = ()) -> InputScan:
@@ -374,11 +378,14 @@ def _telling_depth(folders: set[Path]) -> int:
     return depth
 
 
-def assign_stems(files: list[Path]) -> list[str]:
-    """Output stem per input (a plain name). Inputs sharing a stem are told apart by their folder's name when they
-    come from different folders (difface/00.jpg → difface_00; as many folder names as it takes: 2019/a/00.jpg,
-    2020/a/00.jpg → 2019_a_00, 2020_a_00), else by their extension (a.jpg → a_jpg)."""
-    base = [_clean_stem(f.stem) for f in files]
+def assign_stems(files: list[Path], below: Sequence[tuple[str, ...]] | None = None) -> list[str]:
+    """Output stem per input (a plain name). ``below[i]``: the sub-folders between the folder given and file ``i``
+    (a recursive search), which lead its stem (2019/party/00.jpg → 2019_party_00), so that a stem does not
+    depend on the other files. Inputs still sharing a stem are told apart by their folder's name when they come
+    from different folders (difface/00.jpg → difface_00; as many folder names as it takes: a/x/00.jpg,
+    b/x/00.jpg → a_x_00, b_x_00), else by their extension (a.jpg → a_jpg)."""
+    below = below or [()] * len(files)
+    base = [_clean_stem("_".join([*sub, f.stem])) for f, sub in zip(files, below, strict=True)]
     groups: dict[str, list[int]] = {}
     for i, b in enumerate(base):
         groups.setdefault(b, []).append(i)
@@ -428,7 +435,7 @@ def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettin
             extra.append(f"{scan.subfolders} sub-folder(s), searched only with -r/--recursive")
         raise UsageError(f"no input images found in {where}" + (f" ({'; '.join(extra)})" if extra else ""))
     check_output_dir(out, files, scan.folders, settings.allow_input_dir)
-    stems = assign_stems(files)
+    stems = assign_stems(files, [scan.below.get(f, ()) for f in files])
     return [InputItem(f, s, k) for k, (f, s) in enumerate(zip(files, stems, strict=True))], ignored
 
 

@@ -26,9 +26,11 @@ multi-page TIFF: the first frame, with a note); hidden files and folders are ski
 **Whole archives.** ``-r/--recursive`` also searches the input folders' sub-folders, depth first in name order.
 Links to folders are not followed (no loops); the output folder (with ``--allow-input-dir``) and folders an
 earlier ``restore`` wrote (``manifest.jsonl`` and ``records/``) are left out, with a note; a sub-folder that
-cannot be read is noted and the rest goes on. The outputs stay flat, named as above, and ``manifest.jsonl`` maps
-each input path to its outputs. Without ``-r`` sub-folders are not searched (a glob such as ``'photos/**/*.jpg'``
-also reaches them).
+cannot be read is noted and the rest goes on. The outputs stay flat: a file in a sub-folder is named after its path
+below the folder given (``photos/2019/party/00.jpg`` → ``2019_party_00``), so its names do not depend on the rest of
+the archive and ``--skip-existing`` restores only what was added since; ``manifest.jsonl`` maps each input path to
+its outputs. Without ``-r`` sub-folders are not searched (a glob such as ``'photos/**/*.jpg'`` also reaches them,
+named as above without the folder prefix).
 
 **Aligned crops.** ``--aligned`` hands the crops to the model as they are (resized to its resolution), so they
 must be framed like its training data (the embedded models: UTKFace crops, template ``utkface64`` at 128 or 64 px).
