@@ -20,7 +20,14 @@ images of ``--faces DIR`` (e.g. the LQ half of a ``dynface degrade`` set). They 
 (``--cpu-steps`` to change) and ``--cpu-precisions`` (default ``auto``: bf16 on CPUs with native bf16, as
 ``dynface restore`` does), and ``full`` is measured again with ``ddim250`` (DifFace's grid, the sampler's own
 default) as the baseline of the same run. The model's speed target (``full``: 1 s/face for ``embedded-64``,
-5 s/face for ``embedded-128`` on 2 cores) is printed as met or not. Accelerator rows keep random-noise inputs.
+5 s/face for ``embedded-128`` on 2 cores) is printed as met or not. Accelerator rows restore random-noise
+inputs, or the first images of ``--accel-faces DIR`` (a trained model's NFE depends on the face, as above); their
+modes (``--accel-modes``, default ``fixed_start,full``) and batch sizes (``--accel-batches``) can be chosen, e.g. the
+issue-10 rows of a trained model on a lent GPU (``scripts/gpu_train_embedded128.py``'s ``speed`` phase)::
+
+    python benchmarks/speed.py --gpu-only --parts eager --accel-model src/dynface/weights/embedded-128 \
+        --accel-faces LQ_DIR --accel-modes restorer_only,fixed_start,no_dgsa,full --accel-batches 1,8 \
+        --precisions fp32,bf16 --compile-timeout 0
 """
 
 from __future__ import annotations
@@ -289,6 +296,12 @@ def main() -> int:
     ap.add_argument("--accel-model", default="difface-ffhq512", metavar="NAME",
                     help="model of those rows (default: difface-ffhq512 with random weights)")
     ap.add_argument("--accel-steps", default="ddim50", metavar="STEPS", help="sampler steps of those rows (default: ddim50)")
+    ap.add_argument("--accel-faces", default=None, metavar="DIR",
+                    help="LQ faces for those rows (the first max(8, batch), sorted); default: random noise")
+    ap.add_argument("--accel-modes", default="fixed_start,full", metavar="LIST",
+                    help="modes of the accelerator pipeline rows (default: fixed_start,full)")
+    ap.add_argument("--accel-batches", default=None, metavar="LIST",
+                    help="batch sizes of the accelerator pipeline rows (default: 4; 2 with --quick)")
     ap.add_argument("--faces", default=None, metavar="DIR",
                     help="LQ faces for the CPU rows (the first 8, sorted); default: 8 gfpgan-degraded astronaut crops")
     ap.add_argument("--cpu-steps", default=None, metavar="STEPS", help="sampler steps of the CPU rows (default: the model's)")
@@ -302,6 +315,15 @@ def main() -> int:
     chosen_precs = tuple(p.strip() for p in (args.precisions or "").split(",") if p.strip())
     if bad := [p for p in chosen_precs if p not in DTYPES]:
         ap.error(f"unknown --precisions {', '.join(bad)}; choose from {', '.join(DTYPES)}")
+    from dynface.pipeline import MODES
+
+    accel_modes = [m.strip() for m in args.accel_modes.split(",") if m.strip()]
+    if not accel_modes or any(m not in MODES for m in accel_modes):
+        ap.error(f"--accel-modes {args.accel_modes!r}: a list of {', '.join(MODES)}")
+    batches = [b.strip() for b in (args.accel_batches or "").split(",") if b.strip()]
+    if not all(b.isdigit() and int(b) > 0 for b in batches):
+        ap.error(f"--accel-batches {args.accel_batches!r}: positive whole numbers, e.g. 1,8")
+    accel_batches = [int(b) for b in batches]
     if args.worker:
         spec = json.loads(args.worker)
         print(json.dumps(unet_throughput(spec) if spec.get("throughput") else {"rows": worker(spec)}))
@@ -318,10 +340,13 @@ def main() -> int:
     steps = args.cpu_steps
     argv = [a for i, a in enumerate(sys.argv[1:]) if a != "--out" and (i == 0 or sys.argv[i] != "--out")]
     cmd = " ".join(["python benchmarks/speed.py", *argv])
+    cpu_rows = not args.gpu_only and "cpu" in parts
+    what = ([f"sampler steps on the CPU: {f'`{steps}`' if steps else 'the model default'} (and `{BASELINE_STEPS}` as "
+             f"the baseline); CPU faces: {args.faces or '8 gfpgan-degraded astronaut crops'}"] if cpu_rows else [])
+    if accel:
+        what.append(f"`{args.accel_steps}` on {accel} (faces: {args.accel_faces or 'random noise'})")
     header = [f"# Speed ({time.strftime('%Y-%m-%d')})", "", f"Machine: {machine()}", "",
-              f"Command: `{cmd}`; sampler steps on the CPU: {f'`{steps}`' if steps else 'the model default'} "
-              f"(and `{BASELINE_STEPS}` as the baseline); CPU faces: {args.faces or '8 gfpgan-degraded astronaut crops'}"
-              + (f", `{args.accel_steps}` on {accel}" if accel else "")
+              f"Command: `{cmd}`; " + ", ".join(what)
               + " (grid schedule: NFE grows with each face's DSST start step). Warm-up: the first call, batch 1 for "
               "eager CPU rows, else the measured batch (with torch.compile, compilation included).", ""]
     rows: list[dict] = []
@@ -338,14 +363,17 @@ def main() -> int:
         rows.extend(done + [{**spec, "mode": m, "error": res["error"]} for m in spec["modes"][len(done):]])
         flush()
 
-    if args.faces and not args.gpu_only and "cpu" in parts:
-        from dynface.imageio import IMAGE_EXTS
+    from dynface.imageio import IMAGE_EXTS
 
-        folder = Path(args.faces)
-        n = sum(1 for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS) if folder.is_dir() else 0
-        if n < CPU_FACES:
-            ap.error(f"--faces {args.faces}: {n} image(s), {CPU_FACES} needed")
-    if not args.gpu_only and "cpu" in parts:
+    def n_images(d: str) -> int:
+        return sum(1 for p in Path(d).iterdir() if p.suffix.lower() in IMAGE_EXTS) if Path(d).is_dir() else 0
+
+    if args.faces and not args.gpu_only and "cpu" in parts and (n := n_images(args.faces)) < CPU_FACES:
+        ap.error(f"--faces {args.faces}: {n} image(s), {CPU_FACES} needed")
+    need = max([CPU_FACES, *accel_batches])
+    if args.accel_faces and (n := n_images(args.accel_faces)) < need:
+        ap.error(f"--accel-faces {args.accel_faces}: {n} image(s), {need} needed")
+    if cpu_rows:
         threads = torch.get_num_threads()
         cpu = {"model": args.model, "device": "cpu", "faces": args.faces or "", "threads": threads}
         for prec in [p.strip() for p in args.cpu_precisions.split(",") if p.strip()]:
@@ -358,11 +386,12 @@ def main() -> int:
         precs = ("fp32", "bf16") if args.quick else ("fp32", "bf16", "fp16")
         if args.precisions:
             precs = chosen_precs
-        acc = {"model": args.accel_model, "modes": ["fixed_start", "full"], "steps": args.accel_steps, "device": accel,
-               "batch": batch}
+        acc = {"model": args.accel_model, "modes": accel_modes, "steps": args.accel_steps, "device": accel,
+               "batch": batch, "faces": args.accel_faces or "noise"}
         if "eager" in parts:
-            for prec in precs:  # cheapest first: eager pipeline rows
-                add({**acc, "precision": prec, "compile": False})
+            for b in accel_batches or [batch]:
+                for prec in precs:  # cheapest first: eager pipeline rows
+                    add({**acc, "batch": b, "precision": prec, "compile": False})
         tput = {"throughput": True, "model": args.accel_model, "device": accel, "batch": 2 * batch,
                 "precisions": list(precs), "matmul_n": 8192 if accel == "cuda" else 512}
         peak = None

@@ -14,8 +14,8 @@ through the set. Optimizer state never travels (AdamW's moments are 2× the fp32
 call restarts AdamW from the EMA with a short warm-up, unless a warm machine still holds this session's
 ``runs/e128_device/prior/last.pt``, which is then continued exactly.
 
-``train`` (run by the .sh on the device) phases, any comma-separated subset of ``prior,dsst,dblm,dgsa``
-(``all`` = the four, ``rest`` = the last three):
+``train`` (run by the .sh on the device) phases, any comma-separated subset of ``prior,dsst,dblm,dgsa,speed``
+(``all`` = the four training phases, ``rest`` = dsst,dblm,dgsa; ``speed`` only when named):
 
 * ``prior``: the UNet for most of the call (bf16 autocast, channels_last, one ``torch.compile``, the faces
   on the device), exporting the EMA as fp16 parts into $OUT at every checkpoint (``prior.partN.safetensors``),
@@ -25,11 +25,17 @@ call restarts AdamW from the EMA with a short warm-up, unless a warm machine sti
   loads it before compiling when its torch version and GPU name match, and compiles as usual otherwise);
 * ``dsst``: the empirical DSST table from the carried val faces (256 at 128 px);
 * ``dblm``: RM, SDE, TM+SDE at 128 px on the GPU, each stage a share of the remaining time;
-* ``dgsa``: DGSA against this call's (or the carried) prior, DBLM and DSST.
+* ``dgsa``: DGSA against this call's (or the carried) prior, DBLM and DSST;
+* ``speed``: the GPU s/face of the shipped ``embedded-128`` for the rows of issue 10's table (``restorer_only``,
+  ``fixed_start``, ``no_dgsa``, ``full``; bicubic costs nothing), with ``benchmarks/speed.py`` on 16 carried val
+  faces degraded as the table's (``gfpgan``, seed 0): fp32 (a GPU's default precision) and bf16, one face per
+  call (``restore``'s default on a GPU) and 8 (``--fast-batches``). It runs last, in the final ``SPEED_SECONDS``
+  (75 s) of the call, which REST_SECONDS must leave (``plan`` checks); the table comes back as ``speed_gpu.md``
+  in ``bundle.tar`` and its rows in ``summary.json``.
 
 $OUT (the device returns ≤ 8 files of ≤ 16 MiB, 64 MiB together, names of letters, digits, ``.``, ``_``, ``-``):
 ``prior.part0.safetensors`` … (the fp16 EMA), ``bundle.tar`` (logs, ``dblm.safetensors``, ``dgsa.safetensors``,
-``dsst.json``, ``samples.png``, ``summary.json``), ``summary.json``, ``log.txt`` (the .sh's tee) and
+``dsst.json``, ``samples.png``, ``speed_gpu.md``, ``summary.json``), ``summary.json``, ``log.txt`` (the .sh's tee) and
 ``compile_cache.bin`` when it fits. Everything is written atomically and refreshed at each checkpoint, so a
 killed call still returns the last checkpoint.
 """
@@ -63,7 +69,11 @@ SHIPPED = ROOT / "src" / "dynface" / "weights" / "embedded-128"
 COMMITTED = SHIPPED / "prior.safetensors"
 UNPACKED = ROOT / "runs" / "e128"  # unpack destinations: runs/e128/roundN
 CONFIGS = {False: ROOT / "configs" / "embedded-128", True: ROOT / "configs" / "embedded-128-smoke"}
-PHASES = ("prior", "dsst", "dblm", "dgsa")
+PHASES = ("prior", "dsst", "dblm", "dgsa", "speed")
+TRAINING = PHASES[:4]  # "all"; "speed" runs only when named
+SPEED_SECONDS = 75.0  # the speed phase's share of a call that also trains (4 benchmark processes, ~15 s each on an H200)
+SPEED_FACES = 16
+SPEED_MODES = ("restorer_only", "fixed_start", "no_dgsa", "full")  # issue 10's rows that cost GPU time
 CARRY_LIMIT = 64 * 2**20  # device tool: the working tree plus carried paths, per call
 RETURN_FILE_LIMIT = 16 * 2**20
 RETURN_FILES = 8
@@ -72,7 +82,7 @@ WEBP_QUALITY = 90
 VAL_FACES = 256
 TIMEOUT_SLACK = 40  # s between the script's budget and the device call's timeout_s (start-up, transfers)
 SMALL = ("prior_log.csv", "dblm_log.csv", "dgsa_log.csv", "dblm.safetensors", "dgsa.safetensors", "dsst.json",
-         "samples.png", "summary.json")
+         "samples.png", "speed_gpu.md", "summary.json")
 
 
 def _load_script(name: str, path: Path):
@@ -268,6 +278,10 @@ def plan(args: argparse.Namespace) -> int:
     if "dblm" in phases and dblm is not None and (why := dblm_mismatch(dblm)):
         problems.append(f"the dblm phase would continue the carried {dblm.name}, but {why}: re-pack without "
                         "--reuse (the DBLM then trains from scratch) or with a round trained on this config")
+    need = SPEED_SECONDS + (60 if set(phases) - {"prior", "speed"} else 15)  # speed's share + the other phases' least
+    if {"prior", "speed"} <= set(phases) and args.rest_seconds < need:
+        problems.append(f"rest_seconds {args.rest_seconds:g} is too little after the prior: speed takes the last "
+                        f"{SPEED_SECONDS:g} s of it; pass at least {need:g}")
     if not 60 <= args.seconds <= 600 - TIMEOUT_SLACK:
         problems.append(f"seconds must be in [60, {600 - TIMEOUT_SLACK}] (one call runs at most 600 s)")
     rel = os.path.relpath(Path(args.pack).resolve(), ROOT)
@@ -306,7 +320,7 @@ def dblm_mismatch(path: Path) -> str | None:
 
 
 def parse_phases(s: str) -> tuple[str, ...]:
-    named = {"all": PHASES, "rest": PHASES[1:]}
+    named = {"all": TRAINING, "rest": TRAINING[1:]}
     out: list[str] = []
     for part in s.split(","):
         part = part.strip()
@@ -792,6 +806,43 @@ def phase_dgsa(args, box: Outbox, seconds: float, prior: Path | None) -> None:
     print(f"dgsa: {meta.get('step')} steps, {time.time() - t0:.0f} s", flush=True)
 
 
+def phase_speed(args, box: Outbox, seconds: float) -> None:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from dynface.degrade import degrade
+    from dynface.training.config import load_config
+    from dynface.training.data import list_images, load_square
+    from dynface.training.prior import PriorTrainConfig
+
+    size = load_config(PriorTrainConfig, CONFIGS[args.smoke] / "prior.yaml").unet_config().image_size
+    files = list_images(Path(args.pack) / "val")
+    files = (files * math.ceil(SPEED_FACES / len(files)))[:SPEED_FACES]
+    x = torch.from_numpy(np.stack([load_square(f, size) for f in files]).transpose(0, 3, 1, 2).copy()).float() / 255
+    lq = (degrade(x, "gfpgan", 0)[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    faces = Path(args.runs) / "speed_faces"
+    shutil.rmtree(faces, ignore_errors=True)
+    faces.mkdir(parents=True)
+    for k, a in enumerate(lq):
+        Image.fromarray(a).save(faces / f"{k:02d}.png")
+    model = "tiny" if args.smoke else os.path.relpath(SHIPPED, ROOT)  # speed.py runs in ROOT; the label stays short
+    out = box.work / "speed_gpu.md"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--gpu-only", "--parts", "eager",
+           "--accel-device", args.device, "--accel-model", model, "--accel-faces", str(faces),
+           "--accel-modes", ",".join(SPEED_MODES), "--accel-batches", "1,8", "--precisions", "fp32,bf16",
+           "--compile-timeout", "0", "--budget", f"{max(5.0, seconds - 5):.0f}", "--out", str(out)]
+    t0 = time.time()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30, cwd=ROOT)
+    if res.returncode != 0:
+        raise RuntimeError(f"benchmarks/speed.py exited {res.returncode}: {res.stderr.strip()[-400:]}")
+    rows = [ln for ln in out.read_text().splitlines() if ln.startswith("| ") and not ln.startswith("| model")]
+    box.summary["speed"] = {"model": model, "faces": len(files),
+                            "seconds": round(time.time() - t0, 1), "rows": rows}
+    box.refresh()
+    print(f"speed: {len(rows)} rows in {time.time() - t0:.0f} s (speed_gpu.md)", flush=True)
+
+
 def train(args: argparse.Namespace) -> int:
     t_start = float(os.environ.get("E128_T0", time.time()))
     deadline = t_start + args.seconds
@@ -813,8 +864,9 @@ def train(args: argparse.Namespace) -> int:
         box.summary["gpu"] = torch.cuda.get_device_name(0)
         box.summary["torch"] = torch.__version__
     rest = [p for p in phases if p != "prior"]
-    # the rest's share: DSST ~15 s, then DBLM and DGSA split what is left after the prior
+    # the rest's share: DSST ~15 s, then DBLM and DGSA split what is left after the prior, and speed the final seconds
     rest_s = 0.0 if not rest else max(60.0, args.rest_seconds) if "prior" in phases else deadline - time.time() - 10
+    speed_s = 0.0 if "speed" not in phases else SPEED_SECONDS if len(phases) > 1 else deadline - time.time() - 15
     prior_path, failed = None, []
 
     def guarded(name: str, fn, *a):
@@ -831,11 +883,13 @@ def train(args: argparse.Namespace) -> int:
         prior_path = guarded("prior", phase_prior, args, box, pack_info, deadline - rest_s)
     if "dsst" in phases:
         guarded("dsst", phase_dsst, args, box)
-    left = max(10.0, deadline - time.time() - 15)
+    left = max(10.0, deadline - speed_s - time.time() - 15)
     if "dblm" in phases:
         guarded("dblm", phase_dblm, args, box, left * (0.5 if "dgsa" in phases else 1.0))
     if "dgsa" in phases:
-        guarded("dgsa", phase_dgsa, args, box, max(10.0, deadline - time.time() - 15), prior_path)
+        guarded("dgsa", phase_dgsa, args, box, max(10.0, deadline - speed_s - time.time() - 15), prior_path)
+    if "speed" in phases:
+        guarded("speed", phase_speed, args, box, max(20.0, deadline - time.time() - 15))
     box.summary["wall_s"] = round(time.time() - t_start, 1)
     box.summary["failed"] = failed
     box.refresh()

@@ -201,6 +201,27 @@ def test_gpu_script_smoke_round_trip(tmp_path, capsys):
     res = restorer.restore([np.asarray(Image.open(tmp_path / "val" / "00.jpg").resize((32, 32)))])
     assert res.images[0].shape == (32, 32, 3)
 
+    # the speed phase (issue 10's GPU s/face): named only, in the last SPEED_SECONDS of a call that plan checks leaves
+    # them, here alone; the table comes back in the bundle and its rows in summary.json
+    assert helper.parse_phases("all") == ("prior", "dsst", "dblm", "dgsa")
+    rc, text = _call(helper, capsys, ["plan", "520", "prior,dgsa,speed", "90", "--pack", str(pack)])
+    assert "rest_seconds 90 is too little after the prior" in text and "pass at least 135" in text
+    rc, text = _call(helper, capsys, ["plan", "520", "prior,dgsa,speed", "135", "--pack", str(pack)])
+    assert "too little" not in text and "gpu_train_embedded128.sh 520 prior,dgsa,speed 135" in text
+    outs = tmp_path / "out_speed"
+    r = _run(["bash", "scripts/gpu_train_embedded128.sh", "60", "speed"], OUT=str(outs), DYNFACE_GPU_SCRIPT_SMOKE="1",
+             PYTHON=py, E128_ARGS=f"--pack {pack} --runs {runs}")
+    assert r.returncode == 0, r.stdout + r.stderr
+    _check_return_limits(outs)
+    sp = json.loads((outs / "summary.json").read_text())["speed"]
+    assert (sp["model"], sp["faces"], len(sp["rows"])) == ("tiny", 16, 16)  # 4 modes x batch 1, 8 x fp32, bf16
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in sp["rows"]]
+    assert [(c[2], c[5], c[6]) for c in cells[:4]] == [("fp32", m, "1") for m in helper.SPEED_MODES]
+    assert all(float(c[8]) > 0 for c in cells[:4])  # the first process (fp32, one face per call) always fits
+    assert float(cells[0][7]) == 0 < float(cells[3][7])  # restorer_only: no NFE; full: some
+    rc, text = _call(helper, capsys, ["unpack", str(outs), str(tmp_path / "round0_speed")])
+    assert rc == 0 and (tmp_path / "round0_speed" / "speed_gpu.md").read_text().count("| tiny") == 16
+
     # round 1 resumes from the returned EMA, on the other shard, with a fresh optimizer
     # (and goes on training round 0's DBLM, carried with --reuse, with the round's compile cache unless told not to)
     # (and a shard count other than the reused round's is flagged: the rounds rotate through the shards only while K

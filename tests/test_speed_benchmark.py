@@ -50,6 +50,31 @@ def test_parts_and_precisions_select_and_bad_values_are_usage_errors(tmp_path):
         assert res.returncode == 2 and "unknown --" in res.stderr and not (tmp_path / "x.md").exists()
 
 
+def test_accelerator_faces_modes_and_batches(tmp_path):
+    """--accel-faces / --accel-modes / --accel-batches: every mode of every (batch, precision), on the given faces
+    (noise would give other NFEs for a trained model); restorer_only costs no NFE; bad values are usage errors."""
+    import numpy as np
+    from PIL import Image
+
+    faces = tmp_path / "lq"
+    faces.mkdir()
+    rng = np.random.default_rng(1)
+    for k in range(8):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(faces / f"{k}.png")
+    text = _run(tmp_path, "--parts", "eager", "--precisions", "fp32", "--accel-faces", str(faces),
+                "--accel-modes", "restorer_only,no_dgsa,full", "--accel-batches", "1,8", "--compile-timeout", "0")
+    rows = [[c.strip() for c in ln.split("|")[1:-1]] for ln in text.splitlines() if ln.startswith("| tiny")]
+    assert [(r[6], r[5]) for r in rows] == [(b, m) for b in ("1", "8") for m in ("restorer_only", "no_dgsa", "full")]
+    nfe = {(r[6], r[5]): float(r[7]) for r in rows}
+    assert nfe["1", "restorer_only"] == 0 and nfe["1", "full"] > 0 and nfe["1", "full"] == nfe["8", "full"]
+    assert f"faces: {faces}" in text
+    for bad in (["--accel-modes", "full,bogus"], ["--accel-batches", "0"], ["--accel-batches", "2,x"],
+                ["--accel-faces", str(tmp_path / "none")]):
+        res = subprocess.run([sys.executable, str(SCRIPT), "--accel-device", "cpu", "--out", str(tmp_path / "x.md"), *bad],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and "--accel-" in res.stderr and not (tmp_path / "x.md").exists(), res.stderr
+
+
 def test_cpu_rows_restore_faces_with_the_model_steps_and_a_ddim250_baseline(tmp_path):
     """CPU rows: faces from --faces, the given steps, resolved precision, and ``full`` again with ddim250 in the
     same run as the baseline of a printed ratio."""
