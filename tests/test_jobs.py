@@ -325,3 +325,15 @@ def test_the_job_layers_light_option_lists_match_the_library():
 
     assert set(jobs.COLOR_FIXES) == set(colorfix.COLOR_FIXES)
     assert set(jobs.DETAIL_MODES) == set(detail.DETAIL_MODES)
+
+
+def test_the_job_layers_choices_match_the_library():
+    """jobs keeps torch-free copies of the modes, precisions and colour fixes (for the CLI); they must not drift."""
+    from dynface import colorfix, jobs, pipeline
+
+    assert jobs.MODES == pipeline.MODES
+    assert set(jobs.COLOR_FIXES) == set(colorfix.COLOR_FIXES)
+    for p in jobs.PRECISIONS:
+        assert pipeline.resolve_precision(p) in ("fp32", "bf16", "fp16")
+    with pytest.raises(ValueError):
+        pipeline.resolve_precision("fp8")

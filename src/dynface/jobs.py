@@ -67,6 +67,8 @@ __all__ = [
     "one_line", "first_line", "cross_photo_batches", "PHOTO_QUEUE_MAX_PIXELS",
 ]
 
+# MODES, PRECISIONS and COLOR_FIXES repeat dynface.pipeline's / dynface.colorfix's choices so that the CLI can parse
+# (and `--help` print) without importing torch; tests/test_jobs.py checks that the copies match
 MODES = ("full", "no_dsst", "no_dgsa", "single_guide", "fixed_start", "restorer_only")
 SUBDIRS = ("cropped_faces", "restored_faces", "cmp", "restored_imgs", "records", "maps")
 FACTORY_ENV = "DYNFACE_RESTORER_FACTORY"
