@@ -16,7 +16,7 @@ from PIL import Image
 from skimage import data
 
 from dynface import jobs
-from dynface.faces import finish_photo, prepare_photo, restore_photo
+from dynface.faces import finish_photo, prepare_photo, restore_photo, upscale_background
 from dynface.jobs import Progress, RestoreSettings, face_seed, run_job
 
 SIDE = 192
@@ -179,6 +179,38 @@ def test_bad_files_inside_a_batch_do_not_touch_the_others(tmp_path, tiny, photos
     ref = tmp_path / "ref"
     run_job([d / n for n in ("a.png", "c.png", "e.png")], ref, _settings(batch_size=8), restorer=tiny)
     assert not _same(_snapshot(tmp_path / "o"), _snapshot(ref))
+
+
+@pytest.mark.parametrize("path", ["batched", "per-photo"])
+def test_keep_faceless_writes_photos_without_a_face(tmp_path, tiny, photos, monkeypatch, path):
+    """keep_faceless (whole archives): a photo without a face is written upscaled as it is, in input order, "done"
+    with 0 faces and a note (also last in the job, after the final batch); the photos with faces come out exactly as
+    without it, the job exits 0, and a rerun with skip_existing finds everything complete."""
+    if path == "per-photo":
+        monkeypatch.setattr(jobs, "cross_photo_batches", lambda restorer, settings: False)
+    d = tmp_path / "in"
+    d.mkdir()
+    for n, k in (("a.png", 0), ("c.png", 2)):
+        (d / n).write_bytes((photos / f"p{k}.png").read_bytes())
+    flat = np.full((SIDE, SIDE, 3), 120, np.uint8)
+    flat[::7] = 90  # stripes: not a face, but upscaling shows
+    for n in ("b_noface.png", "z_noface.png"):
+        Image.fromarray(flat).save(d / n)
+    s = run_job([d], tmp_path / "o", _settings(batch_size=8, keep_faceless=True), restorer=tiny)
+    assert [(Path(r.path).name, r.status, r.faces) for r in s.results] == [
+        ("a.png", "done", 1), ("b_noface.png", "done", 0), ("c.png", "done", 1), ("z_noface.png", "done", 0)]
+    assert s.exit_code == 0 and jobs.FACELESS_NOTE in s.results[1].notes and jobs.FACELESS_NOTE not in s.results[0].notes
+    for n in ("b_noface", "z_noface"):
+        rec = json.loads((tmp_path / "o" / "records" / f"{n}.json").read_text())
+        assert rec["status"] == "ok" and rec["num_faces"] == 0 and rec["output_size"] == [288, 288]
+        with Image.open(tmp_path / "o" / "restored_imgs" / f"{n}.png") as im:
+            assert np.array_equal(np.asarray(im), upscale_background(flat, 1.5))  # the background, as it is
+    ref = tmp_path / "ref"
+    run_job([d / "a.png", d / "c.png"], ref, _settings(batch_size=8), restorer=tiny)
+    got = {k: v for k, v in _snapshot(tmp_path / "o").items() if "noface" not in k}
+    assert not _same(got, _snapshot(ref))
+    again = run_job([d], tmp_path / "o", _settings(batch_size=8, keep_faceless=True, skip_existing=True), restorer=tiny)
+    assert len(again.skipped) == 4 and not again.results
 
 
 def test_a_failing_batch_fails_exactly_its_photos(tmp_path, tiny, photos):

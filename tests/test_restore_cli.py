@@ -21,6 +21,7 @@ from _helpers import kill_after_records, start_restore_cli
 from PIL import Image
 from skimage import data
 
+from dynface import jobs
 from dynface.cli import main
 
 HERE = Path(__file__).resolve().parent
@@ -125,6 +126,21 @@ def test_folder_with_good_faceless_and_corrupt_files(tmp_path, astro, capsys):
     assert not list(out.glob("records/wall*")) and not list(out.glob("restored_imgs/wall*"))
     assert not [p for p in out.rglob(".*")], "temporary files left"
     assert sorted(p.name for p in d.iterdir()) == ["astro.jpg", "broken.jpg", "empty.jpg", "fake.png", "notes.txt", "wall.png"]
+
+
+def test_keep_faceless(tmp_path, astro, capsys):
+    """--keep-faceless: the photo without a face is written upscaled and counted in the head line (no note line per
+    photo: an archive may hold thousands); the unreadable files still fail."""
+    d = _folder(tmp_path, astro)
+    out = tmp_path / "res"
+    assert _restore("-i", d, "-o", out, "-s", "2", "--keep-faceless") == 1
+    cap = capsys.readouterr()
+    assert "5 input(s): 2 restored (1 without a face, written as they are), 0 skipped (complete), 3 failed" in cap.out
+    assert "wall.png" not in cap.out and "Traceback" not in cap.out + cap.err
+    with Image.open(out / "restored_imgs" / "wall.png") as im:
+        assert im.size == (320, 240)
+    rec = json.loads((out / "records" / "wall.json").read_text())
+    assert rec["num_faces"] == 0 and rec["notes"] == [jobs.FACELESS_NOTE]
 
 
 def test_all_good_exit_0_gray_rgba_and_seed(tmp_path, astro, capsys):

@@ -78,6 +78,7 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COLOR_FIXES = ("wavelet", "adain", "none")
 DETAIL_MODES = ("keep", "restored")
 MAX_SEED = 2**63 - 1
+FACELESS_NOTE = "no face found: written upscaled, as it is (--keep-faceless)"
 MAX_STEPS = 1000  # the base grid of every model here
 MIN_ALIGNED_SIDE = 16  # px: smaller aligned crops are refused
 MAX_ALIGNED_ASPECT = 1.25  # longer side / shorter side: beyond this an aligned crop is refused (it would stretch)
@@ -130,6 +131,7 @@ class RestoreSettings:
     border: str = "constant"
     allow_input_dir: bool = False
     recursive: bool = False  # folders given as inputs: their sub-folders too
+    keep_faceless: bool = False  # a photo without a detected face: written upscaled, as it is ("done"), not no_face
     deterministic: bool = True  # restore one face per call where batching could change the output (see per_face)
     exact: bool = False  # one face per call always: outputs byte-identical whatever the batching (see per_face)
     max_pixels: int = MAX_PIXELS  # largest decoded input, per file; every read in this layer is capped by it
@@ -1017,7 +1019,9 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
     faces = detect_faces(img.rgb, detector, s.only_center_face)
     t_detect = time.perf_counter() - t1
     if not faces:
-        raise InputError("no face found")
+        if not s.keep_faceless:
+            raise InputError("no face found")
+        notes.append(FACELESS_NOTE)
     return _PhotoInput(it, img, notes, up, faces, src, t_read, t_detect, t0)
 
 
@@ -1221,6 +1225,7 @@ def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSetting
             del pending[:bs]
             run(batch)
             write_ready()
+        write_ready()  # photos without a face (keep_faceless) need no restorer call
 
     for it in items:
         tracker.message = it.path.name

@@ -31,6 +31,9 @@ below the folder given (``photos/2019/party/00.jpg`` → ``2019_party_00``), so 
 the archive and ``--skip-existing`` restores only what was added since; ``manifest.jsonl`` maps each input path to
 its outputs. Without ``-r`` sub-folders are not searched (a glob such as ``'photos/**/*.jpg'`` also reaches them,
 named as above without the folder prefix).
+A photo in which no face is found is reported as failed (``no_face``); with ``--keep-faceless`` it is written
+upscaled as it is (``restored_imgs/`` and its record, 0 faces, a note), counted as restored in the head line
+(``N restored (K without a face, written as they are)``), so a restored archive is complete.
 
 **Aligned crops.** ``--aligned`` hands the crops to the model as they are (resized to its resolution), so they
 must be framed like its training data (the embedded models: UTKFace crops, template ``utkface64`` at 128 or 64 px).
@@ -178,6 +181,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="how detected faces are framed: ffhq = the FFHQ dataset's own crop from dlib's points, "
                         "template = a 5-point template fit; auto (default) = ffhq for 512-px FFHQ priors, else template")
     p.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the photo's centre")
+    p.add_argument("--keep-faceless", action="store_true",
+                   help="write photos without a detected face too (upscaled, as they are; counted as restored, with a "
+                        "note) instead of reporting them as failed: whole archives")
     p.add_argument("--draw-box", action="store_true", help="draw the detected face boxes on restored_imgs")
     p.add_argument("--save-maps", action="store_true", help="also save the DGSA map and guides (maps/)")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs restored completely by an earlier run (manifest, record and files)")
@@ -247,7 +253,10 @@ def _run(args: argparse.Namespace) -> int:
 def _print_summary(s: jobs.JobSummary) -> None:
     n = s.total
     done, failed = s.done, s.failed
-    head = f"dynface restore: {n} input(s): {len(done)} restored, {len(s.skipped)} skipped (complete), {len(failed)} failed"
+    faceless = [r for r in done if jobs.FACELESS_NOTE in r.notes]
+    head = (f"dynface restore: {n} input(s): {len(done)} restored"
+            + (f" ({len(faceless)} without a face, written as they are)" if faceless else "")
+            + f", {len(s.skipped)} skipped (complete), {len(failed)} failed")
     if s.interrupted:
         head += f", {n - len(done) - len(s.skipped) - len(failed)} not processed (interrupted)"
     lines = [head + f" -> {s.out}"]
@@ -255,7 +264,8 @@ def _print_summary(s: jobs.JobSummary) -> None:
         lines.append(f"  FAILED  {r.path}: {r.error}")
     for r in done:
         for note in r.notes:
-            lines.append(f"  note    {r.path}: {note}")
+            if note != jobs.FACELESS_NOTE:  # counted in the head line: an archive may hold thousands
+                lines.append(f"  note    {r.path}: {note}")
     for m in s.manifest_errors:
         lines.append(f"  warning manifest line not written: {m}")
     if s.ignored:
