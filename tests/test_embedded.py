@@ -43,6 +43,14 @@ def test_files_match_the_model_card(name):
         assert sha256(WEIGHTS_DIR / name / file) == digest, file
     assert sum(p.stat().st_size for p in (WEIGHTS_DIR / name).iterdir()) < 70 * 2**20
     assert "non-commercial" in card
+    # what every record of a restoration names as its weights (dynface.provenance): the card's files and digests
+    from dynface import provenance
+    from dynface.pipeline import DynFaceRestorer
+
+    named = provenance.weights(DynFaceRestorer.from_pretrained(name))
+    assert {f"{role}": v["file"] for role, v in named.items()} == {
+        "prior": "prior.safetensors", "dblm": "dblm.safetensors", "dgsa": "dgsa.safetensors", "dsst": "dsst.json"}
+    assert {v["file"]: v["sha256"] for v in named.values()} == rows
 
 
 @pytest.mark.parametrize("name", SIZES)

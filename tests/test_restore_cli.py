@@ -119,6 +119,13 @@ def test_folder_with_good_faceless_and_corrupt_files(tmp_path, astro, capsys):
     assert (out / "maps" / "astro_00_dgsa.png").is_file() and (out / "maps" / "astro_00_guide0.png").is_file()
     rec = json.loads((out / "records" / "astro.json").read_text())
     assert rec["status"] == "ok" and rec["num_faces"] == 1 and rec["settings"]["seed"] == 0
+    # provenance: the input's bytes, the software; a restorer built in memory (the fake) names no weight files
+    import hashlib
+
+    import dynface
+
+    assert rec["image"]["sha256"] == hashlib.sha256((d / "astro.jpg").read_bytes()).hexdigest()
+    assert rec["settings"]["software"]["dynfacerestore"] == dynface.__version__ and rec["settings"]["weights"] == {}
     assert rec["settings"]["alignment"] == "auto"
     face = rec["faces"][0]
     assert np.allclose(face["bbox"], (171, 79, 265, 173), atol=12) and len(face["landmarks5"]) == 5

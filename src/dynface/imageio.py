@@ -19,6 +19,9 @@ result back in the same shape:
 * Files Pillow cannot open but OpenCV can (PAM, colour PFM, Radiance HDR, float / signed TIFF) are decoded
   with OpenCV (``format="OPENCV"``), after their header has passed the size limit (see :func:`_cv2_header`).
 
+The SHA-256 of the bytes that were decoded is kept (``sha256``, in :meth:`LoadedImage.info`): the records of
+``dynface restore`` name their input exactly (:mod:`dynface.provenance`).
+
 Failures raise :class:`ImageReadError` with one clear sentence (missing, empty, not an image, corrupt or
 truncated, too large).
 
@@ -36,6 +39,7 @@ reading or writing, has the one wording of :func:`too_large`: ``image too large 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import os
@@ -124,6 +128,7 @@ class LoadedImage:
     orientation: int = 1  # the EXIF orientation that was applied (1 = none)
     icc_profile: bytes | None = None  # kept for RGB(A)/gray outputs when the file had one
     path: Path | None = None
+    sha256: str | None = None  # of the file's bytes as decoded (dynface.provenance)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -143,6 +148,7 @@ class LoadedImage:
             "was_gray": self.was_gray,
             "has_alpha": self.alpha is not None,
             "exif_orientation": self.orientation,
+            "sha256": self.sha256,
             "notes": list(self.notes),
         }
 
@@ -166,6 +172,11 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     return img
 
 
+def _with_sha256(img: LoadedImage, data: bytes) -> LoadedImage:
+    img.sha256 = hashlib.sha256(data).hexdigest()
+    return img
+
+
 def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXELS) -> LoadedImage:
     """Decode the bytes of an image file (see the module docstring for what is handled)."""
     if len(data) == 0:
@@ -178,14 +189,14 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     except UnidentifiedImageError:
         fallback = _decode_cv2_only(data, name, max_pixels)  # formats only OpenCV reads
         if fallback is not None:
-            return fallback
+            return _with_sha256(fallback, data)
         raise ImageReadError(f"{name}: not an image, or a damaged one (unrecognised or unsupported format)") from None
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{name}: {_bomb_message(e, max_pixels)}") from None
     except Exception as e:  # Pillow raises several types for broken headers
         raise ImageReadError(f"{name}: corrupt image header ({type(e).__name__}: {e})") from None
     try:
-        return _decode_pil(im, data, name, max_pixels)
+        return _with_sha256(_decode_pil(im, data, name, max_pixels), data)
     except ImageReadError:
         raise
     except MemoryError:

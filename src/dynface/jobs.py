@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dynface import provenance
 from dynface.outputs import OutputFolderError, check_output_folder, safe_resolve
 from dynface.registry import DEFAULT_MODEL
 
@@ -879,6 +880,8 @@ def _record_settings(settings: RestoreSettings, restorer, upscale: float | None 
         "seeds": "face_seed" if _accepts(restorer.restore, "seeds") else "seed+position",
         "threads": _torch_threads(),
         "batching": "per-face" if per_face(restorer, settings) else "batched",
+        "software": provenance.software(),
+        "weights": provenance.weights(restorer),
     }
 
 

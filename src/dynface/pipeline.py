@@ -228,7 +228,10 @@ class DynFaceRestorer:
             sampler = replace(sampler, steps=str(steps))
         fix = color_fix if color_fix is not None else str(defaults.get("color_fix", "none"))
         rcfg = RestoreConfig(mode=mode, sampler=sampler, color_fix=fix)  # checks a model's own default
-        return cls(unet, dblm_net, dgsa_net, table, rcfg, device, template, files.name, sched, std_available)
+        r = cls(unet, dblm_net, dgsa_net, table, rcfg, device, template, files.name, sched, std_available)
+        used = {"prior": files.prior, "dblm": dblm_path, "dgsa": dgsa_path, "dsst": dsst_path, "restorer": restorer}
+        r.weight_files = {k: Path(v) for k, v in used.items() if v is not None}  # records hash them (dynface.provenance)
+        return r
 
     @classmethod
     def from_preset(cls, preset: str = "tiny", dsst: DSSTTable | None = None, seed: int = 0, device: str = "cpu",

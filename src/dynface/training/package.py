@@ -6,20 +6,12 @@ checked and reported), with the sha256 of every file in ``MODEL_CARD.md``'s tabl
 
 from __future__ import annotations
 
-import hashlib
 import re
 import shutil
 from pathlib import Path
 
 from ..models.io import load_state_dict_file, save_safetensors
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+from ..provenance import file_sha256 as sha256  # the digests in MODEL_CARD.md; records use the same
 
 
 def _copy_weights(src: Path, dst: Path, fp16: bool, extra_meta: dict | None = None) -> dict:
