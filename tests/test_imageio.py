@@ -143,6 +143,40 @@ def test_exif_rotated_jpeg(tmp_path, orientation):
     assert back.size == (im.rgb.shape[1], im.rgb.shape[0]) and back.getexif().get(0x0112, 1) == 1
 
 
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
+def test_exif_metadata_is_carried_without_what_no_longer_holds(tmp_path, ext):
+    """Date taken, camera and GPS go to the written photo; orientation, pixel dimensions and the maker note do not;
+    Software names dynfacerestore. A photo without EXIF and a TIFF (whose tags describe its own layout) carry none."""
+    import dynface
+
+    a = _rgb()
+    src = Image.fromarray(a)
+    exif = src.getexif()
+    exif[0x010F], exif[0x0110], exif[0x0112] = "Kodak", "Brownie", 6
+    exif[0x8769] = {0x9003: "1962:07:14 10:00:00", 0xA002: a.shape[1], 0xA003: a.shape[0], 0x927C: b"\x01private"}
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}
+    p = tmp_path / f"old.{ext}"
+    src.save(p, exif=exif.tobytes(), **({"quality": 95} if ext != "png" else {}))
+    im = read_image(p)
+    assert im.info()["exif_kept"]
+    out = tmp_path / f"new.{ext}"
+    write_like_input(np.ascontiguousarray(np.repeat(np.repeat(im.rgb, 2, 0), 2, 1)), im, out)
+    with Image.open(out) as back:
+        e = back.getexif()
+        sub, gps = e.get_ifd(0x8769), e.get_ifd(0x8825)
+    assert (e.get(0x010F), e.get(0x0110), e.get(0x0112, 1)) == ("Kodak", "Brownie", 1)
+    assert e.get(0x0131) == f"dynfacerestore {dynface.__version__} (faces restored)"
+    assert sub.get(0x9003) == "1962:07:14 10:00:00" and not {0xA002, 0xA003, 0x927C} & set(sub)
+    assert gps.get(1) == "N" and tuple(float(v) for v in gps.get(2)) == (48.0, 51.0, 24.0)
+    for name, save in (("plain.jpg", {}), ("tagged.tif", {"exif": exif.tobytes()})):
+        Image.fromarray(a).save(tmp_path / name, **save)
+        im = read_image(tmp_path / name)
+        assert im.exif is None and not im.info()["exif_kept"]
+        write_like_input(im.rgb, im, tmp_path / f"w_{name}")
+        with Image.open(tmp_path / f"w_{name}") as back:
+            assert 0x0131 not in back.getexif() and 0x010F not in back.getexif()
+
+
 def test_palette_and_transparency(tmp_path):
     a = _rgb()
     Image.fromarray(a).convert("P", palette=Image.ADAPTIVE, colors=16).save(tmp_path / "p.png")

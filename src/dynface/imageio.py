@@ -6,6 +6,11 @@ result back in the same shape:
 
 * **EXIF orientation** is applied (``ImageOps.exif_transpose``), so phone photos come out upright; the
   written result is upright and carries no orientation tag.
+* **EXIF metadata** of JPEG / PNG / WebP inputs (date taken, camera, GPS, ...: what photo managers sort and
+  search by) is carried to the written photo (:func:`carried_exif`), without what no longer holds for it: the
+  orientation, the pixel dimensions, the embedded thumbnail (it shows the unrestored photo) and the maker note
+  (camera-private offsets that do not survive a rewrite); ``Software`` says dynfacerestore wrote it. A photo
+  without EXIF gets none.
 * **Grayscale** (``1``, ``L``, ``LA``, ``I;16``, ``I``, ``F``) is remembered (``was_gray``); the face restorer
   sees three equal channels and :func:`to_output_image` turns the result back into gray.
 * **Alpha** (``RGBA``, ``LA``, ``PA``, palette transparency) is split off and kept; it is resized with the
@@ -127,6 +132,7 @@ class LoadedImage:
     format: str | None = None  # "JPEG", "PNG", ...
     orientation: int = 1  # the EXIF orientation that was applied (1 = none)
     icc_profile: bytes | None = None  # kept for RGB(A)/gray outputs when the file had one
+    exif: bytes | None = None  # what the written photo carries of the input's EXIF (carried_exif)
     path: Path | None = None
     sha256: str | None = None  # of the file's bytes as decoded (dynface.provenance)
     notes: list[str] = field(default_factory=list)
@@ -148,6 +154,7 @@ class LoadedImage:
             "was_gray": self.was_gray,
             "has_alpha": self.alpha is not None,
             "exif_orientation": self.orientation,
+            "exif_kept": self.exif is not None,
             "sha256": self.sha256,
             "notes": list(self.notes),
         }
@@ -616,6 +623,7 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
         orientation = int(im.getexif().get(_ORIENT_TAG, 1) or 1)
     except Exception:
         orientation = 1
+    exif = carried_exif(im)
     if orientation not in range(1, 9):
         orientation = 1
     bits = _bit_depth(im, data)
@@ -678,6 +686,7 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
         format=fmt,
         orientation=orientation,
         icc_profile=icc,
+        exif=exif,
         notes=notes,
     )
 
@@ -745,8 +754,43 @@ def to_output_image(rgb: np.ndarray, src: LoadedImage | None = None, ext: str = 
     return im
 
 
-def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 95, icc_profile: bytes | None = None) -> Path:
-    """Write atomically (temporary file + rename) in the format of ``path``'s extension."""
+_EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")  # a TIFF's "EXIF" is its own layout tags: not carried
+_EXIF_EXTS = ("jpg", "jpeg", "png", "webp")
+_EXIF_DROP = (0x0112, 0x0201, 0x0202)  # orientation; a thumbnail's offset and length (IFD1's, misplaced in IFD0)
+_EXIF_SUB_DROP = (0xA002, 0xA003, 0x927C)  # Exif IFD: pixel X / Y dimension, maker note
+_SOFTWARE_TAG = 0x0131
+
+
+def carried_exif(im: Image.Image) -> bytes | None:
+    """The EXIF block a restored photo carries from ``im`` (see the module docstring), or None when ``im`` has none
+    (or is not a JPEG / PNG / WebP, or its EXIF cannot be read)."""
+    if im.format not in _EXIF_FORMATS:
+        return None
+    try:
+        src = im.getexif()
+        if not len(src):
+            return None
+        from dynface import __version__
+
+        out = Image.Exif()
+        for tag, value in src.items():
+            if tag not in _EXIF_DROP and tag not in (0x8769, 0x8825):
+                out[tag] = value
+        sub = {t: v for t, v in src.get_ifd(0x8769).items() if t not in _EXIF_SUB_DROP}
+        if sub:
+            out[0x8769] = sub
+        gps = dict(src.get_ifd(0x8825))
+        if gps:
+            out[0x8825] = gps
+        out[_SOFTWARE_TAG] = f"dynfacerestore {__version__} (faces restored)"
+        return out.tobytes()
+    except Exception:  # damaged EXIF: the photo is still restored, without it
+        return None
+
+
+def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 95, icc_profile: bytes | None = None,
+               exif: bytes | None = None) -> Path:
+    """Write atomically (temporary file + rename) in the format of ``path``'s extension (``exif``: JPEG, PNG, WebP)."""
     path = Path(path)
     if isinstance(img, np.ndarray):
         img = Image.fromarray(img)
@@ -762,6 +806,8 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
         kw.update(compress_level=4)
     if icc_profile and ext in ("jpg", "jpeg", "png", "webp", "tif", "tiff"):
         kw["icc_profile"] = icc_profile
+    if exif and ext in _EXIF_EXTS:
+        kw["exif"] = exif
     atomic_save_image(img, path, **kw)
     return path
 
@@ -772,7 +818,7 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
     path = Path(path)
     im = to_output_image(rgb, src, ext=path.suffix.lstrip("."), notes=notes)
     icc = src.icc_profile if (im.mode in ("L", "LA")) == (src.mode in ("L", "LA")) else None
-    save_image(im, path, quality=quality, icc_profile=icc)
+    save_image(im, path, quality=quality, icc_profile=icc, exif=src.exif)
     return notes
 
 
