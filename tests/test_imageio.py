@@ -153,7 +153,8 @@ def test_exif_metadata_is_carried_without_what_no_longer_holds(tmp_path, ext):
     src = Image.fromarray(a)
     exif = src.getexif()
     exif[0x010F], exif[0x0110], exif[0x0112] = "Kodak", "Brownie", 6
-    exif[0x8769] = {0x9003: "1962:07:14 10:00:00", 0xA002: a.shape[1], 0xA003: a.shape[0], 0x927C: b"\x01private"}
+    exif[0x8769] = {0x9003: "1962:07:14 10:00:00", 0xA002: a.shape[1], 0xA003: a.shape[0], 0x927C: b"\x01private",
+                    0xA005: {1: "R98"}}
     exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}
     p = tmp_path / f"old.{ext}"
     src.save(p, exif=exif.tobytes(), **({"quality": 95} if ext != "png" else {}))
@@ -166,7 +167,7 @@ def test_exif_metadata_is_carried_without_what_no_longer_holds(tmp_path, ext):
         sub, gps = e.get_ifd(0x8769), e.get_ifd(0x8825)
     assert (e.get(0x010F), e.get(0x0110), e.get(0x0112, 1)) == ("Kodak", "Brownie", 1)
     assert e.get(0x0131) == f"dynfacerestore {dynface.__version__} (faces restored)"
-    assert sub.get(0x9003) == "1962:07:14 10:00:00" and not {0xA002, 0xA003, 0x927C} & set(sub)
+    assert sub.get(0x9003) == "1962:07:14 10:00:00" and not {0xA002, 0xA003, 0x927C, 0xA005} & set(sub)
     assert gps.get(1) == "N" and tuple(float(v) for v in gps.get(2)) == (48.0, 51.0, 24.0)
     for name, save in (("plain.jpg", {}), ("tagged.tif", {"exif": exif.tobytes()})):
         Image.fromarray(a).save(tmp_path / name, **save)

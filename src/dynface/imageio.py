@@ -757,7 +757,8 @@ def to_output_image(rgb: np.ndarray, src: LoadedImage | None = None, ext: str = 
 _EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")  # a TIFF's "EXIF" is its own layout tags: not carried
 _EXIF_EXTS = ("jpg", "jpeg", "png", "webp")
 _EXIF_DROP = (0x0112, 0x0201, 0x0202)  # orientation; a thumbnail's offset and length (IFD1's, misplaced in IFD0)
-_EXIF_SUB_DROP = (0xA002, 0xA003, 0x927C)  # Exif IFD: pixel X / Y dimension, maker note
+_EXIF_SUB_DROP = (0xA002, 0xA003, 0x927C, 0xA005)  # Exif IFD: pixel X / Y dimension, maker note, Interop pointer (an
+# offset into the old file)
 _SOFTWARE_TAG = 0x0131
 
 
