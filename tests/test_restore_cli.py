@@ -150,6 +150,26 @@ def test_keep_faceless(tmp_path, astro, capsys):
     assert rec["num_faces"] == 0 and rec["notes"] == [jobs.FACELESS_NOTE]
 
 
+def test_summary_groups_a_note_many_files_share(tmp_path, astro, capsys):
+    """Five gray photos share their note: one summary line with the count; two RGBA photos keep a line each."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for k in range(5):
+        Image.fromarray(astro).convert("L").save(d / f"g{k}.png")
+    out = tmp_path / "res"
+    assert _restore("-i", d, "-o", out, "-s", "1") == 0
+    text = capsys.readouterr().out
+    note = "grayscale input: restored in RGB, saved as grayscale"
+    assert text.count(note) == 1 and f"note    5 files: {note} ({d / 'g0.png'}, {d / 'g1.png'}, ...)" in text
+    from dynface.commands.restore import _note_lines
+    from dynface.jobs import FileResult
+
+    few = [FileResult(f"p{k}", f"p{k}", "done", notes=["a", f"own {k}"]) for k in range(3)]
+    assert _note_lines(few) == [f"  note    p{k}: {n}" for k in range(3) for n in ("a", f"own {k}")]
+    many = few + [FileResult("p3", "p3", "done", notes=["a"])]
+    assert _note_lines(many) == ["  note    4 files: a (p0, p1, ...)", *[f"  note    p{k}: own {k}" for k in range(3)]]
+
+
 def test_all_good_exit_0_gray_rgba_and_seed(tmp_path, astro, capsys):
     d = tmp_path / "in"
     d.mkdir()

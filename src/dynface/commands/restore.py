@@ -250,6 +250,30 @@ def _run(args: argparse.Namespace) -> int:
     return summary.exit_code
 
 
+NOTE_GROUP = 3  # a note that more files share than this is printed once, with their count
+
+
+def _note_lines(done: list[jobs.FileResult]) -> list[str]:
+    """The summary's note lines: one per file and note, but a note shared by more than NOTE_GROUP files (an archive
+    of phone photos: "EXIF orientation 6 applied ..." on each) once, with the count and the first files. The
+    face-less note is counted in the head line instead."""
+    by_note: dict[str, list[str]] = {}
+    for r in done:
+        for note in r.notes:
+            paths = by_note.setdefault(note, []) if note != jobs.FACELESS_NOTE else None
+            if paths is not None and r.path not in paths[-1:]:  # a file counts once per note
+                paths.append(r.path)
+    lines = []
+    for r in done:
+        for note in (n for n in r.notes if n in by_note):
+            paths = by_note[note]
+            if len(paths) <= NOTE_GROUP:
+                lines.append(f"  note    {r.path}: {note}")
+            elif paths[0] == r.path:  # the group's line, where its first file is
+                lines.append(f"  note    {len(paths)} files: {note} ({', '.join(paths[:2])}, ...)")
+    return lines
+
+
 def _print_summary(s: jobs.JobSummary) -> None:
     n = s.total
     done, failed = s.done, s.failed
@@ -262,10 +286,7 @@ def _print_summary(s: jobs.JobSummary) -> None:
     lines = [head + f" -> {s.out}"]
     for r in failed:
         lines.append(f"  FAILED  {r.path}: {r.error}")
-    for r in done:
-        for note in r.notes:
-            if note != jobs.FACELESS_NOTE:  # counted in the head line: an archive may hold thousands
-                lines.append(f"  note    {r.path}: {note}")
+    lines += _note_lines(done)
     for m in s.manifest_errors:
         lines.append(f"  warning manifest line not written: {m}")
     if s.ignored:
