@@ -368,7 +368,7 @@ def main() -> int:
     def n_images(d: str) -> int:
         return sum(1 for p in Path(d).iterdir() if p.suffix.lower() in IMAGE_EXTS) if Path(d).is_dir() else 0
 
-    if args.faces and not args.gpu_only and "cpu" in parts and (n := n_images(args.faces)) < CPU_FACES:
+    if args.faces and cpu_rows and (n := n_images(args.faces)) < CPU_FACES:
         ap.error(f"--faces {args.faces}: {n} image(s), {CPU_FACES} needed")
     need = max([CPU_FACES, *accel_batches])
     if args.accel_faces and (n := n_images(args.accel_faces)) < need:

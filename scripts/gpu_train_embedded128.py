@@ -722,19 +722,30 @@ def find_init(pack: Path, info: dict) -> Path | None:
     return None  # pack chose none (round 0)
 
 
-def phase_dsst(args, box: Outbox) -> None:
+def _val_faces(args, n: int | None = None):
+    """(size, files, uint8 (B,3,size,size) tensor): the carried val faces at the prior's resolution; ``n``: that many,
+    repeating the set when it is smaller (the smoke pack has 4)."""
     import numpy as np
     import torch
 
-    from dynface.diffusion import GaussianDiffusion, ScheduleConfig
-    from dynface.dsst import DSSTConfig, build_dsst
     from dynface.training.config import load_config
     from dynface.training.data import list_images, load_square
     from dynface.training.prior import PriorTrainConfig
 
     size = load_config(PriorTrainConfig, CONFIGS[args.smoke] / "prior.yaml").unet_config().image_size
     files = list_images(Path(args.pack) / "val")
-    faces = torch.from_numpy(np.stack([load_square(f, size) for f in files]).transpose(0, 3, 1, 2).copy())
+    if n is not None:
+        files = (files * math.ceil(n / len(files)))[:n]
+    return size, files, torch.from_numpy(np.stack([load_square(f, size) for f in files]).transpose(0, 3, 1, 2).copy())
+
+
+def phase_dsst(args, box: Outbox) -> None:
+    import torch
+
+    from dynface.diffusion import GaussianDiffusion, ScheduleConfig
+    from dynface.dsst import DSSTConfig, build_dsst
+
+    size, files, faces = _val_faces(args)
     cfg = DSSTConfig(mode="empirical", image_size=size, num_images=None, seed=0)
     sched = ScheduleConfig()
     t0 = time.time()
@@ -807,19 +818,13 @@ def phase_dgsa(args, box: Outbox, seconds: float, prior: Path | None) -> None:
 
 
 def phase_speed(args, box: Outbox, seconds: float) -> None:
-    import numpy as np
     import torch
     from PIL import Image
 
     from dynface.degrade import degrade
-    from dynface.training.config import load_config
-    from dynface.training.data import list_images, load_square
-    from dynface.training.prior import PriorTrainConfig
 
-    size = load_config(PriorTrainConfig, CONFIGS[args.smoke] / "prior.yaml").unet_config().image_size
-    files = list_images(Path(args.pack) / "val")
-    files = (files * math.ceil(SPEED_FACES / len(files)))[:SPEED_FACES]
-    x = torch.from_numpy(np.stack([load_square(f, size) for f in files]).transpose(0, 3, 1, 2).copy()).float() / 255
+    _, files, faces_hq = _val_faces(args, SPEED_FACES)
+    x = faces_hq.float() / 255
     lq = (degrade(x, "gfpgan", 0)[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     faces = Path(args.runs) / "speed_faces"
     shutil.rmtree(faces, ignore_errors=True)

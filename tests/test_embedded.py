@@ -48,7 +48,7 @@ def test_files_match_the_model_card(name):
     from dynface.pipeline import DynFaceRestorer
 
     named = provenance.weights(DynFaceRestorer.from_pretrained(name))
-    assert {f"{role}": v["file"] for role, v in named.items()} == {
+    assert {role: v["file"] for role, v in named.items()} == {
         "prior": "prior.safetensors", "dblm": "dblm.safetensors", "dgsa": "dgsa.safetensors", "dsst": "dsst.json"}
     assert {v["file"]: v["sha256"] for v in named.values()} == rows
 

@@ -151,7 +151,8 @@ def test_keep_faceless(tmp_path, astro, capsys):
 
 
 def test_summary_groups_a_note_many_files_share(tmp_path, astro, capsys):
-    """Five gray photos share their note: one summary line with the count; two RGBA photos keep a line each."""
+    """Five gray photos share their note: one summary line with the count. The helper itself: notes of at most 3
+    files keep a line per file; a note of 4 files is one line where its first file is, the others' own notes stay."""
     d = tmp_path / "in"
     d.mkdir()
     for k in range(5):
@@ -360,7 +361,7 @@ def test_recursive_archive(tmp_path, astro, capsys, monkeypatch):
     assert _restore("-i", arc, "-o", out, "--aligned", "-r", "--allow-input-dir", "--skip-existing") == 0
     assert "5 input(s): 1 restored, 4 skipped (complete), 0 failed" in capsys.readouterr().out
     (arc / "2021" / "party" / "00.png").unlink()
-    # a second run elsewhere in the archive leaves both output folders out, and says so
+    # a second run elsewhere in the archive leaves the first run's output folder out, and says so
     out2 = arc / "again"
     assert _restore("-i", arc, "-o", out2, "--aligned", "-r", "--allow-input-dir") == 0
     cap = capsys.readouterr()

@@ -260,8 +260,10 @@ def _note_lines(done: list[jobs.FileResult]) -> list[str]:
     by_note: dict[str, list[str]] = {}
     for r in done:
         for note in r.notes:
-            paths = by_note.setdefault(note, []) if note != jobs.FACELESS_NOTE else None
-            if paths is not None and r.path not in paths[-1:]:  # a file counts once per note
+            if note == jobs.FACELESS_NOTE:
+                continue
+            paths = by_note.setdefault(note, [])
+            if paths[-1:] != [r.path]:  # a file counts once per note
                 paths.append(r.path)
     lines = []
     for r in done:
