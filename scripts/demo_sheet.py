@@ -12,10 +12,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 CELL = 160
 ROOT = Path(__file__).resolve().parents[1]
+# Pillow's bundled TrueType font (needs FreeType, which Pillow's wheels include); its bitmap fallback has a
+# space one pixel wide ("inputastronaut").
+FONT = ImageFont.load_default(size=12)
 
 
 def _cell(path: Path | None, label: str, nearest: bool) -> np.ndarray:
@@ -23,7 +26,10 @@ def _cell(path: Path | None, label: str, nearest: bool) -> np.ndarray:
         im = Image.new("RGB", (CELL, CELL), "gray")
     else:
         im = Image.open(path).convert("RGB").resize((CELL, CELL), Image.NEAREST if nearest else Image.LANCZOS)
-    ImageDraw.Draw(im).text((4, 4), label, fill=(255, 255, 0))
+    draw = ImageDraw.Draw(im)
+    box = draw.textbbox((4, 3), label, font=FONT)
+    draw.rectangle((0, 0, CELL, box[3] + 3), fill=(0, 0, 0))  # a dark strip: yellow on a pale face is unreadable
+    draw.text((4, 3), label, fill=(255, 255, 0), font=FONT)
     return np.asarray(im)
 
 

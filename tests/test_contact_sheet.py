@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from _helpers import load_script
@@ -46,3 +48,34 @@ def test_bad_arguments_exit_2(cs, tmp_path, capsys):
         assert e.value.code == 2
     assert "missing in some column: f9" in capsys.readouterr().err
     assert not (tmp_path / "s.png").exists()
+
+
+def test_demo_sheet_rows_cells_and_readable_labels(tmp_path):
+    """scripts/demo_sheet.py (``make demo``'s picture): a row per restored face, five cells from the example input,
+    the maps and the restored face, a missing map grey, each label yellow on a dark strip."""
+    ds = load_script("demo_sheet")
+    cell = ds.CELL
+    for sub in ("restored_faces", "maps", "records"):
+        (tmp_path / sub).mkdir()
+    Image.new("RGB", (128, 128), (200, 30, 30)).save(tmp_path / "restored_faces" / "astronaut_lq.png")
+    Image.new("RGB", (128, 128), (30, 200, 30)).save(tmp_path / "maps" / "astronaut_lq_restorer.png")
+    Image.new("L", (128, 128), 255).save(tmp_path / "maps" / "astronaut_lq_dgsa.png")  # no guide0: a grey cell
+    rec = {"faces": [{"restorer": {"std_star": 1.84, "start_step": 366}}]}
+    (tmp_path / "records" / "astronaut_lq.json").write_text(json.dumps(rec))
+    assert ds.main(str(tmp_path)) == 0
+    sheet = np.asarray(Image.open(tmp_path / "demo_sheet.png")).astype(int)
+    assert sheet.shape == (cell, 5 * cell, 3)
+    example = np.asarray(Image.open(ds.ROOT / "src/dynface/examples/astronaut_lq.png").convert("RGB")).astype(int)
+    h = example.shape[0]
+    # below the label strip each cell holds its image: the example input (nearest), restorer, grey, map, restored
+    y = cell - 5
+    assert np.abs(sheet[y, 2] - example[int((y + 0.5) * h / cell), int(2.5 * h / cell)]).max() <= 1
+    for c, want in enumerate([None, (30, 200, 30), (128, 128, 128), (255, 255, 255), (200, 30, 30)]):
+        if want is not None:
+            assert np.abs(sheet[cell // 2, c * cell + cell // 2] - want).max() <= 2, c
+    strip = sheet[:14, : 5 * cell]
+    yellow = (strip[..., 0] > 200) & (strip[..., 1] > 200) & (strip[..., 2] < 80)
+    dark = strip.max(axis=-1) < 30
+    assert dark.mean() > 0.6 and yellow.sum() > 100  # the labels are drawn, on dark
+    for c in range(5):  # every cell has its label
+        assert yellow[:, c * cell:(c + 1) * cell].any(), c
