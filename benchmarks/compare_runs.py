@@ -22,6 +22,8 @@ import math
 import sys
 from pathlib import Path
 
+from dynface.metrics import mean_se
+
 PER_FACE_SKIP = ("seed", "start_steps", "eta", "std_star", "start_step")
 
 
@@ -47,8 +49,7 @@ def _paired(runs: list[tuple[Path, dict]], base: tuple[Path, dict], method: str)
             if len(d) < 2:
                 cells.append("–")
                 continue
-            mean = sum(d) / len(d)
-            se = math.sqrt(sum((x - mean) ** 2 for x in d) / (len(d) - 1) / len(d))
+            mean, se = mean_se(d)
             cells.append(f"{mean:+.4g} ± {se:.2g} [{len(d)}]")
         out.append(f"| `{path.stem}` | " + " | ".join(cells) + " |")
     return out

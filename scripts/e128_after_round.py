@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # a checkout without an installed package still finds dynface
 
 from dynface.atomicfile import atomic_write_bytes, atomic_write_text  # noqa: E402
+from dynface.metrics import mean_se  # noqa: E402
 from dynface.models.io import read_metadata  # noqa: E402
 from dynface.outputs import UnsafePathError, output_path, plain_name  # noqa: E402
 
@@ -171,9 +172,7 @@ def paired_se(a: dict | None, b: dict | None, metric: str) -> float | None:
     keys = _common_faces(a, b, metric)
     if not keys or len(keys) < 2:
         return None
-    d = [a["per_face"][k][metric] - b["per_face"][k][metric] for k in keys]
-    m = sum(d) / len(d)
-    return math.sqrt(sum((x - m) ** 2 for x in d) / (len(d) - 1) / len(d))
+    return mean_se(a["per_face"][k][metric] - b["per_face"][k][metric] for k in keys)[1]
 
 
 def _check(name: str, cand: float | None, other: float | None, ok_if: str, margin: float = 0.0,

@@ -15,7 +15,6 @@ standard error, and the paired difference against the first file.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # a checkout without an installed package still finds dynface
 
 from dynface.degrade import degrade  # noqa: E402
+from dynface.metrics import mean_se  # noqa: E402
 from dynface.pipeline import load_dblm  # noqa: E402
 from dynface.training.data import load_face_tensor, to_model_range  # noqa: E402
 from dynface.training.dblm import psnr_per_sample  # noqa: E402
@@ -36,12 +36,6 @@ class Row:
     name: str
     l1: float
     psnr: torch.Tensor  # per face, dB
-
-
-def mean_se(v: torch.Tensor) -> tuple[float, float]:
-    """Mean and its standard error (sample standard deviation / √n; 0 for one value)."""
-    n = v.numel()
-    return float(v.mean()), (float(v.std()) / math.sqrt(n) if n > 1 else 0.0)
 
 
 def score(files: list[Path], x: torch.Tensor, y: torch.Tensor, batch: int = 16) -> list[Row]:
@@ -56,13 +50,17 @@ def score(files: list[Path], x: torch.Tensor, y: torch.Tensor, batch: int = 16) 
     return rows
 
 
+def _se(se: float | None, digits: int) -> str:
+    return "–" if se is None else f"{se:.{digits}f}"
+
+
 def table(rows: list[Row]) -> str:
     lines = ["| restorer | L1 ↓ | PSNR ↑ (dB) | Δ PSNR against the first file |", "|---|---|---|---|"]
     for i, r in enumerate(rows):  # rows[0]: the input, rows[1]: the first file (the baseline of the Δ column)
-        m, se = mean_se(r.psnr)
-        d, dse = mean_se(r.psnr - rows[1].psnr) if i >= 2 else (None, None)
-        delta = f"{d:+.3f} ± {dse:.3f}" if d is not None else ""
-        lines.append(f"| {r.name} | {r.l1:.4f} | {m:.2f} ± {se:.2f} | {delta} |")
+        m, se = mean_se(r.psnr.tolist())
+        d, dse = mean_se((r.psnr - rows[1].psnr).tolist()) if i >= 2 else (None, None)
+        delta = f"{d:+.3f} ± {_se(dse, 3)}" if d is not None else ""
+        lines.append(f"| {r.name} | {r.l1:.4f} | {m:.2f} ± {_se(se, 2)} | {delta} |")
     return "\n".join(lines)
 
 

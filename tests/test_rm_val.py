@@ -41,7 +41,7 @@ def test_rows_against_direct_computation(rv, tmp_path):
     assert shift.l1 == pytest.approx(float((y + 0.1 - x).abs().mean()), rel=1e-5)
     assert torch.allclose(shift.psnr, expect, atol=1e-4)
     md = rv.table([inp, ident, shift])
-    d, se = rv.mean_se(shift.psnr - ident.psnr)
+    d, se = rv.mean_se((shift.psnr - ident.psnr).tolist())
     assert f"{d:+.3f} ± {se:.3f}" in md and md.count("\n") == 4
 
 

@@ -61,6 +61,7 @@ _EXPORTS = {
     "ssim": "psnr_ssim",
     "ssim_y": "psnr_ssim",
     "rgb_to_y": "_util",
+    "mean_se": "_util",
     "identity_distance": "face_dlib",
     "identity_distances": "face_dlib",
     "landmark_distance": "face_dlib",

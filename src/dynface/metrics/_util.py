@@ -1,7 +1,10 @@
-"""Shared helpers for the metrics: input checking, colour conversion, resizing, image loading."""
+"""Shared helpers for the metrics: input checking, colour conversion, resizing, image loading, the standard error."""
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +92,14 @@ def package_dir(dist_module: str) -> Path | None:
     if spec is None or not spec.submodule_search_locations:
         return None
     return Path(list(spec.submodule_search_locations)[0])
+
+
+def mean_se(values: Iterable[float]) -> tuple[float, float | None]:
+    """The mean of ``values`` and its standard error, the sample standard deviation (n − 1) over √n; the error is
+    None for a single value. Of per-face differences between two runs on the same faces, this is the paired
+    standard error: how far a mean Δ stands from noise."""
+    v = [float(x) for x in values]
+    if not v:
+        raise ValueError("mean_se: no values")
+    m = statistics.fmean(v)
+    return m, (statistics.stdev(v, m) / math.sqrt(len(v)) if len(v) > 1 else None)
