@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ from dynface.imageio import (
     capped_upscale,
     decode_image,
     image_size,
+    is_image_name,
     output_ext,
     read_image,
     save_image,
@@ -22,6 +24,8 @@ from dynface.imageio import (
     upscale_note,
     write_like_input,
 )
+
+DATA = Path(__file__).resolve().parent / "data"
 
 
 def _rgb(h=48, w=64, seed=0):
@@ -176,6 +180,51 @@ def test_exif_metadata_is_carried_without_what_no_longer_holds(tmp_path, ext):
         write_like_input(im.rgb, im, tmp_path / f"w_{name}")
         with Image.open(tmp_path / f"w_{name}") as back:
             assert 0x0131 not in back.getexif() and 0x010F not in back.getexif()
+
+
+def test_phone_formats_heic_and_avif(tmp_path):
+    """iPhones' HEIC (pi-heif) and AVIF (Pillow) photos are read upright, with their EXIF and ICC profile, and come
+    back as JPEG (PNG when they have alpha) carrying both; the fixtures: ``tests/data/make_heif_fixtures.py``."""
+    from _helpers import load_script
+
+    upright = np.asarray(load_script("make_heif_fixtures", "tests/data").upright()).astype(int)
+    heic = DATA / "phone_o6.heic"  # stored turned a quarter (HEIF irot), EXIF orientation 6
+    im = read_image(heic)
+    assert (im.format, im.orientation, im.rgb.shape) == ("HEIF", 6, upright.shape)
+    assert np.abs(im.rgb - upright).mean() < 5  # HEVC at quality 50; a wrong turn is > 100
+    assert im.notes == ["EXIF orientation 6 applied; the output is stored upright"]
+    assert image_size(heic) == (288, 336)  # from the header, turned as libheif shows it
+    assert all(is_image_name(f"a{s}") for s in (".HEIC", ".heif", ".hif", ".AVIF"))  # picked up from folders
+    ext = output_ext("auto", heic)
+    assert ext == "jpg" and [output_ext("auto", f"x{s}") for s in (".HEIC", ".heif", ".hif", ".avif")] == ["jpg"] * 4
+    write_like_input(im.rgb, im, tmp_path / f"out.{ext}")
+    with Image.open(tmp_path / "out.jpg") as back:
+        e, icc = back.getexif(), back.info.get("icc_profile")
+        assert back.size == (288, 336)
+    assert (e.get(0x010F), e.get(0x0110), e.get(0x0112, 1)) == ("Apple", "iPhone 15", 1)
+    assert e.get_ifd(0x8769).get(0x9003) == "2024:08:15 18:30:00" and e.get_ifd(0x8825).get(1) == "N"
+    assert icc is not None and icc == im.icc_profile
+
+    im = read_image(DATA / "alpha.heic")
+    y, x = np.mgrid[0:24, 0:32]
+    assert im.alpha is not None and np.abs(im.alpha.astype(int) - (40 + x * 6)).max() <= 3
+    assert output_ext("auto", DATA / "alpha.heic", has_alpha=True) == "png"
+
+    from PIL import features
+
+    if features.check("avif"):  # Pillow's wheels have it
+        src = Image.fromarray(upright.astype(np.uint8)).transpose(Image.ROTATE_90)
+        exif = src.getexif()
+        exif[0x010F], exif[0x0112] = "Pixel", 6
+        src.save(tmp_path / "p.avif", quality=90, exif=exif.tobytes())
+        im = read_image(tmp_path / "p.avif")
+        assert (im.format, im.orientation, im.rgb.shape) == ("AVIF", 6, upright.shape)
+        assert np.abs(im.rgb - upright).mean() < 5 and im.exif is not None
+
+    data = heic.read_bytes()
+    with pytest.raises(ImageReadError, match="corrupt|damaged|truncated") as err:
+        decode_image(data[: len(data) // 2], name="cut.heic")
+    assert "\n" not in str(err.value) and str(err.value).startswith("cut.heic: ")
 
 
 def test_palette_and_transparency(tmp_path):

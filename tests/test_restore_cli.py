@@ -190,6 +190,20 @@ def test_all_good_exit_0_gray_rgba_and_seed(tmp_path, astro, capsys):
     assert (tmp_path / "res2" / "restored_faces" / "gray_00.png").read_bytes() == first
 
 
+def test_iphone_heic_photo_comes_back_as_jpeg_with_its_metadata(tmp_path, capsys):
+    """A HEIC photo in a folder is picked up, restored upright and written as JPEG with its EXIF and ICC profile."""
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "IMG_0001.HEIC").write_bytes((HERE / "data" / "phone_o6.heic").read_bytes())
+    out = tmp_path / "res"
+    assert _restore("-i", d, "-o", out, "-s", "1") == 0
+    assert sorted(p.name for p in (out / "restored_imgs").iterdir()) == ["IMG_0001.jpg"]
+    with Image.open(out / "restored_imgs" / "IMG_0001.jpg") as im:
+        assert im.size == (288, 336) and im.getexif().get(0x010F) == "Apple" and im.info.get("icc_profile")
+    rec = json.loads((out / "records" / "IMG_0001.json").read_text())
+    assert rec["image"]["exif_orientation"] == 6 and rec["image"]["exif_kept"] and len(rec["faces"]) == 1
+
+
 BG_CALLS: list[float] = []
 
 

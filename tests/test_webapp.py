@@ -134,6 +134,19 @@ def test_photo_request_gives_the_cli_layout_table_comparisons_and_zip(app, uploa
     assert LOADS == ["embedded-64"]  # the allow-list name went to the job layer's loader
 
 
+def test_iphone_heic_upload_shows_in_the_page_and_zips_as_jpeg(app, uploads):
+    """A HEIC photo (which browsers do not show) gets its before/after pair as PNG/JPEG and a JPEG in the zip."""
+    f = _put(uploads, "IMG_0001.HEIC", (HERE / "data" / "phone_o6.heic").read_bytes())
+    res = app.restore([f], model="embedded-64")
+    assert [r.status for r in res.results] == ["done"]
+    before, after = res.comparisons["IMG_0001: whole photo"]
+    for p in (before, after):
+        assert Path(p).suffix.lower() in (".png", ".jpg", ".jpeg", ".webp")
+        with Image.open(p) as im:
+            assert im.format in ("PNG", "JPEG", "WEBP")
+    assert "restored_imgs/IMG_0001.jpg" in zipfile.ZipFile(res.zip_path).namelist()
+
+
 def test_aligned_samples_and_restorer_reuse(app):
     samples = app.example_files()
     assert len(samples) >= 3 and all(Path(p).resolve().is_relative_to(app.upload_root.resolve()) for p in samples)

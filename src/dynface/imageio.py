@@ -1,12 +1,17 @@
 """Reading and writing the photographs people actually have.
 
-:func:`read_image` turns any JPEG / PNG / WebP / BMP / TIFF (and whatever else Pillow opens: GIF, PPM, …)
-into a :class:`LoadedImage`: an upright 8-bit RGB array for processing plus what is needed to give the
+:func:`read_image` turns any JPEG / PNG / WebP / BMP / TIFF / HEIC / AVIF (and whatever else Pillow opens: GIF,
+PPM, …) into a :class:`LoadedImage`: an upright 8-bit RGB array for processing plus what is needed to give the
 result back in the same shape:
+
+* **Phone formats.** HEIC / HEIF (iPhones' default; decoded by ``pi-heif``, libheif's decoder-only Pillow plugin,
+  registered on import) and AVIF (Pillow's own plugin) are read like JPEGs, 10-bit ones rounded to 8 bits; no
+  installed library writes HEIC without a GPL encoder, so ``--ext auto`` writes them as JPEG (PNG with alpha), with
+  their EXIF and ICC profile, as phones do when they share a photo.
 
 * **EXIF orientation** is applied (``ImageOps.exif_transpose``), so phone photos come out upright; the
   written result is upright and carries no orientation tag.
-* **EXIF metadata** of JPEG / PNG / WebP inputs (date taken, camera, GPS, ...: what photo managers sort and
+* **EXIF metadata** of JPEG / PNG / WebP / HEIC / AVIF inputs (date taken, camera, GPS, ...: what photo managers sort and
   search by) is carried to the written photo (:func:`carried_exif`), without what no longer holds for it: the
   orientation, the pixel dimensions, the embedded thumbnail (it shows the unrestored photo) and the maker note
   (camera-private offsets that do not survive a rewrite); ``Software`` says dynfacerestore wrote it. A photo
@@ -58,12 +63,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .imaging import atomic_save_image
 
+try:  # HEIC / HEIF: libheif's decoder as a Pillow plugin (a core dependency; without it such files are refused)
+    import pi_heif
+
+    pi_heif.register_heif_opener()
+    HEIF_READABLE = True
+except ImportError:  # pragma: no cover
+    HEIF_READABLE = False
+
 MAX_PIXELS = 80_000_000
 MAX_OUTPUT_PIXELS = 160_000_000
 # the names a folder of inputs is searched for; GIF: the first frame is restored (with a note)
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".hif", ".avif")
 WRITE_EXTS = ("png", "jpg", "webp")  # the choices of --ext besides "auto"
-_AUTO_KEEP = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".bmp": "bmp", ".tif": "tif", ".tiff": "tiff"}
+_AUTO_KEEP = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".bmp": "bmp", ".tif": "tif", ".tiff": "tiff",
+              # phone formats come back as JPEG (.hif: Fujifilm's HEIF)
+              ".heic": "jpg", ".heif": "jpg", ".hif": "jpg", ".avif": "jpg"}
 _NO_ALPHA = {"jpg", "bmp"}
 _GRAY_MODES = {"1", "L", "LA", "La", "I", "F"}
 _ORIENT_TAG = 0x0112
@@ -197,6 +212,8 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
         fallback = _decode_cv2_only(data, name, max_pixels)  # formats only OpenCV reads
         if fallback is not None:
             return _with_sha256(fallback, data)
+        if not HEIF_READABLE and _is_heif(data):  # pragma: no cover
+            raise ImageReadError(f"{name}: a HEIC/HEIF photo; reading it needs the pi-heif package (pip install pi-heif)") from None
         raise ImageReadError(f"{name}: not an image, or a damaged one (unrecognised or unsupported format)") from None
     except Image.DecompressionBombError as e:
         raise ImageReadError(f"{name}: {_bomb_message(e, max_pixels)}") from None
@@ -213,6 +230,11 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
         raise ImageReadError(f"{name}: corrupt or truncated image data ({msg})") from None
     finally:
         im.close()
+
+
+def _is_heif(data: bytes) -> bool:
+    """An ISO-BMFF ``ftyp`` box naming a HEIF brand (HEIC, HEIF, HEIF sequences; AVIF is Pillow's own)."""
+    return data[4:8] == b"ftyp" and data[8:12] in (b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"mif1", b"msf1")
 
 
 def _bit_depth(im: Image.Image, data: bytes) -> int:
@@ -626,6 +648,8 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
     exif = carried_exif(im)
     if orientation not in range(1, 9):
         orientation = 1
+    # HEIF: libheif turns the picture upright while decoding and pi-heif sets the EXIF value to 1, keeping the old one
+    turned = im.info.get("original_orientation") if fmt == "HEIF" else None
     bits = _bit_depth(im, data)
     png_gray = _png_gray(data)
     was_gray = mode in _GRAY_MODES or mode.startswith("I;16") or bool(png_gray)
@@ -673,6 +697,8 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
                 notes.append(f"{bits}-bit input read as 8-bit; the output is 8-bit")
     if mode == "P":
         notes.append("palette image processed and saved as RGB" + ("A" if alpha is not None else ""))
+    if turned in range(2, 9):
+        orientation = int(turned)
     if orientation != 1:
         notes.append(f"EXIF orientation {orientation} applied; the output is stored upright")
     if icc is not None and mode not in ("RGB", "RGBA", "L", "LA", "P"):
@@ -706,8 +732,8 @@ def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
 # ---------------------------------------------------------------------------------------------- writing
 def output_ext(ext: str, input_path: str | Path | None, has_alpha: bool = False) -> str:
     """The file extension (no dot) to write: ``ext`` itself, or for ``auto`` the input's own format when it is
-    writable (png/jpg/webp/bmp/tif/tiff; ``.tif`` stays ``.tif``, ``.jpeg`` becomes ``.jpg``) and can hold the
-    alpha channel, else ``png``."""
+    writable (png/jpg/webp/bmp/tif/tiff; ``.tif`` stays ``.tif``, ``.jpeg`` becomes ``.jpg``; HEIC/HEIF/AVIF
+    become ``jpg``) and can hold the alpha channel, else ``png``."""
     ext = ext.lower().lstrip(".")
     if ext == "jpeg":
         ext = "jpg"
@@ -754,7 +780,7 @@ def to_output_image(rgb: np.ndarray, src: LoadedImage | None = None, ext: str = 
     return im
 
 
-_EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP")  # a TIFF's "EXIF" is its own layout tags: not carried
+_EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "HEIF", "AVIF")  # a TIFF's "EXIF" is its own layout tags: not carried
 _EXIF_EXTS = ("jpg", "jpeg", "png", "webp")
 _EXIF_DROP = (0x0112, 0x0201, 0x0202)  # orientation; a thumbnail's offset and length (IFD1's, misplaced in IFD0)
 _EXIF_SUB_DROP = (0xA002, 0xA003, 0x927C, 0xA005)  # Exif IFD: pixel X / Y dimension, maker note, Interop pointer (an
@@ -764,7 +790,7 @@ _SOFTWARE_TAG = 0x0131
 
 def carried_exif(im: Image.Image) -> bytes | None:
     """The EXIF block a restored photo carries from ``im`` (see the module docstring), or None when ``im`` has none
-    (or is not a JPEG / PNG / WebP, or its EXIF cannot be read)."""
+    (or is not a JPEG / PNG / WebP / HEIF / AVIF, or its EXIF cannot be read)."""
     if im.format not in _EXIF_FORMATS:
         return None
     try:

@@ -20,8 +20,9 @@ Outputs under ``-o`` (default ``results``)::
 ``/``, ``..`` or leading ``.``), and every output path is checked to stay inside ``-o``. Faces are numbered left
 to right. Inputs sharing a stem are told apart by folder (``x/00.jpg``, ``y/00.jpg`` → ``x_00``, ``y_00``;
 ``2019/x/00.jpg``, ``2020/x/00.jpg`` → ``2019_x_00``, ``2020_x_00``) or, in one folder, by extension (``a.jpg``,
-``a.png`` → ``a_jpg``, ``a_png``). Folders are read for .png/.jpg/.jpeg/.webp/.bmp/.tif/.tiff/.gif files (GIF and
-multi-page TIFF: the first frame, with a note); hidden files and folders are skipped.
+``a.png`` → ``a_jpg``, ``a_png``). Folders are read for .png/.jpg/.jpeg/.webp/.bmp/.tif/.tiff/.gif/.heic/.heif/
+.hif/.avif files, in any case (GIF and multi-page TIFF: the first frame, with a note; HEIC/HEIF/AVIF are written as
+JPEG with ``--ext auto``); hidden files and folders are skipped.
 
 **Whole archives.** ``-r/--recursive`` also searches the input folders' sub-folders, depth first in name order.
 Links to folders are not followed (no loops); the output folder (with ``--allow-input-dir``) and folders an
@@ -133,7 +134,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: restore them directly, batched")
     p.add_argument("-s", "--upscale", type=number(float, 1, 8), default=2.0, help="final upscaling of the whole photo, 1-8 (default: 2)")
     p.add_argument("-w", "--fidelity", type=number(float, 0, 1), default=None, help="fidelity weight in [0, 1] (default: the model's)")
-    p.add_argument("--ext", default="auto", choices=jobs.EXT_CHOICES, help="format of restored_imgs (default auto: like the input; png if it has alpha)")
+    p.add_argument("--ext", default="auto", choices=jobs.EXT_CHOICES, help="format of restored_imgs (default auto: like the input, jpg for HEIC/AVIF; png if it has alpha)")
     p.add_argument("--suffix", type=_plain, default=None, help="append _SUFFIX to restored face / image names (a plain name)")
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH", help=f"embedded model name, model folder or prior file (default: {DEFAULT_MODEL})")
     p.add_argument("--mode", default="full", choices=MODES, help="method variant / ablation (default: full)")
