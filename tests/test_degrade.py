@@ -465,3 +465,25 @@ def test_cli_earlier_outputs_hidden_files_and_symlinked_outputs(hq_dir, tmp_path
     rc, out, err = _run(["degrade", "-i", str(hq_dir), "-o", str(out_dir), "--size", "16"], capsys)
     assert rc == 1 and "2/3" in out and "sub/ramp.png: cannot use this name for an output" in err
     assert list(outside.iterdir()) == []
+
+
+def test_cli_reads_16_bit_and_exif_rotated_faces_as_restore_does(tmp_path, capsys):
+    """A 16-bit PNG is scaled to 8 bits (it came out all white), an EXIF-rotated JPEG is turned upright (it came
+    out sideways): the HQ images are the pictures a viewer shows, as ``dynface restore`` reads them."""
+    from skimage import data
+
+    face = np.asarray(Image.fromarray(data.astronaut()[0:240, 100:340]).resize((64, 64), Image.LANCZOS))
+    gray = np.asarray(Image.fromarray(face).convert("L"))
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(gray.astype(np.uint16) * 257).save(d / "g16.png")
+    src = Image.fromarray(face).transpose(Image.ROTATE_90)  # stored turned; orientation 6 turns it back
+    exif = src.getexif()
+    exif[0x0112] = 6
+    src.save(d / "rot.jpg", quality=98, exif=exif.tobytes())
+    rc, _, err = _run(["degrade", "-i", str(d), "-o", str(tmp_path / "o"), "--size", "64"], capsys)
+    assert rc == 0, err
+    g16 = np.asarray(Image.open(tmp_path / "o/hq/g16.png")).astype(int)
+    assert np.abs(g16 - gray[..., None]).max() <= 1
+    rot = np.asarray(Image.open(tmp_path / "o/hq/rot.png")).astype(int)
+    assert np.abs(rot - face).mean() < 3 and np.abs(np.rot90(rot, 2) - face).mean() > 20

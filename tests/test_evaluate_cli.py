@@ -77,6 +77,25 @@ def test_paired_metrics_json_and_markdown(folders, capsys):
     assert sorted(p.name for p in out.parent.iterdir()) == ["results.json", "results.md"]  # no temp files left
 
 
+def test_hq_images_are_read_as_a_viewer_shows_them(tmp_path, capsys):
+    """An EXIF-rotated HQ JPEG is scored upright and a 16-bit HQ PNG at 8 bits, as ``dynface restore`` reads them."""
+    crop = np.ascontiguousarray(skimage_data.astronaut()[0:96, 100:196])
+    gray = np.asarray(Image.fromarray(crop).convert("L"))
+    _save(tmp_path / "res" / "rot.png", crop)
+    _save(tmp_path / "res" / "g16.png", np.repeat(gray[..., None], 3, axis=-1))
+    (tmp_path / "hq").mkdir()
+    src = Image.fromarray(crop).transpose(Image.ROTATE_270)
+    exif = src.getexif()
+    exif[0x0112] = 8
+    src.save(tmp_path / "hq" / "rot.jpg", quality=98, exif=exif.tobytes())
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "hq" / "g16.png")
+    rc, _ = _run(capsys, "--restored", tmp_path / "res", "--hq", tmp_path / "hq", "--metrics", "psnr", "--out",
+                 tmp_path / "r.json")
+    assert rc == 0
+    per = json.loads((tmp_path / "r.json").read_text())["per_image"]
+    assert per["rot"]["psnr"] > 35 and float(per["g16"]["psnr"]) > 45  # sideways: about 12 dB; "inf": equal
+
+
 def test_identical_folders_give_inf_psnr(folders, capsys):
     tmp, hq, _, _ = folders
     out = tmp / "same.json"

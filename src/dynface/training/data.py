@@ -25,15 +25,18 @@ def list_images(folder: str | Path) -> list[Path]:
 
 
 def load_square(path: Path, size: int) -> np.ndarray:
-    """RGB uint8 (size, size, 3): centre square crop, then an antialiased Lanczos resize."""
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        s = min(w, h)
-        im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
-        if s != size:
-            im = im.resize((size, size), Image.LANCZOS)
-        return np.asarray(im, dtype=np.uint8)
+    """RGB uint8 (size, size, 3): the image as ``dynface restore`` reads it (:func:`dynface.imageio.read_image`:
+    upright by its EXIF orientation, 16-bit scaled to 8 bits, gray / CMYK / palette to RGB), centre square crop,
+    then an antialiased Lanczos resize. :class:`dynface.imageio.ImageReadError` for an unusable file."""
+    from dynface.imageio import read_image
+
+    im = Image.fromarray(read_image(path).rgb)
+    w, h = im.size
+    s = min(w, h)
+    im = im.crop(((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s))
+    if s != size:
+        im = im.resize((size, size), Image.LANCZOS)
+    return np.asarray(im, dtype=np.uint8)
 
 
 def load_face_tensor(folder: str | Path, size: int, cache_dir: str | Path | None = None, limit: int | None = None) -> torch.Tensor:
