@@ -139,7 +139,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH", help=f"embedded model name, model folder or prior file (default: {DEFAULT_MODEL})")
     p.add_argument("--mode", default="full", choices=MODES, help="method variant / ablation (default: full)")
     p.add_argument("--guidance", choices=("unet", "x0", "prox"), default=None,
-                   help="guidance gradient: through the UNet (paper, default), w.r.t. x0 only (cheaper), or the Fourier proximal step")
+                   help="guidance gradient: through the UNet (the paper's), w.r.t. x0 only (cheaper), or the Fourier proximal step "
+                        "(default: the model's; x0 for the embedded models, unet for a bare prior)")
     p.add_argument("--dblm", metavar="PATH", help="DBLM weights, when --model is a bare prior file (e.g. DifFace's .pth)")
     p.add_argument("--restorer", metavar="PATH", help="DifFace's SwinIR (swinir_restoration512_L1.pth) as RM; without --dblm only --mode fixed_start/restorer_only")
     p.add_argument("--dgsa", metavar="PATH", help="DGSA weights, when --model is a bare prior file")
