@@ -324,6 +324,42 @@ def test_kill_mid_batch_then_skip_existing(tmp_path, astro):
     assert faces_second == expected
 
 
+def test_skip_existing_is_complete_only_for_the_same_photo_and_flags(tmp_path, astro, capsys):
+    """--skip-existing skips an output only when it was made from these bytes with these output flags: another file
+    with the same name, size and mtime (a copy kept with ``cp -p``) or a changed -w / --ext is restored again, with
+    a note naming the flags; a byte-equal copy elsewhere, or a changed --threads, is still complete."""
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    for d in (a, b, c):
+        d.mkdir()
+    crop = astro[60:200, 150:290]
+    Image.fromarray(crop).save(a / "x.tif")  # uncompressed: the same size for any content
+    Image.fromarray(np.ascontiguousarray(crop[::-1])).save(b / "x.tif")
+    (c / "x.tif").write_bytes((a / "x.tif").read_bytes())
+    st = (a / "x.tif").stat()
+    for p in (b / "x.tif", c / "x.tif"):
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (b / "x.tif").stat().st_size == (a / "x.tif").stat().st_size
+    out = tmp_path / "out"
+
+    def run(d, *flags):
+        assert _restore("--aligned", "-i", d, "-o", out, "--skip-existing", *flags) == 0
+        return capsys.readouterr()
+
+    run(a)
+    first = (out / "restored_faces" / "x.png").read_bytes()
+    assert "0 skipped" not in run(c, "--threads", "1").out  # the same bytes from another folder: complete
+    std = run(b)
+    assert "1 restored, 0 skipped" in std.out and (out / "restored_faces" / "x.png").read_bytes() != first
+    run(a)  # back to a's photo
+    std = run(a, "-w", "0.8", "--ext", "png")
+    assert "1 restored, 0 skipped" in std.out
+    assert "1 input(s) restored again" in std.err and "other --fidelity, --ext" in std.err
+    rec = json.loads((out / "records" / "x.json").read_text())
+    assert rec["settings"]["flags"]["fidelity"] == 0.8 and rec["settings"]["flags"]["ext"] == "png"
+    std = run(a, "-w", "0.8", "--ext", "png")
+    assert "0 restored, 1 skipped" in std.out and "restored again" not in std.err
+
+
 def test_stems_and_input_collection(tmp_path):
     from dynface.jobs import assign_stems, collect_inputs
 

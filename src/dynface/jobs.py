@@ -64,7 +64,7 @@ __all__ = [
     "Progress", "JobSummary", "Manifest", "plan_inputs", "load_restorer", "face_seed", "restore_items", "run_job",
     "collect_inputs", "InputScan", "is_restore_output", "assign_stems", "check_output_dir", "check_settings", "validate_steps", "default_threads",
     "apply_threads", "usable_cpus", "is_complete", "clean_stale_temp_files", "settings_warnings", "start_job", "as_done",
-    "append_line", "restore_logged", "prepare_output", "complete_results", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
+    "append_line", "restore_logged", "prepare_output", "complete_results", "changed_flags", "output_flags", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
     "one_line", "first_line", "cross_photo_batches", "PHOTO_QUEUE_MAX_PIXELS",
 ]
 
@@ -699,6 +699,18 @@ def _lock(fd: int) -> None:
         pass
 
 
+def _same_input(rec: dict, path: Path) -> bool:
+    """Whether record ``rec`` was made from ``path``: the same path, or a file with the same bytes (``image.sha256``)."""
+    made_from = rec.get("input")
+    if not isinstance(made_from, str) or made_from == str(path) or safe_resolve(Path(made_from)) == safe_resolve(path):
+        return True
+    digest = (rec.get("image") or {}).get("sha256")
+    try:
+        return isinstance(digest, str) and provenance.file_sha256(path) == digest
+    except OSError:
+        return False
+
+
 def _manifest_says_complete(entry: dict | None, out: Path, source: Callable[[], dict | None],
                             on_disk: set[str] | None = None) -> bool:
     """``source``: gives the input's :func:`_source_info` (called only when the line says done)."""
@@ -729,12 +741,40 @@ def _all_on_disk(out: Path, rels: list[str], on_disk: set[str] | None = None) ->
     return True
 
 
-def complete_results(items: list[InputItem], out: Path, manifest: Manifest | None = None) -> tuple[list[FileResult], list[FileResult]]:
+# the flags that shape a restore's output files (their names, pixels or set): a record made with other values is
+# not complete for this run (--skip-existing restores it again). Left out: how the work is done (threads, batch
+# size, device, compile, engine), which changes at most the rounding ("Reproducible whatever the batching").
+OUTPUT_FLAGS = ("model", "mode", "steps", "seed", "fidelity", "upscale", "aligned", "ext", "suffix", "precision",
+                "detail", "color_fix", "guidance", "dblm", "dgsa", "dsst", "restorer", "input_template", "alignment",
+                "only_center_face", "draw_box", "detector", "bg_upsampler", "min_score", "border", "save_maps", "exact")
+
+
+def output_flags(settings: RestoreSettings) -> dict:
+    """:data:`OUTPUT_FLAGS` as ``settings`` has them, as a record stores them (``settings.flags``, JSON values)."""
+    return json.loads(json.dumps({k: getattr(settings, k) for k in OUTPUT_FLAGS}))
+
+
+def changed_flags(rec: dict, settings: RestoreSettings) -> list[str]:
+    """The :data:`OUTPUT_FLAGS` whose value in record ``rec`` differs from ``settings``' (none for a record written
+    before records kept them). Maps asked for now and not then count; maps made then and not asked for now do not."""
+    then = (rec.get("settings") or {}).get("flags")
+    if not isinstance(then, dict):
+        return []
+    now = output_flags(settings)
+    return [k for k in OUTPUT_FLAGS if then.get(k) != now[k] and not (k == "save_maps" and not now[k])]
+
+
+def complete_results(items: list[InputItem], out: Path, manifest: Manifest | None = None,
+                     settings: RestoreSettings | None = None,
+                     changed: dict[str, list[str]] | None = None) -> tuple[list[FileResult], list[FileResult]]:
     """(complete inputs as ``skipped`` results, complete ones the manifest lacks a ``done`` line for).
 
     Complete: the manifest's last line for the stem says done for this very file (size and mtime) and every
     output it lists is on disk, and the record agrees (:func:`is_complete`); or, when the manifest has no line
-    for it (a run killed between the record and the manifest line, or a run before manifests), the record alone."""
+    for it (a run killed between the record and the manifest line, or a run before manifests), the record alone.
+    A record made from another path counts only when that file's bytes equal this one's (its ``image.sha256``: a
+    copy with the same size and mtime is not the same photo). With ``settings``, a record made with other
+    :data:`OUTPUT_FLAGS` is not complete either; ``changed`` (when given) gets their names per stem."""
     from functools import cache, partial
 
     entries = manifest.load() if manifest is not None else {}  # the one read of the manifest
@@ -748,7 +788,12 @@ def complete_results(items: list[InputItem], out: Path, manifest: Manifest | Non
         if e is not None and not _manifest_says_complete(e, out, source, on_disk):
             continue
         rec = _complete_record(out, it.stem, source, on_disk)
-        if rec is None:
+        if rec is None or not _same_input(rec, it.path):
+            continue
+        flags = changed_flags(rec, settings) if settings is not None else []
+        if flags:
+            if changed is not None:
+                changed[it.stem] = flags
             continue
         r = FileResult(str(it.path), it.stem, "skipped", outputs=_record_files(rec) + [f"records/{it.stem}.json"],
                        record=rec, faces=int(rec.get("num_faces", 0) or 0), source=source())
@@ -890,6 +935,7 @@ def _record_settings(settings: RestoreSettings, restorer, upscale: float | None 
         "batching": "per-face" if per_face(restorer, settings) else "batched",
         "software": provenance.software(),
         "weights": provenance.weights(restorer),
+        "flags": output_flags(settings),  # as given: what --skip-existing compares (changed_flags)
     }
 
 
@@ -1532,7 +1578,8 @@ def start_job(items: list[InputItem], out: Path, settings: RestoreSettings, igno
     summary = JobSummary(out=out, total=len(items), ignored=list(ignored or []))
     todo = list(items)
     if settings.skip_existing:
-        skipped, missing = complete if complete is not None else complete_results(items, out, Manifest(out / MANIFEST_NAME))
+        skipped, missing = complete if complete is not None else complete_results(items, out, Manifest(out / MANIFEST_NAME),
+                                                                                  settings)
         for r in missing:
             append_line(manifest, summary, as_done(r))
         summary.skipped = skipped

@@ -238,7 +238,12 @@ def _run(args: argparse.Namespace) -> int:
             tqdm.write(f"FAILED {r.path}: {r.error}", file=sys.stderr)
 
     # the bar starts after the skip check, at the number of complete inputs
-    complete = engines.complete_inputs(args, out, settings, items)  # the one skip check, shared with the job
+    changed: dict[str, list[str]] = {}
+    complete = engines.complete_inputs(args, out, settings, items, changed)  # the one skip check, shared with the job
+    if changed:
+        flags = sorted({f for fl in changed.values() for f in fl}, key=jobs.OUTPUT_FLAGS.index)
+        print(f"note: {len(changed)} input(s) restored again: their outputs in {out} were made with other "
+              f"{', '.join('--' + f.replace('_', '-') for f in flags)}", file=sys.stderr)
     bar_base = len(complete[0]) if complete else 0
     bar = tqdm(total=len(items), initial=bar_base, unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.1f}/{total} img [{elapsed}<{remaining}{postfix}]")

@@ -89,11 +89,12 @@ def reports() -> bool:
     return not in_torchrun() or os.environ.get("RANK") == "0"
 
 
-def complete_inputs(args: argparse.Namespace, out, settings, items):
+def complete_inputs(args: argparse.Namespace, out, settings, items, changed: dict[str, list[str]] | None = None):
     """The ``--skip-existing`` check of ``items`` (:func:`dynface.jobs.complete_results`: (skipped, missing)), made
     once per run: the CLI sizes its progress bar with it and passes it on to :func:`run_job`. None without
     ``--skip-existing`` and on torchrun ranks other than 0 (they check their share after rank 0 merged the manifest
-    parts of a killed launch, which rank 0 does here first: :func:`dynface.engines.torchrun.skip_check`)."""
+    parts of a killed launch, which rank 0 does here first: :func:`dynface.engines.torchrun.skip_check`).
+    ``changed``: gets, per stem, the flags an earlier output was made with otherwise (it is restored again)."""
     from pathlib import Path
 
     from dynface import jobs
@@ -106,8 +107,8 @@ def complete_inputs(args: argparse.Namespace, out, settings, items):
     if selected(args) == "torchrun":
         from dynface.engines.torchrun import skip_check
 
-        return skip_check(items, out)
-    return jobs.complete_results(items, out, jobs.Manifest(out / jobs.MANIFEST_NAME))
+        return skip_check(items, out, settings, changed)
+    return jobs.complete_results(items, out, jobs.Manifest(out / jobs.MANIFEST_NAME), settings, changed)
 
 
 def run_job(args: argparse.Namespace, out, settings, *, progress=None, on_result=None, items=None, ignored=None,

@@ -62,12 +62,13 @@ def merge_parts(out: Path) -> list[dict]:
     return merged
 
 
-def skip_check(items: list[jobs.InputItem], out: Path) -> tuple[list[jobs.FileResult], list[jobs.FileResult]]:
+def skip_check(items: list[jobs.InputItem], out: Path, settings: jobs.RestoreSettings | None = None,
+               changed: dict[str, list[str]] | None = None) -> tuple[list[jobs.FileResult], list[jobs.FileResult]]:
     """Rank 0's ``--skip-existing`` check of the whole job: the parts a killed launch left are merged first, then
     :func:`dynface.jobs.complete_results` of every input (one read of the manifest). Only while no other rank
     writes its part: before the first barrier of :func:`run_torchrun_job`."""
     merge_parts(out)
-    return jobs.complete_results(items, Path(out), jobs.Manifest(Path(out) / jobs.MANIFEST_NAME))
+    return jobs.complete_results(items, Path(out), jobs.Manifest(Path(out) / jobs.MANIFEST_NAME), settings, changed)
 
 
 def _result_from_line(d: dict) -> jobs.FileResult:
@@ -114,7 +115,7 @@ def run_torchrun_job(inputs: Sequence[str | Path], out: Path, settings: jobs.Res
         if rank == 0:
             out.mkdir(parents=True, exist_ok=True)
             if settings.skip_existing:  # skip_check merges a killed launch's parts first (or made ``complete``)
-                skipped_all, missing_all = complete if complete is not None else skip_check(items, out)
+                skipped_all, missing_all = complete if complete is not None else skip_check(items, out, settings)
                 own = {it.stem for it in items if rank_of(it.stem, world) == 0}
                 mine = ([r for r in skipped_all if r.stem in own], [r for r in missing_all if r.stem in own])
             else:
