@@ -165,6 +165,42 @@ def test_torn_last_line_is_skipped_and_does_not_swallow_the_next(tmp_path):
     assert sorted(m.load()) == ["a", "c"]
 
 
+def test_malformed_lines_are_counted_not_crashed_on(tmp_path, crops, capsys):
+    """Lines edited by hand or written by something else (wrong types, garbage, binary) are skipped and counted by
+    ``report`` and ``--skip-existing`` alike, without a traceback; a file of nothing else is not a manifest."""
+    out = tmp_path / "out"
+    run_job([crops], out, RestoreSettings(aligned=True), restorer=Fake())
+    with open(out / MANIFEST_NAME, "ab") as fh:
+        fh.write(b'{"stem": "c0", "status": "done", "faces": "many"}\n{"stem": ["x"], "status": "done"}\n'
+                 b'{"stem": "c1", "status": "done", "path": ["x"]}\n{"stem": "c2", "status": "done", "outputs": [1]}\n'
+                 b'garbage{{\n\x00\x01\xff\n')
+    m = Manifest(out / MANIFEST_NAME)
+    assert sorted(m.load()) == ["bad", "c0", "c1", "c2"] and m.unreadable == 6
+    assert all(d["status"] in ("done", "failed") and isinstance(d["path"], str) for d in m.load().values())
+    assert main(["report", str(out)]) == 1
+    std = capsys.readouterr()
+    assert "4 input(s)" in std.out and "6 unreadable line(s)" in std.err
+    s = run_job([crops], out, RestoreSettings(aligned=True, skip_existing=True), restorer=Fake())
+    assert sorted(r.stem for r in s.skipped) == ["c0", "c1", "c2"]
+    (tmp_path / "junk.jsonl").write_bytes(b"garbage{{\n\x00\x01\n")
+    assert main(["report", str(tmp_path / "junk.jsonl")]) == 2
+    assert "no readable manifest line" in capsys.readouterr().err
+
+
+def test_report_into_a_pipe_that_closes_early(tmp_path):
+    """``dynface report OUT | head -1``: the first line, no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    m = Manifest(tmp_path / MANIFEST_NAME)
+    for i in range(3000):
+        m.append(FileResult(f"/in/{i}.png", f"s{i}", "failed", "x" * 60))
+    cmd = f"{sys.executable} -m dynface.cli report {tmp_path} --max-failures 3000 | head -1"
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert r.stdout.startswith("dynface report: 3000 input(s)") and r.stdout.count("\n") == 1
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+
+
 def _append_many(path: str, k: int) -> None:
     m = Manifest(Path(path))
     for i in range(50):

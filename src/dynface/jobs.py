@@ -619,6 +619,23 @@ class JobSummary:
         return 1 if self.failed else 0
 
 
+_LINE_TYPES: dict[str, type | tuple[type, ...]] = {
+    "stem": str, "status": str, "path": str, "error": str, "outputs": list, "notes": list, "faces": int,
+    "seconds": (int, float), "size": int, "mtime_ns": int, "time": (int, float), "record": dict}
+
+
+def manifest_line_ok(d: Any) -> bool:
+    """Whether ``d`` (a parsed manifest line) has a stem and a status and every known key of its type: a line that
+    was edited or written by something else must not crash ``report`` or ``--skip-existing``."""
+    if not isinstance(d, dict) or not isinstance(d.get("stem"), str) or not isinstance(d.get("status"), str):
+        return False
+    for key, kind in _LINE_TYPES.items():
+        v = d.get(key)
+        if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
+            return False
+    return all(isinstance(x, str) for x in (d.get("outputs") or []) + (d.get("notes") or []))
+
+
 class Manifest:
     """``OUT/manifest.jsonl``: one JSON line per input and attempt, appended atomically (one ``write`` of the whole
     line to a file opened with O_APPEND under an exclusive flock, then fsync), so concurrent writers and a kill
@@ -631,6 +648,7 @@ class Manifest:
 
     def __init__(self, path: Path):
         self.path = Path(path)
+        self.unreadable = 0  # lines the last read skipped (torn, foreign or malformed)
 
     def append(self, result: FileResult) -> None:
         src = result.source or _source_info(Path(result.path)) or {}
@@ -670,19 +688,25 @@ class Manifest:
             os.close(fd)
 
     def lines(self) -> list[dict]:
-        """Every readable line, in order (a torn or foreign line is skipped)."""
+        """Every readable line, in order; a torn, foreign or malformed line (:func:`manifest_line_ok`) is skipped and
+        counted in :attr:`unreadable`."""
+        self.unreadable = 0
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             return []
         out = []
         for ln in raw.splitlines():
+            if not ln.strip():
+                continue
             try:
                 d = json.loads(ln)
             except ValueError:
-                continue
-            if isinstance(d, dict) and "stem" in d and "status" in d:
+                d = None
+            if manifest_line_ok(d):
                 out.append(d)
+            else:
+                self.unreadable += 1
         return out
 
     def load(self) -> dict[str, dict]:

@@ -78,7 +78,15 @@ def run(args: argparse.Namespace) -> int:
     if not path.is_file():
         print(f"error: no manifest at {path} (written by `dynface restore -o OUT`)", file=sys.stderr)
         return 2
-    rep = summarise(Manifest(path).lines())
+    manifest = Manifest(path)
+    rep = summarise(manifest.lines())
+    rep["unreadable_lines"] = manifest.unreadable
+    if manifest.unreadable:
+        print(f"warning: {manifest.unreadable} unreadable line(s) in {path} skipped (torn, edited or not a "
+              "manifest line)", file=sys.stderr)
+        if not rep["attempts"]:
+            print(f"error: {path} has no readable manifest line: not written by `dynface restore`?", file=sys.stderr)
+            return 2
     if args.json:
         print(json.dumps(rep, indent=1))
     else:
@@ -96,3 +104,4 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"  ... {len(rep['failures']) - args.max_failures} more (--max-failures, --json)")
         print("\n".join(lines))
     return 1 if rep["failures"] else 0
+
