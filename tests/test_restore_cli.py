@@ -324,6 +324,26 @@ def test_kill_mid_batch_then_skip_existing(tmp_path, astro):
     assert faces_second == expected
 
 
+def test_long_non_ascii_names_are_cut_in_bytes(tmp_path, astro, capsys):
+    """A legal name of 80 CJK characters (240 bytes) is restored under a stem cut to 180 bytes on a character
+    boundary, maps, a 32-byte --suffix and a same-stem sibling included; a longer --suffix is a usage error."""
+    d = tmp_path / "in"
+    (d / ("字" * 40)).mkdir(parents=True)
+    crop = astro[60:200, 150:290]
+    long_name = "字" * 79 + ".jpg"
+    for name in (long_name, "字" * 79 + ".png", ("字" * 40) + "/" + long_name):
+        Image.fromarray(crop).save(d / name)
+    out = tmp_path / "out"
+    assert _restore("--aligned", "-r", "-i", d, "-o", out, "--save-maps", "--suffix", "s" * 32) == 0
+    names = [p.name for p in (out / "restored_faces").iterdir()]
+    assert len(names) == 3 and all(len(n.encode()) <= 240 for n in names)
+    stems = {p.stem for p in (out / "records").iterdir()}
+    assert len(stems) == 3 and all(len(s.encode()) <= 180 and s.startswith("字" * 40) for s in stems)
+    assert all(len(p.name.encode()) <= 240 for p in out.rglob("*"))
+    assert _restore("--aligned", "-i", d, "-o", tmp_path / "o2", "--suffix", "s" * 33) == 2
+    assert "--suffix is too long (33 bytes; at most 32)" in capsys.readouterr().err
+
+
 def test_skip_existing_is_complete_only_for_the_same_photo_and_flags(tmp_path, astro, capsys):
     """--skip-existing skips an output only when it was made from these bytes with these output flags: another file
     with the same name, size and mtime (a copy kept with ``cp -p``) or a changed -w / --ext is restored again, with

@@ -186,6 +186,9 @@ def check_settings(settings: RestoreSettings) -> None:
             plain_name(s.suffix, "--suffix")
         except UnsafePathError as e:
             raise UsageError(str(e)) from None
+        if len(s.suffix.encode("utf-8", "surrogateescape")) > SUFFIX_MAX_BYTES:
+            raise UsageError(f"--suffix is too long ({len(s.suffix.encode('utf-8', 'surrogateescape'))} bytes; "
+                             f"at most {SUFFIX_MAX_BYTES})")
     if s.steps is not None:
         try:
             validate_steps(s.steps)
@@ -372,13 +375,25 @@ def check_output_dir(out: Path, files: list[Path], folders: list[Path], allow_in
         raise UsageError(str(e)) from None
 
 
+# an output name is STEM[_NN][_SUFFIX][_key].ext: a stem of at most 180 bytes, a --suffix of at most 32 and
+# "_000_restorer.png" stay within outputs.plain_name's 240 bytes (file systems allow 255, temporary names add 12)
+STEM_MAX_BYTES = 180
+SUFFIX_MAX_BYTES = 32
+
+
+def _cap_bytes(s: str, n: int = STEM_MAX_BYTES) -> str:
+    """``s`` cut to at most ``n`` bytes of UTF-8, never inside a character (a name of 80 CJK characters is 240)."""
+    b = s.encode("utf-8", "surrogateescape")
+    return s if len(b) <= n else b[:n].decode("utf-8", "ignore")
+
+
 def _clean_stem(s: str) -> str:
-    """A plain file-name component from a file's stem: no separators or control characters, no leading dot."""
+    """A plain file-name component from a file's stem: no separators or control characters, no leading dot, at most
+    :data:`STEM_MAX_BYTES` bytes."""
     s = re.sub(r"[\x00-\x1f\x7f/\\]", "_", s)
     if s.startswith("."):
         s = "_" + s.lstrip(".")
-    s = s[:200]
-    return s or "image"
+    return _cap_bytes(s) or "image"
 
 
 def _telling_depth(folders: set[Path]) -> int:
@@ -417,10 +432,11 @@ def assign_stems(files: list[Path], below: Sequence[tuple[str, ...]] | None = No
             names[i] = name
     stems, used = [], set()
     for s in names:
-        k, s0 = 1, s
+        k, s = 1, _cap_bytes(s)  # folder names and extensions added above may have made it longer
+        s0 = s
         while s in used:
             k += 1
-            s = f"{s0}_{k}"
+            s = f"{_cap_bytes(s0, STEM_MAX_BYTES - len(str(k)) - 1)}_{k}"
         used.add(s)
         stems.append(s)
     return stems

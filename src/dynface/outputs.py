@@ -28,7 +28,7 @@ def plain_name(name: str, what: str = "name") -> str:
     if _BAD.search(name) or name in (".", "..") or name.startswith(".") or (os.altsep and os.altsep in name):
         raise UnsafePathError(f"{what} must be a plain name (no path separators, '..', control characters or leading '.'), got {name!r}")
     if len(name.encode("utf-8", "surrogateescape")) > 240:
-        raise UnsafePathError(f"{what} is too long ({len(name)} characters): {name[:40]!r}...")
+        raise UnsafePathError(f"{what} is too long ({len(name.encode('utf-8', 'surrogateescape'))} bytes; at most 240): {name[:40]!r}...")
     return name
 
 
