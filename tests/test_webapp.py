@@ -22,6 +22,7 @@ from skimage import data
 
 pytest.importorskip("gradio")
 
+from dynface.jobs import MANIFEST_NAME, Manifest  # noqa: E402
 from dynface.webapp import ServerConfig, WebApp, WebRequestError, _ProgressBridge, quiet_environment  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -184,6 +185,32 @@ def test_mixed_request_reports_each_bad_file_and_restores_the_rest(app, uploads,
     assert len(res.table) == 1
     assert "records/astronaut.json" in zipfile.ZipFile(res.zip_path).namelist()
     assert LOADS == ["embedded-64"]  # the .pth was never loaded as weights
+    # the manifest has a line per upload, as the page has: the empty file refused before the job layer too
+    lines = Manifest(res.out_dir / MANIFEST_NAME).lines()
+    assert sorted(Path(d["path"]).name for d in lines) == sorted(Path(f).name for f in files)
+    assert next(d for d in lines if d["path"] == "empty.jpg")["error"] == "empty file"
+
+
+def test_page_messages_duplicate_names_warnings_and_nothing_to_zip(app, uploads, astro_png, tmp_path, monkeypatch):
+    """Two uploads of one name are told apart as in the zip; a precision this CPU emulates is warned about; a
+    request that restored nothing offers no (empty) zip; the CLI's --aligned is named as the page's checkbox."""
+    import dynface.pipeline
+
+    other = uploads.parent / "c3d4"  # another upload of the same name: Gradio's next hash folder
+    other.mkdir()
+    files = [_put(uploads, "x.png", astro_png), _put(other, "x.png", astro_png)]
+    monkeypatch.setattr(dynface.pipeline, "cpu_has_native_bf16", lambda: False)
+    res = app.restore(files, model="embedded-64", precision="bf16")
+    assert res.messages[0].startswith("note: --precision bf16 on this CPU is emulated")
+    assert res.messages[1:] == ["✓ x.png (as x): 1 face(s) restored", "✓ x.png (as x_2): 1 face(s) restored"]
+    wide = tmp_path / "wide.png"
+    Image.fromarray(np.full((64, 128, 3), 100, np.uint8)).save(wide)
+    res = app.restore([_put(uploads, "wide.png", wide.read_bytes())], model="embedded-64", aligned=True)
+    assert res.zip_path is None and res.counts["done"] == 0
+    assert "untick “inputs are aligned face crops”" in res.messages[0] and "--aligned" not in res.messages[0]
+    with pytest.warns(UserWarning, match="no files"):  # gr.Warning: the toast (a warning outside a request)
+        out = app.ui_page([], None, "embedded-64", "full", False, 0.5, "", 0, "auto", 2.0, None)
+    assert out[0].startswith("**Not restored:** no files") and out[2:] == (None, [], [], None, None, {})
 
 
 def test_caps_on_bytes_and_decoded_pixels(tmp_path, uploads, astro_png):

@@ -178,6 +178,37 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
     assert "1 of 1 file(s) restored" in page.inner_text("#status")
     assert "astronaut_lq.png" in page.inner_text("#table")
 
+    # the restored faces tab: a whole thumbnail per face (Gradio 6 stretched one face over the width, cut to the
+    # gallery's height)
+    page.get_by_role("tab", name="Restored faces").click()
+    page.wait_for_function("(() => { const i = document.querySelector('#gallery img');"
+                           " return i && i.complete && i.getBoundingClientRect().width > 0; })()", timeout=30_000)
+    img_w, img_h, gal_w, gal_h = page.eval_on_selector(
+        "#gallery img", "e => { const r = e.getBoundingClientRect(), g = e.closest('#gallery').getBoundingClientRect();"
+                        " return [r.width, r.height, g.width, g.height]; }")
+    assert img_w < gal_w / 3 and img_h < gal_h, (img_w, img_h, gal_w, gal_h)
+
+    # photos dropped after a sample: the sample leaves the paste box and "aligned" (which it ticked) is unticked
+    page.locator("#files input[type=file]").set_input_files(str(photos["astronaut"]))
+    page.wait_for_function("!document.querySelector('#aligned input').checked"
+                           " && document.querySelector('#pasted img') === null", timeout=30_000)
+
+    # a damaged image in the paste box gets its line, as in the upload box (Gradio's decoding failed the request)
+    page.locator("#files button[aria-label='Clear']").click()
+    page.locator("#pasted input[type=file]").set_input_files(str(photos["broken"]))
+    page.wait_for_timeout(1000)
+    page.click("#restore")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('✗ broken.png')", timeout=120_000)
+    assert "0 of 1 file(s) restored" in page.inner_text("#status")
+
+    # a refused request says why in the status (it was a toast that faded, over the previous request's status)
+    page.locator("#files input[type=file]").set_input_files(str(photos["astronaut"]))
+    page.wait_for_function("document.querySelector('#files').innerText.includes('astronaut')", timeout=60_000)
+    page.get_by_label("steps (empty: the model's)").fill("ddim0")
+    page.click("#restore")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Not restored')", timeout=60_000)
+    assert "steps" in page.inner_text("#status") and "broken.png" not in page.inner_text("#status")
+
     # offline: nothing but the server was asked for anything (no CDN fonts or scripts, no analytics)
     hosts = {u.split("/")[2] for u in requests if u.startswith(("http://", "https://", "ws://", "wss://"))}
     assert hosts == {f"127.0.0.1:{server.port}"}, sorted(hosts)

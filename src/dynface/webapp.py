@@ -317,6 +317,7 @@ class WebApp:
             staged.append((k, dst, name))
 
         results: list[Any] = [None] * len(uploads)
+        logged: set[int] = set()  # the results the job layer wrote to the manifest
         for k, r in early.items():
             results[k] = r
         if staged:
@@ -334,6 +335,7 @@ class WebApp:
             def collect(r) -> None:  # a failed manifest append (full disk) is noted, as in the CLI's job layer
                 jobs.append_line(manifest, summary, r)
                 results[key_of[r.stem][0]] = r
+                logged.add(key_of[r.stem][0])
 
             with self._lock:
                 restorer = self.restorer_for(settings)
@@ -346,7 +348,15 @@ class WebApp:
         for k, (_, name) in enumerate(uploads):
             if results[k] is None:
                 results[k] = _failed(name, "not restored")
-        return self._present(req, out, view, uploads, staged, results, time.monotonic() - t0)
+        for k, r in enumerate(results):  # the files the job layer did not log (refused before it, cut off by the
+            if k not in logged:  # time limit): the manifest has a line per upload, as the page has
+                try:
+                    st = uploads[k][0].stat()  # the upload's, never a file of the server's own folder of that name
+                    r.source = {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+                    jobs.Manifest(out / jobs.MANIFEST_NAME).append(r)
+                except OSError:
+                    pass
+        return self._present(req, out, view, uploads, staged, results, time.monotonic() - t0, settings)
 
     def _run(self, items, out, settings, restorer, progress, deadline: float, collect) -> None:
         """``jobs.restore_items`` in chunks of ``batch_size`` files (aligned crops, or photos whose faces the job layer
@@ -365,15 +375,22 @@ class WebApp:
             except RequestTimeLimit:
                 return
 
-    def _present(self, req, out, view, uploads, staged, results, seconds) -> WebResult:
+    def _present(self, req, out, view, uploads, staged, results, seconds, settings=None) -> WebResult:
+        from dynface import jobs
+
         input_of = {k: p for k, p, _ in staged}
         messages, comparisons, gallery, explanation, table = [], {}, [], [], []
+        if settings is not None:
+            messages += [f"note: {w}" for w in jobs.settings_warnings(settings)]
         counts = {"done": 0, "failed": 0, "no_face": 0, "skipped": 0}
+        names = [n for _, n in uploads]
         for k, ((_, name), r) in enumerate(zip(uploads, results, strict=True)):
             counts[r.status] = counts.get(r.status, 0) + 1
+            if names.count(name) > 1:  # two uploads of the same name: say which is which (as in the zip)
+                name = f"{name} (as {r.stem})"
             if r.status != "done":
                 why = r.error or ("no face found" if r.status == "no_face" else r.status)
-                messages.append(f"✗ {name}: {why}")
+                messages.append(f"✗ {name}: {_for_the_page(why)}")
                 continue
             rec = r.record or {}
             faces = rec.get("faces") or []
@@ -401,7 +418,7 @@ class WebApp:
                     name, i, _num(rr.get("std_star"), 3), _steps_txt(rr.get("start_steps", rr.get("start_step"))),
                     rr.get("nfe"), _num(rr.get("eta"), 3), _num(rr.get("seconds"), 2),
                 ])
-        zip_path = _zip_folder(out, req / "dynface_results.zip") if any(out.iterdir()) else None
+        zip_path = _zip_folder(out, req / "dynface_results.zip") if counts["done"] else None
         return WebResult(req, out, results, messages, comparisons, gallery, explanation, table, zip_path,
                          round(seconds, 2), counts)
 
@@ -445,6 +462,19 @@ class WebApp:
         )
 
 
+    def ui_page(self, *args, progress=None):
+        """The Restore button on the page: :meth:`ui_restore`, but a refused request clears the previous request's
+        results and says why in the status (and in a toast), instead of leaving them on show as if they were its."""
+        import gradio as gr
+
+        try:
+            return self.ui_restore(*args, progress=progress)
+        except gr.Error as e:
+            gr.Warning(e.message)
+            return (f"**Not restored:** {e.message}", gr.Dropdown(choices=[], value=None, interactive=False), None, [],
+                    [], None, None, {})
+
+
 class RequestTimeLimit(BaseException):  # noqa: N818
     """Raised from the progress callback at a sampling step once a request is past its time limit. A
     BaseException, so that the job layer's per-file ``except Exception`` lets it through and the request stops."""
@@ -484,6 +514,12 @@ class _ProgressBridge:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def _for_the_page(why: str) -> str:
+    """A job-layer message with the CLI's flags named as the page's controls."""
+    return why.replace("leave out --aligned", "untick “inputs are aligned face crops”").replace(
+        "--aligned", "“inputs are aligned face crops”")
+
+
 def _failed(name: str, why: str):
     from dynface import jobs
 
@@ -565,7 +601,33 @@ the sampler's randomness, and the DGSA map shows where the guidance pulled harde
 
 CSS = """
 .gradio-container {max-width: 1400px !important}
+/* Gradio 6 gives a gallery of fewer images than its columns fewer, wider columns: one restored face filled the
+   whole width and its square thumbnail was cut to the gallery's height (the eyes and forehead only) */
+#gallery .grid-container, #explain .grid-container {grid-template-columns: repeat(5, minmax(0, 1fr)) !important}
 """
+
+
+def _hand_over_undecoded(image):
+    """Make a ``gr.Image`` hand the app the uploaded or pasted file as it is, undecoded, so that the job layer reads
+    and checks it like the files of the upload box (size caps, a one-line message per file). ``gr.Image`` decoded it
+    first, and a file too large or not an image failed the whole request with Gradio's own error text. (An instance
+    attribute, not a subclass: Gradio writes a ``.pyi`` file beside the module of every component subclass.)"""
+    import types
+
+    import gradio as gr
+
+    decode = image.preprocess
+
+    def preprocess(self, payload):
+        if payload is None or payload.path:
+            return None if payload is None else str(payload.path)
+        try:  # a data: URL (the API with base64)
+            return decode(payload)
+        except Exception as e:  # noqa: BLE001
+            raise gr.Error(f"the pasted image cannot be read ({type(e).__name__})", print_exception=False) from None
+
+    image.preprocess = types.MethodType(preprocess, image)
+    return image
 
 
 def build_app(app: WebApp):
@@ -585,6 +647,20 @@ def build_app(app: WebApp):
         return app.ui_restore(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
                               color_fix, progress=progress)
 
+    def page_handler(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
+                     progress=gr.Progress()):  # noqa: B008
+        return app.ui_page(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
+                           progress=progress)
+
+    sample_names = {Path(p).name for p in app.example_files()}
+
+    def drop_sample(pasted, aligned):
+        """Files dropped after a sample was clicked: the sample leaves the paste box and "aligned", which the sample
+        ticked, is unticked (else the photos would be restored as aligned crops, with the sample again)."""
+        if pasted and Path(pasted).name in sample_names:
+            return None, False
+        return gr.skip(), gr.skip()
+
     with gr.Blocks(title="DynFaceRestore", analytics_enabled=False,
                    delete_cache=(max(60, int(min(app.config.keep_s, 3600))), max(60, int(app.config.keep_s)))) as demo:
         gr.Markdown(INTRO)
@@ -592,8 +668,8 @@ def build_app(app: WebApp):
             with gr.Column(scale=2, min_width=320):
                 files = gr.File(label="Photos or aligned face crops — drop several here", file_count="multiple",
                                 elem_id="files", height=150)
-                pasted = gr.Image(label="…or paste / drop one image", sources=["upload", "clipboard"], type="filepath",
-                                  format="png", elem_id="pasted", height=180)
+                pasted = _hand_over_undecoded(gr.Image(label="…or paste / drop one image", sources=["upload", "clipboard"],
+                                                       type="filepath", format="png", elem_id="pasted", height=180))
                 with gr.Accordion("Settings", open=True):
                     model = gr.Dropdown(models, value=models[0] if models else None, label="model", elem_id="model")
                     mode = gr.Dropdown(list(MODES), value="full", label="mode (full or an ablation)", elem_id="mode")
@@ -630,10 +706,15 @@ def build_app(app: WebApp):
                 zipped = gr.File(label="download everything (zip, the CLI's folder layout)", elem_id="zip")
         state = gr.State({})
 
-        run.click(restore_handler, inputs=[files, pasted, model, mode, aligned, fidelity, steps, seed, precision,
-                                                 upscale, color_fix],
-                  outputs=[status, compare, slider, gallery, explain, table, zipped, state], api_name="restore",
+        inputs = [files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix]
+        outputs = [status, compare, slider, gallery, explain, table, zipped, state]
+        run.click(page_handler, inputs=inputs, outputs=outputs, api_visibility="private", concurrency_id="restore",
                   concurrency_limit=app.config.concurrency, show_progress="full")
+        api = gr.Button(visible=False)  # the /restore endpoint: refused requests are errors there
+        api.click(restore_handler, inputs=inputs, outputs=outputs, api_name="restore", concurrency_id="restore",
+                  concurrency_limit=app.config.concurrency)
+        files.upload(drop_sample, inputs=[pasted, aligned], outputs=[pasted, aligned], api_visibility="private",
+                     queue=False)
         compare.change(_pick, inputs=[compare, state], outputs=[slider], api_visibility="private", queue=False)
     return demo
 
