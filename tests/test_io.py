@@ -247,6 +247,47 @@ def test_sample_command_draws_a_deterministic_grid(tmp_path, tiny):
     assert not (tmp_path / "c.png").exists()
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["--device", "cuda"], "--device cuda: no CUDA device here"),
+    (["-o", "{tmp}"], "is a folder"),
+    (["-o", "{tmp}/no/such/s.png"], "does not exist"),
+    (["-o", "{tmp}/s.txt"], "must end in .png"),
+    (["--seed", "-1"], "must be between 0 and 9223372036854775807, got -1"),
+    (["--seed", "99999999999999999999"], "must be between 0 and 9223372036854775807"),
+    (["--steps", "5000"], "must be between 1 and 1000, got 5000"),
+    (["-n", "nan"], "not an integer: 'nan'"),
+])
+def test_sample_command_usage_errors_are_one_line(tmp_path, capsys, argv, message):
+    """Each was a traceback or accepted (--seed -1, --steps 5000); now one line and exit 2, nothing written."""
+    import torch
+
+    from dynface.cli import main
+
+    if argv[:2] == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("a CUDA device is here")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "-o" not in argv:
+        argv += ["-o", str(tmp_path / "s.png")]
+    try:
+        rc = main(["sample", "--model", "embedded-64", "-n", "1", *argv])
+    except SystemExit as e:  # argparse's own usage errors
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err.strip().splitlines()[-1] and "Traceback" not in err  # after argparse's usage
+    assert not (tmp_path / "s.png").exists()
+
+
+def test_sample_grid_takes_the_steps_asked_for():
+    """The stride T // steps made 334 steps of 300 and 1000 of 600; divisors of T keep the grids made so far."""
+    from dynface.training.prior import grid_timesteps
+
+    for steps in (1, 3, 7, 10, 100, 300, 600, 999, 1000, 5000):
+        ts = grid_timesteps(1000, steps)
+        assert len(ts) == min(steps, 1000) and len(set(ts)) == len(ts) and ts == sorted(ts, reverse=True)
+        assert ts[0] == 999 and 0 <= ts[-1] < 1000 // min(steps, 1000)
+    assert grid_timesteps(1000, 100) == list(range(999, -1, -10))
+
+
 def test_safetensors_bytes_are_deterministic(tmp_path, tiny):
     """Same tensors + same metadata (in any insertion order) → byte-identical files (sha256 in cards)."""
     from safetensors.torch import load_file

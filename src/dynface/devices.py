@@ -1,5 +1,5 @@
-"""Measurements of the compute device itself (not of any model): the bf16 matmul peak that benchmarks and the
-GPU scripts quote a UNet's throughput against.
+"""The compute device itself (not any model): whether it can be used here, and the bf16 matmul peak that
+benchmarks and the GPU scripts quote a UNet's throughput against.
 
 torch is imported inside the functions, so importing this module stays cheap.
 """
@@ -7,6 +7,19 @@ torch is imported inside the functions, so importing this module stays cheap.
 from __future__ import annotations
 
 import time
+
+
+def unavailable(device: str) -> str | None:
+    """Why ``device`` ("cpu", "cuda", "mps") cannot be used in this process, in one line, or None when it can."""
+    import torch
+
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        how = "built without CUDA" if torch.version.cuda is None else "no CUDA GPU visible"
+        return f"--device {device}: no CUDA device here (torch {torch.__version__}, {how})"
+    if kind == "mps" and not torch.backends.mps.is_available():
+        return f"--device {device}: Apple's MPS is not available here"
+    return None
 
 
 def synchronize(device: str) -> None:

@@ -17,14 +17,17 @@ def number(kind: type = int, lo: float | None = None, hi: float | None = None, *
             v = kind(s)
         except ValueError:
             raise argparse.ArgumentTypeError(f"not {noun}: {s!r}") from None
+        if v != v:  # NaN
+            raise argparse.ArgumentTypeError(f"not {noun}: {s!r}")
         below = lo is not None and not (v > lo if lo_open else v >= lo)
         above = hi is not None and not v <= hi
-        if below or above or v != v:  # v != v: NaN
+        if below or above:
+            f = (lambda b: str(int(b))) if kind is int else (lambda b: f"{b:g}")  # 2**63 - 1 in full, not 9.22e+18
             if lo is not None and hi is not None:
-                raise argparse.ArgumentTypeError(f"must be between {lo:g} and {hi:g}, got {s}")
+                raise argparse.ArgumentTypeError(f"must be between {f(lo)} and {f(hi)}, got {s}")
             if lo is not None:
-                raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo:g}, got {s}")
-            raise argparse.ArgumentTypeError(f"must be <= {hi:g}, got {s}")
+                raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {f(lo)}, got {s}")
+            raise argparse.ArgumentTypeError(f"must be <= {f(hi)}, got {s}")
         return v
 
     return parse

@@ -193,7 +193,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", default="hog", choices=("hog", "cnn"), help="dlib face detector (default: hog)")
     p.add_argument("--bg-upsampler", default="lanczos", metavar="lanczos|MODULE:CALLABLE",
                    help="background upscaling: Lanczos, or a Python callable (rgb uint8 array, scale) -> array")
-    p.add_argument("--min-score", type=float, default=0.0, help="detector confidence threshold (raise it against false detections)")
+    p.add_argument("--min-score", type=number(float), default=0.0, help="detector confidence threshold (raise it against false detections)")
     p.add_argument("--border", default="constant", choices=("constant", "reflect"), help="fill of crop areas outside the photo (default: constant)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     engines.add_arguments(p)  # --engine ray/--address/--workers/... (dynface.engines)

@@ -50,12 +50,21 @@ class PriorTrainConfig:
 
 
 @torch.no_grad()
+def grid_timesteps(T: int, steps: int) -> list[int]:
+    """``steps`` timesteps (1 to T), descending: every T/steps-th from T − 1 when that divides T (the grids made so
+    far), else evenly spaced from T − 1 to 0 (the stride T // steps made 334 of 300 and 1000 of 600)."""
+    steps = max(1, min(int(steps), T))
+    if T % steps == 0:
+        return list(range(T - 1, -1, -(T // steps)))
+    return [int(t) for t in torch.linspace(T - 1, 0, steps).round()]
+
+
 def sample_grid(model: UNetModel, diffusion: GaussianDiffusion, n: int, size: int, steps: int = 50, seed: int = 0) -> torch.Tensor:
-    """Unconditional DDIM(η=0) samples from the model, for progress grids."""
+    """Unconditional DDIM(η=0) samples from the model, for progress grids, over :func:`grid_timesteps`."""
     g = torch.Generator().manual_seed(seed)
     dev = next(model.parameters()).device
     x = torch.randn(n, model.cfg.in_channels, size, size, generator=g).to(dev)
-    ts = list(range(diffusion.num_timesteps - 1, -1, -max(1, diffusion.num_timesteps // steps)))
+    ts = grid_timesteps(diffusion.num_timesteps, steps)
     for i, t in enumerate(ts):
         tt = torch.full((n,), t, device=dev)
         tp = torch.full((n,), ts[i + 1] if i + 1 < len(ts) else -1, device=dev)
