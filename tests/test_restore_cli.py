@@ -578,6 +578,21 @@ def test_b6_a_failed_write_keeps_the_finished_files_of_its_batch(tmp_path, astro
     assert "1 restored, 2 skipped (complete), 0 failed" in capsys.readouterr().out
 
 
+def test_a_photo_that_fails_to_write_leaves_no_face_files(tmp_path, astro, capsys):
+    """The photo's own file cannot be written (a folder of its name): the faces' files it had written already are
+    removed, so nothing is left that its (failed) manifest line does not list; the other photo is complete."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a.png", "b.png"):
+        Image.fromarray(astro).save(d / name)
+    out = tmp_path / "res"
+    (out / "restored_imgs" / "a.png").mkdir(parents=True)
+    assert _restore("-i", d, "-o", out, "-s", "1", "--save-maps") == 1
+    assert "1 restored, 0 skipped (complete), 1 failed" in capsys.readouterr().out
+    left = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name.startswith("a"))
+    assert left == [] and (out / "restored_faces" / "b_00.png").is_file()
+
+
 def test_b7_animated_gif_is_an_input_in_folders_too(tmp_path, astro, capsys):
     d = tmp_path / "in"
     d.mkdir()

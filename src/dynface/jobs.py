@@ -1066,15 +1066,24 @@ class _SeedingRestorer:
 
 
 def _write_outputs(out: Path, writes: list[tuple[str, str, Callable[[Path], Any]]]) -> dict[str, str]:
-    """Run each ``(key, "sub/name", writer(path))``; returns {key: relative path}. Paths via output_path."""
+    """Run each ``(key, "sub/name", writer(path))``; returns {key: relative path}. Paths via output_path. When one
+    fails, the files written before it are removed again: a failed input leaves no outputs its record and the
+    manifest do not list (the error is raised on)."""
     from dynface.outputs import output_path
 
     files: dict[str, str] = {}
-    for key, rel, writer in writes:
-        sub, name = rel.split("/", 1)
-        p = output_path(out, sub, name)
-        writer(p)
-        files[key] = f"{sub}/{name}"
+    written: list[Path] = []
+    try:
+        for key, rel, writer in writes:
+            sub, name = rel.split("/", 1)
+            p = output_path(out, sub, name)
+            writer(p)
+            written.append(p)
+            files[key] = f"{sub}/{name}"
+    except BaseException:
+        for p in written:
+            p.unlink(missing_ok=True)
+        raise
     return files
 
 
@@ -1163,30 +1172,35 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     sfx = f"_{s.suffix}" if s.suffix else ""
     faces_rec = []
     written: list[str] = []
-    for i, (crop, face, rec) in enumerate(zip(res.crops, res.restored, res.records, strict=True)):
-        name = f"{it.stem}_{i:02d}"
-        writes = [
-            ("cropped_face", f"cropped_faces/{name}.png", lambda p, a=crop: imageio.save_image(a, p)),
-            ("restored_face", f"restored_faces/{name}{sfx}.png", lambda p, a=face: imageio.save_image(a, p)),
-            ("cmp", f"cmp/{name}.png", lambda p, a=crop, b=face: imageio.save_image(_side_by_side(a, b), p)),
-        ]
-        if s.save_maps:
-            for key, lst in res.maps.items():
-                if i < len(lst) and lst[i] is not None:
-                    writes.append((f"map_{key}", f"maps/{name}_{key}.png", lambda p, a=lst[i]: imageio.save_image(a, p)))
-        files = _write_outputs(out, writes)
-        written += files.values()
-        rec = dict(rec)
-        rec["files"] = files
-        rec.setdefault("timing", {})["read_s"] = round(x.read_s, 4)
-        rec["timing"]["detect_s"] = round(x.detect_s, 4)
-        faces_rec.append(rec)
-    ext = imageio.output_ext(s.ext, it.path, img.alpha is not None)
-    photo_rel = f"restored_imgs/{it.stem}{sfx}.{ext}"
-    box: list[list[str]] = []
-    _write_outputs(out, [("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p)))])
+    try:  # a failed write removes what this photo had written (the faces' files too): no orphan outputs
+        for i, (crop, face, rec) in enumerate(zip(res.crops, res.restored, res.records, strict=True)):
+            name = f"{it.stem}_{i:02d}"
+            writes = [
+                ("cropped_face", f"cropped_faces/{name}.png", lambda p, a=crop: imageio.save_image(a, p)),
+                ("restored_face", f"restored_faces/{name}{sfx}.png", lambda p, a=face: imageio.save_image(a, p)),
+                ("cmp", f"cmp/{name}.png", lambda p, a=crop, b=face: imageio.save_image(_side_by_side(a, b), p)),
+            ]
+            if s.save_maps:
+                for key, lst in res.maps.items():
+                    if i < len(lst) and lst[i] is not None:
+                        writes.append((f"map_{key}", f"maps/{name}_{key}.png", lambda p, a=lst[i]: imageio.save_image(a, p)))
+            files = _write_outputs(out, writes)
+            written += files.values()
+            rec = dict(rec)
+            rec["files"] = files
+            rec.setdefault("timing", {})["read_s"] = round(x.read_s, 4)
+            rec["timing"]["detect_s"] = round(x.detect_s, 4)
+            faces_rec.append(rec)
+        ext = imageio.output_ext(s.ext, it.path, img.alpha is not None)
+        photo_rel = f"restored_imgs/{it.stem}{sfx}.{ext}"
+        box: list[list[str]] = []
+        _write_outputs(out, [("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p)))])
+        written.append(photo_rel)
+    except BaseException:
+        for rel in written:
+            (out / rel).unlink(missing_ok=True)
+        raise
     notes += box[0] if box else []
-    written.append(photo_rel)
     t_write = time.perf_counter() - t2
     total = time.perf_counter() - x.t0 if busy_s is None else busy_s + t_write
     rec = {
