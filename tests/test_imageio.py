@@ -227,6 +227,27 @@ def test_phone_formats_heic_and_avif(tmp_path):
     assert "\n" not in str(err.value) and str(err.value).startswith("cut.heic: ")
 
 
+@pytest.mark.parametrize("ext", ["jpg", "png", "tif"])
+def test_print_resolution_is_kept_and_scaled_with_the_upscale(tmp_path, ext):
+    """A 600-dpi scan upscaled ×2 comes back at 1200 dpi (it prints at its old size); EXIF's own resolution tags
+    are not carried stale; a file without a stated resolution gets none."""
+    a = _rgb()
+    exif = Image.Exif()
+    exif[0x011A], exif[0x011B], exif[0x0128], exif[0x010F] = 600.0, 600.0, 2, "Epson"
+    kw = {"exif": exif.tobytes()} if ext != "tif" else {}
+    Image.fromarray(a).save(tmp_path / f"scan.{ext}", dpi=(600, 300), **kw)
+    im = read_image(tmp_path / f"scan.{ext}")
+    assert im.dpi == pytest.approx((600, 300), abs=0.1) and im.info()["dpi"] == pytest.approx([600, 300], abs=0.1)
+    write_like_input(np.repeat(np.repeat(im.rgb, 2, 0), 2, 1), im, tmp_path / f"out.{ext}")
+    with Image.open(tmp_path / f"out.{ext}") as back:
+        assert back.info["dpi"] == pytest.approx((1200, 600), abs=0.1)
+        assert ext == "tif" or (0x011A not in back.getexif() and back.getexif().get(0x010F) == "Epson")
+    Image.fromarray(a).save(tmp_path / f"plain.{ext}")
+    im = read_image(tmp_path / f"plain.{ext}")
+    assert im.dpi is None  # none stated (a TIFF's 1:1 placeholder does not count)
+    write_like_input(im.rgb, im, tmp_path / f"plain_out.{ext}")
+
+
 def test_palette_and_transparency(tmp_path):
     a = _rgb()
     Image.fromarray(a).convert("P", palette=Image.ADAPTIVE, colors=16).save(tmp_path / "p.png")

@@ -24,6 +24,8 @@ result back in the same shape:
 * **16-bit** PNG / TIFF is decoded at full depth (OpenCV) and rounded to 8 bits for processing; the output
   is 8-bit and a note says so.
 * **CMYK** (e.g. print JPEGs) is converted to RGB, through the embedded ICC profile when there is one.
+* **Print resolution** (DPI, from JFIF / PNG pHYs / TIFF / EXIF) is kept for JPEG, PNG and TIFF outputs, scaled
+  with the upscale so the photo prints at its old size (a 600-dpi scan restored with ``-s 2``: 1200 dpi).
 * **Palette** images are expanded to RGB (RGBA with transparency); the output is RGB(A), not a palette.
 * Multi-frame files (GIF, multi-page TIFF): the first frame, with a note.
 * Files Pillow cannot open but OpenCV can (PAM, colour PFM, Radiance HDR, float / signed TIFF) are decoded
@@ -148,6 +150,7 @@ class LoadedImage:
     orientation: int = 1  # the EXIF orientation that was applied (1 = none)
     icc_profile: bytes | None = None  # kept for RGB(A)/gray outputs when the file had one
     exif: bytes | None = None  # what the written photo carries of the input's EXIF (carried_exif)
+    dpi: tuple[float, float] | None = None  # the print resolution the file states (JFIF / pHYs / TIFF / EXIF), if any
     path: Path | None = None
     sha256: str | None = None  # of the file's bytes as decoded (dynface.provenance)
     notes: list[str] = field(default_factory=list)
@@ -170,6 +173,7 @@ class LoadedImage:
             "has_alpha": self.alpha is not None,
             "exif_orientation": self.orientation,
             "exif_kept": self.exif is not None,
+            "dpi": list(self.dpi) if self.dpi else None,
             "sha256": self.sha256,
             "notes": list(self.notes),
         }
@@ -646,6 +650,7 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
     except Exception:
         orientation = 1
     exif = carried_exif(im)
+    dpi = _stated_dpi(im.info.get("dpi"))
     if orientation not in range(1, 9):
         orientation = 1
     # HEIF: libheif turns the picture upright while decoding and pi-heif sets the EXIF value to 1, keeping the old one
@@ -713,8 +718,19 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
         orientation=orientation,
         icc_profile=icc,
         exif=exif,
+        dpi=None if dpi is None else (dpi[::-1] if orientation in (5, 6, 7, 8) else dpi),  # turned with the picture
         notes=notes,
     )
+
+
+def _stated_dpi(v) -> tuple[float, float] | None:
+    """Pillow's ``info["dpi"]`` as two numbers, else None: absent, damaged, or 1 or less (the 1:1 placeholder that
+    files without a resolution carry, e.g. Pillow's own TIFFs)."""
+    try:
+        x, y = (float(a) for a in v)
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if 1 < x < 1e6 and 1 < y < 1e6 else None
 
 
 def _cmyk_to_rgb(im: Image.Image, icc: bytes | None) -> Image.Image:
@@ -782,7 +798,8 @@ def to_output_image(rgb: np.ndarray, src: LoadedImage | None = None, ext: str = 
 
 _EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "HEIF", "AVIF")  # a TIFF's "EXIF" is its own layout tags: not carried
 _EXIF_EXTS = ("jpg", "jpeg", "png", "webp")
-_EXIF_DROP = (0x0112, 0x0201, 0x0202)  # orientation; a thumbnail's offset and length (IFD1's, misplaced in IFD0)
+_EXIF_DROP = (0x0112, 0x0201, 0x0202,  # orientation; a thumbnail's offset and length (IFD1's, misplaced in IFD0)
+              0x011A, 0x011B, 0x0128)  # X/Y resolution and its unit: written as the format's dpi, scaled (write_like_input)
 _EXIF_SUB_DROP = (0xA002, 0xA003, 0x927C, 0xA005)  # Exif IFD: pixel X / Y dimension, maker note, Interop pointer (an
 # offset into the old file)
 _SOFTWARE_TAG = 0x0131
@@ -816,8 +833,9 @@ def carried_exif(im: Image.Image) -> bytes | None:
 
 
 def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 95, icc_profile: bytes | None = None,
-               exif: bytes | None = None) -> Path:
-    """Write atomically (temporary file + rename) in the format of ``path``'s extension (``exif``: JPEG, PNG, WebP)."""
+               exif: bytes | None = None, dpi: tuple[float, float] | None = None) -> Path:
+    """Write atomically (temporary file + rename) in the format of ``path``'s extension (``exif``: JPEG, PNG, WebP;
+    ``dpi``: JPEG, PNG, TIFF)."""
     path = Path(path)
     if isinstance(img, np.ndarray):
         img = Image.fromarray(img)
@@ -835,17 +853,25 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
         kw["icc_profile"] = icc_profile
     if exif and ext in _EXIF_EXTS:
         kw["exif"] = exif
+    if dpi and ext in ("jpg", "jpeg", "png", "tif", "tiff"):
+        kw["dpi"] = dpi
     atomic_save_image(img, path, **kw)
     return path
 
 
 def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, quality: int = 95) -> list[str]:
-    """Write a processed photo in the original's shape (gray / alpha / ICC); returns the notes it produced."""
+    """Write a processed photo in the original's shape (gray / alpha / ICC / EXIF; its stated print resolution
+    scaled with the picture, so that a 600-dpi scan upscaled ×2 prints at the same size: 1200 dpi); returns the
+    notes it produced."""
     notes: list[str] = []
     path = Path(path)
     im = to_output_image(rgb, src, ext=path.suffix.lstrip("."), notes=notes)
     icc = src.icc_profile if (im.mode in ("L", "LA")) == (src.mode in ("L", "LA")) else None
-    save_image(im, path, quality=quality, icc_profile=icc, exif=src.exif)
+    dpi = None
+    if src.dpi:
+        (w, h), (w0, h0) = im.size, src.size
+        dpi = (round(src.dpi[0] * w / w0, 3), round(src.dpi[1] * h / h0, 3))
+    save_image(im, path, quality=quality, icc_profile=icc, exif=src.exif, dpi=dpi)
     return notes
 
 
