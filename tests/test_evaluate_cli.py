@@ -96,6 +96,19 @@ def test_hq_images_are_read_as_a_viewer_shows_them(tmp_path, capsys):
     assert per["rot"]["psnr"] > 35 and float(per["g16"]["psnr"]) > 45  # sideways: about 12 dB; "inf": equal
 
 
+def test_a_nested_degrade_set_pairs_with_restore_r_names(tmp_path, capsys):
+    """``degrade`` keeps sub-folders (hq/sub/a.png), ``restore -r`` names flat (sub_a.png): they pair up; a flat
+    name that an HQ image has itself keeps its own pair."""
+    crop = np.ascontiguousarray(skimage_data.astronaut()[0:96, 100:196])
+    for rel in ("hq/sub/a.png", "hq/b.png", "hq/x/y/c.png", "res/sub_a.png", "res/b.png", "res/x_y_c.png"):
+        _save(tmp_path / rel, crop)
+    rc, _ = _run(capsys, "--restored", tmp_path / "res", "--hq", tmp_path / "hq", "--metrics", "psnr", "--out",
+                 tmp_path / "r.json")
+    assert rc == 0
+    per = json.loads((tmp_path / "r.json").read_text())["per_image"]
+    assert {k: v["hq"] for k, v in per.items()} == {"sub_a": "sub/a.png", "b": "b.png", "x_y_c": "x/y/c.png"}
+
+
 def test_identical_folders_give_inf_psnr(folders, capsys):
     tmp, hq, _, _ = folders
     out = tmp / "same.json"

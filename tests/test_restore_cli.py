@@ -324,6 +324,25 @@ def test_kill_mid_batch_then_skip_existing(tmp_path, astro):
     assert faces_second == expected
 
 
+def test_a_file_keeps_its_name_when_a_namesake_joins_it(tmp_path, astro, capsys):
+    """a.jpg restored as ``a``; a.png added beside it: a.jpg stays ``a`` (complete, skipped), a.png is ``a_png``;
+    before, both were renamed (a_jpg, a_png) and a.jpg restored again beside its orphaned outputs."""
+    d = tmp_path / "in"
+    d.mkdir()
+    crop = astro[60:200, 150:290]
+    Image.fromarray(crop).save(d / "a.jpg", quality=95)
+    out = tmp_path / "res"
+    assert _restore("--aligned", "-i", d, "-o", out, "--skip-existing") == 0
+    Image.fromarray(crop).save(d / "a.png")
+    assert _restore("--aligned", "-i", d, "-o", out, "--skip-existing") == 0
+    assert "2 input(s): 1 restored, 1 skipped (complete)" in capsys.readouterr().out
+    assert sorted(p.name for p in (out / "records").iterdir()) == ["a.json", "a_png.json"]
+    assert json.loads((out / "records" / "a_png.json").read_text())["input"].endswith("a.png")
+    # a fresh output folder names them as before
+    assert _restore("--aligned", "-i", d, "-o", tmp_path / "fresh") == 0
+    assert sorted(p.name for p in (tmp_path / "fresh" / "records").iterdir()) == ["a_jpg.json", "a_png.json"]
+
+
 def test_long_non_ascii_names_are_cut_in_bytes(tmp_path, astro, capsys):
     """A legal name of 80 CJK characters (240 bytes) is restored under a stem cut to 180 bytes on a character
     boundary, maps, a 32-byte --suffix and a same-stem sibling included; a longer --suffix is a usage error."""

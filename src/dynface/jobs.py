@@ -464,8 +464,28 @@ def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettin
             extra.append(f"{scan.subfolders} sub-folder(s), searched only with -r/--recursive")
         raise UsageError(f"no input images found in {where}" + (f" ({'; '.join(extra)})" if extra else ""))
     check_output_dir(out, files, scan.folders, settings.allow_input_dir)
-    stems = assign_stems(files, [scan.below.get(f, ()) for f in files])
+    stems = keep_earlier_stems(files, assign_stems(files, [scan.below.get(f, ()) for f in files]), out)
     return [InputItem(f, s, k) for k, (f, s) in enumerate(zip(files, stems, strict=True))], ignored
+
+
+def keep_earlier_stems(files: list[Path], stems: list[str], out: Path) -> list[str]:
+    """``stems`` with each file that an earlier run in ``out`` restored under another stem (its manifest's latest line
+    for that stem is this file's) named as then, where that name is free in this run: ``a.jpg`` restored as ``a``
+    stays ``a`` when ``a.png`` comes beside it later (:func:`assign_stems` would now name them ``a_jpg``, ``a_png``),
+    so a grown archive's names do not change and ``--skip-existing`` does not restore it again."""
+    path = Path(out) / MANIFEST_NAME
+    if not path.is_file():
+        return stems
+    by_path = {safe_resolve(Path(d["path"])): stem for stem, d in Manifest(path).load().items()
+               if d.get("status") == "done" and d.get("path")}
+    taken, out_stems = set(stems), list(stems)
+    for i, f in enumerate(files):
+        old = by_path.get(safe_resolve(f))
+        if old is not None and old != out_stems[i] and old not in taken:
+            taken.discard(out_stems[i])
+            taken.add(old)
+            out_stems[i] = old
+    return out_stems
 
 
 # ------------------------------------------------------------------------------------------ seeds

@@ -2,7 +2,8 @@
 
 Pairing: every image under ``--restored`` (searched recursively) is keyed by its path relative to that
 folder without its suffix (``sub/00001.png`` → ``sub/00001``); an HQ image with the same key under
-``--hq`` is its ground truth. Paired metrics (psnr, ssim, psnr_y, ssim_y, lpips, ida, lmd) run on the
+``--hq`` is its ground truth; a nested HQ image also pairs with the flat name ``dynface restore -r`` gives its
+restoration (``hq/sub/00001.png`` ↔ ``restored_faces/sub_00001.png``) when only that name is there. Paired metrics (psnr, ssim, psnr_y, ssim_y, lpips, ida, lmd) run on the
 pairs; niqe runs on every restored image (no pairing needed); the set metrics compare all restored
 images with a reference set: fd with ``--ref`` (default: the ``--hq`` folder); fid with ``--fid-stats``
 (pre-computed ``mu``/``sigma``) or ``--ref``/``--hq``.
@@ -172,6 +173,18 @@ def _index(folder: Path) -> tuple[dict[str, Path], list[str]]:
             continue
         out[k] = p
     return out, dup
+
+
+def _flattened_as_restore_names(hq: dict[str, Path], restored: set[str]) -> dict[str, Path]:
+    """``hq`` with a nested key re-keyed as ``dynface restore -r`` names its outputs (``sub/a`` → ``sub_a``) where only
+    that name is among the restored images: a nested ``dynface degrade`` set, restored with ``-r``, pairs up."""
+    out = dict(hq)
+    for k, p in hq.items():
+        flat = k.replace("/", "_")
+        if "/" in k and k not in restored and flat in restored and flat not in hq:
+            del out[k]
+            out[flat] = p
+    return out
 
 
 def _parse_metrics(args) -> tuple[list[str], bool]:
@@ -350,6 +363,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.limit:
         keys = keys[: args.limit]
     hq, dup_h = _index(args.hq) if args.hq else ({}, [])
+    hq = _flattened_as_restore_names(hq, set(restored))
     paired = [k for k in keys if k in hq]
     unpaired_r = [k for k in keys if args.hq and k not in hq]
     unpaired_h = sorted(set(hq) - set(keys)) if args.hq else []
