@@ -110,6 +110,7 @@ def test_folder_with_good_faceless_and_corrupt_files(tmp_path, astro, capsys):
     assert "fake.png: not an image" in summary
     assert "ignored 1 file(s)" in summary and "notes.txt" in summary
     assert "Traceback" not in cap.out + cap.err
+    assert "FAILED" not in cap.err  # -q: each failure once, in the summary (it was printed as it happened too)
     assert (out / "cropped_faces" / "astro_00.png").is_file()
     assert Image.open(out / "cropped_faces" / "astro_00.png").size == (64, 64)
     assert (out / "restored_faces" / "astro_00_v1.png").is_file()

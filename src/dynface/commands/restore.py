@@ -233,8 +233,8 @@ def _run(args: argparse.Namespace) -> int:
         if p.message:
             bar.set_postfix_str(p.message[-30:], refresh=False)
 
-    def on_result(r: jobs.FileResult) -> None:
-        if r.status in ("failed", "no_face"):
+    def on_result(r: jobs.FileResult) -> None:  # as it happens, above the bar; with -q the summary's line is enough
+        if r.status in ("failed", "no_face") and not args.quiet:
             tqdm.write(f"FAILED {r.path}: {r.error}", file=sys.stderr)
 
     # the bar starts after the skip check, at the number of complete inputs
