@@ -325,6 +325,19 @@ def test_kill_mid_batch_then_skip_existing(tmp_path, astro):
     assert faces_second == expected
 
 
+def test_a_link_to_a_file_restores_it_once_under_its_own_name(tmp_path, astro, capsys):
+    """w/link.jpg -> w/plain.jpg: one restore, named plain (the link sorted first and took it, silently)."""
+    d = tmp_path / "w"
+    d.mkdir()
+    Image.fromarray(astro[60:200, 150:290]).save(d / "plain.jpg")
+    (d / "a_link.jpg").symlink_to(d / "plain.jpg")
+    out = tmp_path / "res"
+    assert _restore("--aligned", "-i", d, "-o", out) == 0
+    std = capsys.readouterr()
+    assert "1 input(s): 1 restored" in std.out and sorted(p.name for p in (out / "records").iterdir()) == ["plain.json"]
+    assert f"{d / 'a_link.jpg'} is the same file as {d / 'plain.jpg'} (a link): restored once, as plain.jpg" in std.err
+
+
 def test_a_file_keeps_its_name_when_a_namesake_joins_it(tmp_path, astro, capsys):
     """a.jpg restored as ``a``; a.png added beside it: a.jpg stays ``a`` (complete, skipped), a.png is ``a_png``;
     before, both were renamed (a_jpg, a_png) and a.jpg restored again beside its orphaned outputs."""

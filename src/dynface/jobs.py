@@ -290,6 +290,7 @@ class InputScan:
     left_out: list[Path] = field(default_factory=list)  # sub-folders not searched: the output folder, earlier outputs
     unreadable: list[str] = field(default_factory=list)  # "folder: reason" for sub-folders that could not be listed
     subfolders: int = 0  # sub-folders not searched because the search was not recursive
+    same: list[tuple[Path, Path]] = field(default_factory=list)  # (kept, left out): two names of one file (a link)
     below: dict[Path, tuple[str, ...]] = field(default_factory=dict)  # a file found in a sub-folder: that folder's path
 
 
@@ -356,13 +357,19 @@ def collect_inputs(specs: Sequence[str | Path], recursive: bool = False, exclude
                     scan.files.append(q)
         else:
             raise UsageError(f"input not found: {s}")
-    seen: set[Path] = set()
-    uniq = []
+    first: dict[Path, int] = {}
+    uniq: list[Path] = []
     for f in scan.files:
         r = safe_resolve(f)
-        if r not in seen:
-            seen.add(r)
+        k = first.get(r)
+        if k is None:
+            first[r] = len(uniq)
             uniq.append(f)
+        elif uniq[k] != f:  # another name of a file already in: a link to it, or it beside a link
+            keep_new = uniq[k].is_symlink() and not f.is_symlink()  # the file's own name rather than a link's
+            scan.same.append((f, uniq[k]) if keep_new else (uniq[k], f))
+            if keep_new:
+                uniq[k] = f
     scan.files = uniq
     return scan
 
@@ -457,6 +464,7 @@ def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettin
             names = ", ".join(map(str, scan.left_out[:3])) + (" ..." if len(scan.left_out) > 3 else "")
             notes.append(f"left out {len(scan.left_out)} folder(s) written by dynface restore (this run's or earlier): {names}")
         notes.extend(f"cannot read the folder {u}; its files are left out" for u in scan.unreadable)
+        notes.extend(f"{b} is the same file as {a} (a link): restored once, as {a.name}" for a, b in scan.same)
     if not files:
         where = ", ".join(map(str, inputs))
         extra = [f"{len(ignored)} file(s) without an image extension"] if ignored else []
