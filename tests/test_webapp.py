@@ -273,8 +273,48 @@ def test_time_limit_stops_mid_sampling_and_reports_the_rest(tmp_path, uploads, a
     res = app.restore(files, model="embedded-64", aligned=True)
     took = time.monotonic() - t0
     assert took < 1.9  # one restorer call takes 2 s: it was stopped at a step
-    assert all(r.status == "failed" and "time limit (0.6 s)" in r.error for r in res.results)
+    assert all(r.status == "failed" and "time limit (0.6 s) was reached" in r.error for r in res.results)
     app.close()
+
+
+def test_a_closed_page_stops_its_request_at_the_next_step(tmp_path, uploads, monkeypatch):
+    """The page reloaded or closed (Gradio marks the event not alive): the request stops at the next sampling step
+    instead of holding the worker, and the queue behind it, until the time limit."""
+    monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_webapp:make_slow_restorer")
+    app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work", time_limit_s=600))
+    crop = np.asarray(Image.fromarray(data.astronaut()[20:220, 110:310]).resize((64, 64)))
+    files = []
+    for i in range(3):
+        Image.fromarray(crop).save(uploads / f"c{i}.png")
+        files.append(str(uploads / f"c{i}.png"))
+    t0 = time.monotonic()
+    res = app.restore(files, model="embedded-64", aligned=True, gone=lambda: time.monotonic() - t0 > 0.3)
+    assert time.monotonic() - t0 < 1.9  # one restorer call takes 2 s: it was stopped at a step
+    assert all(r.status == "failed" and "the page that asked was closed or reloaded" in r.error for r in res.results)
+    app.close()
+
+
+def test_gradio_tells_the_handlers_their_client(app):
+    """The handlers get Gradio's Request (the annotation is the class, not this module's postponed string), from
+    which _client_gone asks Gradio's queue whether the session's event is still alive."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+    from gradio.utils import get_type_hints
+
+    from dynface.webapp import _client_gone, build_app
+
+    demo = build_app(app)
+    handlers = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") in ("page_handler", "restore_handler")]
+    assert len(handlers) == 2 and all(get_type_hints(fn)["request"] is gr.Request for fn in handlers)
+    evt = SimpleNamespace(session_hash="s1", alive=True)
+    fake = SimpleNamespace(_queue=SimpleNamespace(active_jobs=[None, [evt]]))
+    gone = _client_gone(fake, SimpleNamespace(session_hash="s1"))
+    other = _client_gone(fake, SimpleNamespace(session_hash="s2"))
+    assert not gone() and not other()
+    evt.alive = False
+    assert gone() and not other()
+    assert _client_gone(fake, None) is None
 
 
 def test_progress_bridge_is_monotonic_and_raises_only_at_steps():

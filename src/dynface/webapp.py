@@ -275,11 +275,13 @@ class WebApp:
 
     # ---------------------------------------------------------------- the request
     def restore(self, files: Sequence[Any], *, progress: Callable[[float, str], None] | None = None,
-                **form) -> WebResult:
+                gone: Callable[[], bool] | None = None, **form) -> WebResult:
         """Restore the uploaded ``files`` with the page's settings (``form``: see :meth:`settings`).
 
         Raises :class:`WebRequestError` for a refused request (a path that is not an upload, a model not on the
-        allow list, bad settings, no files); a bad file only gets a message and a ``failed`` result."""
+        allow list, bad settings, no files); a bad file only gets a message and a ``failed`` result. ``gone``: says
+        whether the page that asked has closed or reloaded; checked at every sampling step like the time limit, so
+        that an abandoned request stops instead of keeping the worker (and the queue behind it) busy."""
         from dynface import jobs
 
         t0 = time.monotonic()
@@ -340,11 +342,11 @@ class WebApp:
             with self._lock:
                 restorer = self.restorer_for(settings)
                 jobs.apply_threads(settings)
-                self._run(items, out, settings, restorer, progress, t0 + cfg.time_limit_s, collect)
-            for it in items:  # what the time limit cut off
+                stopped = self._run(items, out, settings, restorer, progress, t0 + cfg.time_limit_s, collect, gone)
+            for it in items:  # what the time limit or a closed page cut off
                 k, name = key_of[it.stem]
                 if results[k] is None:
-                    results[k] = _failed(name, f"not restored: the request's time limit ({cfg.time_limit_s:g} s) was reached")
+                    results[k] = _failed(name, f"not restored: {stopped or 'the request stopped'}")
         for k, (_, name) in enumerate(uploads):
             if results[k] is None:
                 results[k] = _failed(name, "not restored")
@@ -358,22 +360,22 @@ class WebApp:
                     pass
         return self._present(req, out, view, uploads, staged, results, time.monotonic() - t0, settings)
 
-    def _run(self, items, out, settings, restorer, progress, deadline: float, collect) -> None:
+    def _run(self, items, out, settings, restorer, progress, deadline: float, collect, gone=None) -> str | None:
         """``jobs.restore_items`` in chunks of ``batch_size`` files (aligned crops, or photos whose faces the job layer
-        batches across photos: :func:`dynface.jobs.cross_photo_batches`), the deadline checked between chunks and,
-        through the progress callback, at every sampling step."""
+        batches across photos: :func:`dynface.jobs.cross_photo_batches`), the deadline and ``gone`` checked between
+        chunks and, through the progress callback, at every sampling step. Returns why it stopped early, or None."""
         from dynface import jobs
 
         bs = settings.batch_size or 8
-        bridge = _ProgressBridge(progress, deadline, self.config.time_limit_s, len(items))
+        bridge = _ProgressBridge(progress, deadline, self.config.time_limit_s, len(items), gone)
         for i in range(0, len(items), bs):
-            if time.monotonic() > deadline:
-                return
-            bridge.next_chunk(i)
             try:
+                bridge.check()
+                bridge.next_chunk(i)
                 jobs.restore_items(items[i : i + bs], out, settings, restorer, progress=bridge, on_result=collect)
-            except RequestTimeLimit:
-                return
+            except RequestTimeLimit as e:
+                return str(e)
+        return None
 
     def _present(self, req, out, view, uploads, staged, results, seconds, settings=None) -> WebResult:
         from dynface import jobs
@@ -424,7 +426,7 @@ class WebApp:
 
     # ---------------------------------------------------------------- the page's handler
     def ui_restore(self, files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
-                   color_fix, progress=None):
+                   color_fix, progress=None, gone=None):
         """The Restore button (and the ``/restore`` API endpoint): the page's outputs, in order."""
         import gradio as gr
 
@@ -438,8 +440,9 @@ class WebApp:
             def bar(frac: float, desc: str) -> None:
                 progress(frac, desc=desc)
         try:
-            res = self.restore(paths, progress=bar, model=model, mode=mode, aligned=aligned, fidelity=fidelity,
-                               steps=steps, seed=seed, precision=precision, upscale=upscale, color_fix=color_fix)
+            res = self.restore(paths, progress=bar, gone=gone, model=model, mode=mode, aligned=aligned,
+                               fidelity=fidelity, steps=steps, seed=seed, precision=precision, upscale=upscale,
+                               color_fix=color_fix)
         except WebRequestError as e:
             raise gr.Error(str(e), print_exception=False) from None
         except Exception as e:  # jobs.UsageError (e.g. a model that cannot be loaded) and the unexpected
@@ -462,13 +465,13 @@ class WebApp:
         )
 
 
-    def ui_page(self, *args, progress=None):
+    def ui_page(self, *args, progress=None, gone=None):
         """The Restore button on the page: :meth:`ui_restore`, but a refused request clears the previous request's
         results and says why in the status (and in a toast), instead of leaving them on show as if they were its."""
         import gradio as gr
 
         try:
-            return self.ui_restore(*args, progress=progress)
+            return self.ui_restore(*args, progress=progress, gone=gone)
         except gr.Error as e:
             gr.Warning(e.message)
             return (f"**Not restored:** {e.message}", gr.Dropdown(choices=[], value=None, interactive=False), None, [],
@@ -476,15 +479,18 @@ class WebApp:
 
 
 class RequestTimeLimit(BaseException):  # noqa: N818
-    """Raised from the progress callback at a sampling step once a request is past its time limit. A
-    BaseException, so that the job layer's per-file ``except Exception`` lets it through and the request stops."""
+    """Raised from the progress callback at a sampling step once a request is past its time limit or its page is
+    gone (the message says which). A BaseException, so that the job layer's per-file ``except Exception`` lets it
+    through and the request stops."""
 
 
 class _ProgressBridge:
-    """The job layer's progress callback for one chunk: forwards to the page's bar, enforces the time limit."""
+    """The job layer's progress callback for one chunk: forwards to the page's bar, enforces the time limit and stops
+    the request when its page is ``gone``."""
 
-    def __init__(self, bar: Callable[[float, str], None] | None, deadline: float, limit: float, total: int = 1):
-        self.bar, self.deadline, self.limit = bar, deadline, limit
+    def __init__(self, bar: Callable[[float, str], None] | None, deadline: float, limit: float, total: int = 1,
+                 gone: Callable[[], bool] | None = None):
+        self.bar, self.deadline, self.limit, self.gone = bar, deadline, limit, gone
         self.offset, self.total = 0, max(1, total)
         self.faces_base = self.faces_chunk = 0
         self.shown = 0.0
@@ -494,9 +500,16 @@ class _ProgressBridge:
         self.faces_base += self.faces_chunk
         self.faces_chunk = 0
 
+    def check(self) -> None:
+        """:class:`RequestTimeLimit` when the request is past its time limit or its page is gone."""
+        if time.monotonic() > self.deadline:
+            raise RequestTimeLimit(f"the request's time limit ({self.limit:g} s) was reached")
+        if self.gone is not None and self.gone():
+            raise RequestTimeLimit("the page that asked was closed or reloaded")
+
     def __call__(self, p) -> None:
-        if p.step is not None and time.monotonic() > self.deadline:
-            raise RequestTimeLimit(f"time limit ({self.limit:g} s) reached")
+        if p.step is not None:
+            self.check()
         if self.bar is None:
             return
         done = self.offset + p.files_done
@@ -642,15 +655,19 @@ def build_app(app: WebApp):
 
     def restore_handler(files=None, pasted=None, model=default_model, mode="full", aligned=False, fidelity=0.5,
                         steps="", seed=0, precision="auto", upscale=2.0, color_fix="model default",
+                        request: gr.Request = None,
                         progress=gr.Progress()):  # noqa: B008  (Gradio finds its progress tracker by this default)
         """Restore the faces of the uploaded photos (or aligned crops). API: only ``files`` is required."""
         return app.ui_restore(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
-                              color_fix, progress=progress)
+                              color_fix, progress=progress, gone=_client_gone(demo, request))
 
     def page_handler(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
-                     progress=gr.Progress()):  # noqa: B008
+                     request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
         return app.ui_page(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
-                           progress=progress)
+                           progress=progress, gone=_client_gone(demo, request))
+
+    for fn in (restore_handler, page_handler):  # Gradio finds its Request by the annotation: the class itself,
+        fn.__annotations__["request"] = gr.Request  # not this module's postponed string (gr is local here)
 
     sample_names = {Path(p).name for p in app.example_files()}
 
@@ -717,6 +734,22 @@ def build_app(app: WebApp):
                      queue=False)
         compare.change(_pick, inputs=[compare, state], outputs=[slider], api_visibility="private", queue=False)
     return demo
+
+
+def _client_gone(demo, request) -> Callable[[], bool] | None:
+    """Whether the client of ``request`` has left: Gradio marks a running event of a session not alive when that
+    session's stream closes (a closed or reloaded page, a killed API client), but cannot stop a running function.
+    Gradio's own queue is asked (``_queue.active_jobs``; gradio is pinned to major 6): None when it cannot be."""
+    session = getattr(request, "session_hash", None)
+    queue = getattr(demo, "_queue", None)
+    if session is None or not hasattr(queue, "active_jobs"):
+        return None
+
+    def gone() -> bool:
+        return any(getattr(evt, "session_hash", None) == session and not getattr(evt, "alive", True)
+                   for job in list(queue.active_jobs) if job for evt in list(job))
+
+    return gone
 
 
 def _pick(label, comparisons):
