@@ -181,6 +181,8 @@ def test_all_good_exit_0_gray_rgba_and_seed(tmp_path, astro, capsys):
     assert _restore("-i", d, "-o", out, "-s", "1", "--seed", "7", "--only-center-face", "--draw-box") == 0
     g = Image.open(out / "restored_imgs" / "gray.png")
     assert g.mode == "L" and g.size == (512, 512)
+    for sub in ("cropped_faces", "restored_faces", "cmp"):  # the faces of a gray photo are gray too
+        assert Image.open(out / sub / "gray_00.png").mode == "L", sub
     a = Image.open(out / "restored_imgs" / "alpha.png")
     assert a.mode == "RGBA" and np.asarray(a.getchannel("A")).min() == 200
     rec = json.loads((out / "records" / "gray.json").read_text())

@@ -317,6 +317,22 @@ def test_gradio_tells_the_handlers_their_client(app):
     assert _client_gone(fake, None) is None
 
 
+def test_slider_shows_transparency_as_a_viewer_does(tmp_path):
+    """A transparent PNG's before/after pair shows a checkerboard where it is transparent, not the RGB hidden there."""
+    from dynface.webapp import _pair
+
+    rgba = np.zeros((48, 64, 4), np.uint8)
+    rgba[..., 0] = 255  # red everywhere, but only the left half is visible
+    rgba[:, :32, 3] = 255
+    for name in ("before.png", "after.png"):
+        Image.fromarray(rgba, "RGBA").save(tmp_path / name)
+    for shown in _pair(tmp_path / "before.png", tmp_path / "after.png", tmp_path, "p"):
+        a = np.asarray(Image.open(shown).convert("RGB")).astype(int)
+        assert (a[:, :32] == [255, 0, 0]).all()
+        right = a[:, 32:]
+        assert (right[..., 0] == right[..., 1]).all() and {200, 235} == set(np.unique(right))
+
+
 def test_progress_bridge_is_monotonic_and_raises_only_at_steps():
     from dynface.jobs import Progress
     from dynface.webapp import RequestTimeLimit

@@ -1200,13 +1200,20 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     sfx = f"_{s.suffix}" if s.suffix else ""
     faces_rec = []
     written: list[str] = []
+
+    def gray(a):
+        import numpy as np
+        from PIL import Image
+
+        return Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("L") if img.was_gray else a
+
     try:  # a failed write removes what this photo had written (the faces' files too): no orphan outputs
         for i, (crop, face, rec) in enumerate(zip(res.crops, res.restored, res.records, strict=True)):
             name = f"{it.stem}_{i:02d}"
-            writes = [
-                ("cropped_face", f"cropped_faces/{name}.png", lambda p, a=crop: imageio.save_image(a, p)),
-                ("restored_face", f"restored_faces/{name}{sfx}.png", lambda p, a=face: imageio.save_image(a, p)),
-                ("cmp", f"cmp/{name}.png", lambda p, a=crop, b=face: imageio.save_image(_side_by_side(a, b), p)),
+            writes = [  # a gray photo's faces are saved gray too, like the photo
+                ("cropped_face", f"cropped_faces/{name}.png", lambda p, a=crop: imageio.save_image(gray(a), p)),
+                ("restored_face", f"restored_faces/{name}{sfx}.png", lambda p, a=face: imageio.save_image(gray(a), p)),
+                ("cmp", f"cmp/{name}.png", lambda p, a=crop, b=face: imageio.save_image(gray(_side_by_side(a, b)), p)),
             ]
             if s.save_maps:
                 for key, lst in res.maps.items():

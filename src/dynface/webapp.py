@@ -568,9 +568,14 @@ def _pair(before: Path, after: Path, view: Path, name: str) -> list[str]:
 
     from dynface.imageio import read_image
 
-    a = Image.open(after).convert("RGB")
+    with Image.open(after) as im:
+        a = _on_checkerboard(im.convert("RGBA")) if "A" in im.getbands() else im.convert("RGB")
     try:
-        b = Image.fromarray(read_image(before).rgb)
+        src = read_image(before)
+        b = Image.fromarray(src.rgb)
+        if src.alpha is not None:
+            b.putalpha(Image.fromarray(src.alpha))
+            b = _on_checkerboard(b)
     except Exception:
         b = Image.new("RGB", a.size, (128, 128, 128))
     if b.size != a.size:
@@ -579,6 +584,20 @@ def _pair(before: Path, after: Path, view: Path, name: str) -> list[str]:
     b.save(bp)
     a.save(ap)
     return [str(bp), str(ap)]
+
+
+def _on_checkerboard(im):
+    """An RGBA picture shown as image viewers show transparency: over a light checkerboard (its RGB under
+    transparent pixels, which the slider showed, is not what the file looks like)."""
+    import numpy as np
+    from PIL import Image
+
+    w, h = im.size
+    y, x = np.mgrid[0:h, 0:w]
+    board = np.where(((x // 12) + (y // 12)) % 2 == 0, 235, 200).astype(np.uint8)
+    bg = Image.fromarray(np.repeat(board[..., None], 3, axis=-1), "RGB")
+    bg.paste(im, mask=im.getchannel("A"))
+    return bg
 
 
 def _enlarged(src: Path, dst: Path, side: int = 192) -> str:
