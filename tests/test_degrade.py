@@ -384,14 +384,19 @@ def test_cli_limit_and_output_inside_input(hq_dir, capsys):
     assert (out_dir / "lq" / "astronaut.png").read_bytes() == first
 
 
-def test_cli_duplicate_output_names(tmp_path, capsys):
+def test_cli_duplicate_output_names_too_small_faces_and_a_file_as_input(tmp_path, capsys):
+    """face.jpg and face.png are both degraded, named as restore names them (face_jpg, face_png; the second was
+    refused); a 1×1 image is refused as no face (restore refuses crops under 16 px); -i FILE says it is a file."""
     d = tmp_path / "in"
     d.mkdir()
     for ext in ("jpg", "png"):
         Image.new("RGB", (20, 20), (200, 100, 50)).save(d / f"face.{ext}")
+    Image.new("RGB", (1, 1)).save(d / "dot.png")
     rc, out, err = _run(["degrade", "-i", str(d), "-o", str(tmp_path / "o"), "--size", "16"], capsys)
-    assert rc == 1 and "1/2" in out and err.strip() == "face.png: face.jpg already maps to face.png"
-    assert (tmp_path / "o" / "lq" / "face.png").is_file()
+    assert rc == 1 and "2/3" in out and err.strip() == "dot.png: too small for a face (1x1; at least 16 px a side, as restore's crops)"
+    assert sorted(p.name for p in (tmp_path / "o" / "lq").iterdir()) == ["face_jpg.png", "face_png.png"]
+    rc, _, err = _run(["degrade", "-i", str(d / "face.jpg"), "-o", str(tmp_path / "o2")], capsys)
+    assert rc == 2 and "is a file; degrade reads a folder" in err
 
 
 def test_cli_refuses_bad_folders(hq_dir, tmp_path, capsys):

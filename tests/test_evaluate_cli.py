@@ -107,6 +107,10 @@ def test_a_nested_degrade_set_pairs_with_restore_r_names(tmp_path, capsys):
     assert rc == 0
     per = json.loads((tmp_path / "r.json").read_text())["per_image"]
     assert {k: v["hq"] for k, v in per.items()} == {"sub_a": "sub/a.png", "b": "b.png", "x_y_c": "x/y/c.png"}
+    _save(tmp_path / "res" / "b.jpg", crop)  # one name, two files: said, not silently picked
+    rc, out = _run(capsys, "--restored", tmp_path / "res", "--hq", tmp_path / "hq", "--metrics", "psnr", "--out",
+                   tmp_path / "r.json")
+    assert "note: restored image b has several files; scored: b.jpg" in out.err
 
 
 def test_identical_folders_give_inf_psnr(folders, capsys):

@@ -110,7 +110,9 @@ def _degrade_one(path: Path, out_dir: Path, name: str, params: DegradationParams
     except UnsafePathError as e:
         return f"cannot use this name for an output ({e})"
     try:
-        image_size(path, name=path.name)  # the pixel budget, from the header, before decoding
+        w, h = image_size(path, name=path.name)  # the pixel budget, from the header, before decoding
+        if min(w, h) < MIN_SIDE:
+            return f"too small for a face ({w}x{h}; at least {MIN_SIDE} px a side, as restore's crops)"
         hq = load_square(path, size)
     except ImageReadError as e:
         return str(e).removeprefix(f"{path.name}: ")
@@ -124,6 +126,20 @@ def _degrade_one(path: Path, out_dir: Path, name: str, params: DegradationParams
     except OSError as e:
         return f"cannot write output ({e})"
     return None
+
+
+MIN_SIDE = 16  # smaller HQ images are refused: restore refuses aligned crops under 16 px too
+
+
+def _output_names(files: list[Path], in_dir: Path) -> list[str]:
+    """Each input's output name (its path below ``in_dir`` without the suffix, as ``hq/NAME.png`` / ``lq/NAME.png``);
+    files sharing one (``a.jpg``, ``a.png``) are told apart by their extension, as ``dynface restore`` names them
+    (``a_jpg``, ``a_png``)."""
+    from collections import Counter
+
+    base = [f.relative_to(in_dir).with_suffix("").as_posix() for f in files]
+    count = Counter(base)
+    return [b + (f"_{f.suffix.lstrip('.').lower()}" if count[b] > 1 else "") for f, b in zip(files, base, strict=True)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -145,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
         check_output_folder(out_dir, folders=[in_dir], subdirs=("hq", "lq"), allow_inside=allow_inside)
     except OutputFolderError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    if in_dir.is_file():
+        print(f"error: -i {args.input}: is a file; degrade reads a folder of HQ faces", file=sys.stderr)
         return 2
     try:
         found = list_images(in_dir)
@@ -175,15 +194,10 @@ def run(args: argparse.Namespace) -> int:
     params = sample_params(spec, len(files), args.seed, args.size)
     images: list[dict] = []
     failed: list[dict] = []
-    used: dict[str, str] = {}  # output name -> the input that took it
-    for path, p in zip(files, params, strict=True):
+    names = _output_names(files, in_dir)
+    for path, p, name in zip(files, params, names, strict=True):
         rel = path.relative_to(in_dir).as_posix()
-        name = path.relative_to(in_dir).with_suffix("").as_posix()
-        if name in used:
-            error = f"{used[name]} already maps to {name}.png"
-        else:
-            used[name] = rel
-            error = _degrade_one(path, out_dir, name, p, args.size)
+        error = _degrade_one(path, out_dir, name, p, args.size)
         if error is not None:
             print(f"{rel}: {error}", file=sys.stderr)
             failed.append({"file": rel, "error": error})

@@ -364,6 +364,10 @@ def _run(args: argparse.Namespace) -> int:
         keys = keys[: args.limit]
     hq, dup_h = _index(args.hq) if args.hq else ({}, [])
     hq = _flattened_as_restore_names(hq, set(restored))
+    for what, index, dups in (("restored", restored, dup_r), ("HQ", hq, dup_h)):
+        for k in sorted(set(dups)):  # one name, several files: say which one is scored
+            print(f"dynface evaluate: note: {what} image {k} has several files; scored: "
+                  f"{index[k].name if k in index else '?'}", file=sys.stderr)
     paired = [k for k in keys if k in hq]
     unpaired_r = [k for k in keys if args.hq and k not in hq]
     unpaired_h = sorted(set(hq) - set(keys)) if args.hq else []
