@@ -8,6 +8,7 @@ The tiny model comes through the job layer's documented hook
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -185,9 +186,13 @@ def test_mixed_request_reports_each_bad_file_and_restores_the_rest(app, uploads,
     assert len(res.table) == 1
     assert "records/astronaut.json" in zipfile.ZipFile(res.zip_path).namelist()
     assert LOADS == ["embedded-64"]  # the .pth was never loaded as weights
-    # the manifest has a line per upload, as the page has: the empty file refused before the job layer too
+    # the manifest has a line per upload, as the page has: the empty file refused before the job layer too; the
+    # records and the manifest name inputs by their upload's name, not the server's copy in its request folder
     lines = Manifest(res.out_dir / MANIFEST_NAME).lines()
-    assert sorted(Path(d["path"]).name for d in lines) == sorted(Path(f).name for f in files)
+    assert sorted(d["path"] for d in lines) == sorted(Path(f).name for f in files)
+    rec = json.loads((res.out_dir / "records" / "astronaut.json").read_text())
+    assert rec["input"] == "astronaut.png"
+    assert str(res.request_dir) not in "".join(p.read_text() for p in res.out_dir.rglob("*.json*"))
     assert next(d for d in lines if d["path"] == "empty.jpg")["error"] == "empty file"
 
 

@@ -31,6 +31,7 @@ the same request are still restored.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -358,6 +359,7 @@ class WebApp:
                     jobs.Manifest(out / jobs.MANIFEST_NAME).append(r)
                 except OSError:
                     pass
+        _without_server_paths(out, in_dir)
         return self._present(req, out, view, uploads, staged, results, time.monotonic() - t0, settings)
 
     def _run(self, items, out, settings, restorer, progress, deadline: float, collect, gone=None) -> str | None:
@@ -527,6 +529,21 @@ class _ProgressBridge:
 
 
 # ------------------------------------------------------------------------------------------ helpers
+def _without_server_paths(out: Path, in_dir: Path) -> None:
+    """The records and the manifest name each input by its upload's name (``01.jpg``), not by the server's copy
+    (``/tmp/dynface-web-…/requests/req-…/in/01.jpg``): the zip goes to clients, who need not see the server's folders."""
+    from dynface.atomicfile import atomic_write_text
+
+    prefix = json.dumps(str(in_dir) + os.sep)[1:-1]  # as it appears inside the JSON strings
+    for f in [out / "manifest.jsonl", *sorted((out / "records").glob("*.json"))]:
+        try:
+            text = f.read_text(encoding="utf-8")
+            if prefix in text:
+                atomic_write_text(text.replace(prefix, ""), f)
+        except OSError:
+            pass
+
+
 def _for_the_page(why: str) -> str:
     """A job-layer message with the CLI's flags named as the page's controls."""
     return why.replace("leave out --aligned", "untick “inputs are aligned face crops”").replace(
