@@ -312,6 +312,10 @@ def test_gradio_tells_the_handlers_their_client(app):
     demo = build_app(app)
     handlers = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") in ("page_handler", "restore_handler")]
     assert len(handlers) == 2 and all(get_type_hints(fn)["request"] is gr.Request for fn in handlers)
+    (seed,) = [b for b in demo.blocks.values() if getattr(b, "label", None) == "seed"]
+    assert seed.preprocess(1.5) == 1.5  # not rounded to 2 on the way: the settings refuse it with a reason
+    with pytest.raises(WebRequestError, match="whole number"):
+        app.settings(model="embedded-64", seed=1.5)
     evt = SimpleNamespace(session_hash="s1", alive=True)
     fake = SimpleNamespace(_queue=SimpleNamespace(active_jobs=[None, [evt]]))
     gone = _client_gone(fake, SimpleNamespace(session_hash="s1"))

@@ -730,7 +730,7 @@ def build_app(app: WebApp):
                     fidelity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="fidelity -w (higher: closer to the input)")
                     with gr.Row():
                         steps = gr.Textbox("", label="steps (empty: the model's)", placeholder="e.g. ddim25, ddim250", max_lines=1)
-                        seed = gr.Number(0, label="seed", precision=0, minimum=0)
+                        seed = gr.Number(0, label="seed", minimum=0, step=1)  # no rounding: 1.5 is refused
                     with gr.Row():
                         precision = gr.Dropdown(list(PRECISIONS), value="auto", label="precision")
                         upscale = gr.Slider(1.0, app.config.max_upscale, value=2.0, step=0.5, label="upscale (photos)")
