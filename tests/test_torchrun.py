@@ -75,9 +75,10 @@ def _free_port() -> int:
 
 
 def test_torchrun_skip_existing_reads_the_manifest_once_on_rank_0(tmp_path, monkeypatch):
-    """One rank in this process (gloo, world size 1): with --skip-existing rank 0 reads OUT/manifest.jsonl once
-    (it used to read it twice: for the whole job's skipped count, then again for its share), and it still restores
-    an input whose output was lost and adds the line a killed run did not write (through its part)."""
+    """One rank in this process (gloo, world size 1): with --skip-existing rank 0's skip check reads
+    OUT/manifest.jsonl once (it used to read it twice: for the whole job's skipped count, then again for its share;
+    planning the inputs reads it once more, for the names earlier runs gave), and it still restores an input whose
+    output was lost and adds the line a killed run did not write (through its part)."""
     d = tmp_path / "in"
     stems = astronaut_crops(d, 4)
     monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", FACTORY)
@@ -103,7 +104,7 @@ def test_torchrun_skip_existing_reads_the_manifest_once_on_rank_0(tmp_path, monk
         monkeypatch.setenv(k, v)
     s = run_torchrun_job([d], out, jobs.RestoreSettings(aligned=True, threads=1, skip_existing=True))
     monkeypatch.setattr(jobs.Manifest, "lines", lines)
-    assert len(reads) == 1
+    assert len(reads) == 2  # planning + the skip check
     assert [r.stem for r in s.results] == [stems[0]] and s.results[0].status == "done"
     assert sorted(r.stem for r in s.skipped) == stems[1:] and s.exit_code == 0
     last = jobs.Manifest(man).load()

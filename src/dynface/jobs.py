@@ -481,10 +481,13 @@ def keep_earlier_stems(files: list[Path], stems: list[str], out: Path) -> list[s
     for that stem is this file's) named as then, where that name is free in this run: ``a.jpg`` restored as ``a``
     stays ``a`` when ``a.png`` comes beside it later (:func:`assign_stems` would now name them ``a_jpg``, ``a_png``),
     so a grown archive's names do not change and ``--skip-existing`` does not restore it again."""
-    path = Path(out) / MANIFEST_NAME
-    if not path.is_file():
-        return stems
-    by_path = {safe_resolve(Path(d["path"])): stem for stem, d in Manifest(path).load().items()
+    from dynface.engines.torchrun import PART_PREFIX
+
+    latest: dict[str, dict] = {}
+    # the manifest, then the parts a killed torchrun launch left (rank 0 merges them later: every rank sees them)
+    for path in [Path(out) / MANIFEST_NAME, *sorted(Path(out).glob(f"{PART_PREFIX}*.jsonl"))]:
+        latest.update(Manifest(path).load() if path.is_file() else {})
+    by_path = {safe_resolve(Path(d["path"])): stem for stem, d in latest.items()
                if d.get("status") == "done" and d.get("path")}
     taken, out_stems = set(stems), list(stems)
     for i, f in enumerate(files):
@@ -828,8 +831,8 @@ def changed_flags(rec: dict, settings: RestoreSettings) -> list[str]:
     then = (rec.get("settings") or {}).get("flags")
     if not isinstance(then, dict):
         return []
-    now = output_flags(settings)
-    return [k for k in OUTPUT_FLAGS if then.get(k) != now[k] and not (k == "save_maps" and not now[k])]
+    now = output_flags(settings)  # a flag the record does not know (a later version's) counts as unchanged
+    return [k for k in OUTPUT_FLAGS if k in then and then[k] != now[k] and not (k == "save_maps" and not now[k])]
 
 
 def complete_results(items: list[InputItem], out: Path, manifest: Manifest | None = None,
@@ -1199,7 +1202,6 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     t2 = time.perf_counter()
     sfx = f"_{s.suffix}" if s.suffix else ""
     faces_rec = []
-    written: list[str] = []
 
     def gray(a):
         import numpy as np
@@ -1207,34 +1209,30 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
 
         return Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("L") if img.was_gray else a
 
-    try:  # a failed write removes what this photo had written (the faces' files too): no orphan outputs
-        for i, (crop, face, rec) in enumerate(zip(res.crops, res.restored, res.records, strict=True)):
-            name = f"{it.stem}_{i:02d}"
-            writes = [  # a gray photo's faces are saved gray too, like the photo
-                ("cropped_face", f"cropped_faces/{name}.png", lambda p, a=crop: imageio.save_image(gray(a), p)),
-                ("restored_face", f"restored_faces/{name}{sfx}.png", lambda p, a=face: imageio.save_image(gray(a), p)),
-                ("cmp", f"cmp/{name}.png", lambda p, a=crop, b=face: imageio.save_image(gray(_side_by_side(a, b)), p)),
-            ]
-            if s.save_maps:
-                for key, lst in res.maps.items():
-                    if i < len(lst) and lst[i] is not None:
-                        writes.append((f"map_{key}", f"maps/{name}_{key}.png", lambda p, a=lst[i]: imageio.save_image(a, p)))
-            files = _write_outputs(out, writes)
-            written += files.values()
-            rec = dict(rec)
-            rec["files"] = files
-            rec.setdefault("timing", {})["read_s"] = round(x.read_s, 4)
-            rec["timing"]["detect_s"] = round(x.detect_s, 4)
-            faces_rec.append(rec)
-        ext = imageio.output_ext(s.ext, it.path, img.alpha is not None)
-        photo_rel = f"restored_imgs/{it.stem}{sfx}.{ext}"
-        box: list[list[str]] = []
-        _write_outputs(out, [("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p)))])
-        written.append(photo_rel)
-    except BaseException:
-        for rel in written:
-            (out / rel).unlink(missing_ok=True)
-        raise
+    writes = []  # one _write_outputs call: a failed write removes all this photo had written, the faces' files too
+    for i, (crop, face) in enumerate(zip(res.crops, res.restored, strict=True)):
+        name = f"{it.stem}_{i:02d}"
+        writes += [  # a gray photo's faces are saved gray too, like the photo
+            (f"{i}/cropped_face", f"cropped_faces/{name}.png", lambda p, a=crop: imageio.save_image(gray(a), p)),
+            (f"{i}/restored_face", f"restored_faces/{name}{sfx}.png", lambda p, a=face: imageio.save_image(gray(a), p)),
+            (f"{i}/cmp", f"cmp/{name}.png", lambda p, a=crop, b=face: imageio.save_image(gray(_side_by_side(a, b)), p)),
+        ]
+        if s.save_maps:
+            for key, lst in res.maps.items():
+                if i < len(lst) and lst[i] is not None:
+                    writes.append((f"{i}/map_{key}", f"maps/{name}_{key}.png", lambda p, a=lst[i]: imageio.save_image(a, p)))
+    ext = imageio.output_ext(s.ext, it.path, img.alpha is not None)
+    photo_rel = f"restored_imgs/{it.stem}{sfx}.{ext}"
+    box: list[list[str]] = []
+    writes.append(("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p))))
+    files = _write_outputs(out, writes)
+    written = list(files.values())
+    for i, rec in enumerate(res.records):
+        rec = dict(rec)
+        rec["files"] = {k.split("/", 1)[1]: v for k, v in files.items() if k.startswith(f"{i}/")}
+        rec.setdefault("timing", {})["read_s"] = round(x.read_s, 4)
+        rec["timing"]["detect_s"] = round(x.detect_s, 4)
+        faces_rec.append(rec)
     notes += box[0] if box else []
     t_write = time.perf_counter() - t2
     total = time.perf_counter() - x.t0 if busy_s is None else busy_s + t_write
