@@ -206,7 +206,7 @@ def test_page_messages_duplicate_names_warnings_and_nothing_to_zip(app, uploads,
     files = [_put(uploads, "x.png", astro_png), _put(other, "x.png", astro_png)]
     monkeypatch.setattr(dynface.pipeline, "cpu_has_native_bf16", lambda: False)
     res = app.restore(files, model="embedded-64", precision="bf16")
-    assert res.messages[0].startswith("note: --precision bf16 on this CPU is emulated")
+    assert res.messages[0].startswith("note: precision bf16 on this CPU is emulated")
     assert res.messages[1:] == ["✓ x.png (as x): 1 face(s) restored", "✓ x.png (as x_2): 1 face(s) restored"]
     wide = tmp_path / "wide.png"
     Image.fromarray(np.full((64, 128, 3), 100, np.uint8)).save(wide)

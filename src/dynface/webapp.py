@@ -385,7 +385,7 @@ class WebApp:
         input_of = {k: p for k, p, _ in staged}
         messages, comparisons, gallery, explanation, table = [], {}, [], [], []
         if settings is not None:
-            messages += [f"note: {w}" for w in jobs.settings_warnings(settings)]
+            messages += [f"note: {_for_the_page(w)}" for w in jobs.settings_warnings(settings)]
         counts = {"done": 0, "failed": 0, "no_face": 0, "skipped": 0}
         names = [n for _, n in uploads]
         for k, ((_, name), r) in enumerate(zip(uploads, results, strict=True)):
@@ -465,7 +465,6 @@ class WebApp:
             str(res.zip_path) if res.zip_path else None,
             res.comparisons,
         )
-
 
     def ui_page(self, *args, progress=None, gone=None):
         """The Restore button on the page: :meth:`ui_restore`, but a refused request clears the previous request's
@@ -547,7 +546,7 @@ def _without_server_paths(out: Path, in_dir: Path) -> None:
 def _for_the_page(why: str) -> str:
     """A job-layer message with the CLI's flags named as the page's controls."""
     return why.replace("leave out --aligned", "untick “inputs are aligned face crops”").replace(
-        "--aligned", "“inputs are aligned face crops”")
+        "--aligned", "“inputs are aligned face crops”").replace("--precision ", "precision ")
 
 
 def _failed(name: str, why: str):
