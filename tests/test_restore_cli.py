@@ -327,6 +327,12 @@ def test_kill_mid_batch_then_skip_existing(tmp_path, astro):
     assert faces_second == expected
 
 
+def test_an_empty_input_is_a_usage_error(tmp_path, capsys):
+    """``-i "$UNSET"`` meant no folder, not the current one (Path("") is "."): exit 2, nothing written."""
+    assert _restore("-i", "", "-o", tmp_path / "out") == 2
+    assert "an input is empty" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
 def test_a_link_to_a_file_restores_it_once_under_its_own_name(tmp_path, astro, capsys):
     """w/link.jpg -> w/plain.jpg: one restore, named plain (the link sorted first and took it, silently)."""
     d = tmp_path / "w"

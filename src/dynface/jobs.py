@@ -342,6 +342,8 @@ def collect_inputs(specs: Sequence[str | Path], recursive: bool = False, exclude
     excluded = {safe_resolve(d) for d in exclude}
     for spec in specs:
         s = str(spec)
+        if not s.strip():  # `-i "$EMPTY"`: Path("") is the current folder, which nobody meant
+            raise UsageError("an input is empty (an unset shell variable?); name a file, folder or pattern")
         p = Path(s).expanduser()
         if p.is_dir():
             scan.folders.append(p)
