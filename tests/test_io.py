@@ -277,6 +277,17 @@ def test_sample_command_usage_errors_are_one_line(tmp_path, capsys, argv, messag
     assert not (tmp_path / "s.png").exists()
 
 
+def test_sample_grid_builds_no_autograd_graph(tiny):
+    """sample_grid runs under no_grad (a helper inserted above it once took its decorator: 100 steps kept every
+    activation for a backward pass that never comes)."""
+    from dynface.diffusion import GaussianDiffusion, ScheduleConfig
+    from dynface.training.prior import sample_grid
+
+    diffusion = GaussianDiffusion.from_config(ScheduleConfig(learn_sigma=tiny.cfg.learn_sigma))
+    assert any(p.requires_grad for p in tiny.parameters())
+    assert not sample_grid(tiny, diffusion, 1, tiny.cfg.image_size, steps=2).requires_grad
+
+
 def test_sample_grid_takes_the_steps_asked_for():
     """The stride T // steps made 334 steps of 300 and 1000 of 600; divisors of T keep the grids made so far."""
     from dynface.training.prior import grid_timesteps

@@ -49,7 +49,6 @@ class PriorTrainConfig:
         return UNetConfig.from_dict({**base.to_dict(), **self.unet}) if self.unet else base
 
 
-@torch.no_grad()
 def grid_timesteps(T: int, steps: int) -> list[int]:
     """``steps`` timesteps (1 to T), descending: every T/steps-th from T − 1 when that divides T (the grids made so
     far), else evenly spaced from T − 1 to 0 (the stride T // steps made 334 of 300 and 1000 of 600)."""
@@ -59,6 +58,7 @@ def grid_timesteps(T: int, steps: int) -> list[int]:
     return [int(t) for t in torch.linspace(T - 1, 0, steps).round()]
 
 
+@torch.no_grad()
 def sample_grid(model: UNetModel, diffusion: GaussianDiffusion, n: int, size: int, steps: int = 50, seed: int = 0) -> torch.Tensor:
     """Unconditional DDIM(η=0) samples from the model, for progress grids, over :func:`grid_timesteps`."""
     g = torch.Generator().manual_seed(seed)
