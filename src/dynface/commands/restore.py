@@ -85,16 +85,6 @@ from dynface.registry import DEFAULT_MODEL
 
 
 # ------------------------------------------------------------------------------------------ arguments
-def _seed(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {s!r}") from None
-    if not 0 <= v <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be between 0 and {MAX_SEED} (2**63 - 1), got {s}")
-    return v
-
-
 def _steps(s: str) -> str:
     from dynface.jobs import validate_steps
 
@@ -147,7 +137,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dsst", metavar="PATH", help="DSST table JSON (default: the model's own, else the packaged 512-px table)")
     p.add_argument("--steps", type=_steps, default=None,
                    help="sampling steps: ddimN, N or a,b,c (1-1000 in all; default: the model's)")
-    p.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0); each face's noise comes from the seed, "
+    p.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0, help="random seed (default: 0); each face's noise comes from the seed, "
                    "the input's name and the face's number, so results do not depend on batching")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="compute device (default: cpu)")
     p.add_argument("--precision", default="auto", choices=jobs.PRECISIONS,
