@@ -299,6 +299,35 @@ def test_a_closed_page_stops_its_request_at_the_next_step(tmp_path, uploads, mon
     app.close()
 
 
+def test_a_stopping_server_stops_its_running_request_and_refuses_new_ones(tmp_path, uploads, monkeypatch):
+    """dynface serve on Ctrl-C/SIGTERM calls shutdown() before it deletes its folders: the running request stops at
+    its next sampling step (rather than running on in a deleted folder, or in torch while Python exits, which
+    aborted the process with "terminate called without an active exception") and later requests are refused."""
+    import threading
+
+    monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_webapp:make_slow_restorer")
+    app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work", time_limit_s=600))
+    crop = np.asarray(Image.fromarray(data.astronaut()[20:220, 110:310]).resize((64, 64)))
+    files = []
+    for i in range(3):
+        Image.fromarray(crop).save(uploads / f"c{i}.png")
+        files.append(str(uploads / f"c{i}.png"))
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(res=app.restore(files, model="embedded-64", aligned=True)))
+    worker.start()
+    time.sleep(0.3)
+    t0 = time.monotonic()
+    assert app.shutdown(wait_s=30)
+    assert time.monotonic() - t0 < 1.9  # one restorer call takes 2 s: it was stopped at a step, then waited for
+    worker.join(5)
+    assert not worker.is_alive()
+    assert all(r.status == "failed" and "the server is stopping" in r.error for r in out["res"].results)
+    with pytest.raises(WebRequestError, match="the server is stopping"):
+        app.restore(files, model="embedded-64", aligned=True)
+    assert app.shutdown(wait_s=0)  # nothing running: at once
+    app.close()
+
+
 def test_gradio_tells_the_handlers_their_client(app):
     """The handlers get Gradio's Request (the annotation is the class, not this module's postponed string), from
     which _client_gone asks Gradio's queue whether the session's event is still alive."""
@@ -459,3 +488,34 @@ def test_serve_refuses_a_remote_bind_without_the_flag(capsys):
     assert main(["serve", "--host", "0.0.0.0", "--port", "7999"]) == 2
     err = capsys.readouterr().err
     assert "--allow-remote" in err and "Traceback" not in err
+
+
+def test_serve_restarts_on_the_port_a_stopped_server_left_in_time_wait():
+    """A server that answered requests leaves its closed connections in TIME_WAIT for a minute; restarting it on
+    the same port must work (uvicorn binds with SO_REUSEADDR), while a port another server listens on is refused."""
+    import socket
+
+    from dynface.commands.serve import cannot_listen
+
+    srv = socket.socket()
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    port = srv.getsockname()[1]
+    assert cannot_listen("127.0.0.1", port)  # in use: the reason, e.g. "Address already in use"
+    cli = socket.create_connection(("127.0.0.1", port))
+    conn, _ = srv.accept()
+    conn.close()  # the server closes first, as after a response: its side goes to TIME_WAIT
+    cli.recv(1)
+    cli.close()
+    srv.close()
+    plain = socket.socket()
+    try:
+        plain.bind(("127.0.0.1", port))
+        in_time_wait = False
+    except OSError:
+        in_time_wait = True
+    finally:
+        plain.close()
+    assert in_time_wait  # what the old probe (no SO_REUSEADDR) refused
+    assert cannot_listen("127.0.0.1", port) is None

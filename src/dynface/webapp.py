@@ -156,6 +156,7 @@ class WebApp:
         self._restorer_key: tuple | None = None
         self._restorer: Any = None
         self._lock = threading.Lock()
+        self._stopping = threading.Event()
 
     # ---------------------------------------------------------------- housekeeping
     def sweep(self, now: float | None = None) -> int:
@@ -173,6 +174,18 @@ class WebApp:
 
     def close(self) -> None:
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def shutdown(self, wait_s: float = 60.0) -> bool:
+        """Stop for good: a running request stops at its next sampling step (its files not yet done are reported
+        "not restored: the server is stopping"), later ones are refused, and this waits up to ``wait_s`` seconds
+        for the running one to end. True when none is running any more. Called by ``dynface serve`` on Ctrl-C or
+        SIGTERM before it removes its folders, so that no request is left computing in a folder being deleted or
+        inside torch while the interpreter exits (which aborts the process)."""
+        self._stopping.set()
+        if not self._lock.acquire(timeout=max(0.0, wait_s)):
+            return False
+        self._lock.release()
+        return True
 
     def example_files(self) -> list[str]:
         """The bundled samples, copied into the upload folder (so they pass the same checks as uploads)."""
@@ -287,6 +300,8 @@ class WebApp:
 
         t0 = time.monotonic()
         cfg = self.config
+        if self._stopping.is_set():
+            raise WebRequestError("the server is stopping")
         settings = self.settings(**form)
         uploads = self._uploaded(list(files or []))
         if not uploads:
@@ -369,7 +384,7 @@ class WebApp:
         from dynface import jobs
 
         bs = settings.batch_size or 8
-        bridge = _ProgressBridge(progress, deadline, self.config.time_limit_s, len(items), gone)
+        bridge = _ProgressBridge(progress, deadline, self.config.time_limit_s, len(items), gone, self._stopping)
         for i in range(0, len(items), bs):
             try:
                 bridge.check()
@@ -487,11 +502,11 @@ class RequestTimeLimit(BaseException):  # noqa: N818
 
 class _ProgressBridge:
     """The job layer's progress callback for one chunk: forwards to the page's bar, enforces the time limit and stops
-    the request when its page is ``gone``."""
+    the request when its page is ``gone`` or the server is ``stopping``."""
 
     def __init__(self, bar: Callable[[float, str], None] | None, deadline: float, limit: float, total: int = 1,
-                 gone: Callable[[], bool] | None = None):
-        self.bar, self.deadline, self.limit, self.gone = bar, deadline, limit, gone
+                 gone: Callable[[], bool] | None = None, stopping: threading.Event | None = None):
+        self.bar, self.deadline, self.limit, self.gone, self.stopping = bar, deadline, limit, gone, stopping
         self.offset, self.total = 0, max(1, total)
         self.faces_base = self.faces_chunk = 0
         self.shown = 0.0
@@ -502,7 +517,9 @@ class _ProgressBridge:
         self.faces_chunk = 0
 
     def check(self) -> None:
-        """:class:`RequestTimeLimit` when the request is past its time limit or its page is gone."""
+        """:class:`RequestTimeLimit` when the request is past its time limit, its page is gone or the server stops."""
+        if self.stopping is not None and self.stopping.is_set():
+            raise RequestTimeLimit("the server is stopping")
         if time.monotonic() > self.deadline:
             raise RequestTimeLimit(f"the request's time limit ({self.limit:g} s) was reached")
         if self.gone is not None and self.gone():

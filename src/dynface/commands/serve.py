@@ -65,6 +65,19 @@ def is_local_host(host: str) -> bool:
     return bool(addrs) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in addrs)
 
 
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host:port`` (say, another server has it), or None. The probe sets
+    SO_REUSEADDR as the server itself does, so the connections a stopped server left in TIME_WAIT (for a minute
+    after its last request) do not count as the port being in use."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host if host != "localhost" else "127.0.0.1", port))
+        except OSError as e:
+            return e.strerror or str(e)
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     if not is_local_host(args.host) and not args.allow_remote:
         print(f"error: --host {args.host} can be reached from other machines; add --allow-remote if that is what you "
@@ -74,12 +87,10 @@ def run(args: argparse.Namespace) -> int:
         if not Path(d).expanduser().is_dir():
             print(f"error: --models {d}: not a directory", file=sys.stderr)
             return 2
-    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as s:
-        try:
-            s.bind((args.host if args.host != "localhost" else "127.0.0.1", args.port))
-        except OSError as e:
-            print(f"error: cannot listen on {args.host}:{args.port}: {e.strerror or e}", file=sys.stderr)
-            return 2
+    why = cannot_listen(args.host, args.port)
+    if why:
+        print(f"error: cannot listen on {args.host}:{args.port}: {why}", file=sys.stderr)
+        return 2
 
     from dynface.webapp import quiet_environment
 
@@ -125,5 +136,9 @@ def run(args: argparse.Namespace) -> int:
     finally:
         import shutil
 
+        if not app.shutdown(wait_s=0.5):  # a request is running: it stops at its next sampling step
+            print("stopping: waiting for the running request to stop", file=sys.stderr, flush=True)
+            if not app.shutdown(wait_s=60):
+                print("warning: the running request did not stop within 60 s; exiting anyway", file=sys.stderr)
         shutil.rmtree(work, ignore_errors=True)
     return 0
