@@ -353,3 +353,25 @@ def test_precision_warnings_follow_the_cpu(monkeypatch, native):
     assert bf16 == ([] if native else [bf16[0]]) and all("×20" in w and "fp32" in w for w in bf16)
     assert settings_warnings(RestoreSettings(precision="fp32")) == settings_warnings(RestoreSettings()) == []
     assert settings_warnings(RestoreSettings(precision="bf16", device="cuda")) == []
+
+
+def test_a_replaced_record_takes_the_outputs_only_it_listed_with_it(tmp_path):
+    """write_record removes what the record it replaces listed and the new one does not (a photo restored again with
+    fewer faces or another --ext), never a file outside the output folder's output sub-folders."""
+    from dynface.jobs import write_record
+
+    out = tmp_path / "out"
+    for rel in ("restored_imgs/p.png", "restored_faces/p_00.png", "restored_faces/p_01.png", "cmp/p_01.png"):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        (out / rel).write_bytes(b"x")
+    (tmp_path / "keep.png").write_bytes(b"x")
+    old = {"status": "ok", "restored_img": "restored_imgs/p.png", "faces": [
+        {"files": {"restored_face": "restored_faces/p_00.png"}},
+        {"files": {"restored_face": "restored_faces/p_01.png", "cmp": "cmp/p_01.png", "evil": "../keep.png"}}]}
+    write_record(out, "p", old)
+    assert (out / "restored_faces" / "p_01.png").is_file()  # a first record removes nothing
+    new = {"status": "ok", "restored_img": "restored_imgs/p.png", "faces": [{"files": {"restored_face": "restored_faces/p_00.png"}}]}
+    write_record(out, "p", new)
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert left == ["records/p.json", "restored_faces/p_00.png", "restored_imgs/p.png"]
+    assert (tmp_path / "keep.png").is_file()

@@ -419,6 +419,11 @@ def test_skip_existing_is_complete_only_for_the_same_photo_and_flags(tmp_path, a
     assert rec["settings"]["flags"]["fidelity"] == 0.8 and rec["settings"]["flags"]["ext"] == "png"
     std = run(a, "-w", "0.8", "--ext", "png")
     assert "0 restored, 1 skipped" in std.out and "restored again" not in std.err
+    assert (out / "restored_faces" / "x.png").is_file()
+    std = run(a, "-w", "0.8", "--ext", "jpg")  # the .png face it replaces is removed, not left beside the .jpg
+    assert "1 restored, 0 skipped" in std.out
+    on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent != out)
+    assert on_disk == ["cmp/x.png", "records/x.json", "restored_faces/x.jpg"]  # cmp/ is PNG whatever --ext
 
 
 def test_stems_and_input_collection(tmp_path):

@@ -527,9 +527,24 @@ def record_path(out: Path, stem: str) -> Path:
 
 
 def write_record(out: Path, stem: str, rec: dict) -> None:
+    """Write ``stem``'s record (the last write of an input: it marks it complete). The outputs the record it
+    replaces listed and this one does not (a photo restored again with another ``--ext``, or with fewer faces) are
+    removed then: they belong to no record any more, and would stand beside the new ones as if current."""
     from dynface.atomicfile import atomic_write_text
+    from dynface.outputs import UnsafePathError, output_path
 
+    old = _read_record(out, stem)
     atomic_write_text(json.dumps(rec, indent=1, default=_json_default) + "\n", record_path(out, stem))
+    if old is None:
+        return
+    for rel in sorted(set(_record_files(old)) - set(_record_files(rec))):
+        sub, _, name = rel.partition("/")
+        if sub not in SUBDIRS or sub == "records":
+            continue
+        try:
+            output_path(out, sub, name).unlink(missing_ok=True)
+        except (UnsafePathError, OSError):
+            pass
 
 
 def _source_info(path: Path) -> dict | None:
