@@ -191,6 +191,12 @@ def test_all_good_exit_0_gray_rgba_and_seed(tmp_path, astro, capsys):
     first = (out / "restored_faces" / "gray_00.png").read_bytes()
     assert _restore("-i", d / "gray.png", "-o", tmp_path / "res2", "-s", "1", "--seed", "7", "--only-center-face", "--draw-box") == 0
     assert (tmp_path / "res2" / "restored_faces" / "gray_00.png").read_bytes() == first
+    crops = tmp_path / "crops"  # an aligned gray crop: its face and its side by side are gray too
+    crops.mkdir()
+    Image.fromarray(astro[60:200, 150:290]).convert("L").save(crops / "g.png")
+    assert _restore("--aligned", "-i", crops, "-o", tmp_path / "res3") == 0
+    for sub in ("restored_faces", "cmp"):
+        assert Image.open(tmp_path / "res3" / sub / "g.png").mode == "L", sub
 
 
 def test_iphone_heic_photo_comes_back_as_jpeg_with_its_metadata(tmp_path, capsys):

@@ -1043,6 +1043,16 @@ def _side_by_side(a, b):
     return np.concatenate([a, b], axis=1)
 
 
+def _gray_if(a, was_gray: bool):
+    """``a`` (uint8 HxWx3) as an 8-bit gray image when the input was gray (its outputs are saved as it was), else as is."""
+    if not was_gray:
+        return a
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("L")
+
+
 def per_face(restorer, settings: RestoreSettings) -> bool:
     """Whether faces go to the restorer one per call so that no output depends on its batch: with
     ``settings.deterministic`` (default), when the restorer computes in reduced precision (bf16/fp16 autocast) or
@@ -1221,10 +1231,7 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     faces_rec = []
 
     def gray(a):
-        import numpy as np
-        from PIL import Image
-
-        return Image.fromarray(np.asarray(a, dtype=np.uint8)).convert("L") if img.was_gray else a
+        return _gray_if(a, img.was_gray)
 
     writes = []  # one _write_outputs call: a failed write removes all this photo had written, the faces' files too
     for i, (crop, face) in enumerate(zip(res.crops, res.restored, strict=True)):
@@ -1573,7 +1580,7 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
     writes = [
         ("restored_face", f"restored_faces/{it.stem}{sfx}.{fext}",
          lambda p: imageio.save_image(imageio.to_output_image(face, img, fext, notes), p)),
-        ("cmp", f"cmp/{it.stem}.png", lambda p: imageio.save_image(_side_by_side(img.rgb, face), p)),
+        ("cmp", f"cmp/{it.stem}.png", lambda p: imageio.save_image(_gray_if(_side_by_side(img.rgb, face), img.was_gray), p)),
     ]
     if s.save_maps:
         for key, a in face_maps.items():
