@@ -150,6 +150,89 @@ def test_bad_inputs(tiny_dsst):
         r.with_config(mode="bogus")
 
 
+BAD_FACES = [  # what a caller may pass by mistake, and what it is told (nothing is cast into garbage silently)
+    ([np.full((32, 32, 3), 0.5, np.float32)], TypeError, "expected a uint8 image, got float32.*img \\* 255"),
+    ([np.full((32, 32, 3), 300, np.uint16)], TypeError, "got uint16"),
+    ([np.ones((32, 32, 3), bool)], TypeError, "got bool"),
+    ([np.zeros((3, 32, 32), np.uint8)], ValueError, r"got shape \(3, 32, 32\)"),
+    ([np.zeros((0, 0, 3), np.uint8)], ValueError, "empty image"),
+    ([], ValueError, "no faces"),
+    ("face.png", TypeError, "not a path"),
+    ([torch.zeros(3, 32, 32)], TypeError, "list of tensors"),
+    (torch.zeros(1, 3, 32, 32, dtype=torch.uint8), TypeError, "torch.uint8 tensor"),
+    (torch.full((1, 3, 32, 32), 200.0), ValueError, "0..255 tensor"),
+    (torch.full((1, 3, 32, 32), -0.8), ValueError, r"\[-1, 1\] tensor"),
+    (torch.full((1, 3, 32, 32), float("nan")), ValueError, "NaN"),
+    (torch.zeros(1, 32, 32, 3), ValueError, r"\(B, 3, H, W\)"),
+    (torch.zeros(0, 3, 32, 32), ValueError, "no faces"),
+]
+
+
+@pytest.mark.parametrize("faces_in,error,message", BAD_FACES, ids=[f"bad{i}" for i in range(len(BAD_FACES))])
+def test_restore_refuses_what_it_would_have_to_guess(faces_in, error, message, tiny_random):
+    """A float or 16-bit array came back black and a 0..255 tensor white, silently; CHW arrays and empty lists gave
+    PIL's or numpy's errors. Now each is refused before any work, with what it is and, where it helps, what to do."""
+    with pytest.raises(error, match=message):
+        tiny_random.restore(faces_in)
+
+
+def test_restore_takes_every_honest_form_of_a_face(tiny_random, astronaut_face):
+    """uint8 HxWx3 / HxW / HxWx1 / HxWx4 arrays (any size, negative strides), a (B, H, W, 3) array, 8-bit PIL images
+    and float tensors in [0, 1] all give the same face."""
+    r = tiny_random.with_config(mode="restorer_only")
+    face = np.array(Image.fromarray(astronaut_face).resize((32, 32), Image.LANCZOS))
+    want = r.restore([face]).images[0]
+    rgba = np.dstack([face, np.full(face.shape[:2], 7, np.uint8)])
+    flipped = np.ascontiguousarray(face[:, ::-1])[:, ::-1]
+    for same in ([rgba], [flipped], face[None], [Image.fromarray(face)], torch.from_numpy(face).permute(2, 0, 1).float() / 255):
+        assert np.array_equal(r.restore(same).images[0], want)
+    gray = face[:, :, 0]
+    assert np.array_equal(r.restore([gray]).images[0], r.restore([gray[:, :, None]]).images[0])
+    with pytest.raises(TypeError, match="16/32-bit"):
+        r.restore([Image.fromarray(gray.astype(np.uint16) * 257)])
+
+
+def test_seeds_are_integers_in_range(tiny_random):
+    """seed=np.int64(3) failed and seeds=[1.7] became 1; now every seed is an integer in torch's range or refused."""
+    x = torch.rand(1, 3, 32, 32)
+    assert tiny_random.restore(x, seed=np.int64(3)).records[0]["seed"] == 3
+    for kw, error in ((dict(seed=-1), ValueError), (dict(seed=2**63), ValueError), (dict(seed=1.5), TypeError),
+                      (dict(seed="1"), TypeError), (dict(seed=True), TypeError), (dict(seeds=[1.7]), TypeError)):
+        with pytest.raises(error, match="seed"):
+            tiny_random.restore(x, **kw)
+    with pytest.raises(ValueError, match="seed \\+ face index"):
+        tiny_random.restore(torch.rand(2, 3, 32, 32), seed=2**63 - 1)
+
+
+def test_configs_are_checked_when_made_not_at_the_first_restore(tiny_random):
+    """steps=0, 'abc' or 2000, zeta='x' and n_guides=0 failed deep inside the first restore; 'auto' precision
+    was refused by with_config though from_pretrained's default."""
+    from dynface.pipeline import DynFaceRestorer
+
+    for kw, message in ((dict(steps="0"), "at least 1"), (dict(steps="abc"), "expected ddimN"), (dict(steps=2000), "at most 1000"),
+                        (dict(zeta="x"), "zeta"), (dict(n_guides=0), "n_guides"), (dict(precision="fp64"), "choose from")):
+        with pytest.raises(ValueError, match=message):
+            tiny_random.with_config(**kw)
+    assert tiny_random.with_config(precision="auto").cfg.sampler.precision in ("fp32", "bf16")
+    with pytest.raises(ValueError, match="steps"):
+        DynFaceRestorer.from_pretrained("embedded-64", steps=0)
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        DynFaceRestorer.from_pretrained("embedded-64", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA device"):
+            DynFaceRestorer.from_pretrained("embedded-64", device="cuda")
+
+
+def test_restore_photo_checks_upscale_before_the_work(tiny_random):
+    """upscale=0 gave a 1x1 photo and upscale=100 tried to allocate 8 GB; both fail at once now."""
+    photo = np.zeros((64, 64, 3), np.uint8)
+    for up, message in ((0, "finite number > 0"), (-1, "finite number > 0"), (float("nan"), "finite number > 0"),
+                        ("2", "finite number > 0"), (400, "output too large")):
+        with pytest.raises(ValueError, match=message):
+            tiny_random.restore_photo(photo, upscale=up, faces=[])
+    assert tiny_random.restore_photo(photo, upscale=2, faces=[]).photo.shape == (128, 128, 3)
+
+
 def test_diffusion_is_shared_not_rebuilt(tiny_dsst):
     r = _restorer(tiny_dsst)
     assert isinstance(r.diffusion, GaussianDiffusion)

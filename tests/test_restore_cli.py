@@ -286,7 +286,9 @@ def test_usage_errors(tmp_path, astro, capsys):
     assert "is the input folder" in capsys.readouterr().err
     assert _restore("-i", d, "-o", d / "sub") == 2
     assert "--allow-input-dir" in capsys.readouterr().err
-    assert _restore("-i", d / "astro.jpg", "-o", d / "sub", "--allow-input-dir", "-s", "1") == 0
+    assert _restore("-i", d / "astro.jpg", "-o", d / "sub", "-s", "1") == 0  # a file: only it is read, -o beside it is fine
+    assert _restore("-i", d / "astro.jpg", "-o", d) == 2  # but not its own folder
+    assert "is the input folder" in capsys.readouterr().err
     assert _restore("-i", tmp_path / "nothing_here", "-o", tmp_path / "o") == 2
     assert _restore("-i", str(tmp_path / "*.nomatch"), "-o", tmp_path / "o") == 2
     assert _restore("-i", d, "-o", tmp_path / "o", "--model", "missing-model") == 2

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,32 @@ def make_betas(cfg: ScheduleConfig) -> np.ndarray:
         f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
         return np.array([min(1 - f((i + 1) / n) / f(i / n), 0.999) for i in range(n)])
     raise ValueError(f"unknown noise schedule {cfg.schedule!r} (expected 'linear' or 'cosine')")
+
+
+def check_steps(spec: str | int, num_timesteps: int = 1000) -> str:
+    """A respacing spec (:func:`space_timesteps`: ``ddimN``, ``N`` or ``a,b,c``) with 1..``num_timesteps`` steps in
+    all that the grid can give, as a string; a ValueError with a one-line reason otherwise (``--steps``, and
+    :class:`dynface.sampler.SamplerConfig` before any sampling)."""
+    if isinstance(spec, bool) or not isinstance(spec, (str, int, np.integer)):
+        raise ValueError(f"unusable steps {spec!r}: expected ddimN, N or a,b,c (e.g. ddim25, 50, 10,10,5)")
+    s = str(spec).strip()
+    if not re.fullmatch(r"(ddim)?\d+(,\d+)*", s):
+        raise ValueError(f"unusable steps {s!r}: expected ddimN, N or a,b,c (e.g. ddim25, 50, 10,10,5)")
+    counts = [int(c) for c in s.removeprefix("ddim").split(",")]
+    if s.startswith("ddim") and len(counts) > 1:
+        raise ValueError(f"unusable steps {s!r}: ddimN takes one number")
+    total = sum(counts)
+    if total < 1:
+        raise ValueError(f"steps must be at least 1, got {s!r}")
+    if total > num_timesteps:
+        raise ValueError(f"steps must be at most {num_timesteps} (the diffusion grid), got {s!r}")
+    try:
+        grid = space_timesteps(num_timesteps, s)
+    except (ValueError, ZeroDivisionError) as e:
+        raise ValueError(f"unusable steps {s!r}: {e}") from None
+    if not grid:
+        raise ValueError(f"unusable steps {s!r}: no steps")
+    return s
 
 
 def space_timesteps(num_timesteps: int, spec: str | int) -> list[int]:

@@ -63,6 +63,7 @@ import cv2
 import numpy as np
 
 from .detail import check_detail_mode, keep_detail
+from .imaging import as_rgb_uint8
 
 FFHQ_TEMPLATE_512 = np.array(
     [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935], [201.26117, 371.41043], [313.08905, 371.15118]],
@@ -174,7 +175,7 @@ class FaceDetector:
         self.verify_below = verify_below
 
     def detect(self, img: np.ndarray) -> list[Face]:
-        img = _as_rgb(img)
+        img = as_rgb_uint8(img)
         h, w = img.shape[:2]
         f = min(1.0, self.max_side / max(h, w))
         small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else img
@@ -373,7 +374,7 @@ def _border(border: str) -> tuple[int, Any]:
 def warp_face(img: np.ndarray, affine: np.ndarray, size: int, border: str = "constant") -> np.ndarray:
     """The aligned ``size``×``size`` crop. Only the face's region is touched; a face much larger than the crop is
     first shrunk with area averaging (no aliasing)."""
-    img = _as_rgb(img)
+    img = as_rgb_uint8(img)
     h, w = img.shape[:2]
     mode, value = _border(border)
     inv = cv2.invertAffineTransform(affine)
@@ -418,7 +419,7 @@ def paste_face(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray, crop_si
     own band above it; the crossover moves lower where that would leave less high-frequency energy than the canvas
     had where the face is pasted whole (and inside ``face_box``, canvas pixels x0, y0, x1, y1, when given):
     :func:`dynface.detail.keep_detail`. ``info`` (a dict) then receives the chosen crossover."""
-    face = _as_rgb(face)
+    face = as_rgb_uint8(face)
     H, W = canvas.shape[:2]
     R = face.shape[0]
     m = _h(inverse_affine(affine, crop_size, R, scale_xy))
@@ -469,11 +470,27 @@ def paste_face(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray, crop_si
     return int(x0), int(y0), int(x1), int(y1)
 
 
+def output_size(width: int, height: int, upscale: float) -> tuple[int, int]:
+    """The (w, h) of a ``width`` x ``height`` photo upscaled by ``upscale``; a ValueError for an ``upscale`` that is
+    not a finite number > 0 or an output over :data:`dynface.imageio.MAX_OUTPUT_PIXELS` (the job layer lowers
+    ``upscale`` to fit first: :func:`dynface.imageio.capped_upscale`), before any canvas is allocated."""
+    from .imageio import MAX_OUTPUT_PIXELS, too_large
+
+    if isinstance(upscale, bool) or not isinstance(upscale, (int, float, np.integer, np.floating)) or not (
+            np.isfinite(upscale) and upscale > 0):
+        raise ValueError(f"upscale must be a finite number > 0, got {upscale!r}")
+    size = (max(1, round(width * upscale)), max(1, round(height * upscale)))
+    if size[0] * size[1] > MAX_OUTPUT_PIXELS:
+        raise ValueError(f"upscale {upscale:g}: {too_large(*size, MAX_OUTPUT_PIXELS, what='output')} "
+                         "(dynface.imageio.capped_upscale gives the largest upscale that fits)")
+    return size
+
+
 def upscale_background(img: np.ndarray, upscale: float, bg_upsampler: Callable[[np.ndarray, float], np.ndarray] | None = None) -> np.ndarray:
     """The photo resized by ``upscale`` (Lanczos) or by ``bg_upsampler(img, upscale)`` (its result is resized to
     the exact output size if it is off by rounding)."""
     h, w = img.shape[:2]
-    size = (max(1, round(w * upscale)), max(1, round(h * upscale)))
+    size = output_size(w, h, upscale)
     if bg_upsampler is not None:
         out = np.asarray(bg_upsampler(img, upscale), dtype=np.uint8)
         if out.shape[:2] != (size[1], size[0]):
@@ -562,21 +579,6 @@ class PhotoResult:
         return iter((self.crops, self.restored, self.photo, self.records))
 
 
-def _as_rgb(img: np.ndarray) -> np.ndarray:
-    a = np.asarray(img)
-    if a.dtype != np.uint8:
-        raise TypeError(f"expected a uint8 image, got {a.dtype}")
-    if a.ndim == 2:
-        a = np.repeat(a[:, :, None], 3, axis=2)
-    elif a.ndim == 3 and a.shape[2] == 1:
-        a = np.repeat(a, 3, axis=2)
-    elif a.ndim == 3 and a.shape[2] == 4:
-        a = a[:, :, :3]
-    if a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"expected an HxWx3 RGB image, got shape {a.shape}")
-    return np.ascontiguousarray(a)
-
-
 @dataclass
 class PreparedPhoto:
     """The first half of :func:`restore_photo` (:func:`prepare_photo`): a photo's faces found and aligned, the crops
@@ -604,7 +606,7 @@ def prepare_photo(
     """Detect (unless ``faces`` is given) and align the faces of an RGB uint8 photo for ``restorer`` (only its
     ``size`` and ``template_name`` are read; ``template`` overrides the latter). See :func:`restore_photo`."""
     t0 = time.perf_counter()
-    img = _as_rgb(img)
+    img = as_rgb_uint8(img)
     h, w = img.shape[:2]
     timing: dict[str, float] = {}
     if faces is None:
@@ -714,6 +716,8 @@ def restore_photo(
     It is :func:`prepare_photo`, the restorer calls, then :func:`finish_photo` (the job layer restores the crops of
     several photos in shared calls between the two halves: :mod:`dynface.jobs`)."""
     check_detail_mode(detail)
+    img = as_rgb_uint8(img, "photo")
+    output_size(img.shape[1], img.shape[0], upscale)  # a bad upscale fails before the faces are restored
     prep = prepare_photo(img, restorer, only_center_face=only_center_face, detector=detector, faces=faces,
                          border=border, template=template, alignment=alignment)
     crops = prep.crops
@@ -726,7 +730,7 @@ def restore_photo(
         raise ValueError(f"got {len(seeds)} seeds for {n} faces")
     bs = n if not batch_size else int(batch_size)
     for i in range(0, n, max(1, bs)):
-        kw = {} if seeds is None else {"seeds": [int(s) for s in seeds[i : i + bs]]}
+        kw = {} if seeds is None else {"seeds": list(seeds[i : i + bs])}  # checked by the restorer, not truncated
         out = restorer.restore(crops[i : i + bs], seed=seed + i, fidelity=fidelity, return_maps=return_maps, **kw)
         restored.extend(np.asarray(x, dtype=np.uint8) for x in out.images)
         recs.extend(dict(r) for r in out.records)

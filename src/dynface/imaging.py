@@ -11,6 +11,26 @@ from PIL import Image
 from dynface.atomicfile import atomic_path
 
 
+def as_rgb_uint8(img, what: str = "image") -> np.ndarray:
+    """A C-contiguous uint8 (H, W, 3) RGB array from a uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array (gray
+    repeated, alpha dropped). Anything else is refused, never cast: a TypeError for another dtype (a float image
+    would otherwise come out black), a ValueError for another shape or an empty image; ``what`` names it."""
+    a = np.asarray(img)
+    if a.dtype != np.uint8:
+        hint = (" (for floats in [0, 1]: (img * 255).round().astype(np.uint8))" if a.dtype.kind == "f" else
+                " (16-bit: (img // 257).astype(np.uint8))" if a.dtype == np.uint16 else "")
+        raise TypeError(f"{what}: expected a uint8 image, got {a.dtype}{hint}")
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 3, 4):
+        raise ValueError(f"{what}: expected an (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ValueError(f"{what}: empty image (shape {a.shape})")
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return np.ascontiguousarray(a[:, :, :3])
+
+
 def tensor_to_uint8(x: torch.Tensor, value_range: tuple[float, float] = (-1.0, 1.0)) -> np.ndarray:
     """(B,C,H,W) or (C,H,W) float → uint8 (B,H,W,C)/(H,W,C), rounding to nearest."""
     lo, hi = value_range

@@ -78,9 +78,8 @@ EXT_CHOICES = ("auto", "png", "jpg", "webp")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COLOR_FIXES = ("wavelet", "adain", "none")
 DETAIL_MODES = ("keep", "restored")
-MAX_SEED = 2**63 - 1
+MAX_SEED = 2**63 - 1  # = dynface.pipeline.MAX_SEED (torch.Generator's range), here so that importing jobs needs no torch
 FACELESS_NOTE = "no face found: written upscaled, as it is (--keep-faceless)"
-MAX_STEPS = 1000  # the base grid of every model here
 MIN_ALIGNED_SIDE = 16  # px: smaller aligned crops are refused
 MAX_ALIGNED_ASPECT = 1.25  # longer side / shorter side: beyond this an aligned crop is refused (it would stretch)
 MAX_PIXELS = 80_000_000  # = dynface.imageio.MAX_PIXELS (not imported here: imageio pulls in torch; a test checks)
@@ -147,28 +146,10 @@ class RestoreSettings:
 
 
 def validate_steps(s: str | int) -> str:
-    """``--steps``: ``ddimN``, ``N`` or ``a,b,c`` (sections of the 1000-step grid) with 1..1000 steps in all.
-    Returns the spec as a string; raises ValueError with a one-line reason."""
-    from dynface.diffusion import space_timesteps
+    """``--steps``: :func:`dynface.diffusion.check_steps` (imported here when needed: importing jobs needs no torch)."""
+    from dynface.diffusion import check_steps
 
-    s = str(s).strip()
-    if not re.fullmatch(r"(ddim)?\d+(,\d+)*", s):
-        raise ValueError(f"unusable steps {s!r}: expected ddimN, N or a,b,c (e.g. ddim25, 50, 10,10,5)")
-    counts = [int(c) for c in s.removeprefix("ddim").split(",")]
-    if s.startswith("ddim") and len(counts) > 1:
-        raise ValueError(f"unusable steps {s!r}: ddimN takes one number")
-    total = sum(counts)
-    if total < 1 or any(c < 0 for c in counts):
-        raise ValueError(f"steps must be at least 1, got {s!r}")
-    if total > MAX_STEPS:
-        raise ValueError(f"steps must be at most {MAX_STEPS} (the diffusion grid), got {s!r}")
-    try:
-        grid = space_timesteps(MAX_STEPS, s)
-    except (ValueError, ZeroDivisionError) as e:
-        raise ValueError(f"unusable steps {s!r}: {e}") from None
-    if not grid:
-        raise ValueError(f"unusable steps {s!r}: no steps")
-    return s
+    return check_steps(s)
 
 
 def check_settings(settings: RestoreSettings) -> None:

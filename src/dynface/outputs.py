@@ -71,18 +71,19 @@ def check_output_folder(
     subdirs: tuple[str, ...] = (),
     allow_inside: bool = False,
 ) -> None:
-    """Refuse (:class:`OutputFolderError`, one line) an output folder ``out`` that is an input folder, that lies
-    inside one (unless ``allow_inside``: the caller then leaves ``out`` out of its inputs), or whose ``subdirs``
-    (the folders the command writes into) hold an input file or folder. ``files``: input files (their folders
-    count as input folders); ``folders``: input folders given as such. Symlinks are resolved."""
+    """Refuse (:class:`OutputFolderError`, one line) an output folder ``out`` that is an input folder or an input
+    file's folder, that lies inside an input folder (unless ``allow_inside``: the caller then leaves ``out`` out of
+    its inputs), or whose ``subdirs`` (the folders the command writes into) hold an input file or folder.
+    ``files``: input files (``-i photo.jpg -o out`` beside it is fine: only that file is read); ``folders``: input
+    folders given as such (searched, so an output folder inside one needs ``allow_inside``). Symlinks are resolved."""
     out = Path(out)
     out_r = safe_resolve(out)
     files_r = [safe_resolve(f) for f in files]
     folders_r = [safe_resolve(d) for d in folders]
-    in_dirs = {f.parent for f in files_r} | set(folders_r)
-    for d in sorted(in_dirs):
+    for d in sorted({f.parent for f in files_r} | set(folders_r)):
         if out_r == d:
             raise OutputFolderError(f"the output folder {out} is the input folder {d}; choose another -o")
+    for d in sorted(set(folders_r)):
         if d in out_r.parents and not allow_inside:
             raise OutputFolderError(
                 f"the output folder {out} lies inside the input folder {d}; choose another -o or pass --allow-input-dir"

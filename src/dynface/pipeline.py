@@ -27,6 +27,7 @@ from .colorfix import check_color_fix, is_gray, to_gray
 from .colorfix import color_fix as apply_color_fix
 from .diffusion import GaussianDiffusion, ScheduleConfig
 from .dsst import DSSTTable
+from .imaging import as_rgb_uint8
 from .models.dblm import DBLM, DBLMConfig
 from .models.dblm import PRESETS as DBLM_PRESETS
 from .models.dgsa import DGSA, DGSAConfig
@@ -61,6 +62,8 @@ class RestoreConfig:
             raise ValueError(f"unknown eta rule {self.eta_rule!r}")
         if self.start_from not in ("guide", "restored"):
             raise ValueError(f"unknown start_from {self.start_from!r}")
+        if isinstance(self.n_guides, bool) or not isinstance(self.n_guides, int) or self.n_guides < 1:
+            raise ValueError(f"n_guides must be an integer >= 1 (the paper: 3, at std*, std*-1, std*-2), got {self.n_guides!r}")
 
 
 @dataclass
@@ -200,6 +203,7 @@ class DynFaceRestorer:
         """
         if color_fix is not None:  # a bad argument fails before any file is read
             check_color_fix(color_fix)
+        check_device(device)
         precision = resolve_precision(precision, device)
         files = resolve(name_or_path)
         unet, meta = load_prior(files.prior)
@@ -251,6 +255,8 @@ class DynFaceRestorer:
     def with_config(self, **changes) -> DynFaceRestorer:
         """A restorer sharing these networks with some RestoreConfig/SamplerConfig fields changed."""
         sampler_fields = SamplerConfig.__dataclass_fields__
+        if "precision" in changes:  # "auto" as from_pretrained takes it
+            changes["precision"] = resolve_precision(changes["precision"], self.device)
         s_changes = {k: v for k, v in changes.items() if k in sampler_fields}
         r_changes = {k: v for k, v in changes.items() if k not in sampler_fields}
         new = object.__new__(DynFaceRestorer)
@@ -272,21 +278,40 @@ class DynFaceRestorer:
 
     # ---- inputs ------------------------------------------------------------------------------------
     def _prepare(self, faces) -> torch.Tensor:
-        """list of uint8 HxWx3 / PIL images, or a (B,3,H,W) tensor in [0,1] → (B,3,S,S) in [−1,1]."""
+        """Aligned faces → (B,3,S,S) in [−1,1]: a list of uint8 (H, W[, 1|3|4]) arrays or 8-bit PIL images (any size;
+        resized to the model's), a (B, H, W, C) uint8 array, or a float (B,3,H,W) / (3,H,W) tensor in [0, 1].
+        Anything else is refused with a message that names it, never cast (:func:`_check_tensor`,
+        :func:`dynface.imaging.as_rgb_uint8`)."""
         s = self.size
         if isinstance(faces, torch.Tensor):
-            x = faces.float()
-            if x.ndim == 3:
-                x = x[None]
+            x = _check_tensor(faces)
             if x.shape[-2:] != (s, s):
                 x = torch.nn.functional.interpolate(x, size=(s, s), mode="bicubic", antialias=True, align_corners=False)
             return (x.clamp(0, 1) * 2 - 1).to(self.device)
-        if isinstance(faces, (np.ndarray, Image.Image)):
+        if isinstance(faces, (str, Path)):
+            raise TypeError(f"restore takes images, not a path ({str(faces)[:80]!r}): read it with "
+                            "dynface.imageio.read_image(path).rgb, or use dynface.jobs.run_job for files")
+        if isinstance(faces, Image.Image) or (isinstance(faces, np.ndarray) and faces.ndim in (2, 3)):
             faces = [faces]
+        faces = list(faces)
+        if not faces:
+            raise ValueError("no faces to restore (an empty list)")
         arrs = []
-        for f in faces:
-            im = f if isinstance(f, Image.Image) else Image.fromarray(np.asarray(f, dtype=np.uint8))
-            im = im.convert("RGB")
+        for k, f in enumerate(faces):
+            what = f"face {k}"
+            if isinstance(f, Image.Image):
+                if f.mode.startswith("I") or f.mode == "F":
+                    raise TypeError(f"{what}: a {f.mode} (16/32-bit) PIL image; convert it to 8 bits first "
+                                    "(dynface.imageio.read_image(path).rgb reads such files)")
+                im = f.convert("RGB")
+            elif isinstance(f, (np.ndarray, np.generic)):
+                im = Image.fromarray(as_rgb_uint8(f, what))
+            else:
+                raise TypeError(f"{what}: expected a uint8 numpy array or a PIL image, got {type(f).__name__}"
+                                + (" (pass a float (B,3,H,W) tensor in [0, 1] instead of a list of tensors)"
+                                   if isinstance(f, torch.Tensor) else ""))
+            if min(im.size) < 1:
+                raise ValueError(f"{what}: empty image ({im.size[0]}x{im.size[1]})")
             if im.size != (s, s):
                 im = im.resize((s, s), Image.LANCZOS)
             arrs.append(np.asarray(im))
@@ -315,7 +340,11 @@ class DynFaceRestorer:
         b = y.shape[0]
         if seeds is not None and len(seeds) != b:
             raise ValueError(f"got {len(seeds)} seeds for {b} faces")
-        face_seeds = [int(s) for s in seeds] if seeds is not None else [seed + i for i in range(b)]
+        if seeds is not None:
+            face_seeds = [check_seed(v, f"seeds[{i}]") for i, v in enumerate(seeds)]
+        else:
+            first = check_seed(seed)
+            face_seeds = [check_seed(first + i, "seed + face index") for i in range(b)]
         n_guides = 1 if cfg.mode == "single_guide" else cfg.n_guides
         gray = is_gray((y.float() + 1) / 2) if cfg.keep_gray else torch.zeros(b, dtype=torch.bool, device=y.device)
         d = self.dblm(y, n_guides=n_guides)
@@ -430,6 +459,20 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+def check_device(device: str | torch.device) -> None:
+    """A ValueError, in one line, for a device that is not one (``"gpu"``) or cannot be used here (``"cuda"`` with
+    no CUDA): before any weights are read."""
+    from .devices import unavailable
+
+    try:
+        torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}: use cpu, cuda, cuda:N or mps") from None
+    why = unavailable(str(device))
+    if why:
+        raise ValueError(why.removeprefix("--device "))
+
+
 def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str:
     """"auto" → "bf16" on a CPU with native bf16 (measured ×0.6–0.8 the time at the same quality), else
     "fp32" (other CPUs, and every other device, as before); any other value is returned as is."""
@@ -438,6 +481,41 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
             raise ValueError(f"unknown precision {precision!r}; choose from auto, fp32, bf16, fp16")
         return precision
     return "bf16" if torch.device(device).type == "cpu" and cpu_has_native_bf16() else "fp32"
+
+
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range (and --seed's)
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """``seed`` as an int in 0..2**63−1 (Python or numpy integers); a TypeError for anything else (a float, a string,
+    a bool), a ValueError outside the range."""
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{what} must be an integer, got {type(seed).__name__} {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise ValueError(f"{what} must be between 0 and {MAX_SEED}, got {int(seed)}")
+    return int(seed)
+
+
+def _check_tensor(x: torch.Tensor) -> torch.Tensor:
+    """A face tensor as float (B,3,H,W) in [0, 1], else a TypeError/ValueError that says what it is instead."""
+    if not torch.is_floating_point(x):
+        raise TypeError(f"a {x.dtype} tensor: face tensors are float in [0, 1] (divide a uint8 one by 255, or pass "
+                        "uint8 (H, W, 3) numpy arrays)")
+    if x.ndim == 3:
+        x = x[None]
+    if x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected a (B, 3, H, W) or (3, H, W) tensor, got shape {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ValueError(f"no faces to restore (a tensor of shape {tuple(x.shape)})")
+    x = x.detach().float()
+    if not torch.isfinite(x).all():
+        raise ValueError("the face tensor holds NaN or infinite values")
+    lo, hi = float(x.min()), float(x.max())
+    if lo < -0.01 or hi > 1.01:
+        guess = " (a [-1, 1] tensor? use (x + 1) / 2)" if lo >= -1.01 and hi <= 1.01 else (
+            " (a 0..255 tensor? divide it by 255)" if hi > 1.5 else "")
+        raise ValueError(f"face tensor values must be in [0, 1], got {lo:.3g}..{hi:.3g}{guess}")
+    return x
 
 
 def eta_from_std(std: torch.Tensor) -> torch.Tensor:

@@ -18,13 +18,14 @@ clamp(ζ·A, 0, 1); ``none``) → Eq. 7 refinement of each active guide's σ.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
-from .diffusion import GaussianDiffusion, space_timesteps
+from .diffusion import GaussianDiffusion, check_steps, space_timesteps
 from .guidance import active_guides, combined_guide, guidance_loss, normalise_step, prox_step, refine_sigmas, residuals
 
 GUIDANCE_KINDS = ("unet", "x0", "prox", "none")
@@ -59,7 +60,12 @@ class SamplerConfig:
         if self.schedule not in ("grid", "uniform"):
             raise ValueError(f"unknown schedule {self.schedule!r} (expected 'grid' or 'uniform')")
         if self.precision not in ("fp32", "bf16", "fp16"):
-            raise ValueError(f"unknown precision {self.precision!r}")
+            raise ValueError(f"unknown precision {self.precision!r}; choose from fp32, bf16, fp16")
+        check_steps(self.steps)  # fails here, not at the first restore
+        if self.schedule == "uniform" and "," in str(self.steps):
+            raise ValueError(f"schedule 'uniform' takes a number of steps, got {self.steps!r}")
+        if isinstance(self.zeta, bool) or not isinstance(self.zeta, (int, float)) or not math.isfinite(self.zeta) or self.zeta < 0:
+            raise ValueError(f"zeta must be a finite number >= 0, got {self.zeta!r}")
 
 
 def timestep_sequences(starts: list[int], cfg: SamplerConfig, num_timesteps: int = 1000) -> list[list[int]]:

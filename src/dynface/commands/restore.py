@@ -86,10 +86,10 @@ from dynface.registry import DEFAULT_MODEL
 
 # ------------------------------------------------------------------------------------------ arguments
 def _steps(s: str) -> str:
-    from dynface.jobs import validate_steps
+    from dynface.diffusion import check_steps
 
     try:
-        return validate_steps(s)
+        return check_steps(s)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
 

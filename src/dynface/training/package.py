@@ -39,7 +39,7 @@ def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: st
     ``none``; a model without it restores with ``none``), when ``benchmarks/colour.py`` showed that it helps.
     """
     from ..colorfix import check_color_fix
-    from ..jobs import validate_steps
+    from ..diffusion import check_steps
     from ..sampler import GUIDANCE_KINDS
 
     if (zeta, steps, guidance, color_fix) != (None, None, None, None) and not dgsa:
@@ -51,7 +51,7 @@ def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: st
     guided = [g for g in GUIDANCE_KINDS if g != "none"]
     if guidance is not None and guidance not in guided:
         raise ValueError(f"--guidance must be one of {', '.join(guided)}, got {guidance!r}")
-    sampler = {k: v for k, v in (("zeta", zeta), ("steps", None if steps is None else validate_steps(steps)),
+    sampler = {k: v for k, v in (("zeta", zeta), ("steps", None if steps is None else check_steps(steps)),
                                  ("guidance", guidance)) if v is not None}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
