@@ -336,7 +336,7 @@ def test_detail_keep_never_returns_less_detail_than_the_photo(astro, astro_face,
     import dynface.faces as faces_mod
     from dynface.detail import DetailSplit, low_pass, nyquist
 
-    def fixed_split(reference, diff, crop_px, model_px, weight=None, regions=()):
+    def fixed_split(reference, diff, crop_px, model_px, weight=None, regions=(), scale=1.0):
         out = reference.astype(np.float32) + weight * low_pass(diff, nyquist(model_px, crop_px))
         return DetailSplit(np.clip(np.round(out), 0, 255).astype(np.uint8), model_px / 2, model_px, 0.0, None, 1)
 
@@ -351,14 +351,36 @@ def test_detail_keep_never_returns_less_detail_than_the_photo(astro, astro_face,
         where[y0:y1, x0:x1] = white[y0:y1, x0:x1, 0] == 255
         assert where.sum() > 0.5 * (x1 - x0) * (y1 - y0)
         rec = res.records[0]
-        e_in = laplacian_energy(bg, where)
-        assert laplacian_energy(res.photo, where) >= e_in
+        e_in = laplacian_energy(bg, where, up)  # at the photo's own resolution, where its detail is
+        assert laplacian_energy(res.photo, where, up) >= e_in
         assert rec["detail_kept"] is True and 0 <= rec["detail_cut_cycles"] < 32 and rec["detail_hf_ratio"] >= 1.0
         with monkeypatch.context() as m:
             m.setattr(faces_mod, "keep_detail", fixed_split)
             old = restore_photo(astro, r, faces=[astro_face], upscale=up)
-        assert laplacian_energy(old.photo, where) < 0.97 * e_in
+        assert laplacian_energy(old.photo, where, up) < 0.97 * e_in
         assert "detail_cut_cycles" not in restore_photo(astro, r, faces=[astro_face], upscale=up, detail="restored").records[0]
+
+
+def test_detail_keep_compares_the_detail_at_the_photos_own_resolution(astro, astro_face, monkeypatch):
+    """At -s 2 or 4 the upscaled photo is smooth at its new pixel scale, so the rounding noise of the pasted uint8 face
+    alone passed the energy check there while the face lost contrast at the photo's own scale (a user's -s 2 photo:
+    eyes 0.62x the input's energy, record detail_hf_ratio 1.13). The check now measures at the photo's resolution."""
+    import dynface.faces as faces_mod
+    from dynface.detail import keep_detail
+
+    r = _SmoothRestorer(64, "utkface64")
+    up = 4
+    bg = upscale_background(astro, up)
+    x0, y0, x1, y1 = face_box_out(astro_face.bbox, (up, up), bg.shape)
+    where = np.zeros(bg.shape[:2], bool)
+    where[y0:y1, x0:x1] = True
+    e_in = laplacian_energy(bg, where, up)
+    assert laplacian_energy(restore_photo(astro, r, faces=[astro_face], upscale=up).photo, where, up) >= 0.995 * e_in
+    with monkeypatch.context() as m:  # the check as it was: at the upscaled resolution
+        m.setattr(faces_mod, "keep_detail", lambda *a, scale=1.0, **k: keep_detail(*a, **k))
+        old = restore_photo(astro, r, faces=[astro_face], upscale=up)
+    assert old.records[0]["detail_hf_ratio"] >= 1.0  # it thought the detail was kept
+    assert laplacian_energy(old.photo, where, up) < 0.9 * e_in  # it was not
 
 
 def test_detail_keep_takes_the_low_band_and_colour_from_the_restoration(astro, astro_face):

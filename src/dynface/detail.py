@@ -19,15 +19,17 @@ has the current numbers).
 **The guarantee** (:func:`keep_detail`, used by both :func:`merge_detail` and ``faces.paste_face``): a face never
 comes back with less high-frequency energy (:func:`laplacian_energy`, the mean squared Laplacian of the grey image)
 than the input had, measured on the final uint8 output (after rounding and clipping to 0..255) over the face
-region. The split above is only the first crossover tried: where the restoration is smoother than the input in the
+region, at the output's resolution and, for a photo upscaled by ``-s``, at the photo's own resolution too (the
+output reduced back): at the upscaled resolution a smooth upscale holds little but rounding noise, and faces whose
+eyes lost contrast at the photo's scale passed there. The split above is only the first crossover tried: where the restoration is smoother than the input in the
 band below the model's Nyquist (the model's output is resampled to and from its grid, and a diffusion restorer
 removes grain), the crossover moves down (3/4, 1/2, 0.35, 1/4 of the Nyquist, then 4 cycles per crop: colour and
 shape only) until the output has at least the input's energy; the last resort is the input itself (crossover 0).
 Where clipping at 0/255 is what loses the detail, the restoration's shift is first limited to the range the input's
 texture leaves (``detail_range_limited``). The chosen crossover goes into the face's record (``detail_cut_cycles``,
-cycles per crop). On the 9 example photos (embedded-64, 28 face x upscale rows larger than the model) the model's
-Nyquist is kept for 14 rows, 3/4 of it for 10 and half of it for 4, the noisy gfpgan/10045 faces among the latter
-(docs/results/detail_keep.md).
+cycles per crop). On the 9 example photos (embedded-128, upscales 1, 2 and 4: 30 face x upscale rows larger than
+the model) the crossover settled at 3/4 of the Nyquist for 6 rows and at half of it for 22; a halftone print's face
+stayed the input at upscales 2 and 4 (docs/results/detail_keep.md).
 
 The two bands are complementary: where the restoration equals the input, so does the output. numpy/scipy/Pillow
 only (no OpenCV), so it works without the ``faces`` extra.
@@ -143,12 +145,24 @@ def _check_rgb(name: str, a: np.ndarray) -> np.ndarray:
     return a
 
 
-def laplacian_energy(img: np.ndarray, where: np.ndarray | None = None) -> float:
+def laplacian_energy(img: np.ndarray, where: np.ndarray | None = None, scale: float = 1.0) -> float:
     """High-frequency energy: the mean squared Laplacian (4-neighbour, mirrored border) of the grey image (BT.601
     luma of RGB, on the 0..255 scale), over the pixels where the boolean (H, W) ``where`` is set (all by default;
-    0 for an empty selection)."""
+    0 for an empty selection).
+
+    ``scale`` > 1: ``img`` is a photo upscaled by that much, and the energy is measured at the photo's own
+    resolution (the grey image and ``where`` reduced by ``scale`` with area averaging; a pixel counts where at least
+    half of its area was selected). At the upscaled resolution the Laplacian sees little but the rounding noise of
+    the smooth upscale: a face whose eyes lost contrast at the photo's own scale still measured more energy there."""
     a = np.asarray(img, dtype=np.float64)
     g = a[:, :, :3] @ _GREY if a.ndim == 3 else a
+    if scale > 1.0 + 1e-6:
+        h, w = g.shape
+        size = (max(1, round(w / scale)), max(1, round(h / scale)))
+        g = np.asarray(Image.fromarray(g.astype(np.float32), "F").resize(size, Image.BOX), dtype=np.float64)
+        if where is not None:
+            sel = Image.fromarray(np.asarray(where, dtype=np.float32), "F").resize(size, Image.BOX)
+            where = np.asarray(sel) >= 0.5
     p = np.pad(g, 1, mode="reflect")
     lap2 = (p[:-2, 1:-1] + p[2:, 1:-1] + p[1:-1, :-2] + p[1:-1, 2:] - 4.0 * g) ** 2
     sel = lap2 if where is None else lap2[np.asarray(where, dtype=bool)]
@@ -172,7 +186,7 @@ class DetailSplit:
     image: np.ndarray  # uint8 (H, W, 3)
     cut_cycles: float  # the restoration's band ends here (cycles per crop; gain 1 up to half of it); 0: the input
     model_px: float
-    hf_in: float  # min over the checked regions of the input's Laplacian energy ...
+    hf_in: float  # min over the checked regions (and resolutions: see keep_detail) of the input's Laplacian energy ...
     hf_ratio: float | None  # ... and min over the regions of output / input (>= 1; None when the input has none)
     tried: int  # how many crossovers were tried
     range_limited: bool = False  # the restoration's shift was limited where it would have clipped the input's texture
@@ -205,6 +219,7 @@ def keep_detail(
     model_px: float,
     weight: np.ndarray | None = None,
     regions: Sequence[np.ndarray] = (),
+    scale: float = 1.0,
 ) -> DetailSplit:
     """``--detail keep`` with a guarantee: out = uint8(reference + weight * L_c(diff)), ``diff`` = restoration -
     reference (float, same shape), ``L_c`` the raised-cosine low-pass that ends at ``c`` cycles per crop (``crop_px``
@@ -213,7 +228,9 @@ def keep_detail(
     image when none is given). The last candidate, 0, returns the reference itself, so the guarantee holds by
     construction: the output never has less high-frequency energy than the input in these regions. A restoration
     that is as sharp as the input keeps the model's split (``c`` = the model's Nyquist); one that is smoother than
-    the input in the band below the Nyquist gives that band back to the input.
+    the input in the band below the Nyquist gives that band back to the input. ``scale``: how much ``reference``
+    was upscaled from the input photo; the energies are then compared at the photo's own resolution too
+    (:func:`laplacian_energy`), where the input's detail is: the output must pass at both resolutions.
 
     Clipping: where ``reference + weight * L_c(diff)`` leaves 0..255 and the check fails, the same ``c`` is tried
     again with the shift limited to what each 5 x 5 neighbourhood of the reference leaves in range
@@ -227,7 +244,12 @@ def keep_detail(
     if diff.shape != ref.shape:
         raise ValueError(f"diff has shape {diff.shape}, reference {ref.shape}")
     regs = [np.asarray(r, dtype=bool) for r in regions] or [np.ones(ref.shape[:2], bool)]
-    e_in = [laplacian_energy(ref_u8, r) for r in regs]
+    scales = (1.0, float(scale)) if scale > 1.0 + 1e-6 else (1.0,)  # the output's resolution, and the photo's own
+
+    def energies(img: np.ndarray) -> list[float]:
+        return [laplacian_energy(img, r, sc) for sc in scales for r in regs]
+
+    e_in = energies(ref_u8)
     spec: _Spectrum | None = None
     bounds: tuple[np.ndarray, np.ndarray] | None = None
     h, w = ref.shape[:2]
@@ -250,13 +272,13 @@ def keep_detail(
             add = low if weight is None else weight * low
             raw = ref + add
             out = np.clip(np.round(raw), 0, 255).astype(np.uint8)
-        e_out = [laplacian_energy(out, r) for r in regs]
+        e_out = energies(out)
         limited = False
         if c > 0 and not _enough(e_out, e_in) and (raw.min() < -0.5 or raw.max() > 255.5):
             # clipping may be what lost the detail: try the same crossover with the shift kept inside the range
             bounds = bounds or _range_bounds(ref)
             out = np.clip(np.round(ref + np.clip(add, *bounds)), 0, 255).astype(np.uint8)
-            e_out = [laplacian_energy(out, r) for r in regs]
+            e_out = energies(out)
             limited = True
         if _enough(e_out, e_in):
             ratios = [eo / ei for eo, ei in zip(e_out, e_in, strict=True) if ei > 0]

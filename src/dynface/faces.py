@@ -460,7 +460,7 @@ def paste_face(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray, crop_si
             bx0, by0, bx1, by1 = (int(v) for v in face_box)
             in_box[max(0, by0 - y0) : max(0, by1 - y0), max(0, bx0 - x0) : max(0, bx1 - x0)] = True
             regions.append(in_box & whole)
-        res = keep_detail(canvas[y0:y1, x0:x1], diff, crop_out, model_px, weight=mask, regions=regions)
+        res = keep_detail(canvas[y0:y1, x0:x1], diff, crop_out, model_px, weight=mask, regions=regions, scale=up)
         canvas[y0:y1, x0:x1] = res.image
         if info is not None:
             info.update(res.record())
