@@ -355,6 +355,16 @@ def test_precision_warnings_follow_the_cpu(monkeypatch, native):
     assert settings_warnings(RestoreSettings(precision="bf16", device="cuda")) == []
 
 
+def test_fidelity_0_warns_that_identity_is_not_kept():
+    """-w 0 is the prior alone: a helper's photo came back as other people, with no word of warning."""
+    from dynface.jobs import settings_warnings
+
+    (w0,) = settings_warnings(RestoreSettings(fidelity=0.0))
+    assert "no guidance" in w0 and "identity" in w0
+    assert settings_warnings(RestoreSettings(fidelity=0.0, mode="restorer_only")) == []
+    assert settings_warnings(RestoreSettings(fidelity=0.1)) == []
+
+
 def test_a_replaced_record_takes_the_outputs_only_it_listed_with_it(tmp_path):
     """write_record removes what the record it replaces listed and the new one does not (a photo restored again with
     fewer faces or another --ext), never a file outside the output folder's output sub-folders."""

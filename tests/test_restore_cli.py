@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -373,6 +374,42 @@ def test_a_file_keeps_its_name_when_a_namesake_joins_it(tmp_path, astro, capsys)
     assert sorted(p.name for p in (tmp_path / "fresh" / "records").iterdir()) == ["a_jpg.json", "a_png.json"]
 
 
+def test_namesakes_from_another_folder_never_overwrite_an_earlier_run(tmp_path, astro, capsys):
+    """Camera folders restored one at a time into one output folder: dB/img_0.jpg after dA/img_0.jpg was restored
+    replaced dA's outputs silently (and each --skip-existing rerun swapped them back). It is named dB_img_0 now,
+    with a note; reruns skip both; a byte-equal copy shares the name, and a moved folder takes its names over."""
+    da, db, dc = tmp_path / "dA", tmp_path / "dB", tmp_path / "dC"
+    for d in (da, db, dc):
+        d.mkdir()
+    Image.fromarray(astro[60:200, 150:290]).save(da / "img_0.jpg", quality=95)
+    Image.fromarray(astro[70:210, 140:280]).save(db / "img_0.jpg", quality=95)
+    shutil.copy2(da / "img_0.jpg", dc / "img_0.jpg")  # cp -p
+    out = tmp_path / "out"
+
+    def run(d):
+        assert _restore("--aligned", "-i", d, "-o", out, "--skip-existing") == 0
+        return capsys.readouterr()
+
+    run(da)
+    first = (out / "restored_faces" / "img_0.png").read_bytes()
+    std = run(db)
+    assert "1 restored" in std.out and "named apart from another file" in std.err and "as dB_img_0" in std.err
+    assert (out / "restored_faces" / "img_0.png").read_bytes() == first  # dA's outputs kept
+    assert json.loads((out / "records" / "dB_img_0.json").read_text())["input"].endswith("dB/img_0.jpg")
+    for d in (da, db, dc):  # reruns: complete, nothing swapped; the copy in dC is dA's bytes
+        std = run(d)
+        assert "0 restored, 1 skipped" in std.out and "named apart" not in std.err, d
+    (da / "img_0.jpg").rename(tmp_path / "gone.jpg")  # dA moved away: its name is free for a file of other bytes
+    shutil.rmtree(dc)
+    Image.fromarray(astro[80:220, 160:300]).save(db / "img_1.jpg", quality=95)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    Image.fromarray(astro[50:190, 150:290]).save(moved / "img_0.jpg", quality=95)
+    std = run(moved)
+    assert "1 restored" in std.out and "named apart" not in std.err
+    assert json.loads((out / "records" / "img_0.json").read_text())["input"].endswith("moved/img_0.jpg")
+
+
 def test_long_non_ascii_names_are_cut_in_bytes(tmp_path, astro, capsys):
     """A legal name of 80 CJK characters (240 bytes) is restored under a stem cut to 180 bytes on a character
     boundary, maps, a 32-byte --suffix and a same-stem sibling included; a longer --suffix is a usage error."""
@@ -417,9 +454,10 @@ def test_skip_existing_is_complete_only_for_the_same_photo_and_flags(tmp_path, a
     run(a)
     first = (out / "restored_faces" / "x.png").read_bytes()
     assert "0 skipped" not in run(c, "--threads", "1").out  # the same bytes from another folder: complete
-    std = run(b)
-    assert "1 restored, 0 skipped" in std.out and (out / "restored_faces" / "x.png").read_bytes() != first
-    run(a)  # back to a's photo
+    std = run(b)  # not complete: restored, under its own name (a's outputs stay)
+    assert "1 restored, 0 skipped" in std.out and (out / "restored_faces" / "x.png").read_bytes() == first
+    assert (out / "restored_faces" / "b_x.png").read_bytes() != first
+    assert "0 restored, 1 skipped" in run(a).out  # a's photo: still complete
     std = run(a, "-w", "0.8", "--ext", "png")
     assert "1 restored, 0 skipped" in std.out
     assert "1 input(s) restored again" in std.err and "other --fidelity, --ext" in std.err
@@ -431,7 +469,7 @@ def test_skip_existing_is_complete_only_for_the_same_photo_and_flags(tmp_path, a
     std = run(a, "-w", "0.8", "--ext", "jpg")  # the .png face it replaces is removed, not left beside the .jpg
     assert "1 restored, 0 skipped" in std.out
     on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent != out)
-    assert on_disk == ["cmp/x.png", "records/x.json", "restored_faces/x.jpg"]  # cmp/ is PNG whatever --ext
+    assert [p for p in on_disk if "b_x" not in p] == ["cmp/x.png", "records/x.json", "restored_faces/x.jpg"]  # cmp/ is PNG
 
 
 def test_stems_and_input_collection(tmp_path):
@@ -493,14 +531,20 @@ def test_recursive_archive(tmp_path, astro, capsys, monkeypatch):
     for n in names:
         assert (out / "restored_faces" / n).read_bytes() == (out2 / "restored_faces" / n).read_bytes()
     # an unreadable sub-folder is a note, not the end of the archive; an unreadable input folder is a usage error
-    iterdir = Path.iterdir
+    iterdir, is_file = Path.iterdir, Path.is_file
 
     def deny(self):
         if self.name in ("2020", "locked"):
             raise PermissionError(13, "Permission denied")
         return iterdir(self)
 
+    def deny_stat(self):  # another user's private folder (mode 700): nothing inside it can even be stat'ed
+        if self.parent.name == "2020":
+            raise PermissionError(13, "Permission denied")
+        return is_file(self)
+
     monkeypatch.setattr(Path, "iterdir", deny)
+    monkeypatch.setattr(Path, "is_file", deny_stat)
     assert _restore("-i", arc, "-o", tmp_path / "o3", "--aligned", "-r") == 0
     cap = capsys.readouterr()
     assert "2 input(s): 2 restored" in cap.out and "cannot read the folder" in cap.err and "Permission denied" in cap.err

@@ -218,6 +218,9 @@ def settings_warnings(settings: RestoreSettings) -> list[str]:
         elif not native:
             out.append("--precision bf16 on this CPU is emulated (no AVX512-BF16 or AMX) and slow: ×20 or more the "
                        "time of fp32, the fast choice here (the default)")
+    if settings.fidelity == 0 and settings.mode != "restorer_only":
+        out.append("--fidelity 0: no guidance, the prior alone from the start step; faces come back as the prior "
+                   "imagines them and need not keep their identity (0.5 is the default)")
     return out
 
 
@@ -276,8 +279,12 @@ class InputScan:
 
 
 def is_restore_output(folder: Path) -> bool:
-    """True for a folder that ``dynface restore`` wrote (it holds ``manifest.jsonl`` and ``records/``)."""
-    return (folder / "manifest.jsonl").is_file() and (folder / "records").is_dir()
+    """True for a folder that ``dynface restore`` wrote (it holds ``manifest.jsonl`` and ``records/``); False for one
+    that cannot be looked into (another user's private folder: the scan then notes it as unreadable)."""
+    try:
+        return (folder / "manifest.jsonl").is_file() and (folder / "records").is_dir()
+    except OSError:
+        return False
 
 
 def _scan_folder(top: Path, scan: InputScan, recursive: bool, exclude: set[Path], rel: tuple[str, ...] = ()) -> None:
@@ -455,30 +462,70 @@ def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettin
             extra.append(f"{scan.subfolders} sub-folder(s), searched only with -r/--recursive")
         raise UsageError(f"no input images found in {where}" + (f" ({'; '.join(extra)})" if extra else ""))
     check_output_dir(out, files, scan.folders, settings.allow_input_dir)
-    stems = keep_earlier_stems(files, assign_stems(files, [scan.below.get(f, ()) for f in files]), out)
+    renamed: list[tuple[Path, str]] = []
+    stems = keep_earlier_stems(files, assign_stems(files, [scan.below.get(f, ()) for f in files]), out, renamed)
+    if notes is not None and renamed:
+        shown = ", ".join(f"{f} as {s}" for f, s in renamed[:3]) + (" ..." if len(renamed) > 3 else "")
+        notes.append(f"{len(renamed)} input(s) named apart from another file an earlier run restored into {out} under "
+                     f"the same name (its outputs are kept): {shown}")
     return [InputItem(f, s, k) for k, (f, s) in enumerate(zip(files, stems, strict=True))], ignored
 
 
-def keep_earlier_stems(files: list[Path], stems: list[str], out: Path) -> list[str]:
-    """``stems`` with each file that an earlier run in ``out`` restored under another stem (its manifest's latest line
-    for that stem is this file's) named as then, where that name is free in this run: ``a.jpg`` restored as ``a``
-    stays ``a`` when ``a.png`` comes beside it later (:func:`assign_stems` would now name them ``a_jpg``, ``a_png``),
-    so a grown archive's names do not change and ``--skip-existing`` does not restore it again."""
+def keep_earlier_stems(files: list[Path], stems: list[str], out: Path,
+                       renamed: list[tuple[Path, str]] | None = None) -> list[str]:
+    """``stems`` made to agree with what earlier runs restored into ``out`` (its manifest's latest line per stem):
+
+    - a file restored earlier under another stem is named as then, where that name is free in this run: ``a.jpg``
+      restored as ``a`` stays ``a`` when ``a.png`` comes beside it later (:func:`assign_stems` would now name them
+      ``a_jpg``, ``a_png``), so a grown archive's names do not change and ``--skip-existing`` does not restore it
+      again;
+    - a file whose stem an earlier run gave to another file that still exists, with other bytes (``dB/img_0.jpg``
+      after ``dA/img_0.jpg`` was restored into the same folder), is named apart, ``dB_img_0`` (``_2``, ... if that is
+      taken too), instead of overwriting the other's outputs; ``renamed`` (when given) gets (file, new stem). A stem
+      whose file is gone (a moved or renamed archive) is taken over, and a byte-equal copy shares it."""
     from dynface.engines.torchrun import PART_PREFIX
 
     latest: dict[str, dict] = {}
     # the manifest, then the parts a killed torchrun launch left (rank 0 merges them later: every rank sees them)
     for path in [Path(out) / MANIFEST_NAME, *sorted(Path(out).glob(f"{PART_PREFIX}*.jsonl"))]:
         latest.update(Manifest(path).load() if path.is_file() else {})
-    by_path = {safe_resolve(Path(d["path"])): stem for stem, d in latest.items()
-               if d.get("status") == "done" and d.get("path")}
+    done = {stem: safe_resolve(Path(d["path"])) for stem, d in latest.items() if d.get("status") == "done" and d.get("path")}
+    by_path = {p: stem for stem, p in done.items()}
+    mine = [safe_resolve(f) for f in files]
     taken, out_stems = set(stems), list(stems)
-    for i, f in enumerate(files):
-        old = by_path.get(safe_resolve(f))
+    for i, f in enumerate(mine):
+        old = by_path.get(f)
         if old is not None and old != out_stems[i] and old not in taken:
             taken.discard(out_stems[i])
             taken.add(old)
             out_stems[i] = old
+    held = set(mine)
+
+    def other_file(stem: str, f: Path) -> bool:  # the stem is an existing other file's, with other bytes
+        p = done.get(stem)
+        if p is None or p == f or p in held:  # p in held: this run names that file itself
+            return False
+        try:
+            if not p.is_file():
+                return False
+            if p.stat().st_size != f.stat().st_size:
+                return True
+            return provenance.file_sha256(p) != provenance.file_sha256(f)
+        except OSError:
+            return False
+
+    for i, f in enumerate(mine):
+        if by_path.get(f) == out_stems[i] or not other_file(out_stems[i], f):
+            continue
+        base = _clean_stem(f"{files[i].parent.name}_{out_stems[i]}") if files[i].parent.name else out_stems[i]
+        new, k = base, 2
+        while new in taken or new in done:
+            new = f"{_cap_bytes(base, STEM_MAX_BYTES - len(f'_{k}'))}_{k}"
+            k += 1
+        taken.add(new)
+        out_stems[i] = new
+        if renamed is not None:
+            renamed.append((files[i], new))
     return out_stems
 
 
@@ -1397,8 +1444,11 @@ def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSetting
     step(flush=True)
 
 
-def _aligned_check(w: int, h: int) -> tuple[str | None, str | None]:
-    """(error, note) for an aligned crop of w x h pixels."""
+FFHQ_CROP_SIDES = (256, 512, 1024)  # the sides of FFHQ-aligned crops as GFPGAN, CodeFormer and DifFace write them
+
+
+def _aligned_check(w: int, h: int, model_template: str | None = None) -> tuple[str | None, str | None]:
+    """(error, note) for an aligned crop of w x h pixels, taken in the model's own framing (``model_template``)."""
     if min(w, h) < MIN_ALIGNED_SIDE:
         return f"too small for an aligned face crop ({w}x{h}; at least {MIN_ALIGNED_SIDE}x{MIN_ALIGNED_SIDE} px)", None
     ratio = max(w, h) / min(w, h)
@@ -1407,6 +1457,9 @@ def _aligned_check(w: int, h: int) -> tuple[str | None, str | None]:
                 "to detect the face"), None
     if w != h:
         return None, f"not square ({w}x{h}): stretched to a square for the model"
+    if w in FFHQ_CROP_SIDES and model_template is not None and model_template != "ffhq512":
+        return None, (f"{w}x{h}: if this crop is FFHQ-aligned (as GFPGAN, CodeFormer and DifFace write them), restore it "
+                      f"with --input-template ffhq512; it was taken as the model's own, tighter {model_template} framing")
     return None, None
 
 
@@ -1453,7 +1506,7 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
             affine = estimate_affine(template_for(tmpl, w), template_for(restorer.template_name, size))
             crop = warp_face(img.rgb, affine, size, s.border)
         else:
-            err, note = _aligned_check(w, h)
+            err, note = _aligned_check(w, h, None if tmpl else getattr(restorer, "template_name", None))
             if err:
                 on_result(FileResult(str(it.path), it.stem, "failed", err, source=src))
                 continue

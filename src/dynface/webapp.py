@@ -563,7 +563,7 @@ def _without_server_paths(out: Path, in_dir: Path) -> None:
 def _for_the_page(why: str) -> str:
     """A job-layer message with the CLI's flags named as the page's controls."""
     return why.replace("leave out --aligned", "untick “inputs are aligned face crops”").replace(
-        "--aligned", "“inputs are aligned face crops”").replace("--precision ", "precision ")
+        "--aligned", "“inputs are aligned face crops”").replace("--precision ", "precision ").replace("--fidelity ", "fidelity ")
 
 
 def _failed(name: str, why: str):
