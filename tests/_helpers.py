@@ -82,8 +82,9 @@ def start_restore_cli(factory: str, args, env_extra: dict, **kw):
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
-def kill_after_records(proc, out: Path, n: int, timeout: float) -> None:
-    """SIGKILL ``proc`` once ``out/records`` holds ``n`` records (asserting it is still running then); waits for it."""
+def kill_after_records(proc, out: Path, n: int, timeout: float, sig: int | None = None) -> None:
+    """Send ``sig`` (SIGKILL by default) to ``proc`` once ``out/records`` holds ``n`` records (asserting it is still
+    running then); waits for it."""
     import signal
     import time
 
@@ -94,7 +95,7 @@ def kill_after_records(proc, out: Path, n: int, timeout: float) -> None:
                 break
             time.sleep(0.05)
         assert proc.poll() is None, "the job ended before it could be killed: " + proc.communicate()[1][-800:]
-        os.kill(proc.pid, signal.SIGKILL)
+        os.kill(proc.pid, signal.SIGKILL if sig is None else sig)
     finally:
         proc.wait(timeout=30)
 

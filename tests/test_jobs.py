@@ -385,3 +385,26 @@ def test_a_replaced_record_takes_the_outputs_only_it_listed_with_it(tmp_path):
     left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     assert left == ["records/p.json", "restored_faces/p_00.png", "restored_imgs/p.png"]
     assert (tmp_path / "keep.png").is_file()
+
+
+def test_run_job_refuses_bad_settings_before_it_makes_the_output_folder(tmp_path, monkeypatch):
+    """A misspelt alignment/border/detector failed every input one by one; an unknown model or an unusable device was
+    a UsageError only after the output folder and its sub-folders were made; a str seed or upscale gave a raw
+    TypeError; one path given as a str was taken as a sequence of one-letter inputs."""
+    from dynface.jobs import FACTORY_ENV, UsageError
+
+    monkeypatch.delenv(FACTORY_ENV, raising=False)
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8)).save(src / "a.png")
+    out = tmp_path / "out"
+    cases = [(dict(model="no-such-model"), "neither an embedded model"), (dict(alignment="ffhqq"), "--alignment must be"),
+             (dict(border="reflekt"), "--border must be"), (dict(detector="hogg"), "--detector must be"),
+             (dict(seed="1"), "got '1'"), (dict(seed=True), "--seed"), (dict(upscale="2"), "--upscale must be a number"),
+             (dict(fidelity=float("nan")), "--fidelity")]
+    if not torch.cuda.is_available():
+        cases.append((dict(device="cuda"), "no CUDA device"))
+    for kw, message in cases:
+        with pytest.raises(UsageError, match=message):
+            run_job(str(src), out, RestoreSettings(aligned=True, **kw))
+        assert not out.exists(), kw

@@ -300,6 +300,26 @@ def test_usage_errors(tmp_path, astro, capsys):
         assert e.value.code == 2
 
 
+def test_sigterm_ends_the_job_as_ctrl_c_does(tmp_path, astro):
+    """timeout, systemd and Slurm stop jobs with SIGTERM: it used to end the process at once (exit 143, no summary, a
+    temporary file and a face without its record left). Now the finished files are in the manifest, the summary says
+    what was not processed, nothing half-written is left, and the exit status is 130, as for Ctrl-C."""
+    d = tmp_path / "in"
+    d.mkdir()
+    for k in range(4):
+        Image.fromarray(np.ascontiguousarray(astro[:, ::-1] if k % 2 else astro)).save(d / f"p{k}.png")
+    out = tmp_path / "res"
+    proc = start_restore_cli(FACTORY, ["-i", d, "-o", out, "-s", "1", "--exact"], {"FAKE_SLEEP": "1.5"})
+    kill_after_records(proc, out, 1, timeout=60, sig=signal.SIGTERM)
+    stdout, stderr = proc.communicate()
+    assert proc.returncode == 130, stderr[-800:]
+    assert "not processed (interrupted)" in stdout and "Traceback" not in stderr
+    lines = [json.loads(ln) for ln in (out / "manifest.jsonl").read_text().splitlines()]
+    records = sorted(p.stem for p in (out / "records").glob("*.json"))
+    assert sorted(d["stem"] for d in lines if d["status"] == "done") == records and 1 <= len(records) < 4
+    assert not [p for p in out.rglob(".*")], "temporary files left"
+
+
 def test_kill_mid_batch_then_skip_existing(tmp_path, astro):
     d = tmp_path / "in"
     d.mkdir()

@@ -47,6 +47,7 @@ import hashlib
 import importlib
 import inspect
 import json
+import math
 import os
 import re
 import time
@@ -175,12 +176,12 @@ def check_settings(settings: RestoreSettings) -> None:
             validate_steps(s.steps)
         except ValueError as e:
             raise UsageError(f"--steps: {e}") from None
-    if not (isinstance(s.seed, int) and 0 <= s.seed <= MAX_SEED):
-        raise UsageError(f"--seed must be between 0 and {MAX_SEED}, got {s.seed}")
-    if s.fidelity is not None and not 0.0 <= s.fidelity <= 1.0:
-        raise UsageError(f"--fidelity must be in [0, 1], got {s.fidelity}")
-    if not 1.0 <= s.upscale <= 8.0:
-        raise UsageError(f"--upscale must be between 1 and 8, got {s.upscale}")
+    if isinstance(s.seed, bool) or not (isinstance(s.seed, int) and 0 <= s.seed <= MAX_SEED):
+        raise UsageError(f"--seed must be a whole number between 0 and {MAX_SEED}, got {s.seed!r}")
+    if s.fidelity is not None and not (_is_number(s.fidelity) and 0.0 <= s.fidelity <= 1.0):
+        raise UsageError(f"--fidelity must be a number in [0, 1], got {s.fidelity!r}")
+    if not (_is_number(s.upscale) and 1.0 <= s.upscale <= 8.0):
+        raise UsageError(f"--upscale must be a number between 1 and 8, got {s.upscale!r}")
     if s.precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, got {s.precision!r}")
     if s.color_fix is not None and s.color_fix not in COLOR_FIXES:
@@ -195,6 +196,10 @@ def check_settings(settings: RestoreSettings) -> None:
         raise UsageError("--exact and --fast-batches contradict each other: --exact restores one face per call")
     if isinstance(s.max_pixels, bool) or not isinstance(s.max_pixels, int) or s.max_pixels < 1:
         raise UsageError(f"max_pixels must be a whole number >= 1, got {s.max_pixels!r}")
+    for flag, value, known in (("--alignment", s.alignment, ("auto", "ffhq", "template")), ("--detector", s.detector, ("hog", "cnn")),
+                               ("--border", s.border, ("constant", "reflect", "replicate"))):
+        if value not in known:  # as dynface.faces takes them (ALIGNMENTS, FaceDetector, _border)
+            raise UsageError(f"{flag} must be one of {', '.join(known)}, got {value!r}")
     if s.input_template:
         from dynface.faces import load_templates
 
@@ -202,6 +207,10 @@ def check_settings(settings: RestoreSettings) -> None:
             raise UsageError("--input-template is for --aligned inputs")
         if s.input_template not in load_templates():
             raise UsageError(f"unknown --input-template {s.input_template!r}; known: {', '.join(sorted(load_templates()))}")
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def settings_warnings(settings: RestoreSettings) -> list[str]:
@@ -936,6 +945,24 @@ RESTORER_FIELDS = ("model", "device", "mode", "steps", "precision", "guidance", 
 def restorer_key(settings: RestoreSettings) -> tuple:
     """Equal for two settings exactly when :func:`load_restorer` would build the same restorer (a cache key)."""
     return (*(getattr(settings, f, None) for f in RESTORER_FIELDS), os.environ.get(FACTORY_ENV))
+
+
+def check_model(settings: RestoreSettings) -> None:
+    """:class:`UsageError` for a model that cannot be found or a device that cannot be used, without loading any
+    weights (nothing to check with the testing hook :data:`FACTORY_ENV`: it names its own models)."""
+    if os.environ.get(FACTORY_ENV):
+        return
+    from dynface.devices import unavailable
+    from dynface.models.io import ModelLoadError
+    from dynface.registry import resolve
+
+    try:
+        resolve(settings.model)
+    except ModelLoadError as e:
+        raise UsageError(f"cannot load model {settings.model!r}: {first_line(e)}") from None
+    why = unavailable(settings.device)
+    if why:
+        raise UsageError(why)
 
 
 def load_restorer(settings: RestoreSettings):
@@ -1759,8 +1786,12 @@ def run_job(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings, 
     an earlier :func:`complete_results` of those items (see :func:`start_job`). Raises
     :class:`UsageError` for whole-job problems; a ``KeyboardInterrupt`` ends the job with ``interrupted=True``."""
     out = Path(out).expanduser()
+    if isinstance(inputs, (str, Path)):  # one path, not a sequence of its characters
+        inputs = [inputs]
     if items is None:
         items, ignored = plan_inputs(inputs, out, settings)
+    if restorer is None:
+        check_model(settings)  # before start_job makes the output folder
     summary, manifest, todo = start_job(items, out, settings, ignored, complete=complete)
     if not todo:
         return summary

@@ -76,6 +76,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from dynface import engines, jobs
@@ -192,11 +193,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------ main
 def run(args: argparse.Namespace) -> int:
+    stop = _stop_on_sigterm()
     try:
         return _run(args)
     except UsageError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        stop()
+
+
+def _stop_on_sigterm() -> Callable[[], None]:
+    """SIGTERM (``timeout``, systemd, Slurm, a cluster's pre-emption) ends the job as Ctrl-C does: the files finished
+    so far are in the manifest, the summary says how many were not processed, the temporary file being written is
+    removed, and ``--skip-existing`` resumes. Returns the function that puts the old handler back."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, stop)
+    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -225,7 +246,7 @@ def _run(args: argparse.Namespace) -> int:
 
     def on_result(r: jobs.FileResult) -> None:  # as it happens, above the bar; with -q the summary's line is enough
         if r.status in ("failed", "no_face") and not args.quiet:
-            tqdm.write(f"FAILED {r.path}: {r.error}", file=sys.stderr)
+            tqdm.write(f"{_FAIL_LABEL[r.status]} {r.path}: {r.error}", file=sys.stderr)
 
     # the bar starts after the skip check, at the number of complete inputs
     changed: dict[str, list[str]] = {}
@@ -273,18 +294,23 @@ def _note_lines(done: list[jobs.FileResult]) -> list[str]:
     return lines
 
 
+_FAIL_LABEL = {"failed": "FAILED", "no_face": "NO FACE"}
+
+
 def _print_summary(s: jobs.JobSummary) -> None:
     n = s.total
     done, failed = s.done, s.failed
     faceless = [r for r in done if jobs.FACELESS_NOTE in r.notes]
+    no_face = sum(r.status == "no_face" for r in failed)
     head = (f"dynface restore: {n} input(s): {len(done)} restored"
             + (f" ({len(faceless)} without a face, written as they are)" if faceless else "")
-            + f", {len(s.skipped)} skipped (complete), {len(failed)} failed")
+            + f", {len(s.skipped)} skipped (complete), {len(failed)} failed"
+            + (f" ({no_face} without a face)" if no_face else ""))  # as `dynface report` counts them
     if s.interrupted:
         head += f", {n - len(done) - len(s.skipped) - len(failed)} not processed (interrupted)"
     lines = [head + f" -> {s.out}"]
     for r in failed:
-        lines.append(f"  FAILED  {r.path}: {r.error}")
+        lines.append(f"  {_FAIL_LABEL[r.status]:<7} {r.path}: {r.error}")
     lines += _note_lines(done)
     for m in s.manifest_errors:
         lines.append(f"  warning manifest line not written: {m}")
