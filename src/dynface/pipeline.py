@@ -411,7 +411,9 @@ class DynFaceRestorer:
 
     def restore(self, faces, seed: int = 0, fidelity: float | None = None, return_maps: bool = False,
                 seeds: list[int] | None = None, callback=None) -> RestoreOutput:
-        """Restore aligned faces (list of uint8 HxWx3 arrays / PIL images, or a (B,3,H,W) tensor in [0,1]).
+        """Restore aligned faces: uint8 (H, W[, 1|3|4]) arrays or 8-bit PIL images of any size, a (B, H, W, C) uint8
+        array, or a float (B,3,H,W) tensor in [0, 1]; anything else is refused with a TypeError/ValueError that says
+        what it is (:meth:`_prepare`), never cast. Seeds are integers in 0..2**63-1 (:func:`check_seed`).
 
         ``seeds``: one per face; face i's noise then comes only from ``seeds[i]``, whatever else is in the batch
         (see :func:`dynface.jobs.face_seed`); else from ``seed + i``. ``callback(step, steps_total)``: called
