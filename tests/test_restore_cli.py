@@ -532,6 +532,7 @@ def test_recursive_archive(tmp_path, astro, capsys, monkeypatch):
     assert _restore("-i", arc, "-o", out, "--aligned", "-r", "--allow-input-dir") == 0
     cap = capsys.readouterr()
     assert "4 input(s): 4 restored, 0 skipped (complete), 0 failed" in cap.out, cap.out
+    assert f"left out 1 link(s) to folders (not followed; give the folder itself with -i to restore it): {arc / 'link'}" in cap.err
     names = sorted(p.name for p in (out / "restored_faces").iterdir())
     assert names == ["2019_party_00.png", "2020_01.png", "2020_party_00.png", "top.png"]  # named by their path
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]

@@ -285,6 +285,7 @@ class InputScan:
     subfolders: int = 0  # sub-folders not searched because the search was not recursive
     same: list[tuple[Path, Path]] = field(default_factory=list)  # (kept, left out): two names of one file (a link)
     below: dict[Path, tuple[str, ...]] = field(default_factory=dict)  # a file found in a sub-folder: that folder's path
+    linked_folders: list[Path] = field(default_factory=list)  # links to folders met by -r: not followed (no loops)
 
 
 def is_restore_output(folder: Path) -> bool:
@@ -317,7 +318,7 @@ def _scan_folder(top: Path, scan: InputScan, recursive: bool, exclude: set[Path]
             if not recursive:
                 scan.subfolders += 1
             elif f.is_symlink():
-                continue
+                scan.linked_folders.append(f)
             elif safe_resolve(f) in exclude or is_restore_output(f):
                 scan.left_out.append(f)
             else:
@@ -464,6 +465,10 @@ def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettin
             notes.append(f"left out {len(scan.left_out)} folder(s) written by dynface restore (this run's or earlier): {names}")
         notes.extend(f"cannot read the folder {u}; its files are left out" for u in scan.unreadable)
         notes.extend(f"{b} is the same file as {a} (a link): restored once, as {a.name}" for a, b in scan.same)
+        if scan.linked_folders:
+            names = ", ".join(map(str, scan.linked_folders[:3])) + (" ..." if len(scan.linked_folders) > 3 else "")
+            notes.append(f"left out {len(scan.linked_folders)} link(s) to folders (not followed; give the folder itself "
+                         f"with -i to restore it): {names}")
     if not files:
         where = ", ".join(map(str, inputs))
         extra = [f"{len(ignored)} file(s) without an image extension"] if ignored else []

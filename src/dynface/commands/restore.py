@@ -228,7 +228,7 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.output).expanduser()
     notes: list[str] = []
     items, ignored = jobs.plan_inputs(args.input, out, settings, notes)
-    for w in [*notes, *jobs.settings_warnings(settings)]:
+    for w in [*notes, *jobs.settings_warnings(settings)] if engines.reports() else []:  # torchrun: rank 0 says them
         print(f"note: {w}", file=sys.stderr)
     if os.environ.get(FACTORY_ENV):
         print(f"note: restorer from {FACTORY_ENV}={os.environ[FACTORY_ENV]} (testing hook)", file=sys.stderr)
