@@ -266,14 +266,18 @@ def test_pixel_cap_holds_for_files_only_opencv_decodes(tmp_path, uploads, astro_
     app.close()
 
 
+def _crop_uploads(uploads: Path, n: int) -> list[str]:
+    """``n`` uploaded 64-px astronaut crops, c0.png ... (for the slow restorer's stopping tests)."""
+    crop = Image.fromarray(data.astronaut()[20:220, 110:310]).resize((64, 64))
+    for i in range(n):
+        crop.save(uploads / f"c{i}.png")
+    return [str(uploads / f"c{i}.png") for i in range(n)]
+
+
 def test_time_limit_stops_mid_sampling_and_reports_the_rest(tmp_path, uploads, astro_png, monkeypatch):
     monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_webapp:make_slow_restorer")
     app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work", time_limit_s=0.6))
-    crop = np.asarray(Image.fromarray(data.astronaut()[20:220, 110:310]).resize((64, 64)))
-    files = []
-    for i in range(10):  # two chunks of 8 + 2
-        Image.fromarray(crop).save(uploads / f"c{i}.png")
-        files.append(str(uploads / f"c{i}.png"))
+    files = _crop_uploads(uploads, 10)  # two chunks of 8 + 2
     t0 = time.monotonic()
     res = app.restore(files, model="embedded-64", aligned=True)
     took = time.monotonic() - t0
@@ -287,11 +291,7 @@ def test_a_closed_page_stops_its_request_at_the_next_step(tmp_path, uploads, mon
     instead of holding the worker, and the queue behind it, until the time limit."""
     monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_webapp:make_slow_restorer")
     app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work", time_limit_s=600))
-    crop = np.asarray(Image.fromarray(data.astronaut()[20:220, 110:310]).resize((64, 64)))
-    files = []
-    for i in range(3):
-        Image.fromarray(crop).save(uploads / f"c{i}.png")
-        files.append(str(uploads / f"c{i}.png"))
+    files = _crop_uploads(uploads, 3)
     t0 = time.monotonic()
     res = app.restore(files, model="embedded-64", aligned=True, gone=lambda: time.monotonic() - t0 > 0.3)
     assert time.monotonic() - t0 < 1.9  # one restorer call takes 2 s: it was stopped at a step
@@ -307,11 +307,7 @@ def test_a_stopping_server_stops_its_running_request_and_refuses_new_ones(tmp_pa
 
     monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_webapp:make_slow_restorer")
     app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work", time_limit_s=600))
-    crop = np.asarray(Image.fromarray(data.astronaut()[20:220, 110:310]).resize((64, 64)))
-    files = []
-    for i in range(3):
-        Image.fromarray(crop).save(uploads / f"c{i}.png")
-        files.append(str(uploads / f"c{i}.png"))
+    files = _crop_uploads(uploads, 3)
     out = {}
     worker = threading.Thread(target=lambda: out.update(res=app.restore(files, model="embedded-64", aligned=True)))
     worker.start()
