@@ -229,6 +229,32 @@ def test_a_worker_dying_mid_batch_keeps_the_files_it_finished(tmp_path, cluster,
     assert sorted(seeds[seed] for _, seed in read_face_log(log)) == stems  # every file restored once: none redone
 
 
+def test_ctrl_c_keeps_every_finished_file_in_the_manifest(tmp_path, cluster, monkeypatch):
+    """Ctrl-C on the driver: the files the workers had finished (their records on disk) but whose results had not
+    reached the driver were missing from the manifest and the summary (a helper: 12 records, 1 manifest line)."""
+    from dynface.engines.ray_engine import RayOptions, run_ray_job
+
+    stems = astronaut_crops(tmp_path / "in", N_GOOD)
+    monkeypatch.setenv("DYNFACE_TEST_SLEEP", "0.5")
+    out = tmp_path / "out"
+
+    pressed = []
+
+    def ctrl_c(r: jobs.FileResult) -> None:  # at the first result, as if the user pressed Ctrl-C there (once)
+        if not pressed:
+            pressed.append(r.stem)
+            time.sleep(1.5)  # the other worker finishes a file or two meanwhile
+            raise KeyboardInterrupt
+
+    s = run_ray_job([tmp_path / "in"], out, jobs.RestoreSettings(aligned=True, threads=1, batch_size=1),
+                    RayOptions(workers=2, files_per_task=5, max_retries=1), on_result=ctrl_c)
+    assert s.interrupted and s.exit_code == 130
+    on_disk = sorted(p.stem for p in (out / "records").glob("*.json"))
+    lines = _manifest(out)
+    assert len(on_disk) >= 2 and sorted(ln["stem"] for ln in lines if ln["status"] == "done") == on_disk
+    assert sorted(r.stem for r in s.done) == on_disk and set(on_disk) <= set(stems)
+
+
 def test_a_file_that_kills_its_workers_fails_after_max_retries(tmp_path, cluster, monkeypatch):
     d = tmp_path / "in"
     stems = astronaut_crops(d, 4)

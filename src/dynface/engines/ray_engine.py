@@ -182,13 +182,17 @@ def run_ray_job(inputs: Sequence[str | Path], out: Path, settings: jobs.RestoreS
     t0 = time.perf_counter()
     ray, started = connect(opts)
     stats.connect_s = time.perf_counter() - t0
+    driver = None
     try:
-        _Driver(ray, out, settings, opts, todo, manifest, summary, progress, on_result, stats).run()
+        driver = _Driver(ray, out, settings, opts, todo, manifest, summary, progress, on_result, stats)
+        driver.run()
     except KeyboardInterrupt:
         summary.interrupted = True
     finally:
         if started:
             ray.shutdown()
+    if summary.interrupted and driver is not None:
+        driver.salvage()
     jobs.clean_stale_temp_files(out)  # temporary files of workers that died (when they ran on this machine)
     order = {it.stem: it.index for it in items}
     summary.results.sort(key=lambda r: order.get(r.stem, 0))
@@ -339,6 +343,17 @@ class _Driver:
     def replace_dead(self) -> None:
         while self.queue and len(self.actors) < self.n_workers:
             self.start_actor()
+
+    def salvage(self) -> None:
+        """After an interrupt: the files whose record a worker wrote (completely) in this job but whose result had not
+        reached the driver yet go into the manifest and the summary as done, as when a worker dies: ``dynface
+        report`` then counts what is on disk."""
+        seen = {r.stem for r in self.summary.results}
+        left = [it for it in self.given.values()
+                if it.stem not in seen and _record_id(self.out, it.stem) not in (None, self.before.get(it.stem))]
+        done, _missing = jobs.complete_results(left, self.out, None)
+        for r in done:
+            self.record(as_done(r))
 
     # ---------------------------------------------------------------------------------------- results
     def record(self, r: jobs.FileResult) -> None:
