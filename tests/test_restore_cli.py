@@ -780,3 +780,18 @@ def test_precision_color_fix_and_detail_reach_the_restorer(tmp_path, astro, monk
     assert rec["settings"]["precision"] == "bf16" and rec["settings"]["detail"] == "keep"
     monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", FACTORY)  # the old fake takes no color_fix: a clear usage error
     assert _restore("-i", d, "-o", tmp_path / "o3", "--aligned", "--color-fix", "adain") == 2
+
+
+def test_a_512_px_aligned_crop_suggests_the_ffhq_framing(tmp_path, astro, capsys):
+    """GFPGAN's, CodeFormer's and DifFace's aligned crops are 512-px FFHQ framings; taken as the model's own tighter
+    framing they come back blurrier (a helper's real crops: teeth merged, a catchlight lost) and nothing said so."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astro).save(d / "ffhq.png")  # 512 x 512
+    Image.fromarray(astro[60:200, 150:290]).save(d / "own.png")
+    assert _restore("--aligned", "-i", d, "-o", tmp_path / "a") == 0
+    summary = capsys.readouterr().out
+    assert "ffhq.png: 512x512: if this crop is FFHQ-aligned" in summary and "--input-template ffhq512" in summary
+    assert "own.png: 512x512" not in summary
+    assert _restore("--aligned", "--input-template", "ffhq512", "-i", d / "ffhq.png", "-o", tmp_path / "b") == 0
+    assert "if this crop is FFHQ-aligned" not in capsys.readouterr().out

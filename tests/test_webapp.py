@@ -515,3 +515,14 @@ def test_serve_restarts_on_the_port_a_stopped_server_left_in_time_wait():
         plain.close()
     assert in_time_wait  # what the old probe (no SO_REUSEADDR) refused
     assert cannot_listen("127.0.0.1", port) is None
+
+
+def test_job_notes_name_the_page_s_controls_or_say_it_has_none():
+    """The job layer's notes name CLI flags; the page shows them with its own controls' names, and says so where it
+    has no such control (--input-template)."""
+    from dynface.webapp import _for_the_page
+
+    assert _for_the_page("--fidelity 0: no guidance") == "fidelity 0: no guidance"
+    assert "untick “inputs are aligned face crops”" in _for_the_page("not a face crop: leave out --aligned")
+    note = _for_the_page("512x512: if this crop is FFHQ-aligned, restore it with --input-template ffhq512; it was taken")
+    assert "the command line's --input-template ffhq512 (this page takes aligned crops in the model's own framing)" in note

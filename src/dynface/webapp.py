@@ -413,7 +413,7 @@ class WebApp:
                 continue
             rec = r.record or {}
             faces = rec.get("faces") or []
-            note = f" ({'; '.join(r.notes)})" if r.notes else ""
+            note = f" ({'; '.join(map(_for_the_page, r.notes))})" if r.notes else ""
             messages.append(f"✓ {name}: {len(faces)} face(s) restored{note}")
             photo = rec.get("restored_img")
             if photo and k in input_of:
@@ -562,6 +562,8 @@ def _without_server_paths(out: Path, in_dir: Path) -> None:
 
 def _for_the_page(why: str) -> str:
     """A job-layer message with the CLI's flags named as the page's controls."""
+    why = why.replace("restore it with --input-template ffhq512", "restore it with the command line's --input-template "
+                      "ffhq512 (this page takes aligned crops in the model's own framing)")
     return why.replace("leave out --aligned", "untick “inputs are aligned face crops”").replace(
         "--aligned", "“inputs are aligned face crops”").replace("--precision ", "precision ").replace("--fidelity ", "fidelity ")
 
