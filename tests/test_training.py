@@ -1,6 +1,7 @@
 """Training code: every trainer runs, checkpoints, resumes; DDP with 2 CPU processes (gloo)."""
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -191,6 +192,24 @@ def test_dblm_stages_and_dgsa(face_dir, tmp_path, tiny_dsst, monkeypatch):
     with pytest.raises(ValueError, match="unusable steps"):
         package_model(tmp_path / "model_bad", prior, dblm_path, tmp_path / "dsst.json", dgsa_path, steps="fast")
 
+    # parts that do not fit together are refused before anything reaches the model folder (they packaged, and the
+    # model restored with start steps of another resolution or failed only at restore)
+    other = json.loads((tmp_path / "dsst.json").read_text())
+    other["metadata"]["image_size"] = 64
+    (tmp_path / "dsst64.json").write_text(json.dumps(other))
+    (tmp_path / "notes.md").write_text("# not a table")
+    for args, message in (((prior, dblm_path, tmp_path / "dsst64.json"), "built for 64-px images but --prior works at 32 px"),
+                          ((dblm_path, prior, tmp_path / "dsst.json"), f"--prior is not a diffusion prior .*{dblm_path}"),
+                          ((prior, dblm_path, tmp_path / "notes.md"), "--dsst is not a DSST table"),
+                          ((prior, dblm_path, tmp_path / "nope.json"), "--dsst .*nope.json: no such file")):
+        with pytest.raises((ValueError, FileNotFoundError), match=message):
+            package_model(tmp_path / "model_bad", *args)
+        assert not (tmp_path / "model_bad").exists() and not list(tmp_path.glob(".model_bad*"))
+    card = (tmp_path / "model" / "MODEL_CARD.md").read_text()  # a card with the files table even without --card
+    assert "No notes were given" in card and sha256(tmp_path / "model" / "prior.safetensors") in card
+    package_model(tmp_path / "model", prior, dblm_path, tmp_path / "dsst.json")  # again, without DGSA: the old one goes
+    assert not (tmp_path / "model" / "dgsa.safetensors").exists()
+
     # the card's notes can be rewritten without touching the weights; a changed file is refused
     from dynface.training.package import refresh_model_card
 
@@ -324,6 +343,39 @@ def test_train_cli_rejects_bad_config(tmp_path, face_dir):
                           "--out", str(tmp_path / "run")], capture_output=True, text=True)
     assert res.returncode == 2 and "not_a_field" in res.stderr and "Traceback" not in res.stderr
     shutil.rmtree(tmp_path / "run", ignore_errors=True)
+    # a value of the wrong type was a traceback from inside the loop, after a step-0 last.pt that then blocked the
+    # corrected command
+    res = subprocess.run([sys.executable, "-m", "dynface.cli", "train", "prior", "--set", "preset=tiny", "--set", "max_steps=two",
+                          "--data", str(face_dir), "--out", str(tmp_path / "run")], capture_output=True, text=True)
+    assert res.returncode == 2 and "max_steps must be int, got 'two'" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_config_values_are_checked_against_their_fields():
+    """Types, counts of at least 1, nested overrides and presets fail at load time, in one line; PyYAML's string
+    '1e-3' is the float a researcher meant."""
+    from dynface.models.unet import PRESETS, UNetConfig
+    from dynface.training.config import ConfigError, load_config
+    from dynface.training.dgsa import DGSATrainConfig
+
+    assert load_config(PriorTrainConfig, None, {"lr": "1e-3"}).lr == 1e-3
+    assert load_config(DBLMTrainConfig, None, {"label_grid": [0.5, 12, 0.25]}).label_grid == (0.5, 12.0, 0.25)
+    assert load_config(DBLMTrainConfig, None, {"label_dsst": None}).label_dsst is None
+    for cls, over, message in ((PriorTrainConfig, {"max_steps": "two"}, "max_steps must be int"),
+                               (PriorTrainConfig, {"batch_size": 0}, "batch_size must be at least 1"),
+                               (PriorTrainConfig, {"lr": -1e-3}, "lr must be at least 0"),
+                               (PriorTrainConfig, {"bf16": "yes"}, "bf16 must be bool"),
+                               (PriorTrainConfig, {"max_steps": 2.5}, "max_steps must be int"),
+                               (PriorTrainConfig, {"lr": float("nan")}, "lr must be float"),
+                               (DBLMTrainConfig, {"label_grid": [0.5, 12]}, "label_grid must be tuple"),
+                               (DGSATrainConfig, {"gammas": [1, 1, "x", 1]}, r"gammas\[2\] must be float"),
+                               (DBLMTrainConfig, {"steps": "rm"}, "steps must be dict")):
+        with pytest.raises(ConfigError, match=message):
+            load_config(cls, None, over)
+    with pytest.raises(ConfigError, match="unknown keys in unet: foo"):
+        load_config(PriorTrainConfig, None, {"unet": {"foo": 1}}, nested={"unet": UNetConfig})
+    with pytest.raises(ConfigError, match="unknown preset 'nosuch'; choose from"):
+        load_config(PriorTrainConfig, None, {"preset": "nosuch"}, choices={"preset": PRESETS})
 
 
 def test_ema_update_is_the_decayed_average():

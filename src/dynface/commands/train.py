@@ -68,6 +68,14 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _check_device(device: str) -> None:
+    from ..devices import unavailable
+
+    why = unavailable(device)
+    if why:
+        raise ValueError(why)
+
+
 def run(args: argparse.Namespace) -> int:
     from ..models.io import ModelLoadError
     from ..training.config import ConfigError, load_config
@@ -78,9 +86,12 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.out} holds a training checkpoint (last.pt): pass --resume to continue it, "
                              "or give another --out")
         if args.what == "prior":
+            from ..models.unet import PRESETS, UNetConfig
             from ..training.prior import PriorTrainConfig, train_prior
 
-            out = train_prior(load_config(PriorTrainConfig, args.config, overrides), args.data, args.out, args.resume, args.device)
+            cfg = load_config(PriorTrainConfig, args.config, overrides, nested={"unet": UNetConfig}, choices={"preset": PRESETS})
+            _check_device(args.device)
+            out = train_prior(cfg, args.data, args.out, args.resume, args.device)
         elif args.what == "dblm":
             from ..training.dblm import STAGES, DBLMTrainConfig, train_dblm
 
@@ -90,15 +101,26 @@ def run(args: argparse.Namespace) -> int:
                 raise ValueError(f"unknown stage(s) {bad}; choose from {STAGES}")
             if args.restorer:
                 overrides["restorer"] = args.restorer
-            out = train_dblm(load_config(DBLMTrainConfig, args.config, overrides), args.data, args.out, args.resume, stages,
-                             device=args.device)
+            from ..models.dblm import DBLMConfig
+
+            cfg = load_config(DBLMTrainConfig, args.config, overrides, nested={"dblm": DBLMConfig})
+            cfg.dblm_config()  # an unknown preset fails here, before the run folder is made
+            _check_device(args.device)
+            out = train_dblm(cfg, args.data, args.out, args.resume, stages, device=args.device)
         else:
             from ..training.dgsa import DGSATrainConfig, train_dgsa
 
             if args.restorer:
                 overrides["restorer"] = args.restorer
-            out = train_dgsa(load_config(DGSATrainConfig, args.config, overrides), args.data, args.out, args.resume,
-                             device=args.device)
+            from ..models.dgsa import DGSAConfig
+
+            cfg = load_config(DGSATrainConfig, args.config, overrides, nested={"dgsa": DGSAConfig})
+            missing = [k for k in ("prior", "dblm", "dsst") if not getattr(cfg, k)]
+            if missing:
+                raise ValueError("train dgsa needs the frozen networks it trains against: "
+                                 + " ".join(f"--set {k}=PATH" for k in missing) + " (see the README's Training)")
+            _check_device(args.device)
+            out = train_dgsa(cfg, args.data, args.out, args.resume, device=args.device)
     except (ConfigError, ModelLoadError, FileNotFoundError, ValueError) as e:
         print(f"dynface train {args.what}: error: {e}", file=sys.stderr)
         return 2

@@ -6,6 +6,7 @@ checked and reported), with the sha256 of every file in ``MODEL_CARD.md``'s tabl
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -54,23 +55,89 @@ def package_model(out: str | Path, prior: str | Path, dblm: str | Path, dsst: st
     sampler = {k: v for k, v in (("zeta", zeta), ("steps", None if steps is None else check_steps(steps)),
                                  ("guidance", guidance)) if v is not None}
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    infos = [_copy_weights(Path(prior), out / "prior.safetensors", fp16, {"template": template}),
-             _copy_weights(Path(dblm), out / "dblm.safetensors", fp16)]
-    if dgsa:
-        meta = {"sampler": sampler} if sampler else {}
-        if color_fix is not None:
-            meta["restore"] = {"color_fix": color_fix}
-        infos.append(_copy_weights(Path(dgsa), out / "dgsa.safetensors", fp16, meta))
-    shutil.copyfile(dsst, out / "dsst.json")
-    infos.append({"file": "dsst.json"})
-    for info in infos:
-        p = out / info["file"]
-        info["bytes"] = p.stat().st_size
-        info["sha256"] = sha256(p)
-    if card_notes is not None:
-        write_model_card(out, infos, card_notes)
+    for what, f in (("--prior", prior), ("--dblm", dblm), ("--dsst", dsst), ("--dgsa", dgsa)):
+        if f and not Path(f).is_file():
+            raise FileNotFoundError(f"{what} {f}: no such file")
+    # built in a folder of its own and checked there; only a model that loads and fits together reaches ``out``
+    tmp = out.parent / f".{out.name}.packaging-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        infos = [_copy_weights(Path(prior), tmp / "prior.safetensors", fp16, {"template": template}),
+                 _copy_weights(Path(dblm), tmp / "dblm.safetensors", fp16)]
+        if dgsa:
+            meta = {"sampler": sampler} if sampler else {}
+            if color_fix is not None:
+                meta["restore"] = {"color_fix": color_fix}
+            infos.append(_copy_weights(Path(dgsa), tmp / "dgsa.safetensors", fp16, meta))
+        shutil.copyfile(dsst, tmp / "dsst.json")
+        infos.append({"file": "dsst.json"})
+        try:
+            check_fits(tmp)
+        except ValueError as e:  # named by the files given, not by their copies here
+            msg = str(e)
+            for name, src in (("prior.safetensors", prior), ("dblm.safetensors", dblm), ("dgsa.safetensors", dgsa),
+                              ("dsst.json", dsst)):
+                msg = msg.replace(str(tmp / name), str(src))
+            raise ValueError(msg) from None
+        for info in infos:
+            p = tmp / info["file"]
+            info["bytes"] = p.stat().st_size
+            info["sha256"] = sha256(p)
+        write_model_card(tmp, infos, card_notes if card_notes is not None else DEFAULT_CARD_NOTES)
+        out.mkdir(parents=True, exist_ok=True)
+        for name in MODEL_FILES:  # a file of an earlier package this one has not (its dgsa) would be loaded with it
+            (out / name).unlink(missing_ok=True)
+        for f in tmp.iterdir():
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return infos
+
+
+MODEL_FILES = ("prior.safetensors", "dblm.safetensors", "dgsa.safetensors", "dsst.json", "MODEL_CARD.md")
+DEFAULT_CARD_NOTES = ("# Model card\n\nNo notes were given (`dynface train package --card NOTES.md`, or later "
+                      "`dynface train card`, adds the data, training, validation and licence notes).")
+
+
+def check_fits(folder: Path) -> None:
+    """A ValueError unless the model folder's parts work together: the prior, DBLM and DGSA load (a DBLM trained
+    against an external restorer is checked without it), the DBLM works at the prior's size, and the DSST table was
+    built for images of that size (its start steps are wrong for any other)."""
+    from ..dsst import DSSTTable
+    from ..models.dblm import DBLMConfig
+    from ..models.dgsa import DGSA, DGSAConfig
+    from ..models.io import ModelLoadError, load_checked
+    from ..pipeline import load_dblm, load_prior
+
+    try:
+        unet, _ = load_prior(folder / "prior.safetensors")
+    except (ModelLoadError, KeyError, ValueError, RuntimeError) as e:
+        raise ValueError(f"--prior is not a diffusion prior this package can load: {e}") from None
+    size = unet.cfg.image_size
+    _, meta = load_state_dict_file(folder / "dblm.safetensors")
+    dsize = DBLMConfig.from_dict(meta.get("dblm", {"size": size})).size
+    if dsize != size:
+        raise ValueError(f"--dblm works at {dsize} px but --prior at {size} px")
+    if not isinstance(meta.get("rm"), dict):  # with its own RM: it must load whole
+        try:
+            load_dblm(folder / "dblm.safetensors", None, size, "full", folder / "prior.safetensors")
+        except (ModelLoadError, KeyError, ValueError, RuntimeError) as e:
+            raise ValueError(f"--dblm is not a DBLM this package can load: {e}") from None
+    if (folder / "dgsa.safetensors").is_file():
+        sd, meta = load_state_dict_file(folder / "dgsa.safetensors")
+        try:
+            load_checked(DGSA(DGSAConfig.from_dict(meta.get("dgsa", {}))), sd, name="--dgsa")
+        except (ModelLoadError, KeyError, ValueError, RuntimeError) as e:
+            raise ValueError(f"--dgsa is not DGSA weights this package can load: {e}") from None
+    try:
+        table = DSSTTable.load(folder / "dsst.json")
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise ValueError(f"--dsst is not a DSST table (dynface build-dsst writes them): {e}") from None
+    built = (table.metadata or {}).get("image_size")
+    if built is not None and int(built) != size:
+        raise ValueError(f"--dsst was built for {built}-px images but --prior works at {size} px: its start steps would "
+                         f"be wrong (dynface build-dsst --size {size})")
 
 
 def write_model_card(out: Path, infos: list[dict], notes: str) -> None:
