@@ -256,6 +256,10 @@ def test_cli_build_dsst(tmp_path: Path, capsys) -> None:
     for folder in (empty, tmp_path / "missing"):
         assert cli_main(["build-dsst", "--data", str(folder), "--size", "32", "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
+    (data / "broken.png").write_bytes((data / "0.png").read_bytes()[:60])  # a truncated face: one line, not a traceback
+    assert cli_main(["build-dsst", "--data", str(tmp_path / "faces"), "--size", "32", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dynface build-dsst: error: ") and "broken.png" in err and len(err.strip().splitlines()) == 1
 
 
 # ---- calibration on real faces (only where the shared data exists) -------------------------------

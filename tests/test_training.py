@@ -83,6 +83,21 @@ def test_sigterm_writes_a_checkpoint(face_dir, tmp_path):
     assert proc.returncode == 0, err.decode()[-2000:]
     state = torch.load(tmp_path / "last.pt", weights_only=False)
     assert state["step"] >= 1 and (tmp_path / "ema.safetensors").exists()
+    # the run says it was stopped, and how to go on (it was as silent as a finished one); each log row is shown
+    assert f"stopped at step {state['step']} by Ctrl-C or SIGTERM" in err.decode() and "--resume" in err.decode()
+    assert f"{tmp_path.name}: step 1, time" in err.decode()
+
+
+def test_resume_from_a_checkpoint_that_does_not_fit_is_one_line(face_dir, tmp_path):
+    """Another preset's, a truncated or a foreign last.pt gave torch's traceback with every key; now one line."""
+    cfg = PriorTrainConfig(preset="tiny", batch_size=2, max_steps=1, sample_minutes=0, bf16=False)
+    train_prior(cfg, str(face_dir), str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="the checkpoint does not fit this run .*another preset"):
+        train_prior(PriorTrainConfig(**{**cfg.__dict__, "preset": "embedded-64"}), str(face_dir), str(tmp_path / "a"), resume=True)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "last.pt").write_bytes((tmp_path / "a" / "last.pt").read_bytes()[:100])
+    with pytest.raises(ValueError, match="cannot read the checkpoint"):
+        train_prior(cfg, str(face_dir), str(tmp_path / "b"), resume=True)
 
 
 def test_two_ranks_filling_one_face_cache(face_dir, tmp_path, monkeypatch):

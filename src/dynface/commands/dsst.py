@@ -50,11 +50,11 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
         files = list_images(args.data)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        files = [files[i] for i in select_indices(len(files), cfg.num_images, cfg.seed)]
+        faces = torch.from_numpy(np.stack([load_square(f, cfg.image_size) for f in files]).transpose(0, 3, 1, 2).copy())
+    except (ValueError, OSError) as e:  # a bad flag, a missing folder, an unreadable face (imageio.ImageReadError)
+        print(f"dynface build-dsst: error: {e}", file=sys.stderr)
         return 2
-    files = [files[i] for i in select_indices(len(files), cfg.num_images, cfg.seed)]
-    faces = torch.from_numpy(np.stack([load_square(f, cfg.image_size) for f in files]).transpose(0, 3, 1, 2).copy())
     sched = ScheduleConfig()
     table = build_dsst(
         faces,

@@ -39,7 +39,17 @@ from ..models.dblm import DBLM, PRESETS, DBLMConfig
 from ..models.io import load_checked, load_state_dict_file, save_safetensors
 from ..ops import gaussian_blur
 from .data import load_face_tensor, to_model_range
-from .loop import Checkpointer, CSVLog, StopFlag, degrade_workers, dist_info, rank_device, rng_state, set_rng_state
+from .loop import (
+    Checkpointer,
+    CSVLog,
+    StopFlag,
+    degrade_workers,
+    dist_info,
+    rank_device,
+    resume_into,
+    rng_state,
+    set_rng_state,
+)
 
 STAGES = ("rm", "sde", "tm")
 # the paper's 512-px setting (DifFace's prior and SwinIR RM): TM needs a receptive field for σ ≈ 12 px at 512
@@ -240,7 +250,8 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
     trained = torch.nn.ModuleDict({"tm": model.tm, "sde": model.sde}) if cfg.restorer else model
 
     if state is not None:  # (strict; an older checkpoint may still carry the external RM's weights)
-        trained.load_state_dict({k: v for k, v in state["model"].items() if not (cfg.restorer and k.startswith("rm."))})
+        kept = {k: v for k, v in state.get("model", {}).items() if not (cfg.restorer and k.startswith("rm."))}
+        resume_into(trained, {"model": kept}, "model", run / "last.pt")
         progress.update(state["progress"])
         opt_states = state.get("opt", {})
         set_rng_state(state["rng"])
@@ -251,7 +262,8 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
             dist.broadcast(t, 0)
         torch.manual_seed(cfg.seed + 1000 * rank + sum(progress.values()))
     data = load_face_tensor(data_dir, dcfg.size, cache_dir=run / "cache", limit=cfg.data_limit or None).to(dev)
-    log = CSVLog(run / ("log.csv" if rank == 0 else f"log_rank{rank}.csv"), ["stage", "step", "time", "loss", "l_img", "l_std", "label_mean", "lr"])
+    log = CSVLog(run / ("log.csv" if rank == 0 else f"log_rank{rank}.csv"), ["stage", "step", "time", "loss", "l_img", "l_std", "label_mean", "lr"],
+                 echo=rank == 0)
     stop = StopFlag()
     grid = torch.arange(cfg.label_grid[0], cfg.label_grid[1] + 1e-9, cfg.label_grid[2])
     labeler = make_labeler(cfg, dcfg, grid)
@@ -336,7 +348,7 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
             if stop.stop:
                 break
     finally:
-        stop.restore()
+        stop.restore(say=rank == 0)
         ckpt.save(snapshot(opt_states))
         export()
         log.close()

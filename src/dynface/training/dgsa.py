@@ -32,7 +32,7 @@ from ..pipeline import load_dblm, load_prior, prior_schedule
 from ..sampler import SamplerConfig, unet_eps
 from .data import load_face_tensor
 from .dblm import _batch
-from .loop import Checkpointer, CSVLog, StopFlag, degrade_workers, rng_state, set_rng_state
+from .loop import Checkpointer, CSVLog, StopFlag, degrade_workers, resume_into, rng_state, set_rng_state
 from .losses import filterbank_dists, swt_l1
 
 
@@ -92,7 +92,7 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
     torch.manual_seed(cfg.seed)
     state = ckpt.load() if resume else None
     if state is not None:
-        model.load_state_dict(state["model"])
+        resume_into(model, state, "model", run / "last.pt")
         opt.load_state_dict(state["opt"])
         step = state["step"]
         set_rng_state(state["rng"])
@@ -166,7 +166,7 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
                 ckpt.save(snapshot())
                 export()
     finally:
-        stop.restore()
+        stop.restore(step)
         ckpt.save(snapshot())
         export()
         log.close()

@@ -10,8 +10,10 @@ from __future__ import annotations
 import copy
 import csv
 import os
+import pickle
 import random
 import signal
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -106,14 +108,35 @@ class StopFlag:
     def _handler(self, signum, frame) -> None:
         self.stop = True
 
-    def restore(self) -> None:
+    def restore(self, step: int | None = None, say: bool = True) -> None:
+        """Put the old handlers back; when a signal stopped the run, say so (``say``: rank 0; with ``step``), as a
+        finished run is silent: a scheduler or a user sees that it was stopped, and how to go on."""
         for sig, h in self._old.items():
             signal.signal(sig, h)
+        if self.stop and say:
+            at = f" at step {step}" if step is not None else ""
+            print(f"stopped{at} by Ctrl-C or SIGTERM: the checkpoint is saved; run the same command with --resume to go on",
+                  file=sys.stderr, flush=True)
+
+
+def resume_into(module: nn.Module, state: dict[str, Any], key: str, path: Path) -> None:
+    """``module.load_state_dict(state[key])`` for ``--resume``, or a one-line ValueError when the checkpoint is not
+    this run's kind (another preset, config or trainer) instead of torch's list of every key."""
+    try:
+        module.load_state_dict(state[key])
+    except (KeyError, RuntimeError, ValueError) as e:
+        lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()] or [type(e).__name__]
+        first = lines[min(1, len(lines) - 1)][:160]  # torch's first line only names the module
+        raise ValueError(f"{path}: the checkpoint does not fit this run ({key}: {first}); was it made with another "
+                         "preset, config or trainer? Give another --out, or leave out --resume") from None
 
 
 class CSVLog:
-    def __init__(self, path: Path, fields: list[str]):
-        self.path, self.fields = path, fields
+    """``log.csv``, one row per ``log_every`` steps; with ``echo`` (rank 0) each row is printed to stderr too, so that a
+    run of hours shows its progress (step, loss, speed) where it was started."""
+
+    def __init__(self, path: Path, fields: list[str], echo: bool = True):
+        self.path, self.fields, self.echo = path, fields, echo
         new = not path.exists()
         self.f = open(path, "a", newline="")
         self.w = csv.DictWriter(self.f, fieldnames=fields)
@@ -123,6 +146,10 @@ class CSVLog:
     def write(self, row: dict[str, Any]) -> None:
         self.w.writerow({k: row.get(k, "") for k in self.fields})
         self.f.flush()
+        if self.echo:
+            cells = [f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k in self.fields
+                     if (v := row.get(k, "")) != "" and v is not None]
+            print(f"{self.path.parent.name}: " + ", ".join(cells), file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.f.close()
@@ -147,7 +174,13 @@ class Checkpointer:
         p = self.run_dir / "last.pt"
         if not p.exists():
             return None
-        return torch.load(p, map_location="cpu", weights_only=False)  # our own file: RNG states need pickle
+        try:
+            state = torch.load(p, map_location="cpu", weights_only=False)  # our own file: RNG states need pickle
+        except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
+            raise ValueError(f"{p}: cannot read the checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError(f"{p}: not a dynfacerestore training checkpoint")
+        return state
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -16,7 +16,18 @@ from ..imaging import save_grid
 from ..models.io import load_weights, save_safetensors
 from ..models.unet import PRESETS, UNetConfig, UNetModel
 from .data import load_face_tensor, to_model_range
-from .loop import EMA, Checkpointer, CSVLog, StopFlag, dist_info, rank_device, rng_state, set_rng_state, unwrap
+from .loop import (
+    EMA,
+    Checkpointer,
+    CSVLog,
+    StopFlag,
+    dist_info,
+    rank_device,
+    resume_into,
+    rng_state,
+    set_rng_state,
+    unwrap,
+)
 
 
 @dataclass
@@ -106,9 +117,9 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
     step = base_seen = 0
     state = ckpt.load() if resume else None
     if state is not None:
-        model.load_state_dict(state["model"])
+        resume_into(model, state, "model", run / "last.pt")
         ema = EMA(model, cfg.ema_decay)
-        ema.model.load_state_dict(state["ema"])
+        resume_into(ema.model, state, "ema", run / "last.pt")
         opt.load_state_dict(state["opt"])
         step = state["step"]
         base_seen = int(state.get("images_seen0", 0))
@@ -202,7 +213,7 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
                 save_grid(xs, run / "samples" / f"step{step:07d}.png", nrow=int(math.sqrt(cfg.sample_count)))
                 last_sample = time.time()
     finally:
-        stop.restore()
+        stop.restore(step, say=rank == 0)
         ckpt.save(snapshot())
         export(final=True)
         if log is not None:
