@@ -364,6 +364,10 @@ def test_train_cli_rejects_bad_config(tmp_path, face_dir):
                           "--data", str(face_dir), "--out", str(tmp_path / "run")], capture_output=True, text=True)
     assert res.returncode == 2 and "max_steps must be int, got 'two'" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "run" / "last.pt").exists()
+    res = subprocess.run([sys.executable, "-m", "dynface.cli", "train", "prior", "--set", "preset=tiny", "--set", "max_steps=1",
+                          "--set", "sample_minutes=0", "--set", "batch_size=2", "--data", str(face_dir),
+                          "--out", str(tmp_path / "typo"), "--resume"], capture_output=True, text=True)
+    assert res.returncode == 0 and "no checkpoint in" in res.stderr and "starting a new run" in res.stderr  # a typo'd --out
 
 
 def test_config_values_are_checked_against_their_fields():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -80,11 +81,14 @@ def run(args: argparse.Namespace) -> int:
     from ..models.io import ModelLoadError
     from ..training.config import ConfigError, load_config
 
+    rank0 = os.environ.get("RANK", "0") == "0"
     try:
         overrides = _overrides(args.set)
         if not args.resume and (Path(args.out) / "last.pt").is_file():  # a fresh start would overwrite it
             raise ValueError(f"{args.out} holds a training checkpoint (last.pt): pass --resume to continue it, "
                              "or give another --out")
+        if args.resume and not (Path(args.out) / "last.pt").is_file() and rank0:  # a mistyped --out starts afresh
+            print(f"note: --resume: no checkpoint in {args.out} (last.pt): starting a new run", file=sys.stderr)
         if args.what == "prior":
             from ..models.unet import PRESETS, UNetConfig
             from ..training.prior import PriorTrainConfig, train_prior
@@ -124,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, ModelLoadError, FileNotFoundError, ValueError) as e:
         print(f"dynface train {args.what}: error: {e}", file=sys.stderr)
         return 2
-    print(f"exported {out}")
+    if rank0:  # under torchrun: once
+        print(f"exported {out}")
     return 0
 
 
