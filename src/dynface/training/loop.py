@@ -178,7 +178,7 @@ class Checkpointer:
             state = torch.load(p, map_location="cpu", weights_only=False)  # our own file: RNG states need pickle
         except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as e:
             raise ValueError(f"{p}: cannot read the checkpoint ({type(e).__name__}: {str(e)[:120]})") from None
-        if not isinstance(state, dict) or "step" not in state:
+        if not isinstance(state, dict) or not ("step" in state or "progress" in state):  # prior, dgsa / dblm
             raise ValueError(f"{p}: not a dynfacerestore training checkpoint")
         return state
 
