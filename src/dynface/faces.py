@@ -168,8 +168,8 @@ class FaceDetector:
         min_eye_dist: float = 5.0,
         verify_below: float | None = 0.3,
     ):
-        if kind not in ("hog", "cnn"):
-            raise ValueError(f"unknown detector {kind!r} (hog or cnn)")
+        if kind not in DETECTORS:
+            raise ValueError(f"unknown detector {kind!r} ({' or '.join(DETECTORS)})")
         self.kind, self.upsample, self.max_side = kind, upsample, int(max_side)
         self.min_score, self.min_eye_dist = float(min_score), float(min_eye_dist)
         self.verify_below = verify_below
@@ -339,6 +339,8 @@ def ffhq_recipe_affine(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 
 ALIGNMENTS = ("auto", "ffhq", "template")
+BORDERS = ("constant", "reflect", "replicate")  # :func:`warp_face`'s fill outside the photo
+DETECTORS = ("hog", "cnn")  # dlib's, :class:`FaceDetector`
 
 
 def face_affine(landmarks: np.ndarray, template: str, size: int, alignment: str = "auto") -> np.ndarray:
@@ -368,7 +370,7 @@ def _border(border: str) -> tuple[int, Any]:
         return cv2.BORDER_REFLECT_101, 0
     if border == "replicate":
         return cv2.BORDER_REPLICATE, 0
-    raise ValueError(f"unknown border {border!r} (constant, reflect or replicate)")
+    raise ValueError(f"unknown border {border!r} ({', '.join(BORDERS)})")
 
 
 def warp_face(img: np.ndarray, affine: np.ndarray, size: int, border: str = "constant") -> np.ndarray:

@@ -196,13 +196,13 @@ def check_settings(settings: RestoreSettings) -> None:
         raise UsageError("--exact and --fast-batches contradict each other: --exact restores one face per call")
     if isinstance(s.max_pixels, bool) or not isinstance(s.max_pixels, int) or s.max_pixels < 1:
         raise UsageError(f"max_pixels must be a whole number >= 1, got {s.max_pixels!r}")
-    for flag, value, known in (("--alignment", s.alignment, ("auto", "ffhq", "template")), ("--detector", s.detector, ("hog", "cnn")),
-                               ("--border", s.border, ("constant", "reflect", "replicate"))):
-        if value not in known:  # as dynface.faces takes them (ALIGNMENTS, FaceDetector, _border)
+    from dynface.faces import ALIGNMENTS, BORDERS, DETECTORS, load_templates
+
+    for flag, value, known in (("--alignment", s.alignment, ALIGNMENTS), ("--detector", s.detector, DETECTORS),
+                               ("--border", s.border, BORDERS)):
+        if value not in known:
             raise UsageError(f"{flag} must be one of {', '.join(known)}, got {value!r}")
     if s.input_template:
-        from dynface.faces import load_templates
-
         if not s.aligned:
             raise UsageError("--input-template is for --aligned inputs")
         if s.input_template not in load_templates():

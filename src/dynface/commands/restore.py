@@ -76,10 +76,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from dynface import engines, jobs
+from dynface.commands import sigterm_as_ctrl_c
 from dynface.commands.argtypes import number
 from dynface.jobs import FACTORY_ENV, MAX_SEED, MODES, RestoreSettings, UsageError
 from dynface.registry import DEFAULT_MODEL
@@ -193,7 +193,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------ main
 def run(args: argparse.Namespace) -> int:
-    stop = _stop_on_sigterm()
+    stop = sigterm_as_ctrl_c()  # ends the job as Ctrl-C does: manifest, summary, no temporary file, exit 130
     try:
         return _run(args)
     except UsageError as e:
@@ -201,23 +201,6 @@ def run(args: argparse.Namespace) -> int:
         return 2
     finally:
         stop()
-
-
-def _stop_on_sigterm() -> Callable[[], None]:
-    """SIGTERM (``timeout``, systemd, Slurm, a cluster's pre-emption) ends the job as Ctrl-C does: the files finished
-    so far are in the manifest, the summary says how many were not processed, the temporary file being written is
-    removed, and ``--skip-existing`` resumes. Returns the function that puts the old handler back."""
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, stop)
-    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 def _run(args: argparse.Namespace) -> int:

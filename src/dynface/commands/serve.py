@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import signal
 import socket
 import sys
 from pathlib import Path
 
+from dynface.commands import sigterm_as_ctrl_c
 from dynface.commands.argtypes import number
 
 
@@ -125,10 +125,7 @@ def run(args: argparse.Namespace) -> int:
     if not is_local_host(args.host):
         print("note: reachable from other machines (--allow-remote): anyone who reaches this address can use it",
               file=sys.stderr, flush=True)
-    def stop(signum, frame):  # SIGTERM: stop like Ctrl-C, so the work folder is removed
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop)
+    restore_sigterm = sigterm_as_ctrl_c()  # SIGTERM stops like Ctrl-C, so the work folder is removed
     try:
         launch(app, host=args.host, port=args.port, quiet=args.quiet, block=True)
     except KeyboardInterrupt:
@@ -141,4 +138,5 @@ def run(args: argparse.Namespace) -> int:
             if not app.shutdown(wait_s=60):
                 print("warning: the running request did not stop within 60 s; exiting anyway", file=sys.stderr)
         shutil.rmtree(work, ignore_errors=True)
+        restore_sigterm()
     return 0

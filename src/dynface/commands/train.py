@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -78,10 +77,11 @@ def _check_device(device: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import engines
     from ..models.io import ModelLoadError
     from ..training.config import ConfigError, load_config
 
-    rank0 = os.environ.get("RANK", "0") == "0"
+    rank0 = engines.reports()  # under torchrun: rank 0 only, as restore's summary
     try:
         overrides = _overrides(args.set)
         if not args.resume and (Path(args.out) / "last.pt").is_file():  # a fresh start would overwrite it

@@ -57,10 +57,11 @@ def _checked(name: str, v, kind):
             raise bad
         return v
     elif want is tuple:
-        if not isinstance(v, (list, tuple)) or (args and args[-1] is not Ellipsis and len(v) != len(args)):
+        fixed = bool(args) and args[-1] is not Ellipsis  # tuple[float, float] against tuple[float, ...]
+        if not isinstance(v, (list, tuple)) or (fixed and len(v) != len(args)):
             raise bad
-        return tuple(_checked(f"{name}[{i}]", x, args[min(i, len(args) - 1)] if args and args[-1] is not Ellipsis else
-                              (args[0] if args else typing.Any)) for i, x in enumerate(v))
+        kinds = args if fixed else [args[0] if args else typing.Any] * len(v)
+        return tuple(_checked(f"{name}[{i}]", x, k) for i, (x, k) in enumerate(zip(v, kinds, strict=True)))
     else:
         return v
     if v < (1 if name in AT_LEAST_ONE else 0):  # no count, rate, weight or time limit here is negative
