@@ -17,6 +17,7 @@ from dynface.faces import (
     detect_faces,
     estimate_affine,
     face_box_out,
+    guess_template,
     inverse_affine,
     landmarks68_to_5,
     load_templates,
@@ -105,6 +106,28 @@ def test_templates():
     assert u[0, 0] < u[2, 0] < u[1, 0] and u[0, 1] < u[2, 1] < u[3, 1]
     with pytest.raises(KeyError):
         template_for("nope", 64)
+
+
+@pytest.mark.parametrize("side", [96, 200, 512, 1024])
+def test_guess_template_tells_a_crops_framing(astro, astro_face, side):
+    """--input-template auto: a crop warped into each known framing, at sizes from below the model's to FFHQ's
+    1024, is told as that framing (its mean landmark distance well under the other's); the shipped example crops,
+    what `make demo` restores, are the model's own framing; a crop without a face or not square is not told."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    for name in ("ffhq512", "utkface64"):
+        crop = warp_face(astro, estimate_affine(astro_face.landmarks, template_for(name, side)), side)
+        g = guess_template(crop)
+        other = next(n for n in g.distances if n != name)
+        assert g.name == name and g.distances[name] < 0.03 and g.distances[other] > 3 * g.distances[name], g
+    if side == 200:
+        examples = sorted((Path(__file__).parents[1] / "src" / "dynface" / "examples").glob("*.png"))
+        assert len(examples) == 4
+        assert [guess_template(np.asarray(Image.open(f).convert("RGB"))).name for f in examples] == ["utkface64"] * 4
+        assert guess_template(np.full((side, side, 3), 128, np.uint8)).reason == "no face found on the crop"
+        assert guess_template(astro[:, :400]).reason == "not square (400x512)"
 
 
 def test_estimate_affine_recovers_a_similarity():

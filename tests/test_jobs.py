@@ -266,8 +266,8 @@ def test_aligned_size_record_and_detail_rule_are_the_photo_ones(tmp_path):
         assert face["crop_side_px"] == 199.0 and face["detail_kept"] is kept is keeps_detail(face)
         assert ("detail_cut_cycles" in face) is kept
         assert Image.open(tmp_path / f"o{size}" / "restored_faces" / "c.png").size == (311, 311)
-    # a crop without --input-template: its own side, returned at its size
-    s = run_job([d], tmp_path / "plain", RestoreSettings(aligned=True), restorer=_Brighten(64))
+    # a crop taken in the model's own framing: its own side, returned at its size
+    s = run_job([d], tmp_path / "plain", RestoreSettings(aligned=True, input_template=None), restorer=_Brighten(64))
     face = s.done[0].record["faces"][0]
     assert [face[k] for k in ("crop_side_px", "model_px", "scale_to_model", "detail_kept")] == [311.0, 64, 0.2058, True]
 

@@ -782,16 +782,62 @@ def test_precision_color_fix_and_detail_reach_the_restorer(tmp_path, astro, monk
     assert _restore("-i", d, "-o", tmp_path / "o3", "--aligned", "--color-fix", "adain") == 2
 
 
-def test_a_512_px_aligned_crop_suggests_the_ffhq_framing(tmp_path, astro, capsys):
-    """GFPGAN's, CodeFormer's and DifFace's aligned crops are 512-px FFHQ framings; taken as the model's own tighter
-    framing they come back blurrier (a helper's real crops: teeth merged, a catchlight lost) and nothing said so."""
+
+def test_aligned_crops_framing_is_told_from_their_landmarks(tmp_path, astro, capsys):
+    """GFPGAN's, CodeFormer's and DifFace's aligned crops (and the BFR test sets') are FFHQ framings; taken as the
+    model's own, tighter framing they came back blurrier (a helper's real crops: teeth merged, a catchlight lost),
+    and a note asking for --input-template was all users got. --input-template auto (default) tells each crop's
+    framing from its landmarks: an FFHQ crop is re-framed and pasted back, a crop in the model's framing is not,
+    and a crop without a face is taken in the model's framing with the note. An explicit name still rules."""
+    from dynface.faces import FaceDetector, estimate_affine, template_for, warp_face
+
+    pts = FaceDetector(upsample=0).detect(astro)[0].landmarks
+    d = tmp_path / "in"
+    d.mkdir()
+    ffhq = warp_face(astro, estimate_affine(pts, template_for("ffhq512", 256)), 256)
+    Image.fromarray(ffhq).save(d / "ffhq.png")
+    Image.fromarray(warp_face(astro, estimate_affine(pts, template_for("utkface64", 128)), 128)).save(d / "own.png")
+    Image.fromarray(np.full((500, 500, 3), 128, np.uint8)).save(d / "blank.png")
+    Image.fromarray(np.full((512, 512, 3), 128, np.uint8)).save(d / "blank512.png")
+    assert _restore("--aligned", "-i", d, "-o", tmp_path / "a") == 0
+    summary = capsys.readouterr().out
+    faces = {n: json.loads((tmp_path / "a" / "records" / f"{n}.json").read_text())["faces"][0] for n in ("ffhq", "own", "blank")}
+    assert faces["ffhq"]["input_template"] == faces["ffhq"]["input_template_guess"] == "ffhq512"
+    dist = faces["ffhq"]["input_template_distances"]
+    assert dist["ffhq512"] < 0.03 and dist["utkface64"] > 0.09
+    assert "ffhq.png: re-aligned from the ffhq512 framing (told from its landmarks) to the model's utkface64" in summary
+    res = np.asarray(Image.open(tmp_path / "a" / "restored_faces" / "ffhq.png")).astype(int) - ffhq
+    assert res.shape == (256, 256, 3) and np.abs(res[:20]).max() <= 1 and res[100:160, 100:160].mean() > 5  # pasted back
+    assert faces["own"]["input_template"] is None and faces["own"]["input_template_guess"] == "utkface64"
+    assert faces["blank"]["input_template"] is None and faces["blank"]["input_template_guess"] is None
+    assert ("blank.png: its framing could not be told (no face found on the crop): taken as the model's own utkface64 "
+            "framing; if this crop is FFHQ-aligned") in summary and "--input-template ffhq512" in summary
+    assert "own.png: its framing" not in summary and "ffhq.png: its framing" not in summary
+    # no face found on a crop of a side FFHQ crops come in (a degraded one): taken as FFHQ, as its set's others
+    rec = json.loads((tmp_path / "a" / "records" / "blank512.json").read_text())["faces"][0]
+    assert rec["input_template"] == "ffhq512" and rec["input_template_guess"] is None
+    assert ("blank512.png: its framing could not be told (no face found on the crop): taken as FFHQ-aligned, as 512-px "
+            "aligned crops are") in summary and "restore it with --input-template utkface64" in summary
+    # a name rules: the FFHQ crop taken in the model's framing (no landmarks looked at), the blank one as FFHQ
+    assert _restore("--aligned", "--input-template", "utkface64", "-i", d / "ffhq.png", "-o", tmp_path / "b") == 0
+    rec = json.loads((tmp_path / "b" / "records" / "ffhq.json").read_text())["faces"][0]
+    assert rec["input_template"] is None and "input_template_guess" not in rec
+    assert _restore("--aligned", "--input-template", "ffhq512", "-i", d / "blank.png", "-o", tmp_path / "c") == 0
+    assert "its framing could not be told" not in capsys.readouterr().out
+    assert json.loads((tmp_path / "c" / "records" / "blank.json").read_text())["faces"][0]["input_template"] == "ffhq512"
+    assert _restore("--input-template", "auto", "-i", d / "own.png", "-o", tmp_path / "e") == 0  # auto needs no --aligned
+
+
+def test_a_512_px_aligned_crop_in_the_models_framing_suggests_the_ffhq_one(tmp_path, astro):
+    """Without --input-template (the API's input_template=None: every crop in the model's framing), a 512-px crop,
+    the side of GFPGAN's, CodeFormer's and DifFace's FFHQ crops, still gets the note."""
+    from dynface.jobs import RestoreSettings, run_job
+
     d = tmp_path / "in"
     d.mkdir()
     Image.fromarray(astro).save(d / "ffhq.png")  # 512 x 512
     Image.fromarray(astro[60:200, 150:290]).save(d / "own.png")
-    assert _restore("--aligned", "-i", d, "-o", tmp_path / "a") == 0
-    summary = capsys.readouterr().out
-    assert "ffhq.png: 512x512: if this crop is FFHQ-aligned" in summary and "--input-template ffhq512" in summary
-    assert "own.png: 512x512" not in summary
-    assert _restore("--aligned", "--input-template", "ffhq512", "-i", d / "ffhq.png", "-o", tmp_path / "b") == 0
-    assert "if this crop is FFHQ-aligned" not in capsys.readouterr().out
+    s = run_job([d], tmp_path / "a", RestoreSettings(aligned=True, input_template=None), restorer=make_fake_restorer())
+    notes = {Path(r.path).name: " ".join(r.notes) for r in s.results}
+    assert "512x512: if this crop is FFHQ-aligned" in notes["ffhq.png"] and "--input-template ffhq512" in notes["ffhq.png"]
+    assert "FFHQ" not in notes["own.png"]

@@ -525,4 +525,4 @@ def test_job_notes_name_the_page_s_controls_or_say_it_has_none():
     assert _for_the_page("--fidelity 0: no guidance") == "fidelity 0: no guidance"
     assert "untick “inputs are aligned face crops”" in _for_the_page("not a face crop: leave out --aligned")
     note = _for_the_page("512x512: if this crop is FFHQ-aligned, restore it with --input-template ffhq512; it was taken")
-    assert "the command line's --input-template ffhq512 (this page takes aligned crops in the model's own framing)" in note
+    assert "the command line's --input-template ffhq512 (this page has no framing control" in note

@@ -37,19 +37,23 @@ upscaled as it is (``restored_imgs/`` and its record, 0 faces, a note), counted 
 (``N restored (K without a face, written as they are)``), so a restored archive is complete.
 
 **Aligned crops.** ``--aligned`` hands the crops to the model as they are (resized to its resolution), so they
-must be framed like its training data (the embedded models: UTKFace crops, template ``utkface64`` at 128 or 64 px).
+are framed like its training data (the embedded models: UTKFace crops, template ``utkface64`` at 128 or 64 px).
 Crops far from square (sides differing by more than ×1.25) or smaller than 16 px are refused. A crop larger than
 the model comes back at its own size: with ``--detail keep`` (default) the restoration's band below the model's
 Nyquist frequency and the crop's own detail above it; ``--detail restored``: the restoration upscaled (Lanczos).
 Each record has the crop's side and ``scale_to_model``.
-GFPGAN / CodeFormer-style FFHQ-aligned crops need ``--input-template ffhq512``: each crop is re-aligned by the
-template-to-template similarity, restored, and pasted back into its own framing and size. (Leaving out
-``--aligned`` also works: detection finds the face in the crop.)
+A crop in another framing (GFPGAN / CodeFormer / DifFace-style FFHQ-aligned crops: ``ffhq512``) is re-aligned by
+the template-to-template similarity, restored, and pasted back into its own framing and size. ``--input-template
+auto`` (default) tells each square crop's framing from dlib's 5 points found on it (the nearest known template,
+when it is clearly nearest: :func:`dynface.faces.guess_template`; the record keeps the distances); where no face is
+found the crop is taken in the model's own framing, with a note. ``--input-template NAME`` sets it for every crop.
+(Leaving out ``--aligned`` also works: detection finds the face in the crop.)
 
 **A batch never loses work.** Every file is written to a hidden temporary file and renamed; the record JSON
 is written after the images and then the manifest line, so an input is *complete* when its record says ok, the
-files it lists exist and the input has not changed since (size and mtime); ``--skip-existing`` skips exactly
-those (it does not compare settings: use a new ``-o`` for new settings). Temporary files left by a killed run
+files it lists exist, the input has not changed since (size and mtime) and the record was made with the same
+output settings (``dynface.jobs.OUTPUT_FLAGS``: ``-w``, ``--model``, ``--ext``, ..., not ``--threads``);
+``--skip-existing`` skips exactly those and restores the others again. Temporary files left by a killed run
 are removed at the next start. A file that cannot be used (missing, empty, corrupt, not an image, no face, a
 failed write) gets one line in the final summary and the batch goes on. Exit status: 0 when every input
 succeeded (or was skipped as complete), 1 when any failed, 2 for usage errors (bad flags, no inputs, output
@@ -165,10 +169,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "docs/results/batch_invariance.md); slower on a CPU (about ×1.9 for whole photos)")
     p.add_argument(
         "--input-template",
-        default=None,
+        default="auto",
         metavar="NAME",
-        help="with --aligned: the framing of the input crops (e.g. ffhq512 for GFPGAN/CodeFormer-aligned faces); when it "
-        "differs from the model's, crops are re-aligned for it and the result is pasted back into the input's framing",
+        help="with --aligned: the framing of the input crops, auto (default: told per crop from its landmarks, "
+        "ffhq512 or the model's own; the model's own when no face is found) or a name (ffhq512 for "
+        "GFPGAN/CodeFormer/DifFace-aligned faces); when it differs from the model's, crops are re-aligned for it "
+        "and the result is pasted back into the input's framing",
     )
     p.add_argument("--alignment", default="auto", choices=("auto", "ffhq", "template"),
                    help="how detected faces are framed: ffhq = the FFHQ dataset's own crop from dlib's points, "
