@@ -147,6 +147,31 @@ def test_exif_rotated_jpeg(tmp_path, orientation):
     assert back.size == (im.rgb.shape[1], im.rgb.shape[0]) and back.getexif().get(0x0112, 1) == 1
 
 
+@pytest.mark.parametrize("orientation", range(2, 9))
+@pytest.mark.parametrize("gray", [False, True])
+def test_exif_rotated_16_bit_tiff_is_turned_once(tmp_path, orientation, gray):
+    """A 16-bit TIFF is decoded by OpenCV, which (5.x) applied the orientation tag itself before _orient did it
+    again: a helper's scans came back sideways, with "no face found" and the note saying they were upright."""
+    import tifffile
+
+    a = np.zeros((40, 60, 3), np.uint16)
+    a[:10, :10] = (65535, 0, 0) if not gray else 65535  # a bright corner at the stored top-left
+    a[30:, 50:, 1] = 30000
+    if gray:
+        a = a[:, :, 0]
+    p = tmp_path / "r.tif"
+    tifffile.imwrite(p, a, photometric="minisblack" if gray else "rgb", extratags=[(274, "H", 1, orientation, True)])
+    im = read_image(p)
+    eight = Image.fromarray((a // 257).astype(np.uint8)).convert("RGB")  # the same picture, 8-bit, as a JPEG says it
+    exif = eight.getexif()
+    exif[0x0112] = orientation
+    eight.save(tmp_path / "r.jpg", exif=exif.tobytes(), quality=100, subsampling=0)
+    want = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "r.jpg")).convert("RGB")).astype(int)
+    assert im.orientation == orientation and im.rgb.shape == want.shape
+    assert np.abs(im.rgb.astype(int) - want).mean() < 3  # JPEG's rounding; a wrong turn moves the corners
+    assert np.abs(im.rgb[:8, :8].astype(int) - want[:8, :8]).max() < 40 and np.abs(im.rgb[-8:, -8:].astype(int) - want[-8:, -8:]).max() < 40
+
+
 @pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
 def test_exif_metadata_is_carried_without_what_no_longer_holds(tmp_path, ext):
     """Date taken, camera and GPS go to the written photo; orientation, pixel dimensions and the maker note do not;

@@ -841,3 +841,17 @@ def test_a_512_px_aligned_crop_in_the_models_framing_suggests_the_ffhq_one(tmp_p
     notes = {Path(r.path).name: " ".join(r.notes) for r in s.results}
     assert "512x512: if this crop is FFHQ-aligned" in notes["ffhq.png"] and "--input-template ffhq512" in notes["ffhq.png"]
     assert "FFHQ" not in notes["own.png"]
+
+
+def test_a_photo_without_a_face_keeps_its_notes(tmp_path, capsys):
+    """A multi-page file whose first page has no face: "no face found" came without the note that only the first
+    page is read, so the user never learnt the other pages were not looked at (manifest notes: [])."""
+    d = tmp_path / "in"
+    d.mkdir()
+    pages = [Image.new("RGB", (64, 48), (90, 90, 90)), Image.fromarray(data.astronaut())]
+    pages[0].save(d / "scan.tif", save_all=True, append_images=pages[1:])
+    assert _restore("-i", d, "-o", tmp_path / "o") == 1
+    out = capsys.readouterr().out
+    assert "scan.tif: no face found" in out and "scan.tif: 2 frames/pages; only the first is restored" in out
+    line = json.loads((tmp_path / "o" / "manifest.jsonl").read_text().splitlines()[-1])
+    assert line["status"] == "no_face" and any("only the first is restored" in n for n in line["notes"])

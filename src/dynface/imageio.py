@@ -58,6 +58,7 @@ import os
 import re
 import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +289,22 @@ def _to8(a: np.ndarray, bits: int) -> np.ndarray:
     hi = float(a.max()) if a.size else 1.0
     scale = 1.0 if (is_float and hi <= 1.0) else 255.0 if hi <= 255 else 65535.0 if hi <= 65535 else hi
     return np.clip(np.round(a * (255.0 / scale)), 0, 255).astype(np.uint8)
+
+
+@lru_cache(maxsize=1)
+def _opencv_orients_tiff() -> bool:
+    """Whether ``cv2.imdecode`` turns a TIFF by its orientation tag itself (OpenCV 5 does, even with
+    IMREAD_IGNORE_ORIENTATION): then :func:`_decode_high_depth`'s pixels are upright already. Asked of a 2 x 1 TIFF
+    with orientation 2 (mirrored), once."""
+    try:
+        import cv2
+        import tifffile
+    except ImportError:  # pragma: no cover
+        return False
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.array([[0, 255]], np.uint8), photometric="minisblack", extratags=[(274, "H", 1, 2, True)])
+    a = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_UNCHANGED)
+    return a is not None and int(a.reshape(-1)[0]) == 255
 
 
 def _decode_high_depth(im: Image.Image, data: bytes, bits: int) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -666,7 +683,8 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
         dec = _decode_high_depth(im, data, bits) if fmt in ("PNG", "TIFF") else None
         if dec is not None:
             rgb, alpha = dec
-            rgb, alpha = _orient(rgb, orientation), (None if alpha is None else _orient(alpha, orientation))
+            if not (fmt == "TIFF" and _opencv_orients_tiff()):
+                rgb, alpha = _orient(rgb, orientation), (None if alpha is None else _orient(alpha, orientation))
             notes.append(f"{bits}-bit input converted to 8-bit for processing; the output is 8-bit")
             if png_gray is not None:
                 was_gray = png_gray

@@ -91,7 +91,11 @@ class UsageError(Exception):
 
 
 class InputError(Exception):
-    """A per-file problem: one line in the summary."""
+    """A per-file problem: one line in the summary (and the notes gathered before it, e.g. the pages not read)."""
+
+    def __init__(self, message: str, notes: list[str] | None = None):
+        super().__init__(message)
+        self.notes = list(notes or [])
 
 
 # ------------------------------------------------------------------------------------------ settings
@@ -1245,7 +1249,7 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
     t_detect = time.perf_counter() - t1
     if not faces:
         if not s.keep_faceless:
-            raise InputError("no face found")
+            raise InputError("no face found", notes)
         notes.append(FACELESS_NOTE)
     return _PhotoInput(it, img, notes, up, faces, src, t_read, t_detect, t0)
 
@@ -1253,11 +1257,12 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
 def _unrestored(it: InputItem, e: Exception, t0: float) -> FileResult:
     """The result of a photo that failed before any face was restored (unreadable, no face, alignment): ``no_face``
     for :class:`InputError` "no face found", else ``failed`` with the error on one line."""
+    notes: list[str] = []
     if isinstance(e, InputError):
-        status, msg = ("no_face" if str(e) == "no face found" else "failed"), str(e)
+        status, msg, notes = ("no_face" if str(e) == "no face found" else "failed"), str(e), e.notes
     else:
         status, msg = "failed", one_line(e)
-    return FileResult(str(it.path), it.stem, status, msg, seconds=time.perf_counter() - t0, source=_source_info(it.path))
+    return FileResult(str(it.path), it.stem, status, msg, notes, seconds=time.perf_counter() - t0, source=_source_info(it.path))
 
 
 def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detector, bg_upsampler, tracker: _Tracker) -> FileResult:

@@ -260,12 +260,12 @@ def _run(args: argparse.Namespace) -> int:
 NOTE_GROUP = 3  # a note that more files share than this is printed once, with their count
 
 
-def _note_lines(done: list[jobs.FileResult]) -> list[str]:
+def _note_lines(results: list[jobs.FileResult]) -> list[str]:
     """The summary's note lines: one per file and note, but a note shared by more than NOTE_GROUP files (an archive
     of phone photos: "EXIF orientation 6 applied ..." on each) once, with the count and the first files. The
     face-less note is counted in the head line instead."""
     by_note: dict[str, list[str]] = {}
-    for r in done:
+    for r in results:
         for note in r.notes:
             if note == jobs.FACELESS_NOTE:
                 continue
@@ -273,7 +273,7 @@ def _note_lines(done: list[jobs.FileResult]) -> list[str]:
             if paths[-1:] != [r.path]:  # a file counts once per note
                 paths.append(r.path)
     lines = []
-    for r in done:
+    for r in results:
         for note in (n for n in r.notes if n in by_note):
             paths = by_note[note]
             if len(paths) <= NOTE_GROUP:
@@ -300,7 +300,7 @@ def _print_summary(s: jobs.JobSummary) -> None:
     lines = [head + f" -> {s.out}"]
     for r in failed:
         lines.append(f"  {_FAIL_LABEL[r.status]:<7} {r.path}: {r.error}")
-    lines += _note_lines(done)
+    lines += _note_lines(failed + done)  # a failed file's notes too (the pages of a file not read, ...)
     for m in s.manifest_errors:
         lines.append(f"  warning manifest line not written: {m}")
     if s.ignored:
