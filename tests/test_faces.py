@@ -130,6 +130,30 @@ def test_guess_template_tells_a_crops_framing(astro, astro_face, side):
         assert guess_template(astro[:, :400]).reason == "not square (400x512)"
 
 
+def test_restore_photo_takes_pil_images_as_they_look(astro, tmp_path):
+    """restore_photo read a PIL image with np.asarray: a palette image became its palette indices (gray), a CMYK one
+    came back with inverted colours, an EXIF-rotated JPEG sideways, all "ok" with 0 faces; LA was refused."""
+    from PIL import Image, ImageOps
+
+    rgb = Image.fromarray(astro[:, :400])  # 400 x 512 (w x h), upright
+    exif = rgb.getexif()
+    exif[0x0112] = 6  # stored turned a quarter, as phones do
+    rgb.transpose(Image.Transpose.ROTATE_90).save(tmp_path / "o6.jpg", exif=exif.tobytes(), quality=95)
+    turned = Image.open(tmp_path / "o6.jpg")
+    cases = {"P": rgb.convert("P"), "CMYK": rgb.convert("CMYK"), "LA": rgb.convert("LA"), "o6": turned}
+    for name, im in cases.items():
+        want = np.asarray((ImageOps.exif_transpose(im) if name == "o6" else im).convert("RGB"))
+        got = restore_photo(im, FakeRestorer(), faces=None)
+        plain = restore_photo(want, FakeRestorer(), faces=None)
+        assert len(got.records) == len(plain.records) == 1, name
+        assert np.array_equal(got.photo, plain.photo), name
+    assert turned.size == (512, 400) and restore_photo(turned, FakeRestorer()).photo.shape == (512, 400, 3)
+    res = restore_photo(turned, FakeRestorer())
+    assert res[2] is res.photo and res[-1] is res.records and len(res[:2]) == 2  # indexed as it unpacks
+    with pytest.raises(TypeError, match="16/32-bit"):
+        restore_photo(Image.fromarray(astro[:, :, 0].astype(np.uint16) * 257), FakeRestorer())
+
+
 def test_estimate_affine_recovers_a_similarity():
     rng = np.random.default_rng(0)
     a, s, t = 0.3, 1.7, np.array([12.0, -30.0])

@@ -250,3 +250,19 @@ def test_compiled_restorer_matches_eager(faces, tiny_dsst):
     a, b = r.restore(faces, seed=5), c.restore(faces, seed=5)
     torch.testing.assert_close(b.tensor, a.tensor, atol=1e-5, rtol=0)
     assert [x["nfe"] for x in b.records] == [x["nfe"] for x in a.records]
+
+
+def test_the_readme_names_import_from_the_package():
+    """``from dynface import DynFaceRestorer`` failed (the package exported nothing); the names load when used."""
+    import subprocess
+    import sys
+
+    import dynface
+    from dynface import faces, imageio, jobs, pipeline
+
+    assert dynface.DynFaceRestorer is pipeline.DynFaceRestorer and dynface.restore_photo is faces.restore_photo
+    assert dynface.run_job is jobs.run_job and dynface.read_image is imageio.read_image
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        dynface.nope  # noqa: B018
+    light = "import sys, dynface; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", light], capture_output=True, text=True, check=True).stdout.strip() == "False"

@@ -634,6 +634,9 @@ class PhotoResult:
     def __iter__(self):
         return iter((self.crops, self.restored, self.photo, self.records))
 
+    def __getitem__(self, i):  # res[2] as ``crops, restored, photo, records = res`` unpacks it
+        return (self.crops, self.restored, self.photo, self.records)[i]
+
 
 @dataclass
 class PreparedPhoto:

@@ -13,8 +13,18 @@ from dynface.atomicfile import atomic_path
 
 def as_rgb_uint8(img, what: str = "image") -> np.ndarray:
     """A C-contiguous uint8 (H, W, 3) RGB array from a uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array (gray
-    repeated, alpha dropped). Anything else is refused, never cast: a TypeError for another dtype (a float image
-    would otherwise come out black), a ValueError for another shape or an empty image; ``what`` names it."""
+    repeated, alpha dropped) or an 8-bit PIL image of any mode (turned upright by its EXIF orientation, as
+    ``ImageOps.exif_transpose``; palette, CMYK, gray and 1-bit converted to RGB: their raw numbers would be palette
+    indices, inverted inks or one channel). Anything else is refused, never cast: a TypeError for another dtype (a
+    float image would otherwise come out black) or a 16/32-bit PIL image, a ValueError for another shape or an empty
+    image; ``what`` names it."""
+    if isinstance(img, Image.Image):
+        if img.mode.startswith("I") or img.mode == "F":
+            raise TypeError(f"{what}: a {img.mode} (16/32-bit) PIL image; convert it to 8 bits first "
+                            "(dynface.imageio.read_image(path).rgb reads such files)")
+        from PIL import ImageOps
+
+        img = (ImageOps.exif_transpose(img) or img).convert("RGB")
     a = np.asarray(img)
     if a.dtype != np.uint8:
         hint = (" (for floats in [0, 1]: (img * 255).round().astype(np.uint8))" if a.dtype.kind == "f" else

@@ -299,12 +299,7 @@ class DynFaceRestorer:
         arrs = []
         for k, f in enumerate(faces):
             what = f"face {k}"
-            if isinstance(f, Image.Image):
-                if f.mode.startswith("I") or f.mode == "F":
-                    raise TypeError(f"{what}: a {f.mode} (16/32-bit) PIL image; convert it to 8 bits first "
-                                    "(dynface.imageio.read_image(path).rgb reads such files)")
-                im = f.convert("RGB")
-            elif isinstance(f, (np.ndarray, np.generic)):
+            if isinstance(f, (Image.Image, np.ndarray, np.generic)):
                 im = Image.fromarray(as_rgb_uint8(f, what))
             else:
                 raise TypeError(f"{what}: expected a uint8 numpy array or a PIL image, got {type(f).__name__}"
