@@ -77,6 +77,10 @@ class WebRequestError(Exception):
 
 
 # ------------------------------------------------------------------------------------------ configuration
+# Gradio refuses an upload over its max_file_size before the app sees it, and with it every other file of the
+# selection (a toast that fades; the good photos were gone too). Its cap is this many times the per-file limit, so
+# a file somewhat over the limit reaches WebApp._precheck and gets its own line while the others are restored.
+UPLOAD_HTTP_FACTOR = 8
 @dataclass(frozen=True)
 class ServerConfig:
     """What the server allows. Sizes are per file; ``keep_s``: how long a request's files are kept."""
@@ -826,7 +830,7 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int = 7860, quiet: bool =
     demo.queue(default_concurrency_limit=app.config.concurrency, max_size=app.config.max_queue)
     demo.launch(
         server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, quiet=quiet,
-        max_file_size=app.config.max_upload_bytes, ssr_mode=False, theme=theme(), css=CSS,
+        max_file_size=app.config.max_upload_bytes * UPLOAD_HTTP_FACTOR, ssr_mode=False, theme=theme(), css=CSS,
         prevent_thread_lock=not block, allowed_paths=[], mcp_server=False, pwa=False, enable_monitoring=False,
     )
     return demo

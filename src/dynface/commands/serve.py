@@ -39,7 +39,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="compute device (default: cpu)")
     p.add_argument("--concurrency", type=number(int, 0, lo_open=True), default=1,
                    help="jobs run at the same time (default 1; others wait in the queue and see their place)")
-    p.add_argument("--max-upload-mb", type=number(float, 0, lo_open=True), default=25.0, help="largest upload, per file (default: 25 MB)")
+    p.add_argument("--max-upload-mb", type=number(float, 0, lo_open=True), default=25.0, help="largest upload, per file (default: 25 MB); a larger file gets its own line and the others are "
+                        "restored (up to 8 times this; beyond that the browser's whole selection is refused)")
     p.add_argument("--max-megapixels", type=number(float, 0, lo_open=True), default=40.0, help="largest decoded image, per file (default: 40 MP)")
     p.add_argument("--max-files", type=number(int, 0, lo_open=True), default=16, help="files per request (default: 16)")
     p.add_argument("--time-limit", type=number(float, 0, lo_open=True), default=900.0, help="seconds per request (default: 900)")
