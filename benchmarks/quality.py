@@ -361,7 +361,7 @@ def _evaluate_args(restored: Path, hq: Path, out: Path, metrics: list[str] | Non
 
     p = argparse.ArgumentParser()
     evaluate.register(p.add_subparsers())
-    argv = ["evaluate", "--restored", str(restored), "--hq", str(hq), "--out", str(out), "--resize-hq", "-q",
+    argv = ["evaluate", "--restored", str(restored), "--hq", str(hq), "--out", str(out), "--resize-restored", "-q",
             "--allow-missing",  # _main judges the failures itself (HQ faces outside --limit are not failures)
             "--face-fallback", args.face_fallback, "--frechet-method", args.frechet_method]
     if metrics:

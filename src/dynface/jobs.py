@@ -1659,7 +1659,7 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
         framed = img.rgb.copy()
         paste_face(framed, face, x.affine, size, model_px=size if kept else None, info=split)
         face = framed
-        told = " (told from its landmarks)" if x.guess is not None else ""
+        told = " (told from its landmarks)" if x.guess is not None and x.guess.name else ""
         notes.append(f"re-aligned from the {x.template} framing{told} to the model's {restorer.template_name}; result pasted back")
         size_rec["detail_kept"] = kept
         size_rec.update(split)

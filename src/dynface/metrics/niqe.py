@@ -61,6 +61,13 @@ from ._util import as_rgb_uint8, package_dir, rgb_to_gray_skvideo, rgb_to_y, ups
 
 BLOCK = 96
 MIN_SIDE = 192
+# Below this side NIQE's ranking of sharp and blurred faces inverts: its 96-px blocks are too few to fit the
+# 36-dimensional Gaussian (4 at 192-256 px). Mean NIQE of the 8 CelebA-HQ faces of ../shared/data, resized to each
+# side, sharp / Gaussian blur sigma = 1, 2, 4 px per 128 px (benchmarks/niqe_size.py):
+#   128: 68.3 / 44.5 / 40.6 / 38.8    256: 40.1 / 41.0 / 31.3 / 37.1    288: 16.2 / 28.2 / 23.8 / 19.0
+#   384:  8.6 / 19.6 / 17.9 / 17.3    512:  8.2 / 15.9 / 16.0 / 16.7
+# ``dynface evaluate`` does not score NIQE below it (a default metric is skipped, an asked-for one refused).
+MEANINGFUL_SIDE = 384
 LABEL = "NIQE"
 
 
