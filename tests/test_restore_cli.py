@@ -214,6 +214,58 @@ def test_iphone_heic_photo_comes_back_as_jpeg_with_its_metadata(tmp_path, capsys
     assert rec["image"]["exif_orientation"] == 6 and rec["image"]["exif_kept"] and len(rec["faces"]) == 1
 
 
+def _profile(space: bytes) -> bytes:
+    """An ICC profile of colour space ``space`` (Pillow's sRGB one; for b"GRAY" its header says gray, which is all
+    that the tool reads of it)."""
+    from PIL import ImageCms
+
+    icc = bytearray(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
+    icc[16:20] = space
+    return bytes(icc)
+
+
+def test_every_output_keeps_the_inputs_colour_profile_where_the_file_can_hold_it(tmp_path, astro, capsys):
+    """An Adobe RGB photo's restored_faces/, cropped_faces/ and cmp/ were saved without its profile (shown as sRGB:
+    red -10 levels), an aligned crop's outputs too (and without its EXIF); a gray photo with a gray profile saved
+    as WebP (which stores RGB) carried the gray profile, which colour-managed viewers refused."""
+    rgb_icc, gray_icc = _profile(b"RGB "), _profile(b"GRAY")
+    d = tmp_path / "in"
+    d.mkdir()
+    exif = Image.Exif()
+    exif[0x010F] = "Nikon"
+    Image.fromarray(astro).save(d / "photo.png", icc_profile=rgb_icc, exif=exif.tobytes())
+    assert _restore("-i", d, "-o", tmp_path / "a", "-s", "1") == 0
+    for f in ("restored_imgs/photo.png", "restored_faces/photo_00.png", "cropped_faces/photo_00.png", "cmp/photo_00.png"):
+        assert Image.open(tmp_path / "a" / f).info.get("icc_profile") == rgb_icc, f
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    Image.fromarray(astro[60:200, 150:290]).save(crops / "c.png", icc_profile=rgb_icc, exif=exif.tobytes())
+    assert _restore("--aligned", "--input-template", "utkface64", "-i", crops, "-o", tmp_path / "b") == 0
+    with Image.open(tmp_path / "b" / "restored_faces" / "c.png") as im:
+        assert im.info.get("icc_profile") == rgb_icc and im.getexif().get(0x010F) == "Nikon"
+    assert Image.open(tmp_path / "b" / "cmp" / "c.png").info.get("icc_profile") == rgb_icc
+    g = tmp_path / "gray"
+    g.mkdir()
+    Image.fromarray(astro).convert("L").save(g / "old.png", icc_profile=gray_icc)
+    capsys.readouterr()
+    assert _restore("-i", g, "-o", tmp_path / "c", "-s", "1", "--ext", "webp") == 0
+    assert "saved as RGB (WebP has no grayscale)" in capsys.readouterr().out
+    with Image.open(tmp_path / "c" / "restored_imgs" / "old.webp") as im:
+        assert im.mode == "RGB" and not im.info.get("icc_profile")
+    for f in ("restored_faces/old_00.png", "cmp/old_00.png"):  # PNGs: gray, with the gray profile
+        with Image.open(tmp_path / "c" / f) as im:
+            assert im.mode == "L" and im.info.get("icc_profile") == gray_icc, f
+
+
+def test_a_16_bit_gray_scan_keeps_its_gray_profile(tmp_path):
+    from dynface.imageio import read_image
+
+    a = (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16)
+    Image.fromarray(a).save(tmp_path / "scan.png", icc_profile=_profile(b"GRAY"))  # mode I;16
+    im = read_image(tmp_path / "scan.png")
+    assert im.was_gray and im.icc_profile == _profile(b"GRAY")
+
+
 BG_CALLS: list[float] = []
 
 

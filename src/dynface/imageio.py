@@ -14,8 +14,9 @@ result back in the same shape:
 * **EXIF metadata** of JPEG / PNG / WebP / HEIC / AVIF inputs (date taken, camera, GPS, ...: what photo managers sort and
   search by) is carried to the written photo (:func:`carried_exif`), without what no longer holds for it: the
   orientation, the pixel dimensions, the embedded thumbnail (it shows the unrestored photo) and the maker note
-  (camera-private offsets that do not survive a rewrite); ``Software`` says dynfacerestore wrote it. A photo
-  without EXIF gets none.
+  (camera-private offsets that do not survive a rewrite), the file's change date and its unique ID (it is another
+  image now); ``Software`` says dynfacerestore wrote it. A JPEG / PNG / WebP written from a photo without EXIF
+  gets that ``Software`` tag alone, so every such output says it was altered (TIFF outputs carry no EXIF).
 * **Grayscale** (``1``, ``L``, ``LA``, ``I;16``, ``I``, ``F``) is remembered (``was_gray``); the face restorer
   sees three equal channels and :func:`to_output_image` turns the result back into gray.
 * **Alpha** (``RGBA``, ``LA``, ``PA``, palette transparency) is split off and kept; it is resized with the
@@ -724,8 +725,8 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
         orientation = int(turned)
     if orientation != 1:
         notes.append(f"EXIF orientation {orientation} applied; the output is stored upright")
-    if icc is not None and mode not in ("RGB", "RGBA", "L", "LA", "P"):
-        icc = None
+    if icc is not None and not (mode in ("RGB", "RGBA", "L", "LA", "P") or mode.startswith("I;16")):
+        icc = None  # CMYK's was used for the conversion; 32-bit integer and float images carry none we can keep
     return LoadedImage(
         rgb=np.ascontiguousarray(rgb),
         alpha=None if alpha is None else np.ascontiguousarray(alpha),
@@ -817,9 +818,10 @@ def to_output_image(rgb: np.ndarray, src: LoadedImage | None = None, ext: str = 
 _EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "HEIF", "AVIF")  # a TIFF's "EXIF" is its own layout tags: not carried
 _EXIF_EXTS = ("jpg", "jpeg", "png", "webp")
 _EXIF_DROP = (0x0112, 0x0201, 0x0202,  # orientation; a thumbnail's offset and length (IFD1's, misplaced in IFD0)
+              0x0132,  # DateTime, the file's change date: the input's (the date taken, DateTimeOriginal, stays)
               0x011A, 0x011B, 0x0128)  # X/Y resolution and its unit: written as the format's dpi, scaled (write_like_input)
-_EXIF_SUB_DROP = (0xA002, 0xA003, 0x927C, 0xA005)  # Exif IFD: pixel X / Y dimension, maker note, Interop pointer (an
-# offset into the old file)
+_EXIF_SUB_DROP = (0xA002, 0xA003, 0x927C, 0xA005,  # Exif IFD: pixel X / Y dimension, maker note, Interop pointer (an
+                  0xA420)  # offset into the old file), ImageUniqueID (asset managers would merge it with the input)
 _SOFTWARE_TAG = 0x0131
 
 
@@ -848,6 +850,15 @@ def carried_exif(im: Image.Image) -> bytes | None:
         return out.tobytes()
     except Exception:  # damaged EXIF: the photo is still restored, without it
         return None
+
+
+def software_exif() -> bytes:
+    """The EXIF block of an output whose input had none: the ``Software`` tag alone (the output says it was altered)."""
+    from dynface import __version__
+
+    out = Image.Exif()
+    out[_SOFTWARE_TAG] = f"dynfacerestore {__version__} (faces restored)"
+    return out.tobytes()
 
 
 def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 95, icc_profile: bytes | None = None,
@@ -884,13 +895,30 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
     notes: list[str] = []
     path = Path(path)
     im = to_output_image(rgb, src, ext=path.suffix.lstrip("."), notes=notes)
-    icc = src.icc_profile if (im.mode in ("L", "LA")) == (src.mode in ("L", "LA")) else None
+    icc = fitting_profile(src.icc_profile, im.mode, path.suffix)
     dpi = None
     if src.dpi:
         (w, h), (w0, h0) = im.size, src.size
         dpi = (round(src.dpi[0] * w / w0, 3), round(src.dpi[1] * h / h0, 3))
-    save_image(im, path, quality=quality, icc_profile=icc, exif=src.exif, dpi=dpi)
+    save_image(im, path, quality=quality, icc_profile=icc, exif=src.exif or software_exif(), dpi=dpi)
     return notes
+
+
+def stored_gray(mode: str, ext: str) -> bool:
+    """Whether an image of PIL ``mode`` is stored gray in a file of extension ``ext`` (WebP stores RGB always)."""
+    return mode in ("L", "LA") and ext.lower().lstrip(".") != "webp"
+
+
+def fitting_profile(icc: bytes | None, mode: str, ext: str) -> bytes | None:
+    """``icc`` when its colour space (the ICC header's, bytes 16-20: 'GRAY' or 'RGB ') is the one an image of
+    ``mode`` is stored in as ``ext`` (:func:`stored_gray`), else None: a gray profile in an RGB file (a gray photo
+    saved as WebP) made colour-managed viewers fail ("cannot build transform")."""
+    if not icc or len(icc) < 20:
+        return None
+    space = bytes(icc[16:20])
+    if space not in (b"GRAY", b"RGB "):
+        return None
+    return icc if (space == b"GRAY") == stored_gray(mode, ext) else None
 
 
 def is_image_name(path: str | os.PathLike) -> bool:

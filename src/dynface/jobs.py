@@ -1108,6 +1108,22 @@ def _side_by_side(a, b):
     return np.concatenate([a, b], axis=1)
 
 
+def _save_like(a, path: Path, img) -> None:
+    """Save ``a`` (uint8 HxWx3: a face, a side-by-side picture) in the colours of the input ``img`` (a
+    dynface.imageio.LoadedImage): gray when it was, with its ICC profile where the file can hold it (an Adobe RGB
+    photo's faces were saved without it and shown as sRGB: red -10 levels)."""
+    from dynface import imageio
+
+    im = _gray_if(a, img.was_gray)
+    mode = "L" if img.was_gray else "RGB"
+    imageio.save_image(im, path, icc_profile=imageio.fitting_profile(img.icc_profile, mode, Path(path).suffix))
+
+
+def _gray_note(ext: str) -> str:
+    return ("grayscale input: restored in RGB, saved as grayscale" if ext.lower().lstrip(".") != "webp" else
+            "grayscale input: restored in RGB, saved as RGB (WebP has no grayscale)")
+
+
 def _gray_if(a, was_gray: bool):
     """``a`` (uint8 HxWx3) as an 8-bit gray image when the input was gray (its outputs are saved as it was), else as is."""
     if not was_gray:
@@ -1239,7 +1255,7 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
     t_read = time.perf_counter() - t0
     notes = list(img.notes)
     if img.was_gray:
-        notes.append("grayscale input: restored in RGB, saved as grayscale")
+        notes.append(_gray_note(imageio.output_ext(s.ext, it.path, img.alpha is not None)))
     w, h = img.size
     up = imageio.capped_upscale(w, h, s.upscale)
     if up < s.upscale:
@@ -1296,16 +1312,13 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     sfx = f"_{s.suffix}" if s.suffix else ""
     faces_rec = []
 
-    def gray(a):
-        return _gray_if(a, img.was_gray)
-
     writes = []  # one _write_outputs call: a failed write removes all this photo had written, the faces' files too
     for i, (crop, face) in enumerate(zip(res.crops, res.restored, strict=True)):
         name = f"{it.stem}_{i:02d}"
         writes += [  # a gray photo's faces are saved gray too, like the photo
-            (f"{i}/cropped_face", f"cropped_faces/{name}.png", lambda p, a=crop: imageio.save_image(gray(a), p)),
-            (f"{i}/restored_face", f"restored_faces/{name}{sfx}.png", lambda p, a=face: imageio.save_image(gray(a), p)),
-            (f"{i}/cmp", f"cmp/{name}.png", lambda p, a=crop, b=face: imageio.save_image(gray(_side_by_side(a, b)), p)),
+            (f"{i}/cropped_face", f"cropped_faces/{name}.png", lambda p, a=crop: _save_like(a, p, img)),
+            (f"{i}/restored_face", f"restored_faces/{name}{sfx}.png", lambda p, a=face: _save_like(a, p, img)),
+            (f"{i}/cmp", f"cmp/{name}.png", lambda p, a=crop, b=face: _save_like(_side_by_side(a, b), p, img)),
         ]
         if s.save_maps:
             for key, lst in res.maps.items():
@@ -1683,11 +1696,10 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
         else:
             size_rec["detail_kept"] = False
     if img.was_gray:
-        notes.append("grayscale input: restored in RGB, saved as grayscale")
-    writes = [
-        ("restored_face", f"restored_faces/{it.stem}{sfx}.{fext}",
-         lambda p: imageio.save_image(imageio.to_output_image(face, img, fext, notes), p)),
-        ("cmp", f"cmp/{it.stem}.png", lambda p: imageio.save_image(_gray_if(_side_by_side(img.rgb, face), img.was_gray), p)),
+        notes.append(_gray_note(fext))
+    writes = [  # the restored crop is the input's result, as restored_imgs/ is a photo's: its profile, EXIF, dpi
+        ("restored_face", f"restored_faces/{it.stem}{sfx}.{fext}", lambda p: notes.extend(imageio.write_like_input(face, img, p))),
+        ("cmp", f"cmp/{it.stem}.png", lambda p: _save_like(_side_by_side(img.rgb, face), p, img)),
     ]
     if s.save_maps:
         for key, a in face_maps.items():
