@@ -907,3 +907,26 @@ def test_a_photo_without_a_face_keeps_its_notes(tmp_path, capsys):
     assert "scan.tif: no face found" in out and "scan.tif: 2 frames/pages; only the first is restored" in out
     line = json.loads((tmp_path / "o" / "manifest.jsonl").read_text().splitlines()[-1])
     assert line["status"] == "no_face" and any("only the first is restored" in n for n in line["notes"])
+
+
+def test_a_small_face_in_a_large_scan_is_found_with_a_larger_detect_side(tmp_path, astro, capsys):
+    """Detection runs on a copy at most 2000 px wide: a helper's 55-px faces in a 7000 x 5000 scan were missed with
+    nothing but "no face found". The message now says what size of face was looked for and what --detect-side
+    would take; with it, the face is found."""
+    from dynface.faces import smallest_face
+
+    pano = np.full((1000, 9000, 3), 120, np.uint8)
+    pano[200:712, 4000:4512] = astro  # the astronaut's face is about 94 px across
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(pano).save(d / "pano.png")
+    assert _restore("-i", d, "-o", tmp_path / "a") == 1
+    out = capsys.readouterr().out
+    assert smallest_face(9000, 1000) == 180 and smallest_face(9000, 1000, 9000) == 80
+    assert ("pano.png: detection ran on a copy 2000 px on its longer side: faces smaller than about 180 px in this "
+            "9000x1000 photo are missed (--detect-side 9000: about 80 px, slower)") in out
+    assert _restore("-i", d, "-o", tmp_path / "b", "--detect-side", "9000") == 0
+    rec = json.loads((tmp_path / "b" / "records" / "pano.json").read_text())
+    assert rec["num_faces"] == 1 and rec["settings"]["flags"]["detect_side"] == 9000
+    with pytest.raises(SystemExit):  # argparse: "--detect-side: must be >= 64, got 10", exit 2
+        _restore("-i", d, "-o", tmp_path / "c", "--detect-side", "10")

@@ -3,7 +3,9 @@
 **Detection** uses dlib (models from the ``face-recognition-models`` package, found without importing it):
 the HOG detector (``get_frontal_face_detector``; default; its weak detections are double-checked by the CNN
 detector) or the CNN MMOD detector (``kind="cnn"``, slower, better on turned faces). It runs on a copy whose longest side is at most :data:`DETECT_MAX_SIDE`, upsampled
-1× or 2× when that copy is small, so faces down to ~20 px are found; the 68-point shape predictor then runs at
+1× or 2× when that copy is small, so faces down to ~20 px are found in photos up to 0.3 MP, ~40 px up to 2000 px
+(:func:`smallest_face`; in a larger photo the copy's reduction raises it: ~140 px in a 7000-px scan, which
+``--detect-side`` lowers); the 68-point shape predictor then runs at
 full resolution on each face region and is reduced to the FFHQ / facexlib 5-point convention, in image
 coordinates: left eye centre (mean of points 36–41, the eye on the image's left), right eye centre
 (42–47), nose tip (30), left mouth corner (48), right mouth corner (54). Faces are numbered left to right.
@@ -144,6 +146,14 @@ def landmarks68_to_5(pts: np.ndarray) -> np.ndarray:
 def _auto_upsample(h: int, w: int) -> int:
     n = h * w
     return 2 if n <= 300_000 else 1 if n <= 4_200_000 else 0
+
+
+def smallest_face(w: int, h: int, max_side: int = DETECT_MAX_SIDE, upsample: int | None = None) -> int:
+    """About the smallest face (box side, in photo pixels) :class:`FaceDetector` finds in a ``w`` x ``h`` photo: dlib's
+    HOG window is 80 px, halved by each upsampling of the detection copy, which is reduced to ``max_side``."""
+    f = min(1.0, max_side / max(w, h))
+    up = upsample if upsample is not None else _auto_upsample(round(h * f), round(w * f))
+    return round(80 / 2**up / f)
 
 
 class FaceDetector:

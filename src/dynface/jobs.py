@@ -131,6 +131,7 @@ class RestoreSettings:
     only_center_face: bool = False
     draw_box: bool = False
     detector: str = "hog"
+    detect_side: int = 2000  # detection runs on a copy at most this many px on its longer side (faces.DETECT_MAX_SIDE)
     bg_upsampler: str = "lanczos"
     min_score: float = 0.0
     border: str = "constant"
@@ -206,6 +207,8 @@ def check_settings(settings: RestoreSettings) -> None:
                                ("--border", s.border, BORDERS)):
         if value not in known:
             raise UsageError(f"{flag} must be one of {', '.join(known)}, got {value!r}")
+    if isinstance(s.detect_side, bool) or not isinstance(s.detect_side, int) or s.detect_side < 64:
+        raise UsageError(f"--detect-side must be a whole number >= 64, got {s.detect_side!r}")
     if s.input_template and s.input_template != AUTO_TEMPLATE:
         if not s.aligned:
             raise UsageError("--input-template is for --aligned inputs")
@@ -881,7 +884,7 @@ def _all_on_disk(out: Path, rels: list[str], on_disk: set[str] | None = None) ->
 # size, device, compile, engine), which changes at most the rounding ("Reproducible whatever the batching").
 OUTPUT_FLAGS = ("model", "mode", "steps", "seed", "fidelity", "upscale", "aligned", "ext", "suffix", "precision",
                 "detail", "color_fix", "guidance", "dblm", "dgsa", "dsst", "restorer", "input_template", "alignment",
-                "only_center_face", "draw_box", "detector", "bg_upsampler", "min_score", "border", "save_maps", "exact")
+                "only_center_face", "draw_box", "detector", "detect_side", "bg_upsampler", "min_score", "border", "save_maps", "exact")
 
 
 def output_flags(settings: RestoreSettings) -> dict:
@@ -1244,7 +1247,7 @@ class _PhotoInput:
 def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
     """Read a photo and detect its faces; raises :class:`InputError` (unreadable, no face found)."""
     from dynface import imageio
-    from dynface.faces import detect_faces
+    from dynface.faces import detect_faces, smallest_face
 
     t0 = time.perf_counter()
     src = _source_info(it.path)
@@ -1264,6 +1267,11 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
     faces = detect_faces(img.rgb, detector, s.only_center_face)
     t_detect = time.perf_counter() - t1
     if not faces:
+        if max(w, h) > s.detect_side:  # faces that small vanish in the detection copy: say so, and how to look closer
+            closer = max(w, h)
+            notes.append(f"detection ran on a copy {s.detect_side} px on its longer side: faces smaller than about "
+                         f"{smallest_face(w, h, s.detect_side)} px in this {w}x{h} photo are missed (--detect-side "
+                         f"{closer}: about {smallest_face(w, h, closer)} px, slower)")
         if not s.keep_faceless:
             raise InputError("no face found", notes)
         notes.append(FACELESS_NOTE)
@@ -1761,7 +1769,7 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
         from dynface.faces import FaceDetector
 
         bg = load_bg_upsampler(settings.bg_upsampler)
-        detector = FaceDetector(kind=settings.detector, min_score=settings.min_score)
+        detector = FaceDetector(kind=settings.detector, min_score=settings.min_score, max_side=settings.detect_side)
         if cross_photo_batches(restorer, settings):
             _restore_photos_batched(items, out, settings, restorer, detector, bg, tracker, finish)
         else:  # one photo per restorer call (reduced precision or an accelerator with deterministic, no seeds)

@@ -188,6 +188,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-existing", action="store_true", help="skip inputs restored completely by an earlier run (manifest, record and files)")
     p.add_argument("--allow-input-dir", action="store_true", help="allow the output folder to lie inside an input folder")
     p.add_argument("--detector", default="hog", choices=("hog", "cnn"), help="dlib face detector (default: hog)")
+    p.add_argument("--detect-side", type=number(int, 64), default=2000, metavar="PX",
+                   help="detection runs on a copy of the photo at most PX on its longer side (default 2000): in larger "
+                        "photos (scans) faces under about 40 x side/PX px are missed; a larger PX finds smaller "
+                        "faces, slower (a photo without a face found says what it would take)")
     p.add_argument("--bg-upsampler", default="lanczos", metavar="lanczos|MODULE:CALLABLE",
                    help="background upscaling: Lanczos, or a Python callable (rgb uint8 array, scale) -> array")
     p.add_argument("--min-score", type=number(float), default=0.0, help="detector confidence threshold (raise it against false detections)")
