@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -24,7 +25,7 @@ from skimage import data
 pytest.importorskip("gradio")
 
 from dynface.jobs import MANIFEST_NAME, Manifest  # noqa: E402
-from dynface.webapp import ServerConfig, WebApp, WebRequestError, _ProgressBridge, quiet_environment  # noqa: E402
+from dynface.webapp import ServerConfig, WebApp, WebRequestError, _client_gone, _ProgressBridge, quiet_environment  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 FACTORY = "test_webapp:make_tiny_restorer"
@@ -335,8 +336,9 @@ def test_gradio_tells_the_handlers_their_client(app):
     from dynface.webapp import _client_gone, build_app
 
     demo = build_app(app)
-    handlers = [f.fn for f in demo.fns.values() if getattr(f.fn, "__name__", "") in ("page_handler", "restore_handler")]
-    assert len(handlers) == 2 and all(get_type_hints(fn)["request"] is gr.Request for fn in handlers)
+    handlers = [f.fn for f in demo.fns.values()
+                if getattr(f.fn, "__name__", "") in ("page_handler", "restore_handler", "stop_handler")]
+    assert len(handlers) == 3 and all(get_type_hints(fn)["request"] is gr.Request for fn in handlers)
     (seed,) = [b for b in demo.blocks.values() if getattr(b, "label", None) == "seed"]
     assert seed.preprocess(1.5) == 1.5  # not rounded to 2 on the way: the settings refuse it with a reason
     with pytest.raises(WebRequestError, match="whole number"):
@@ -349,6 +351,28 @@ def test_gradio_tells_the_handlers_their_client(app):
     evt.alive = False
     assert gone() and not other()
     assert _client_gone(fake, None) is None
+    # the Stop button of page s2: its request is told why; s1's is not concerned
+    evt.alive = True
+    gone, other = (_client_gone(fake, SimpleNamespace(session_hash=h), app) for h in ("s1", "s2"))
+    app.request_stop("s2")
+    assert other() == "stopped with the Stop button" and not gone()
+    assert app.stop_asked("s2", clear=True) and not app.stop_asked("s2") and not other()
+
+
+def test_the_stop_button_stops_the_request_and_keeps_what_is_done(tmp_path, uploads, monkeypatch):
+    """There was no way to stop a run but closing the page (which also lost the settings). Stop ends the request at
+    its next sampling step; the files not done are reported as stopped."""
+    monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_webapp:make_slow_restorer")
+    app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work", time_limit_s=600))
+    files = _crop_uploads(uploads, 3)
+    fake = SimpleNamespace(_queue=SimpleNamespace(active_jobs=[]))
+    gone = _client_gone(fake, SimpleNamespace(session_hash="page"), app)
+    t0 = time.monotonic()
+    threading.Timer(0.3, app.request_stop, args=("page",)).start()
+    res = app.restore(files, model="embedded-64", aligned=True, gone=gone)
+    assert time.monotonic() - t0 < 1.9  # one restorer call takes 2 s: stopped at a step
+    assert all(r.status == "failed" and "not restored: stopped with the Stop button" in r.error for r in res.results)
+    app.close()
 
 
 def test_slider_shows_transparency_as_a_viewer_does(tmp_path):
@@ -526,3 +550,14 @@ def test_job_notes_name_the_page_s_controls_or_say_it_has_none():
     assert "untick “inputs are aligned face crops”" in _for_the_page("not a face crop: leave out --aligned")
     note = _for_the_page("512x512: if this crop is FFHQ-aligned, restore it with --input-template ffhq512; it was taken")
     assert "the command line's --input-template ffhq512 (this page has no framing control" in note
+
+
+def test_upload_names_keep_their_letters():
+    """Accented names were mangled everywhere ("Grand-mère été 1962.jpg" -> Grand-m_re_t_1962): letters of any script
+    stay, what could make a path or a control character does not."""
+    from dynface.webapp import _safe_name
+
+    assert _safe_name("Grand-mère été 1962.jpg") == "Grand-mère_été_1962.jpg"
+    assert _safe_name("Grand-me\u0300re.png") == "Grand-mère.png"  # NFC: one code point per letter
+    assert _safe_name("../../etc/passwd") == "passwd" and _safe_name("семья 1950.png") == "семья_1950.png"
+    assert _safe_name("a\u202egnp.exe") == "a_gnp.exe" and _safe_name("照片.JPG") == "照片.JPG"

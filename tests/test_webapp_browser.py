@@ -134,8 +134,17 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
     page.goto(server.url)
     page.wait_for_selector("#restore", timeout=60_000)
 
-    # a photo: restored, slider + table + explanation shown
-    status = _upload_and_restore(page, photos["astronaut"], "file(s) restored")
+    # a photo: restored, slider + table + explanation shown; Restore is off and Stop on while it runs
+    page.wait_for_function("document.querySelector('#status')?.getAttribute('aria-live') === 'polite'", timeout=30_000)
+    page.locator("#files input[type=file]").set_input_files(str(photos["astronaut"]))
+    page.wait_for_function("document.querySelector('#files').innerText.includes('astronaut')", timeout=60_000)
+    page.click("#restore")
+    page.wait_for_function("document.querySelector('#restore').disabled && !document.querySelector('#stop').disabled",
+                           timeout=30_000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('file(s) restored')", timeout=300_000)
+    page.wait_for_function("!document.querySelector('#restore').disabled && document.querySelector('#stop').disabled",
+                           timeout=30_000)
+    status = page.inner_text("#status")
     assert "1 of 1 file(s) restored" in status and "astronaut.png: 1 face(s) restored" in status
     table = page.inner_text("#table")
     assert "astronaut.png" in table and "std*" in table and "NFE" in table
@@ -218,10 +227,21 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
     # a refused request says why in the status (it was a toast that faded, over the previous request's status)
     page.locator("#files input[type=file]").set_input_files(str(photos["astronaut"]))
     page.wait_for_function("document.querySelector('#files').innerText.includes('astronaut')", timeout=60_000)
+    page.get_by_text("Advanced (for comparisons and research)").click()  # research settings are folded away
     page.get_by_label("steps (empty: the model's)").fill("ddim0")
     page.click("#restore")
     page.wait_for_function("document.querySelector('#status').innerText.includes('Not restored')", timeout=60_000)
     assert "steps" in page.inner_text("#status") and "broken.png" not in page.inner_text("#status")
+
+    # Stop: a long request (250 steps) ends at its next step, and Restore is on again
+    page.get_by_label("steps (empty: the model's)").fill("ddim250")
+    page.click("#restore")
+    page.wait_for_function("!document.querySelector('#stop').disabled", timeout=30_000)
+    page.wait_for_timeout(1500)
+    page.click("#stop")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('Stop button')", timeout=60_000)
+    assert "not restored: stopped with the Stop button" in page.inner_text("#status")
+    page.wait_for_function("!document.querySelector('#restore').disabled", timeout=30_000)
 
     # offline: nothing but the server was asked for anything (no CDN fonts or scripts, no analytics)
     hosts = {u.split("/")[2] for u in requests if u.startswith(("http://", "https://", "ws://", "wss://"))}

@@ -38,6 +38,7 @@ import shutil
 import tempfile
 import threading
 import time
+import unicodedata
 import uuid
 import zipfile
 from collections.abc import Callable, Sequence
@@ -60,7 +61,7 @@ __all__ = [
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 MAP_KEYS = (("restorer", "RM(y)"), ("guide0", "ý0"), ("guide1", "ý1"), ("guide2", "ý2"), ("dgsa", "DGSA"))
 TABLE_HEADERS = ["file", "face", "std*", "start steps", "NFE", "eta", "s/face"]
-_SAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE_CHARS = re.compile(r"[^\w.-]+")  # letters and digits of any script ("Grand-mère été 1962"), '.', '-', '_'
 
 
 def quiet_environment() -> None:
@@ -161,6 +162,19 @@ class WebApp:
         self._restorer: Any = None
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._stop_asked: set[str] = set()  # pages (Gradio session hashes) whose Stop button was pressed
+
+    def request_stop(self, session: str | None) -> None:
+        """The Stop button of page ``session``: its running request stops at its next sampling step."""
+        if session:
+            self._stop_asked.add(session)
+
+    def stop_asked(self, session: str | None, clear: bool = False) -> bool:
+        """Whether page ``session`` pressed Stop (``clear``: and forget it, when its next request starts)."""
+        asked = session in self._stop_asked
+        if clear:
+            self._stop_asked.discard(session)
+        return asked
 
     # ---------------------------------------------------------------- housekeeping
     def sweep(self, now: float | None = None) -> int:
@@ -293,7 +307,7 @@ class WebApp:
 
     # ---------------------------------------------------------------- the request
     def restore(self, files: Sequence[Any], *, progress: Callable[[float, str], None] | None = None,
-                gone: Callable[[], bool] | None = None, **form) -> WebResult:
+                gone: Callable[[], bool | str] | None = None, **form) -> WebResult:
         """Restore the uploaded ``files`` with the page's settings (``form``: see :meth:`settings`).
 
         Raises :class:`WebRequestError` for a refused request (a path that is not an upload, a model not on the
@@ -441,7 +455,8 @@ class WebApp:
                     name, i, _num(rr.get("std_star"), 3), _steps_txt(rr.get("start_steps", rr.get("start_step"))),
                     rr.get("nfe"), _num(rr.get("eta"), 3), _num(rr.get("seconds"), 2),
                 ])
-        zip_path = _zip_folder(out, req / "dynface_results.zip") if counts["done"] else None
+        stamp = time.strftime("%Y%m%d-%H%M%S")  # repeated downloads do not pile up as "(1)", "(2)"
+        zip_path = _zip_folder(out, req / f"dynface_results_{stamp}.zip") if counts["done"] else None
         return WebResult(req, out, results, messages, comparisons, gallery, explanation, table, zip_path,
                          round(seconds, 2), counts)
 
@@ -509,7 +524,7 @@ class _ProgressBridge:
     the request when its page is ``gone`` or the server is ``stopping``."""
 
     def __init__(self, bar: Callable[[float, str], None] | None, deadline: float, limit: float, total: int = 1,
-                 gone: Callable[[], bool] | None = None, stopping: threading.Event | None = None):
+                 gone: Callable[[], bool | str] | None = None, stopping: threading.Event | None = None):
         self.bar, self.deadline, self.limit, self.gone, self.stopping = bar, deadline, limit, gone, stopping
         self.offset, self.total = 0, max(1, total)
         self.faces_base = self.faces_chunk = 0
@@ -526,8 +541,9 @@ class _ProgressBridge:
             raise RequestTimeLimit("the server is stopping")
         if time.monotonic() > self.deadline:
             raise RequestTimeLimit(f"the request's time limit ({self.limit:g} s) was reached")
-        if self.gone is not None and self.gone():
-            raise RequestTimeLimit("the page that asked was closed or reloaded")
+        why = self.gone() if self.gone is not None else False
+        if why:
+            raise RequestTimeLimit(why if isinstance(why, str) else "the page that asked was closed or reloaded")
 
     def __call__(self, p) -> None:
         if p.step is not None:
@@ -580,7 +596,7 @@ def _failed(name: str, why: str):
 
 
 def _safe_name(name: str) -> str:
-    name = Path(str(name)).name
+    name = unicodedata.normalize("NFC", Path(str(name)).name)
     stem, dot, ext = name.rpartition(".")
     if not dot:
         stem, ext = name, ""
@@ -721,10 +737,16 @@ def build_app(app: WebApp):
 
     def page_handler(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
                      request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
+        app.stop_asked(getattr(request, "session_hash", None), clear=True)  # a Stop pressed as the last one ended
         return app.ui_page(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
-                           progress=progress, gone=_client_gone(demo, request))
+                           progress=progress, gone=_client_gone(demo, request, app))
 
-    for fn in (restore_handler, page_handler):  # Gradio finds its Request by the annotation: the class itself,
+    def stop_handler(request: gr.Request = None):
+        """The Stop button: the request of this page stops at its next sampling step; what is done is kept."""
+        app.request_stop(getattr(request, "session_hash", None))
+        return gr.update(interactive=False)
+
+    for fn in (restore_handler, page_handler, stop_handler):  # Gradio finds its Request by the annotation: the class itself,
         fn.__annotations__["request"] = gr.Request  # not this module's postponed string (gr is local here)
 
     sample_names = {Path(p).name for p in app.example_files()}
@@ -746,19 +768,34 @@ def build_app(app: WebApp):
                 pasted = _hand_over_undecoded(gr.Image(label="…or paste / drop one image", sources=["upload", "clipboard"],
                                                        type="filepath", format="png", elem_id="pasted", height=180))
                 with gr.Accordion("Settings", open=True):
-                    model = gr.Dropdown(models, value=models[0] if models else None, label="model", elem_id="model")
-                    mode = gr.Dropdown(list(MODES), value="full", label="mode (full or an ablation)", elem_id="mode")
-                    aligned = gr.Checkbox(False, label="inputs are aligned face crops", elem_id="aligned")
-                    fidelity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="fidelity -w (higher: closer to the input)")
+                    model = gr.Dropdown(models, value=models[0] if models else None, label="model", elem_id="model",
+                                        info="embedded-128: the default, the better faces; embedded-64: faster, smaller")
+                    aligned = gr.Checkbox(False, label="inputs are aligned face crops", elem_id="aligned",
+                                          info="tick for face crops cut out already (e.g. by GFPGAN or CodeFormer; "
+                                               "their framing is told from each face); leave it for ordinary photos")
+                    fidelity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="fidelity (higher: closer to the input)",
+                                         info="0.5: the model's default; 0 ignores the input, so the face may become "
+                                              "someone else's")
+                    upscale = gr.Slider(1.0, app.config.max_upscale, value=2.0, step=0.5, label="upscale (photos)",
+                                        info="how many times larger the restored photo is")
+                with gr.Accordion("Advanced (for comparisons and research)", open=False, elem_id="advanced"):
+                    mode = gr.Dropdown(list(MODES), value="full", label="mode (full or an ablation)", elem_id="mode",
+                                       info="full is the method; the others leave out one of its parts, as the "
+                                            "paper's ablations do")
                     with gr.Row():
-                        steps = gr.Textbox("", label="steps (empty: the model's)", placeholder="e.g. ddim25, ddim250", max_lines=1)
-                        seed = gr.Number(0, label="seed", minimum=0, step=1)  # no rounding: 1.5 is refused
-                    with gr.Row():
-                        precision = gr.Dropdown(list(PRECISIONS), value="auto", label="precision")
-                        upscale = gr.Slider(1.0, app.config.max_upscale, value=2.0, step=0.5, label="upscale (photos)")
+                        steps = gr.Textbox("", label="steps (empty: the model's)", placeholder="e.g. ddim25, ddim250",
+                                           max_lines=1, info="fewer: faster")
+                        seed = gr.Number(0, label="seed", minimum=0, step=1,  # no rounding: 1.5 is refused
+                                         info="the same seed gives the same result")
+                    precision = gr.Dropdown(list(PRECISIONS), value="auto", label="precision",
+                                            info="auto: the fastest exact choice for this machine (bf16/fp16 are many "
+                                                 "times slower on processors without native support)")
                     color_fix = gr.Dropdown(["model default", *COLOR_FIXES], value="model default", label="colour fix",
-                                            visible=bool(COLOR_FIXES))
-                run = gr.Button("Restore", variant="primary", elem_id="restore")
+                                            visible=bool(COLOR_FIXES),
+                                            info="take the face's colours from the first, plain restoration")
+                with gr.Row():
+                    run = gr.Button("Restore", variant="primary", elem_id="restore", scale=3)
+                    stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, interactive=False)
                 samples = app.example_files()
                 gr.Examples([[p, True] for p in samples], inputs=[pasted, aligned], visible_columns=[0],
                             examples_per_page=8, label="Samples (aligned crops at the default model's size): click one, then Restore",
@@ -783,8 +820,12 @@ def build_app(app: WebApp):
 
         inputs = [files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix]
         outputs = [status, compare, slider, gallery, explain, table, zipped, state]
-        run.click(page_handler, inputs=inputs, outputs=outputs, api_visibility="private", concurrency_id="restore",
-                  concurrency_limit=app.config.concurrency, show_progress="full")
+        # while a request runs: Restore is off (a second click was silently dropped) and Stop on
+        busy = run.click(_buttons(running=True), outputs=[run, stop], api_visibility="private", queue=False)
+        busy.then(page_handler, inputs=inputs, outputs=outputs, api_visibility="private", concurrency_id="restore",
+                  concurrency_limit=app.config.concurrency, show_progress="full").then(
+            _buttons(running=False), outputs=[run, stop], api_visibility="private", queue=False)
+        stop.click(stop_handler, outputs=[stop], api_visibility="private", queue=False)
         api = gr.Button(visible=False)  # the /restore endpoint: refused requests are errors there
         api.click(restore_handler, inputs=inputs, outputs=outputs, api_name="restore", concurrency_id="restore",
                   concurrency_limit=app.config.concurrency)
@@ -794,18 +835,39 @@ def build_app(app: WebApp):
     return demo
 
 
-def _client_gone(demo, request) -> Callable[[], bool] | None:
+# Run once when the page loads: the status is a live region, so a screen reader says when a request ends
+PAGE_JS = """() => {
+  const s = document.getElementById('status');
+  if (s) { s.setAttribute('role', 'status'); s.setAttribute('aria-live', 'polite'); }
+}"""
+
+
+def _buttons(running: bool):
+    """The handler that turns Restore off and Stop on while a request runs (and back)."""
+    import gradio as gr
+
+    def set_buttons():
+        return gr.update(interactive=not running), gr.update(interactive=running)
+
+    return set_buttons
+
+
+def _client_gone(demo, request, app: WebApp | None = None) -> Callable[[], bool | str] | None:
     """Whether the client of ``request`` has left: Gradio marks a running event of a session not alive when that
     session's stream closes (a closed or reloaded page, a killed API client), but cannot stop a running function.
-    Gradio's own queue is asked (``_queue.active_jobs``; gradio is pinned to major 6): None when it cannot be."""
+    Gradio's own queue is asked (``_queue.active_jobs``; gradio is pinned to major 6): None when it cannot be.
+    With ``app``, the page's Stop button too: then the reason (a str)."""
     session = getattr(request, "session_hash", None)
     queue = getattr(demo, "_queue", None)
-    if session is None or not hasattr(queue, "active_jobs"):
+    if session is None:
         return None
+    has_queue = hasattr(queue, "active_jobs")
 
-    def gone() -> bool:
-        return any(getattr(evt, "session_hash", None) == session and not getattr(evt, "alive", True)
-                   for job in list(queue.active_jobs) if job for evt in list(job))
+    def gone() -> bool | str:
+        if app is not None and app.stop_asked(session):
+            return "stopped with the Stop button"
+        return has_queue and any(getattr(evt, "session_hash", None) == session and not getattr(evt, "alive", True)
+                                 for job in list(queue.active_jobs) if job for evt in list(job))
 
     return gone
 
@@ -830,7 +892,7 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int = 7860, quiet: bool =
     demo.queue(default_concurrency_limit=app.config.concurrency, max_size=app.config.max_queue)
     demo.launch(
         server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, quiet=quiet,
-        max_file_size=app.config.max_upload_bytes * UPLOAD_HTTP_FACTOR, ssr_mode=False, theme=theme(), css=CSS,
+        max_file_size=app.config.max_upload_bytes * UPLOAD_HTTP_FACTOR, ssr_mode=False, theme=theme(), css=CSS, js=PAGE_JS,
         prevent_thread_lock=not block, allowed_paths=[], mcp_server=False, pwa=False, enable_monitoring=False,
     )
     return demo
