@@ -262,13 +262,17 @@ def test_a_weights_file_given_and_missing_is_an_error(folders, capsys):
 def test_fd_against_reference_folder(folders, capsys):
     tmp, hq, res, _ = folders
     out = tmp / "fd.json"
-    rc, _ = _run(
+    rc, cap = _run(
         capsys, "--restored", res, "--ref", hq, "--metrics", "fd", "--frechet-method", "eigh", "--out", out, "-q"
     )
     assert rc == 0
     r = json.loads(out.read_text())
     assert r["set"]["fd"]["n_restored"] == 3 and r["set"]["fd"]["n_reference"] == 3
     assert r["mean"]["fd"] > 0 and "non-standard" in r["labels"]["fd"]
+    # 3 images for 1280 features: said, on the console (also with -q) and in the JSON
+    assert "3 images for 1280 features" in r["set"]["fd"]["note"] and "note: fd: 3 images for 1280 features" in cap.err
+    rc, _ = _run(capsys, "--restored", hq, "--ref", hq, "--metrics", "fd", "--out", out, "-q")
+    assert json.loads(out.read_text())["mean"]["fd"] == 0.0  # a set and itself: 0, not round-off's -0.0001
 
 
 @pytest.mark.skipif(

@@ -640,6 +640,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"dynface evaluate: not scored: {key}: {why}", file=sys.stderr)
     for m, why in set_notes.items():
         print(f"dynface evaluate: note: {m} not computed: {why}", file=sys.stderr)
+    for m, r in set_results.items():
+        if r.get("note"):
+            print(f"dynface evaluate: note: {m}: {r['note']}", file=sys.stderr)
     if not args.quiet:
         for m in metrics:
             print(f"  {METRICS[m].label:48s} {_fmt(means.get(m, float('nan'))):>9s}  {_counts_text(result, m)}", file=sys.stderr)
@@ -826,6 +829,11 @@ def _set_metric(fn, fr, fref, ref_dir) -> dict:
         out.update(value=float("nan"), error="need at least 2 images on each side")
     else:
         out["value"] = fn(fr, fref)
+        n, dims = min(fr.shape[0], fref.shape[0]), fr.shape[1]
+        if n < dims:
+            out["note"] = (f"{n} images for {dims} features: the covariances are rank-deficient and the value moves a "
+                           "lot with the sample (two halves of one clean set can be farther apart than a method from "
+                           "its ground truth); compare methods on the same sets, by their differences")
     return out
 
 

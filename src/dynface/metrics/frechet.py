@@ -120,7 +120,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6, method: str = 
         tr_covmean = float(np.trace(covmean))
     else:
         raise ValueError("method must be 'sqrtm' or 'eigh'")
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+    return max(0.0, float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean))  # round-off: -1e-4 for a set and itself
 
 
 def fd_from_features(f1: np.ndarray, f2: np.ndarray, method: str = "sqrtm") -> float:
