@@ -930,3 +930,16 @@ def test_a_small_face_in_a_large_scan_is_found_with_a_larger_detect_side(tmp_pat
     assert rec["num_faces"] == 1 and rec["settings"]["flags"]["detect_side"] == 9000
     with pytest.raises(SystemExit):  # argparse: "--detect-side: must be >= 64, got 10", exit 2
         _restore("-i", d, "-o", tmp_path / "c", "--detect-side", "10")
+
+
+def test_jfif_files_are_found_and_sub_folders_left_out_are_said(tmp_path, astro, capsys):
+    """.jfif/.jpe (what browsers save JPEGs as) were skipped "without an image extension"; a folder's sub-folders were
+    left out without a word when the folder had images of its own."""
+    d = tmp_path / "in"
+    (d / "more").mkdir(parents=True)
+    Image.fromarray(astro).save(d / "saved.jfif", format="JPEG", quality=95)
+    Image.fromarray(astro).save(d / "more" / "x.png")
+    assert _restore("-i", d, "-o", tmp_path / "o") == 0
+    out = capsys.readouterr()
+    assert (tmp_path / "o" / "restored_imgs" / "saved.jpg").is_file()
+    assert "1 sub-folder(s) not searched (-r/--recursive searches them)" in out.out + out.err

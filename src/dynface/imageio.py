@@ -78,9 +78,10 @@ except ImportError:  # pragma: no cover
 MAX_PIXELS = 80_000_000
 MAX_OUTPUT_PIXELS = 160_000_000
 # the names a folder of inputs is searched for; GIF: the first frame is restored (with a note)
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".hif", ".avif")
+IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".hif",
+              ".avif")
 WRITE_EXTS = ("png", "jpg", "webp")  # the choices of --ext besides "auto"
-_AUTO_KEEP = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".webp": "webp", ".bmp": "bmp", ".tif": "tif", ".tiff": "tiff",
+_AUTO_KEEP = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".jfif": "jpg", ".webp": "webp", ".bmp": "bmp", ".tif": "tif", ".tiff": "tiff",
               # phone formats come back as JPEG (.hif: Fujifilm's HEIF)
               ".heic": "jpg", ".heif": "jpg", ".hif": "jpg", ".avif": "jpg"}
 _NO_ALPHA = {"jpg", "bmp"}

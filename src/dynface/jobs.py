@@ -477,6 +477,8 @@ def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettin
             names = ", ".join(map(str, scan.linked_folders[:3])) + (" ..." if len(scan.linked_folders) > 3 else "")
             notes.append(f"left out {len(scan.linked_folders)} link(s) to folders (not followed; give the folder itself "
                          f"with -i to restore it): {names}")
+        if scan.subfolders and files:
+            notes.append(f"{scan.subfolders} sub-folder(s) not searched (-r/--recursive searches them)")
     if not files:
         where = ", ".join(map(str, inputs))
         extra = [f"{len(ignored)} file(s) without an image extension"] if ignored else []
