@@ -675,3 +675,22 @@ def test_opencv_refusals_keep_one_line_messages(monkeypatch):
     assert msg == "c.pam: image too large (9x7 = 6.3e-05 MP; the limit is 4e-05 MP) (OpenCV's limit, OPENCV_IO_MAX_IMAGE_PIXELS)"
     im = decode_image(buf.getvalue(), "g16.png")
     assert im.size == (8, 6) and np.abs(im.rgb[:, :, 0].astype(int) - np.round(g16 / 257.0)).max() <= 1
+
+
+def test_a_jpeg_without_a_stated_resolution_gets_none(tmp_path):
+    """Pillow gives a JPEG with EXIF but no resolution tags a placeholder 72 dpi; upscaled x2 it was written as a
+    144-dpi photo the input never claimed. A stated resolution (JFIF in inches, EXIF) is still kept."""
+    a = _rgb()
+    exif = Image.fromarray(a).getexif()
+    exif[0x010F] = "Kodak"
+    Image.fromarray(a).save(tmp_path / "none.jpg", exif=exif.tobytes())
+    assert read_image(tmp_path / "none.jpg").dpi is None
+    Image.fromarray(a).save(tmp_path / "300.jpg", exif=exif.tobytes(), dpi=(300, 300))
+    assert read_image(tmp_path / "300.jpg").dpi == (300.0, 300.0)
+
+
+def test_tiff_outputs_are_compressed_losslessly(tmp_path):
+    a = np.repeat(np.repeat(_rgb(), 4, 0), 4, 1)
+    save_image(a, tmp_path / "o.tif")
+    with Image.open(tmp_path / "o.tif") as im:
+        assert im.info.get("compression") == "tiff_lzw" and np.array_equal(np.asarray(im), a)

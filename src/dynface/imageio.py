@@ -669,7 +669,7 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
     except Exception:
         orientation = 1
     exif = carried_exif(im)
-    dpi = _stated_dpi(im.info.get("dpi"))
+    dpi = _stated_dpi(im.info.get("dpi")) if _says_dpi(im) else None
     if orientation not in range(1, 9):
         orientation = 1
     # HEIF: libheif turns the picture upright while decoding and pi-heif sets the EXIF value to 1, keeping the old one
@@ -741,6 +741,19 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
         dpi=None if dpi is None else (dpi[::-1] if orientation in (5, 6, 7, 8) else dpi),  # turned with the picture
         notes=notes,
     )
+
+
+def _says_dpi(im: Image.Image) -> bool:
+    """Whether the file states a print resolution: Pillow gives a JPEG whose EXIF lacks one (and whose JFIF header
+    gives only an aspect ratio) a placeholder 72 dpi, which an upscaled output then stated as 144."""
+    if im.format not in ("JPEG", "MPO"):
+        return True
+    if im.info.get("jfif_unit") in (1, 2):
+        return True
+    try:
+        return 0x011A in im.getexif()
+    except Exception:  # noqa: BLE001 - damaged EXIF: no stated resolution
+        return False
 
 
 def _stated_dpi(v) -> tuple[float, float] | None:
@@ -879,6 +892,8 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
         kw.update(quality=quality, method=4)
     elif ext == "png":
         kw.update(compress_level=4)
+    elif ext in ("tif", "tiff"):
+        kw.update(compression="tiff_lzw")  # lossless; uncompressed, an LZW scan came back five times its size
     if icc_profile and ext in ("jpg", "jpeg", "png", "webp", "tif", "tiff"):
         kw["icc_profile"] = icc_profile
     if exif and ext in _EXIF_EXTS:
