@@ -763,7 +763,8 @@ def build_app(app: WebApp):
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
-                files = gr.File(label="Photos or aligned face crops — drop several here", file_count="multiple",
+                files = gr.File(label=f"Photos or aligned face crops — drop up to {app.config.max_files} here",
+                                file_count="multiple",
                                 elem_id="files", height=150)
                 pasted = _hand_over_undecoded(gr.Image(label="…or paste / drop one image", sources=["upload", "clipboard"],
                                                        type="filepath", format="png", elem_id="pasted", height=180))
@@ -823,7 +824,7 @@ def build_app(app: WebApp):
         # while a request runs: Restore is off (a second click was silently dropped) and Stop on
         busy = run.click(_buttons(running=True), outputs=[run, stop], api_visibility="private", queue=False)
         busy.then(page_handler, inputs=inputs, outputs=outputs, api_visibility="private", concurrency_id="restore",
-                  concurrency_limit=app.config.concurrency, show_progress="full").then(
+                  concurrency_limit=app.config.concurrency, show_progress="full", show_progress_on=[status]).then(
             _buttons(running=False), outputs=[run, stop], api_visibility="private", queue=False)
         stop.click(stop_handler, outputs=[stop], api_visibility="private", queue=False)
         api = gr.Button(visible=False)  # the /restore endpoint: refused requests are errors there
