@@ -47,10 +47,16 @@ def test_prior_trains_checkpoints_and_resumes(face_dir, tmp_path):
     sd, meta = load_state_dict_file(out)
     assert meta["step"] == 4 and meta["unet"]["model_channels"] == 16
     assert [r["step"] for r in _rows(tmp_path / "log.csv")] == ["2", "4"]
+    # a run killed (kill -9) after logging steps 6 and 8 but before its next checkpoint: the resume does them again,
+    # and their old rows go (they were repeated), while the time goes on from the last kept row (it restarted at 0)
+    with open(tmp_path / "log.csv", "a") as f:
+        f.write("6,999.0,0.5,0.5,,0.001,10\n8,1999.0,0.5,0.5,,0.001,10\n9,trunc")
+    t4 = float(_rows(tmp_path / "log.csv")[1]["time"])
     cfg.max_steps = 6
     train_prior(cfg, str(face_dir), str(tmp_path), resume=True)
     assert torch.load(tmp_path / "last.pt", weights_only=False)["step"] == 6
-    assert [r["step"] for r in _rows(tmp_path / "log.csv")] == ["2", "4", "6"]
+    rows = _rows(tmp_path / "log.csv")
+    assert [r["step"] for r in rows] == ["2", "4", "6"] and t4 <= float(rows[2]["time"]) < 999
 
 
 def test_resume_is_exact(face_dir, tmp_path):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 import csv
+import io
 import os
 import pickle
 import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from dynface.atomicfile import atomic_path
+from dynface.atomicfile import atomic_path, atomic_write_text
 
 
 class EMA:
@@ -135,8 +137,26 @@ class CSVLog:
     """``log.csv``, one row per ``log_every`` steps; with ``echo`` (rank 0) each row is printed to stderr too, so that a
     run of hours shows its progress (step, loss, speed) where it was started."""
 
-    def __init__(self, path: Path, fields: list[str], echo: bool = True):
+    def __init__(self, path: Path, fields: list[str], echo: bool = True, kept: Callable[[dict], bool] | None = None):
+        """``kept`` (a resumed run): which of the earlier rows the checkpoint covers; the others (logged after the
+        last checkpoint by a run killed later: their steps are done again) are dropped, and ``time`` goes on from
+        the last kept row's instead of restarting at 0."""
         self.path, self.fields, self.echo = path, fields, echo
+        self.time0 = 0.0
+        if kept is not None and path.exists():
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            keep = [r for r in rows if _row_kept(kept, r)]
+            if len(keep) < len(rows):
+                buf = io.StringIO()
+                w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+                w.writeheader()
+                w.writerows(keep)
+                atomic_write_text(buf.getvalue(), path)
+            try:
+                self.time0 = float(keep[-1].get("time") or 0.0) if keep else 0.0
+            except ValueError:
+                self.time0 = 0.0
         new = not path.exists()
         self.f = open(path, "a", newline="")
         self.w = csv.DictWriter(self.f, fieldnames=fields)
@@ -144,6 +164,8 @@ class CSVLog:
             self.w.writeheader()
 
     def write(self, row: dict[str, Any]) -> None:
+        if self.time0 and isinstance(row.get("time"), int | float):
+            row = {**row, "time": round(self.time0 + row["time"], 1)}
         self.w.writerow({k: row.get(k, "") for k in self.fields})
         self.f.flush()
         if self.echo:
@@ -153,6 +175,13 @@ class CSVLog:
 
     def close(self) -> None:
         self.f.close()
+
+
+def _row_kept(kept: Callable[[dict], bool], row: dict) -> bool:
+    try:
+        return bool(kept(row))
+    except (KeyError, TypeError, ValueError):  # a damaged row (a kill -9 mid-write): dropped
+        return False
 
 
 class Checkpointer:
