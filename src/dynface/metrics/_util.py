@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from dynface.imageio import IMAGE_EXTS  # noqa: F401  (the files restore reads: load_rgb reads them as it does)
 
 
 def as_rgb_uint8(img: np.ndarray, name: str = "image") -> np.ndarray:

@@ -10,8 +10,7 @@ import torch
 from PIL import Image
 
 from dynface.atomicfile import atomic_path
-
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+from dynface.imageio import IMAGE_EXTS  # the files restore reads (load_square reads them as it does)
 
 
 def list_images(folder: str | Path) -> list[Path]:
