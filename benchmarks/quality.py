@@ -380,7 +380,12 @@ def available_metrics(requested: list[str], hq: Path, args) -> tuple[list[str], 
     if bad:
         raise UsageError(f"unknown metric(s) {', '.join(bad)}; choose from {', '.join(evaluate.ALL)}")
     ns = _evaluate_args(hq, hq, hq / "unused.json", None, args)
-    return evaluate._check_available(requested, False, ns)
+    metrics, skipped = evaluate._check_available(requested, False, ns)
+    why = evaluate.niqe_unusable(list(evaluate._index(hq)[0].values()), "HQ") if "niqe" in metrics else None
+    if why:  # the faces are scored at the HQ's size: skipped as evaluate skips a default NIQE (it refused an asked-for one)
+        metrics.remove("niqe")
+        skipped["niqe"] = why
+    return metrics, skipped
 
 
 def score(restored: Path, hq: Path, out: Path, metrics: list[str], args) -> dict:

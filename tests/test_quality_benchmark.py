@@ -150,3 +150,16 @@ def test_guidance_option_and_paired_comparison_of_two_runs(quality, tmp_path, ca
     assert float(mean) == pytest.approx(d.mean(), rel=1e-3, abs=1e-6)
     assert float(rest.split(" [")[0]) == pytest.approx(d.std(ddof=1) / np.sqrt(len(d)), rel=0.05)
     assert rest.endswith("[4]")
+
+
+def test_default_metrics_at_small_sizes_skip_niqe_with_the_reason(quality, tmp_path, capsys):
+    """quality.py's default metrics include NIQE, which evaluate refuses when asked for below 384 px: every method
+    failed at 32-128 px (`make bench` too). It is skipped with evaluate's reason, as a default NIQE is there."""
+    hq = _hq_folder(quality, tmp_path / "faces")
+    out = tmp_path / "results"
+    rc = quality.main(["--hq", str(hq), "--size", "32", "--model", "preset:tiny", "--steps", "ddim10", "--methods",
+                       "bicubic", "--metrics", "psnr,niqe", "--threads", "1", "--out", str(out), "--name", "q",
+                       "--work", str(tmp_path / "work")])
+    assert rc == 0, capsys.readouterr()
+    res = json.loads((out / "q.json").read_text())
+    assert "error" not in res["rows"][0] and "smaller than 384 px" in res["skipped"]["niqe"]

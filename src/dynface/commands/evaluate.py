@@ -395,14 +395,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.hq and not paired:
         raise UsageError(f"no restored image has an HQ image with the same name (without suffix) in {args.hq}"
                          + _pairing_hint(restored, hq))
-    small_niqe = _too_small_for_niqe([restored[k] for k in keys]) if "niqe" in metrics else []
-    if small_niqe and len(small_niqe) == len(keys):
-        from dynface.metrics.niqe import MEANINGFUL_SIDE
-
-        why = (f"all {len(keys)} restored images are smaller than {MEANINGFUL_SIDE} px (e.g. {small_niqe[0]}), where "
-               "NIQE ranks sharp faces below blurred ones (dynface.metrics.niqe.MEANINGFUL_SIDE)")
+    why = niqe_unusable([restored[k] for k in keys], "restored") if "niqe" in metrics else None
+    if why:
         if explicit:
-            raise UsageError(f"niqe: {why}; leave it out or score the faces at {MEANINGFUL_SIDE} px or more")
+            raise UsageError(f"niqe: {why}; leave it out or score the faces at {_niqe_side()} px or more")
         metrics.remove("niqe")
         skipped["niqe"] = why
 
@@ -676,6 +672,15 @@ def _niqe_side() -> int:
     from dynface.metrics.niqe import MEANINGFUL_SIDE
 
     return MEANINGFUL_SIDE
+
+
+def niqe_unusable(files: list[Path], what: str) -> str | None:
+    """Why NIQE is not scored on these ``what`` images (all smaller than its meaningful side), else None."""
+    small = _too_small_for_niqe(files)
+    if small and len(small) == len(files):
+        return (f"all {len(files)} {what} images are smaller than {_niqe_side()} px (e.g. {small[0]}), where NIQE ranks "
+                "sharp faces below blurred ones (dynface.metrics.niqe.MEANINGFUL_SIDE)")
+    return None
 
 
 def _too_small_for_niqe(files: list[Path]) -> list[str]:
