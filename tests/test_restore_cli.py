@@ -541,7 +541,8 @@ def test_skip_existing_is_complete_only_for_the_same_photo_and_flags(tmp_path, a
     std = run(a, "-w", "0.8", "--ext", "jpg")  # the .png face it replaces is removed, not left beside the .jpg
     assert "1 restored, 0 skipped" in std.out
     on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent != out)
-    assert [p for p in on_disk if "b_x" not in p] == ["cmp/x.png", "records/x.json", "restored_faces/x.jpg"]  # cmp/ is PNG
+    assert [p for p in on_disk if "b_x" not in p] == [  # cmp/ and the model's input (re-aligned: auto) are PNG
+        "cmp/x.png", "cropped_faces/x.png", "records/x.json", "restored_faces/x.jpg"]
 
 
 def test_stems_and_input_collection(tmp_path):
@@ -781,7 +782,8 @@ def test_b8_aligned_crops_far_from_square_or_tiny_are_refused(tmp_path, astro, c
     d = _crop_dir(tmp_path, astro, {"wide.png": (300, 100), "dot.png": (1, 1), "small.png": (12, 12),
                                     "near.png": (130, 120), "big.png": (256, 256), "fit.png": (64, 64)})
     out = tmp_path / "res"
-    assert _restore("-i", d, "-o", out, "--aligned") == 1
+    own = ("--input-template", "utkface64")  # the crops taken in the model's own framing (auto aligns faces it finds)
+    assert _restore("-i", d, "-o", out, "--aligned", *own) == 1
     txt = capsys.readouterr().out
     assert "6 input(s): 3 restored, 0 skipped (complete), 3 failed" in txt
     assert "wide.png: not square (300x100)" in txt and "dot.png: too small" in txt and "small.png: too small" in txt
@@ -792,7 +794,7 @@ def test_b8_aligned_crops_far_from_square_or_tiny_are_refused(tmp_path, astro, c
     face = json.loads((out / "records" / "big.json").read_text())["faces"][0]
     assert face["crop_side_px"] == 256 and face["model_px"] == 64 and face["scale_to_model"] == 0.25 and face["detail_kept"]
     # --detail restored: the restoration alone, upscaled; keep: the crop's own fine detail is back
-    assert _restore("-i", d / "big.png", "-o", tmp_path / "r2", "--aligned", "--detail", "restored") == 0
+    assert _restore("-i", d / "big.png", "-o", tmp_path / "r2", "--aligned", *own, "--detail", "restored") == 0
     src = np.asarray(Image.open(d / "big.png"), dtype=float)
     keep = np.asarray(Image.open(out / "restored_faces" / "big.png"), dtype=float)
     restored = np.asarray(Image.open(tmp_path / "r2" / "restored_faces" / "big.png"), dtype=float)
@@ -851,6 +853,9 @@ def test_aligned_crops_framing_is_told_from_their_landmarks(tmp_path, astro, cap
     Image.fromarray(warp_face(astro, estimate_affine(pts, template_for("utkface64", 128)), 128)).save(d / "own.png")
     Image.fromarray(np.full((500, 500, 3), 128, np.uint8)).save(d / "blank.png")
     Image.fromarray(np.full((512, 512, 3), 128, np.uint8)).save(d / "blank512.png")
+    half = (template_for("ffhq512", 512) + template_for("utkface64", 512)) / 2  # between the two: no clear fit
+    Image.fromarray(warp_face(astro, estimate_affine(pts, half), 512)).save(d / "half.png")
+    Image.fromarray(ffhq[:, 16:240]).save(d / "narrow.png")  # 224 x 256: not square
     assert _restore("--aligned", "-i", d, "-o", tmp_path / "a") == 0
     summary = capsys.readouterr().out
     faces = {n: json.loads((tmp_path / "a" / "records" / f"{n}.json").read_text())["faces"][0] for n in ("ffhq", "own", "blank")}
@@ -865,6 +870,20 @@ def test_aligned_crops_framing_is_told_from_their_landmarks(tmp_path, astro, cap
     assert ("blank.png: its framing could not be told (no face found on the crop): taken as the model's own utkface64 "
             "framing; if this crop is FFHQ-aligned") in summary and "--input-template ffhq512" in summary
     assert "own.png: its framing" not in summary and "ffhq.png: its framing" not in summary
+    # a face found whose framing no template fits clearly (a tight crop saved at 512 px was taken as FFHQ by its side,
+    # and its nose and mouth restored), or a crop that is not square: aligned from the face's own 5 points
+    for name in ("half", "narrow"):
+        rec = json.loads((tmp_path / "a" / "records" / f"{name}.json").read_text())["faces"][0]
+        assert rec["input_template"] == "landmarks" and len(rec["input_landmarks5"]) == 5, name
+        found, want = np.array(rec["input_landmarks5"]), template_for("utkface64", 64)
+        err = np.abs(cv2_transform(found, np.array(rec["affine"])) - want).mean()  # the face onto the model's template
+        if name == "half":  # taken as FFHQ by its side, the face landed more than twice as far from it
+            by_side = estimate_affine(template_for("ffhq512", 512), want)
+            assert err < 1.5 and np.abs(cv2_transform(found, by_side) - want).mean() > 2 * err, name
+        assert (tmp_path / "a" / "cropped_faces" / f"{name}.png").is_file(), name  # what the model was given
+    assert "half.png: its framing is not a known one (no known template fits it clearly): aligned from the face's own" in summary
+    assert "narrow.png: its framing is not a known one (not square (224x256)): aligned from the face's own" in summary
+    assert Image.open(tmp_path / "a" / "restored_faces" / "narrow.png").size == (224, 256)
     # no face found on a crop of a side FFHQ crops come in (a degraded one): taken as FFHQ, as its set's others
     rec = json.loads((tmp_path / "a" / "records" / "blank512.json").read_text())["faces"][0]
     assert rec["input_template"] == "ffhq512" and rec["input_template_guess"] is None
@@ -878,6 +897,10 @@ def test_aligned_crops_framing_is_told_from_their_landmarks(tmp_path, astro, cap
     assert "its framing could not be told" not in capsys.readouterr().out
     assert json.loads((tmp_path / "c" / "records" / "blank.json").read_text())["faces"][0]["input_template"] == "ffhq512"
     assert _restore("--input-template", "auto", "-i", d / "own.png", "-o", tmp_path / "e") == 0  # auto needs no --aligned
+
+
+def cv2_transform(points: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    return points @ affine[:, :2].T + affine[:, 2]
 
 
 def test_a_512_px_aligned_crop_in_the_models_framing_suggests_the_ffhq_one(tmp_path, astro):

@@ -316,16 +316,21 @@ class TemplateGuess:
     name: str | None
     distances: dict[str, float]  # template -> mean distance of the crop's 5 points from it (fraction of the side)
     reason: str = ""  # why ``name`` is None
+    points: np.ndarray | None = None  # the 5 points found (crop pixels), of the face with the widest-set eyes
+    faces: int = 0  # how many faces were found on the crop
 
     def record(self) -> dict:
-        return {"input_template_guess": self.name, "input_template_distances": {k: round(v, 4) for k, v in self.distances.items()}}
+        return {"input_template_guess": self.name, "input_template_distances": {k: round(v, 4) for k, v in self.distances.items()},
+                "input_landmarks5": None if self.points is None else np.round(self.points, 2).tolist(),
+                "input_faces_found": self.faces}
 
 
 def guess_template(img: np.ndarray, names: Sequence[str] | None = None) -> TemplateGuess:
     """The framing of an aligned, square face crop: dlib's 5 points (:class:`FaceDetector`) found on the crop,
     compared with each template of ``names`` (all known ones by default) scaled to the crop. The nearest wins when
     it is within :data:`GUESS_MAX_DIST` of the side and the others are :data:`GUESS_MARGIN` times farther; else
-    ``name`` is None with the reason (no face found, or no template fits clearly).
+    ``name`` is None with the reason (no face found, not square, or no template fits clearly); ``points`` are the
+    face's 5 points whenever one was found (also on a crop that is not square), so the caller can align from them.
 
     Measured (``OMP_NUM_THREADS=1``, one core): the 31 real degraded FFHQ-aligned crops and 17 clean FFHQ/CelebA-HQ
     ones of ``../shared/data`` all come out ``ffhq512`` (mean distance 0.007-0.039 of the side, ``utkface64``
@@ -333,26 +338,29 @@ def guess_template(img: np.ndarray, names: Sequence[str] | None = None) -> Templ
     ``utkface64``; about 0.1 s per crop."""
     img = as_rgb_uint8(img)
     h, w = img.shape[:2]
-    if h != w:
-        return TemplateGuess(None, {}, f"not square ({w}x{h})")
     names = list(names) if names is not None else sorted(load_templates())
     det = FaceDetector(upsample=1)
     for side in GUESS_SIDES:
-        small = cv2.resize(img, (side, side), interpolation=cv2.INTER_AREA if side < w else cv2.INTER_CUBIC)
+        f = side / max(h, w)  # the longer side looked at ``side`` px across
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
         pad = side // 2
         faces = det.detect(np.pad(small, ((pad, pad), (pad, pad), (0, 0)), mode="edge"))
         if faces:
             break
     else:
         return TemplateGuess(None, {}, "no face found on the crop")
-    face = max(faces, key=lambda f: f.eye_distance)
-    pts = (face.landmarks - pad + 0.5) / side  # in fractions of the side, pixel edges at 0 and 1
+    face = max(faces, key=lambda fc: fc.eye_distance)
+    points = (face.landmarks - pad + 0.5) / np.array([size[0] / w, size[1] / h]) - 0.5  # in the crop's pixels
+    if h != w:
+        return TemplateGuess(None, {}, f"not square ({w}x{h})", points, len(faces))
+    pts = (points + 0.5) / w  # in fractions of the side, pixel edges at 0 and 1
     dist = {n: float(np.linalg.norm(pts - (template_for(n, 1000) + 0.5) / 1000, axis=1).mean()) for n in names}
     best = min(dist, key=dist.get)
     others = [d for n, d in dist.items() if n != best]
     if dist[best] >= GUESS_MAX_DIST or any(d < GUESS_MARGIN * dist[best] for d in others):
-        return TemplateGuess(None, dist, "its landmarks fit no known framing clearly")
-    return TemplateGuess(best, dist)
+        return TemplateGuess(None, dist, "its landmarks fit no known framing clearly", points, len(faces))
+    return TemplateGuess(best, dist, "", points, len(faces))
 
 
 # ------------------------------------------------------------------------------------------ warping

@@ -1524,32 +1524,44 @@ def _aligned_check(w: int, h: int, model_template: str | None = None) -> tuple[s
     return None, None
 
 
+LANDMARKS = "landmarks"  # --input-template auto: a crop aligned from the 5 points found on it, not from a template
+
+
 def _auto_framing(rgb, model_tmpl: str | None) -> tuple[str | None, Any, str | None]:
-    """--input-template auto for one aligned crop: (the framing to re-align from, or None for the model's own; what
-    :func:`dynface.faces.guess_template` saw, or None when it was not asked; a note when the framing could not be
-    told). Only square crops are looked at, and only for a model that names its framing. A crop whose framing cannot
-    be told (too degraded for the detector) is taken as FFHQ-aligned when its side is one FFHQ crops come in
-    (:data:`FFHQ_CROP_SIDES`): in a degraded FFHQ set, 2 of 17 crops had no face found and were restored in
-    another framing than the rest."""
+    """--input-template auto for one aligned crop: (where to re-align it from: a template name, :data:`LANDMARKS`
+    (the points found on it), or None for the model's own framing; what :func:`dynface.faces.guess_template` saw,
+    or None when it was not asked; a note when the framing could not be told from a template). Only for a model that
+    names its framing.
+
+    - a known framing, clearly: re-aligned from that template (exact; the landmarks of a degraded face are noisy);
+    - a face found, but no template fits clearly (rotated, shifted, scaled, another tool's framing, a crop that is not
+      square): re-aligned from its own 5 points, as a photo's face is (the size rule below took a tight crop saved at
+      512 px as FFHQ and restored its nose and mouth only);
+    - no face found (too degraded for the detector): FFHQ-aligned when its side is one FFHQ crops come in
+      (:data:`FFHQ_CROP_SIDES`: in a degraded FFHQ set, 2 of 17 crops had no face found), else the model's own."""
     from dynface.faces import FaceError, guess_template
 
     h, w = rgb.shape[:2]
-    if model_tmpl is None or w != h:
+    if model_tmpl is None:
         return None, None, None
     try:
         guess = guess_template(rgb)
     except FaceError as e:  # dlib missing
         return None, None, f"its framing could not be told ({one_line(e)}): taken as the model's own {model_tmpl} framing"
-    if guess.name is None:
-        if w in FFHQ_CROP_SIDES and model_tmpl != "ffhq512":  # the sides FFHQ crops come in; a crop that tight: 200 px
-            return "ffhq512", guess, (f"its framing could not be told ({guess.reason}): taken as FFHQ-aligned, as "
-                                      f"{w}-px aligned crops are (GFPGAN's, CodeFormer's, DifFace's, the BFR test "
-                                      f"sets'); if it is in the model's own framing, restore it with --input-template "
-                                      f"{model_tmpl}")
-        return None, guess, (f"its framing could not be told ({guess.reason}): taken as the model's own {model_tmpl} "
-                             "framing; if this crop is FFHQ-aligned (as GFPGAN, CodeFormer and DifFace write them), "
-                             "restore it with --input-template ffhq512")
-    return guess.name, guess, None
+    several = (f"; {guess.faces} faces were found on it and the largest was restored: leave out --aligned to restore "
+               "them all") if guess.faces > 1 else ""
+    if guess.name is not None:
+        return guess.name, guess, (several.removeprefix("; ") or None)
+    if guess.points is not None:  # _write_aligned says how it was aligned
+        return LANDMARKS, guess, (several.removeprefix("; ") or None)
+    if w == h and w in FFHQ_CROP_SIDES and model_tmpl != "ffhq512":  # the sides FFHQ crops come in (a tight one: 200)
+        return "ffhq512", guess, (f"its framing could not be told ({guess.reason}): taken as FFHQ-aligned, as "
+                                  f"{w}-px aligned crops are (GFPGAN's, CodeFormer's, DifFace's, the BFR test "
+                                  f"sets'); if it is in the model's own framing, restore it with --input-template "
+                                  f"{model_tmpl}")
+    return None, guess, (f"its framing could not be told ({guess.reason}): taken as the model's own {model_tmpl} "
+                         "framing; if this crop is FFHQ-aligned (as GFPGAN, CodeFormer and DifFace write them), "
+                         "restore it with --input-template ffhq512")
 
 
 @dataclass
@@ -1595,10 +1607,13 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
             if note:
                 notes.append(note)
         if tmpl and tmpl != model_tmpl:
-            if w != h:
+            if tmpl == LANDMARKS:  # aligned from the face's own points, as a photo's face is
+                affine = estimate_affine(guess.points, template_for(restorer.template_name, size))
+            elif w != h:
                 on_result(FileResult(str(it.path), it.stem, "failed", f"not square ({w}x{h}): cannot use --input-template {tmpl}", source=src))
                 continue
-            affine = estimate_affine(template_for(tmpl, w), template_for(restorer.template_name, size))
+            else:
+                affine = estimate_affine(template_for(tmpl, w), template_for(restorer.template_name, size))
             crop = warp_face(img.rgb, affine, size, s.border)
         else:
             err, note = _aligned_check(w, h, None if s.input_template else model_tmpl)
@@ -1682,8 +1697,13 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
         framed = img.rgb.copy()
         paste_face(framed, face, x.affine, size, model_px=size if kept else None, info=split)
         face = framed
-        told = " (told from its landmarks)" if x.guess is not None and x.guess.name else ""
-        notes.append(f"re-aligned from the {x.template} framing{told} to the model's {restorer.template_name}; result pasted back")
+        if x.template == LANDMARKS:
+            why = x.guess.reason if x.guess.reason.startswith("not square") else "no known template fits it clearly"
+            notes.append(f"its framing is not a known one ({why}): aligned from the face's own landmarks to the model's "
+                         f"{restorer.template_name}; result pasted back")
+        else:
+            told = " (told from its landmarks)" if x.guess is not None and x.guess.name else ""
+            notes.append(f"re-aligned from the {x.template} framing{told} to the model's {restorer.template_name}; result pasted back")
         size_rec["detail_kept"] = kept
         size_rec.update(split)
     else:
@@ -1711,6 +1731,8 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
         ("restored_face", f"restored_faces/{it.stem}{sfx}.{fext}", lambda p: notes.extend(imageio.write_like_input(face, img, p))),
         ("cmp", f"cmp/{it.stem}.png", lambda p: _save_like(_side_by_side(img.rgb, face), p, img)),
     ]
+    if x.affine is not None:  # re-aligned: what the model was given, as a photo's cropped_faces/
+        writes.append(("cropped_face", f"cropped_faces/{it.stem}.png", lambda p: _save_like(np.asarray(x.crop), p, img)))
     if s.save_maps:
         for key, a in face_maps.items():
             writes.append((f"map_{key}", f"maps/{it.stem}_{key}.png", lambda p, a=a: imageio.save_image(a, p)))
