@@ -118,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "its hard cases from its IDA/LMD mean); none = NaN (counted as a failure); whole = the whole image",
     )
     p.add_argument("--face-cnn", action="store_true", help="also try dlib's (slow) CNN face detector")
-    p.add_argument("--crop-border", type=int, default=0, metavar="N", help="pixels cropped at each edge for PSNR/SSIM")
+    p.add_argument("--crop-border", type=int, default=0, metavar="N", help="pixels cropped at each edge for PSNR/SSIM (default 0)")
     p.add_argument(
         "--resize-restored",
         action="store_true",
@@ -138,7 +138,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="exit 0 even when some images could not be scored (missing HQ or restored files, unreadable files, "
         "size mismatches, no face found); they are still printed and counted",
     )
-    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch CPU threads (default: the cores not already busy, as restore)")
     p.add_argument("--limit", type=int, default=None, metavar="K", help="only the first K restored images (sorted)")
     p.add_argument("--out", required=True, type=Path, metavar="JSON", help="results file (JSON)")
     p.add_argument("--markdown", type=Path, metavar="MD", help="also write a Markdown table")
@@ -357,12 +358,14 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--niqe-params file not found: {args.niqe_params}")
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be ≥ 1")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UsageError("--threads must be ≥ 1")
-        import torch
+    if args.threads is not None and args.threads < 1:
+        raise UsageError("--threads must be ≥ 1")
+    import torch
 
-        torch.set_num_threads(args.threads)
+    from dynface.jobs import default_threads
+
+    # as restore: torch's one thread per core collapses on a busy machine (x9 to x37 the time: README, Threads)
+    torch.set_num_threads(args.threads or default_threads())
     if args.crop_border < 0:
         raise UsageError("--crop-border must be ≥ 0")
     if args.out.exists() and args.out.is_dir():

@@ -128,7 +128,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "and folders written by dynface restore are left out)")
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: restore them directly, batched")
     p.add_argument("-s", "--upscale", type=number(float, 1, 8), default=2.0, help="final upscaling of the whole photo, 1-8 (default: 2)")
-    p.add_argument("-w", "--fidelity", type=number(float, 0, 1), default=None, help="fidelity weight in [0, 1] (default: the model's)")
+    p.add_argument("-w", "--fidelity", type=number(float, 0, 1), default=None, help="fidelity weight in [0, 1] (default 0.5: the guidance strength the model stores; 0: the prior alone, 1: twice the pull to the input)")
     p.add_argument("--ext", default="auto", choices=jobs.EXT_CHOICES, help="format of restored_imgs (default auto: like the input, jpg for HEIC/AVIF; png if it has alpha)")
     p.add_argument("--suffix", type=_plain, default=None, help="append _SUFFIX to restored face / image names (a plain name)")
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH", help=f"embedded model name, model folder or prior file (default: {DEFAULT_MODEL})")
@@ -171,10 +171,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--input-template",
         default="auto",
         metavar="NAME",
-        help="with --aligned: the framing of the input crops, auto (default: told per crop from its landmarks, "
-        "ffhq512 or the model's own; the model's own when no face is found) or a name (ffhq512 for "
-        "GFPGAN/CodeFormer/DifFace-aligned faces); when it differs from the model's, crops are re-aligned for it "
-        "and the result is pasted back into the input's framing",
+        help="with --aligned: the framing of the input crops, auto (default: told per crop from its landmarks: "
+        "ffhq512, the model's own, or aligned from the landmarks when no template fits; with no face found, "
+        "ffhq512 for 256/512/1024-px crops, else the model's) or a name: ffhq512 (GFPGAN/CodeFormer/DifFace-aligned "
+        "faces) or utkface64 (the embedded models' own); when it differs from the model's, crops are re-aligned "
+        "for it and the result is pasted back into the input's framing",
     )
     p.add_argument("--alignment", default="auto", choices=("auto", "ffhq", "template"),
                    help="how detected faces are framed: ffhq = the FFHQ dataset's own crop from dlib's points, "
@@ -190,11 +191,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", default="hog", choices=("hog", "cnn"), help="dlib face detector (default: hog)")
     p.add_argument("--detect-side", type=number(int, 64), default=2000, metavar="PX",
                    help="detection runs on a copy of the photo at most PX on its longer side (default 2000): in larger "
-                        "photos (scans) faces under about 40 x side/PX px are missed; a larger PX finds smaller "
-                        "faces, slower (a photo without a face found says what it would take)")
+                        "photos (scans) smaller faces are missed (a 7000-px scan: under about 140 px; with PX 7000, "
+                        "80 px), slower; a photo without a face found says what it would take")
     p.add_argument("--bg-upsampler", default="lanczos", metavar="lanczos|MODULE:CALLABLE",
                    help="background upscaling: Lanczos, or a Python callable (rgb uint8 array, scale) -> array")
-    p.add_argument("--min-score", type=number(float), default=0.0, help="detector confidence threshold (raise it against false detections)")
+    p.add_argument("--min-score", type=number(float), default=0.0, help="detector confidence threshold (default 0; raise it against false detections)")
     p.add_argument("--border", default="constant", choices=("constant", "reflect"), help="fill of crop areas outside the photo (default: constant)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     engines.add_arguments(p)  # --engine ray/--address/--workers/... (dynface.engines)
