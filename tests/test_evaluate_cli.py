@@ -247,6 +247,20 @@ def test_a_restore_output_folder_is_scored_by_its_faces_and_suffixes_pair(folder
     assert rc == 2 and "no restored image has an HQ image with the same name" in cap.err
 
 
+def test_per_image_values_as_csv(folders, capsys):
+    import csv
+
+    tmp, hq, res, crops = folders
+    out, table = tmp / "r.json", tmp / "r.csv"
+    rc, _ = _run(capsys, "--restored", res, "--hq", hq, "--metrics", "psnr,ssim", "--csv", table, "--allow-missing",
+                 "--out", out, "-q")
+    rows = list(csv.DictReader(table.open()))
+    r = json.loads(out.read_text())
+    assert rc == 0 and [x["image"] for x in rows] == ["a", "b", "extra"] and list(rows[0]) == ["image", "restored", "hq", "psnr", "ssim"]
+    assert float(rows[0]["psnr"]) == pytest.approx(r["per_image"]["a"]["psnr"]) and rows[0]["hq"] == "a.png"
+    assert rows[2]["psnr"] == "" and rows[2]["hq"] == ""  # not paired: not scored
+
+
 def test_a_weights_file_given_and_missing_is_an_error(folders, capsys):
     """A mistyped --lpips-weights/--fid-weights path was skipped silently with exit 0 (only the JSON said so)."""
     tmp, hq, res, _ = folders

@@ -143,6 +143,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--limit", type=int, default=None, metavar="K", help="only the first K restored images (sorted)")
     p.add_argument("--out", required=True, type=Path, metavar="JSON", help="results file (JSON)")
     p.add_argument("--markdown", type=Path, metavar="MD", help="also write a Markdown table")
+    p.add_argument("--csv", type=Path, metavar="CSV",
+                   help="also write the per-image values, one row per restored image (empty: not scored)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     p.set_defaults(func=run)
 
@@ -636,6 +638,8 @@ def _run(args: argparse.Namespace) -> int:
     atomic_write_text(json.dumps(_jsonable(result), indent=1, allow_nan=False) + "\n", args.out)
     if args.markdown:
         atomic_write_text(_markdown(result), args.markdown)
+    if args.csv:
+        atomic_write_text(_csv(result), args.csv)
     for key, why in failures.items():  # one line per failure, also with -q
         print(f"dynface evaluate: not scored: {key}: {why}", file=sys.stderr)
     for m, why in set_notes.items():
@@ -854,6 +858,26 @@ def _fmt(v) -> str:
     if isinstance(v, float) and math.isinf(v):
         return "inf"
     return f"{v:.4f}"
+
+
+def _csv(res: dict) -> str:
+    """The per-image values as CSV: image (the pairing key), restored and HQ file, one column per per-image metric;
+    an empty cell where the image was not scored (NaN), "inf" for an infinite PSNR."""
+    import csv
+    import io
+
+    cols = [m for m in res["metrics"] if m not in SETS]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["image", "restored", "hq", *cols])
+    for k, rec in res["per_image"].items():
+        vals = []
+        for m in cols:
+            v = rec.get(m)
+            vals.append("" if v is None or (isinstance(v, float) and math.isnan(v)) else
+                        ("inf" if isinstance(v, float) and math.isinf(v) else v))
+        w.writerow([k, rec.get("restored", ""), rec.get("hq", ""), *vals])
+    return buf.getvalue()
 
 
 def _markdown(res: dict) -> str:
