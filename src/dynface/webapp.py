@@ -691,6 +691,9 @@ CSS = """
 /* Gradio 6 gives a gallery of fewer images than its columns fewer, wider columns: one restored face filled the
    whole width and its square thumbnail was cut to the gallery's height (the eyes and forehead only) */
 #gallery .grid-container, #explain .grid-container {grid-template-columns: repeat(5, minmax(0, 1fr)) !important}
+/* thumbnail captions ("RM(y) · Grand-mere_1962_00") use the thumbnail's whole width, one line at its foot (80 % of
+   it cut them to "RM(y) · Gran…"); a longer one still ends in "…" rather than cover the face */
+#gallery .caption-label, #explain .caption-label {max-width: 100% !important; left: 0; font-size: 0.75em}
 """
 
 
