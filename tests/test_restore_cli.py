@@ -249,7 +249,7 @@ def test_every_output_keeps_the_inputs_colour_profile_where_the_file_can_hold_it
     Image.fromarray(astro).convert("L").save(g / "old.png", icc_profile=gray_icc)
     capsys.readouterr()
     assert _restore("-i", g, "-o", tmp_path / "c", "-s", "1", "--ext", "webp") == 0
-    assert "saved as RGB (WebP has no grayscale)" in capsys.readouterr().out
+    assert "saved as RGB (.webp has no grayscale)" in capsys.readouterr().out
     with Image.open(tmp_path / "c" / "restored_imgs" / "old.webp") as im:
         assert im.mode == "RGB" and not im.info.get("icc_profile")
     for f in ("restored_faces/old_00.png", "cmp/old_00.png"):  # PNGs: gray, with the gray profile

@@ -1125,8 +1125,10 @@ def _save_like(a, path: Path, img) -> None:
 
 
 def _gray_note(ext: str) -> str:
-    return ("grayscale input: restored in RGB, saved as grayscale" if ext.lower().lstrip(".") != "webp" else
-            "grayscale input: restored in RGB, saved as RGB (WebP has no grayscale)")
+    from dynface.imageio import stored_gray
+
+    return ("grayscale input: restored in RGB, saved as grayscale" if stored_gray("L", ext) else
+            f"grayscale input: restored in RGB, saved as RGB (.{ext.lower().lstrip('.')} has no grayscale)")
 
 
 def _gray_if(a, was_gray: bool):
