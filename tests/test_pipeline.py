@@ -209,7 +209,7 @@ def test_configs_are_checked_when_made_not_at_the_first_restore(tiny_random):
     was refused by with_config though from_pretrained's default."""
     from dynface.pipeline import DynFaceRestorer
 
-    for kw, message in ((dict(steps="0"), "at least 1"), (dict(steps="abc"), "expected ddimN"), (dict(steps=2000), "at most 1000"),
+    for kw, message in ((dict(steps="0"), "at least 2"), (dict(steps="1"), "at least 2"), (dict(steps="abc"), "expected ddimN"), (dict(steps=2000), "at most 1000"),
                         (dict(zeta="x"), "zeta"), (dict(n_guides=0), "n_guides"), (dict(precision="fp64"), "choose from")):
         with pytest.raises(ValueError, match=message):
             tiny_random.with_config(**kw)

@@ -45,7 +45,7 @@ def make_betas(cfg: ScheduleConfig) -> np.ndarray:
 
 
 def check_steps(spec: str | int, num_timesteps: int = 1000) -> str:
-    """A respacing spec (:func:`space_timesteps`: ``ddimN``, ``N`` or ``a,b,c``) with 1..``num_timesteps`` steps in
+    """A respacing spec (:func:`space_timesteps`: ``ddimN``, ``N`` or ``a,b,c``) with 2..``num_timesteps`` steps in
     all that the grid can give, as a string; a ValueError with a one-line reason otherwise (``--steps``, and
     :class:`dynface.sampler.SamplerConfig` before any sampling)."""
     if isinstance(spec, bool) or not isinstance(spec, (str, int, np.integer)):
@@ -57,8 +57,8 @@ def check_steps(spec: str | int, num_timesteps: int = 1000) -> str:
     if s.startswith("ddim") and len(counts) > 1:
         raise ValueError(f"unusable steps {s!r}: ddimN takes one number")
     total = sum(counts)
-    if total < 1:
-        raise ValueError(f"steps must be at least 1, got {s!r}")
+    if total < 2:  # one step is t = 0 alone: a face noised to its start step got one call, there (PSNR 14 dB)
+        raise ValueError(f"steps must be at least 2 (one step is the last, t = 0, alone), got {s!r}")
     if total > num_timesteps:
         raise ValueError(f"steps must be at most {num_timesteps} (the diffusion grid), got {s!r}")
     try:
