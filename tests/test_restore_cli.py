@@ -236,7 +236,10 @@ def test_every_output_keeps_the_inputs_colour_profile_where_the_file_can_hold_it
     Image.fromarray(astro).save(d / "photo.png", icc_profile=rgb_icc, exif=exif.tobytes())
     assert _restore("-i", d, "-o", tmp_path / "a", "-s", "1") == 0
     for f in ("restored_imgs/photo.png", "restored_faces/photo_00.png", "cropped_faces/photo_00.png", "cmp/photo_00.png"):
-        assert Image.open(tmp_path / "a" / f).info.get("icc_profile") == rgb_icc, f
+        with Image.open(tmp_path / "a" / f) as im:  # each output says which software altered it (forensics)
+            assert im.info.get("icc_profile") == rgb_icc and "dynfacerestore" in im.getexif().get(0x0131, ""), f
+    rec = json.loads((tmp_path / "a" / "records" / "photo.json").read_text())["settings"]
+    assert {"pillow", "numpy", "opencv", "git_commit"} <= set(rec["software"]) and "batch_size" in rec
     crops = tmp_path / "crops"
     crops.mkdir()
     Image.fromarray(astro[60:200, 150:290]).save(crops / "c.png", icc_profile=rgb_icc, exif=exif.tobytes())
@@ -966,3 +969,29 @@ def test_jfif_files_are_found_and_sub_folders_left_out_are_said(tmp_path, astro,
     out = capsys.readouterr()
     assert (tmp_path / "o" / "restored_imgs" / "saved.jpg").is_file()
     assert "1 sub-folder(s) not searched (-r/--recursive searches them)" in out.out + out.err
+
+
+def test_a_run_killed_between_the_outputs_and_the_record_leaves_the_input_incomplete(tmp_path, astro, monkeypatch, capsys):
+    """A second run with other settings, killed after an input's new outputs and before its record: the new outputs
+    stood under the old record (another size, fidelity), and --skip-existing and report took them as done. The old
+    record is set aside first: the input is incomplete until the new record is written, and the next run restores
+    it (removing the outputs only the old record listed)."""
+    from dynface import jobs
+
+    d = _crop_dir(tmp_path, astro, {"x.png": (64, 64)})
+    out = tmp_path / "o"
+    assert _restore("--aligned", "-i", d, "-o", out, "--ext", "png") == 0
+    real = jobs.write_record
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # stands for a kill -9 at that moment
+    monkeypatch.setattr(jobs, "write_record", killed)
+    s = jobs.run_job([d], out, jobs.RestoreSettings(aligned=True, ext="jpg", fidelity=1.0), restorer=make_fake_restorer())
+    assert s.interrupted and not s.done
+    monkeypatch.setattr(jobs, "write_record", real)
+    assert not (out / "records" / "x.json").exists() and (out / "restored_faces" / "x.jpg").is_file()
+    assert _restore("--aligned", "-i", d, "-o", out, "--ext", "jpg", "-w", "1", "--skip-existing") == 0
+    assert "1 restored, 0 skipped" in capsys.readouterr().out
+    rec = json.loads((out / "records" / "x.json").read_text())
+    assert rec["settings"]["flags"]["ext"] == "jpg" and not (out / "restored_faces" / "x.png").exists()
+    assert sorted(p.name for p in (out / "records").iterdir()) == ["x.json"]  # the set-aside record is gone

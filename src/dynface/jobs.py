@@ -585,8 +585,10 @@ def write_record(out: Path, stem: str, rec: dict) -> None:
     from dynface.atomicfile import atomic_write_text
     from dynface.outputs import UnsafePathError, output_path
 
-    old = _read_record(out, stem)
+    aside = _retired_path(out, stem)
+    old = _read_record(out, stem) or _read_json(aside)
     atomic_write_text(json.dumps(rec, indent=1, default=_json_default) + "\n", record_path(out, stem))
+    aside.unlink(missing_ok=True)
     if old is None:
         return
     for rel in sorted(set(_record_files(old)) - set(_record_files(rec))):
@@ -597,6 +599,31 @@ def write_record(out: Path, stem: str, rec: dict) -> None:
             output_path(out, sub, name).unlink(missing_ok=True)
         except (UnsafePathError, OSError):
             pass
+
+
+def _retired_path(out: Path, stem: str) -> Path:
+    from dynface.outputs import output_path
+
+    return output_path(out, "records", f"{stem}.json.replaced")  # not a record: records end in .json
+
+
+def retire_record(out: Path, stem: str) -> None:
+    """Before an input's outputs are written again: its record (if any) is set aside (``records/STEM.json.replaced``)
+    until :func:`write_record` writes the new one, so that a run killed in between leaves the input incomplete
+    instead of new outputs under the old record (a kill -9 there left a 225-px photo made with -w 1 under a record
+    saying 450 px and the default fidelity, which --skip-existing and report took as done). write_record still
+    removes the outputs only the set-aside record listed."""
+    p = record_path(out, stem)
+    if p.is_file():
+        os.replace(p, _retired_path(out, stem))
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
 
 
 def _source_info(path: Path) -> dict | None:
@@ -617,11 +644,7 @@ def _record_files(rec: dict) -> list[str]:
 
 
 def _read_record(out: Path, stem: str) -> dict | None:
-    try:
-        rec = json.loads(record_path(out, stem).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return rec if isinstance(rec, dict) else None
+    return _read_json(record_path(out, stem))
 
 
 def is_complete(out: Path, stem: str, path: Path | None = None) -> bool:
@@ -1091,6 +1114,8 @@ def _record_settings(settings: RestoreSettings, restorer, upscale: float | None 
         "seeds": "face_seed" if _accepts(restorer.restore, "seeds") else "seed+position",
         "threads": _torch_threads(),
         "batching": "per-face" if per_face(restorer, settings) else "batched",
+        "batch_size": None if per_face(restorer, settings) else settings.batch_size,  # None: the job layer's default
+        "keep_faceless": bool(settings.keep_faceless),
         "software": provenance.software(),
         "weights": provenance.weights(restorer),
         "flags": output_flags(settings),  # as given: what --skip-existing compares (changed_flags)
@@ -1116,12 +1141,13 @@ def _side_by_side(a, b):
 def _save_like(a, path: Path, img) -> None:
     """Save ``a`` (uint8 HxWx3: a face, a side-by-side picture) in the colours of the input ``img`` (a
     dynface.imageio.LoadedImage): gray when it was, with its ICC profile where the file can hold it (an Adobe RGB
-    photo's faces were saved without it and shown as sRGB: red -10 levels)."""
+    photo's faces were saved without it and shown as sRGB: red -10 levels), and the ``Software`` tag."""
     from dynface import imageio
 
     im = _gray_if(a, img.was_gray)
     mode = "L" if img.was_gray else "RGB"
-    imageio.save_image(im, path, icc_profile=imageio.fitting_profile(img.icc_profile, mode, Path(path).suffix))
+    imageio.save_image(im, path, icc_profile=imageio.fitting_profile(img.icc_profile, mode, Path(path).suffix),
+                       exif=imageio.software_exif())  # as the photo: says which software altered it
 
 
 def _gray_note(ext: str) -> str:
@@ -1340,6 +1366,7 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     photo_rel = f"restored_imgs/{it.stem}{sfx}.{ext}"
     box: list[list[str]] = []
     writes.append(("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p))))
+    retire_record(out, it.stem)
     files = _write_outputs(out, writes)
     written = list(files.values())
     for i, rec in enumerate(res.records):
@@ -1738,6 +1765,7 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
     if s.save_maps:
         for key, a in face_maps.items():
             writes.append((f"map_{key}", f"maps/{it.stem}_{key}.png", lambda p, a=a: imageio.save_image(a, p)))
+    retire_record(out, it.stem)
     files = _write_outputs(out, writes)
     convert = x.affine is not None
     rec = {

@@ -42,8 +42,40 @@ def software() -> dict[str, str | None]:
     from dynface import __version__
 
     torch = sys.modules.get("torch")
-    return {"dynfacerestore": __version__, "torch": getattr(torch, "__version__", None),
-            "python": platform.python_version()}
+    out = {"dynfacerestore": __version__, "torch": getattr(torch, "__version__", None),
+           "python": platform.python_version()}
+    out.update(_versions())
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _versions() -> dict[str, str | None]:
+    """What else shapes the bytes: the decoders and resamplers (Pillow, numpy, OpenCV, dlib) and, for a package
+    run from a git checkout (the editable install), its commit, "+dirty" when files differ from it: 0.1.0 alone did
+    not tell which of many commits made an output. Asked once per process."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for key, dist in (("pillow", "Pillow"), ("numpy", "numpy"), ("opencv", "opencv-python-headless"),
+                      ("dlib", "dlib-bin")):
+        try:
+            out[key] = version(dist)
+        except PackageNotFoundError:
+            out[key] = None
+    root = Path(__file__).resolve().parents[2]  # src/dynface/provenance.py -> the checkout
+    out["git_commit"] = None
+    if (root / ".git").exists():
+        try:
+            git = ["git", "-C", str(root)]
+            head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+            if head.returncode == 0:
+                dirty = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                       text=True, timeout=10)
+                out["git_commit"] = head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return out
 
 
 def weights(restorer: Any) -> dict[str, dict[str, str]]:
