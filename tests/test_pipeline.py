@@ -36,10 +36,12 @@ def test_every_mode_runs(mode, faces, tiny_dsst):
         assert rec["nfe"] == 0
         return
     assert rec["nfe"] > 0
-    if mode == "fixed_start":
-        assert rec["start_step"] == 400 and rec["eta"] == 0.5
+    if mode == "fixed_start":  # DifFace: no guidance, so no fidelity to record
+        assert rec["start_step"] == 400 and rec["eta"] == 0.5 and rec["fidelity"] is None
     else:
-        assert rec["eta"] == pytest.approx(min(rec["std_star"] / 10, 1.0), rel=1e-5)
+        assert rec["eta"] == pytest.approx(min(rec["std_star"] / 10, 1.0), rel=1e-5) and rec["fidelity"] == 0.5
+    # what scaled the guidance: no_dgsa's constant is stated (the ablation mixes strength and shape otherwise)
+    assert rec["guidance_scale"] == (0.5 if mode == "no_dgsa" or r.dgsa is None else "dgsa")
     n_guides = 1 if mode == "single_guide" else 3
     assert len(rec["sigmas_init"]) == n_guides
     assert {"dgsa", "guide0", "restorer"} <= set(out.maps)

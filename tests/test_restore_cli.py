@@ -238,8 +238,14 @@ def test_every_output_keeps_the_inputs_colour_profile_where_the_file_can_hold_it
     for f in ("restored_imgs/photo.png", "restored_faces/photo_00.png", "cropped_faces/photo_00.png", "cmp/photo_00.png"):
         with Image.open(tmp_path / "a" / f) as im:  # each output says which software altered it (forensics)
             assert im.info.get("icc_profile") == rgb_icc and "dynfacerestore" in im.getexif().get(0x0131, ""), f
-    rec = json.loads((tmp_path / "a" / "records" / "photo.json").read_text())["settings"]
-    assert {"pillow", "numpy", "opencv", "git_commit"} <= set(rec["software"]) and "batch_size" in rec
+    rec = json.loads((tmp_path / "a" / "records" / "photo.json").read_text())
+    assert {"pillow", "numpy", "opencv", "git_commit"} <= set(rec["settings"]["software"]) and "batch_size" in rec["settings"]
+    from dynface.provenance import file_sha256
+
+    # each output's hash, so that an auditor can tell it is the one described
+    assert len(rec["outputs_sha256"]) == 4 and all(file_sha256(tmp_path / "a" / rel) == h for rel, h in rec["outputs_sha256"].items())
+    line = json.loads((tmp_path / "a" / "manifest.jsonl").read_text().splitlines()[-1])
+    assert line["record"]["outputs_sha256"] == rec["outputs_sha256"]
     crops = tmp_path / "crops"
     crops.mkdir()
     Image.fromarray(astro[60:200, 150:290]).save(crops / "c.png", icc_profile=rgb_icc, exif=exif.tobytes())

@@ -579,7 +579,8 @@ def record_path(out: Path, stem: str) -> Path:
 
 
 def write_record(out: Path, stem: str, rec: dict) -> None:
-    """Write ``stem``'s record (the last write of an input: it marks it complete). The outputs the record it
+    """Write ``stem``'s record (the last write of an input: it marks it complete), with the SHA-256 of each output it
+    lists (``outputs_sha256``). The outputs the record it
     replaces listed and this one does not (a photo restored again with another ``--ext``, or with fewer faces) are
     removed then: they belong to no record any more, and would stand beside the new ones as if current."""
     from dynface.atomicfile import atomic_write_text
@@ -587,6 +588,7 @@ def write_record(out: Path, stem: str, rec: dict) -> None:
 
     aside = _retired_path(out, stem)
     old = _read_record(out, stem) or _read_json(aside)
+    rec["outputs_sha256"] = _output_hashes(out, _record_files(rec))  # in place: the manifest line embeds it too
     atomic_write_text(json.dumps(rec, indent=1, default=_json_default) + "\n", record_path(out, stem))
     aside.unlink(missing_ok=True)
     if old is None:
@@ -599,6 +601,21 @@ def write_record(out: Path, stem: str, rec: dict) -> None:
             output_path(out, sub, name).unlink(missing_ok=True)
         except (UnsafePathError, OSError):
             pass
+
+
+def _output_hashes(out: Path, rels: list[str]) -> dict[str, str | None]:
+    """SHA-256 of each output (``sub/name`` under ``out``), so that an auditor can tell a file is the one the record
+    describes (None for one that cannot be read)."""
+    from dynface.outputs import UnsafePathError, output_path
+
+    digests: dict[str, str | None] = {}
+    for rel in rels:
+        sub, _, name = rel.partition("/")
+        try:
+            digests[rel] = provenance.file_sha256(output_path(out, sub, name))
+        except (UnsafePathError, OSError):
+            digests[rel] = None
+    return digests
 
 
 def _retired_path(out: Path, stem: str) -> Path:

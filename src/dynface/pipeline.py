@@ -397,9 +397,11 @@ class DynFaceRestorer:
                 nfe=int(res.nfe[i]),
                 eta=float(eta[i]),
                 guidance=sampler_cfg.guidance,
+                # what scaled the guidance: DGSA's map, or no_dgsa's (or a model without DGSA's) one constant
+                guidance_scale="dgsa" if use_dgsa else float(cfg.global_scale),
                 steps=str(scfg.steps),
                 schedule=scfg.schedule,
-                fidelity=w,
+                fidelity=w if sampler_cfg.guidance != "none" else None,  # fixed_start: no guidance for -w to scale
                 seconds=secs,
             )
         return x, records, maps

@@ -141,7 +141,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dgsa", metavar="PATH", help="DGSA weights, when --model is a bare prior file")
     p.add_argument("--dsst", metavar="PATH", help="DSST table JSON (default: the model's own, else the packaged 512-px table)")
     p.add_argument("--steps", type=_steps, default=None,
-                   help="sampling steps: ddimN, N or a,b,c (1-1000 in all; default: the model's)")
+                   help="sampling steps: ddimN, N or a,b,c (2-1000 in all; default: the model's); ddim10 is an even "
+                        "stride (0, 100, ..., 900), 10 spreads 10 steps over the whole range (0, 111, ..., 999)")
     p.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0, help="random seed (default: 0); each face's noise comes from the seed, "
                    "the input's name and the face's number, so results do not depend on batching")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="compute device (default: cpu)")
