@@ -550,8 +550,7 @@ def test_skip_existing_is_complete_only_for_the_same_photo_and_flags(tmp_path, a
     std = run(a, "-w", "0.8", "--ext", "jpg")  # the .png face it replaces is removed, not left beside the .jpg
     assert "1 restored, 0 skipped" in std.out
     on_disk = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent != out)
-    assert [p for p in on_disk if "b_x" not in p] == [  # cmp/ and the model's input (re-aligned: auto) are PNG
-        "cmp/x.png", "cropped_faces/x.png", "records/x.json", "restored_faces/x.jpg"]
+    assert [p for p in on_disk if "b_x" not in p] == ["cmp/x.png", "records/x.json", "restored_faces/x.jpg"]  # cmp/ is PNG
 
 
 def test_stems_and_input_collection(tmp_path):
