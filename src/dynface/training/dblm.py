@@ -262,9 +262,8 @@ def train_dblm(cfg: DBLMTrainConfig, data_dir: str, out_dir: str, resume: bool =
             dist.broadcast(t, 0)
         torch.manual_seed(cfg.seed + 1000 * rank + sum(progress.values()))
     data = load_face_tensor(data_dir, dcfg.size, cache_dir=run / "cache", limit=cfg.data_limit or None).to(dev)
-    done = dict(progress) if state is not None else None  # resumed: the rows the checkpoint covers are kept
     log = CSVLog(run / ("log.csv" if rank == 0 else f"log_rank{rank}.csv"), ["stage", "step", "time", "loss", "l_img", "l_std", "label_mean", "lr"],
-                 echo=rank == 0, kept=None if done is None else (lambda r: int(r["step"]) <= done.get(r["stage"], 0)))
+                 echo=rank == 0, resumed_at=dict(progress) if state is not None else None)
     stop = StopFlag()
     grid = torch.arange(cfg.label_grid[0], cfg.label_grid[1] + 1e-9, cfg.label_grid[2])
     labeler = make_labeler(cfg, dcfg, grid)

@@ -100,7 +100,7 @@ def train_dgsa(cfg: DGSATrainConfig, data_dir: str, out_dir: str, resume: bool =
     scale = dblm.cfg.size / dblm.cfg.ref_size
     data = load_face_tensor(data_dir, size, cache_dir=run / "cache", limit=cfg.data_limit or None).to(dev)
     log = CSVLog(run / "log.csv", ["step", "time", "loss", "swt", "dists", "map_mean", "lr"],
-                 kept=(lambda r, s=step: int(r["step"]) <= s) if state is not None else None)  # resumed: what it covers
+                 resumed_at=step if state is not None else None)
     precision = "bf16" if cfg.bf16 else "fp32"  # the frozen UNet's passes (unet_eps)
     stop = StopFlag()
     t0 = t_start = time.time()

@@ -16,7 +16,6 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,16 +136,16 @@ class CSVLog:
     """``log.csv``, one row per ``log_every`` steps; with ``echo`` (rank 0) each row is printed to stderr too, so that a
     run of hours shows its progress (step, loss, speed) where it was started."""
 
-    def __init__(self, path: Path, fields: list[str], echo: bool = True, kept: Callable[[dict], bool] | None = None):
-        """``kept`` (a resumed run): which of the earlier rows the checkpoint covers; the others (logged after the
-        last checkpoint by a run killed later: their steps are done again) are dropped, and ``time`` goes on from
-        the last kept row's instead of restarting at 0."""
+    def __init__(self, path: Path, fields: list[str], echo: bool = True, resumed_at: int | dict[str, int] | None = None):
+        """``resumed_at`` (a resumed run): the checkpoint's step, or its step per ``stage`` (DBLM); the earlier rows
+        past it (logged after the last checkpoint by a run killed later: their steps are done again) are dropped,
+        and ``time`` goes on from the last kept row's instead of restarting at 0."""
         self.path, self.fields, self.echo = path, fields, echo
         self.time0 = 0.0
-        if kept is not None and path.exists():
+        if resumed_at is not None and path.exists():
             with open(path, newline="") as f:
                 rows = list(csv.DictReader(f))
-            keep = [r for r in rows if _row_kept(kept, r)]
+            keep = [r for r in rows if _row_kept(resumed_at, r)]
             if len(keep) < len(rows):
                 buf = io.StringIO()
                 w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
@@ -177,9 +176,11 @@ class CSVLog:
         self.f.close()
 
 
-def _row_kept(kept: Callable[[dict], bool], row: dict) -> bool:
+def _row_kept(resumed_at: int | dict[str, int], row: dict) -> bool:
+    """Whether a log row is one the checkpoint covers (its step is at most the checkpoint's, for its stage)."""
     try:
-        return bool(kept(row))
+        at = resumed_at.get(row["stage"], 0) if isinstance(resumed_at, dict) else resumed_at
+        return int(row["step"]) <= at
     except (KeyError, TypeError, ValueError):  # a damaged row (a kill -9 mid-write): dropped
         return False
 

@@ -137,8 +137,8 @@ def train_prior(cfg: PriorTrainConfig, data_dir: str, out_dir: str, resume: bool
     if dev.type == "cuda":  # uint8 faces fit on the device (8k faces at 64 px: 100 MB): no per-step host copies
         data = data.to(dev)
     n = data.shape[0]
-    kept = (lambda r, s=step: int(r["step"]) <= s) if state is not None else None  # resumed: the rows it covers
-    log = CSVLog(run / "log.csv", ["step", "time", "loss", "mse", "vb", "lr", "img_per_s"], kept=kept) if rank == 0 else None
+    log = CSVLog(run / "log.csv", ["step", "time", "loss", "mse", "vb", "lr", "img_per_s"],
+                 resumed_at=step if state is not None else None) if rank == 0 else None
     stop = StopFlag()
     t_start = last_sample = time.time()
     # running sums stay on the device: one host sync per log line, not three per step (matters on a GPU)
