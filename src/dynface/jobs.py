@@ -1254,12 +1254,14 @@ class _SeedingRestorer:
         return self._t.restore(self._r, faces, len(faces) / self._n, **kw)
 
 
-def _write_outputs(out: Path, writes: list[tuple[str, str, Callable[[Path], Any]]]) -> dict[str, str]:
-    """Run each ``(key, "sub/name", writer(path))``; returns {key: relative path}. Paths via output_path. When one
-    fails, the files written before it are removed again: a failed input leaves no outputs its record and the
-    manifest do not list (the error is raised on)."""
+def _write_outputs(out: Path, stem: str, writes: list[tuple[str, str, Callable[[Path], Any]]]) -> dict[str, str]:
+    """Run each ``(key, "sub/name", writer(path))`` for input ``stem``; returns {key: relative path}. Paths via
+    output_path. Its record is set aside first (:func:`retire_record`). When one fails, the files written before it
+    are removed again: a failed input leaves no outputs its record and the manifest do not list (the error is raised
+    on)."""
     from dynface.outputs import output_path
 
+    retire_record(out, stem)
     files: dict[str, str] = {}
     written: list[Path] = []
     try:
@@ -1383,8 +1385,7 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     photo_rel = f"restored_imgs/{it.stem}{sfx}.{ext}"
     box: list[list[str]] = []
     writes.append(("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p))))
-    retire_record(out, it.stem)
-    files = _write_outputs(out, writes)
+    files = _write_outputs(out, it.stem, writes)
     written = list(files.values())
     for i, rec in enumerate(res.records):
         rec = dict(rec)
@@ -1552,6 +1553,10 @@ def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSetting
 
 
 FFHQ_CROP_SIDES = (256, 512, 1024)  # the sides of FFHQ-aligned crops as GFPGAN, CodeFormer and DifFace write them
+# the advice of the notes on crops taken in the model's framing that may be FFHQ's (the web page names it as the
+# command line's: webapp._for_the_page)
+FFHQ_ADVICE = "restore it with --input-template ffhq512"
+FFHQ_HINT = f"if this crop is FFHQ-aligned (as GFPGAN, CodeFormer and DifFace write them), {FFHQ_ADVICE}"
 
 
 def _aligned_check(w: int, h: int, model_template: str | None = None) -> tuple[str | None, str | None]:
@@ -1565,8 +1570,7 @@ def _aligned_check(w: int, h: int, model_template: str | None = None) -> tuple[s
     if w != h:
         return None, f"not square ({w}x{h}): stretched to a square for the model"
     if w in FFHQ_CROP_SIDES and model_template is not None and model_template != "ffhq512":
-        return None, (f"{w}x{h}: if this crop is FFHQ-aligned (as GFPGAN, CodeFormer and DifFace write them), restore it "
-                      f"with --input-template ffhq512; it was taken as the model's own, tighter {model_template} framing")
+        return None, f"{w}x{h}: {FFHQ_HINT}; it was taken as the model's own, tighter {model_template} framing"
     return None, None
 
 
@@ -1605,9 +1609,7 @@ def _auto_framing(rgb, model_tmpl: str | None) -> tuple[str | None, Any, str | N
                                   f"{w}-px aligned crops are (GFPGAN's, CodeFormer's, DifFace's, the BFR test "
                                   f"sets'); if it is in the model's own framing, restore it with --input-template "
                                   f"{model_tmpl}")
-    return None, guess, (f"its framing could not be told ({guess.reason}): taken as the model's own {model_tmpl} "
-                         "framing; if this crop is FFHQ-aligned (as GFPGAN, CodeFormer and DifFace write them), "
-                         "restore it with --input-template ffhq512")
+    return None, guess, f"its framing could not be told ({guess.reason}): taken as the model's own {model_tmpl} framing; {FFHQ_HINT}"
 
 
 @dataclass
@@ -1782,8 +1784,7 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
     if s.save_maps:
         for key, a in face_maps.items():
             writes.append((f"map_{key}", f"maps/{it.stem}_{key}.png", lambda p, a=a: imageio.save_image(a, p)))
-    retire_record(out, it.stem)
-    files = _write_outputs(out, writes)
+    files = _write_outputs(out, it.stem, writes)
     convert = x.affine is not None
     rec = {
         "status": "ok",

@@ -582,8 +582,10 @@ def _without_server_paths(out: Path, in_dir: Path) -> None:
 
 def _for_the_page(why: str) -> str:
     """A job-layer message with the CLI's flags named as the page's controls."""
-    why = why.replace("restore it with --input-template ffhq512", "restore it with the command line's --input-template "
-                      "ffhq512 (this page has no framing control: it tells a crop's framing from the face it finds)")
+    from dynface.jobs import FFHQ_ADVICE
+
+    why = why.replace(FFHQ_ADVICE, FFHQ_ADVICE.replace("--input-template", "the command line's --input-template")
+                      + " (this page has no framing control: it tells a crop's framing from the face it finds)")
     return why.replace("leave out --aligned", "untick “inputs are aligned face crops”").replace(
         "--aligned", "“inputs are aligned face crops”").replace("--precision ", "precision ").replace("--fidelity ", "fidelity ")
 
