@@ -151,8 +151,7 @@ def _auto_upsample(h: int, w: int) -> int:
 def smallest_face(w: int, h: int, max_side: int = DETECT_MAX_SIDE, upsample: int | None = None) -> int:
     """About the smallest face (box side, in photo pixels) :class:`FaceDetector` finds in a ``w`` x ``h`` photo: dlib's
     HOG window is 80 px, halved by each upsampling of the detection copy, which is reduced to ``max_side``."""
-    f = min(1.0, max_side / max(w, h))
-    up = upsample if upsample is not None else _auto_upsample(round(h * f), round(w * f))
+    f, _, up = FaceDetector(max_side=max_side, upsample=upsample).detection_copy(w, h)
     return round(80 / 2**up / f)
 
 
@@ -184,12 +183,17 @@ class FaceDetector:
         self.min_score, self.min_eye_dist = float(min_score), float(min_eye_dist)
         self.verify_below = verify_below
 
+    def detection_copy(self, w: int, h: int) -> tuple[float, tuple[int, int], int]:
+        """For a ``w`` x ``h`` photo: the detection copy's scale (<= 1), its (w, h) and the pyramid upsampling."""
+        f = min(1.0, self.max_side / max(h, w))
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        return f, size, self.upsample if self.upsample is not None else _auto_upsample(size[1], size[0])
+
     def detect(self, img: np.ndarray) -> list[Face]:
         img = as_rgb_uint8(img)
         h, w = img.shape[:2]
-        f = min(1.0, self.max_side / max(h, w))
-        small = cv2.resize(img, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA) if f < 1 else img
-        up = self.upsample if self.upsample is not None else _auto_upsample(*small.shape[:2])
+        f, size, up = self.detection_copy(w, h)
+        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA) if f < 1 else img
         det = _dlib_obj(self.kind)
         small = np.ascontiguousarray(small)
         with _LOCK:
@@ -652,7 +656,7 @@ class PhotoResult:
     timing: dict[str, float] = field(default_factory=dict)
 
     def __iter__(self):
-        return iter((self.crops, self.restored, self.photo, self.records))
+        return iter(self[:])
 
     def __getitem__(self, i):  # res[2] as ``crops, restored, photo, records = res`` unpacks it
         return (self.crops, self.restored, self.photo, self.records)[i]

@@ -839,6 +839,13 @@ _EXIF_SUB_DROP = (0xA002, 0xA003, 0x927C, 0xA005,  # Exif IFD: pixel X / Y dimen
 _SOFTWARE_TAG = 0x0131
 
 
+def _software() -> str:
+    """The ``Software`` tag of every output: which software altered it."""
+    from dynface import __version__
+
+    return f"dynfacerestore {__version__} (faces restored)"
+
+
 def carried_exif(im: Image.Image) -> bytes | None:
     """The EXIF block a restored photo carries from ``im`` (see the module docstring), or None when ``im`` has none
     (or is not a JPEG / PNG / WebP / HEIF / AVIF, or its EXIF cannot be read)."""
@@ -848,8 +855,6 @@ def carried_exif(im: Image.Image) -> bytes | None:
         src = im.getexif()
         if not len(src):
             return None
-        from dynface import __version__
-
         out = Image.Exif()
         for tag, value in src.items():
             if tag not in _EXIF_DROP and tag not in (0x8769, 0x8825):
@@ -860,7 +865,7 @@ def carried_exif(im: Image.Image) -> bytes | None:
         gps = dict(src.get_ifd(0x8825))
         if gps:
             out[0x8825] = gps
-        out[_SOFTWARE_TAG] = f"dynfacerestore {__version__} (faces restored)"
+        out[_SOFTWARE_TAG] = _software()
         return out.tobytes()
     except Exception:  # damaged EXIF: the photo is still restored, without it
         return None
@@ -868,10 +873,8 @@ def carried_exif(im: Image.Image) -> bytes | None:
 
 def software_exif() -> bytes:
     """The EXIF block of an output whose input had none: the ``Software`` tag alone (the output says it was altered)."""
-    from dynface import __version__
-
     out = Image.Exif()
-    out[_SOFTWARE_TAG] = f"dynfacerestore {__version__} (faces restored)"
+    out[_SOFTWARE_TAG] = _software()
     return out.tobytes()
 
 

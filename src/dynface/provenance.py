@@ -54,15 +54,8 @@ def _versions() -> dict[str, str | None]:
     run from a git checkout (the editable install), its commit, "+dirty" when files differ from it: 0.1.0 alone did
     not tell which of many commits made an output. Asked once per process."""
     import subprocess
-    from importlib.metadata import PackageNotFoundError, version
 
-    out: dict[str, str | None] = {}
-    for key, dist in (("pillow", "Pillow"), ("numpy", "numpy"), ("opencv", "opencv-python-headless"),
-                      ("dlib", "dlib-bin")):
-        try:
-            out[key] = version(dist)
-        except PackageNotFoundError:
-            out[key] = None
+    out = package_versions(pillow="Pillow", numpy="numpy", opencv="opencv-python-headless", dlib="dlib-bin")
     root = Path(__file__).resolve().parents[2]  # src/dynface/provenance.py -> the checkout
     out["git_commit"] = None
     if (root / ".git").exists():
@@ -75,6 +68,19 @@ def _versions() -> dict[str, str | None]:
                 out["git_commit"] = head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
         except (OSError, subprocess.SubprocessError):
             pass
+    return out
+
+
+def package_versions(**dists: str) -> dict[str, str | None]:
+    """``{key: version of distribution}`` for the installed ones (None for one not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out: dict[str, str | None] = {}
+    for key, dist in dists.items():
+        try:
+            out[key] = version(dist)
+        except PackageNotFoundError:
+            out[key] = None
     return out
 
 

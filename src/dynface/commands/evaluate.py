@@ -662,17 +662,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _software() -> dict:
-    """The versions the numbers came from."""
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
+    """The versions the numbers came from: what a restore record names (:func:`dynface.provenance.software`), and
+    the metrics' scipy and scikit-image."""
+    from dynface import provenance
 
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "numpy", "scipy", "scikit-image", "Pillow", "dlib-bin", "dlib"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+    return {**provenance.software(), **provenance.package_versions(scipy="scipy", skimage="scikit-image")}
 
 
 def _niqe_side() -> int:
