@@ -330,7 +330,7 @@ class TemplateGuess:
 
 
 def guess_template(img: np.ndarray, names: Sequence[str] | None = None) -> TemplateGuess:
-    """The framing of an aligned, square face crop: dlib's 5 points (:class:`FaceDetector`) found on the crop,
+    """The framing of an aligned face crop: dlib's 5 points (:class:`FaceDetector`) found on the crop,
     compared with each template of ``names`` (all known ones by default) scaled to the crop. The nearest wins when
     it is within :data:`GUESS_MAX_DIST` of the side and the others are :data:`GUESS_MARGIN` times farther; else
     ``name`` is None with the reason (no face found, not square, or no template fits clearly); ``points`` are the

@@ -44,9 +44,11 @@ Nyquist frequency and the crop's own detail above it; ``--detail restored``: the
 Each record has the crop's side and ``scale_to_model``.
 A crop in another framing (GFPGAN / CodeFormer / DifFace-style FFHQ-aligned crops: ``ffhq512``) is re-aligned by
 the template-to-template similarity, restored, and pasted back into its own framing and size. ``--input-template
-auto`` (default) tells each square crop's framing from dlib's 5 points found on it (the nearest known template,
-when it is clearly nearest: :func:`dynface.faces.guess_template`; the record keeps the distances); where no face is
-found the crop is taken in the model's own framing, with a note. ``--input-template NAME`` sets it for every crop.
+auto`` (default) tells each crop's framing from dlib's 5 points found on it (the nearest known template, when it
+is clearly nearest: :func:`dynface.faces.guess_template`; the record keeps the distances); a crop whose face fits
+no template clearly, or is not square, is aligned from those points; where no face is found a 256/512/1024-px crop
+is taken as FFHQ-aligned and another in the model's own framing, with a note (``dynface.jobs._auto_framing``).
+``--input-template NAME`` sets it for every crop.
 (Leaving out ``--aligned`` also works: detection finds the face in the crop.)
 
 **A batch never loses work.** Every file is written to a hidden temporary file and renamed; the record JSON
