@@ -499,6 +499,71 @@ def test_page_queues_one_job_at_a_time_and_exposes_the_restore_api(app):
     assert [f.api_name for f in demo.fns.values() if f.api_visibility == "public"] == ["restore"]
 
 
+def test_the_api_page_names_every_parameter_and_output(app):
+    """The "Use via API" page: the handler's parameter names, every output by its label (the status was "value_25"),
+    a plain description (the docstring's ``files`` showed its backquotes)."""
+    from dynface.webapp import build_app
+
+    ep = build_app(app).get_api_info()["named_endpoints"]["/restore"]
+    assert [p["parameter_name"] for p in ep["parameters"]] == [
+        "files", "pasted", "model", "mode", "aligned", "fidelity", "steps", "seed", "precision", "upscale", "color_fix"]
+    labels = [r["label"] for r in ep["returns"]]
+    assert labels[:3] == ["status", "compare", "before / after"] and len(labels) == 7
+    assert not any(str(x).startswith(("value_", "parameter_", "param_"))
+                   for x in labels + [p["label"] for p in ep["parameters"]]), labels
+    assert ep["description"].startswith("Restore the faces") and "``" not in ep["description"]
+
+
+BAD_API_VALUES = {  # parameter: (value, what the refusal says)
+    "fidelity": (5, r"fidelity must be a number in \[0, 1\], got 5"),
+    "seed": (-1, r"seed must be a whole number .*got -1"),
+    "upscale": (99, r"upscale must be between 1 and 4, got 99"),
+    "mode": ("bogus", r"unknown mode 'bogus'; choose from full"),
+    "precision": ("int3", r"precision must be one of auto, .*got 'int3'"),
+    "model": ("/etc/passwd", r"refused: model '/etc/passwd' is not one this server offers"),
+    "steps": ("-1", r"steps: unusable steps '-1'"),
+}
+
+
+def test_out_of_range_api_values_are_refused_with_a_reason_and_one_log_line(app, uploads, astro_png, capfd):
+    """Gradio's own range and choice checks (Slider, Number, Dropdown) raised gr.Error with print_exception on: a
+    traceback in the server log for every API call with, say, fidelity 5, and "Value 5 is greater than maximum value
+    1.0." for the client. The components now hand the value over as it is, the app refuses it with a reason that
+    names the setting (no traceback) and the log gets one line per refused request."""
+    import gradio as gr
+
+    from dynface.webapp import build_app
+
+    demo = build_app(app)
+    (fn,) = [f for f in demo.fns.values() if f.api_name == "restore"]
+    names = ["files", "pasted", "model", "mode", "aligned", "fidelity", "steps", "seed", "precision", "upscale",
+             "color_fix"]
+    good = dict(zip(names, [[_put(uploads, "astronaut.png", astro_png)], None, "embedded-64", "full", False, 0.5, "",
+                            0, "auto", 2.0, "model default"], strict=True))
+    for blk in fn.inputs:  # what lets their preprocess hand the value over as it is (nothing to round or map)
+        if isinstance(blk, gr.Slider | gr.Number):
+            assert blk.precision is None
+        if isinstance(blk, gr.Dropdown):
+            assert blk.type == "value" and not blk.multiselect
+    capfd.readouterr()
+    for key, (value, msg) in BAD_API_VALUES.items():
+        values = {**good, key: value}
+        # as Gradio does: each component's preprocess, then the handler (files and pasted: the cache's paths)
+        args = [values[n] if n in ("files", "pasted") else blk.preprocess(values[n])
+                for n, blk in zip(names, fn.inputs, strict=True)]
+        with pytest.raises(gr.Error, match=msg) as e:
+            fn.fn(*args, request=None)
+        assert e.value.print_exception is False  # Gradio prints no traceback for it
+        out, err = capfd.readouterr()
+        lines = err.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("dynface serve: refused a request: "), err
+        assert "Traceback" not in out + err
+    # a client's newline does not make a second log line
+    with pytest.raises(gr.Error):
+        app.ui_restore([], None, "a\nb", "full", False, 0.5, "", 0, "auto", 2.0, None)
+    assert len(capfd.readouterr().err.splitlines()) == 1
+
+
 def test_serve_refuses_a_remote_bind_without_the_flag(capsys):
     from dynface.cli import main
     from dynface.commands.serve import is_local_host

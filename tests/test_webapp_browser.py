@@ -3,7 +3,9 @@
 Uploads ``skimage.data.astronaut()``, restores it (embedded model), waits for the before/after slider and the
 per-face table, downloads the zip and checks its CLI layout; a corrupt file gets its message in the page; the
 page sends no request beyond the server (works offline); the server bound to 127.0.0.1 cannot be reached on
-this machine's other addresses; the ``/restore`` API answers through ``gradio_client``.
+this machine's other addresses; the ``/restore`` API answers through ``gradio_client``, and refuses out-of-range
+values with a reason and one line in the server's log (no traceback); at phone width (390 px) the per-face table's
+headers wrap at word boundaries only.
 
 The browser is Debian's ``chromium`` (``apt-get install chromium``; ``.ci/run`` installs it when missing),
 launched with ``executable_path``: no browser is ever downloaded. Without it the browser tests are skipped
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -249,6 +252,67 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
     assert all(u.startswith(("http://127.0.0.1", "data:", "blob:")) for u in requests), [
         u for u in requests if not u.startswith(("http://127.0.0.1", "data:", "blob:"))]
     page.close()
+
+
+
+# the words of the table's headers that the browser broke across lines (a word whose letters lie on two lines)
+SPLIT_HEADER_WORDS_JS = """() => {
+  const split = [];
+  for (const th of document.querySelectorAll('#table th')) {
+    const walk = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
+    for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+      for (const m of n.data.matchAll(/\\S+/g)) {
+        const r = document.createRange();
+        r.setStart(n, m.index);
+        r.setEnd(n, m.index + m[0].length);
+        const tops = new Set([...r.getClientRects()].filter(b => b.width > 0).map(b => Math.round(b.top)));
+        if (tops.size > 1) split.push(m[0]);
+      }
+    }
+  }
+  return split;
+}"""
+
+
+def test_the_table_is_readable_at_phone_width(server, browser, tmp_path):
+    """At 390 px the per-face table's headers read "fa|ce", "NF|E", "s/fac|e" (Gradio's wrapping cells break
+    anywhere): now they wrap at word boundaries only and the table scrolls sideways, not the page."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.goto(server.url)
+    page.wait_for_selector("#restore", timeout=60_000)
+    page.locator("#samples button.gallery-item").nth(1).click()
+    page.wait_for_function("document.querySelector('#pasted img') !== null", timeout=30_000)
+    page.click("#restore")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('file(s) restored')", timeout=300_000)
+    page.wait_for_function("document.querySelectorAll('#table td').length >= 7", timeout=30_000)
+    page.wait_for_timeout(500)  # the table sizes its columns after a frame
+    page.locator("#table").screenshot(path=str(tmp_path / "table_390.png"))
+    headers = page.eval_on_selector_all("#table th", "els => els.map(e => e.innerText.trim())")
+    assert "std*" in headers and "s/face" in headers, headers
+    assert page.evaluate(SPLIT_HEADER_WORDS_JS) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the table scrolls, not the page
+    page.close()
+
+
+def test_out_of_range_api_values_get_a_reason_and_one_log_line(server, photos):
+    """Out-of-range values through the API: the client is told which setting and why, and the server's log gets
+    one line per refused request, no traceback (Gradio's own range checks printed one per request)."""
+    from gradio_client import Client, handle_file
+
+    client = Client(server.url, verbose=False)
+    start = server.log.stat().st_size
+    cases = {"fidelity": (5, "fidelity must be a number in [0, 1]"), "seed": (-1, "seed must be a whole number"),
+             "steps": ("-1", "unusable steps '-1'"), "mode": ("bogus", "unknown mode 'bogus'")}
+    for key, (value, msg) in cases.items():
+        with pytest.raises(Exception, match=re.escape(msg)):
+            client.predict(files=[handle_file(str(photos["astronaut"]))], model="embedded-64", api_name="/restore",
+                           **{key: value})
+    with open(server.log, "rb") as fh:  # printed before the error went to the client
+        fh.seek(start)
+        log = fh.read().decode(errors="replace")
+    refused = [ln for ln in log.splitlines() if "refused a request" in ln]
+    assert len(refused) == len(cases) and all(msg in ln for ln, (_, msg) in zip(refused, cases.values(), strict=True)), log
+    assert "Traceback" not in log and "gradio.exceptions" not in log, log
 
 
 def _other_addresses() -> list[str]:

@@ -35,6 +35,7 @@ import json
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -479,9 +480,11 @@ class WebApp:
             res = self.restore(paths, progress=bar, gone=gone, model=model, mode=mode, aligned=aligned,
                                fidelity=fidelity, steps=steps, seed=seed, precision=precision, upscale=upscale,
                                color_fix=color_fix)
-        except WebRequestError as e:
+        except WebRequestError as e:  # one line in the server's log, no traceback; the reason to the client
+            _log(f"refused a request: {str(e).removeprefix('refused: ')}")
             raise gr.Error(str(e), print_exception=False) from None
         except Exception as e:  # jobs.UsageError (e.g. a model that cannot be loaded) and the unexpected
+            _log(f"a request failed: {type(e).__name__}: {jobs.first_line(e)}")
             raise gr.Error(jobs.first_line(e), print_exception=False) from None
         c = res.counts
         head = (f"**{c.get('done', 0)} of {len(res.results)} file(s) restored** in {res.seconds:.1f} s"
@@ -688,6 +691,10 @@ at the estimated blur level std\\* and one and two levels below. DSST turns the 
 *start steps* of the diffusion (a clean face starts late: few network evaluations, *NFE*), *eta* = std\\*/10 sets
 the sampler's randomness, and the DGSA map shows where the guidance pulled hardest (bright)."""
 
+API_DESCRIPTION = ("Restore the faces in photos (or aligned face crops): only files (or pasted, one image) is needed, "
+                   "the other parameters default to the page's settings. A refused request (a model not offered, a "
+                   "value out of range) is an error that says why.")
+
 CSS = """
 .gradio-container {max-width: 1400px !important}
 /* Gradio 6 gives a gallery of fewer images than its columns fewer, wider columns: one restored face filled the
@@ -696,6 +703,10 @@ CSS = """
 /* thumbnail captions ("RM(y) · Grand-mere_1962_00") use the thumbnail's whole width, one line at its foot (80 % of
    it cut them to "RM(y) · Gran…"); a longer one still ends in "…" rather than cover the face */
 #gallery .caption-label, #explain .caption-label {max-width: 100% !important; left: 0; font-size: 0.75em}
+/* the per-face table wraps its cells at word boundaries only: Gradio's wrapping cells break anywhere
+   (word-break: break-word), so at phone width its columns shrank until headers read "fa|ce", "NF|E", "s/fac|e";
+   now no column is narrower than its longest word and the table scrolls sideways instead */
+#table th span, #table td span {word-break: normal !important; overflow-wrap: normal !important; hyphens: manual}
 """
 
 
@@ -720,6 +731,27 @@ def _hand_over_undecoded(image):
 
     image.preprocess = types.MethodType(preprocess, image)
     return image
+
+
+def _checked_by_the_app(component: Any) -> Any:
+    """Make a ``gr.Slider``, ``gr.Number`` or ``gr.Dropdown`` hand the app the client's value as it is, for
+    :meth:`WebApp.settings` to check (range, choices, type) and refuse with a reason that names the setting.
+    Gradio's own checks raised ``gr.Error`` with its traceback printed in the server log for every API call with an
+    out-of-range value (fidelity 5, seed -1, an unknown mode), and told the client "Value 5 is greater than maximum
+    value 1.0." without saying which value. The page only ever sends values its controls allow, so it is unchanged:
+    these components have no precision (nothing to round) and Dropdowns pass values, not indices."""
+    import types
+
+    def preprocess(self: Any, payload: Any) -> Any:
+        return payload
+
+    component.preprocess = types.MethodType(preprocess, component)
+    return component
+
+
+def _log(line: str) -> None:
+    """One line in the server's log (stderr), control characters (a client's newlines) made visible."""
+    print("dynface serve: " + re.sub(r"[\x00-\x1f\x7f\u2028\u2029]", "?", line), file=sys.stderr, flush=True)
 
 
 def build_app(app: WebApp):
@@ -776,6 +808,7 @@ def build_app(app: WebApp):
                 with gr.Accordion("Settings", open=True):
                     model = gr.Dropdown(models, value=models[0] if models else None, label="model", elem_id="model",
                                         info="embedded-128: the default, the better faces; embedded-64: faster, smaller")
+                    _checked_by_the_app(model)
                     aligned = gr.Checkbox(False, label="inputs are aligned face crops", elem_id="aligned",
                                           info="tick for face crops cut out already (e.g. by GFPGAN or CodeFormer; "
                                                "their framing is told from each face); leave it for ordinary photos")
@@ -784,6 +817,8 @@ def build_app(app: WebApp):
                                               "someone else's")
                     upscale = gr.Slider(1.0, app.config.max_upscale, value=2.0, step=0.5, label="upscale (photos)",
                                         info="how many times larger the restored photo is")
+                    for c in (fidelity, upscale):
+                        _checked_by_the_app(c)
                 with gr.Accordion("Advanced (for comparisons and research)", open=False, elem_id="advanced"):
                     mode = gr.Dropdown(list(MODES), value="full", label="mode (full or an ablation)", elem_id="mode",
                                        info="full is the method; the others leave out one of its parts, as the "
@@ -799,6 +834,8 @@ def build_app(app: WebApp):
                     color_fix = gr.Dropdown(["model default", *COLOR_FIXES], value="model default", label="colour fix",
                                             visible=bool(COLOR_FIXES),
                                             info="take the face's colours from the first, plain restoration")
+                    for c in (mode, seed, precision, color_fix):
+                        _checked_by_the_app(c)
                 with gr.Row():
                     run = gr.Button("Restore", variant="primary", elem_id="restore", scale=3)
                     stop = gr.Button("Stop", variant="stop", elem_id="stop", scale=1, interactive=False)
@@ -807,7 +844,7 @@ def build_app(app: WebApp):
                             examples_per_page=8, label="Samples (aligned crops at the default model's size): click one, then Restore",
                             elem_id="samples")
             with gr.Column(scale=3, min_width=420):
-                status = gr.Markdown("", elem_id="status")
+                status = gr.Markdown("", label="status", show_label=False, elem_id="status")  # named in the API page
                 compare = gr.Dropdown([], label="compare", interactive=False, elem_id="compare")
                 slider = gr.ImageSlider(label="before / after", type="filepath", format="png", elem_id="slider",
                                         max_height=520)
@@ -834,7 +871,7 @@ def build_app(app: WebApp):
         stop.click(stop_handler, outputs=[stop], api_visibility="private", queue=False)
         api = gr.Button(visible=False)  # the /restore endpoint: refused requests are errors there
         api.click(restore_handler, inputs=inputs, outputs=outputs, api_name="restore", concurrency_id="restore",
-                  concurrency_limit=app.config.concurrency)
+                  concurrency_limit=app.config.concurrency, api_description=API_DESCRIPTION)
         files.upload(drop_sample, inputs=[pasted, aligned], outputs=[pasted, aligned], api_visibility="private",
                      queue=False)
         compare.change(_pick, inputs=[compare, state], outputs=[slider], api_visibility="private", queue=False)
