@@ -261,3 +261,87 @@ def test_report_percentile_is_linear_interpolation():
             got = percentile(a, q)
             assert isinstance(got, float) and got == pytest.approx(_percentile_by_hand(a, q), rel=1e-13, abs=1e-13)
             assert round(got, 4) == round(_percentile_by_hand(a, q), 4)
+
+
+def test_report_tells_a_finished_job_from_a_stopped_or_killed_one(tmp_path, crops, capsys):
+    """The manifest alone said "done" for every input of a job killed halfway: nothing told a finished job from one
+    that never reached its other inputs. Each job writes a start and an end line to OUT/jobs.jsonl."""
+    import subprocess
+    import sys
+
+    from dynface.jobs import JOBS_NAME, read_job_lines
+
+    out = tmp_path / "out"
+    run_job([crops], out, RestoreSettings(aligned=True), restorer=Fake())
+    start, end = read_job_lines(out)
+    assert (start["job"], end["job"], start["id"]) == ("start", "end", end["id"])
+    assert (start["inputs"], start["todo"], end["restored"], end["failed"], end["stopped"]) == (4, 4, 3, 1, False)
+    assert main(["report", str(out), "--json"]) == 1  # the failed input
+    job = json.loads(capsys.readouterr().out)["last_job"]
+    assert (job["status"], job["todo"], job["lines"], job["restored"]) == ("finished", 4, 4, 3)
+
+    # stopped: Ctrl-C in the middle (the second face)
+    class Stopping(Fake):
+        def restore(self, faces, **kw):
+            if self.faces:
+                raise KeyboardInterrupt
+            return super().restore(faces, **kw)
+
+    out2 = tmp_path / "out2"
+    s = run_job([crops], out2, RestoreSettings(aligned=True, batch_size=1), restorer=Stopping())
+    assert s.interrupted and read_job_lines(out2)[-1]["stopped"] is True
+    assert main(["report", str(out2)]) == 1
+    assert "stopped before its end" in capsys.readouterr().out
+
+    # killed: a start line whose process is gone and no end line
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)
+    Manifest(out / JOBS_NAME).append_lines([{"job": "start", "id": f"h:{pid}:1", "pid": pid, "host": os.uname().nodename,
+                                             "time": 2e9, "inputs": 9, "todo": 9, "skipped": 0}])
+    assert main(["report", str(out)]) == 1
+    txt = capsys.readouterr().out
+    assert "killed (no end line, and its process is gone)" in txt and "9 of 9 input(s) to restore, 0 line(s) since" in txt
+    # and a finished job after it is the last job again; a failure-free one exits 0
+    run_job([crops], out, RestoreSettings(aligned=True, skip_existing=True), restorer=Fake())
+    (crops / "bad.png").unlink()
+    out3 = tmp_path / "out3"
+    run_job([crops], out3, RestoreSettings(aligned=True), restorer=Fake())
+    assert main(["report", str(out3)]) == 0
+    assert "finished" in capsys.readouterr().out
+
+
+def test_skip_existing_and_report_verify_tell_an_altered_output(tmp_path, crops, capsys):
+    """--skip-existing trusted any non-empty file of an output's name, and nothing compared outputs with their
+    records' outputs_sha256. Now an output of another size, or of another mtime and other bytes, makes its input
+    incomplete (restored again, with a note); a copy with the same bytes still counts; report --verify hashes them."""
+    import shutil
+
+    from dynface.jobs import altered_outputs, is_complete
+
+    out = tmp_path / "out"
+    run_job([crops], out, RestoreSettings(aligned=True), restorer=Fake())
+    rec = json.loads((out / "records" / "c1.json").read_text())
+    face = out / rec["faces"][0]["files"]["restored_face"]
+    assert set(rec["outputs_stat"]) == set(rec["outputs_sha256"]) and rec["outputs_stat"][str(face.relative_to(out))][
+        "size"] == face.stat().st_size
+    assert main(["report", str(out), "--verify"]) == 1  # bad.png failed; every output matches
+    txt = capsys.readouterr().out
+    assert "verify: 3 done input(s) checked: 0 output(s) differ" in txt
+
+    # a copy of the folder (new mtimes, same bytes) is still complete: the changed mtimes are hashed
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy, copy_function=shutil.copyfile)
+    assert is_complete(copy, "c1") and not altered_outputs(copy, rec)
+    # an output edited in place (same size, other bytes), and one replaced by a smaller file
+    b = bytearray(face.read_bytes())
+    b[-20] ^= 0xFF
+    face.write_bytes(bytes(b))
+    other = out / json.loads((out / "records" / "c2.json").read_text())["faces"][0]["files"]["restored_face"]
+    Image.new("RGB", (4, 4)).save(other)
+    assert not is_complete(out, "c1") and not is_complete(out, "c2") and is_complete(out, "c0")
+    assert main(["report", str(out), "--verify", "--json"]) == 1
+    ver = json.loads(capsys.readouterr().out)["verify"]
+    assert sorted(ver["altered"]) == [f"c1: {face.relative_to(out)}", f"c2: {other.relative_to(out)}"]
+    assert main(["restore", "-q", "--aligned", "-i", str(crops), "-o", str(out), "--skip-existing"]) == 1  # bad.png
+    err = capsys.readouterr().err
+    assert "2 input(s) restored again: an output" in err and "c1, c2" in err

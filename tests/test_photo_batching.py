@@ -69,6 +69,8 @@ def _settings(**kw) -> RestoreSettings:
 def _drop_timing(rec: dict) -> dict:
     rec = json.loads(json.dumps(rec))
     rec.pop("timing", None)
+    for st in (rec.get("outputs_stat") or {}).values():  # when the outputs were written (their sizes stay)
+        st.pop("mtime_ns", None)
     for how in ("threads", "batch_size", "keep_faceless"):  # how the work was asked for, not what it made
         rec["settings"].pop(how, None)
     for f in rec["faces"]:

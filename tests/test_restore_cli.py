@@ -1000,3 +1000,41 @@ def test_a_run_killed_between_the_outputs_and_the_record_leaves_the_input_incomp
     rec = json.loads((out / "records" / "x.json").read_text())
     assert rec["settings"]["flags"]["ext"] == "jpg" and not (out / "restored_faces" / "x.png").exists()
     assert sorted(p.name for p in (out / "records").iterdir()) == ["x.json"]  # the set-aside record is gone
+
+
+def test_a_kill_while_a_photo_is_written_leaves_no_outputs_without_a_record(tmp_path, astro):
+    """A kill -9 after a photo's face files and before the photo and its record left face files that no record and
+    no manifest line named (removed only if that photo was restored again, under the same names). The outputs about
+    to be written are listed first (records/STEM.json.pending); the next run into the folder removes them, and
+    report names the input meanwhile."""
+    import subprocess
+
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astro).save(d / "astro.jpg", quality=92)
+    out = tmp_path / "o"
+    kill = ("import os, sys; sys.path.insert(0, sys.argv[1]); from dynface import imageio; "
+            "imageio.write_like_input = lambda *a, **k: os._exit(9); from dynface.cli import main; "
+            "main(['restore', '-q', '-i', sys.argv[2], '-o', sys.argv[3], '--save-maps'])")
+    env = {**os.environ, "PYTHONPATH": str(HERE.parent / "src"), "DYNFACE_RESTORER_FACTORY": FACTORY}
+    r = subprocess.run([sys.executable, "-c", kill, str(HERE), str(d), str(out)], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 9, r.stderr
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file() and p.parent not in (out, out / "records"))
+    assert any(w.startswith("restored_faces/") for w in written) and any(w.startswith("maps/") for w in written)
+    assert [p.name for p in (out / "records").iterdir()] == ["astro.json.pending"]
+    assert set(jobs.interrupted_inputs(out)) == {"astro"}  # its process is gone
+    pending = json.loads((out / "records" / "astro.json.pending").read_text())
+    assert set(written) <= set(pending["outputs"]) and "restored_imgs/astro.jpg" in pending["outputs"]
+
+    # report names it; a run that restores something else removes the half-written outputs
+    other = tmp_path / "in2"
+    other.mkdir()
+    Image.fromarray(astro).save(other / "second.png")
+    assert _restore("-i", other, "-o", out) == 0
+    left = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert not any("astro" in p for p in left), left
+    assert jobs.interrupted_inputs(out) == {}
+    # the next run of the photo itself writes it whole, with its record
+    assert _restore("-i", d, "-o", out, "--skip-existing") == 0
+    assert (out / "records" / "astro.json").is_file() and not (out / "records" / "astro.json.pending").exists()

@@ -130,6 +130,12 @@ def test_photo_request_gives_the_cli_layout_table_comparisons_and_zip(app, uploa
     assert {"restored_imgs/astronaut.png", "restored_faces/astronaut_00.png", "cropped_faces/astronaut_00.png",
             "cmp/astronaut_00.png", "records/astronaut.json", "manifest.jsonl", "maps/astronaut_00_dgsa.png",
             "maps/astronaut_00_guide2.png", "maps/astronaut_00_restorer.png"} <= names
+    # the request is a job with a start and an end line, kept on the server (they name its host and process)
+    assert "jobs.jsonl" not in names
+    from dynface.jobs import read_job_lines
+
+    ends = [d for d in read_job_lines(res.out_dir) if d["job"] == "end"]
+    assert len(ends) == 1 and ends[0]["restored"] == 1 and ends[0]["stopped"] is False
     # progress went forward and ended at 1
     fracs = [fr for fr, _ in seen]
     assert fracs == sorted(fracs) and fracs[-1] == 1.0
@@ -284,6 +290,9 @@ def test_time_limit_stops_mid_sampling_and_reports_the_rest(tmp_path, uploads, a
     took = time.monotonic() - t0
     assert took < 1.9  # one restorer call takes 2 s: it was stopped at a step
     assert all(r.status == "failed" and "time limit (0.6 s) was reached" in r.error for r in res.results)
+    from dynface.jobs import read_job_lines
+
+    assert [(d["job"], d.get("stopped")) for d in read_job_lines(res.out_dir)] == [("start", None), ("end", True)]
     app.close()
 
 

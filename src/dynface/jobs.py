@@ -50,6 +50,7 @@ import json
 import math
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -64,7 +65,7 @@ __all__ = [
     "MODES", "SUBDIRS", "FACTORY_ENV", "UsageError", "InputError", "RestoreSettings", "InputItem", "FileResult",
     "Progress", "JobSummary", "Manifest", "plan_inputs", "load_restorer", "face_seed", "restore_items", "run_job",
     "collect_inputs", "InputScan", "is_restore_output", "assign_stems", "check_output_dir", "check_settings", "validate_steps", "default_threads",
-    "apply_threads", "usable_cpus", "is_complete", "clean_stale_temp_files", "settings_warnings", "start_job", "as_done",
+    "apply_threads", "usable_cpus", "is_complete", "altered_outputs", "clean_stale_temp_files", "clean_interrupted_outputs", "interrupted_inputs", "settings_warnings", "start_job", "begin_job", "end_job", "read_job_lines", "JOBS_NAME", "as_done",
     "append_line", "restore_logged", "prepare_output", "complete_results", "changed_flags", "output_flags", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
     "one_line", "first_line", "cross_photo_batches", "PHOTO_QUEUE_MAX_PIXELS",
 ]
@@ -588,9 +589,11 @@ def write_record(out: Path, stem: str, rec: dict) -> None:
 
     aside = _retired_path(out, stem)
     old = _read_record(out, stem) or _read_json(aside)
-    rec["outputs_sha256"] = _output_hashes(out, _record_files(rec))  # in place: the manifest line embeds it too
+    rec["outputs_sha256"], rec["outputs_stat"] = _output_hashes(out, _record_files(rec))  # in place: the manifest
+    # line embeds them too
     atomic_write_text(json.dumps(rec, indent=1, default=_json_default) + "\n", record_path(out, stem))
     aside.unlink(missing_ok=True)
+    _pending_path(out, stem).unlink(missing_ok=True)
     if old is None:
         return
     for rel in sorted(set(_record_files(old)) - set(_record_files(rec))):
@@ -603,19 +606,49 @@ def write_record(out: Path, stem: str, rec: dict) -> None:
             pass
 
 
-def _output_hashes(out: Path, rels: list[str]) -> dict[str, str | None]:
+def _output_hashes(out: Path, rels: list[str]) -> tuple[dict[str, str | None], dict[str, dict]]:
     """SHA-256 of each output (``sub/name`` under ``out``), so that an auditor can tell a file is the one the record
-    describes (None for one that cannot be read)."""
+    describes (None for one that cannot be read), and its size and mtime, so that ``--skip-existing`` can tell it
+    cheaply (:func:`altered_outputs`)."""
     from dynface.outputs import UnsafePathError, output_path
 
     digests: dict[str, str | None] = {}
+    stats: dict[str, dict] = {}
     for rel in rels:
         sub, _, name = rel.partition("/")
         try:
-            digests[rel] = provenance.file_sha256(output_path(out, sub, name))
+            p = output_path(out, sub, name)
+            st = p.stat()
+            digests[rel] = provenance.file_sha256(p)
+            stats[rel] = {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
         except (UnsafePathError, OSError):
             digests[rel] = None
-    return digests
+    return digests, stats
+
+
+def altered_outputs(out: Path, rec: dict, *, verify: bool = False) -> list[str]:
+    """The outputs of record ``rec`` that are no longer the files it describes: missing, or another size, or (when
+    their mtime differs, or with ``verify`` always) other bytes than its ``outputs_sha256``. A file only copied
+    (another mtime) is hashed and still counts as the same. Records written before outputs were hashed: only
+    presence is checked (``verify``: nothing to compare)."""
+    hashes, stats = rec.get("outputs_sha256"), rec.get("outputs_stat")
+    if not isinstance(hashes, dict):
+        return [rel for rel in _record_files(rec) if not (Path(out) / rel).is_file()]
+    stats = stats if isinstance(stats, dict) else {}
+    bad = []
+    for rel, digest in hashes.items():
+        p = Path(out) / rel
+        then = stats.get(rel) if isinstance(stats.get(rel), dict) else {}
+        try:
+            st = p.stat()
+            same = st.st_size == then.get("size", st.st_size) and st.st_mtime_ns == then.get("mtime_ns")
+            if verify or not same:
+                same = st.st_size == then.get("size", st.st_size) and provenance.file_sha256(p) == digest
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            bad.append(rel)
+    return bad
 
 
 def _retired_path(out: Path, stem: str) -> Path:
@@ -633,6 +666,74 @@ def retire_record(out: Path, stem: str) -> None:
     p = record_path(out, stem)
     if p.is_file():
         os.replace(p, _retired_path(out, stem))
+
+
+def _pending_path(out: Path, stem: str) -> Path:
+    from dynface.outputs import output_path
+
+    return output_path(out, "records", f"{stem}.json.pending")  # not a record either
+
+
+def note_pending_outputs(out: Path, stem: str, rels: list[str]) -> Path:
+    """Before an input's outputs are written: list them in ``records/STEM.json.pending`` (with this process's id and
+    host), removed by :func:`write_record`. A run killed while writing them leaves the list behind, and the next run
+    into ``out`` removes the listed files that no record lists (:func:`clean_interrupted_outputs`): a ``kill -9``
+    between a photo's face files and its record left face files that no record or manifest line named."""
+    from dynface.atomicfile import atomic_write_text
+
+    path = _pending_path(out, stem)
+    atomic_write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "time": round(time.time(), 3),
+                                  "outputs": list(rels)}) + "\n", path)
+    return path
+
+
+def _pending_stem(path: Path) -> str | None:
+    return path.name[: -len(".json.pending")] if path.name.endswith(".json.pending") else None
+
+
+def interrupted_inputs(out: Path, *, include_running: bool = False) -> dict[str, dict]:
+    """{stem: its pending list} of the inputs whose outputs a run was writing when it was killed: a pending list of
+    a process of this host that no longer runs, or of this process. ``include_running``: also the lists of processes
+    still running, and of other hosts (whose processes cannot be checked from here)."""
+    found: dict[str, dict] = {}
+    d = Path(out) / "records"
+    if not d.is_dir():
+        return found
+    host = socket.gethostname()
+    for f in sorted(d.iterdir()):
+        stem = _pending_stem(f)
+        info = _read_json(f) if stem else None
+        if stem is None or info is None:
+            continue
+        pid = info.get("pid")
+        running = (info.get("host") != host or (isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid)))
+        if include_running or not running:
+            found[stem] = info
+    return found
+
+
+def clean_interrupted_outputs(out: Path) -> int:
+    """Remove the outputs that killed runs were writing and no record lists (:func:`note_pending_outputs`), with
+    their pending lists; returns how many files were removed. An input whose record was written before the kill keeps
+    its outputs; one without a record is restored again by the next run, as before."""
+    from dynface.outputs import UnsafePathError, output_path
+
+    n = 0
+    for stem, info in interrupted_inputs(out).items():
+        keep = set(_record_files(_read_record(out, stem) or {}))
+        for rel in info.get("outputs") or []:
+            sub, _, name = str(rel).partition("/")
+            if rel in keep or sub not in SUBDIRS or sub == "records":
+                continue
+            try:
+                p = output_path(out, sub, name)
+                if p.is_file():
+                    p.unlink()
+                    n += 1
+            except (UnsafePathError, OSError):
+                pass
+        _pending_path(out, stem).unlink(missing_ok=True)
+    return n
 
 
 def _read_json(path: Path) -> dict | None:
@@ -665,11 +766,13 @@ def _read_record(out: Path, stem: str) -> dict | None:
 
 
 def is_complete(out: Path, stem: str, path: Path | None = None) -> bool:
-    """Whether ``stem`` was restored completely: its record says ok, every file it lists is on disk, and (when
-    the record knows the input's size and mtime and ``path`` is given) the input has not changed since."""
+    """Whether ``stem`` was restored completely: its record says ok, every file it lists is on disk and is the file
+    the record describes (:func:`altered_outputs`), and (when the record knows the input's size and mtime and
+    ``path`` is given) the input has not changed since."""
     from functools import partial
 
-    return _complete_record(out, stem, partial(_source_info, path) if path is not None else None) is not None
+    rec = _complete_record(out, stem, partial(_source_info, path) if path is not None else None)
+    return rec is not None and not altered_outputs(out, rec)
 
 
 def _complete_record(out: Path, stem: str, source: Callable[[], dict | None] | None = None,
@@ -759,6 +862,7 @@ class JobSummary:
     interrupted: bool = False
     threads: int | None = None
     manifest_errors: list[str] = field(default_factory=list)  # lines that could not be appended
+    job: dict | None = None  # the id of the job's start line (:func:`begin_job`), when it wrote one
 
     @property
     def done(self) -> list[FileResult]:
@@ -954,7 +1058,9 @@ def complete_results(items: list[InputItem], out: Path, manifest: Manifest | Non
     for it (a run killed between the record and the manifest line, or a run before manifests), the record alone.
     A record made from another path counts only when that file's bytes equal this one's (its ``image.sha256``: a
     copy with the same size and mtime is not the same photo). With ``settings``, a record made with other
-    :data:`OUTPUT_FLAGS` is not complete either; ``changed`` (when given) gets their names per stem."""
+    :data:`OUTPUT_FLAGS` is not complete either, nor one whose outputs are no longer the files it describes
+    (:func:`altered_outputs`); ``changed`` (when given) gets the flags' names per stem, and ``"outputs"`` for the
+    latter."""
     from functools import cache, partial
 
     entries = manifest.load() if manifest is not None else {}  # the one read of the manifest
@@ -971,6 +1077,8 @@ def complete_results(items: list[InputItem], out: Path, manifest: Manifest | Non
         if rec is None or not _same_input(rec, it.path):
             continue
         flags = changed_flags(rec, settings) if settings is not None else []
+        if altered_outputs(out, rec):
+            flags.append("outputs")
         if flags:
             if changed is not None:
                 changed[it.stem] = flags
@@ -1262,6 +1370,7 @@ def _write_outputs(out: Path, stem: str, writes: list[tuple[str, str, Callable[[
     from dynface.outputs import output_path
 
     retire_record(out, stem)
+    pending = note_pending_outputs(out, stem, [rel for _, rel, _ in writes])
     files: dict[str, str] = {}
     written: list[Path] = []
     try:
@@ -1274,6 +1383,7 @@ def _write_outputs(out: Path, stem: str, writes: list[tuple[str, str, Callable[[
     except BaseException:
         for p in written:
             p.unlink(missing_ok=True)
+        pending.unlink(missing_ok=True)
         raise
     return files
 
@@ -1859,7 +1969,8 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
 
 
 def prepare_output(out: Path, settings: RestoreSettings) -> None:
-    """Create ``out`` and the sub-folders the settings write to; remove temporary files of killed runs."""
+    """Create ``out`` and the sub-folders the settings write to; remove temporary files and half-written outputs of
+    killed runs."""
     try:
         for sub in SUBDIRS:
             if sub == "maps" and not settings.save_maps:
@@ -1870,6 +1981,7 @@ def prepare_output(out: Path, settings: RestoreSettings) -> None:
     except OSError as e:
         raise UsageError(f"cannot create the output folder {out}: {e}") from None
     clean_stale_temp_files(out)
+    clean_interrupted_outputs(out)
 
 
 def start_job(items: list[InputItem], out: Path, settings: RestoreSettings, ignored: list[Path] | None = None,
@@ -1896,7 +2008,62 @@ def start_job(items: list[InputItem], out: Path, settings: RestoreSettings, igno
         summary.skipped = skipped
         done_stems = {r.stem for r in skipped}
         todo = [it for it in items if it.stem not in done_stems]
+    if manifest.path.name == MANIFEST_NAME:  # the job's own manifest (a torchrun rank's part is not: rank 0 says it)
+        begin_job(manifest, summary, len(todo))
     return summary, manifest, todo
+
+
+JOBS_NAME = "jobs.jsonl"  # beside the manifest: one line per job start and end
+
+
+def _job_line(out: Path, event: str, job: dict, **info) -> None:
+    """A line of ``OUT/jobs.jsonl`` (``{"job": "start" | "end", "id": ..., ...}``), appended as manifest lines are. A
+    job (one ``dynface restore``, one engine run, one web request) writes ``start`` before its inputs' manifest lines
+    and ``end`` after them, so that ``dynface report`` can tell a finished job from one that was killed (a start
+    without an end, its process gone). The manifest keeps one line per input."""
+    Manifest(Path(out) / JOBS_NAME).append_lines([{"job": event, **job, "time": round(time.time(), 3), **info}])
+
+
+def read_job_lines(out: Path) -> list[dict]:
+    """The readable lines of ``OUT/jobs.jsonl``, in order (none when there is no such file)."""
+    try:
+        raw = (Path(out) / JOBS_NAME).read_bytes().splitlines()
+    except OSError:
+        return []
+    found = []
+    for ln in raw:
+        try:
+            d = json.loads(ln)
+        except ValueError:
+            continue
+        if isinstance(d, dict) and d.get("job") in ("start", "end") and isinstance(d.get("id"), str):
+            found.append(d)
+    return found
+
+
+def begin_job(manifest: Manifest, summary: JobSummary, todo: int) -> None:
+    """The job's ``start`` line in ``jobs.jsonl`` beside ``manifest`` (:func:`_job_line`): its id, process, host, and
+    how many inputs it has and will restore; :func:`end_job` writes its ``end``."""
+    summary.job = {"id": f"{socket.gethostname()}:{os.getpid()}:{time.time_ns()}", "pid": os.getpid(),
+                   "host": socket.gethostname()}
+    try:
+        _job_line(manifest.path.parent, "start", summary.job, inputs=summary.total, todo=todo,
+                  skipped=len(summary.skipped))
+    except OSError as e:
+        summary.manifest_errors.append(f"job start line: {one_line(e)}")
+
+
+def end_job(manifest: Manifest, summary: JobSummary, error: BaseException | None = None) -> None:
+    """The job's ``end`` line: how many inputs were restored, failed, whether it was stopped (Ctrl-C, SIGTERM, a
+    web request's time limit) before all were processed, and the ``error`` that ended it early, if one did."""
+    if summary.job is None:
+        return
+    why = {"error": one_line(error)} if error is not None else {}
+    try:
+        _job_line(manifest.path.parent, "end", summary.job, restored=len(summary.done), failed=len(summary.failed),
+                  stopped=bool(summary.interrupted), **why)
+    except OSError as e:
+        summary.manifest_errors.append(f"job end line: {one_line(e)}")
 
 
 def as_done(r: FileResult) -> FileResult:
@@ -1933,6 +2100,7 @@ def run_job(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings, 
         check_model(settings)  # before start_job makes the output folder
     summary, manifest, todo = start_job(items, out, settings, ignored, complete=complete)
     if not todo:
+        end_job(manifest, summary)
         return summary
     import torch
 
@@ -1942,9 +2110,13 @@ def run_job(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings, 
         if restorer is None:
             restorer = load_restorer(settings)
         restore_logged(todo, out, settings, restorer, progress, summary, manifest, on_result)
+    except BaseException as e:
+        end_job(manifest, summary, e)
+        raise
     finally:
         if torch.get_num_threads() != threads_before:  # a library call leaves torch as it found it
             torch.set_num_threads(threads_before)
+    end_job(manifest, summary)
     order = {it.stem: it.index for it in items}
     summary.results.sort(key=lambda r: order.get(r.stem, 0))
     return summary

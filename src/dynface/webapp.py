@@ -371,13 +371,20 @@ class WebApp:
 
             def collect(r) -> None:  # a failed manifest append (full disk) is noted, as in the CLI's job layer
                 jobs.append_line(manifest, summary, r)
+                summary.results.append(r)
                 results[key_of[r.stem][0]] = r
                 logged.add(key_of[r.stem][0])
 
-            with self._lock:
-                restorer = self.restorer_for(settings)
-                jobs.apply_threads(settings)
-                stopped = self._run(items, out, settings, restorer, progress, t0 + cfg.time_limit_s, collect, gone)
+            try:
+                with self._lock:
+                    restorer = self.restorer_for(settings)
+                    jobs.apply_threads(settings)
+                    stopped = self._run(items, out, settings, restorer, progress, t0 + cfg.time_limit_s, collect, gone)
+            except BaseException as e:
+                jobs.end_job(manifest, summary, e)  # the request's jobs.jsonl says how it ended, as a CLI job's does
+                raise
+            summary.interrupted = stopped is not None
+            jobs.end_job(manifest, summary)
             for it in items:  # what the time limit or a closed page cut off
                 k, name = key_of[it.stem]
                 if results[k] is None:
@@ -673,9 +680,13 @@ def _enlarged(src: Path, dst: Path, side: int = 192) -> str:
 
 
 def _zip_folder(folder: Path, dst: Path) -> Path:
+    """``folder`` as a zip, without hidden files and ``jobs.jsonl`` (the server's host name and process ids)."""
+    from dynface.jobs import JOBS_NAME
+
     with atomic_path(dst) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
         for p in sorted(folder.rglob("*")):
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(folder).parts):
+            rel = p.relative_to(folder)
+            if p.is_file() and not any(part.startswith(".") for part in rel.parts) and rel.as_posix() != JOBS_NAME:
                 z.write(p, p.relative_to(folder).as_posix())
     return dst
 

@@ -5,7 +5,14 @@ The report counts the inputs by their latest status (done / failed / no_face), l
 reasons, and gives the seconds per face of the restored inputs (p50 / p90 / p99 / mean, measured end to end per
 file: reading, detection, restoring, writing). ``--json`` prints the same as one JSON object.
 
-Exit status: 0 when no input's latest status is a failure, 1 when some are, 2 when there is no manifest.
+It also says how the last job ended, from ``OUT/jobs.jsonl`` (a start and an end line per job): finished, stopped (Ctrl-C, SIGTERM, a time
+limit), ended by an error, still running, or killed (a start line without an end, its process gone), with the
+inputs it had to restore and how many of them got a line; and the inputs whose outputs a killed run was writing
+(``records/STEM.json.pending``: removed by the next run into the folder). ``--verify`` hashes every output of
+every done input and compares it with its record's ``outputs_sha256``.
+
+Exit status: 0 when no input's latest status is a failure, the last job was not killed and (``--verify``) every
+output matches its record; 1 otherwise; 2 when there is no manifest.
 """
 
 from __future__ import annotations
@@ -24,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("output", metavar="OUT", help="the output folder of a restore job (or its manifest.jsonl)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("--max-failures", type=int, default=50, metavar="N", help="list at most N failures (default: 50)")
+    p.add_argument("--max-failures", type=int, default=50, metavar="N",
+                   help="list at most N failures (and altered outputs; default: 50)")
+    p.add_argument("--verify", action="store_true",
+                   help="hash every output of the done inputs and compare it with its record (outputs_sha256)")
     p.set_defaults(func=run)
 
 
@@ -69,8 +79,58 @@ def summarise(lines: list[dict]) -> dict:
     return rep
 
 
+def last_job(job_lines: list[dict], lines: list[dict]) -> dict | None:
+    """How the last job of ``jobs.jsonl`` ended (see the module docstring): ``{"status", "started", "inputs", "todo",
+    "lines"}`` (``lines``: manifest lines written since its start), plus ``restored``/``failed``/``error`` from its
+    end line. None without job lines (a folder written before they were)."""
+    import os
+    import socket
+
+    from dynface.jobs import _pid_alive
+
+    starts = [d for d in job_lines if d["job"] == "start"]
+    if not starts:
+        return None
+    start = starts[-1]
+    end = next((d for d in job_lines if d["job"] == "end" and d["id"] == start["id"]), None)
+    since = sum(1 for d in lines if float(d.get("time") or 0) >= float(start.get("time") or 0))
+    rep = {"started": start.get("time"), "inputs": start.get("inputs"), "todo": start.get("todo"), "lines": since}
+    if end is not None:
+        status = "error" if end.get("error") else "stopped" if end.get("stopped") else "finished"
+        rep.update({k: end.get(k) for k in ("restored", "failed", "error") if end.get(k) is not None})
+    else:
+        pid = start.get("pid")
+        mine = start.get("host") == socket.gethostname()
+        alive = isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid)
+        status = "running" if mine and alive else "killed" if mine else "unknown (another host)"
+    return {"status": status, **rep}
+
+
+def verify(out: Path, lines: list[dict]) -> dict:
+    """``--verify``: the outputs of the done inputs (their records on disk) that are no longer the files the records
+    describe (:func:`dynface.jobs.altered_outputs` with hashing), and the done inputs without a record."""
+    from dynface.jobs import _read_record, altered_outputs
+
+    latest: dict[str, dict] = {}
+    for d in lines:
+        latest[d["stem"]] = d
+    checked, altered, no_record, unhashed = 0, [], [], 0
+    for stem, d in latest.items():
+        if d["status"] != "done":
+            continue
+        rec = _read_record(out, stem)
+        if rec is None:
+            no_record.append(stem)
+            continue
+        if not isinstance(rec.get("outputs_sha256"), dict):
+            unhashed += 1
+        checked += 1
+        altered += [f"{stem}: {rel}" for rel in altered_outputs(out, rec, verify=True)]
+    return {"inputs": checked, "altered": altered, "no_record": no_record, "without_hashes": unhashed}
+
+
 def run(args: argparse.Namespace) -> int:
-    from dynface.jobs import MANIFEST_NAME, Manifest
+    from dynface.jobs import MANIFEST_NAME, Manifest, interrupted_inputs, read_job_lines
 
     path = Path(args.output).expanduser()
     if path.is_dir():
@@ -79,8 +139,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: no manifest at {path} (written by `dynface restore -o OUT`)", file=sys.stderr)
         return 2
     manifest = Manifest(path)
-    rep = summarise(manifest.lines())
+    lines = manifest.lines()
+    rep = summarise(lines)
     rep["unreadable_lines"] = manifest.unreadable
+    rep["last_job"] = last_job(read_job_lines(path.parent), lines)
+    rep["interrupted_inputs"] = sorted(interrupted_inputs(path.parent))
+    if args.verify:
+        rep["verify"] = verify(path.parent, lines)
     if manifest.unreadable:
         print(f"warning: {manifest.unreadable} unreadable line(s) in {path} skipped (torn, edited or not a "
               "manifest line)", file=sys.stderr)
@@ -102,6 +167,35 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"  {'FAILED ' if f['status'] == 'failed' else 'NO FACE'} {f['path']}: {f['error']}")
         if len(rep["failures"]) > args.max_failures:
             lines.append(f"  ... {len(rep['failures']) - args.max_failures} more (--max-failures, --json)")
+        lines += _job_lines(rep)
         print("\n".join(lines))
-    return 1 if rep["failures"] else 0
+    job, ver = rep["last_job"] or {}, rep.get("verify") or {}
+    return 1 if rep["failures"] or job.get("status") == "killed" or ver.get("altered") or ver.get("no_record") else 0
+
+
+def _job_lines(rep: dict) -> list[str]:
+    """The text report's lines on the last job, the half-written inputs and ``--verify``."""
+    import time
+
+    out = []
+    job = rep["last_job"]
+    if job:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["started"])) if job.get("started") else "?"
+        what = {"finished": "finished", "stopped": "stopped before its end (Ctrl-C, SIGTERM or a time limit)",
+                "error": f"ended by an error: {job.get('error')}", "running": "still running",
+                "killed": "killed (no end line, and its process is gone): restore again with --skip-existing"}
+        out.append(f"  last job (started {when}, {job.get('todo')} of {job.get('inputs')} input(s) to restore, "
+                   f"{job['lines']} line(s) since): {what.get(job['status'], job['status'])}")
+    if rep["interrupted_inputs"]:
+        names = rep["interrupted_inputs"]
+        out.append(f"  {len(names)} input(s) were being written when a run was killed (their outputs are removed by "
+                   f"the next run into this folder): {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
+    ver = rep.get("verify")
+    if ver is not None:
+        out.append(f"  verify: {ver['inputs']} done input(s) checked: {len(ver['altered'])} output(s) differ from their "
+                   f"record, {len(ver['no_record'])} input(s) without a record"
+                   + (f", {ver['without_hashes']} record(s) from before outputs were hashed (presence checked)"
+                      if ver["without_hashes"] else ""))
+        out += [f"  ALTERED {a}" for a in ver["altered"][:50]] + [f"  NO RECORD {n}" for n in ver["no_record"][:50]]
+    return out
 

@@ -53,7 +53,8 @@ is taken as FFHQ-aligned and another in the model's own framing, with a note (``
 
 **A batch never loses work.** Every file is written to a hidden temporary file and renamed; the record JSON
 is written after the images and then the manifest line, so an input is *complete* when its record says ok, the
-files it lists exist, the input has not changed since (size and mtime) and the record was made with the same
+files it lists exist unchanged (the size and mtime the record keeps, else their SHA-256), the input has not
+changed since (size and mtime) and the record was made with the same
 output settings (``dynface.jobs.OUTPUT_FLAGS``: ``-w``, ``--model``, ``--ext``, ..., not ``--threads``);
 ``--skip-existing`` skips exactly those and restores the others again. Temporary files left by a killed run
 are removed at the next start. A file that cannot be used (missing, empty, corrupt, not an image, no face, a
@@ -248,10 +249,15 @@ def _run(args: argparse.Namespace) -> int:
     # the bar starts after the skip check, at the number of complete inputs
     changed: dict[str, list[str]] = {}
     complete = engines.complete_inputs(args, out, settings, items, changed)  # the one skip check, shared with the job
-    if changed:
-        flags = sorted({f for fl in changed.values() for f in fl}, key=jobs.OUTPUT_FLAGS.index)
-        print(f"note: {len(changed)} input(s) restored again: their outputs in {out} were made with other "
-              f"{', '.join('--' + f.replace('_', '-') for f in flags)}", file=sys.stderr)
+    by_flags = {stem: [f for f in fl if f in jobs.OUTPUT_FLAGS] for stem, fl in changed.items()}
+    if any(by_flags.values()):
+        flags = sorted({f for fl in by_flags.values() for f in fl}, key=jobs.OUTPUT_FLAGS.index)
+        print(f"note: {sum(map(bool, by_flags.values()))} input(s) restored again: their outputs in {out} were made "
+              f"with other {', '.join('--' + f.replace('_', '-') for f in flags)}", file=sys.stderr)
+    if altered := [stem for stem, fl in changed.items() if "outputs" in fl]:
+        print(f"note: {len(altered)} input(s) restored again: an output in {out} is no longer the file its record "
+              f"describes (replaced, edited or damaged; `dynface report --verify` lists them): "
+              f"{', '.join(altered[:5])}{' ...' if len(altered) > 5 else ''}", file=sys.stderr)
     bar_base = len(complete[0]) if complete else 0
     bar = tqdm(total=len(items), initial=bar_base, unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.1f}/{total} img [{elapsed}<{remaining}{postfix}]")

@@ -177,23 +177,30 @@ def run_ray_job(inputs: Sequence[str | Path], out: Path, settings: jobs.RestoreS
     check_options(opts, settings)
     summary, manifest, todo = start_job(items, out, settings, ignored, complete=complete)
     if not todo:
+        jobs.end_job(manifest, summary)
         return summary
     stats = stats if stats is not None else RayStats()
-    t0 = time.perf_counter()
-    ray, started = connect(opts)
-    stats.connect_s = time.perf_counter() - t0
     driver = None
     try:
-        driver = _Driver(ray, out, settings, opts, todo, manifest, summary, progress, on_result, stats)
-        driver.run()
-    except KeyboardInterrupt:
-        summary.interrupted = True
-    finally:
-        if started:
-            ray.shutdown()
+        t0 = time.perf_counter()
+        ray, started = connect(opts)
+        stats.connect_s = time.perf_counter() - t0
+        try:
+            driver = _Driver(ray, out, settings, opts, todo, manifest, summary, progress, on_result, stats)
+            driver.run()
+        except KeyboardInterrupt:
+            summary.interrupted = True
+        finally:
+            if started:
+                ray.shutdown()
+    except BaseException as e:
+        jobs.end_job(manifest, summary, e)
+        raise
     if summary.interrupted and driver is not None:
         driver.salvage()
-    jobs.clean_stale_temp_files(out)  # temporary files of workers that died (when they ran on this machine)
+    jobs.end_job(manifest, summary)
+    jobs.clean_stale_temp_files(out)  # temporary files and half-written outputs of workers that died (when they ran
+    jobs.clean_interrupted_outputs(out)  # on this machine)
     order = {it.stem: it.index for it in items}
     summary.results.sort(key=lambda r: order.get(r.stem, 0))
     return summary

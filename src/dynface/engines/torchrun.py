@@ -120,6 +120,8 @@ def run_torchrun_job(inputs: Sequence[str | Path], out: Path, settings: jobs.Res
                 mine = ([r for r in skipped_all if r.stem in own], [r for r in missing_all if r.stem in own])
             else:
                 merge_parts(out)  # results of a killed launch, before anyone reads the manifest
+            job = jobs.JobSummary(out=out, total=len(items), skipped=skipped_all)
+            jobs.begin_job(jobs.Manifest(out / jobs.MANIFEST_NAME), job, len(items) - len(skipped_all))
         dist.barrier()
         share = [it for it in items if rank_of(it.stem, world) == rank]
         part = jobs.Manifest(part_path(out, rank))
@@ -145,7 +147,8 @@ def run_torchrun_job(inputs: Sequence[str | Path], out: Path, settings: jobs.Res
                 summary.results.append(_result_from_line(d))
         whole = jobs.JobSummary(out=out, total=len(items), results=summary.results, skipped=skipped_all,
                                 ignored=list(ignored or []), interrupted=summary.interrupted,
-                                manifest_errors=summary.manifest_errors)
+                                manifest_errors=job.manifest_errors + summary.manifest_errors, job=job.job)
+        jobs.end_job(jobs.Manifest(out / jobs.MANIFEST_NAME), whole)
         order = {it.stem: it.index for it in items}
         whole.results.sort(key=lambda r: order.get(r.stem, 0))
         return whole
