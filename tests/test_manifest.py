@@ -345,3 +345,123 @@ def test_skip_existing_and_report_verify_tell_an_altered_output(tmp_path, crops,
     assert main(["restore", "-q", "--aligned", "-i", str(crops), "-o", str(out), "--skip-existing"]) == 1  # bad.png
     err = capsys.readouterr().err
     assert "2 input(s) restored again: an output" in err and "c1, c2" in err
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+
+
+def test_a_killed_process_that_was_not_waited_for_is_not_running():
+    """A zombie (killed, its parent has not waited yet: `timeout -s KILL` leaves one) is not a running job."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from dynface.jobs import _pid_alive
+
+    p = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        assert _pid_alive(p.pid)
+        os.kill(p.pid, signal.SIGKILL)
+        for _ in range(100):  # the kill is delivered asynchronously
+            if not _pid_alive(p.pid):
+                break
+            time.sleep(0.05)
+        assert not _pid_alive(p.pid) and p.poll() is None or p.returncode is not None  # a zombie until waited for
+    finally:
+        p.wait()
+    assert not _pid_alive(True) and not _pid_alive(-1)
+
+
+def test_a_rerun_killed_before_it_wrote_keeps_the_old_outputs(tmp_path, crops, capsys):
+    """A kill -9 right after a re-restore set the old record aside and listed its outputs (the same names): the next
+    run into the folder deleted the old, intact outputs and left the set-aside record for ever. Now the intact record
+    is put back; when an output was written over already, the pending files go and report names the input."""
+    from dynface.jobs import (
+        _pending_path,
+        _retired_path,
+        clean_interrupted_outputs,
+        is_complete,
+        note_pending_outputs,
+        record_path,
+        retire_record,
+    )
+
+    out = tmp_path / "out"
+    run_job([crops], out, RestoreSettings(aligned=True), restorer=Fake())
+    rec = json.loads(record_path(out, "c1").read_text())
+    files = [f"{k}" for k in rec["outputs_sha256"]]
+    for stem in ("c1", "c2"):  # the state a kill -9 leaves: record set aside, outputs listed, nothing written yet
+        retire_record(out, stem)
+        note_pending_outputs(out, stem, [f.replace("c1", stem) for f in files])
+        p = _pending_path(out, stem)
+        p.write_text(p.read_text().replace(f'"pid": {os.getpid()}', f'"pid": {_dead_pid()}'))
+    face2 = out / files[0].replace("c1", "c2")
+    Image.new("RGB", (32, 32), (9, 9, 9)).save(face2)  # c2: killed after writing over one output
+    assert main(["report", str(out), "--json"]) == 1
+    rep = json.loads(capsys.readouterr().out)
+    assert rep["interrupted_inputs"] == ["c1", "c2"] and rep["done_without_record"] == ["c1", "c2"]
+    clean_interrupted_outputs(out)
+    assert is_complete(out, "c1") and all((out / f).is_file() for f in files)  # put back, outputs kept
+    assert not record_path(out, "c2").exists() and _retired_path(out, "c2").is_file() and not face2.exists()
+    assert main(["report", str(out)]) == 1
+    txt = capsys.readouterr().out
+    assert "1 input(s) the manifest says done have no record" in txt and "c2" in txt
+    # the next run restores c2 (its set-aside record's other outputs are replaced or removed then)
+    s = run_job([crops], out, RestoreSettings(aligned=True, skip_existing=True), restorer=Fake())
+    assert [r.stem for r in s.done] == ["c2"] and is_complete(out, "c2") and not _retired_path(out, "c2").exists()
+
+
+def test_report_reads_job_lines_without_a_manifest_and_skips_bad_ones(tmp_path, crops, capsys, monkeypatch):
+    """A job killed (or stopped while the model loaded) before its first manifest line: report said "no manifest"
+    (exit 2). Ctrl-C while loading was an "error: KeyboardInterrupt". Malformed job lines crashed report."""
+    from dynface import jobs
+    from dynface.jobs import JOBS_NAME, read_job_lines
+
+    out = tmp_path / "out"
+
+    def ctrl_c(settings):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(jobs, "load_restorer", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_job([crops], out, RestoreSettings(aligned=True))
+    end = read_job_lines(out)[-1]
+    assert end["stopped"] is True and "error" not in end and not (out / MANIFEST_NAME).exists()
+    assert main(["report", str(out)]) == 0
+    assert "stopped before its end" in capsys.readouterr().out
+    pid = _dead_pid()
+    bad = [{"job": "start", "id": "x", "time": "yesterday"}, {"job": "start", "id": "y", "time": 1e30},
+           {"job": "start", "id": "z", "time": 5.0, "pid": True}, "garbage"]
+    with open(out / JOBS_NAME, "a") as fh:
+        fh.write("".join(json.dumps(b) + "\n" for b in bad))
+    Manifest(out / JOBS_NAME).append_lines([{"job": "start", "id": "k", "pid": pid, "host": os.uname().nodename,
+                                             "time": 2e9, "inputs": 4, "todo": 4}])
+    assert len(read_job_lines(out)) == 3  # start, end, and the killed start; the bad ones are skipped
+    assert main(["report", str(out), "--json"]) == 1
+    assert json.loads(capsys.readouterr().out)["last_job"]["status"] == "killed"
+    # a job that finished after (or overlapping) a killed one: the killed one is still said
+    run_job([crops], out, RestoreSettings(aligned=True), restorer=Fake())
+    assert [d["job"] for d in read_job_lines(out)] == ["start", "end", "start", "start", "end"]
+    assert main(["report", str(out)]) == 1
+    assert "1 earlier job(s) were killed" in capsys.readouterr().out
+
+
+def test_a_lost_output_is_restored_again_with_a_note(tmp_path, crops, capsys):
+    """An output deleted or emptied made its input be restored again silently (an edited one got a note)."""
+    out = tmp_path / "out"
+    (crops / "bad.png").unlink()
+    assert main(["restore", "-q", "--aligned", "-i", str(crops), "-o", str(out), "--model", "embedded-64"]) == 0
+    rec = json.loads((out / "records" / "c0.json").read_text())
+    (out / rec["faces"][0]["files"]["restored_face"]).write_bytes(b"")
+    (out / json.loads((out / "records" / "c1.json").read_text())["faces"][0]["files"]["cmp"]).unlink()
+    capsys.readouterr()
+    assert main(["restore", "-q", "--aligned", "-i", str(crops), "-o", str(out), "--model", "embedded-64",
+                 "--skip-existing"]) == 0
+    err = capsys.readouterr().err
+    assert "2 input(s) restored again: an output" in err and "c0, c1" in err

@@ -715,11 +715,17 @@ def interrupted_inputs(out: Path, *, include_running: bool = False) -> dict[str,
 def clean_interrupted_outputs(out: Path) -> int:
     """Remove the outputs that killed runs were writing and no record lists (:func:`note_pending_outputs`), with
     their pending lists; returns how many files were removed. An input whose record was written before the kill keeps
-    its outputs; one without a record is restored again by the next run, as before."""
+    its outputs; so does one restored again whose old record was set aside (:func:`retire_record`) when every output
+    it lists is still the file it describes (the kill came before they were written over): the record is put back.
+    Any other input without a record is restored again by the next run, as before."""
     from dynface.outputs import UnsafePathError, output_path
 
     n = 0
     for stem, info in interrupted_inputs(out).items():
+        aside = _retired_path(out, stem)
+        if not record_path(out, stem).exists() and (old := _read_json(aside)) is not None and not altered_outputs(
+                out, old, verify=True):  # killed before it wrote over the set-aside record's outputs: they stand
+            os.replace(aside, record_path(out, stem))
         keep = set(_record_files(_read_record(out, stem) or {}))
         for rel in info.get("outputs") or []:
             sub, _, name = str(rel).partition("/")
@@ -817,13 +823,22 @@ def clean_stale_temp_files(out: Path) -> int:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` of this host still runs: it exists and is not a zombie (a killed process its parent
+    has not waited for yet: ``timeout -s KILL`` leaves one for a moment, a script that kills without waiting for
+    as long as it runs)."""
+    if isinstance(pid, bool) or not isinstance(pid, int) or pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except (PermissionError, OSError):
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:  # no /proc (macOS): existence is all we can tell
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 # ------------------------------------------------------------------------------------------ results, progress, manifest
@@ -1048,6 +1063,16 @@ def changed_flags(rec: dict, settings: RestoreSettings) -> list[str]:
     return [k for k in OUTPUT_FLAGS if k in then and then[k] != now[k] and not (k == "save_maps" and not now[k])]
 
 
+def _note_lost_outputs(out: Path, stem: str, changed: dict[str, list[str]] | None) -> None:
+    """For an input found incomplete: ``changed[stem] = ["outputs"]`` when its record says ok but an output it lists
+    is missing or empty (a lost output, restored again with the note an edited one gets)."""
+    if changed is None:
+        return
+    rec = _read_record(out, stem)
+    if rec is not None and rec.get("status") == "ok" and not _all_on_disk(out, _record_files(rec)):
+        changed[stem] = ["outputs"]
+
+
 def complete_results(items: list[InputItem], out: Path, manifest: Manifest | None = None,
                      settings: RestoreSettings | None = None,
                      changed: dict[str, list[str]] | None = None) -> tuple[list[FileResult], list[FileResult]]:
@@ -1072,9 +1097,11 @@ def complete_results(items: list[InputItem], out: Path, manifest: Manifest | Non
         if e is not None and e.get("path") not in (None, str(it.path)) and safe_resolve(Path(e["path"])) != safe_resolve(it.path):
             e = None  # the stem belonged to another file
         if e is not None and not _manifest_says_complete(e, out, source, on_disk):
+            _note_lost_outputs(out, it.stem, changed)
             continue
         rec = _complete_record(out, it.stem, source, on_disk)
         if rec is None or not _same_input(rec, it.path):
+            _note_lost_outputs(out, it.stem, changed)
             continue
         flags = changed_flags(rec, settings) if settings is not None else []
         if altered_outputs(out, rec):
@@ -2036,9 +2063,22 @@ def read_job_lines(out: Path) -> list[dict]:
             d = json.loads(ln)
         except ValueError:
             continue
-        if isinstance(d, dict) and d.get("job") in ("start", "end") and isinstance(d.get("id"), str):
+        if _job_line_ok(d):
             found.append(d)
     return found
+
+
+def _job_line_ok(d: Any) -> bool:
+    """Whether ``d`` is a job line of the right types (a line edited or written by something else is skipped)."""
+    if not isinstance(d, dict) or d.get("job") not in ("start", "end") or not isinstance(d.get("id"), str):
+        return False
+    t = d.get("time")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t < 1e11:
+        return False
+    ints = ("pid", "inputs", "todo", "skipped", "restored", "failed")
+    return (all(d.get(k) is None or (isinstance(d[k], int) and not isinstance(d[k], bool)) for k in ints)
+            and all(d.get(k) is None or isinstance(d[k], str) for k in ("host", "error"))
+            and (d.get("stopped") is None or isinstance(d["stopped"], bool)))
 
 
 def begin_job(manifest: Manifest, summary: JobSummary, todo: int) -> None:
@@ -2055,9 +2095,12 @@ def begin_job(manifest: Manifest, summary: JobSummary, todo: int) -> None:
 
 def end_job(manifest: Manifest, summary: JobSummary, error: BaseException | None = None) -> None:
     """The job's ``end`` line: how many inputs were restored, failed, whether it was stopped (Ctrl-C, SIGTERM, a
-    web request's time limit) before all were processed, and the ``error`` that ended it early, if one did."""
+    web request's time limit) before all were processed, and the ``error`` that ended it early, if one did (a
+    ``KeyboardInterrupt``, e.g. while the model loads, is a stop, not an error)."""
     if summary.job is None:
         return
+    if isinstance(error, KeyboardInterrupt):
+        summary.interrupted, error = True, None
     why = {"error": one_line(error)} if error is not None else {}
     try:
         _job_line(manifest.path.parent, "end", summary.job, restored=len(summary.done), failed=len(summary.failed),

@@ -11,8 +11,8 @@ inputs it had to restore and how many of them got a line; and the inputs whose o
 (``records/STEM.json.pending``: removed by the next run into the folder). ``--verify`` hashes every output of
 every done input and compares it with its record's ``outputs_sha256``.
 
-Exit status: 0 when no input's latest status is a failure, the last job was not killed and (``--verify``) every
-output matches its record; 1 otherwise; 2 when there is no manifest.
+Exit status: 0 when no input's latest status is a failure, no job was killed, every done input has its record and
+(``--verify``) every output matches its record; 1 otherwise; 2 when there is neither a manifest nor a job line.
 """
 
 from __future__ import annotations
@@ -46,11 +46,14 @@ def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
+def latest_lines(lines: list[dict]) -> dict[str, dict]:
+    """The last line per input (stem)."""
+    return {d["stem"]: d for d in lines}
+
+
 def summarise(lines: list[dict]) -> dict:
     """The report of a manifest's lines (see the module docstring)."""
-    latest: dict[str, dict] = {}
-    for d in lines:
-        latest[d["stem"]] = d
+    latest = latest_lines(lines)
     counts = {"done": 0, "failed": 0, "no_face": 0}
     for d in latest.values():
         counts[d["status"]] = counts.get(d["status"], 0) + 1
@@ -79,31 +82,37 @@ def summarise(lines: list[dict]) -> dict:
     return rep
 
 
-def last_job(job_lines: list[dict], lines: list[dict]) -> dict | None:
-    """How the last job of ``jobs.jsonl`` ended (see the module docstring): ``{"status", "started", "inputs", "todo",
-    "lines"}`` (``lines``: manifest lines written since its start), plus ``restored``/``failed``/``error`` from its
-    end line. None without job lines (a folder written before they were)."""
+def _job_status(start: dict, end: dict | None) -> str:
     import os
     import socket
 
     from dynface.jobs import _pid_alive
 
+    if end is not None:
+        return "error" if end.get("error") else "stopped" if end.get("stopped") else "finished"
+    if start.get("host") != socket.gethostname():
+        return "unknown (another host)"
+    pid = start.get("pid")
+    return "running" if isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid) else "killed"
+
+
+def last_job(job_lines: list[dict], lines: list[dict]) -> dict | None:
+    """How the last job of ``jobs.jsonl`` ended (see the module docstring): ``{"status", "started", "inputs", "todo",
+    "lines", "earlier_killed"}`` (``lines``: manifest lines written since its start; ``earlier_killed``: the start
+    times of earlier jobs that were killed, e.g. one that overlapped the last), plus ``restored``/``failed``/``error``
+    from its end line. None without job lines (a folder written before they were)."""
+    ends = {d["id"]: d for d in job_lines if d["job"] == "end"}
     starts = [d for d in job_lines if d["job"] == "start"]
     if not starts:
         return None
     start = starts[-1]
-    end = next((d for d in job_lines if d["job"] == "end" and d["id"] == start["id"]), None)
-    since = sum(1 for d in lines if float(d.get("time") or 0) >= float(start.get("time") or 0))
-    rep = {"started": start.get("time"), "inputs": start.get("inputs"), "todo": start.get("todo"), "lines": since}
+    end = ends.get(start["id"])
+    since = sum(1 for d in lines if float(d.get("time") or 0) >= float(start["time"]))
+    rep = {"started": start["time"], "inputs": start.get("inputs"), "todo": start.get("todo"), "lines": since,
+           "earlier_killed": [d["time"] for d in starts[:-1] if _job_status(d, ends.get(d["id"])) == "killed"]}
     if end is not None:
-        status = "error" if end.get("error") else "stopped" if end.get("stopped") else "finished"
         rep.update({k: end.get(k) for k in ("restored", "failed", "error") if end.get(k) is not None})
-    else:
-        pid = start.get("pid")
-        mine = start.get("host") == socket.gethostname()
-        alive = isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid)
-        status = "running" if mine and alive else "killed" if mine else "unknown (another host)"
-    return {"status": status, **rep}
+    return {"status": _job_status(start, end), **rep}
 
 
 def verify(out: Path, lines: list[dict]) -> dict:
@@ -111,11 +120,8 @@ def verify(out: Path, lines: list[dict]) -> dict:
     describe (:func:`dynface.jobs.altered_outputs` with hashing), and the done inputs without a record."""
     from dynface.jobs import _read_record, altered_outputs
 
-    latest: dict[str, dict] = {}
-    for d in lines:
-        latest[d["stem"]] = d
     checked, altered, no_record, unhashed = 0, [], [], 0
-    for stem, d in latest.items():
+    for stem, d in latest_lines(lines).items():
         if d["status"] != "done":
             continue
         rec = _read_record(out, stem)
@@ -130,20 +136,26 @@ def verify(out: Path, lines: list[dict]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dynface.jobs import MANIFEST_NAME, Manifest, interrupted_inputs, read_job_lines
+    from dynface.jobs import MANIFEST_NAME, Manifest, interrupted_inputs, read_job_lines, record_path
 
     path = Path(args.output).expanduser()
     if path.is_dir():
         path = path / MANIFEST_NAME
-    if not path.is_file():
+    job_lines = read_job_lines(path.parent)
+    if not path.is_file() and not job_lines:  # a job killed before its first manifest line still has a start line
         print(f"error: no manifest at {path} (written by `dynface restore -o OUT`)", file=sys.stderr)
         return 2
     manifest = Manifest(path)
     lines = manifest.lines()
     rep = summarise(lines)
     rep["unreadable_lines"] = manifest.unreadable
-    rep["last_job"] = last_job(read_job_lines(path.parent), lines)
-    rep["interrupted_inputs"] = sorted(interrupted_inputs(path.parent))
+    rep["last_job"] = last_job(job_lines, lines)
+    pending = interrupted_inputs(path.parent, include_running=True)
+    gone = interrupted_inputs(path.parent)
+    rep["interrupted_inputs"] = sorted(gone)
+    rep["pending_elsewhere"] = sorted(set(pending) - set(gone))  # being written now, or by another host's process
+    rep["done_without_record"] = sorted(d["stem"] for d in latest_lines(lines).values()
+                                        if d["status"] == "done" and not record_path(path.parent, d["stem"]).is_file())
     if args.verify:
         rep["verify"] = verify(path.parent, lines)
     if manifest.unreadable:
@@ -170,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
         lines += _job_lines(rep)
         print("\n".join(lines))
     job, ver = rep["last_job"] or {}, rep.get("verify") or {}
-    return 1 if rep["failures"] or job.get("status") == "killed" or ver.get("altered") or ver.get("no_record") else 0
+    killed = job.get("status") == "killed" or job.get("earlier_killed")
+    return 1 if (rep["failures"] or killed or rep["done_without_record"] or ver.get("altered")
+                 or ver.get("no_record")) else 0
 
 
 def _job_lines(rep: dict) -> list[str]:
@@ -186,10 +200,23 @@ def _job_lines(rep: dict) -> list[str]:
                 "killed": "killed (no end line, and its process is gone): restore again with --skip-existing"}
         out.append(f"  last job (started {when}, {job.get('todo')} of {job.get('inputs')} input(s) to restore, "
                    f"{job['lines']} line(s) since): {what.get(job['status'], job['status'])}")
+        if job["earlier_killed"]:
+            out.append(f"  {len(job['earlier_killed'])} earlier job(s) were killed (no end line, their process gone): "
+                       "restore again with --skip-existing")
+
+    def names(key: str) -> str:
+        found = rep[key]
+        return f"{', '.join(found[:5])}{' ...' if len(found) > 5 else ''}"
+
     if rep["interrupted_inputs"]:
-        names = rep["interrupted_inputs"]
-        out.append(f"  {len(names)} input(s) were being written when a run was killed (their outputs are removed by "
-                   f"the next run into this folder): {', '.join(names[:5])}{' ...' if len(names) > 5 else ''}")
+        out.append(f"  {len(rep['interrupted_inputs'])} input(s) were being written when a run was killed (their "
+                   f"outputs are removed by the next run into this folder): {names('interrupted_inputs')}")
+    if rep["pending_elsewhere"]:
+        out.append(f"  {len(rep['pending_elsewhere'])} input(s) are being written by a running process or one of "
+                   f"another host (not checked from here): {names('pending_elsewhere')}")
+    if rep["done_without_record"]:
+        out.append(f"  {len(rep['done_without_record'])} input(s) the manifest says done have no record (a run "
+                   f"restoring them again was killed, or records/ was edited): {names('done_without_record')}")
     ver = rep.get("verify")
     if ver is not None:
         out.append(f"  verify: {ver['inputs']} done input(s) checked: {len(ver['altered'])} output(s) differ from their "
