@@ -83,7 +83,12 @@ def test_eps_sources_differ_only_where_x0_is_clipped():
 
 
 def test_difface_is_the_default_in_every_mode():
-    assert SamplerConfig().start_convention == "difface" and SamplerConfig().eps_source == "model"
+    assert SamplerConfig().start_convention == "auto" and SamplerConfig().eps_source == "model"
+    # "auto" is DifFace's convention on ddim250 and on the embedded models' ddim50, for every start step
+    for steps in ("ddim250", "ddim50"):
+        starts = list(range(1000))
+        assert (timestep_sequences(starts, SamplerConfig(steps=steps))
+                == timestep_sequences(starts, SamplerConfig(steps=steps, start_convention="difface")))
     assert RestoreConfig().sampler == SamplerConfig() and RestoreConfig().fixed_start_t == 400
     # DifFace's fixed start: ddim250, noised to t = 400, 100 UNet calls at 396, 392, …, 0
     seq = timestep_sequences([400], SamplerConfig())[0]
@@ -93,3 +98,21 @@ def test_difface_is_the_default_in_every_mode():
         SamplerConfig(start_convention="ddpm")
     with pytest.raises(ValueError, match="eps_source"):
         SamplerConfig(eps_source="x0")
+
+
+def test_auto_start_never_calls_the_unet_far_below_the_start():
+    """With --steps 10 DifFace's convention made the first UNet call up to 100 steps below the noise the face was
+    given (grain: docs/results/start_convention.md). "auto" calls at the start itself when the next grid step lies
+    more than AUTO_MAX_GAP below it, and keeps DifFace's call where it is near."""
+    from dynface.sampler import AUTO_MAX_GAP
+
+    cfg = SamplerConfig(steps="ddim10")
+    assert timestep_sequences([400, 310, 300, 5, 0], cfg) == [[400, 300, 200, 100, 0], [300, 200, 100, 0],
+                                                            [300, 200, 100, 0], [0], [0]]
+    assert timestep_sequences([400], SamplerConfig(steps="ddim10", start_convention="difface")) == [[300, 200, 100, 0]]
+    for steps in ("ddim10", "ddim25", "25", "ddim50", "50"):
+        for t0, seq in zip(range(1000), timestep_sequences(list(range(1000)), SamplerConfig(steps=steps)), strict=True):
+            assert t0 - seq[0] <= AUTO_MAX_GAP and seq[-1] == 0 and seq == sorted(set(seq), reverse=True)
+    # the uniform schedule too (its stride is t0 / (n - 1))
+    assert timestep_sequences([900], SamplerConfig(steps="10", schedule="uniform"))[0][0] == 900
+    assert timestep_sequences([90], SamplerConfig(steps="10", schedule="uniform"))[0][0] == 80

@@ -26,7 +26,8 @@ def test_every_512_module_end_to_end_on_one_face():
     table = DSSTTable.load(DEFAULT_DSST)
     # uniform schedule with 2 points from t0: DifFace's convention leaves one UNet call (t = 0); x0 guidance keeps
     # the UNet out of autograd (the ∂/∂x_t form would hold the 160 M-parameter UNet's activations at 512 px)
-    cfg = RestoreConfig(mode="full", sampler=SamplerConfig(steps="2", schedule="uniform", guidance="x0"))
+    cfg = RestoreConfig(mode="full", sampler=SamplerConfig(steps="2", schedule="uniform", guidance="x0",
+                                                           start_convention="difface"))
     r = DynFaceRestorer(unet, dblm, DGSA(), table, cfg, template_name="ffhq512", name="paper512-random")
     face = np.asarray(torch.rand(512, 512, 3, generator=torch.Generator().manual_seed(1)).mul(255).byte())
     out = r.restore([face], seed=0, return_maps=True)
