@@ -465,3 +465,25 @@ def test_a_lost_output_is_restored_again_with_a_note(tmp_path, crops, capsys):
                  "--skip-existing"]) == 0
     err = capsys.readouterr().err
     assert "2 input(s) restored again: an output" in err and "c0, c1" in err
+
+
+def test_skip_existing_restores_again_after_the_weights_changed_at_the_same_path(tmp_path, crops, capsys):
+    """--skip-existing compared the flags (the model's path) but not the weights: a model retrained or replaced in
+    the same folder left the old outputs as complete. Records name each weight file's SHA-256; a changed one
+    makes the input be restored again, with a note."""
+    import shutil
+
+    from dynface.registry import WEIGHTS_DIR
+
+    model = tmp_path / "model"
+    shutil.copytree(WEIGHTS_DIR / "embedded-64", model)
+    (crops / "bad.png").unlink()
+    argv = ["restore", "-q", "--aligned", "-i", str(crops), "-o", str(tmp_path / "out"), "--model", str(model)]
+    assert main(argv) == 0
+    assert main([*argv, "--skip-existing"]) == 0
+    assert "3 skipped" in capsys.readouterr().out
+    with open(model / "dsst.json", "a") as fh:  # the same table, other bytes: "retrained"
+        fh.write("\n")
+    assert main([*argv, "--skip-existing"]) == 0
+    std = capsys.readouterr()
+    assert "3 restored, 0 skipped" in std.out and "3 input(s) restored again" in std.err and "weight files" in std.err

@@ -65,7 +65,7 @@ __all__ = [
     "MODES", "SUBDIRS", "FACTORY_ENV", "UsageError", "InputError", "RestoreSettings", "InputItem", "FileResult",
     "Progress", "JobSummary", "Manifest", "plan_inputs", "load_restorer", "face_seed", "restore_items", "run_job",
     "collect_inputs", "InputScan", "is_restore_output", "assign_stems", "check_output_dir", "check_settings", "validate_steps", "default_threads",
-    "apply_threads", "usable_cpus", "is_complete", "altered_outputs", "clean_stale_temp_files", "clean_interrupted_outputs", "interrupted_inputs", "settings_warnings", "start_job", "begin_job", "end_job", "read_job_lines", "JOBS_NAME", "as_done",
+    "apply_threads", "usable_cpus", "is_complete", "altered_outputs", "changed_weights", "clean_stale_temp_files", "clean_interrupted_outputs", "interrupted_inputs", "settings_warnings", "start_job", "begin_job", "end_job", "read_job_lines", "JOBS_NAME", "as_done",
     "append_line", "restore_logged", "prepare_output", "complete_results", "changed_flags", "output_flags", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
     "one_line", "first_line", "cross_photo_batches", "PHOTO_QUEUE_MAX_PIXELS",
 ]
@@ -1063,6 +1063,30 @@ def changed_flags(rec: dict, settings: RestoreSettings) -> list[str]:
     return [k for k in OUTPUT_FLAGS if k in then and then[k] != now[k] and not (k == "save_maps" and not now[k])]
 
 
+def _current_weights(settings: RestoreSettings | None) -> dict[str, str]:
+    """{role: SHA-256} of the weight files ``settings`` would load (:func:`dynface.registry.weight_paths`); empty
+    when the model cannot be resolved here (the load then fails with its reason)."""
+    from dynface.registry import resolve, weight_paths
+
+    if settings is None:
+        return {}
+    try:
+        paths = weight_paths(resolve(settings.model), settings.dblm, settings.dgsa, settings.dsst, settings.restorer)
+    except Exception:
+        return {}
+    return {role: d["sha256"] for role, d in provenance.weight_files(paths).items()}
+
+
+def changed_weights(rec: dict, current: dict[str, str]) -> list[str]:
+    """The roles whose weight file now has another SHA-256 than the one record ``rec`` names (a model retrained or
+    replaced at the same path: no flag differs, but the outputs would)."""
+    then = (rec.get("settings") or {}).get("weights")
+    if not isinstance(then, dict):
+        return []
+    return [role for role, d in then.items()
+            if role in current and isinstance(d, dict) and d.get("sha256") != current[role]]
+
+
 def _note_lost_outputs(out: Path, stem: str, changed: dict[str, list[str]] | None) -> None:
     """For an input found incomplete: ``changed[stem] = ["outputs"]`` when its record says ok but an output it lists
     is missing or empty (a lost output, restored again with the note an edited one gets)."""
@@ -1083,12 +1107,13 @@ def complete_results(items: list[InputItem], out: Path, manifest: Manifest | Non
     for it (a run killed between the record and the manifest line, or a run before manifests), the record alone.
     A record made from another path counts only when that file's bytes equal this one's (its ``image.sha256``: a
     copy with the same size and mtime is not the same photo). With ``settings``, a record made with other
-    :data:`OUTPUT_FLAGS` is not complete either, nor one whose outputs are no longer the files it describes
-    (:func:`altered_outputs`); ``changed`` (when given) gets the flags' names per stem, and ``"outputs"`` for the
-    latter."""
+    :data:`OUTPUT_FLAGS` or other weight files (:func:`changed_weights`) is not complete either, nor one whose outputs
+    are no longer the files it describes (:func:`altered_outputs`); ``changed`` (when given) gets the flags' names
+    per stem, ``"weights"`` and ``"outputs"`` for the others."""
     from functools import cache, partial
 
     entries = manifest.load() if manifest is not None else {}  # the one read of the manifest
+    current_weights = cache(partial(_current_weights, settings))  # hashed once, when a record is first compared
     skipped, missing = [], []
     for it in items:
         source = cache(partial(_source_info, it.path))  # the input is stat'ed once, when first needed
@@ -1104,6 +1129,8 @@ def complete_results(items: list[InputItem], out: Path, manifest: Manifest | Non
             _note_lost_outputs(out, it.stem, changed)
             continue
         flags = changed_flags(rec, settings) if settings is not None else []
+        if settings is not None and changed_weights(rec, current_weights()):
+            flags.append("weights")
         if altered_outputs(out, rec):
             flags.append("outputs")
         if flags:

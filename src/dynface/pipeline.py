@@ -34,11 +34,10 @@ from .models.dgsa import DGSA, DGSAConfig
 from .models.io import ModelLoadError, check_compatible, load_checked, load_state_dict_file
 from .models.unet import PRESETS as UNET_PRESETS
 from .models.unet import UNetConfig, UNetModel
-from .registry import DEFAULT_MODEL, resolve
+from .registry import DEFAULT_DSST, DEFAULT_MODEL, resolve, weight_paths
 from .sampler import SamplerConfig, guided_sample
 
 MODES = ("full", "no_dsst", "no_dgsa", "single_guide", "fixed_start", "restorer_only")
-DEFAULT_DSST = Path(__file__).parent / "data" / "dsst_default.json"
 
 
 @dataclass(frozen=True)
@@ -206,11 +205,12 @@ class DynFaceRestorer:
         check_device(device)
         precision = resolve_precision(precision, device)
         files = resolve(name_or_path)
+        used = weight_paths(files, dblm, dgsa, dsst, restorer)
         unet, meta = load_prior(files.prior)
         ucfg = unet.cfg
-        dblm_path = Path(dblm) if dblm else files.dblm
+        dblm_path = used.get("dblm")
         dblm_net, std_available = load_dblm(dblm_path, restorer, ucfg.image_size, mode, files.prior)
-        dgsa_path = Path(dgsa) if dgsa else files.dgsa
+        dgsa_path = used.get("dgsa")
         dgsa_net = None
         trained: dict = {}
         defaults = _restore_defaults(meta)
@@ -223,7 +223,7 @@ class DynFaceRestorer:
             known = {f.name for f in fields(SamplerConfig)}  # the packager's calibrated defaults win
             trained.update({k: v for k, v in dgsa_meta.get("sampler", {}).items() if k in known})
             defaults = {**defaults, **_restore_defaults(dgsa_meta)}
-        dsst_path = Path(dsst) if dsst else (files.dsst or DEFAULT_DSST)
+        dsst_path = used["dsst"]
         table = DSSTTable.load(dsst_path)
         template = meta.get("template", "ffhq512" if ucfg.image_size == 512 else "utkface64")
         sched = prior_schedule(meta, unet)
@@ -233,8 +233,7 @@ class DynFaceRestorer:
         fix = color_fix if color_fix is not None else str(defaults.get("color_fix", "none"))
         rcfg = RestoreConfig(mode=mode, sampler=sampler, color_fix=fix)  # checks a model's own default
         r = cls(unet, dblm_net, dgsa_net, table, rcfg, device, template, files.name, sched, std_available)
-        used = {"prior": files.prior, "dblm": dblm_path, "dgsa": dgsa_path, "dsst": dsst_path, "restorer": restorer}
-        r.weight_files = {k: Path(v) for k, v in used.items() if v is not None}  # records hash them (dynface.provenance)
+        r.weight_files = used  # records hash them (dynface.provenance)
         return r
 
     @classmethod

@@ -18,7 +18,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-__all__ = ["file_sha256", "software", "weights"]
+__all__ = ["file_sha256", "software", "weight_files", "weights"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -87,8 +87,13 @@ def package_versions(**dists: str) -> dict[str, str | None]:
 def weights(restorer: Any) -> dict[str, dict[str, str]]:
     """``{role: {"file": name, "sha256": digest}}`` for the files ``restorer`` was loaded from (its ``weight_files``,
     set by :meth:`dynface.pipeline.DynFaceRestorer.from_pretrained`); empty for networks built in memory."""
+    return weight_files(getattr(restorer, "weight_files", None) or {})
+
+
+def weight_files(paths: dict[str, str | Path]) -> dict[str, dict[str, str]]:
+    """``{role: {"file": name, "sha256": digest}}`` of the files ``paths`` names per role."""
     out = {}
-    for role, path in (getattr(restorer, "weight_files", None) or {}).items():
+    for role, path in paths.items():
         p = Path(path)
         try:
             st = p.stat()

@@ -32,6 +32,19 @@ class ModelFiles:
     card: Path | None
 
 
+DEFAULT_DSST = Path(__file__).parent / "data" / "dsst_default.json"  # a model folder's own dsst.json wins
+
+
+def weight_paths(files: ModelFiles, dblm: str | Path | None = None, dgsa: str | Path | None = None,
+                 dsst: str | Path | None = None, restorer: str | Path | None = None) -> dict[str, Path]:
+    """The files a model is loaded from, per role (``prior``, ``dblm``, ``dgsa``, ``dsst``, ``restorer``): the model
+    folder's, or the ones given instead (``--dblm`` ...); roles without a file are left out. What
+    :meth:`dynface.pipeline.DynFaceRestorer.from_pretrained` loads, and what records name (:mod:`dynface.provenance`)."""
+    used = {"prior": files.prior, "dblm": dblm or files.dblm, "dgsa": dgsa or files.dgsa,
+            "dsst": dsst or files.dsst or DEFAULT_DSST, "restorer": restorer}
+    return {role: Path(p) for role, p in used.items() if p is not None}
+
+
 def _opt(p: Path) -> Path | None:
     return p if p.exists() else None
 

@@ -254,6 +254,9 @@ def _run(args: argparse.Namespace) -> int:
         flags = sorted({f for fl in by_flags.values() for f in fl}, key=jobs.OUTPUT_FLAGS.index)
         print(f"note: {sum(map(bool, by_flags.values()))} input(s) restored again: their outputs in {out} were made "
               f"with other {', '.join('--' + f.replace('_', '-') for f in flags)}", file=sys.stderr)
+    if retrained := [stem for stem, fl in changed.items() if "weights" in fl]:
+        print(f"note: {len(retrained)} input(s) restored again: their outputs in {out} were made with other weight "
+              "files at the same paths (their SHA-256 differs from the records')", file=sys.stderr)
     if altered := [stem for stem, fl in changed.items() if "outputs" in fl]:
         print(f"note: {len(altered)} input(s) restored again: an output in {out} is no longer the file its record "
               f"describes (replaced, edited or damaged; `dynface report --verify` lists them): "
