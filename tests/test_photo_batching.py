@@ -208,6 +208,9 @@ def test_keep_faceless_writes_photos_without_a_face(tmp_path, tiny, photos, monk
         assert rec["status"] == "ok" and rec["num_faces"] == 0 and rec["output_size"] == [288, 288]
         with Image.open(tmp_path / "o" / "restored_imgs" / f"{n}.png") as im:
             assert np.array_equal(np.asarray(im), upscale_background(flat, 1.5))  # the background, as it is
+            assert im.getexif()[0x0131].endswith("(no face found: upscaled as it is)")  # not "faces restored"
+    with Image.open(tmp_path / "o" / "restored_imgs" / "a.png") as im:
+        assert im.getexif()[0x0131].endswith("(faces restored)")
     ref = tmp_path / "ref"
     run_job([d / "a.png", d / "c.png"], ref, _settings(batch_size=8), restorer=tiny)
     got = {k: v for k, v in _snapshot(tmp_path / "o").items() if "noface" not in k}

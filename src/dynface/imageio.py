@@ -839,11 +839,25 @@ _EXIF_SUB_DROP = (0xA002, 0xA003, 0x927C, 0xA005,  # Exif IFD: pixel X / Y dimen
 _SOFTWARE_TAG = 0x0131
 
 
-def _software() -> str:
-    """The ``Software`` tag of every output: which software altered it."""
+FACES_RESTORED = "faces restored"
+
+
+def _software(altered: str = FACES_RESTORED) -> str:
+    """The ``Software`` tag of every output: which software altered it, and how."""
     from dynface import __version__
 
-    return f"dynfacerestore {__version__} (faces restored)"
+    return f"dynfacerestore {__version__} ({altered})"
+
+
+def _with_software(exif: bytes, altered: str) -> bytes:
+    """``exif`` with its ``Software`` tag saying ``altered`` (the input's other tags unchanged)."""
+    try:
+        out = Image.Exif()
+        out.load(exif)
+        out[_SOFTWARE_TAG] = _software(altered)
+        return out.tobytes()
+    except Exception:  # unreadable: as it was
+        return exif
 
 
 def carried_exif(im: Image.Image) -> bytes | None:
@@ -907,10 +921,11 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
     return path
 
 
-def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, quality: int = 95) -> list[str]:
+def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, quality: int = 95,
+                     altered: str = FACES_RESTORED) -> list[str]:
     """Write a processed photo in the original's shape (gray / alpha / ICC / EXIF; its stated print resolution
     scaled with the picture, so that a 600-dpi scan upscaled ×2 prints at the same size: 1200 dpi); returns the
-    notes it produced."""
+    notes it produced. ``altered``: what its ``Software`` tag says was done to it."""
     notes: list[str] = []
     path = Path(path)
     im = to_output_image(rgb, src, ext=path.suffix.lstrip("."), notes=notes)
@@ -919,7 +934,9 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
     if src.dpi:
         (w, h), (w0, h0) = im.size, src.size
         dpi = (round(src.dpi[0] * w / w0, 3), round(src.dpi[1] * h / h0, 3))
-    save_image(im, path, quality=quality, icc_profile=icc, exif=src.exif or software_exif(), dpi=dpi)
+    exif = src.exif or software_exif()
+    save_image(im, path, quality=quality, icc_profile=icc, exif=exif if altered == FACES_RESTORED else
+               _with_software(exif, altered), dpi=dpi)
     return notes
 
 

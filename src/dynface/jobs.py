@@ -1548,7 +1548,8 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     ext = imageio.output_ext(s.ext, it.path, img.alpha is not None)
     photo_rel = f"restored_imgs/{it.stem}{sfx}.{ext}"
     box: list[list[str]] = []
-    writes.append(("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p))))
+    altered = imageio.FACES_RESTORED if res.restored else "no face found: upscaled as it is"  # --keep-faceless
+    writes.append(("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p, altered=altered))))
     files = _write_outputs(out, it.stem, writes)
     written = list(files.values())
     for i, rec in enumerate(res.records):
