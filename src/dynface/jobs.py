@@ -18,8 +18,11 @@ write every output atomically, then ``records/<stem>.json``) → one line per in
     cmp/<stem>_NN.png                input | output side by side
     restored_imgs/<stem>.<ext>       the photo with its faces restored (whole photos only)
     maps/<stem>_NN_<key>.png         with save_maps: DGSA map and guides
-    records/<stem>.json              per face: the restorer's record, bbox, landmarks, size, timing
+    records/<stem>.json              per face: the restorer's record, bbox, landmarks, size, timing; the outputs'
+                                     SHA-256, size and mtime
+    records/<stem>.json.pending      only while an input's outputs are written (:func:`note_pending_outputs`)
     manifest.jsonl                   one JSON line per input and attempt (see :class:`Manifest`)
+    jobs.jsonl                       a start and an end line per job (:func:`begin_job`, :func:`end_job`)
 
 **Seeds do not depend on scheduling.** Face ``i`` of the input with stem ``s`` gets its noise from
 ``face_seed(seed, s, i)`` (a BLAKE2b hash), not from its place in a batch. With a restorer whose ``restore``
@@ -34,9 +37,11 @@ in fp32 (:func:`_build_precision`) so that faces can batch (nearly) exactly: ali
 faces of whole photos across photos, ``batch_size`` faces per call (:func:`cross_photo_batches`; photos are
 written in input order as soon as all their faces are restored).
 
-**Complete inputs.** An input is complete when its record says ``ok``, every file the record lists exists, and
-the input file has the size and modification time recorded then. ``skip_existing`` skips exactly those; a file
-that changed, or whose outputs were deleted, is restored again. The manifest is appended after the record, so a
+**Complete inputs.** An input is complete when its record says ``ok``, every file the record lists exists and is
+the file it describes (:func:`altered_outputs`), the input file has the size and modification time recorded then,
+and the settings and weight files are those of the record (:func:`changed_flags`, :func:`changed_weights`).
+``skip_existing`` skips exactly those; a file that changed, or whose outputs were deleted or edited, is restored
+again. The manifest is appended after the record, so a
 run killed in between leaves a record without a manifest line: the next ``skip_existing`` run adds the line.
 """
 
