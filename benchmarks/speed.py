@@ -306,7 +306,8 @@ def main() -> int:
                     help="LQ faces for the CPU rows (the first 8, sorted); default: 8 gfpgan-degraded astronaut crops")
     ap.add_argument("--cpu-steps", default=None, metavar="STEPS", help="sampler steps of the CPU rows (default: the model's)")
     ap.add_argument("--cpu-precisions", default="auto", metavar="LIST",
-                    help="precisions of the CPU rows (default: auto, as dynface restore; e.g. auto,fp32)")
+                    help="precisions of the CPU rows (default: auto, the Python API's: bf16 on a CPU with native bf16, "
+                         "else fp32; `dynface restore` batches in fp32 on a CPU instead; e.g. auto,fp32)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     parts = [p.strip() for p in args.parts.split(",") if p.strip()]
