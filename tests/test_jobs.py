@@ -408,3 +408,23 @@ def test_run_job_refuses_bad_settings_before_it_makes_the_output_folder(tmp_path
         with pytest.raises(UsageError, match=message):
             run_job(str(src), out, RestoreSettings(aligned=True, **kw))
         assert not out.exists(), kw
+
+
+def test_run_job_refuses_settings_its_given_restorer_was_not_built_with(tmp_path, tiny_dsst):
+    """run_job(settings, restorer=r) used r as built and silently ignored a mode, steps or colour fix the settings
+    asked for (the records said r's). Now that is a UsageError naming them; settings that agree, or leave them to the
+    restorer, run."""
+    from dynface.pipeline import DynFaceRestorer
+
+    r = DynFaceRestorer.from_preset("tiny", dsst=tiny_dsst).with_config(steps="ddim10")
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(np.full((32, 32, 3), 120, np.uint8)).save(d / "a.png")
+    from dynface import jobs
+
+    with pytest.raises(jobs.UsageError, match=r"mode='restorer_only' \(the restorer's: 'full'\), steps='ddim25'"):
+        jobs.run_job([d], tmp_path / "o", jobs.RestoreSettings(aligned=True, mode="restorer_only", steps="ddim25"),
+                     restorer=r)
+    assert not (tmp_path / "o").exists()
+    s = jobs.run_job([d], tmp_path / "o", jobs.RestoreSettings(aligned=True, steps="ddim10"), restorer=r)
+    assert [x.status for x in s.results] == ["done"]

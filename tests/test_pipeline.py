@@ -273,3 +273,22 @@ def test_the_readme_names_import_from_the_package():
         dynface.nope  # noqa: B018
     light = "import sys, dynface; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", light], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_restoring_inside_inference_mode_and_building_keep_the_callers_torch_state(faces, tiny_dsst):
+    """Pipelines wrap inference in torch.inference_mode(): the guidance (a gradient through the UNet) raised "element
+    0 of tensors does not require grad" there. Building a restorer drew from torch's global random state, so a
+    notebook's later torch.randn changed. A path given to restore_photo said "expected a uint8 image, got <U7"."""
+    r = _restorer(tiny_dsst, mode="no_dsst")
+    want = r.restore(faces, seed=4).images
+    with torch.inference_mode():
+        got = r.restore(faces, seed=4).images
+        made_here = faces.clone()  # an inference tensor
+        again = r.restore(made_here, seed=4).images
+    assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(want, got, again, strict=True))
+    torch.manual_seed(7)
+    state = torch.random.get_rng_state()
+    DynFaceRestorer.from_preset("tiny", dsst=tiny_dsst, seed=3)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    with pytest.raises(TypeError, match="restore_photo takes images, not a path .*read_image"):
+        r.restore_photo("photo.jpg")

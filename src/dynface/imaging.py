@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,13 @@ from PIL import Image
 from dynface.atomicfile import atomic_path
 
 
+def refuse_path(obj, what: str) -> None:
+    """A TypeError when ``obj`` is a path where images are expected, with how to read it instead."""
+    if isinstance(obj, (str, os.PathLike)):
+        raise TypeError(f"{what} takes images, not a path ({str(obj)[:80]!r}): read it with "
+                        "dynface.imageio.read_image(path).rgb, or use dynface.jobs.run_job for files")
+
+
 def as_rgb_uint8(img, what: str = "image") -> np.ndarray:
     """A C-contiguous uint8 (H, W, 3) RGB array from a uint8 (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) array (gray
     repeated, alpha dropped) or an 8-bit PIL image of any mode (turned upright by its EXIF orientation, as
@@ -18,6 +26,7 @@ def as_rgb_uint8(img, what: str = "image") -> np.ndarray:
     indices, inverted inks or one channel). Anything else is refused, never cast: a TypeError for another dtype (a
     float image would otherwise come out black) or a 16/32-bit PIL image, a ValueError for another shape or an empty
     image; ``what`` names it."""
+    refuse_path(img, what)
     if isinstance(img, Image.Image):
         if img.mode.startswith("I") or img.mode == "F":
             raise TypeError(f"{what}: a {img.mode} (16/32-bit) PIL image; convert it to 8 bits first "

@@ -2158,13 +2158,31 @@ def append_line(manifest: Manifest, summary: JobSummary, r: FileResult) -> None:
         summary.manifest_errors.append(f"{r.path}: {one_line(e)}")
 
 
+def check_given_restorer(restorer, settings: RestoreSettings) -> None:
+    """A restorer handed to :func:`run_job` is used as it was built: its mode, steps, colour fix and gradient are its
+    own (the records say them). A :class:`UsageError` when ``settings`` ask for another one explicitly (a mode other
+    than the default ``full``, or a ``steps``/``color_fix``/``guidance`` given), instead of silently ignoring it."""
+    cfg = getattr(restorer, "cfg", None)
+    sampler = getattr(cfg, "sampler", None)
+    if cfg is None or sampler is None:  # not a DynFaceRestorer (a test fake, a wrapper): nothing to compare
+        return
+    have = {"mode": cfg.mode, "steps": str(sampler.steps), "color_fix": cfg.color_fix, "guidance": sampler.guidance}
+    asked = {"mode": settings.mode if settings.mode != "full" else None, "steps": settings.steps,
+             "color_fix": settings.color_fix, "guidance": settings.guidance}
+    wrong = [f"{k}={asked[k]!r} (the restorer's: {have[k]!r})" for k in have
+             if asked[k] is not None and str(asked[k]) != str(have[k])]
+    if wrong:
+        raise UsageError(f"run_job: the restorer passed was built otherwise than the settings ask: {', '.join(wrong)}; "
+                         "pass restorer.with_config(...) with them, or no restorer (run_job then builds it)")
+
+
 def run_job(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings, restorer=None,
             progress: Callable[[Progress], None] | None = None, *,
             on_result: Callable[[FileResult], None] | None = None, items: list[InputItem] | None = None,
             ignored: list[Path] | None = None,
             complete: tuple[list[FileResult], list[FileResult]] | None = None) -> JobSummary:
-    """Plan, skip complete inputs (``skip_existing``), load the restorer (unless given), restore and append one
-    manifest line per input. ``items``/``ignored`` may come from an earlier :func:`plan_inputs`, ``complete`` from
+    """Plan, skip complete inputs (``skip_existing``), load the restorer (unless given: then used as built,
+    :func:`check_given_restorer`), restore and append one manifest line per input. ``items``/``ignored`` may come from an earlier :func:`plan_inputs`, ``complete`` from
     an earlier :func:`complete_results` of those items (see :func:`start_job`). Raises
     :class:`UsageError` for whole-job problems; a ``KeyboardInterrupt`` ends the job with ``interrupted=True``."""
     out = Path(out).expanduser()
@@ -2174,6 +2192,8 @@ def run_job(inputs: Sequence[str | Path], out: Path, settings: RestoreSettings, 
         items, ignored = plan_inputs(inputs, out, settings)
     if restorer is None:
         check_model(settings)  # before start_job makes the output folder
+    else:
+        check_given_restorer(restorer, settings)
     summary, manifest, todo = start_job(items, out, settings, ignored, complete=complete)
     if not todo:
         end_job(manifest, summary)

@@ -27,7 +27,7 @@ from .colorfix import check_color_fix, is_gray, to_gray
 from .colorfix import color_fix as apply_color_fix
 from .diffusion import GaussianDiffusion, ScheduleConfig
 from .dsst import DSSTTable
-from .imaging import as_rgb_uint8
+from .imaging import as_rgb_uint8, refuse_path
 from .models.dblm import DBLM, DBLMConfig
 from .models.dblm import PRESETS as DBLM_PRESETS
 from .models.dgsa import DGSA, DGSAConfig
@@ -38,6 +38,19 @@ from .registry import DEFAULT_DSST, DEFAULT_MODEL, resolve, weight_paths
 from .sampler import SamplerConfig, guided_sample
 
 MODES = ("full", "no_dsst", "no_dgsa", "single_guide", "fixed_start", "restorer_only")
+
+
+def _keeps_global_rng(fn):
+    """Run ``fn`` on a fork of torch's CPU random state: building networks draws their initial weights from it, and
+    a caller's later ``torch.randn`` must not change because a restorer was built."""
+    import functools
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.random.fork_rng(devices=[]):
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 @dataclass(frozen=True)
@@ -178,6 +191,7 @@ class DynFaceRestorer:
 
     # ---- construction ------------------------------------------------------------------------------
     @classmethod
+    @_keeps_global_rng
     def from_pretrained(
         cls,
         name_or_path: str | Path = DEFAULT_MODEL,
@@ -237,6 +251,7 @@ class DynFaceRestorer:
         return r
 
     @classmethod
+    @_keeps_global_rng
     def from_preset(cls, preset: str = "tiny", dsst: DSSTTable | None = None, seed: int = 0, device: str = "cpu",
                     **cfg_kw) -> DynFaceRestorer:
         """Randomly initialised networks of a preset (tests, benchmarks of speed)."""
@@ -287,9 +302,7 @@ class DynFaceRestorer:
             if x.shape[-2:] != (s, s):
                 x = torch.nn.functional.interpolate(x, size=(s, s), mode="bicubic", antialias=True, align_corners=False)
             return (x.clamp(0, 1) * 2 - 1).to(self.device)
-        if isinstance(faces, (str, Path)):
-            raise TypeError(f"restore takes images, not a path ({str(faces)[:80]!r}): read it with "
-                            "dynface.imageio.read_image(path).rgb, or use dynface.jobs.run_job for files")
+        refuse_path(faces, "restore")
         if isinstance(faces, Image.Image) or (isinstance(faces, np.ndarray) and faces.ndim in (2, 3)):
             faces = [faces]
         faces = list(faces)
@@ -318,13 +331,15 @@ class DynFaceRestorer:
         t = self.dsst.lookup(sigmas_ref.detach().cpu().double()).floor().long()
         return t.clamp(0, self.diffusion.num_timesteps - 1).to(self.device)
 
+    @torch.inference_mode(False)  # the guidance differentiates through the UNet: also from a caller's inference_mode
     @torch.no_grad()
     def restore_tensor(self, y: torch.Tensor, seed: int = 0, fidelity: float | None = None, seeds: list[int] | None = None,
                        callback=None) -> tuple[torch.Tensor, list[dict], dict[str, torch.Tensor]]:
         """Core entry: y (B,3,S,S) in [−1,1] → (x in [0,1], records, maps in [0,1]).
 
         Face i's noise comes from ``seeds[i]`` when given, else from ``seed + i``. ``callback(step, steps_total)``
-        is called once per sampling step."""
+        is called once per sampling step. Works inside ``torch.no_grad()`` and ``torch.inference_mode()`` alike."""
+        y = y.clone()  # a normal tensor, also when the caller made y in inference mode
         cfg, scfg = self.cfg, self.cfg.sampler
         if not self.std_available and cfg.mode not in RM_ONLY_MODES:
             raise ValueError(f"mode {cfg.mode!r} needs TM and SDE weights (this restorer has only RM); use {' or '.join(RM_ONLY_MODES)}")
@@ -429,6 +444,7 @@ class DynFaceRestorer:
         :func:`dynface.faces.restore_photo`."""
         from .faces import restore_photo
 
+        refuse_path(img, "restore_photo")
         return restore_photo(img, self, detail=detail, **kwargs)
 
 
