@@ -11,8 +11,9 @@ inputs it had to restore and how many of them got a line; and the inputs whose o
 (``records/STEM.json.pending``: removed by the next run into the folder). ``--verify`` hashes every output of
 every done input and compares it with its record's ``outputs_sha256``.
 
-Exit status: 0 when no input's latest status is a failure, no job was killed, every done input has its record and
-(``--verify``) every output matches its record; 1 otherwise; 2 when there is neither a manifest nor a job line.
+Exit status: 0 when no input's latest status is a failure, no job was killed, every done input has its (readable)
+record and (``--verify``) every output matches its record; 1 otherwise; 2 when there is neither a manifest nor a
+job line.
 """
 
 from __future__ import annotations
@@ -117,26 +118,24 @@ def last_job(job_lines: list[dict], lines: list[dict]) -> dict | None:
 
 def verify(out: Path, lines: list[dict]) -> dict:
     """``--verify``: the outputs of the done inputs (their records on disk) that are no longer the files the records
-    describe (:func:`dynface.jobs.altered_outputs` with hashing), and the done inputs without a record."""
+    describe (:func:`dynface.jobs.altered_outputs` with hashing). Done inputs without a (readable) record are
+    the report's ``done_without_record``."""
     from dynface.jobs import _read_record, altered_outputs
 
-    checked, altered, no_record, unhashed = 0, [], [], 0
+    checked, altered, unhashed = 0, [], 0
     for stem, d in latest_lines(lines).items():
-        if d["status"] != "done":
-            continue
-        rec = _read_record(out, stem)
+        rec = _read_record(out, stem) if d["status"] == "done" else None
         if rec is None:
-            no_record.append(stem)
             continue
         if not isinstance(rec.get("outputs_sha256"), dict):
             unhashed += 1
         checked += 1
         altered += [f"{stem}: {rel}" for rel in altered_outputs(out, rec, verify=True)]
-    return {"inputs": checked, "altered": altered, "no_record": no_record, "without_hashes": unhashed}
+    return {"inputs": checked, "altered": altered, "without_hashes": unhashed}
 
 
 def run(args: argparse.Namespace) -> int:
-    from dynface.jobs import MANIFEST_NAME, Manifest, interrupted_inputs, read_job_lines, record_path
+    from dynface.jobs import MANIFEST_NAME, Manifest, _read_record, interrupted_inputs, read_job_lines
 
     path = Path(args.output).expanduser()
     if path.is_dir():
@@ -155,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
     rep["interrupted_inputs"] = sorted(gone)
     rep["pending_elsewhere"] = sorted(set(pending) - set(gone))  # being written now, or by another host's process
     rep["done_without_record"] = sorted(d["stem"] for d in latest_lines(lines).values()
-                                        if d["status"] == "done" and not record_path(path.parent, d["stem"]).is_file())
+                                        if d["status"] == "done" and _read_record(path.parent, d["stem"]) is None)
     if args.verify:
         rep["verify"] = verify(path.parent, lines)
     if manifest.unreadable:
@@ -179,16 +178,16 @@ def run(args: argparse.Namespace) -> int:
             lines.append(f"  {'FAILED ' if f['status'] == 'failed' else 'NO FACE'} {f['path']}: {f['error']}")
         if len(rep["failures"]) > args.max_failures:
             lines.append(f"  ... {len(rep['failures']) - args.max_failures} more (--max-failures, --json)")
-        lines += _job_lines(rep)
+        lines += _job_lines(rep, max(0, args.max_failures))
         print("\n".join(lines))
     job, ver = rep["last_job"] or {}, rep.get("verify") or {}
     killed = job.get("status") == "killed" or job.get("earlier_killed")
-    return 1 if (rep["failures"] or killed or rep["done_without_record"] or ver.get("altered")
-                 or ver.get("no_record")) else 0
+    return 1 if rep["failures"] or killed or rep["done_without_record"] or ver.get("altered") else 0
 
 
-def _job_lines(rep: dict) -> list[str]:
-    """The text report's lines on the last job, the half-written inputs and ``--verify``."""
+def _job_lines(rep: dict, limit: int) -> list[str]:
+    """The text report's lines on the last job, the half-written inputs and ``--verify`` (at most ``limit`` altered
+    outputs listed)."""
     import time
 
     out = []
@@ -220,9 +219,10 @@ def _job_lines(rep: dict) -> list[str]:
     ver = rep.get("verify")
     if ver is not None:
         out.append(f"  verify: {ver['inputs']} done input(s) checked: {len(ver['altered'])} output(s) differ from their "
-                   f"record, {len(ver['no_record'])} input(s) without a record"
-                   + (f", {ver['without_hashes']} record(s) from before outputs were hashed (presence checked)"
-                      if ver["without_hashes"] else ""))
-        out += [f"  ALTERED {a}" for a in ver["altered"][:50]] + [f"  NO RECORD {n}" for n in ver["no_record"][:50]]
+                   "record" + (f", {ver['without_hashes']} record(s) from before outputs were hashed (presence checked)"
+                               if ver["without_hashes"] else ""))
+        out += [f"  ALTERED {a}" for a in ver["altered"][:limit]]
+        if len(ver["altered"]) > limit:
+            out.append(f"  ... {len(ver['altered']) - limit} more (--max-failures, --json)")
     return out
 
