@@ -292,3 +292,15 @@ def test_restoring_inside_inference_mode_and_building_keep_the_callers_torch_sta
     assert torch.equal(torch.random.get_rng_state(), state)
     with pytest.raises(TypeError, match="restore_photo takes images, not a path .*read_image"):
         r.restore_photo("photo.jpg")
+
+
+def test_bad_arguments_fail_before_the_weights_are_read(faces, tiny_dsst):
+    """from_pretrained read the weights before it refused a bad mode, steps or a misspelt keyword (a raw dataclass
+    TypeError); restore took fidelity=True and said "'<=' not supported" for a string."""
+    for kw, err in ((dict(mode="bogus"), ValueError), (dict(stepz=3), TypeError), (dict(steps="abc"), ValueError)):
+        with pytest.raises(err, match="unknown mode|unknown argument.*stepz|unusable steps"):
+            DynFaceRestorer.from_pretrained("/nonexistent/model", **kw)  # checked before the path is even looked at
+    r = _restorer(tiny_dsst)
+    for bad, err in ((True, TypeError), ("0.5", TypeError), (float("nan"), ValueError), (2, ValueError)):
+        with pytest.raises(err, match="fidelity must"):
+            r.restore(faces, fidelity=bad)

@@ -486,7 +486,7 @@ def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettin
         if scan.subfolders and files:
             notes.append(f"{scan.subfolders} sub-folder(s) not searched (-r/--recursive searches them)")
     if not files:
-        where = ", ".join(map(str, inputs))
+        where = ", ".join(map(str, inputs)) or "(no inputs given)"
         extra = [f"{len(ignored)} file(s) without an image extension"] if ignored else []
         if scan.subfolders:
             extra.append(f"{scan.subfolders} sub-folder(s), searched only with -r/--recursive")

@@ -25,7 +25,7 @@ from PIL import Image
 
 from .colorfix import check_color_fix, is_gray, to_gray
 from .colorfix import color_fix as apply_color_fix
-from .diffusion import GaussianDiffusion, ScheduleConfig
+from .diffusion import GaussianDiffusion, ScheduleConfig, check_steps
 from .dsst import DSSTTable
 from .imaging import as_rgb_uint8, refuse_path
 from .models.dblm import DBLM, DBLMConfig
@@ -212,10 +212,19 @@ class DynFaceRestorer:
         "fp32", "bf16" or "fp16". ``color_fix``: None = the model's default (``restore.color_fix`` in the
         prior's or the DGSA file's metadata; "none" when neither has one), else "wavelet" | "adain" | "none".
         ``restorer``: DifFace's SwinIR (``swinir_restoration512_L1.pth``) as RM, in place of the DBLM file's
-        (see :func:`load_dblm`).
+        (see :func:`load_dblm`). ``steps``: a respacing of the 1000-step grid; ``"ddim10"`` and ``10`` are different
+        grids (DDIM's even stride, and improved-diffusion's section spacing).
         """
         if color_fix is not None:  # a bad argument fails before any file is read
             check_color_fix(color_fix)
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(MODES)}")
+        unknown = sorted(set(sampler_overrides) - {f.name for f in fields(SamplerConfig)})
+        if unknown:
+            raise TypeError(f"from_pretrained: unknown argument(s) {', '.join(unknown)} (sampler options: "
+                            f"{', '.join(f.name for f in fields(SamplerConfig))})")
+        if steps is not None:
+            check_steps(str(steps))
         check_device(device)
         precision = resolve_precision(precision, device)
         files = resolve(name_or_path)
@@ -343,8 +352,8 @@ class DynFaceRestorer:
         cfg, scfg = self.cfg, self.cfg.sampler
         if not self.std_available and cfg.mode not in RM_ONLY_MODES:
             raise ValueError(f"mode {cfg.mode!r} needs TM and SDE weights (this restorer has only RM); use {' or '.join(RM_ONLY_MODES)}")
-        if fidelity is not None and not 0.0 <= fidelity <= 1.0:
-            raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
+        if fidelity is not None:
+            check_fidelity(fidelity)
         t_start = time.perf_counter()
         b = y.shape[0]
         if seeds is not None and len(seeds) != b:
@@ -427,8 +436,14 @@ class DynFaceRestorer:
         what it is (:meth:`_prepare`), never cast. Seeds are integers in 0..2**63-1 (:func:`check_seed`).
 
         ``seeds``: one per face; face i's noise then comes only from ``seeds[i]``, whatever else is in the batch
-        (see :func:`dynface.jobs.face_seed`); else from ``seed + i``. ``callback(step, steps_total)``: called
-        once per sampling step."""
+        (see :func:`dynface.jobs.face_seed`); else from ``seed + i`` (the batch can still move a few output values by
+        ±1 level through the networks' float rounding: ``docs/results/batch_invariance.md``).
+        ``callback(step, steps_total)``: called once per sampling step.
+
+        Returns a :class:`RestoreOutput`: ``images``, uint8 (S, S, 3) arrays at the model's size S (``self.size``,
+        whatever the input size), ``records`` (one JSON-serialisable dict per face: std*, start steps, NFE, ...),
+        ``tensor`` (B,3,S,S) in [0, 1], and ``maps`` (uint8 images of the guides, the restorer output and the DGSA
+        map) only with ``return_maps``."""
         y = self._prepare(faces)
         x, records, maps = self.restore_tensor(y, seed=seed, fidelity=fidelity, seeds=seeds, callback=callback)
         out = RestoreOutput(images=_to_uint8(x), records=records, tensor=x)
@@ -498,6 +513,15 @@ def resolve_precision(precision: str, device: str | torch.device = "cpu") -> str
 
 
 MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range (and --seed's)
+
+
+def check_fidelity(fidelity) -> float:
+    """``fidelity`` as a float in [0, 1]: a TypeError for a non-number (a bool, a string), a ValueError outside."""
+    if isinstance(fidelity, (bool, np.bool_)) or not isinstance(fidelity, (int, float, np.integer, np.floating)):
+        raise TypeError(f"fidelity must be a number in [0, 1], got {type(fidelity).__name__} {fidelity!r}")
+    if not 0.0 <= float(fidelity) <= 1.0:  # NaN fails too
+        raise ValueError(f"fidelity must be in [0, 1], got {fidelity}")
+    return float(fidelity)
 
 
 def check_seed(seed, what: str = "seed") -> int:
