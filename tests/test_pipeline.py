@@ -304,3 +304,20 @@ def test_bad_arguments_fail_before_the_weights_are_read(faces, tiny_dsst):
     for bad, err in ((True, TypeError), ("0.5", TypeError), (float("nan"), ValueError), (2, ValueError)):
         with pytest.raises(err, match="fidelity must"):
             r.restore(faces, fidelity=bad)
+
+
+def test_restore_photo_checks_seed_and_fidelity_before_detection(tiny_dsst, monkeypatch):
+    """A bad fidelity or seed was refused only after the faces were detected (0.5 s on a 512-px photo, more on large
+    ones)."""
+    from dynface import faces as faces_mod
+
+    def no_detection(*a, **k):
+        raise AssertionError("detection ran before the arguments were checked")
+
+    monkeypatch.setattr(faces_mod, "prepare_photo", no_detection)
+    r = _restorer(tiny_dsst)
+    photo = np.zeros((40, 40, 3), np.uint8)
+    for kw, err in ((dict(fidelity=2), ValueError), (dict(fidelity="high"), TypeError), (dict(seed=-1), ValueError),
+                    (dict(seed=1.5), TypeError)):
+        with pytest.raises(err, match="fidelity must|seed must"):
+            r.restore_photo(photo, **kw)

@@ -798,9 +798,14 @@ def restore_photo(
 
     It is :func:`prepare_photo`, the restorer calls, then :func:`finish_photo` (the job layer restores the crops of
     several photos in shared calls between the two halves: :mod:`dynface.jobs`)."""
+    from .pipeline import check_fidelity, check_seed
+
     check_detail_mode(detail)
     img = as_rgb_uint8(img, "photo")
     output_size(img.shape[1], img.shape[0], upscale)  # a bad upscale fails before the faces are restored
+    check_seed(seed)  # and a bad seed or fidelity before detection
+    if fidelity is not None:
+        check_fidelity(fidelity)
     prep = prepare_photo(img, restorer, only_center_face=only_center_face, detector=detector, faces=faces,
                          border=border, template=template, alignment=alignment)
     crops = prep.crops
