@@ -321,3 +321,21 @@ def test_restore_photo_checks_seed_and_fidelity_before_detection(tiny_dsst, monk
                     (dict(seed=1.5), TypeError)):
         with pytest.raises(err, match="fidelity must|seed must"):
             r.restore_photo(photo, **kw)
+
+
+def test_a_precision_emulated_on_this_cpu_warns_from_python_too(monkeypatch):
+    """The CLI warned that bf16 without native support (or fp16) on a CPU is x20 or more slower; from_pretrained
+    said nothing (10 s against 0.33 s for 2 faces in the API audit). The job layer still says it once, its own way."""
+    import warnings
+
+    import dynface.pipeline as pl
+    from dynface.jobs import RestoreSettings, load_restorer
+
+    monkeypatch.setattr(pl, "cpu_has_native_bf16", lambda: False)
+    with pytest.warns(RuntimeWarning, match="precision bf16 on this CPU is emulated"):
+        DynFaceRestorer.from_pretrained("embedded-64", precision="bf16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        DynFaceRestorer.from_pretrained("embedded-64", precision="fp32")
+        DynFaceRestorer.from_pretrained("embedded-64")  # auto picks fp32 here
+        load_restorer(RestoreSettings(model="embedded-64", precision="bf16"))  # the CLI prints settings_warnings

@@ -57,6 +57,7 @@ import os
 import re
 import socket
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -231,16 +232,10 @@ def settings_warnings(settings: RestoreSettings) -> list[str]:
     """Notes worth printing before a job starts."""
     out = []
     if settings.device == "cpu" and settings.precision in ("bf16", "fp16"):
-        from dynface.pipeline import cpu_has_native_bf16  # torch is loaded for the job anyway
+        from dynface.pipeline import slow_cpu_precision  # torch is loaded for the job anyway
 
-        native = cpu_has_native_bf16()
-        if settings.precision == "fp16":
-            out.append("--precision fp16 on a CPU is emulated and slow (×4 the time of fp32 on a CPU with native bf16, "
-                       "×20 or more without); " + ("bf16 is the fast choice on this CPU (×0.6–0.8 the time of fp32)"
-                                                  if native else "fp32 is the fast choice on this CPU (the default)"))
-        elif not native:
-            out.append("--precision bf16 on this CPU is emulated (no AVX512-BF16 or AMX) and slow: ×20 or more the "
-                       "time of fp32, the fast choice here (the default)")
+        if why := slow_cpu_precision(settings.precision):
+            out.append("--" + why)
     if settings.fidelity == 0 and settings.mode != "restorer_only":
         out.append("--fidelity 0: no guidance, the prior alone from the start step; faces come back as the prior "
                    "imagines them and need not keep their identity (0.5 is the default)")
@@ -1212,7 +1207,9 @@ def load_restorer(settings: RestoreSettings):
         for k in ("color_fix", "restorer"):
             if k in kw and not _accepts(factory, k):
                 raise UsageError(f"--{k.replace('_', '-')} is not supported by this restorer")
-        r = factory(**kw)
+        with warnings.catch_warnings():  # the job's front end says it (settings_warnings), once
+            warnings.filterwarnings("ignore", message="precision (bf16|fp16) on ", category=RuntimeWarning)
+            r = factory(**kw)
     except UsageError:
         raise
     except Exception as e:
