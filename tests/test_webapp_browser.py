@@ -130,6 +130,18 @@ def _upload_and_restore(page, path: Path, done_text: str) -> str:
     return page.inner_text("#status")
 
 
+def _fill_kept(page, box, text: str) -> None:
+    """Fill a textbox and make sure the page kept it: the Advanced accordion mounts its controls as it opens, and a
+    value filled meanwhile could be dropped (the request then ran with the default steps: a flaky failure in CI)."""
+    for _ in range(5):
+        box.fill(text)
+        box.press("Tab")
+        page.wait_for_timeout(400)
+        if box.input_value() == text:
+            return
+    raise AssertionError(f"the page did not keep {text!r} in the textbox")
+
+
 def test_restore_in_the_browser(server, browser, photos, tmp_path):
     page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     requests: list[str] = []
@@ -231,13 +243,15 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
     page.locator("#files input[type=file]").set_input_files(str(photos["astronaut"]))
     page.wait_for_function("document.querySelector('#files').innerText.includes('astronaut')", timeout=60_000)
     page.get_by_text("Advanced (for comparisons and research)").click()  # research settings are folded away
-    page.get_by_label("steps (empty: the model's)").fill("ddim0")
+    page.wait_for_timeout(1000)  # its controls are mounted as it opens
+    steps = page.get_by_label("steps (empty: the model's)")
+    _fill_kept(page, steps, "ddim0")
     page.click("#restore")
     page.wait_for_function("document.querySelector('#status').innerText.includes('Not restored')", timeout=60_000)
     assert "steps" in page.inner_text("#status") and "broken.png" not in page.inner_text("#status")
 
     # Stop: a long request (250 steps) ends at its next step, and Restore is on again
-    page.get_by_label("steps (empty: the model's)").fill("ddim250")
+    _fill_kept(page, steps, "ddim250")
     page.click("#restore")
     page.wait_for_function("!document.querySelector('#stop').disabled", timeout=30_000)
     page.wait_for_timeout(1500)
