@@ -130,6 +130,38 @@ def test_two_ranks_filling_one_face_cache(face_dir, tmp_path, monkeypatch):
     assert torch.equal(data_mod.load_face_tensor(face_dir, 16, cache_dir=tmp_path), ours)  # read back from the cache
 
 
+def test_unreadable_faces_are_left_out_of_training_with_a_note(face_dir, tmp_path, capsys):
+    """One damaged file among thousands used to stop `dynface train` and `build-dsst` before the first step. Now it
+    is left out and named; a folder with no readable face is still a one-line error. A face mended in place is
+    read again, not taken from the face cache."""
+    from dynface.cli import main
+    from dynface.training.data import load_face_tensor
+
+    d = tmp_path / "faces"
+    shutil.copytree(face_dir, d)
+    (d / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a jpeg")
+    faces = load_face_tensor(d, 16, cache_dir=tmp_path / "cache")
+    assert faces.shape == (8, 3, 16, 16)
+    assert "1 of 9 image(s)" in capsys.readouterr().err
+    shutil.copy(d / "face0.png", d / "broken.jpg")  # mended: another size and mtime, so another cache key
+    assert load_face_tensor(d, 16, cache_dir=tmp_path / "cache").shape == (9, 3, 16, 16)
+    (d / "broken.jpg").write_bytes(b"garbage")
+
+    assert main(["train", "prior", "--data", str(d), "--out", str(tmp_path / "run"), "--set", "preset=tiny",
+                 "--set", "max_steps=1", "--set", "batch_size=2", "--set", "sample_minutes=0", "--set", "bf16=false"]) == 0
+    err = capsys.readouterr().err
+    assert "1 of 9 image(s)" in err and "broken.jpg" in err and "left out of training" in err
+    assert main(["build-dsst", "--data", str(d), "--out", str(tmp_path / "dsst.json"), "--size", "16"]) == 0
+    assert "broken.jpg" in capsys.readouterr().err and json.loads((tmp_path / "dsst.json").read_text())
+
+    only_bad = tmp_path / "bad"
+    only_bad.mkdir()
+    (only_bad / "a.png").write_bytes(b"garbage")
+    assert main(["train", "prior", "--data", str(only_bad), "--out", str(tmp_path / "run2"), "--set", "preset=tiny"]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 1 image(s) could be read" in err and "a.png" in err and "Traceback" not in err
+
+
 @pytest.mark.skipif(not (VENV_BIN / "torchrun").exists(), reason="torchrun not installed")
 def test_ddp_two_cpu_processes(face_dir, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -33,12 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from dynface.diffusion import GaussianDiffusion, ScheduleConfig
     from dynface.dsst import DSSTConfig, build_dsst, select_indices
-    from dynface.training.data import list_images, load_square
+    from dynface.training.data import list_images, read_faces, unread_note
 
     try:
         cfg = DSSTConfig(
@@ -51,10 +50,13 @@ def run(args: argparse.Namespace) -> int:
         )
         files = list_images(args.data)
         files = [files[i] for i in select_indices(len(files), cfg.num_images, cfg.seed)]
-        faces = torch.from_numpy(np.stack([load_square(f, cfg.image_size) for f in files]).transpose(0, 3, 1, 2).copy())
+        arr, bad = read_faces(files, cfg.image_size)
     except (ValueError, OSError) as e:  # a bad flag, a missing folder, an unreadable face (imageio.ImageReadError)
         print(f"dynface build-dsst: error: {e}", file=sys.stderr)
         return 2
+    if bad:
+        print(f"dynface build-dsst: note: {unread_note(bad, len(files), args.data)}; left out", file=sys.stderr)
+    faces = torch.from_numpy(arr)
     sched = ScheduleConfig()
     table = build_dsst(
         faces,
@@ -66,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     shown = [s for s in (1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 15.0) if table.sigmas[0] <= s <= table.sigmas[-1]]
     steps = table.lookup(torch.tensor(shown), as_int=True).tolist()
     print(
-        f"DSST ({cfg.mode}, tol {cfg.tol:g}, {cfg.aggregation}) from {len(files)} faces at {cfg.image_size} px -> {args.out}"
+        f"DSST ({cfg.mode}, tol {cfg.tol:g}, {cfg.aggregation}) from {len(faces)} faces at {cfg.image_size} px -> {args.out}"
     )
     print("  " + ", ".join(f"σ={s:g}: t={t}" for s, t in zip(shown, steps, strict=True)))
     if table.metadata["saturated_sigmas"]:
