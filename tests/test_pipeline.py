@@ -1,5 +1,7 @@
 """End-to-end behaviour of the restorer on the `tiny` preset (random weights, 32 px)."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -304,6 +306,29 @@ def test_bad_arguments_fail_before_the_weights_are_read(faces, tiny_dsst):
     for bad, err in ((True, TypeError), ("0.5", TypeError), (float("nan"), ValueError), (2, ValueError)):
         with pytest.raises(err, match="fidelity must"):
             r.restore(faces, fidelity=bad)
+
+
+def test_misspelt_fields_and_crops_far_from_square_are_told(astronaut_face, tiny_dsst):
+    """with_config(zetta=2) was a raw dataclass TypeError; a crop far from square was stretched silently (the
+    command line refuses it beyond 1.25:1 and notes the stretch below); UsageError was no ValueError."""
+    from dynface.jobs import UsageError
+
+    r = _restorer(tiny_dsst)
+    with pytest.raises(TypeError, match="unknown field.*'zetta' \\(did you mean 'zeta'\\?\\)"):
+        r.with_config(zetta=2)
+    assert r.with_config(zeta=2, mode="no_dgsa").cfg.sampler.zeta == 2
+    face = np.asarray(Image.fromarray(astronaut_face).resize((40, 40)))
+    near = np.ascontiguousarray(face[:, 2:-2])  # a few columns off square
+    with pytest.warns(UserWarning, match=r"face 0: not square .*stretched"):
+        r.restore([near])
+    with pytest.warns(UserWarning, match=r"the faces: not square"):
+        r.restore(torch.rand(1, 3, 40, 36))
+    with pytest.raises(ValueError, match=r"face 1: not square .*restore_photo"):
+        r.restore([face, np.ascontiguousarray(face[: face.shape[0] // 2])])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r.restore([face])  # square: no warning
+    assert issubclass(UsageError, ValueError)
 
 
 def test_restore_photo_checks_seed_and_fidelity_before_detection(tiny_dsst, monkeypatch):

@@ -643,7 +643,22 @@ def keeps_detail(size_rec: dict) -> bool:
 # ------------------------------------------------------------------------------------------ the job
 @dataclass
 class PhotoResult:
-    """What :func:`restore_photo` returns; unpacks as ``crops, restored, photo, records``."""
+    """What :func:`restore_photo` returns; unpacks as ``crops, restored, photo, records``. One entry per face found,
+    in the order of ``faces``:
+
+    - ``crops``: the aligned faces cut from the photo, RGB uint8 (S, S, 3) at the model's size S;
+    - ``restored``: the restorer's outputs for them, same shape;
+    - ``photo``: the whole photo, upscaled by ``upscale``, with the restored faces pasted back (RGB uint8);
+    - ``records``: per face, the detection (box, 5 points, score), the alignment ``affine`` (photo → crop), the
+      size rule's fields, ``detail``, ``restorer`` (:class:`dynface.pipeline.RestoreOutput`'s record) and
+      ``timing``;
+    - ``faces``: the detected :class:`Face` objects, in the photo's own pixel coordinates;
+    - ``maps``: with ``return_maps=True``, the restorer's maps (guides, restorer output, DGSA map) per face;
+    - ``affines``: the 2×3 photo → crop matrices;
+    - ``upscale``: the factor the returned photo was upscaled by (its width over the input's);
+    - ``timing``: seconds spent detecting, aligning, restoring and pasting (``detect_s``, ``align_s``,
+      ``restore_s``, ``paste_s``).
+    """
 
     crops: list[np.ndarray]  # aligned inputs, size×size uint8
     restored: list[np.ndarray]  # restorer outputs

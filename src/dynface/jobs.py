@@ -93,8 +93,10 @@ MAX_ALIGNED_ASPECT = 1.25  # longer side / shorter side: beyond this an aligned 
 MAX_PIXELS = 80_000_000  # = dynface.imageio.MAX_PIXELS (not imported here: imageio pulls in torch; a test checks)
 
 
-class UsageError(Exception):
-    """A problem with the whole job (bad settings, no inputs, unusable output folder, model that cannot load)."""
+class UsageError(ValueError):
+    """A problem with the whole job (bad settings, no inputs, unusable output folder, model that cannot load). A
+    ``ValueError``, as the Python API's other refusals of bad arguments are; its text names the command line's flag,
+    which is the :class:`RestoreSettings` field of the same name."""
 
 
 class InputError(Exception):
@@ -1794,6 +1796,17 @@ class _AlignedInput:
     guess: Any = None  # --input-template auto: what dynface.faces.guess_template saw
 
 
+def _stretched(crop, size: int):
+    """A crop a little off square (``_aligned_check``'s note says so) stretched to the model's square here, as
+    ``DynFaceRestorer.restore`` would (the same Lanczos resize), without the warning it gives Python callers."""
+    if crop.shape[0] == crop.shape[1]:
+        return crop
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.LANCZOS))
+
+
 def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings, restorer, tracker: _Tracker,
                            on_result: Callable[[FileResult], None]) -> None:
     """Restore aligned crops in one restorer call per chunk (per run of consecutive inputs for restorers without
@@ -1861,7 +1874,7 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
         if with_seeds:
             kw["seeds"] = [face_seed(s.seed, x.item.stem, 0) for x in run]
         try:
-            outp = tracker.restore(restorer, [x.crop for x in run], float(len(run)), **kw)
+            outp = tracker.restore(restorer, [_stretched(x.crop, size) for x in run], float(len(run)), **kw)
         except Exception as e:
             if _debug():
                 raise

@@ -81,6 +81,20 @@ class RestoreConfig:
 
 @dataclass
 class RestoreOutput:
+    """What :meth:`DynFaceRestorer.restore` returns, one entry per input face, in order.
+
+    - ``images``: the restored faces, RGB uint8 (S, S, 3) at the model's size S (``restorer.size``).
+    - ``records``: JSON-serialisable dicts saying what was done to each face: ``mode``, ``model``, ``std_star``
+      (the estimated blur level), ``sigmas_init``/``sigmas_refined`` (the guides' σ before and after the descent),
+      ``start_step``/``start_steps`` (DSST), ``nfe``, ``eta``, ``guidance``, ``guidance_scale``, ``fidelity``,
+      ``steps``, ``seed``, ``precision``, ``color_fix``, ``gray_input``, ``seconds`` (``dynface restore`` adds the
+      file's own fields to these in ``records/``).
+    - ``maps``: with ``return_maps=True``, a list of uint8 (S, S, 3) images per name: ``guide0``, ``guide1``, ...
+      (the re-blurred guides), ``restorer`` (the restorer's output) and ``dgsa`` (the guidance scale map); empty
+      otherwise.
+    - ``tensor``: the restored batch as a float (B, 3, S, S) tensor in [0, 1], on the restorer's device.
+    """
+
     images: list[np.ndarray]  # uint8 (size, size, 3)
     records: list[dict]
     maps: dict[str, list[np.ndarray]] = field(default_factory=dict)
@@ -92,6 +106,21 @@ def _keep_gray(x: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
     if not bool(gray.any()):
         return x
     return torch.where(gray.view(-1, 1, 1, 1).to(x.device), to_gray(x), x)
+
+
+def _check_square(what: str, w: int, h: int, size: int) -> None:
+    """Aligned face crops are square: one a little off (up to ``jobs.MAX_ALIGNED_ASPECT``, 1.25:1, as
+    ``dynface restore --aligned`` takes them) is stretched to the model's square with a warning, one further off is
+    refused, since its face would come back distorted."""
+    from .jobs import MAX_ALIGNED_ASPECT
+
+    if w == h:
+        return
+    advice = "crop it square, or pass the whole picture to restore_photo, which finds and aligns the faces"
+    if max(w, h) / min(w, h) > MAX_ALIGNED_ASPECT:
+        raise ValueError(f"{what}: not square ({w}x{h}): an aligned face crop would be stretched; {advice}")
+    warnings.warn(f"{what}: not square ({w}x{h}): stretched to {size}x{size} for the model; {advice}",
+                  UserWarning, stacklevel=4)
 
 
 def _to_uint8(x: torch.Tensor) -> list[np.ndarray]:
@@ -281,6 +310,14 @@ class DynFaceRestorer:
     def with_config(self, **changes) -> DynFaceRestorer:
         """A restorer sharing these networks with some RestoreConfig/SamplerConfig fields changed."""
         sampler_fields = SamplerConfig.__dataclass_fields__
+        known = [f for f in (*RestoreConfig.__dataclass_fields__, *sampler_fields) if f != "sampler"]
+        unknown = sorted(set(changes) - set(known))
+        if unknown:
+            import difflib
+
+            hints = [f"{k!r} (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(k, known, 1)) else repr(k)
+                     for k in unknown]
+            raise TypeError(f"with_config: unknown field(s) {', '.join(hints)}; the fields: {', '.join(known)}")
         if "precision" in changes:  # "auto" as from_pretrained takes it
             changes["precision"] = resolve_precision(changes["precision"], self.device)
         s_changes = {k: v for k, v in changes.items() if k in sampler_fields}
@@ -311,6 +348,7 @@ class DynFaceRestorer:
         s = self.size
         if isinstance(faces, torch.Tensor):
             x = _check_tensor(faces)
+            _check_square("the faces", x.shape[-1], x.shape[-2], s)
             if x.shape[-2:] != (s, s):
                 x = torch.nn.functional.interpolate(x, size=(s, s), mode="bicubic", antialias=True, align_corners=False)
             return (x.clamp(0, 1) * 2 - 1).to(self.device)
@@ -331,6 +369,7 @@ class DynFaceRestorer:
                                    if isinstance(f, torch.Tensor) else ""))
             if min(im.size) < 1:
                 raise ValueError(f"{what}: empty image ({im.size[0]}x{im.size[1]})")
+            _check_square(what, *im.size, s)
             if im.size != (s, s):
                 im = im.resize((s, s), Image.LANCZOS)
             arrs.append(np.asarray(im))
@@ -436,7 +475,8 @@ class DynFaceRestorer:
                 seeds: list[int] | None = None, callback=None) -> RestoreOutput:
         """Restore aligned faces: uint8 (H, W[, 1|3|4]) arrays or 8-bit PIL images of any size, a (B, H, W, C) uint8
         array, or a float (B,3,H,W) tensor in [0, 1]; anything else is refused with a TypeError/ValueError that says
-        what it is (:meth:`_prepare`), never cast. Seeds are integers in 0..2**63-1 (:func:`check_seed`).
+        what it is (:meth:`_prepare`), never cast. A crop that is not square is stretched with a warning up to 1.25:1
+        and refused beyond (``restore_photo`` aligns faces in a whole picture). Seeds are integers in 0..2**63-1 (:func:`check_seed`).
 
         ``seeds``: one per face; face i's noise then comes only from ``seeds[i]``, whatever else is in the batch
         (see :func:`dynface.jobs.face_seed`); else from ``seed + i`` (the batch can still move a few output values by
