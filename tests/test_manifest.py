@@ -452,6 +452,25 @@ def test_report_reads_job_lines_without_a_manifest_and_skips_bad_ones(tmp_path, 
     assert "1 earlier job(s) were killed" in capsys.readouterr().out
 
 
+def test_report_skips_non_finite_numbers_and_counts_unknown_statuses(tmp_path, capsys):
+    """A manifest line with ``seconds: 1e400`` made ``report --json`` print ``Infinity`` (not JSON); a status other
+    than done/failed/no_face was counted in --json but missing from the text header."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / MANIFEST_NAME).write_text(
+        '{"stem": "a", "status": "no_face", "seconds": 1e400, "faces": 0}\n'
+        '{"stem": "b", "status": "no_face", "seconds": NaN}\n'
+        '{"stem": "c", "status": "skipped", "seconds": 0.5}\n'
+        '{"stem": "d", "status": "no_face", "seconds": 1.5}\n')
+    assert main(["report", str(out), "--json"]) == 1
+    rep = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"not JSON: {c}"))
+    assert rep["attempts"] == 2 and rep["counts"] == {"done": 0, "failed": 0, "no_face": 1, "skipped": 1}
+    assert main(["report", str(out)]) == 1
+    captured = capsys.readouterr()
+    assert "2 input(s)" in captured.out and ", 1 skipped;" in captured.out
+    assert "2 unreadable line(s)" in captured.err
+
+
 def test_a_lost_output_is_restored_again_with_a_note(tmp_path, crops, capsys):
     """An output deleted or emptied made its input be restored again silently (an edited one got a note)."""
     out = tmp_path / "out"

@@ -910,6 +910,8 @@ def manifest_line_ok(d: Any) -> bool:
         v = d.get(key)
         if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
             return False
+        if isinstance(v, float) and not math.isfinite(v):  # 1e400 or NaN: report --json would print Infinity
+            return False
     return all(isinstance(x, str) for x in (d.get("outputs") or []) + (d.get("notes") or []))
 
 

@@ -168,7 +168,9 @@ def run(args: argparse.Namespace) -> int:
     else:
         c = rep["counts"]
         head = (f"dynface report: {rep['inputs']} input(s) ({rep['attempts']} manifest line(s)): {c.get('done', 0)} done, "
-                f"{c.get('failed', 0)} failed, {c.get('no_face', 0)} without a face; {rep['faces']} face(s) restored")
+                f"{c.get('failed', 0)} failed, {c.get('no_face', 0)} without a face"
+                + "".join(f", {n} {k}" for k, n in sorted(c.items()) if k not in ("done", "failed", "no_face"))
+                + f"; {rep['faces']} face(s) restored")
         lines = [head + f" -> {path}"]
         spf = rep["seconds_per_face"]
         if spf:
