@@ -654,6 +654,36 @@ def make_kw_restorer(**kw):
     return FakeRestorer()
 
 
+def test_strip_metadata_leaves_the_inputs_exif_out(tmp_path, astro, capsys):
+    """Restored photos carry the input's EXIF (date, camera, GPS) by default; --strip-metadata writes only the
+    Software tag, keeps the colour profile and print resolution, says so in the record, and is an output flag:
+    --skip-existing restores again when it changes."""
+    d = tmp_path / "in"
+    d.mkdir()
+    src = Image.fromarray(astro)
+    exif = src.getexif()
+    exif[0x010F] = "Pixel"
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}
+    src.save(d / "phone.jpg", quality=92, exif=exif.tobytes(), dpi=(300, 300))
+    kept, bare = tmp_path / "kept", tmp_path / "bare"
+    assert _restore("-i", d, "-o", kept, "-s", "1") == 0
+    assert _restore("-i", d, "-o", bare, "-s", "1", "--strip-metadata") == 0
+    with Image.open(kept / "restored_imgs" / "phone.jpg") as im:
+        assert im.getexif().get_ifd(0x8825).get(1) == "N" and im.getexif().get(0x010F) == "Pixel"
+    with Image.open(bare / "restored_imgs" / "phone.jpg") as im:
+        e = im.getexif()
+        assert list(e) == [0x0131] and "dynfacerestore" in e[0x0131] and not e.get_ifd(0x8825)
+        assert tuple(round(v) for v in im.info["dpi"]) == (300, 300)
+    rec = json.loads((bare / "records" / "phone.json").read_text())
+    assert rec["image"]["exif_kept"] is False and rec["settings"]["flags"]["strip_metadata"] is True
+    assert json.loads((kept / "records" / "phone.json").read_text())["image"]["exif_kept"] is True
+    capsys.readouterr()
+    assert _restore("-i", d, "-o", bare, "-s", "1", "--skip-existing") == 0
+    assert "restored again" in capsys.readouterr().err
+    with Image.open(bare / "restored_imgs" / "phone.jpg") as im:
+        assert im.getexif().get_ifd(0x8825).get(1) == "N"
+
+
 def _crop_dir(tmp_path, astro, sizes: dict[str, tuple[int, int]]) -> Path:
     d = tmp_path / "crops"
     d.mkdir(exist_ok=True)

@@ -163,8 +163,9 @@ class LoadedImage:
         """(width, height)."""
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
-    def info(self) -> dict:
-        """JSON-serialisable description (for records)."""
+    def info(self, keep_exif: bool = True) -> dict:
+        """JSON-serialisable description (for records); ``exif_kept``: whether the output carries the input's EXIF
+        (it has one, and ``keep_exif``: not ``--strip-metadata``)."""
         w, h = self.size
         return {
             "width": w,
@@ -175,7 +176,7 @@ class LoadedImage:
             "was_gray": self.was_gray,
             "has_alpha": self.alpha is not None,
             "exif_orientation": self.orientation,
-            "exif_kept": self.exif is not None,
+            "exif_kept": self.exif is not None and keep_exif,
             "dpi": list(self.dpi) if self.dpi else None,
             "sha256": self.sha256,
             "notes": list(self.notes),
@@ -922,10 +923,12 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
 
 
 def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, quality: int = 95,
-                     altered: str = FACES_RESTORED) -> list[str]:
+                     altered: str = FACES_RESTORED, keep_exif: bool = True) -> list[str]:
     """Write a processed photo in the original's shape (gray / alpha / ICC / EXIF; its stated print resolution
     scaled with the picture, so that a 600-dpi scan upscaled ×2 prints at the same size: 1200 dpi); returns the
-    notes it produced. ``altered``: what its ``Software`` tag says was done to it."""
+    notes it produced. ``altered``: what its ``Software`` tag says was done to it. ``keep_exif=False``
+    (``--strip-metadata``): none of the input's EXIF (date, camera, GPS, ...), only the ``Software`` tag; the colour
+    profile and the print resolution, which say how to show and print the pixels, are kept."""
     notes: list[str] = []
     path = Path(path)
     im = to_output_image(rgb, src, ext=path.suffix.lstrip("."), notes=notes)
@@ -934,7 +937,7 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
     if src.dpi:
         (w, h), (w0, h0) = im.size, src.size
         dpi = (round(src.dpi[0] * w / w0, 3), round(src.dpi[1] * h / h0, 3))
-    exif = src.exif or software_exif()
+    exif = (src.exif if keep_exif else None) or software_exif()
     save_image(im, path, quality=quality, icc_profile=icc, exif=exif if altered == FACES_RESTORED else
                _with_software(exif, altered), dpi=dpi)
     return notes

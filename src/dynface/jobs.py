@@ -147,6 +147,7 @@ class RestoreSettings:
     allow_input_dir: bool = False
     recursive: bool = False  # folders given as inputs: their sub-folders too
     keep_faceless: bool = False  # a photo without a detected face: written upscaled, as it is ("done"), not no_face
+    strip_metadata: bool = False  # write none of the input's EXIF (date, camera, GPS), only the Software tag
     deterministic: bool = True  # restore one face per call where batching could change the output (see per_face)
     exact: bool = False  # one face per call always: outputs byte-identical whatever the batching (see per_face)
     max_pixels: int = MAX_PIXELS  # largest decoded input, per file; every read in this layer is capped by it
@@ -1049,7 +1050,8 @@ def _all_on_disk(out: Path, rels: list[str], on_disk: set[str] | None = None) ->
 # size, device, compile, engine), which changes at most the rounding ("Reproducible whatever the batching").
 OUTPUT_FLAGS = ("model", "mode", "steps", "seed", "fidelity", "upscale", "aligned", "ext", "suffix", "precision",
                 "detail", "color_fix", "guidance", "dblm", "dgsa", "dsst", "restorer", "input_template", "alignment",
-                "only_center_face", "draw_box", "detector", "detect_side", "bg_upsampler", "min_score", "border", "save_maps", "exact")
+                "only_center_face", "draw_box", "detector", "detect_side", "bg_upsampler", "min_score", "border", "save_maps", "exact",
+                "strip_metadata")
 
 
 def output_flags(settings: RestoreSettings) -> dict:
@@ -1555,7 +1557,8 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     photo_rel = f"restored_imgs/{it.stem}{sfx}.{ext}"
     box: list[list[str]] = []
     altered = imageio.FACES_RESTORED if res.restored else "no face found: upscaled as it is"  # --keep-faceless
-    writes.append(("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p, altered=altered))))
+    writes.append(("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p, altered=altered,
+                                                                                 keep_exif=not s.strip_metadata))))
     files = _write_outputs(out, it.stem, writes)
     written = list(files.values())
     for i, rec in enumerate(res.records):
@@ -1572,7 +1575,7 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
         "input": str(it.path),
         "stem": it.stem,
         "source": x.source,
-        "image": img.info(),
+        "image": img.info(keep_exif=not s.strip_metadata),
         "output_size": [int(res.photo.shape[1]), int(res.photo.shape[0])],
         "restored_img": photo_rel,
         "num_faces": len(faces_rec),
@@ -1958,7 +1961,7 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
     if img.was_gray:
         notes.append(_gray_note(fext))
     writes = [  # the restored crop is the input's result, as restored_imgs/ is a photo's: its profile, EXIF, dpi
-        ("restored_face", f"restored_faces/{it.stem}{sfx}.{fext}", lambda p: notes.extend(imageio.write_like_input(face, img, p))),
+        ("restored_face", f"restored_faces/{it.stem}{sfx}.{fext}", lambda p: notes.extend(imageio.write_like_input(face, img, p, keep_exif=not s.strip_metadata))),
         ("cmp", f"cmp/{it.stem}.png", lambda p: _save_like(_side_by_side(img.rgb, face), p, img)),
     ]
     if x.affine is not None:  # re-aligned: what the model was given, as a photo's cropped_faces/
@@ -1972,7 +1975,7 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
         "status": "ok",
         "input": str(it.path),
         "stem": it.stem,
-        "image": img.info(),
+        "image": img.info(keep_exif=not s.strip_metadata),
         "num_faces": 1,
         "faces": [{
             "index": 0,

@@ -188,6 +188,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-faceless", action="store_true",
                    help="write photos without a detected face too (upscaled, as they are; counted as restored, with a "
                         "note) instead of reporting them as failed: whole archives")
+    p.add_argument("--strip-metadata", action="store_true",
+                   help="write none of the input's EXIF metadata (date taken, camera, GPS position, ...) into the "
+                        "restored photos, only the Software tag; the colour profile and print resolution are kept. "
+                        "Default: kept, as photo managers sort by them")
     p.add_argument("--draw-box", action="store_true", help="draw the detected face boxes on restored_imgs")
     p.add_argument("--save-maps", action="store_true", help="also save the DGSA map and guides (maps/)")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs restored completely by an earlier run (manifest, record and files)")
