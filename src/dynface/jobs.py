@@ -702,17 +702,21 @@ def interrupted_inputs(out: Path, *, include_running: bool = False) -> dict[str,
     d = Path(out) / "records"
     if not d.is_dir():
         return found
-    host = socket.gethostname()
     for f in sorted(d.iterdir()):
         stem = _pending_stem(f)
         info = _read_json(f) if stem else None
         if stem is None or info is None:
             continue
-        pid = info.get("pid")
-        running = (info.get("host") != host or (isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid)))
-        if include_running or not running:
+        if include_running or not pending_running(info):
             found[stem] = info
     return found
+
+
+def pending_running(info: dict) -> bool:
+    """Whether the process that wrote pending list ``info`` may still be writing: it runs on this host (and is not
+    this process), or it ran on another host, which cannot be checked from here."""
+    pid = info.get("pid")
+    return info.get("host") != socket.gethostname() or (isinstance(pid, int) and pid != os.getpid() and _pid_alive(pid))
 
 
 def clean_interrupted_outputs(out: Path) -> int:

@@ -135,7 +135,7 @@ def verify(out: Path, lines: list[dict]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dynface.jobs import MANIFEST_NAME, Manifest, _read_record, interrupted_inputs, read_job_lines
+    from dynface.jobs import MANIFEST_NAME, Manifest, _read_record, interrupted_inputs, pending_running, read_job_lines
 
     path = Path(args.output).expanduser()
     if path.is_dir():
@@ -150,9 +150,9 @@ def run(args: argparse.Namespace) -> int:
     rep["unreadable_lines"] = manifest.unreadable
     rep["last_job"] = last_job(job_lines, lines)
     pending = interrupted_inputs(path.parent, include_running=True)
-    gone = interrupted_inputs(path.parent)
-    rep["interrupted_inputs"] = sorted(gone)
-    rep["pending_elsewhere"] = sorted(set(pending) - set(gone))  # being written now, or by another host's process
+    running = {stem for stem, info in pending.items() if pending_running(info)}  # being written now, or elsewhere
+    rep["interrupted_inputs"] = sorted(set(pending) - running)
+    rep["pending_elsewhere"] = sorted(running)
     rep["done_without_record"] = sorted(d["stem"] for d in latest_lines(lines).values()
                                         if d["status"] == "done" and _read_record(path.parent, d["stem"]) is None)
     if args.verify:
