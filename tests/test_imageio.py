@@ -398,6 +398,19 @@ def test_too_large_messages_share_one_wording(tmp_path):
     assert image_size(tmp_path / "ok.png") == (64, 48)  # under the limit: the size, from the header
 
 
+def test_a_raised_limit_admits_what_pillows_own_check_refuses(tmp_path, monkeypatch):
+    """``restore --max-megapixels 500``: Pillow refuses twice its own limit (179 MP) by itself, so a larger limit of
+    ours was still "too large (400 MP ...)". Pillow's limit is raised to ours (never lowered: serve lowers it)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # undone after the test
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(_png_header_only(20_000, 20_000))
+    assert image_size(huge, max_pixels=500_000_000) == (20_000, 20_000)
+    assert Image.MAX_IMAGE_PIXELS == 500_000_000
+    with pytest.raises(ImageReadError, match=r"20000x20000 = 400 MP; the limit is 80 MP"):  # now with its size
+        image_size(huge)
+    assert Image.MAX_IMAGE_PIXELS == 500_000_000
+
+
 def test_tif_comes_back_as_tif(tmp_path):
     """Issue 11 B9: --ext auto keeps the input's spelling of TIFF (was .tif → .tiff)."""
     assert output_ext("auto", "scan.tif") == "tif" and output_ext("auto", "SCAN.TIF") == "tif"

@@ -5,7 +5,8 @@ the HOG detector (``get_frontal_face_detector``; default; its weak detections ar
 detector) or the CNN MMOD detector (``kind="cnn"``, slower, better on turned faces). It runs on a copy whose longest side is at most :data:`DETECT_MAX_SIDE`, upsampled
 1× or 2× when that copy is small, so faces down to ~20 px are found in photos up to 0.3 MP, ~40 px up to 2000 px
 (:func:`smallest_face`; in a larger photo the copy's reduction raises it: ~140 px in a 7000-px scan, which
-``--detect-side`` lowers); the 68-point shape predictor then runs at
+``--detect-side`` lowers; a larger copy is searched besides the default one, and the faces merged:
+:meth:`FaceDetector.scales`); the 68-point shape predictor then runs at
 full resolution on each face region and is reduced to the FFHQ / facexlib 5-point convention, in image
 coordinates: left eye centre (mean of points 36–41, the eye on the image's left), right eye centre
 (42–47), nose tip (30), left mouth corner (48), right mouth corner (54). Faces are numbered left to right.
@@ -183,30 +184,48 @@ class FaceDetector:
         self.min_score, self.min_eye_dist = float(min_score), float(min_eye_dist)
         self.verify_below = verify_below
 
-    def detection_copy(self, w: int, h: int) -> tuple[float, tuple[int, int], int]:
-        """For a ``w`` x ``h`` photo: the detection copy's scale (<= 1), its (w, h) and the pyramid upsampling."""
-        f = min(1.0, self.max_side / max(h, w))
+    def detection_copy(self, w: int, h: int, max_side: int | None = None) -> tuple[float, tuple[int, int], int]:
+        """For a ``w`` x ``h`` photo: the detection copy's scale (<= 1), its (w, h) and the pyramid upsampling
+        (``max_side``: the copy's longest side, default ``self.max_side``)."""
+        f = min(1.0, (max_side or self.max_side) / max(h, w))
         size = (max(1, round(w * f)), max(1, round(h * f)))
         return f, size, self.upsample if self.upsample is not None else _auto_upsample(size[1], size[0])
 
-    def detect(self, img: np.ndarray) -> list[Face]:
-        img = as_rgb_uint8(img)
+    def scales(self, w: int, h: int) -> list[int]:
+        """The longest sides of the copies a ``w`` x ``h`` photo is searched at: ``max_side``, and also
+        :data:`DETECT_MAX_SIDE` when ``max_side`` is larger and the photo too. A closer look (``--detect-side 6000``
+        on a 6000-px scan) finds the small faces but can lose large ones the default copy finds (HOG on a scan's
+        grain at full resolution: 4 of 12 faces of 300 px in an audit's group photo), so both are searched and
+        merged (:func:`merge_boxes`)."""
+        if self.max_side > DETECT_MAX_SIDE and max(w, h) > DETECT_MAX_SIDE:
+            return [self.max_side, DETECT_MAX_SIDE]
+        return [self.max_side]
+
+    def _found(self, img: np.ndarray, max_side: int) -> list[tuple[np.ndarray, float]]:
+        """(box in photo pixels, score) of every detection on the copy at ``max_side``."""
         h, w = img.shape[:2]
-        f, size, up = self.detection_copy(w, h)
-        small = cv2.resize(img, size, interpolation=cv2.INTER_AREA) if f < 1 else img
+        f, size, up = self.detection_copy(w, h, max_side)
+        small = np.ascontiguousarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA) if f < 1 else img)
         det = _dlib_obj(self.kind)
-        small = np.ascontiguousarray(small)
         with _LOCK:
             if self.kind == "hog":
                 rects, scores, _ = det.run(small, up, 0.0)
                 found = list(zip(rects, scores, strict=True))
             else:
                 found = [(d.rect, d.confidence) for d in det(small, up)]
+        return [(np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], dtype=np.float64) / f, float(s))
+                for r, s in found]
+
+    def detect(self, img: np.ndarray) -> list[Face]:
+        img = as_rgb_uint8(img)
+        h, w = img.shape[:2]
+        found: list[tuple[np.ndarray, float]] = []
+        for side in self.scales(w, h):
+            found = merge_boxes(found, self._found(img, side))
         faces = []
-        for r, s in found:
+        for box, s in found:
             if s < self.min_score:
                 continue
-            box = np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1], dtype=np.float64) / f
             box[[0, 2]] = box[[0, 2]].clip(-0.25 * w, 1.25 * w)
             box[[1, 3]] = box[[1, 3]].clip(-0.25 * h, 1.25 * h)
             if self.kind == "hog" and self.verify_below is not None and s < self.verify_below and not self.cnn_confirms(img, box):
@@ -265,6 +284,25 @@ class FaceDetector:
         with _LOCK:
             shape = sp(roi, rect)
         return np.array([[p.x + rx0, p.y + ry0] for p in shape.parts()], dtype=np.float64)
+
+
+def _overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over the smaller box's area: 1 when one box lies inside the other."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    small = min((a[2] - a[0]) * (a[3] - a[1]), (b[2] - b[0]) * (b[3] - b[1]))
+    return iw * ih / small if small > 0 else 0.0
+
+
+def merge_boxes(first: list[tuple[np.ndarray, float]], more: list[tuple[np.ndarray, float]],
+                overlap: float = 0.5) -> list[tuple[np.ndarray, float]]:
+    """``first``'s detections, then those of ``more`` that overlap none of them by more than ``overlap`` of the
+    smaller box (the same face found at another scale is kept once, as ``first`` found it)."""
+    out = list(first)
+    for box, s in more:
+        if all(_overlap(box, b) <= overlap for b, _ in first):
+            out.append((box, s))
+    return out
 
 
 def detect_faces(img: np.ndarray, detector: FaceDetector | None = None, only_center_face: bool = False) -> list[Face]:

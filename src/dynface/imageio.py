@@ -113,6 +113,7 @@ def image_size(path: str | Path, max_pixels: int = MAX_PIXELS, name: str | None 
     the :func:`too_large` wording) when it is over ``max_pixels`` or not an image Pillow or the OpenCV
     fallback (see :func:`_cv2_header`) can open."""
     name = str(path) if name is None else name
+    _pillow_allows(max_pixels)
     try:
         with warnings.catch_warnings():  # our own limit applies, not Pillow's bomb warning; a damaged header's
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # UserWarnings ("Corrupt EXIF data") would
@@ -133,6 +134,14 @@ def image_size(path: str | Path, max_pixels: int = MAX_PIXELS, name: str | None 
     if w * h > max_pixels:
         raise ImageReadError(f"{name}: {too_large(w, h, max_pixels)}")
     return int(w), int(h)
+
+
+def _pillow_allows(max_pixels: int) -> None:
+    """Raise Pillow's own decompression-bomb limit (it refuses twice its ``MAX_IMAGE_PIXELS``, 179 MP by default)
+    to ``max_pixels`` when that is larger (``--max-megapixels 300``): our limit is the one that applies. It is
+    never lowered here (``dynface serve`` lowers it on purpose)."""
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < max_pixels:
+        Image.MAX_IMAGE_PIXELS = int(max_pixels)
 
 
 def _bomb_message(e: Exception, max_pixels: int) -> str:
@@ -211,6 +220,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_PIXEL
     """Decode the bytes of an image file (see the module docstring for what is handled)."""
     if len(data) == 0:
         raise ImageReadError(f"{name}: empty file (0 bytes)")
+    _pillow_allows(max_pixels)
     try:
         with warnings.catch_warnings():  # as in image_size: our own limit applies; no Pillow UserWarnings on stderr
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)

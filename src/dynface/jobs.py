@@ -89,6 +89,7 @@ DETAIL_MODES = ("keep", "restored")
 MAX_SEED = 2**63 - 1  # = dynface.pipeline.MAX_SEED (torch.Generator's range), here so that importing jobs needs no torch
 FACELESS_NOTE = "no face found: written upscaled, as it is (--keep-faceless)"
 MIN_ALIGNED_SIDE = 16  # px: smaller aligned crops are refused
+NEAR_LIMIT = 2.0  # a photo whose smallest face found is under this many times the detection limit gets a note
 MAX_ALIGNED_ASPECT = 1.25  # longer side / shorter side: beyond this an aligned crop is refused (it would stretch)
 MAX_PIXELS = 80_000_000  # = dynface.imageio.MAX_PIXELS (not imported here: imageio pulls in torch; a test checks)
 
@@ -1491,12 +1492,17 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
     t1 = time.perf_counter()
     faces = detect_faces(img.rgb, detector, s.only_center_face)
     t_detect = time.perf_counter() - t1
+    if max(w, h) > s.detect_side:  # faces that small vanish in the detection copy: say so, and how to look closer
+        limit, closer = smallest_face(w, h, s.detect_side), max(w, h)
+        how = (f"faces smaller than about {limit} px in this {w}x{h} photo are missed (detection ran on a copy "
+               f"{s.detect_side} px on its longer side; --detect-side {closer}: about {smallest_face(w, h, closer)} "
+               "px, slower)")
+        least = min((f.bbox[2] - f.bbox[0] for f in faces), default=None)
+        if least is None:
+            notes.append(how)
+        elif least < NEAR_LIMIT * limit:  # a group photo's faces are alike: the found smallest hint at ones missed
+            notes.append(f"the smallest face found is about {least:.0f} px, near the detection limit: {how}")
     if not faces:
-        if max(w, h) > s.detect_side:  # faces that small vanish in the detection copy: say so, and how to look closer
-            closer = max(w, h)
-            notes.append(f"detection ran on a copy {s.detect_side} px on its longer side: faces smaller than about "
-                         f"{smallest_face(w, h, s.detect_side)} px in this {w}x{h} photo are missed (--detect-side "
-                         f"{closer}: about {smallest_face(w, h, closer)} px, slower)")
         if not s.keep_faceless:
             raise InputError("no face found", notes)
         notes.append(FACELESS_NOTE)

@@ -200,7 +200,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detect-side", type=number(int, 64), default=2000, metavar="PX",
                    help="detection runs on a copy of the photo at most PX on its longer side (default 2000): in larger "
                         "photos (scans) smaller faces are missed (a 7000-px scan: under about 140 px; with PX 7000, "
-                        "80 px), slower; a photo without a face found says what it would take")
+                        "80 px), slower, and the default copy is searched too; a photo without a face found, or whose "
+                        "smallest face found is near the limit, says what it would take")
+    p.add_argument("--max-megapixels", type=number(float, 0, lo_open=True), default=jobs.MAX_PIXELS / 1e6, metavar="MP",
+                   help=f"largest input image, per file (default {jobs.MAX_PIXELS / 1e6:g} MP); larger ones are refused "
+                        "before decoding. Raise it for big scans: memory grows with it (about 1.6 GB for a 24-MP scan "
+                        "restored with -s 2)")
     p.add_argument("--bg-upsampler", default="lanczos", metavar="lanczos|MODULE:CALLABLE",
                    help="background upscaling: Lanczos, or a Python callable (rgb uint8 array, scale) -> array")
     p.add_argument("--min-score", type=number(float), default=0.0, help="detector confidence threshold (default 0; raise it against false detections)")
@@ -226,6 +231,8 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     engines.prepare(args)
+    if getattr(args, "max_megapixels", None) is not None:
+        args.max_pixels = int(args.max_megapixels * 1e6)
     settings = RestoreSettings.from_namespace(args)
     out = Path(args.output).expanduser()
     notes: list[str] = []
