@@ -300,6 +300,14 @@ def test_max_pixels_default_is_imageios_and_is_checked():
     from dynface.jobs import UsageError, check_settings
 
     assert RestoreSettings().max_pixels == imageio.MAX_PIXELS  # jobs keeps its own copy (no torch import on --help)
+    from dynface.faces import BORDER_VALUE, DEFAULT_BORDER, warp_face
+
+    # the border default (docs/results/border.md): the job layer's copy is faces' (jobs does not import faces), and
+    # a crop reaching past the photo's edge is filled with the photo mirrored, not facexlib's grey
+    assert RestoreSettings().border == DEFAULT_BORDER == "reflect"
+    ramp = np.tile(np.arange(0, 250, 5, dtype=np.uint8)[:, None, None], (1, 50, 3))  # rows 0, 5, ..., 245
+    crop = warp_face(ramp, np.array([[1.0, 0, 0], [0, 1, 25]]), 50)  # shifted down: the top 25 rows lie outside
+    assert not (crop == np.array(BORDER_VALUE, np.uint8)).all(-1).any() and crop[0, 0, 0] == 125
     for bad in (0, -1, 1.5, "40e6", True):
         with pytest.raises(UsageError, match="max_pixels"):
             check_settings(RestoreSettings(max_pixels=bad))

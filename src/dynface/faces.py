@@ -456,6 +456,9 @@ def ffhq_recipe_affine(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 ALIGNMENTS = ("auto", "ffhq", "template")
 BORDERS = ("constant", "reflect", "replicate")  # :func:`warp_face`'s fill outside the photo
+# the default: a face cut by the photo's edge came back with a colour band along the cut under facexlib's grey
+# (``constant``: edge shift p50 4.8 levels, ``reflect``: 0.6 on cut UTKFace faces; docs/results/border.md)
+DEFAULT_BORDER = "reflect"
 DETECTORS = ("hog", "cnn")  # dlib's, :class:`FaceDetector`
 
 
@@ -489,7 +492,7 @@ def _border(border: str) -> tuple[int, Any]:
     raise ValueError(f"unknown border {border!r} ({', '.join(BORDERS)})")
 
 
-def warp_face(img: np.ndarray, affine: np.ndarray, size: int, border: str = "constant") -> np.ndarray:
+def warp_face(img: np.ndarray, affine: np.ndarray, size: int, border: str = DEFAULT_BORDER) -> np.ndarray:
     """The aligned ``size``×``size`` crop. Only the face's region is touched; a face much larger than the crop is
     first shrunk with area averaging (no aliasing)."""
     img = as_rgb_uint8(img)
@@ -735,7 +738,7 @@ def prepare_photo(
     only_center_face: bool = False,
     detector: FaceDetector | None = None,
     faces: Sequence[Face] | None = None,
-    border: str = "constant",
+    border: str = DEFAULT_BORDER,
     template: str | None = None,
     alignment: str = "auto",
 ) -> PreparedPhoto:
@@ -825,7 +828,7 @@ def restore_photo(
     fidelity: float | None = None,
     return_maps: bool = False,
     bg_upsampler: Callable[[np.ndarray, float], np.ndarray] | None = None,
-    border: str = "constant",
+    border: str = DEFAULT_BORDER,
     batch_size: int | None = None,
     template: str | None = None,
     alignment: str = "auto",

@@ -144,7 +144,7 @@ class RestoreSettings:
     detect_side: int = 2000  # detection runs on a copy at most this many px on its longer side (faces.DETECT_MAX_SIDE)
     bg_upsampler: str = "lanczos"
     min_score: float = 0.0
-    border: str = "constant"
+    border: str = "reflect"  # = faces.DEFAULT_BORDER (faces is not imported here: it pulls in dlib and cv2)
     allow_input_dir: bool = False
     recursive: bool = False  # folders given as inputs: their sub-folders too
     keep_faceless: bool = False  # a photo without a detected face: written upscaled, as it is ("done"), not no_face

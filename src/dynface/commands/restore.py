@@ -209,7 +209,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--bg-upsampler", default="lanczos", metavar="lanczos|MODULE:CALLABLE",
                    help="background upscaling: Lanczos, or a Python callable (rgb uint8 array, scale) -> array")
     p.add_argument("--min-score", type=number(float), default=0.0, help="detector confidence threshold (default 0; raise it against false detections)")
-    p.add_argument("--border", default="constant", choices=("constant", "reflect"), help="fill of crop areas outside the photo (default: constant)")
+    p.add_argument("--border", default=RestoreSettings.border, choices=("constant", "reflect"),
+                   help="fill of the crop's area outside the photo, for faces cut by its edge (default: reflect, the "
+                        "photo mirrored; constant: facexlib's grey, as GFPGAN, which left a colour band along the cut)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     engines.add_arguments(p)  # --engine ray/--address/--workers/... (dynface.engines)
     p.set_defaults(func=run)
