@@ -684,6 +684,23 @@ def test_strip_metadata_leaves_the_inputs_exif_out(tmp_path, astro, capsys):
         assert im.getexif().get_ifd(0x8825).get(1) == "N"
 
 
+def test_without_a_terminal_each_input_gets_a_progress_line(tmp_path, astro, capsys):
+    """An overnight run into a log file (stderr not a terminal) showed nothing until the end: tqdm draws no bar
+    there. Now each input gets one line with the count and the time left; -q keeps it quiet."""
+    import re
+
+    d = _folder(tmp_path, astro)
+    assert main(["restore", "-i", str(d), "-o", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("[")]
+    assert len(lines) == 5 and [ln.split("]")[0] for ln in lines] == [f"[{k}" for k in ("1/5", "2/5", "3/5", "4/5", "5/5")]
+    assert any(re.fullmatch(r"\[\d/5\] done \S*astro\.jpg: 1 face\(s\), \d+\.\d s(; \d+:\d\d:\d\d left)?", ln) for ln in lines)
+    assert any(re.match(r"\[\d/5\] NO FACE \S*wall\.png: no face found", ln) for ln in lines)
+    assert sum(" FAILED " in ln for ln in lines) == 3 and "left" not in lines[-1]
+    assert main(["restore", "-q", "-i", str(d), "-o", str(tmp_path / "q")]) == 1
+    assert not [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[")]
+
+
 def _crop_dir(tmp_path, astro, sizes: dict[str, tuple[int, int]]) -> Path:
     d = tmp_path / "crops"
     d.mkdir(exist_ok=True)
