@@ -234,6 +234,8 @@ def test_upscale_and_hooks(astro):
     assert calls == [2] and res.photo.shape == (1024, 1024, 3)
     x0, y0, x1, y1 = (int(round(v * 2)) for v in res.faces[0].bbox)
     assert tuple(res.photo[y0, (x0 + x1) // 2]) == (0, 255, 0)  # box drawn
+    label = res.photo[max(0, y0 - 40) : y0 - 4, x0 : x0 + 60]  # its number, "00" as the face's files have it
+    assert (label == (0, 255, 0)).all(-1).sum() > 20
     lanczos = upscale_background(astro, 2)
     res2 = restore_photo(astro, r, upscale=2)
     d = np.abs(res2.photo.astype(int) - lanczos.astype(int)).max(axis=2)

@@ -634,14 +634,22 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.array(Image.fromarray(img).resize(size, Image.LANCZOS))  # a writable copy
 
 
-def draw_boxes(img: np.ndarray, boxes: Sequence[Sequence[float]], scale_xy: tuple[float, float] = (1.0, 1.0), color=(0, 255, 0)) -> np.ndarray:
-    """Rectangles around the faces (boxes in original-photo coordinates), in place."""
+def draw_boxes(img: np.ndarray, boxes: Sequence[Sequence[float]], scale_xy: tuple[float, float] = (1.0, 1.0), color=(0, 255, 0),
+               labels: Sequence[str] | None = None) -> np.ndarray:
+    """Rectangles around the faces (boxes in original-photo coordinates), in place; ``labels``: a text per box,
+    written above it (inside when the box touches the top), e.g. the face's number as the file names have it
+    (``photo_07.png`` is ``07``): in a group photo the numbers, which go left to right, tell whose face is whose."""
     t = max(1, round(2 * float(np.mean(scale_xy))))
-    for b in boxes:
+    for i, b in enumerate(boxes):
         x0, y0, x1, y1 = b
         p0 = (int(round(x0 * scale_xy[0])), int(round(y0 * scale_xy[1])))
         p1 = (int(round(x1 * scale_xy[0])) - 1, int(round(y1 * scale_xy[1])) - 1)
         cv2.rectangle(img, p0, p1, color, t)
+        if labels is not None:
+            font, size = cv2.FONT_HERSHEY_SIMPLEX, max(0.4, 0.012 * (p1[0] - p0[0]))  # text ~ a third of the box
+            (tw, th), base = cv2.getTextSize(labels[i], font, size, t)
+            y = p0[1] - t - base if p0[1] - t - base - th >= 0 else p0[1] + th + t + base
+            cv2.putText(img, labels[i], (max(0, p0[0]), y), font, size, color, t, cv2.LINE_AA)
     return img
 
 
@@ -799,7 +807,7 @@ def finish_photo(
                    face_box=face_box_out(f.bbox, sxy, photo.shape), info=info)
         sz.update(info)
     if draw_box:
-        draw_boxes(photo, [f.bbox for f in faces], sxy)
+        draw_boxes(photo, [f.bbox for f in faces], sxy, labels=[f"{i:02d}" for i in range(len(faces))])
     t4 = time.perf_counter()
     timing["paste_s"] = t4 - t3
     records = []

@@ -193,7 +193,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write none of the input's EXIF metadata (date taken, camera, GPS position, ...) into the "
                         "restored photos, only the Software tag; the colour profile and print resolution are kept. "
                         "Default: kept, as photo managers sort by them")
-    p.add_argument("--draw-box", action="store_true", help="draw the detected face boxes on restored_imgs")
+    p.add_argument("--draw-box", action="store_true",
+                   help="draw the detected face boxes on restored_imgs, each numbered as its face's files (_00, _01, ...)")
     p.add_argument("--save-maps", action="store_true", help="also save the DGSA map and guides (maps/)")
     p.add_argument("--skip-existing", action="store_true", help="skip inputs restored completely by an earlier run (manifest, record and files)")
     p.add_argument("--allow-input-dir", action="store_true", help="allow the output folder to lie inside an input folder")
