@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from dynface.imageio import (
+    FACES_RESTORED,
     ImageReadError,
     capped_upscale,
     decode_image,
@@ -196,7 +197,7 @@ def test_exif_metadata_is_carried_without_what_no_longer_holds(tmp_path, ext):
         e = back.getexif()
         sub, gps = e.get_ifd(0x8769), e.get_ifd(0x8825)
     assert (e.get(0x010F), e.get(0x0110), e.get(0x0112, 1)) == ("Kodak", "Brownie", 1)
-    assert e.get(0x0131) == f"dynfacerestore {dynface.__version__} (faces restored)"
+    assert e.get(0x0131) == f"dynfacerestore {dynface.__version__} ({FACES_RESTORED})"
     assert sub.get(0x9003) == "1962:07:14 10:00:00" and not {0xA002, 0xA003, 0x927C, 0xA005, 0xA420} & set(sub)
     assert 0x0132 not in e
     assert gps.get(1) == "N" and tuple(float(v) for v in gps.get(2)) == (48.0, 51.0, 24.0)
@@ -207,7 +208,7 @@ def test_exif_metadata_is_carried_without_what_no_longer_holds(tmp_path, ext):
         write_like_input(im.rgb, im, tmp_path / f"w_{name}")
         with Image.open(tmp_path / f"w_{name}") as back:
             if name.endswith(".jpg"):
-                assert dict(back.getexif()) == {0x0131: f"dynfacerestore {dynface.__version__} (faces restored)"}
+                assert dict(back.getexif()) == {0x0131: f"dynfacerestore {dynface.__version__} ({FACES_RESTORED})"}
             else:  # a TIFF's tags are its layout
                 assert 0x0131 not in back.getexif() and 0x010F not in back.getexif()
 

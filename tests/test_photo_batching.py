@@ -209,8 +209,14 @@ def test_keep_faceless_writes_photos_without_a_face(tmp_path, tiny, photos, monk
         with Image.open(tmp_path / "o" / "restored_imgs" / f"{n}.png") as im:
             assert np.array_equal(np.asarray(im), upscale_background(flat, 1.5))  # the background, as it is
             assert im.getexif()[0x0131].endswith("(no face found: upscaled as it is)")  # not "faces restored"
-    with Image.open(tmp_path / "o" / "restored_imgs" / "a.png") as im:
-        assert im.getexif()[0x0131].endswith("(faces restored)")
+    # every output says what it is: restored faces are a model's estimates; the cropped face is the input's own
+    from dynface.imageio import CROP_NOT_RESTORED, FACES_RESTORED, SIDE_BY_SIDE
+
+    for rel, what in (("restored_imgs/a.png", FACES_RESTORED), ("restored_faces/a_00.png", FACES_RESTORED),
+                      ("cropped_faces/a_00.png", CROP_NOT_RESTORED), ("cmp/a_00.png", SIDE_BY_SIDE)):
+        with Image.open(tmp_path / "o" / rel) as im:
+            assert im.getexif()[0x0131].endswith(f"({what})"), rel
+    assert "not a record of the person" in FACES_RESTORED and "not restored" in CROP_NOT_RESTORED
     ref = tmp_path / "ref"
     run_job([d / "a.png", d / "c.png"], ref, _settings(batch_size=8), restorer=tiny)
     got = {k: v for k, v in _snapshot(tmp_path / "o").items() if "noface" not in k}

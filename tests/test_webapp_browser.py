@@ -148,6 +148,7 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
     page.on("request", lambda r: requests.append(r.url))
     page.goto(server.url)
     page.wait_for_selector("#restore", timeout=60_000)
+    assert "Do not use it to identify anyone" in page.inner_text("body")  # what a restored face is, said up front
 
     # a photo: restored, slider + table + explanation shown; Restore is off and Stop on while it runs
     page.wait_for_function("document.querySelector('#status')?.getAttribute('aria-live') === 'polite'", timeout=30_000)

@@ -850,7 +850,11 @@ _EXIF_SUB_DROP = (0xA002, 0xA003, 0x927C, 0xA005,  # Exif IFD: pixel X / Y dimen
 _SOFTWARE_TAG = 0x0131
 
 
-FACES_RESTORED = "faces restored"
+# what each output's Software tag says was done to it: restored faces are a generative model's estimates, which
+# anyone who later finds the file should be able to tell (an investigator's audit found nothing saying so)
+FACES_RESTORED = "faces restored by a generative model: estimates, not a record of the person"
+CROP_NOT_RESTORED = "aligned crop of the input: not restored"
+SIDE_BY_SIDE = "input crop beside its restoration by a generative model"
 
 
 def _software(altered: str = FACES_RESTORED) -> str:
@@ -896,10 +900,11 @@ def carried_exif(im: Image.Image) -> bytes | None:
         return None
 
 
-def software_exif() -> bytes:
-    """The EXIF block of an output whose input had none: the ``Software`` tag alone (the output says it was altered)."""
+def software_exif(altered: str = FACES_RESTORED) -> bytes:
+    """The EXIF block of an output whose input had none: the ``Software`` tag alone (the output says what was done
+    to it: ``altered``)."""
     out = Image.Exif()
-    out[_SOFTWARE_TAG] = _software()
+    out[_SOFTWARE_TAG] = _software(altered)
     return out.tobytes()
 
 

@@ -1330,16 +1330,18 @@ def _side_by_side(a, b):
     return np.concatenate([a, b], axis=1)
 
 
-def _save_like(a, path: Path, img) -> None:
+def _save_like(a, path: Path, img, altered: str | None = None) -> None:
     """Save ``a`` (uint8 HxWx3: a face, a side-by-side picture) in the colours of the input ``img`` (a
     dynface.imageio.LoadedImage): gray when it was, with its ICC profile where the file can hold it (an Adobe RGB
-    photo's faces were saved without it and shown as sRGB: red -10 levels), and the ``Software`` tag."""
+    photo's faces were saved without it and shown as sRGB: red -10 levels), and the ``Software`` tag saying what it
+    is (``altered``, default: restored faces; an unrestored crop must not be taken for a restored one, nor the
+    other way round)."""
     from dynface import imageio
 
     im = _gray_if(a, img.was_gray)
     mode = "L" if img.was_gray else "RGB"
     imageio.save_image(im, path, icc_profile=imageio.fitting_profile(img.icc_profile, mode, Path(path).suffix),
-                       exif=imageio.software_exif())  # as the photo: says which software altered it
+                       exif=imageio.software_exif(altered or imageio.FACES_RESTORED))
 
 
 def _gray_note(ext: str) -> str:
@@ -1555,9 +1557,11 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     for i, (crop, face) in enumerate(zip(res.crops, res.restored, strict=True)):
         name = f"{it.stem}_{i:02d}"
         writes += [  # a gray photo's faces are saved gray too, like the photo
-            (f"{i}/cropped_face", f"cropped_faces/{name}.png", lambda p, a=crop: _save_like(a, p, img)),
+            (f"{i}/cropped_face", f"cropped_faces/{name}.png",
+             lambda p, a=crop: _save_like(a, p, img, imageio.CROP_NOT_RESTORED)),
             (f"{i}/restored_face", f"restored_faces/{name}{sfx}.png", lambda p, a=face: _save_like(a, p, img)),
-            (f"{i}/cmp", f"cmp/{name}.png", lambda p, a=crop, b=face: _save_like(_side_by_side(a, b), p, img)),
+            (f"{i}/cmp", f"cmp/{name}.png",
+             lambda p, a=crop, b=face: _save_like(_side_by_side(a, b), p, img, imageio.SIDE_BY_SIDE)),
         ]
         if s.save_maps:
             for key, lst in res.maps.items():
@@ -1972,10 +1976,11 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
         notes.append(_gray_note(fext))
     writes = [  # the restored crop is the input's result, as restored_imgs/ is a photo's: its profile, EXIF, dpi
         ("restored_face", f"restored_faces/{it.stem}{sfx}.{fext}", lambda p: notes.extend(imageio.write_like_input(face, img, p, keep_exif=not s.strip_metadata))),
-        ("cmp", f"cmp/{it.stem}.png", lambda p: _save_like(_side_by_side(img.rgb, face), p, img)),
+        ("cmp", f"cmp/{it.stem}.png", lambda p: _save_like(_side_by_side(img.rgb, face), p, img, imageio.SIDE_BY_SIDE)),
     ]
     if x.affine is not None:  # re-aligned: what the model was given, as a photo's cropped_faces/
-        writes.append(("cropped_face", f"cropped_faces/{it.stem}.png", lambda p: _save_like(np.asarray(x.crop), p, img)))
+        writes.append(("cropped_face", f"cropped_faces/{it.stem}.png",
+                       lambda p: _save_like(np.asarray(x.crop), p, img, imageio.CROP_NOT_RESTORED)))
     if s.save_maps:
         for key, a in face_maps.items():
             writes.append((f"map_{key}", f"maps/{it.stem}_{key}.png", lambda p, a=a: imageio.save_image(a, p)))

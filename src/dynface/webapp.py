@@ -695,7 +695,9 @@ def _zip_folder(folder: Path, dst: Path) -> Path:
 INTRO = """# DynFaceRestore — restore faces, on this machine
 Upload photos (or aligned face crops), pick the settings, press **Restore**. Nothing leaves this computer.
 Each face shows *why* the method did what it did: the restorer's output, the three guides ý0…ý2 picked by the
-estimated degradation std\\*, and the DGSA map of where guidance was strong."""
+estimated degradation std\\*, and the DGSA map of where guidance was strong.
+A restored face is a generative model's estimate, not a record of the person: the smaller and worse the input,
+the more of its detail is the model's (glasses, expression, marks can differ). Do not use it to identify anyone."""
 
 EXPLAIN = """**How to read it.** The restorer RM(y) removes most degradation; the guides ý0, ý1, ý2 are its outputs
 at the estimated blur level std\\* and one and two levels below. DSST turns the guides' noise levels into the

@@ -116,7 +116,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "restore",
         help="restore the faces of photographs (or of aligned face crops)",
-        description="Restore faces: detect, align, restore (DynFaceRestore), paste back.",
+        description="Restore faces: detect, align, restore (DynFaceRestore), paste back. A restored face is a "
+                    "generative model's estimate: plausible detail that can differ from the person's (glasses, "
+                    "expression, marks), more so the smaller and worse the input; do not use it to identify anyone.",
         epilog=(
             "outputs: OUT/{cropped_faces,restored_faces,cmp,restored_imgs,records}/ (+ maps/ with --save-maps) and "
             "OUT/manifest.jsonl (one line per input; `dynface report OUT` summarises it). An input is complete when "
