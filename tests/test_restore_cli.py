@@ -108,6 +108,7 @@ def test_folder_with_good_faceless_and_corrupt_files(tmp_path, astro, capsys):
     summary = cap.out
     assert "5 input(s): 1 restored, 0 skipped (complete), 4 failed" in summary
     assert "wall.png: no face found" in summary
+    assert "wall.png: --detector cnn (slower) also finds turned, blurred and dark faces" in summary  # what to try
     assert "broken.jpg: corrupt or truncated" in summary and "empty.jpg: empty file" in summary
     assert "fake.png: not an image" in summary
     assert "ignored 1 file(s)" in summary and "notes.txt" in summary

@@ -624,6 +624,8 @@ def test_job_notes_name_the_page_s_controls_or_say_it_has_none():
     assert "untick “inputs are aligned face crops”" in _for_the_page("not a face crop: leave out --aligned")
     note = _for_the_page("512x512: if this crop is FFHQ-aligned, restore it with --input-template ffhq512; it was taken")
     assert "the command line's --input-template ffhq512 (this page has no framing control" in note
+    assert "; the command line's --detect-side 6000: about 80 px" in _for_the_page("faces smaller than about 120 px in this "
+        "6000x4000 photo are missed (detection ran on a copy 2000 px on its longer side; --detect-side 6000: about 80 px")
 
 
 def test_upload_names_keep_their_letters():

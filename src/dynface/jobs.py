@@ -88,6 +88,8 @@ COLOR_FIXES = ("wavelet", "adain", "none")
 DETAIL_MODES = ("keep", "restored")
 MAX_SEED = 2**63 - 1  # = dynface.pipeline.MAX_SEED (torch.Generator's range), here so that importing jobs needs no torch
 FACELESS_NOTE = "no face found: written upscaled, as it is (--keep-faceless)"
+NO_FACE_HINT = ("--detector cnn (slower) also finds turned, blurred and dark faces; --keep-faceless writes a photo "
+                "without a face found as it is")
 MIN_ALIGNED_SIDE = 16  # px: smaller aligned crops are refused
 NEAR_LIMIT = 2.0  # a photo whose smallest face found is under this many times the detection limit gets a note
 MAX_ALIGNED_ASPECT = 1.25  # longer side / shorter side: beyond this an aligned crop is refused (it would stretch)
@@ -1505,6 +1507,8 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
         elif least < NEAR_LIMIT * limit:  # a group photo's faces are alike: the found smallest hint at ones missed
             notes.append(f"the smallest face found is about {least:.0f} px, near the detection limit: {how}")
     if not faces:
+        if s.detector == "hog":  # the default misses turned, blurred and dark faces the CNN finds (investigator audit)
+            notes.append(NO_FACE_HINT)
         if not s.keep_faceless:
             raise InputError("no face found", notes)
         notes.append(FACELESS_NOTE)

@@ -597,7 +597,8 @@ def _for_the_page(why: str) -> str:
     why = why.replace(FFHQ_ADVICE, FFHQ_ADVICE.replace("--input-template", "the command line's --input-template")
                       + " (this page has no framing control: it tells a crop's framing from the face it finds)")
     return why.replace("leave out --aligned", "untick “inputs are aligned face crops”").replace(
-        "--aligned", "“inputs are aligned face crops”").replace("--precision ", "precision ").replace("--fidelity ", "fidelity ")
+        "--aligned", "“inputs are aligned face crops”").replace("--precision ", "precision ").replace("--fidelity ", "fidelity ").replace(
+        "--detect-side", "the command line's --detect-side")  # the page has no detection controls
 
 
 def _failed(name: str, why: str):
