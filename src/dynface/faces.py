@@ -195,7 +195,7 @@ class FaceDetector:
         """The longest sides of the copies a ``w`` x ``h`` photo is searched at: ``max_side``, and also
         :data:`DETECT_MAX_SIDE` when ``max_side`` is larger and the photo too. A closer look (``--detect-side 6000``
         on a 6000-px scan) finds the small faces but can lose large ones the default copy finds (HOG on a scan's
-        grain at full resolution: 4 of 12 faces of 300 px in an audit's group photo), so both are searched and
+        grain at full resolution: 4 of 13 faces of 300 px in an audit's group photo), so both are searched and
         merged (:func:`merge_boxes`)."""
         if self.max_side > DETECT_MAX_SIDE and max(w, h) > DETECT_MAX_SIDE:
             return [self.max_side, DETECT_MAX_SIDE]
@@ -457,7 +457,7 @@ def ffhq_recipe_affine(landmarks: np.ndarray, size: int) -> np.ndarray:
 ALIGNMENTS = ("auto", "ffhq", "template")
 BORDERS = ("constant", "reflect", "replicate")  # :func:`warp_face`'s fill outside the photo
 # the default: a face cut by the photo's edge came back with a colour band along the cut under facexlib's grey
-# (``constant``: edge shift p50 4.8 levels, ``reflect``: 0.6 on cut UTKFace faces; docs/results/border.md)
+# (``constant``: edge shift p50 5.5 levels, ``reflect``: 1.1 on 63 cut UTKFace faces; docs/results/border.md)
 DEFAULT_BORDER = "reflect"
 DETECTORS = ("hog", "cnn")  # dlib's, :class:`FaceDetector`
 
