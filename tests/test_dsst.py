@@ -256,8 +256,16 @@ def test_cli_build_dsst(tmp_path: Path, capsys) -> None:
     for folder in (empty, tmp_path / "missing"):
         assert cli_main(["build-dsst", "--data", str(folder), "--size", "32", "--out", str(out)]) == 2
     assert "error:" in capsys.readouterr().err
-    (data / "broken.png").write_bytes((data / "0.png").read_bytes()[:60])  # a truncated face: one line, not a traceback
-    assert cli_main(["build-dsst", "--data", str(tmp_path / "faces"), "--size", "32", "--out", str(out)]) == 2
+    # a truncated face is left out with one note line naming it, not a traceback; the table is built from the others
+    (data / "broken.png").write_bytes((data / "0.png").read_bytes()[:60])
+    assert cli_main(["build-dsst", "--data", str(tmp_path / "faces"), "--size", "32", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("dynface build-dsst: note: 1 of 4 image(s)") and "broken.png" in err
+    assert len(err.strip().splitlines()) == 1 and DSSTTable.load(out).metadata["num_images"] == 3
+    only = tmp_path / "only_broken"  # none readable: one error line, exit 2
+    only.mkdir()
+    (only / "broken.png").write_bytes((data / "0.png").read_bytes()[:60])
+    assert cli_main(["build-dsst", "--data", str(only), "--size", "32", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dynface build-dsst: error: ") and "broken.png" in err and len(err.strip().splitlines()) == 1
 
