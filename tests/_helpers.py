@@ -37,6 +37,21 @@ def astronaut_crops(d: Path, n: int) -> list[str]:
     return [f"f{k:02d}" for k in range(n)]
 
 
+def file_seed(path: Path, seed: int = 0, face: int = 0) -> int:
+    """The noise seed ``dynface restore`` gives face ``face`` of the file ``path``: by the SHA-256 of its bytes
+    (:func:`dynface.jobs.seed_key`)."""
+    import hashlib
+
+    from dynface.jobs import face_seed
+
+    return face_seed(seed, hashlib.sha256(Path(path).read_bytes()).hexdigest(), face)
+
+
+def seed_to_stem(d: Path, stems: list[str], ext: str = ".png") -> dict[int, str]:
+    """{seed of face 0: stem} of the files ``d/STEM.png``: which input a logged seed belongs to."""
+    return {file_seed(d / f"{s}{ext}"): s for s in stems}
+
+
 class LoggedRestorer:
     """A restorer that appends ``pid seed`` per restored face to ``$DYNFACE_TEST_LOG`` (when set)."""
 

@@ -12,12 +12,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _helpers import file_seed
 from PIL import Image
 from skimage import data
 
 from dynface import jobs
 from dynface.faces import finish_photo, prepare_photo, restore_photo, upscale_background
-from dynface.jobs import Progress, RestoreSettings, face_seed, run_job
+from dynface.jobs import Progress, RestoreSettings, run_job
 
 SIDE = 192
 
@@ -135,8 +136,7 @@ def test_photo_outputs_do_not_depend_on_grouping_order_or_path(tmp_path, tiny, p
         s = run_job([photos], tmp_path / f"bs{bs}", _settings(batch_size=bs), restorer=spy)
         assert [r.status for r in s.results] == ["done"] * 6 and sum(r.faces for r in s.results) == 7
         snaps[bs], calls[bs] = _snapshot(tmp_path / f"bs{bs}"), spy.calls
-    stems = [f.stem for f in files]
-    all_seeds = [face_seed(0, st, i) for st in stems for i in range(2 if st == "two" else 1)]
+    all_seeds = [file_seed(f, 0, i) for f in files for i in range(2 if f.stem == "two" else 1)]
     assert calls[8] == [all_seeds]
     assert calls[3] == [all_seeds[0:3], all_seeds[3:6], all_seeds[6:7]]  # p2 | p3, p4 | two's 2 faces span calls
     assert calls[1] == [[x] for x in all_seeds]
@@ -155,7 +155,7 @@ def test_photo_outputs_do_not_depend_on_grouping_order_or_path(tmp_path, tiny, p
     for k in (3, 8, "shuffled", "per-photo"):
         assert not _same(snaps[k], snaps[1]), f"outputs differ with {k}: {_same(snaps[k], snaps[1])[:5]}"
     rec = snaps[8]["records/two.json"]
-    assert [f["restorer"]["seed"] for f in rec["faces"]] == [face_seed(0, "two", 0), face_seed(0, "two", 1)]
+    assert [f["restorer"]["seed"] for f in rec["faces"]] == [file_seed(photos / "two.png", 0, i) for i in (0, 1)]
     assert rec["settings"]["batching"] == "batched" and rec["settings"]["precision_used"] == "fp32"
 
 
@@ -230,7 +230,7 @@ def test_a_failing_batch_fails_exactly_its_photos(tmp_path, tiny, photos):
     two and p1 fail with its one-line error (two's first face was restored, nothing of it is written), p0 and p2 are
     written as without the failure; the progress stays monotone and per file."""
     files = [photos / n for n in ("p0.png", "two.png", "p1.png", "p2.png")]
-    spy = Spy(tiny, fail_seed=face_seed(0, "p1", 0))
+    spy = Spy(tiny, fail_seed=file_seed(photos / "p1.png"))
     events: list[Progress] = []
     s = run_job(files, tmp_path / "o", _settings(batch_size=2), restorer=spy, progress=events.append)
     assert [len(c) for c in spy.calls] == [2, 2, 1]
@@ -265,7 +265,7 @@ def test_the_memory_budget_restores_the_queue_early(tmp_path, tiny, photos, monk
     written: list[tuple[str, int]] = []
     run_job(files, tmp_path / "budget", _settings(batch_size=8), restorer=spy,
             on_result=lambda r: written.append((r.stem, len(spy.calls))))
-    assert spy.calls == [[face_seed(0, f"p{k}", 0) for k in ks] for ks in ((0, 1), (2, 3), (4,))]
+    assert spy.calls == [[file_seed(photos / f"p{k}.png") for k in ks] for ks in ((0, 1), (2, 3), (4,))]
     assert written == [("p0", 1), ("p1", 1), ("p2", 2), ("p3", 2), ("p4", 3)]
     assert not _same(_snapshot(tmp_path / "budget"), _snapshot(tmp_path / "one"))
 

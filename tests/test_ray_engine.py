@@ -29,6 +29,7 @@ from _helpers import (  # noqa: E402
     astronaut_crops,
     kill_after_records,
     read_face_log,
+    seed_to_stem,
     start_restore_cli,
     tiny_restorer,
 )
@@ -143,8 +144,8 @@ def _manifest(out: Path) -> list[dict]:
     return jobs.Manifest(out / "manifest.jsonl").lines()
 
 
-def _seed_to_stem(stems) -> dict[int, str]:
-    return {jobs.face_seed(0, s, 0): s for s in stems}
+def _seed_to_stem(d: Path, stems) -> dict[int, str]:
+    return seed_to_stem(d, stems)  # faces are seeded by their file's bytes
 
 
 # ------------------------------------------------------------------------------------------ tests
@@ -168,7 +169,7 @@ def test_two_workers_give_the_single_process_bytes_and_a_corrupt_file_fails(tmp_
     assert all(by_stem[s]["status"] == "done" and by_stem[s]["outputs"] for s in stems)
     faces = read_face_log(log)
     assert len({pid for pid, _ in faces}) == 2, "both workers restored faces"
-    assert sorted(_seed_to_stem(stems)[seed] for _, seed in faces) == sorted(stems)  # each crop restored once
+    assert sorted(_seed_to_stem(d, stems)[seed] for _, seed in faces) == sorted(stems)  # each crop restored once
 
 
 def test_a_worker_killed_mid_run_loses_nothing_and_redoes_nothing(tmp_path, cluster, baseline, monkeypatch):
@@ -200,7 +201,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_redoes_nothing(tmp_path, clus
     for stem, ident in at_kill.items():  # finished before the kill: not written again
         st = (out / "records" / f"{stem}.json").stat()
         assert (st.st_ino, st.st_mtime_ns) == ident
-    seeds = _seed_to_stem(stems)
+    seeds = _seed_to_stem(tmp_path / "in", stems)
     counts = {st: 0 for st in stems}
     for _, seed in read_face_log(log):
         counts[seeds[seed]] += 1
@@ -225,7 +226,7 @@ def test_a_worker_dying_mid_batch_keeps_the_files_it_finished(tmp_path, cluster,
     assert stats.retried_files == 3  # the 2 files finished before the death were kept
     assert s.exit_code == 0 and sorted(ln["stem"] for ln in _manifest(out)) == stems
     assert _restored(out) == baseline
-    seeds = _seed_to_stem(stems)
+    seeds = _seed_to_stem(tmp_path / "in", stems)
     assert sorted(seeds[seed] for _, seed in read_face_log(log)) == stems  # every file restored once: none redone
 
 
@@ -301,7 +302,7 @@ def test_skip_existing_after_the_driver_is_killed_restores_exactly_the_missing_f
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 0, stderr[-1500:]
     assert f"{N_GOOD - len(complete)} restored, {len(complete)} skipped (complete), 0 failed" in stdout
-    seeds = _seed_to_stem(stems)
+    seeds = _seed_to_stem(tmp_path / "in", stems)
     assert sorted(seeds[seed] for _, seed in read_face_log(log2)) == sorted(set(stems) - set(complete))  # exactly the missing
     final = jobs.Manifest(out / "manifest.jsonl").load()
     assert sorted(final) == stems and all(ln["status"] == "done" for ln in final.values())

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from _helpers import LoggedRestorer, astronaut_crops, read_face_log, tiny_restorer
+from _helpers import seed_to_stem as seed_of_file
 
 from dynface import jobs
 from dynface.engines.torchrun import merge_parts, part_path, rank_of, run_torchrun_job
@@ -135,7 +136,7 @@ def test_torchrun_two_cpu_ranks_restore_disjoint_shares_into_one_manifest(tmp_pa
     assert "10 input(s): 9 restored, 0 skipped (complete), 1 failed" in proc.stdout, proc.stdout + proc.stderr[-1500:]
 
     # each rank restored exactly its share
-    seed_to_stem = {jobs.face_seed(0, s, 0): s for s in stems}
+    seed_to_stem = seed_of_file(d, stems)  # faces are seeded by their file's bytes
     by_pid: dict[int, list[str]] = {}
     for pid, seed in read_face_log(log):
         by_pid.setdefault(pid, []).append(seed_to_stem[seed])

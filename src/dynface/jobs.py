@@ -24,8 +24,9 @@ write every output atomically, then ``records/<stem>.json``) → one line per in
     manifest.jsonl                   one JSON line per input and attempt (see :class:`Manifest`)
     jobs.jsonl                       a start and an end line per job (:func:`begin_job`, :func:`end_job`)
 
-**Seeds do not depend on scheduling.** Face ``i`` of the input with stem ``s`` gets its noise from
-``face_seed(seed, s, i)`` (a BLAKE2b hash), not from its place in a batch. With a restorer whose ``restore``
+**Seeds do not depend on scheduling.** Face ``i`` of an input whose bytes have the SHA-256 ``h`` gets its noise
+from ``face_seed(seed, h, i)`` (a BLAKE2b hash), not from its place in a batch nor from its name (a copy under
+another name is restored to the same bytes). With a restorer whose ``restore``
 accepts ``seeds=`` (``DynFaceRestorer`` does) the bytes of every output are the same whichever batch size, file
 order, worker or machine restores it, up to the batch's own effect on the networks' last float bits: on a CPU in
 fp32 that is ±1 level in a few values of a few faces (embedded-64: 71 of 196,608 values between batch 8 and one
@@ -69,7 +70,7 @@ from dynface.registry import DEFAULT_MODEL
 
 __all__ = [
     "MODES", "SUBDIRS", "FACTORY_ENV", "UsageError", "InputError", "RestoreSettings", "InputItem", "FileResult",
-    "Progress", "JobSummary", "Manifest", "plan_inputs", "load_restorer", "face_seed", "restore_items", "run_job",
+    "Progress", "JobSummary", "Manifest", "plan_inputs", "load_restorer", "face_seed", "seed_key", "restore_items", "run_job",
     "collect_inputs", "InputScan", "is_restore_output", "assign_stems", "check_output_dir", "check_settings", "validate_steps", "default_threads",
     "apply_threads", "usable_cpus", "is_complete", "altered_outputs", "changed_weights", "clean_stale_temp_files", "clean_interrupted_outputs", "interrupted_inputs", "settings_warnings", "start_job", "begin_job", "end_job", "read_job_lines", "JOBS_NAME", "as_done",
     "append_line", "restore_logged", "prepare_output", "complete_results", "changed_flags", "output_flags", "record_path", "load_bg_upsampler", "MANIFEST_NAME",
@@ -561,11 +562,19 @@ def keep_earlier_stems(files: list[Path], stems: list[str], out: Path,
 
 
 # ------------------------------------------------------------------------------------------ seeds
-def face_seed(run_seed: int, stem: str, face_index: int = 0) -> int:
-    """The noise seed of face ``face_index`` of the input with output stem ``stem`` in a run seeded ``run_seed``:
-    a stable 63-bit BLAKE2b hash, the same in every process, worker and machine (unlike Python's ``hash``)."""
-    key = f"dynface-face-seed\x00{int(run_seed)}\x00{stem}\x00{int(face_index)}".encode("utf-8", "surrogateescape")
-    return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") & MAX_SEED
+def face_seed(run_seed: int, key: str, face_index: int = 0) -> int:
+    """The noise seed of face ``face_index`` of the input ``key`` (:func:`seed_key`: the SHA-256 of its bytes) in a
+    run seeded ``run_seed``: a stable 63-bit BLAKE2b hash, the same in every process, worker and machine (unlike
+    Python's ``hash``)."""
+    data = f"dynface-face-seed\x00{int(run_seed)}\x00{key}\x00{int(face_index)}".encode("utf-8", "surrogateescape")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") & MAX_SEED
+
+
+def seed_key(img, stem: str) -> str:
+    """What an input's faces are seeded by: the SHA-256 of its bytes (``dynface.imageio.LoadedImage.sha256``), so a
+    copy under another name, in another folder or sent through the web page is restored to the same bytes (two
+    copies of one exhibit gave two restorations when the name was the key); its stem when no hash was taken."""
+    return getattr(img, "sha256", None) or stem
 
 
 # ------------------------------------------------------------------------------------------ records and completeness
@@ -1305,7 +1314,8 @@ def _record_settings(settings: RestoreSettings, restorer, upscale: float | None 
         "bg_upsampler": None if settings.aligned else settings.bg_upsampler,
         "template": getattr(restorer, "template_name", None),
         "size": int(restorer.size),
-        "seeds": "face_seed" if _accepts(restorer.restore, "seeds") else "seed+position",
+        # how the faces were seeded: by the input's SHA-256 (records before it say "face_seed": by its stem)
+        "seeds": "face_seed(sha256)" if _accepts(restorer.restore, "seeds") else "seed+position",
         "threads": _torch_threads(),
         "batching": "per-face" if per_face(restorer, settings) else "batched",
         "batch_size": None if per_face(restorer, settings) else settings.batch_size,  # None: the job layer's default
@@ -1507,9 +1517,9 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
         elif least < NEAR_LIMIT * limit:  # a group photo's faces are alike: the found smallest hint at ones missed
             notes.append(f"the smallest face found is about {least:.0f} px, near the detection limit: {how}")
     if not faces:
-        if s.detector == "hog":  # the default misses turned, blurred and dark faces the CNN finds (investigator audit)
-            notes.append(NO_FACE_HINT)
         if not s.keep_faceless:
+            if s.detector == "hog":  # the default misses turned, blurred and dark faces the CNN finds (investigator audit)
+                notes.append(NO_FACE_HINT)
             raise InputError("no face found", notes)
         notes.append(FACELESS_NOTE)
     return _PhotoInput(it, img, notes, up, faces, src, t_read, t_detect, t0)
@@ -1533,7 +1543,7 @@ def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     x = _read_photo(it, s, detector)
     kw: dict[str, Any] = {}
     if _accepts(restorer.restore, "seeds"):
-        kw["seeds"] = [face_seed(s.seed, it.stem, i) for i in range(len(x.faces))]
+        kw["seeds"] = [face_seed(s.seed, seed_key(x.img, it.stem), i) for i in range(len(x.faces))]
     proxy = _SeedingRestorer(restorer, tracker, len(x.faces))
     tracker.message = it.path.name
     res = restore_photo(
@@ -1648,7 +1658,7 @@ class _QueuedPhoto:
 def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSettings, restorer, detector, bg_upsampler,
                             tracker: _Tracker, finish: Callable[[FileResult, int, float], None]) -> None:
     """Restore the faces of several photos in shared restorer calls of ``s.batch_size`` (default 8) faces, face
-    ``i`` of the photo with stem ``st`` seeded ``face_seed(s.seed, st, i)``: photos are read, searched and aligned one
+    ``i`` of the photo with bytes of SHA-256 ``h`` seeded ``face_seed(s.seed, h, i)``: photos are read, searched and aligned one
     after another and their crops queued; each full batch is restored, and every photo whose faces are all restored
     is pasted back and written (record LAST), in input order. The queue is also restored and written before it would
     hold more than :data:`PHOTO_QUEUE_MAX_PIXELS` decoded pixels, and at the end. A photo that cannot be read, has no
@@ -1676,7 +1686,7 @@ def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSetting
         names = [q.x.item.path.name for q in photos]
         tracker.message = ", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]} ({len(names)} photos)"
         kw: dict[str, Any] = {"seed": s.seed, "fidelity": s.fidelity, "return_maps": s.save_maps,
-                              "seeds": [face_seed(s.seed, q.x.item.stem, i) for q, i in batch]}
+                              "seeds": [face_seed(s.seed, seed_key(q.x.img, q.x.item.stem), i) for q, i in batch]}
         t0 = time.perf_counter()
         try:
             outp = tracker.restore(restorer, [q.prep.crops[i] for q, i in batch], sum(1.0 / q.n for q, _ in batch), **kw)
@@ -1895,7 +1905,7 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
         t0 = time.perf_counter()
         kw: dict[str, Any] = {"seed": s.seed + run[0].item.index, "fidelity": s.fidelity, "return_maps": s.save_maps}
         if with_seeds:
-            kw["seeds"] = [face_seed(s.seed, x.item.stem, 0) for x in run]
+            kw["seeds"] = [face_seed(s.seed, seed_key(x.img, x.item.stem), 0) for x in run]
         try:
             outp = tracker.restore(restorer, [_stretched(x.crop, size) for x in run], float(len(run)), **kw)
         except Exception as e:

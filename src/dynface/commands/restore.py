@@ -63,8 +63,9 @@ succeeded (or was skipped as complete), 1 when any failed, 2 for usage errors (b
 folder inside the input folder, model that cannot be loaded). The output folder may not be an input folder,
 nor lie inside one unless ``--allow-input-dir``; inputs are never modified.
 
-**Reproducibility.** ``--seed`` fixes the noise: face NN of the input with stem S uses
-``dynface.jobs.face_seed(seed, S, NN)``, whatever ``--batch-size``, the file order or ``--skip-existing`` do.
+**Reproducibility.** ``--seed`` fixes the noise: face NN of the input whose bytes have the SHA-256 H uses
+``dynface.jobs.face_seed(seed, H, NN)``, whatever ``--batch-size``, the file order, the file's name or
+``--skip-existing`` do.
 In bf16/fp16 (``--precision auto`` on CPUs with native bf16) and on GPUs a batch can change a face by ±1 level,
 so there faces are restored one per call unless ``--fast-batches``.
 
@@ -150,7 +151,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="sampling steps: ddimN, N or a,b,c (2-1000 in all; default: the model's); ddim10 is an even "
                         "stride (0, 100, ..., 900), 10 spreads 10 steps over the whole range (0, 111, ..., 999)")
     p.add_argument("--seed", type=number(int, 0, MAX_SEED), default=0, help="random seed (default: 0); each face's noise comes from the seed, "
-                   "the input's name and the face's number, so results do not depend on batching")
+                   "the input's content (SHA-256) and the face's number, so results do not depend on batching or on "
+                   "the file's name")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="compute device (default: cpu)")
     p.add_argument("--precision", default="auto", choices=jobs.PRECISIONS,
                    help="compute precision (default auto: fp32, whose batches are nearly exact on a CPU; with --fast-batches "
