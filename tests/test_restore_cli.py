@@ -1052,6 +1052,29 @@ def test_a_closer_look_keeps_the_faces_the_default_finds_and_small_finds_are_tol
     assert len(faces_mod.merge_boxes([(box, 1.0)], far + [(box + 2, 0.7)])) == 2  # the far one added, the near one not
 
 
+def test_a_face_lying_sideways_is_found_with_detect_turned(tmp_path, astro, capsys):
+    """Faces turned a quarter (a scan stored sideways without an EXIF orientation, someone lying down) were found by
+    no setting (archivist audit); --detect-turned searches the photo turned each way, maps the face's points back,
+    and the face is aligned upright from them and pasted back as it lies."""
+    side = np.ascontiguousarray(np.rot90(astro, 1))
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(side).save(d / "side.png")
+    assert _restore("-i", d, "-o", tmp_path / "a", "-s", "1") == 1
+    assert "side.png: --detector cnn (slower) also finds turned, blurred and dark faces, --detect-turned" in \
+        capsys.readouterr().out
+    assert _restore("-i", d, "-o", tmp_path / "b", "-s", "1", "--detect-turned") == 0
+    rec = json.loads((tmp_path / "b" / "records" / "side.json").read_text())
+    assert rec["num_faces"] == 1 and rec["settings"]["flags"]["detect_turned"] is True
+    x0, y0, x1, y1 = rec["faces"][0]["bbox"]  # the astronaut's face, where it lies in the turned photo
+    assert abs(x0 - 79) < 6 and abs(y0 - 247) < 6 and abs(x1 - 173) < 6 and abs(y1 - 341) < 6
+    (lx, ly), (rx, ry) = rec["faces"][0]["landmarks5"][:2]  # the eyes lie one above the other
+    assert abs(lx - rx) < 6 and ry < ly - 30
+    out = np.asarray(Image.open(tmp_path / "b" / "restored_imgs" / "side.png")).astype(int)
+    diff = np.abs(out - side.astype(int)).mean(-1)
+    assert diff[270:320, 100:150].mean() > 5 and diff[:60, :60].mean() < 1  # the face restored (+10), not the rest
+
+
 def test_jfif_files_are_found_and_sub_folders_left_out_are_said(tmp_path, astro, capsys):
     """.jfif/.jpe (what browsers save JPEGs as) were skipped "without an image extension"; a folder's sub-folders were
     left out without a word when the folder had images of its own."""

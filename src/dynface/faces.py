@@ -177,12 +177,14 @@ class FaceDetector:
         min_score: float = 0.0,
         min_eye_dist: float = 5.0,
         verify_below: float | None = 0.3,
+        turned: bool = False,
     ):
         if kind not in DETECTORS:
             raise ValueError(f"unknown detector {kind!r} ({' or '.join(DETECTORS)})")
         self.kind, self.upsample, self.max_side = kind, upsample, int(max_side)
         self.min_score, self.min_eye_dist = float(min_score), float(min_eye_dist)
         self.verify_below = verify_below
+        self.turned = bool(turned)  # also search the photo turned a quarter each way (faces lying sideways)
 
     def detection_copy(self, w: int, h: int, max_side: int | None = None) -> tuple[float, tuple[int, int], int]:
         """For a ``w`` x ``h`` photo: the detection copy's scale (<= 1), its (w, h) and the pyramid upsampling
@@ -219,21 +221,31 @@ class FaceDetector:
     def detect(self, img: np.ndarray) -> list[Face]:
         img = as_rgb_uint8(img)
         h, w = img.shape[:2]
-        found: list[tuple[np.ndarray, float]] = []
-        for side in self.scales(w, h):
-            found = merge_boxes(found, self._found(img, side))
-        faces = []
-        for box, s in found:
-            if s < self.min_score:
-                continue
-            box[[0, 2]] = box[[0, 2]].clip(-0.25 * w, 1.25 * w)
-            box[[1, 3]] = box[[1, 3]].clip(-0.25 * h, 1.25 * h)
-            if self.kind == "hog" and self.verify_below is not None and s < self.verify_below and not self.cnn_confirms(img, box):
-                continue
-            pts68 = self.landmarks68(img, box)
-            face = Face(tuple(float(v) for v in box), landmarks68_to_5(pts68), float(s), pts68)
-            if face.eye_distance >= self.min_eye_dist:
-                faces.append(face)
+        faces: list[Face] = []
+        # upright first; with ``turned`` also the photo turned a quarter each way (np.rot90 k = 1: counter-clockwise),
+        # each face found there is kept unless an upright one covers it, and is mapped back into the photo: its
+        # points then align it upright as any face (the 5-point similarity takes the turn)
+        for k in (0, 1, 3) if self.turned else (0,):
+            view = np.ascontiguousarray(np.rot90(img, k)) if k else img
+            vh, vw = view.shape[:2]
+            found: list[tuple[np.ndarray, float]] = []
+            for side in self.scales(vw, vh):
+                found = merge_boxes(found, self._found(view, side))
+            for box, s in found:
+                if s < self.min_score:
+                    continue
+                box[[0, 2]] = box[[0, 2]].clip(-0.25 * vw, 1.25 * vw)
+                box[[1, 3]] = box[[1, 3]].clip(-0.25 * vh, 1.25 * vh)
+                in_photo = _unturn_box(box, k, w, h)
+                if k and any(_overlap(in_photo, np.asarray(f.bbox)) > 0.5 for f in faces):
+                    continue
+                if (self.kind == "hog" and self.verify_below is not None and s < self.verify_below
+                        and not self.cnn_confirms(view, box)):
+                    continue
+                pts68 = _unturn_points(self.landmarks68(view, box), k, w, h)
+                face = Face(tuple(float(v) for v in in_photo), landmarks68_to_5(pts68), float(s), pts68)
+                if face.eye_distance >= self.min_eye_dist:
+                    faces.append(face)
         faces.sort(key=lambda fc: (fc.center[0], fc.center[1]))
         return faces
 
@@ -284,6 +296,26 @@ class FaceDetector:
         with _LOCK:
             shape = sp(roi, rect)
         return np.array([[p.x + rx0, p.y + ry0] for p in shape.parts()], dtype=np.float64)
+
+
+def _unturn_points(pts: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
+    """Points (x, y; pixel centres) found in ``np.rot90(photo, k)`` of a ``w`` x ``h`` photo, in the photo."""
+    x, y = pts[:, 0], pts[:, 1]
+    if k == 1:  # view[i, j] = photo[j, w - 1 - i]
+        return np.stack([w - 1 - y, x], axis=1)
+    if k == 3:  # view[i, j] = photo[h - 1 - j, i]
+        return np.stack([y, h - 1 - x], axis=1)
+    return pts
+
+
+def _unturn_box(box: np.ndarray, k: int, w: int, h: int) -> np.ndarray:
+    """A box (x0, y0, x1, y1; pixel edges) found in ``np.rot90(photo, k)``, in the photo."""
+    x0, y0, x1, y1 = box
+    if k == 1:
+        return np.array([w - y1, x0, w - y0, x1], dtype=np.float64)
+    if k == 3:
+        return np.array([y0, h - x1, y1, h - x0], dtype=np.float64)
+    return box
 
 
 def _overlap(a: np.ndarray, b: np.ndarray) -> float:

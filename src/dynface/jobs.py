@@ -89,8 +89,8 @@ COLOR_FIXES = ("wavelet", "adain", "none")
 DETAIL_MODES = ("keep", "restored")
 MAX_SEED = 2**63 - 1  # = dynface.pipeline.MAX_SEED (torch.Generator's range), here so that importing jobs needs no torch
 FACELESS_NOTE = "no face found: written upscaled, as it is (--keep-faceless)"
-NO_FACE_HINT = ("--detector cnn (slower) also finds turned, blurred and dark faces; --keep-faceless writes a photo "
-                "without a face found as it is")
+NO_FACE_HINT = ("--detector cnn (slower) also finds turned, blurred and dark faces, --detect-turned faces lying "
+                "sideways; --keep-faceless writes a photo without a face found as it is")
 MIN_ALIGNED_SIDE = 16  # px: smaller aligned crops are refused
 NEAR_LIMIT = 2.0  # a photo whose smallest face found is under this many times the detection limit gets a note
 MAX_ALIGNED_ASPECT = 1.25  # longer side / shorter side: beyond this an aligned crop is refused (it would stretch)
@@ -145,6 +145,7 @@ class RestoreSettings:
     draw_box: bool = False
     detector: str = "hog"
     detect_side: int = 2000  # detection runs on a copy at most this many px on its longer side (faces.DETECT_MAX_SIDE)
+    detect_turned: bool = False  # also search the photo turned a quarter each way (faces lying sideways)
     bg_upsampler: str = "lanczos"
     min_score: float = 0.0
     border: str = "reflect"  # = faces.DEFAULT_BORDER (faces is not imported here: it pulls in dlib and cv2)
@@ -1066,7 +1067,7 @@ def _all_on_disk(out: Path, rels: list[str], on_disk: set[str] | None = None) ->
 # size, device, compile, engine), which changes at most the rounding ("Reproducible whatever the batching").
 OUTPUT_FLAGS = ("model", "mode", "steps", "seed", "fidelity", "upscale", "aligned", "ext", "suffix", "precision",
                 "detail", "color_fix", "guidance", "dblm", "dgsa", "dsst", "restorer", "input_template", "alignment",
-                "only_center_face", "draw_box", "detector", "detect_side", "bg_upsampler", "min_score", "border", "save_maps", "exact",
+                "only_center_face", "draw_box", "detector", "detect_side", "detect_turned", "bg_upsampler", "min_score", "border", "save_maps", "exact",
                 "strip_metadata")
 
 
@@ -2055,7 +2056,8 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
         from dynface.faces import FaceDetector
 
         bg = load_bg_upsampler(settings.bg_upsampler)
-        detector = FaceDetector(kind=settings.detector, min_score=settings.min_score, max_side=settings.detect_side)
+        detector = FaceDetector(kind=settings.detector, min_score=settings.min_score, max_side=settings.detect_side,
+                                turned=settings.detect_turned)
         if cross_photo_batches(restorer, settings):
             _restore_photos_batched(items, out, settings, restorer, detector, bg, tracker, finish)
         else:  # one photo per restorer call (reduced precision or an accelerator with deterministic, no seeds)

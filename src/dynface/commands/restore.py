@@ -208,6 +208,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "photos (scans) smaller faces are missed (a 7000-px scan: under about 140 px; with PX 7000, "
                         "80 px), slower, and the default copy is searched too; a photo without a face found, or whose "
                         "smallest face found is near the limit, says what it would take")
+    p.add_argument("--detect-turned", action="store_true",
+                   help="also search each photo turned a quarter each way: faces lying sideways (a scan stored "
+                        "sideways, a person lying down) are found and restored upright, then put back as they lie; "
+                        "detection takes about three times as long")
     p.add_argument("--max-megapixels", type=number(float, 0, lo_open=True), default=jobs.MAX_PIXELS / 1e6, metavar="MP",
                    help=f"largest input image, per file (default {jobs.MAX_PIXELS / 1e6:g} MP); larger ones are refused "
                         "before decoding. Raise it for big scans: memory grows with it (about 1.6 GB for a 24-MP scan "
