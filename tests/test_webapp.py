@@ -143,6 +143,27 @@ def test_photo_request_gives_the_cli_layout_table_comparisons_and_zip(app, uploa
     assert LOADS == ["embedded-64"]  # the allow-list name went to the job layer's loader
 
 
+def test_the_page_finds_faces_lying_sideways_and_can_leave_the_metadata_out(app, uploads):
+    """The command line's --detect-turned and --strip-metadata as the page's two checkboxes (a family photo scanned
+    sideways; a photo to share without its location)."""
+    import io
+
+    src = Image.fromarray(np.ascontiguousarray(np.rot90(data.astronaut(), 1)))
+    exif = src.getexif()
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}
+    buf = io.BytesIO()
+    src.save(buf, "PNG", exif=exif.tobytes())
+    f = _put(uploads, "side.png", buf.getvalue())
+    assert [r.status for r in app.restore([f], model="embedded-64").results] == ["no_face"]
+    res = app.restore([f], model="embedded-64", turned=True, strip_metadata=True, upscale=1)
+    assert [(r.status, r.faces) for r in res.results] == [("done", 1)]
+    with zipfile.ZipFile(res.zip_path) as z, Image.open(io.BytesIO(z.read("restored_imgs/side.png"))) as im:
+        assert not im.getexif().get_ifd(0x8825) and "dynfacerestore" in im.getexif()[0x0131]
+    res = app.restore([f], model="embedded-64", turned=True, upscale=1)
+    with zipfile.ZipFile(res.zip_path) as z, Image.open(io.BytesIO(z.read("restored_imgs/side.png"))) as im:
+        assert im.getexif().get_ifd(0x8825).get(1) == "N"  # kept unless asked
+
+
 def test_iphone_heic_upload_shows_in_the_page_and_zips_as_jpeg(app, uploads):
     """A HEIC photo (which browsers do not show) gets its before/after pair as PNG/JPEG and a JPEG in the zip."""
     f = _put(uploads, "IMG_0001.HEIC", (HERE / "data" / "phone_o6.heic").read_bytes())
@@ -515,7 +536,8 @@ def test_the_api_page_names_every_parameter_and_output(app):
 
     ep = build_app(app).get_api_info()["named_endpoints"]["/restore"]
     assert [p["parameter_name"] for p in ep["parameters"]] == [
-        "files", "pasted", "model", "mode", "aligned", "fidelity", "steps", "seed", "precision", "upscale", "color_fix"]
+        "files", "pasted", "model", "mode", "aligned", "fidelity", "steps", "seed", "precision", "upscale", "color_fix",
+        "turned", "strip_metadata"]
     labels = [r["label"] for r in ep["returns"]]
     assert labels[:3] == ["status", "compare", "before / after"] and len(labels) == 7
     assert not any(str(x).startswith(("value_", "parameter_", "param_"))
@@ -546,9 +568,9 @@ def test_out_of_range_api_values_are_refused_with_a_reason_and_one_log_line(app,
     demo = build_app(app)
     (fn,) = [f for f in demo.fns.values() if f.api_name == "restore"]
     names = ["files", "pasted", "model", "mode", "aligned", "fidelity", "steps", "seed", "precision", "upscale",
-             "color_fix"]
+             "color_fix", "turned", "strip_metadata"]
     good = dict(zip(names, [[_put(uploads, "astronaut.png", astro_png)], None, "embedded-64", "full", False, 0.5, "",
-                            0, "auto", 2.0, "model default"], strict=True))
+                            0, "auto", 2.0, "model default", False, False], strict=True))
     for blk in fn.inputs:  # what lets their preprocess hand the value over as it is (nothing to round or map)
         if isinstance(blk, gr.Slider | gr.Number):
             assert blk.precision is None

@@ -395,7 +395,7 @@ def _http_call(base: str, data: list) -> str:
 
 
 def test_plain_http_cannot_name_a_server_path_or_fetch_server_files(server):
-    rest = [None, "embedded-64", "full", False, 0.5, "", 0, "auto", 2.0, "model default"]
+    rest = [None, "embedded-64", "full", False, 0.5, "", 0, "auto", 2.0, "model default", False, False]
     answer = _http_call(server.url, [[{"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}], *rest])
     assert "event: error" in answer and "complete" not in answer
     weights = ROOT / "src" / "dynface" / "weights" / "embedded-64" / "prior.safetensors"

@@ -221,7 +221,7 @@ class WebApp:
     # ---------------------------------------------------------------- validation
     def settings(self, *, model: str, mode: str = "full", aligned: bool = False, fidelity: float | None = 0.5,
                  steps: str | None = None, seed: int | float = 0, precision: str = "auto", upscale: float = 2.0,
-                 color_fix: str | None = None):
+                 color_fix: str | None = None, turned: bool = False, strip_metadata: bool = False):
         """A :class:`dynface.jobs.RestoreSettings` from the page's controls, or :class:`WebRequestError`."""
         from dynface import jobs
 
@@ -252,7 +252,7 @@ class WebApp:
         settings = jobs.RestoreSettings(
             model=self.models[model], mode=mode, steps=steps, seed=seed_i, fidelity=fidelity, upscale=upscale,
             aligned=bool(aligned), device=self.config.device, precision=precision, save_maps=True, color_fix=color_fix,
-            max_pixels=self.config.max_pixels,
+            max_pixels=self.config.max_pixels, detect_turned=bool(turned), strip_metadata=bool(strip_metadata),
         )
         try:
             jobs.check_settings(settings)
@@ -470,7 +470,7 @@ class WebApp:
 
     # ---------------------------------------------------------------- the page's handler
     def ui_restore(self, files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
-                   color_fix, progress=None, gone=None):
+                   color_fix, turned=False, strip_metadata=False, progress=None, gone=None):
         """The Restore button (and the ``/restore`` API endpoint): the page's outputs, in order."""
         import gradio as gr
 
@@ -486,7 +486,7 @@ class WebApp:
         try:
             res = self.restore(paths, progress=bar, gone=gone, model=model, mode=mode, aligned=aligned,
                                fidelity=fidelity, steps=steps, seed=seed, precision=precision, upscale=upscale,
-                               color_fix=color_fix)
+                               color_fix=color_fix, turned=turned, strip_metadata=strip_metadata)
         except WebRequestError as e:  # one line in the server's log, no traceback; the reason to the client
             _log(f"refused a request: {str(e).removeprefix('refused: ')}")
             raise gr.Error(str(e), print_exception=False) from None
@@ -780,16 +780,17 @@ def build_app(app: WebApp):
 
     def restore_handler(files=None, pasted=None, model=default_model, mode="full", aligned=False, fidelity=0.5,
                         steps="", seed=0, precision="auto", upscale=2.0, color_fix="model default",
-                        request: gr.Request = None,
+                        turned=False, strip_metadata=False, request: gr.Request = None,
                         progress=gr.Progress()):  # noqa: B008  (Gradio finds its progress tracker by this default)
         """Restore the faces of the uploaded photos (or aligned crops). API: only ``files`` is required."""
         return app.ui_restore(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
-                              color_fix, progress=progress, gone=_client_gone(demo, request))
+                              color_fix, turned, strip_metadata, progress=progress, gone=_client_gone(demo, request))
 
     def page_handler(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
-                     request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
+                     turned, strip_metadata, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
         app.stop_asked(getattr(request, "session_hash", None), clear=True)  # a Stop pressed as the last one ended
         return app.ui_page(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
+                           turned, strip_metadata,
                            progress=progress, gone=_client_gone(demo, request, app))
 
     def stop_handler(request: gr.Request = None):
@@ -833,6 +834,12 @@ def build_app(app: WebApp):
                                         info="how many times larger the restored photo is")
                     for c in (fidelity, upscale):
                         _checked_by_the_app(c)
+                    turned = gr.Checkbox(False, label="also look for faces lying sideways", elem_id="turned",
+                                         info="a scan stored turned, someone lying down; finding faces takes about "
+                                              "three times as long")
+                    strip_metadata = gr.Checkbox(False, label="remove the photo's metadata (location, camera, date)",
+                                                 elem_id="strip", info="for photos you will share; the colours stay "
+                                                                       "as they are")
                 with gr.Accordion("Advanced (for comparisons and research)", open=False, elem_id="advanced"):
                     mode = gr.Dropdown(list(MODES), value="full", label="mode (full or an ablation)", elem_id="mode",
                                        info="full is the method; the others leave out one of its parts, as the "
@@ -875,7 +882,8 @@ def build_app(app: WebApp):
                 zipped = gr.File(label="download everything (zip, the CLI's folder layout)", elem_id="zip")
         state = gr.State({})
 
-        inputs = [files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix]
+        inputs = [files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix, turned,
+                  strip_metadata]
         outputs = [status, compare, slider, gallery, explain, table, zipped, state]
         # while a request runs: Restore is off (a second click was silently dropped) and Stop on
         busy = run.click(_buttons(running=True), outputs=[run, stop], api_visibility="private", queue=False)
