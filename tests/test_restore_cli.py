@@ -1045,7 +1045,10 @@ def test_a_closer_look_keeps_the_faces_the_default_finds_and_small_finds_are_tol
     one = real(det, pano, 2000)
     assert len(one) == 1
     for fine in ([], one, [(one[0][0] + 8, 0.9)]):  # missed, the same box, the same face a little off
-        monkeypatch.setattr(faces_mod.FaceDetector, "_found", lambda self, img, side, fine=fine: fine if side == 9000 else one)
+        def found(self, img, side, pad=0.0, fine=fine):  # the edge search (pad) adds nothing here
+            return [] if pad else fine if side == 9000 else one
+
+        monkeypatch.setattr(faces_mod.FaceDetector, "_found", found)
         assert len(det.detect(pano)) == 1
     box = np.array([0.0, 0, 10, 10])
     far = [(box + 100, 0.5)]
@@ -1073,6 +1076,33 @@ def test_a_face_lying_sideways_is_found_with_detect_turned(tmp_path, astro, caps
     out = np.asarray(Image.open(tmp_path / "b" / "restored_imgs" / "side.png")).astype(int)
     diff = np.abs(out - side.astype(int)).mean(-1)
     assert diff[270:320, 100:150].mean() > 5 and diff[:60, :60].mean() < 1  # the face restored (+10), not the rest
+
+
+def test_a_face_cut_by_the_photos_edge_is_found(tmp_path, astro, capsys):
+    """A face cut by the photo's edge (someone at the edge of a group photo or entering a CCTV frame) was seldom
+    found: the detector's window must lie inside the image. The edge search scans the copy padded by edge
+    replication too; the cut face is found (its points as on the whole face) unless --no-detect-edges."""
+    import cv2
+
+    from dynface.faces import FaceDetector
+
+    close = cv2.resize(np.ascontiguousarray(astro[30:250, 110:330]), (440, 440), interpolation=cv2.INTER_LANCZOS4)
+    whole = FaceDetector(edges=False).detect(close)[0]
+    y0, y1 = int(whole.bbox[1]), int(whole.bbox[3])
+    for cut, off in ((close[y0 + 45:], y0 + 45), (close[: y1 - 65], 0)):  # the forehead, the chin cut away
+        cut = np.ascontiguousarray(cut)
+        assert FaceDetector(edges=False).detect(cut) == []
+        (face,) = FaceDetector().detect(cut)
+        assert np.abs(face.landmarks + [0, off] - whole.landmarks).max() < 0.08 * whole.eye_distance
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(np.ascontiguousarray(close[: y1 - 65])).save(d / "cut.png")
+    assert _restore("-i", d, "-o", tmp_path / "a", "-s", "1") == 0
+    rec = json.loads((tmp_path / "a" / "records" / "cut.json").read_text())
+    assert rec["num_faces"] == 1 and rec["settings"]["flags"]["detect_edges"] is True
+    assert rec["faces"][0]["bbox"][3] > y1 - 65  # the box goes beyond the photo's bottom
+    assert _restore("-i", d, "-o", tmp_path / "b", "-s", "1", "--no-detect-edges") == 1
+    assert "cut.png: no face found" in capsys.readouterr().out
 
 
 def test_jfif_files_are_found_and_sub_folders_left_out_are_said(tmp_path, astro, capsys):

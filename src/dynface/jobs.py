@@ -146,6 +146,7 @@ class RestoreSettings:
     detector: str = "hog"
     detect_side: int = 2000  # detection runs on a copy at most this many px on its longer side (faces.DETECT_MAX_SIDE)
     detect_turned: bool = False  # also search the photo turned a quarter each way (faces lying sideways)
+    detect_edges: bool = True  # also search the photo padded at its edges (faces cut by the photo's edge)
     bg_upsampler: str = "lanczos"
     min_score: float = 0.0
     border: str = "reflect"  # = faces.DEFAULT_BORDER (faces is not imported here: it pulls in dlib and cv2)
@@ -1067,7 +1068,7 @@ def _all_on_disk(out: Path, rels: list[str], on_disk: set[str] | None = None) ->
 # size, device, compile, engine), which changes at most the rounding ("Reproducible whatever the batching").
 OUTPUT_FLAGS = ("model", "mode", "steps", "seed", "fidelity", "upscale", "aligned", "ext", "suffix", "precision",
                 "detail", "color_fix", "guidance", "dblm", "dgsa", "dsst", "restorer", "input_template", "alignment",
-                "only_center_face", "draw_box", "detector", "detect_side", "detect_turned", "bg_upsampler", "min_score", "border", "save_maps", "exact",
+                "only_center_face", "draw_box", "detector", "detect_side", "detect_turned", "detect_edges", "bg_upsampler", "min_score", "border", "save_maps", "exact",
                 "strip_metadata")
 
 
@@ -2057,7 +2058,7 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
 
         bg = load_bg_upsampler(settings.bg_upsampler)
         detector = FaceDetector(kind=settings.detector, min_score=settings.min_score, max_side=settings.detect_side,
-                                turned=settings.detect_turned)
+                                turned=settings.detect_turned, edges=settings.detect_edges)
         if cross_photo_batches(restorer, settings):
             _restore_photos_batched(items, out, settings, restorer, detector, bg, tracker, finish)
         else:  # one photo per restorer call (reduced precision or an accelerator with deterministic, no seeds)
