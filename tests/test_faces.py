@@ -244,6 +244,24 @@ def test_upscale_and_hooks(astro):
     assert d[ring].mean() < 4
 
 
+def test_box_numbers_go_above_below_or_inside_at_the_chin():
+    """--draw-box's number went above the box, or inside at its top: over the eyes of a face filling the photo (a
+    face cut by the edge, found since the edge search). Now: above, else below, else inside at the bottom."""
+    from dynface.faces import draw_boxes
+
+    def green(img):
+        return np.argwhere((img == (0, 255, 0)).all(-1))
+
+    blank = np.zeros((400, 300, 3), np.uint8)
+    above = green(draw_boxes(blank.copy(), [(50, 150, 250, 350)], labels=["00"]))
+    assert above[:, 0].min() < 150 - 10  # text over the box's top edge
+    below = green(draw_boxes(blank.copy(), [(50, 5, 250, 205)], labels=["00"]))
+    assert below[:, 0].max() > 205 + 10
+    inside = draw_boxes(blank.copy(), [(-40, 10, 250, 395)], labels=["00"])
+    text = green(inside[20:380, 5:240])  # inside the box, its lines left out
+    assert len(text) > 20 and text[:, 0].min() + 20 > 360 * 0.7  # only in the bottom part, far from the eyes
+
+
 def test_one_batch_for_all_faces_and_center_face(astro):
     two = np.ascontiguousarray(np.concatenate([astro, astro[:, ::-1]], axis=1))
     r = FakeRestorer(64, "utkface64")

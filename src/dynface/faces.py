@@ -714,10 +714,13 @@ def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def draw_boxes(img: np.ndarray, boxes: Sequence[Sequence[float]], scale_xy: tuple[float, float] = (1.0, 1.0), color=(0, 255, 0),
                labels: Sequence[str] | None = None) -> np.ndarray:
-    """Rectangles around the faces (boxes in original-photo coordinates), in place; ``labels``: a text per box,
-    written above it (inside when the box touches the top), e.g. the face's number as the file names have it
-    (``photo_07.png`` is ``07``): in a group photo the numbers, which go left to right, tell whose face is whose."""
+    """Rectangles around the faces (boxes in original-photo coordinates), in place; ``labels``: a text per box, e.g.
+    the face's number as the file names have it (``photo_07.png`` is ``07``): in a group photo the numbers, which go
+    left to right, tell whose face is whose. The text goes above the box, else below it, else (a face filling the
+    photo, or cut by its top and bottom) inside it at the bottom, half as large, over the chin rather than the eyes;
+    it starts at the box's left edge or the photo's."""
     t = max(1, round(2 * float(np.mean(scale_xy))))
+    h = img.shape[0]
     for i, b in enumerate(boxes):
         x0, y0, x1, y1 = b
         p0 = (int(round(x0 * scale_xy[0])), int(round(y0 * scale_xy[1])))
@@ -725,8 +728,15 @@ def draw_boxes(img: np.ndarray, boxes: Sequence[Sequence[float]], scale_xy: tupl
         cv2.rectangle(img, p0, p1, color, t)
         if labels is not None:
             font, size = cv2.FONT_HERSHEY_SIMPLEX, max(0.4, 0.012 * (p1[0] - p0[0]))  # text ~ a third of the box
-            (tw, th), base = cv2.getTextSize(labels[i], font, size, t)
-            y = p0[1] - t - base if p0[1] - t - base - th >= 0 else p0[1] + th + t + base
+            (_, th), base = cv2.getTextSize(labels[i], font, size, t)
+            if p0[1] - t - base - th >= 0:
+                y = p0[1] - t - base  # baseline above the box
+            elif p1[1] + t + th + base < h:
+                y = p1[1] + t + th  # below it
+            else:  # inside, at the bottom, half as large
+                size = max(0.4, size / 2)
+                base = cv2.getTextSize(labels[i], font, size, t)[1]
+                y = min(p1[1], h - 1) - t - base
             cv2.putText(img, labels[i], (max(0, p0[0]), y), font, size, color, t, cv2.LINE_AA)
     return img
 
