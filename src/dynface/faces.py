@@ -176,7 +176,8 @@ class FaceDetector:
     cut through on each side by 10/20/30/40 % of the photo, the plain search found 154/117/43/0 of 156, with the
     edge search 156/146/115/65, and no face more elsewhere (9 whole photos: the same faces; none on 8 pictures
     without one); detection took ×2.3 as long (``benchmarks/edge_faces.py``, ``docs/results/edge_faces.md``).
-    The faces the plain search finds are kept as it finds them.
+    The faces the plain search finds are kept as it finds them. The CNN detector finds most cut faces by itself (14
+    of 24 such cases at 30–40 % cuts, 16 with the edge search, which made its detection ×2.5 as long).
     """
 
     def __init__(
