@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     files = list_images(args.faces)
     random.Random(0).shuffle(files)
     found = {(name, c): [0, 0, [], 0] for name in WAYS for c in [0.0, *cuts]}  # cases, found, errors, extra faces
+    by_side = {(name, c, side): 0 for name in WAYS for c in [0.0, *cuts] for side in (*SIDES, "none")}  # found
     used = 0
     for f in files[: args.n]:
         face = Image.open(f).convert("RGB")
@@ -80,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                     row[0] += 1
                     if got:
                         row[1] += 1
+                        by_side[name, c, side] += 1
                         row[2].append(float(np.abs(got[0].landmarks + off - ref[0].landmarks).max() / ref[0].eye_distance))
                         row[3] += len(got) - 1
         print(f"  {used} faces", flush=True)
@@ -109,6 +111,11 @@ def main(argv: list[str] | None = None) -> int:
         for name in WAYS:
             n, k, err, extra = found[name, c]
             lines.append(f"| {c:.0%} | {name} | {k}/{n} | {q(err, 50)} | {q(err, 90)} | {extra} |")
+    lines += ["", f"Found by the side cut (of {used} each; without / with the edge search):", "",
+              "| cut | " + " | ".join(SIDES) + " |", "|---|" + "---|" * len(SIDES)]
+    for c in cuts:
+        lines.append(f"| {c:.0%} | " + " | ".join(" / ".join(str(by_side[name, c, side]) for name in WAYS)
+                                                  for side in SIDES) + " |")
     same = sum(len(set(v.values())) == 1 for v in counts.values())
     lines += ["", f"Whole photos and pictures without a face: the same number of faces found on {same} of "
               f"{len(counts)}.", "", "| picture | " + " | ".join(WAYS) + " |", "|---|" + "---|" * len(WAYS)]

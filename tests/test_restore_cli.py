@@ -1081,7 +1081,8 @@ def test_a_face_lying_sideways_is_found_with_detect_turned(tmp_path, astro, caps
 def test_a_face_cut_by_the_photos_edge_is_found(tmp_path, astro, capsys):
     """A face cut by the photo's edge (someone at the edge of a group photo or entering a CCTV frame) was seldom
     found: the detector's window must lie inside the image. The edge search scans the copy padded by edge
-    replication too; the cut face is found (its points as on the whole face) unless --no-detect-edges."""
+    replication too; the cut face is found (its points as on the whole face) unless --no-detect-edges. Its saved
+    crops are grey beyond the photo's edge (they showed the mirrored fill: doubled eyes, edge audit)."""
     import cv2
 
     from dynface.faces import FaceDetector
@@ -1101,8 +1102,33 @@ def test_a_face_cut_by_the_photos_edge_is_found(tmp_path, astro, capsys):
     rec = json.loads((tmp_path / "a" / "records" / "cut.json").read_text())
     assert rec["num_faces"] == 1 and rec["settings"]["flags"]["detect_edges"] is True
     assert rec["faces"][0]["bbox"][3] > y1 - 65  # the box goes beyond the photo's bottom
+    assert 0.1 < rec["faces"][0]["outside_photo"] < 0.5  # the crop's share beyond the photo's edge
+    for sub in ("cropped_faces", "restored_faces"):  # grey there, not the mirrored fill the model was given
+        crop = np.asarray(Image.open(tmp_path / "a" / sub / "cut_00.png").convert("RGB"))
+        assert (crop[-3:] == (135, 133, 132)).all() and not (crop[:3] == (135, 133, 132)).all(-1).any()
     assert _restore("-i", d, "-o", tmp_path / "b", "-s", "1", "--no-detect-edges") == 1
     assert "cut.png: no face found" in capsys.readouterr().out
+
+
+def test_a_face_the_cnn_check_turns_down_at_the_edge_gets_a_second_chance(astro, monkeypatch):
+    """A face cut at a photo's corner (edge audit): the plain search found it weakly, the CNN check (on a region cut
+    by the edge) turned it down, and the edge search's box for it was dropped as the same face. Now the edge search's
+    finds are kept unless a face kept before covers them, so its box is checked (on a filled region) and kept."""
+    from dynface import faces as faces_mod
+
+    plain, padded = np.array([-40.0, -39, 133, 134]), np.array([-19.0, -19, 137, 137])
+    monkeypatch.setattr(faces_mod.FaceDetector, "_found",
+                        lambda self, img, side, pad=0.0: [((padded if pad else plain).copy(), 0.25 if pad else 0.23)])
+    monkeypatch.setattr(faces_mod.FaceDetector, "cnn_confirms", staticmethod(lambda img, box: box[0] > -30))
+    monkeypatch.setattr(faces_mod.FaceDetector, "landmarks68",  # the eyes (points 36-47) 60 px apart
+                        staticmethod(lambda img, box: np.array([[box[0] + 50 + 60 * (42 <= i < 48), box[1] + 70]
+                                                                for i in range(68)], dtype=float)))
+    (face,) = faces_mod.FaceDetector().detect(astro)
+    assert face.bbox == (-19.0, -19.0, 137.0, 137.0)
+    assert faces_mod.FaceDetector(edges=False).detect(astro) == []
+    monkeypatch.setattr(faces_mod.FaceDetector, "cnn_confirms", staticmethod(lambda img, box: True))
+    (face,) = faces_mod.FaceDetector().detect(astro)  # both pass: the plain search's box is kept, once
+    assert face.bbox == (-40.0, -39.0, 133.0, 134.0)
 
 
 def test_jfif_files_are_found_and_sub_folders_left_out_are_said(tmp_path, astro, capsys):

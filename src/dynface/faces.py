@@ -174,7 +174,7 @@ class FaceDetector:
     replicated) and add the faces centred in the photo that the plain search missed. The detector's window must
     lie inside the image it scans, so a face cut by the photo's edge was seldom found: on 39 UTKFace val faces ×2,
     cut through on each side by 10/20/30/40 % of the photo, the plain search found 154/117/43/0 of 156, with the
-    edge search 156/146/115/65, and no face more elsewhere (9 whole photos: the same faces; none on 8 pictures
+    edge search 156/147/117/65, and no face more elsewhere (9 whole photos: the same faces; none on 8 pictures
     without one); detection took ×2.3 as long (``benchmarks/edge_faces.py``, ``docs/results/edge_faces.md``).
     The faces the plain search finds are kept as it finds them. The CNN detector finds most cut faces by itself (14
     of 24 such cases at 30–40 % cuts, 16 with the edge search, which made its detection ×2.5 as long).
@@ -245,7 +245,10 @@ class FaceDetector:
         faces: list[Face] = []
         # upright first; with ``turned`` also the photo turned a quarter each way (np.rot90 k = 1: counter-clockwise),
         # each face found there is kept unless an upright one covers it, and is mapped back into the photo: its
-        # points then align it upright as any face (the 5-point similarity takes the turn)
+        # points then align it upright as any face (the 5-point similarity takes the turn). The edge search's finds
+        # come after the plain search's and are not merged with them: each is kept unless a face kept before covers
+        # it, so a face by the edge that the plain search found but the CNN check turned down (its region cut by the
+        # edge) gets a second chance from the edge search's box (a face cut at a photo's corner, edge audit)
         for k in (0, 1, 3) if self.turned else (0,):
             view = np.ascontiguousarray(np.rot90(img, k)) if k else img
             vh, vw = view.shape[:2]
@@ -253,14 +256,14 @@ class FaceDetector:
             for side in self.scales(vw, vh):
                 found = merge_boxes(found, self._found(view, side))
             for side in self.scales(vw, vh) if self.edges else ():
-                found = merge_boxes(found, self._found(view, side, EDGE_PAD))
+                found += self._found(view, side, EDGE_PAD)
             for box, s in found:
                 if s < self.min_score:
                     continue
                 box[[0, 2]] = box[[0, 2]].clip(-0.25 * vw, 1.25 * vw)
                 box[[1, 3]] = box[[1, 3]].clip(-0.25 * vh, 1.25 * vh)
                 in_photo = _unturn_box(box, k, w, h)
-                if k and any(_overlap(in_photo, np.asarray(f.bbox)) > 0.5 for f in faces):
+                if any(_overlap(in_photo, np.asarray(f.bbox)) > 0.5 for f in faces):
                     continue
                 if (self.kind == "hog" and self.verify_below is not None and s < self.verify_below
                         and not self.cnn_confirms(view, box)):
@@ -598,6 +601,28 @@ def warp_face(img: np.ndarray, affine: np.ndarray, size: int, border: str = DEFA
     return cv2.warpAffine(np.ascontiguousarray(roi), m[:2], (size, size), flags=cv2.INTER_LINEAR, borderMode=mode, borderValue=value)
 
 
+def outside_photo(affine: np.ndarray, size: int, w: int, h: int) -> np.ndarray:
+    """(size, size) bool: the pixels of the aligned crop (``affine``: photo → crop) whose source lies beyond the edge
+    of the ``w`` x ``h`` photo, where the crop holds the border fill (``--border``), not the photo."""
+    inv = cv2.invertAffineTransform(np.asarray(affine, dtype=np.float64))
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    sx = inv[0, 0] * xs + inv[0, 1] * ys + inv[0, 2]
+    sy = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
+    return (sx < -0.5) | (sx > w - 0.5) | (sy < -0.5) | (sy > h - 0.5)
+
+
+def grey_outside(face: np.ndarray, outside: np.ndarray) -> np.ndarray:
+    """``face`` (a crop or its restoration) with the pixels beyond the photo's edge (:func:`outside_photo`, resized
+    to the face's size) set to :data:`BORDER_VALUE` grey; ``face`` itself when none are."""
+    if not outside.any():
+        return face
+    if outside.shape != face.shape[:2]:
+        outside = cv2.resize(outside.astype(np.uint8), face.shape[1::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
+    out = face.copy()
+    out[outside] = BORDER_VALUE
+    return out
+
+
 def inverse_affine(affine: np.ndarray, crop_size: int, face_size: int | None = None, scale_xy: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
     """2×3 map from a restored face's pixels (``face_size`` px; the crop was ``crop_size``) to the pixels of the
     photo resized by ``scale_xy``."""
@@ -785,7 +810,9 @@ class PhotoResult:
     in the order of ``faces``:
 
     - ``crops``: the aligned faces cut from the photo, RGB uint8 (S, S, 3) at the model's size S;
-    - ``restored``: the restorer's outputs for them, same shape;
+    - ``restored``: the restorer's outputs for them, same shape. For a face cut by the photo's edge, the part of
+      both beyond the edge is grey (:func:`grey_outside`; the model was given the border fill there, and only the
+      photo's part is pasted back); the record's ``outside_photo`` is that part's share of the crop;
     - ``photo``: the whole photo, upscaled by ``upscale``, with the restored faces pasted back (RGB uint8);
     - ``records``: per face, the detection (box, 5 points, score), the alignment ``affine`` (photo → crop), the
       size rule's fields, ``detail``, ``restorer`` (:class:`dynface.pipeline.RestoreOutput`'s record) and
@@ -897,11 +924,18 @@ def finish_photo(
         sz.update(info)
     if draw_box:
         draw_boxes(photo, [f.bbox for f in faces], sxy, labels=[f"{i:02d}" for i in range(len(faces))])
+    # a face cut by the photo's edge: its crop holds the border fill there (the model needs a whole face), which
+    # cropped_faces/, restored_faces/ and cmp/ showed as a mirrored half-face (eyes doubled; edge audit). Only the
+    # photo's part is pasted back; in the returned crops the rest is grey
+    outside = [outside_photo(m, size, w, h) for m in affines]
+    crops = [grey_outside(c, o) for c, o in zip(prep.crops, outside, strict=True)]
+    restored = [grey_outside(r, o) for r, o in zip(restored, outside, strict=True)]
     t4 = time.perf_counter()
     timing["paste_s"] = t4 - t3
     records = []
     for i, (f, m) in enumerate(zip(faces, affines, strict=True)):
-        rec = {"index": i, **f.to_record(), "affine": np.round(m, 6).tolist(), **sizes[i], "detail": detail}
+        rec = {"index": i, **f.to_record(), "affine": np.round(m, 6).tolist(), **sizes[i], "detail": detail,
+               "outside_photo": round(float(outside[i].mean()), 4)}
         rec["restorer"] = recs[i] if i < len(recs) else {}
         rec["timing"] = {
             "detect_s": round(timing["detect_s"], 4),
@@ -909,7 +943,7 @@ def finish_photo(
             "paste_s_shared": round(timing["paste_s"] / max(1, n), 4),
         }
         records.append(rec)
-    return PhotoResult(list(prep.crops), restored, photo, records, list(faces), dict(maps or {}), list(affines), float(sxy[0]), timing)
+    return PhotoResult(crops, restored, photo, records, list(faces), dict(maps or {}), list(affines), float(sxy[0]), timing)
 
 
 def restore_photo(
