@@ -231,6 +231,11 @@ def test_report_counts_failures_and_percentiles(tmp_path, crops, capsys):
     assert rep["counts"] == {"done": 3, "failed": 1, "no_face": 0} and rep["faces"] == 3
     assert rep["seconds_per_face"]["n"] == 3 and rep["seconds_per_face"]["p50"] > 0
     assert main(["report", str(tmp_path / "nothing")]) == 2
+    good = next(f for f in sorted(Path(crops).iterdir()) if f.name != "bad.png")
+    run_job([good], tmp_path / "one", RestoreSettings(aligned=True), restorer=Fake())
+    assert main(["report", str(tmp_path / "one")]) == 0
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "s/face" in ln][0]
+    assert "(1 input, read to written)" in line and "p50" not in line  # one number, not its percentiles
     # the latest line per input wins; percentiles as numpy's
     lines = [{"stem": "a", "status": "failed", "error": "x", "faces": 0, "seconds": 0},
              {"stem": "a", "status": "done", "faces": 2, "seconds": 4.0},

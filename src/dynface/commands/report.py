@@ -173,9 +173,11 @@ def run(args: argparse.Namespace) -> int:
                 + f"; {rep['faces']} face(s) restored")
         lines = [head + f" -> {path}"]
         spf = rep["seconds_per_face"]
-        if spf:
+        if spf and spf["n"] == 1:  # one input: its own number, not percentiles of one
+            lines.append(f"  s/face  {spf['mean']:.3f}  (1 input, read to written)")
+        elif spf:
             lines.append(f"  s/face  p50 {spf['p50']:.3f}  p90 {spf['p90']:.3f}  p99 {spf['p99']:.3f}  "
-                         f"mean {spf['mean']:.3f}  max {spf['max']:.3f}  (n={spf['n']} inputs)")
+                         f"mean {spf['mean']:.3f}  max {spf['max']:.3f}  (n={spf['n']} inputs, read to written)")
         for f in rep["failures"][: max(0, args.max_failures)]:
             lines.append(f"  {'FAILED ' if f['status'] == 'failed' else 'NO FACE'} {f['path']}: {f['error']}")
         if len(rep["failures"]) > args.max_failures:
