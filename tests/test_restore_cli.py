@@ -1103,6 +1103,7 @@ def test_a_face_cut_by_the_photos_edge_is_found(tmp_path, astro, capsys):
     assert rec["num_faces"] == 1 and rec["settings"]["flags"]["detect_edges"] is True
     assert rec["faces"][0]["bbox"][3] > y1 - 65  # the box goes beyond the photo's bottom
     assert 0.1 < rec["faces"][0]["outside_photo"] < 0.5  # the crop's share beyond the photo's edge
+    assert any("1 face(s) cut by the photo's edge (_00)" in n for n in rec["notes"])
     for sub in ("cropped_faces", "restored_faces"):  # grey there, not the mirrored fill the model was given
         crop = np.asarray(Image.open(tmp_path / "a" / sub / "cut_00.png").convert("RGB"))
         assert (crop[-3:] == (135, 133, 132)).all() and not (crop[:3] == (135, 133, 132)).all(-1).any()

@@ -1598,6 +1598,11 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
         rec["timing"]["detect_s"] = round(x.detect_s, 4)
         faces_rec.append(rec)
     notes += box[0] if box else []
+    ph, pw = img.rgb.shape[:2]
+    cut = [f"_{i:02d}" for i, f in enumerate(res.faces) if min(f.bbox[0], f.bbox[1], pw - f.bbox[2], ph - f.bbox[3]) < 0]
+    if cut:  # found by the edge search, mostly: say what the grey in their crops is
+        notes.append(f"{len(cut)} face(s) cut by the photo's edge ({', '.join(cut)}): restored from what the photo "
+                     "holds; their face crops are grey beyond the edge")
     t_write = time.perf_counter() - t2
     total = time.perf_counter() - x.t0 if busy_s is None else busy_s + t_write
     rec = {
