@@ -300,13 +300,14 @@ def _run(args: argparse.Namespace) -> int:
     bar_base = len(complete[0]) if complete else 0
     bar = tqdm(total=len(items), initial=bar_base, unit="img", file=sys.stderr, disable=args.quiet or None, dynamic_ncols=True,
                bar_format="{l_bar}{bar}| {n:.1f}/{total} img [{elapsed}<{remaining}{postfix}]")
+    t0 = time.perf_counter()
     try:
         summary = engines.run_job(args, out, settings, progress=progress, on_result=on_result, items=items, ignored=ignored,
                                   complete=complete)
     finally:
         bar.close()
     if engines.reports():  # under torchrun: rank 0 only
-        _print_summary(summary)
+        _print_summary(summary, time.perf_counter() - t0)
     return summary.exit_code
 
 
@@ -348,7 +349,9 @@ def _note_lines(results: list[jobs.FileResult]) -> list[str]:
 _FAIL_LABEL = {"failed": "FAILED", "no_face": "NO FACE"}
 
 
-def _print_summary(s: jobs.JobSummary) -> None:
+def _print_summary(s: jobs.JobSummary, seconds: float | None = None) -> None:
+    """The run's summary; ``seconds``: its wall time (the model's loading included), said with the faces restored:
+    a run under -q, or in a log, gave no time at all."""
     n = s.total
     done, failed = s.done, s.failed
     faceless = [r for r in done if jobs.FACELESS_NOTE in r.notes]
@@ -359,6 +362,9 @@ def _print_summary(s: jobs.JobSummary) -> None:
             + (f" ({no_face} without a face)" if no_face else ""))  # as `dynface report` counts them
     if s.interrupted:
         head += f", {n - len(done) - len(s.skipped) - len(failed)} not processed (interrupted)"
+    if seconds is not None:
+        faces = sum(r.faces for r in done)
+        head += f"; {faces} face(s) in {seconds:.1f} s" + (f" ({seconds / faces:.2f} s/face, all included)" if faces else "")
     lines = [head + f" -> {s.out}"]
     for r in failed:
         lines.append(f"  {_FAIL_LABEL[r.status]:<7} {r.path}: {r.error}")
