@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from dynface import DynFaceRestorer
+    from dynface.atomicfile import atomic_write_text
     from dynface.faces import FaceDetector
     from dynface.training.data import list_images
 
@@ -118,8 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         c, rf = d["constant"], d["reflect"]
         lines.append(f"| {side} | {len(c)} | {q(c, 50):.2f} / {q(c, 90):.2f} | {q(rf, 50):.2f} / {q(rf, 90):.2f} |")
     text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    atomic_write_text(text, args.out)  # its folder made too
     print(text)
     return 0
 

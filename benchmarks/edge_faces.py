@@ -44,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
     from skimage import data
 
+    from dynface.atomicfile import atomic_write_text
     from dynface.faces import FaceDetector
     from dynface.imageio import read_image
     from dynface.training.data import list_images
@@ -124,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", f"Detection time, all of the above: {base:.1f} s without, {spent['default (edge search)']:.1f} s with "
               f"the edge search (×{spent['default (edge search)'] / base:.2f})."]
     text = "\n".join(lines) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    atomic_write_text(text, args.out)  # its folder made too
     print(text)
     return 0
 

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from PIL import Image
 
     from dynface import DynFaceRestorer
+    from dynface.atomicfile import atomic_write_text
     from dynface.metrics.psnr_ssim import psnr
     from dynface.training.data import list_images
 
@@ -94,8 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|---|",
         *rows,
     ]) + "\n"
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(text)
+    atomic_write_text(text, args.out)  # its folder made too
     print(text)
     return 0
 
