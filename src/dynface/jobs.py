@@ -1562,6 +1562,7 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     it marks the input complete). ``busy_s``: the seconds this photo took before writing (None: the wall time since
     it was read; a photo restored in shared calls counts its own share instead)."""
     from dynface import imageio
+    from dynface.faces import edge_gap
 
     it, img = x.item, x.img
     notes = list(x.notes)
@@ -1599,7 +1600,7 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
         faces_rec.append(rec)
     notes += box[0] if box else []
     ph, pw = img.rgb.shape[:2]
-    cut = [f"_{i:02d}" for i, f in enumerate(res.faces) if min(f.bbox[0], f.bbox[1], pw - f.bbox[2], ph - f.bbox[3]) < 0]
+    cut = [f"_{i:02d}" for i, f in enumerate(res.faces) if edge_gap(f.bbox, pw, ph) < 0]
     if cut:  # found by the edge search, mostly: say what the grey in their crops is
         notes.append(f"{len(cut)} face(s) cut by the photo's edge ({', '.join(cut)}): restored from what the photo "
                      "holds; their face crops are grey beyond the edge")
