@@ -63,7 +63,7 @@ def test_aligned_outputs_do_not_depend_on_batch_size_or_order(tmp_path, tiny, cr
     assert len(results[1]) == 8
     for k in (3, 8, "shuffled"):
         assert results[k] == results[1], f"outputs differ with {k}"
-    # each face has its own seed (test_same_crop_under_two_names_gets_two_seeds: and it matters)
+    # each face has its own seed, from its file's bytes (test_same_crop_under_two_names_is_restored_the_same: the seed matters)
     recs = [r.record["faces"][0]["restorer"]["seed"] for r in s.results]
     assert recs == [file_seed(r.path, 5) for r in s.results]
 
