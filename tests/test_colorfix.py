@@ -11,6 +11,7 @@ from dynface.colorfix import (
     COLOR_FIXES,
     adain_fix,
     color_fix,
+    gray_tone,
     is_gray,
     to_gray,
     wavelet_blur,
@@ -141,6 +142,29 @@ def test_is_gray_and_to_gray(astronaut_face, tmp_path):
     assert np.abs(y[0, 0].numpy() * 255 - pil).max() <= 1.0
 
 
+def _scanned_in_colour(astronaut_face, seed=0) -> np.ndarray:
+    """The astronaut's face as a black-and-white print scanned in colour mode: gray, a +4/+1/-3 level cast and
+    per-channel noise of 2.5 levels (the family-photo audit's input)."""
+    g = np.asarray(Image.fromarray(astronaut_face).convert("L"), dtype=np.float32)[..., None]
+    noise = np.random.default_rng(seed).normal(0, 2.5, g.shape[:2] + (3,))
+    return np.clip(np.round(g + np.array([4.0, 1.0, -3.0]) + noise), 0, 255).astype(np.uint8)
+
+
+def test_toned_gray_faces_are_found_with_their_cast(astronaut_face):
+    """A gray print scanned in colour (cast + noise) fails is_gray but is toned gray, with its cast; gray faces are
+    toned gray with no cast; sepia (its tint grows with brightness), a faded colour print and colour faces are not."""
+    scan = _scanned_in_colour(astronaut_face)
+    g = np.asarray(Image.fromarray(astronaut_face).convert("L").convert("RGB"), dtype=np.float32)
+    sepia = np.clip(g * np.array([1.0, 0.85, 0.66]), 0, 255).astype(np.uint8)
+    a = astronaut_face.astype(np.float32)
+    faded = np.clip(128 + 0.35 * (a - 128) * np.array([1.25, 0.97, 0.78]), 0, 255).astype(np.uint8)
+    x = torch.cat([_as_tensor(f) for f in (scan, g.astype(np.uint8), sepia, faded, astronaut_face)])
+    toned, cast = gray_tone(x)
+    assert toned.tolist() == [True, True, False, False, False] and not bool(is_gray(x[:1])[0])
+    assert np.allclose(cast[0].numpy() * 255, [4 - 1.3, 1 - 1.3, -3 - 1.3], atol=0.8)  # each channel minus the luma's
+    assert cast[1:].abs().max() == 0
+
+
 def test_pipeline_keeps_gray_faces_gray(astronaut_face, tiny_random):
     """A gray face comes back gray (the random tiny prior tints it otherwise), its colour neighbour in the same batch
     is untouched, the record says so in every mode, and keep_gray=False gives the old output."""
@@ -161,6 +185,16 @@ def test_pipeline_keeps_gray_faces_gray(astronaut_face, tiny_random):
             assert (b.max(-1) - b.min(-1)).max() > 3, "the fixture no longer shows the tint this guards against"
     alone = base.restore(faces[:1], seeds=[5])
     assert np.array_equal(alone.images[0], base.restore(faces, seeds=[5, 6]).images[0])
+
+    # a gray print scanned in colour comes back gray with the scan's cast: no colour where a colour face has it
+    scan = np.asarray(Image.fromarray(_scanned_in_colour(astronaut_face)).resize((32, 32), Image.LANCZOS))
+    out = base.restore([scan], seeds=[5])
+    off = base.with_config(keep_gray=False).restore([scan], seeds=[5])
+    (rec,) = out.records
+    assert rec["gray_input"] and np.allclose(rec["gray_cast_levels"], [2.7, -0.3, -4.3], atol=1.0)
+    chroma = out.images[0].astype(int) - out.images[0].astype(int).mean(-1, keepdims=True)
+    chroma_off = off.images[0].astype(int) - off.images[0].astype(int).mean(-1, keepdims=True)
+    assert chroma.std(axis=(0, 1)).max() < 0.6 < chroma_off.std(axis=(0, 1)).max()
 
 
 def test_from_pretrained_color_fix_default_comes_from_the_model(tmp_path):

@@ -21,6 +21,14 @@ all three channels equal, but the restorer and the prior were trained on colour 
 the photo around it is exactly gray). :func:`is_gray` finds such inputs (channels within 3 levels of each other
 at 99 % of the pixels: JPEG rounding and facexlib's (135, 133, 132) border fill pass, a sepia or colour face does
 not) and :func:`to_gray` turns the result back into gray (ITU-R BT.601 luma, as Pillow's ``L``).
+
+**A toned gray stays toned gray.** A black-and-white print scanned in colour mode is gray with the scanner's cast
+(a few levels per channel) and noise: it failed the 3-level test, and the model coloured it where a colour face has
+colour (greenish irises, reddish lips: the face's chroma spread doubled, 0.95 to 1.93 levels, in a family-photo
+audit). :func:`gray_tone` finds faces whose chroma (each channel minus the luma), smoothed over 5x5 px against the
+noise, spans at most :data:`TONE_TOLERANCE` (1st to 99th percentile), and gives their cast (the chroma's median);
+their restoration is the luma plus that cast. Sepia (its tint grows with the brightness) and colour faces span far
+more and are left as they are.
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ ADAIN_EPS = 1e-5
 GRAY_TOLERANCE = 3 / 255  # largest channel spread (max − min, [0, 1] units) of a "gray" pixel
 GRAY_SHARE = 0.99  # share of a face's pixels that must be gray
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, Pillow's RGB -> L
+TONE_TOLERANCE = 6 / 255  # largest spread of a toned-gray face's smoothed chroma (1st to 99th percentile)
 
 
 def is_gray(x: torch.Tensor, tol: float = GRAY_TOLERANCE, share: float = GRAY_SHARE) -> torch.Tensor:
@@ -43,6 +52,19 @@ def is_gray(x: torch.Tensor, tol: float = GRAY_TOLERANCE, share: float = GRAY_SH
     their pixels."""
     spread = (x.amax(dim=1) - x.amin(dim=1)).flatten(1).float()
     return torch.quantile(spread, share, dim=1) <= tol + 1e-6
+
+
+def gray_tone(x: torch.Tensor, tol: float = TONE_TOLERANCE) -> tuple[torch.Tensor, torch.Tensor]:
+    """The faces of ``x`` (B,3,H,W) in [0, 1] that are gray or gray with one colour cast (see the module's doc):
+    ((B,) bool, (B, 3) cast in [0, 1] units, 0 for the faces :func:`is_gray` finds)."""
+    xf = x.float()
+    chroma = xf - to_gray(xf)
+    smooth = F.avg_pool2d(chroma, 5, stride=1, padding=2, count_include_pad=False).flatten(2)
+    q = torch.quantile(smooth, torch.tensor([0.01, 0.99], device=x.device), dim=2)  # (2, B, 3)
+    gray = is_gray(xf)
+    toned = ((q[1] - q[0]) <= tol + 1e-6).all(dim=1) | gray
+    cast = torch.where(gray.view(-1, 1), 0.0, chroma.flatten(2).median(dim=2).values)
+    return toned, torch.where(toned.view(-1, 1), cast, 0.0)
 
 
 def to_gray(x: torch.Tensor) -> torch.Tensor:

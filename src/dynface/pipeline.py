@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .colorfix import check_color_fix, is_gray, to_gray
+from .colorfix import check_color_fix, gray_tone, to_gray
 from .colorfix import color_fix as apply_color_fix
 from .diffusion import GaussianDiffusion, ScheduleConfig, check_steps
 from .dsst import DSSTTable
@@ -101,11 +101,13 @@ class RestoreOutput:
     tensor: torch.Tensor | None = None  # (B,3,H,W) in [0,1]
 
 
-def _keep_gray(x: torch.Tensor, gray: torch.Tensor) -> torch.Tensor:
-    """``x`` with the faces marked in ``gray`` (B,) turned into gray (:func:`dynface.colorfix.to_gray`)."""
+def _keep_gray(x: torch.Tensor, gray: torch.Tensor, cast: torch.Tensor) -> torch.Tensor:
+    """``x`` with the faces marked in ``gray`` (B,) turned into gray (:func:`dynface.colorfix.to_gray`) plus their
+    ``cast`` (B, 3) (:func:`dynface.colorfix.gray_tone`)."""
     if not bool(gray.any()):
         return x
-    return torch.where(gray.view(-1, 1, 1, 1).to(x.device), to_gray(x), x)
+    toned = (to_gray(x) + cast.to(x).view(-1, 3, 1, 1)).clamp(0, 1)
+    return torch.where(gray.view(-1, 1, 1, 1).to(x.device), toned, x)
 
 
 def _check_square(what: str, w: int, h: int, size: int) -> None:
@@ -406,21 +408,24 @@ class DynFaceRestorer:
             first = check_seed(seed)
             face_seeds = [check_seed(first + i, "seed + face index") for i in range(b)]
         n_guides = 1 if cfg.mode == "single_guide" else cfg.n_guides
-        gray = is_gray((y.float() + 1) / 2) if cfg.keep_gray else torch.zeros(b, dtype=torch.bool, device=y.device)
+        if cfg.keep_gray:
+            gray, cast = gray_tone((y.float() + 1) / 2)
+        else:
+            gray, cast = torch.zeros(b, dtype=torch.bool, device=y.device), torch.zeros(b, 3, device=y.device)
         d = self.dblm(y, n_guides=n_guides)
         maps: dict[str, torch.Tensor] = {f"guide{i}": (d.guides[:, i] + 1) / 2 for i in range(d.guides.shape[1])}
         maps["restorer"] = (d.restored + 1) / 2
         records = [
             {"mode": cfg.mode, "model": self.name, "std_star": float(d.std[i]), "sigmas_init": d.sigmas[i].tolist(), "seed": face_seeds[i],
              "precision": scfg.precision, "color_fix": "none" if cfg.mode == "restorer_only" else cfg.color_fix,
-             "gray_input": bool(gray[i])}
+             "gray_input": bool(gray[i]), "gray_cast_levels": [round(float(v) * 255, 2) for v in cast[i]]}
             for i in range(b)
         ]
         if not self.std_available:
             for r in records:
                 r.update(std_star=None, sigmas_init=None)
         if cfg.mode == "restorer_only":
-            x = _keep_gray(((d.restored + 1) / 2).clamp(0, 1), gray)
+            x = _keep_gray(((d.restored + 1) / 2).clamp(0, 1), gray, cast)
             secs = (time.perf_counter() - t_start) / b
             for r in records:
                 r.update(nfe=0, seconds=secs)
@@ -451,7 +456,7 @@ class DynFaceRestorer:
             self.unet, self.diffusion, start_img, starts.tolist(), d.guides, d.sigmas, join, eta, sampler_cfg,
             self.dblm.cfg.size / self.dblm.cfg.ref_size, scale_map, zeta, gens, callback=callback,
         )
-        x = _keep_gray(((apply_color_fix(res.x.float(), d.restored, cfg.color_fix) + 1) / 2).clamp(0, 1), gray)
+        x = _keep_gray(((apply_color_fix(res.x.float(), d.restored, cfg.color_fix) + 1) / 2).clamp(0, 1), gray, cast)
         maps["dgsa"] = res.mean_map.expand(-1, 3, -1, -1) if sampler_cfg.guidance != "none" else torch.zeros_like(x)
         secs = (time.perf_counter() - t_start) / b
         for i, r in enumerate(records):
