@@ -639,7 +639,8 @@ def inverse_affine(affine: np.ndarray, crop_size: int, face_size: int | None = N
 
 
 def paste_face(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray, crop_size: int, scale_xy: tuple[float, float] = (1.0, 1.0), model_px: float | None = None,
-               face_box: tuple[int, int, int, int] | None = None, info: dict | None = None) -> tuple[int, int, int, int] | None:
+               face_box: tuple[int, int, int, int] | None = None, info: dict | None = None,
+               grain_seed: int | None = None) -> tuple[int, int, int, int] | None:
     """Blend a restored face into ``canvas`` (the photo resized by ``scale_xy``), in place, with a feathered mask.
 
     ``affine`` maps the *original* photo to the ``crop_size`` crop the face was restored from. Returns the
@@ -649,7 +650,10 @@ def paste_face(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray, crop_si
     that on the canvas, only the face's band below the model's Nyquist frequency is pasted and the canvas keeps its
     own band above it; the crossover moves lower where that would leave less high-frequency energy than the canvas
     had where the face is pasted whole (and inside ``face_box``, canvas pixels x0, y0, x1, y1, when given):
-    :func:`dynface.detail.keep_detail`. ``info`` (a dict) then receives the chosen crossover."""
+    :func:`dynface.detail.keep_detail`. ``info`` (a dict) then receives the chosen crossover.
+
+    ``grain_seed`` (``--grain match``): where the pasted face is cleaner than the photo just around it, grain seeded
+    by it is added to the face (:func:`dynface.grain.match_grain`; ``info["grain_added"]``: its level)."""
     face = as_rgb_uint8(face)
     H, W = canvas.shape[:2]
     R = face.shape[0]
@@ -667,6 +671,10 @@ def paste_face(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray, crop_si
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(W, x1), min(H, y1)
     if x0 >= x1 or y0 >= y1:
         return None
+    if grain_seed is not None:  # the photo around the face, as it was: its grain is the target
+        pad = max(8, int(crop_out / 2))
+        gx0, gy0, gx1, gy1 = max(0, x0 - pad), max(0, y0 - pad), min(W, x1 + pad), min(H, y1 + pad)
+        before = canvas[gy0:gy1, gx0:gx1].copy()
     m_roi = (np.array([[1, 0, -x0], [0, 1, -y0], [0, 0, 1.0]]) @ m)[:2]
     rw, rh = x1 - x0, y1 - y0
     up = max(1.0, float(np.mean(scale_xy)))
@@ -698,6 +706,15 @@ def paste_face(canvas: np.ndarray, face: np.ndarray, affine: np.ndarray, crop_si
     else:
         out = mask * inv_face.astype(np.float32) + (1.0 - mask) * roi
         canvas[y0:y1, x0:x1] = np.clip(np.round(out), 0, 255).astype(np.uint8)
+    if grain_seed is not None:
+        from .grain import match_grain
+
+        weight = np.zeros(before.shape[:2], np.float32)
+        weight[y0 - gy0 : y1 - gy0, x0 - gx0 : x1 - gx0] = mask[:, :, 0]
+        canvas[gy0:gy1, gx0:gx1], added = match_grain(canvas[gy0:gy1, gx0:gx1], before, weight, weight < 0.02, up,
+                                                      grain_seed)
+        if info is not None:
+            info["grain_added"] = round(added, 2)
     return int(x0), int(y0), int(x1), int(y1)
 
 
@@ -905,6 +922,7 @@ def finish_photo(
     bg_upsampler: Callable[[np.ndarray, float], np.ndarray] | None = None,
     detail: str = "keep",
     restore_s: float = 0.0,
+    grain: str = "none",
 ) -> PhotoResult:
     """The second half of :func:`restore_photo`: upscale the background, paste the restored faces (one per crop of
     ``prep``, with the restorer's records and maps) back with the ``detail`` rule, draw boxes, build the records.
@@ -922,11 +940,16 @@ def finish_photo(
     photo = upscale_background(img, upscale, bg_upsampler)
     sxy = (photo.shape[1] / w, photo.shape[0] / h)
     sizes = [face_size_record(m, size, sxy) for m in affines]
-    for f, face_img, m, sz in zip(faces, restored, affines, sizes, strict=True):
+    from .grain import check_grain_mode
+
+    check_grain_mode(grain)
+    for i, (f, face_img, m, sz) in enumerate(zip(faces, restored, affines, sizes, strict=True)):
         sz["detail_kept"] = detail == "keep" and keeps_detail(sz)
         info: dict = {}
+        seed = recs[i].get("seed") if grain == "match" else None  # the face's own seed: the same bytes every run
         paste_face(photo, face_img, m, size, sxy, model_px=size if sz["detail_kept"] else None,
-                   face_box=face_box_out(f.bbox, sxy, photo.shape), info=info)
+                   face_box=face_box_out(f.bbox, sxy, photo.shape), info=info,
+                   grain_seed=None if grain != "match" else int(seed if isinstance(seed, int) else i))
         sz.update(info)
     if draw_box:
         draw_boxes(photo, [f.bbox for f in faces], sxy, labels=[f"{i:02d}" for i in range(len(faces))])
@@ -971,6 +994,7 @@ def restore_photo(
     alignment: str = "auto",
     detail: str = "keep",
     seeds: Sequence[int] | None = None,
+    grain: str = "none",
 ) -> PhotoResult:
     """Restore every face of an RGB uint8 photo and paste them back into it (upscaled by ``upscale``).
 
@@ -988,6 +1012,9 @@ def restore_photo(
 
     ``seeds``: one per face (pass ``faces`` too, so their number is known): face i's noise then comes from
     ``seeds[i]`` only (``restorer.restore(..., seeds=)``), whatever ``batch_size`` is.
+
+    ``grain``: "none" (default) or "match": a face cleaner than the photo around it gets the difference as fresh
+    grain, seeded by its restorer seed (:mod:`dynface.grain`; the record's ``grain_added``, in levels).
 
     It is :func:`prepare_photo`, the restorer calls, then :func:`finish_photo` (the job layer restores the crops of
     several photos in shared calls between the two halves: :mod:`dynface.jobs`)."""
@@ -1018,4 +1045,4 @@ def restore_photo(
         for k, v in (getattr(out, "maps", None) or {}).items():
             maps.setdefault(k, []).extend(v)
     return finish_photo(prep, restored, recs, maps, upscale=upscale, draw_box=draw_box, bg_upsampler=bg_upsampler,
-                        detail=detail, restore_s=time.perf_counter() - t2)
+                        detail=detail, restore_s=time.perf_counter() - t2, grain=grain)
