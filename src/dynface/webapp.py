@@ -221,7 +221,8 @@ class WebApp:
     # ---------------------------------------------------------------- validation
     def settings(self, *, model: str, mode: str = "full", aligned: bool = False, fidelity: float | None = 0.5,
                  steps: str | None = None, seed: int | float = 0, precision: str = "auto", upscale: float = 2.0,
-                 color_fix: str | None = None, turned: bool = False, strip_metadata: bool = False):
+                 color_fix: str | None = None, turned: bool = False, strip_metadata: bool = False,
+                 grain: bool = False):
         """A :class:`dynface.jobs.RestoreSettings` from the page's controls, or :class:`WebRequestError`."""
         from dynface import jobs
 
@@ -253,6 +254,7 @@ class WebApp:
             model=self.models[model], mode=mode, steps=steps, seed=seed_i, fidelity=fidelity, upscale=upscale,
             aligned=bool(aligned), device=self.config.device, precision=precision, save_maps=True, color_fix=color_fix,
             max_pixels=self.config.max_pixels, detect_turned=bool(turned), strip_metadata=bool(strip_metadata),
+            grain="match" if grain else "none",
         )
         try:
             jobs.check_settings(settings)
@@ -470,7 +472,7 @@ class WebApp:
 
     # ---------------------------------------------------------------- the page's handler
     def ui_restore(self, files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
-                   color_fix, turned=False, strip_metadata=False, progress=None, gone=None):
+                   color_fix, turned=False, strip_metadata=False, grain=False, progress=None, gone=None):
         """The Restore button (and the ``/restore`` API endpoint): the page's outputs, in order."""
         import gradio as gr
 
@@ -486,7 +488,7 @@ class WebApp:
         try:
             res = self.restore(paths, progress=bar, gone=gone, model=model, mode=mode, aligned=aligned,
                                fidelity=fidelity, steps=steps, seed=seed, precision=precision, upscale=upscale,
-                               color_fix=color_fix, turned=turned, strip_metadata=strip_metadata)
+                               color_fix=color_fix, turned=turned, strip_metadata=strip_metadata, grain=grain)
         except WebRequestError as e:  # one line in the server's log, no traceback; the reason to the client
             _log(f"refused a request: {str(e).removeprefix('refused: ')}")
             raise gr.Error(str(e), print_exception=False) from None
@@ -780,17 +782,18 @@ def build_app(app: WebApp):
 
     def restore_handler(files=None, pasted=None, model=default_model, mode="full", aligned=False, fidelity=0.5,
                         steps="", seed=0, precision="auto", upscale=2.0, color_fix="model default",
-                        turned=False, strip_metadata=False, request: gr.Request = None,
+                        turned=False, strip_metadata=False, grain=False, request: gr.Request = None,
                         progress=gr.Progress()):  # noqa: B008  (Gradio finds its progress tracker by this default)
         """Restore the faces of the uploaded photos (or aligned crops). API: only ``files`` is required."""
         return app.ui_restore(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
-                              color_fix, turned, strip_metadata, progress=progress, gone=_client_gone(demo, request))
+                              color_fix, turned, strip_metadata, grain, progress=progress,
+                              gone=_client_gone(demo, request))
 
     def page_handler(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
-                     turned, strip_metadata, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
+                     turned, strip_metadata, grain, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
         app.stop_asked(getattr(request, "session_hash", None), clear=True)  # a Stop pressed as the last one ended
         return app.ui_page(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
-                           turned, strip_metadata,
+                           turned, strip_metadata, grain,
                            progress=progress, gone=_client_gone(demo, request, app))
 
     def stop_handler(request: gr.Request = None):
@@ -840,6 +843,9 @@ def build_app(app: WebApp):
                     strip_metadata = gr.Checkbox(False, label="remove the photo's metadata (location, camera, date)",
                                                  elem_id="strip", info="for photos you will share; the colours stay "
                                                                        "as they are")
+                    grain = gr.Checkbox(False, label="give restored faces the photo's grain", elem_id="grain",
+                                        info="old prints, film, noisy scans: a restored face is clean, and otherwise "
+                                             "shows as a smooth patch in a grainy photo")
                 with gr.Accordion("Advanced (for comparisons and research)", open=False, elem_id="advanced"):
                     mode = gr.Dropdown(list(MODES), value="full", label="mode (full or an ablation)", elem_id="mode",
                                        info="full is the method; the others leave out one of its parts, as the "
@@ -883,7 +889,7 @@ def build_app(app: WebApp):
         state = gr.State({})
 
         inputs = [files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix, turned,
-                  strip_metadata]
+                  strip_metadata, grain]
         outputs = [status, compare, slider, gallery, explain, table, zipped, state]
         # while a request runs: Restore is off (a second click was silently dropped) and Stop on
         busy = run.click(_buttons(running=True), outputs=[run, stop], api_visibility="private", queue=False)
