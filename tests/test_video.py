@@ -22,11 +22,14 @@ RATE = 44100
 
 
 def make_video(path: Path, frames: list[np.ndarray], rate: int = 8, pts: list[int] | None = None,
-               audio_s: float | None = None, rotation: int | None = None) -> Path:
-    """An H.264 MP4/MOV of ``frames`` (all one size), at ``rate`` fps (``pts``: frame times in 1/rate s), with a
-    440-Hz tone of ``audio_s`` seconds, stored with a display ``rotation``."""
-    c = av.open(str(path), "w", format="mp4" if path.suffix != ".mov" else "mov")
-    v = c.add_stream("libx264", rate=rate)
+               audio_s: float | None = None, rotation: int | None = None, tone_from: float = 0.0,
+               gop: int | None = None) -> Path:
+    """An H.264 MP4/MOV/MPEG-TS of ``frames`` (all one size), at ``rate`` fps (``pts``: frame times in 1/rate s),
+    with ``audio_s`` seconds of sound (a 440-Hz tone from ``tone_from`` s, silence before), stored with a display
+    ``rotation``; ``gop``: frames between key frames."""
+    fmt = {".mov": "mov", ".ts": "mpegts"}.get(path.suffix, "mp4")
+    c = av.open(str(path), "w", format=fmt)
+    v = c.add_stream("libx264", rate=rate, options={"g": str(gop)} if gop else {})
     v.height, v.width = frames[0].shape[:2]
     v.pix_fmt = "yuv420p"
     if rotation is not None:
@@ -43,7 +46,8 @@ def make_video(path: Path, frames: list[np.ndarray], rate: int = 8, pts: list[in
     for p in v.encode():
         c.mux(p)
     if a is not None:
-        tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(RATE * audio_s)) / RATE)).astype(np.float32)
+        t = np.arange(int(RATE * audio_s)) / RATE
+        tone = (0.3 * np.sin(2 * np.pi * 440 * t) * (t >= tone_from)).astype(np.float32)
         for k in range(0, len(tone), 1024):
             ch = tone[k : k + 1024]
             f = av.AudioFrame.from_ndarray(np.stack([ch, ch]), format="fltp", layout="stereo")
@@ -98,8 +102,7 @@ def test_frames_keep_their_times_and_the_sound_its_clip(tmp_path, face_frames):
         assert [round(t * 8) for _, t, _, _ in got] == [0, 1, 2, 4, 5, 8, 9, 10]
         part = list(r.frames(video.parse_clip("0.5-1.2")))
         assert [round(t * 8) for _, t, _, _ in part] == [4, 5, 8, 9]
-        w = video.VideoWriter(tmp_path / "out.mp4", 319, 239, r.rate, r.stream.time_base,
-                              (src, video.parse_clip("0.5-1.2")))
+        w = video.VideoWriter(tmp_path / "out.mp4", 319, 239, r.rate, r.stream.time_base, (src, part[0][1], 1.2))
         first = part[0][2]
         for _, _, pts, rgb in part:
             w.write(rgb[:239, :319], pts - first)
@@ -111,6 +114,33 @@ def test_frames_keep_their_times_and_the_sound_its_clip(tmp_path, face_frames):
     d = back[1][3][:239, :319].astype(int) - part[1][3][:239, :319]
     assert np.abs(d).mean() < 3 and np.abs(d.mean((0, 1))).max() < 0.5  # CRF 16: near lossless, no colour shift
     assert abs(audio_seconds(tmp_path / "out.mp4") - 0.7) < 0.06
+
+
+@pytest.mark.parametrize("gop", [8, 1000])
+def test_clips_of_an_mpeg_ts_count_from_its_first_frame(tmp_path, face_frames, gop):
+    """CCTV exports are often MPEG-TS: its times do not start at 0 and it has no index, so a seek lands after
+    the key frame it needs: --clip gave later frames, or none (video audit). Clip times count from the first frame,
+    and a seek that lands past the start reads from the beginning instead."""
+    frames = [face_frames[i % 8] for i in range(40)]
+    src = make_video(tmp_path / f"cctv{gop}.ts", frames, gop=gop)
+    with video.VideoReader(src) as r:
+        assert r.t0 > 0.1  # MPEG-TS's own start (this muxer: 0.25 s)
+        assert [round(t * 8) for _, t, _, _ in r.frames(video.parse_clip("1-2"))] == list(range(8, 16))
+        got = list(r.frames(video.parse_clip("2.3-3")))
+    assert [round(t * 8) for _, t, _, _ in got] == [19, 20, 21, 22, 23]
+    assert np.abs(got[0][3].astype(int) - frames[19]).mean() < 4
+
+
+@pytest.mark.usefixtures("_fake")
+def test_the_sound_of_a_clip_starts_with_its_first_frame(tmp_path, face_frames):
+    """--clip 0.9-2 starts the picture at the first frame at or after 0.9 s (1.0 s at 8 fps); the sound was cut from
+    0.9 s, 0.1 s late against the picture (video audit). A tone that starts at 1.0 s now starts the output."""
+    src = make_video(tmp_path / "sync.mp4", [face_frames[i % 8] for i in range(24)], audio_s=3.0, tone_from=1.0)
+    assert main(["restore", "-q", "-i", str(src), "-o", str(tmp_path / "o"), "-s", "1", "--clip", "0.9-2"]) == 0
+    with av.open(str(tmp_path / "o" / "restored_videos" / "sync.mp4")) as c:
+        sound = np.concatenate([f.to_ndarray()[0] for f in c.decode(c.streams.audio[0])])
+    onset = np.argmax(np.abs(sound) > 0.05) / RATE  # the tone's start (0.1 s before the fix)
+    assert onset < 0.01 and abs(len(sound) / RATE - 1.0) < 0.06
 
 
 def test_a_video_stored_sideways_is_read_upright(tmp_path, face_frames):
@@ -157,7 +187,7 @@ def test_restore_a_video(tmp_path, face_frames, capsys):
     out = tmp_path / "out"
     assert _restore("-i", clip, d / "bad.mp4", wall, "-o", out, "-s", "1") == 1
     text = capsys.readouterr().out
-    assert "3 input(s): 1 restored" in text and "bad.mp4: not a readable video" in text
+    assert "3 input(s): 1 restored" in text and "bad.mp4: an incomplete MP4" in text
     assert "wall.mkv: no face found" in text and "no face in any of its 3 frame(s)" in text
     assert sorted(p.name for p in (out / "restored_videos").iterdir()) == ["clip.mp4"]  # no temporary file left
     rec = json.loads((out / "records" / "clip.json").read_text())
@@ -207,3 +237,57 @@ def test_a_long_video_shows_progress_in_a_log(tmp_path, face_frames, capsys, mon
     assert main(["restore", "-i", str(clip), "-o", str(tmp_path / "o"), "-s", "1"]) == 0
     err = capsys.readouterr().err
     assert "[1/1] at clip.mp4 frame 2/3" in err and "[1/1] done" in err
+
+
+def test_a_cut_off_mp4_is_named_as_such(tmp_path, face_frames):
+    """A half-copied phone or CCTV MP4 lacks its index (written last): "not a readable video (Invalid data ...)" said
+    nothing of it (video audit); and times after a colon are under 60 ("1:75" was 135 s)."""
+    whole = make_video(tmp_path / "whole.mp4", face_frames)
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: data.index(b"moov") - 4])
+    with pytest.raises(video.VideoError, match="an incomplete MP4: its index .* is missing"):
+        video.VideoReader(cut)
+    for bad in ("1:75", "1:60:00"):
+        with pytest.raises(ValueError, match="under 60"):
+            video.parse_time(bad)
+    assert video.parse_time("1:59.5") == 119.5
+
+
+@pytest.mark.usefixtures("_fake")
+def test_a_face_the_detector_misses_for_a_frame_is_followed(tmp_path, face_frames, monkeypatch):
+    """CCTV: the detector missed a noisy face in some frames, which then jumped between restored and raw (video
+    audit). A face found up to FOLLOW_S before is followed into the frame (its points predicted again, the CNN
+    confirming a face there); one that has left the picture is not."""
+    from dynface import faces as faces_mod
+
+    detect, calls = faces_mod.detect_faces, [0]
+
+    def misses_some(img, *a, **kw):
+        calls[0] += 1
+        return [] if calls[0] in (3, 6) else detect(img, *a, **kw)  # frames 2 and 5
+
+    monkeypatch.setattr(faces_mod, "detect_faces", misses_some)
+    wall = np.full_like(face_frames[0], 150)
+    clip = make_video(tmp_path / "cctv.mp4", face_frames[:6] + [wall, wall])
+    assert main(["restore", "-q", "-i", str(clip), "-o", str(tmp_path / "o"), "-s", "1"]) == 0
+    rec = json.loads((tmp_path / "o" / "records" / "cctv.json").read_text())
+    assert rec["faces_per_frame"] == [1, 1, 1, 1, 1, 1, 0, 0]  # the wall: the face is not followed onto it
+    assert rec["followed_per_frame"] == [0, 0, 1, 0, 0, 1, 0, 0]
+    assert "2 face(s) in 2 frame(s) followed from the frame before" in " ".join(rec["notes"])
+    with video.VideoReader(tmp_path / "o" / "restored_videos" / "cctv.mp4") as r:
+        got = [f for _, _, _, f in r.frames()]
+    assert (got[2].astype(int) - face_frames[2])[70:130, 100:160].mean() > 5  # restored, as its neighbours
+
+
+@pytest.mark.usefixtures("_fake")
+def test_the_bar_of_a_video_stops_at_its_end(tmp_path, face_frames):
+    """Each frame moves the bar by 1/frames; the sum went past the input's end (tqdm warned "clamping frac" in a
+    terminal, video audit). Frames past the file's estimate move it no further."""
+    from dynface import jobs
+
+    clip = make_video(tmp_path / "c.mp4", [face_frames[i % 8] for i in range(23)])
+    seen: list[float] = []
+    jobs.run_job([clip], tmp_path / "o", jobs.RestoreSettings(upscale=1),
+                 progress=lambda p: seen.append(p.fraction))
+    assert max(seen) <= 1.0 and seen[-1] == 1.0 and len(set(seen)) > 10

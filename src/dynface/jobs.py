@@ -94,6 +94,8 @@ MAX_SEED = 2**63 - 1  # = dynface.pipeline.MAX_SEED (torch.Generator's range), h
 FACELESS_NOTE = "no face found: written upscaled, as it is (--keep-faceless)"
 NO_FACE_HINT = ("--detector cnn (slower) also finds turned, blurred and dark faces, --detect-turned faces lying "
                 "sideways; --keep-faceless writes a photo without a face found as it is")
+FOLLOW_S = 0.5  # videos: a face the detector misses is followed from the frame before for up to this long
+NO_FACE_HINT_VIDEO = NO_FACE_HINT.replace("a photo without a face found", "a video without a face found")
 MIN_ALIGNED_SIDE = 16  # px: smaller aligned crops are refused
 NEAR_LIMIT = 2.0  # a photo whose smallest face found is under this many times the detection limit gets a note
 MAX_ALIGNED_ASPECT = 1.25  # longer side / shorter side: beyond this an aligned crop is refused (it would stretch)
@@ -1674,7 +1676,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     (measured on CCTV-like frames: temporal std 1.93 against 2.18 levels). Frames without a face are written as they
     are (upscaled); a video without a face in any frame is ``no_face`` (``keep_faceless``: written all the same)."""
     from dynface import imageio, video
-    from dynface.faces import detect_faces, restore_photo
+    from dynface.faces import detect_faces, follow_faces, restore_photo
     from dynface.outputs import output_path
 
     t0 = time.perf_counter()
@@ -1702,30 +1704,45 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
         per_call = 1 if per_face(restorer, s) else s.batch_size
         counts: list[int] = []
+        followed: list[int] = []  # per frame, faces followed from the frame before (follow_faces)
+        hold = max(1, round(FOLLOW_S * info.fps)) if info.fps else 1
+        last: list[tuple[Any, int]] = []  # the faces of the frame before, with the frames since each was detected
         times = {"detect_s": 0.0, "restore_s": 0.0, "encode_s": 0.0}
         writer = first_pts = None
         try:
-            for k, _t, pts, rgb in reader.frames(clip):
+            for k, t, pts, rgb in reader.frames(clip):
                 tracker.message = f"{it.path.name} frame {k + 1}/{total or '?'}"
                 t1 = time.perf_counter()
                 faces = detect_faces(rgb, detector, s.only_center_face)
+                ages = [0] * len(faces)
+                if last and not s.only_center_face:  # faces the detector missed here, but found up to FOLLOW_S before
+                    young = [(f, a) for f, a in last if a < hold]
+                    for j, f in follow_faces(rgb, [f for f, _ in young], faces):
+                        faces.append(f)
+                        ages.append(young[j][1] + 1)
+                    order = sorted(range(len(faces)), key=lambda j: faces[j].center)  # left to right, as detected
+                    faces, ages = [faces[j] for j in order], [ages[j] for j in order]
+                last = list(zip(faces, ages, strict=True))
+                followed.append(sum(1 for a in ages if a))
                 t2 = time.perf_counter()
                 kw: dict[str, Any] = {}
                 if faces and _accepts(restorer.restore, "seeds"):
                     kw["seeds"] = [face_seed(s.seed, key, i) for i in range(len(faces))]
-                proxy = _SeedingRestorer(restorer, tracker, max(1, len(faces)) * max(total or 1, k + 1))
+                share = 1 / total if total and k < total else 0.0  # of the bar; frames past the file's estimate: none
+                proxy = _SeedingRestorer(restorer, tracker, max(1, len(faces)) / share if share else math.inf)
                 res = restore_photo(rgb, proxy, upscale=up, only_center_face=s.only_center_face, draw_box=s.draw_box,
                                     faces=faces, seed=s.seed, fidelity=s.fidelity, batch_size=per_call, border=s.border,
                                     bg_upsampler=bg_upsampler, alignment=s.alignment, detail=s.detail,
                                     grain=s.grain, **kw)
                 if not faces:
-                    tracker.partial += 1 / max(total or 1, k + 1)
+                    tracker.partial += share
                     tracker.emit()
                 t3 = time.perf_counter()
                 if writer is None:
+                    end = None if clip.end is None else reader.t0 + clip.end  # the sound: from this frame on
                     writer = video.VideoWriter(tmp, res.photo.shape[1], res.photo.shape[0], reader.rate,
-                                               reader.stream.time_base, (it.path, clip), reader.colorspace,
-                                               _torch_threads())
+                                               reader.stream.time_base, (it.path, reader.t0 + t, end),
+                                               reader.colorspace, _torch_threads())
                     first_pts = pts
                 writer.write(res.photo, None if pts is None or first_pts is None else pts - first_pts)
                 counts.append(len(faces))
@@ -1737,7 +1754,8 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                                  if not clip.whole else "no frame of this video can be decoded")
             if not any(counts):
                 if not s.keep_faceless:
-                    raise InputError("no face found", [*notes, f"no face in any of its {len(counts)} frame(s)", NO_FACE_HINT])
+                    raise InputError("no face found", [*notes, f"no face in any of its {len(counts)} frame(s)",
+                                                        NO_FACE_HINT_VIDEO])
                 notes.append(FACELESS_NOTE)
             t4 = time.perf_counter()
             writer.finish()
@@ -1753,6 +1771,9 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         notes.append(f"{reader.bad_packets} damaged packet(s) of the video could not be decoded and were left out")
     if counts and not all(counts):
         notes.append(f"{counts.count(0)} of {len(counts)} frame(s) without a face found: written as they are")
+    if any(followed):
+        notes.append(f"{sum(followed)} face(s) in {sum(1 for n in followed if n)} frame(s) followed from the frame "
+                     f"before: the detector missed them there (up to {FOLLOW_S:g} s after it last found them)")
     total_s = time.perf_counter() - t0
     rec = {
         "status": "ok",
@@ -1764,6 +1785,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         "frames": len(counts),
         "frames_with_faces": sum(1 for c in counts if c),
         "faces_per_frame": counts,
+        "followed_per_frame": followed,
         "output_size": [writer.width, writer.height],
         "audio_kept": writer.has_audio,
         "restored_video": files["video"],

@@ -12,6 +12,7 @@ when the whole video is done: a killed run leaves no half video under the output
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -47,7 +48,8 @@ def _av():
         import av
     except ImportError:
         raise VideoError("videos need PyAV: pip install 'dynfacerestore[video]' (or pip install av)") from None
-    av.logging.set_level(av.logging.PANIC)  # FFmpeg's own warnings would interleave with the progress bar
+    # FFmpeg's log stays off (PyAV's default: setting a level routes it through Python, which deadlocked closing a
+    # file while FFmpeg's decoding threads logged)
     return av
 
 
@@ -63,6 +65,8 @@ def parse_time(s: str) -> float:
     h, mnt, sec = m.groups()
     if h is not None and mnt is None:  # "M:SS" matched the first group
         h, mnt = None, h
+    if (mnt is not None and float(sec) >= 60) or (h is not None and int(mnt) >= 60):  # "1:75" is no time
+        raise ValueError(f"not a time: {s!r} (seconds and minutes after a colon are under 60)")
     return int(h or 0) * 3600 + int(mnt or 0) * 60 + float(sec)
 
 
@@ -161,6 +165,10 @@ class VideoReader:
         try:
             self._c = av.open(str(self.path), "r")
         except (av.error.FFmpegError, OSError, ValueError) as e:
+            if _mp4_without_index(self.path):
+                raise VideoError("an incomplete MP4: its index (the 'moov' box) is missing, as when a copy or a "
+                                 "recording was cut off; copy it again, or repair it with the recorder's or a "
+                                 "repair tool") from None
             raise VideoError(f"not a readable video ({_reason(e)})") from None
         if not self._c.streams.video:
             self._c.close()
@@ -170,6 +178,9 @@ class VideoReader:
         self.bad_packets = 0
         self._first = self._peek()
         self.info = self._info()
+        tb = self.stream.time_base
+        # a video's time 0 is its first frame's (an MPEG-TS starts at 1.4 s or anywhere): --clip counts from it
+        self.t0 = float(self._first.pts * tb) if self._first.pts is not None and tb else 0.0
         self.colorspace = colorspace(self._first)  # the matrix frames are read with (and written back with)
 
     def _threads(self) -> None:
@@ -179,22 +190,28 @@ class VideoReader:
 
     def _peek(self):
         """The first frame (rotation and size are known only from decoded frames); None: none decodes."""
-        for f in self._decode():
+        for f in self._decode(None):
             return f
         return None
 
-    def _decode(self, start: float = 0.0):
-        """Decoded frames from the key frame at or before ``start`` (s) on (from the first frame when the file
-        cannot seek)."""
+    def _reopen(self) -> None:
+        self._c.close()
+        self._c = _av().open(str(self.path), "r")
+        self.stream = self._c.streams.video[0]
+        self._threads()
+
+    def _decode(self, start: float | None = None):
+        """Decoded frames from the key frame at or before ``start`` (s, the stream's own time) on; None: from the
+        file's beginning (opened again: also for a file that cannot seek)."""
         av = _av()
         tb = self.stream.time_base
-        try:
-            self._c.seek(int(start / tb) if start > 0 and tb else 0, stream=self.stream, backward=True)
-        except (av.error.FFmpegError, OverflowError):  # a stream that cannot seek: read it again from its start
-            self._c.close()
-            self._c = av.open(str(self.path), "r")
-            self.stream = self._c.streams.video[0]
-            self._threads()
+        if start is None:
+            self._reopen()
+        else:
+            try:
+                self._c.seek(int(start / tb), stream=self.stream, backward=True)
+            except (av.error.FFmpegError, OverflowError, ZeroDivisionError):
+                self._reopen()
         for packet in self._c.demux(self.stream):
             try:
                 frames = packet.decode()
@@ -227,8 +244,18 @@ class VideoReader:
         self.bad_packets = 0
         k = 0
         tb = self.stream.time_base
-        for f in self._decode(clip.start):
-            t = float(f.pts * tb) if f.pts is not None and tb else (k / self.info.fps if self.info.fps else 0.0)
+        step = 1.5 / self.info.fps if self.info.fps else 0.1
+        frames = self._decode(self.t0 + clip.start if clip.start > 0 else None)
+        first = next(frames, None)
+        if clip.start > 0 and (first is None or first.pts is None or float(first.pts * tb) - self.t0 > clip.start + step):
+            # the seek landed past the clip's start (an MPEG-TS has no index: it lands after the key frame it needs,
+            # and nothing, or later frames, decode): read from the beginning instead
+            frames.close()  # first: closing the file under a suspended decode can hang FFmpeg's decoding threads
+            frames = self._decode(None)
+            first = next(frames, None)
+        for f in itertools.chain([first] if first is not None else [], frames):
+            t = (float(f.pts * tb) - self.t0 if f.pts is not None and tb else
+                 (k / self.info.fps if self.info.fps else 0.0))
             if t < clip.start - 1e-6:
                 continue
             if clip.end is not None and t >= clip.end - 1e-6:
@@ -246,6 +273,26 @@ class VideoReader:
         self.close()
 
 
+def _mp4_without_index(path: Path) -> bool:
+    """Whether ``path`` is an MP4/MOV (its top-level boxes start with ``ftyp``) without a ``moov`` box: cut off."""
+    try:
+        with open(path, "rb") as fh:
+            size, pos, seen = path.stat().st_size, 0, []
+            while pos + 8 <= size and len(seen) < 64:
+                fh.seek(pos)
+                head = fh.read(16)
+                n, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                if n == 1 and len(head) == 16:
+                    n = int.from_bytes(head[8:16], "big")
+                seen.append(kind)
+                if n < 8:
+                    break
+                pos += n
+    except OSError:
+        return False
+    return bool(seen) and seen[0] == b"ftyp" and b"moov" not in seen
+
+
 def _reason(e: BaseException) -> str:
     msg = getattr(e, "strerror", None) or str(e)
     return re.sub(r"\s*:\s*'[^']*'$", "", msg).strip() or type(e).__name__
@@ -255,12 +302,15 @@ def _reason(e: BaseException) -> str:
 class VideoWriter:
     """Encodes RGB frames as H.264 (yuv420p, ``CRF``) into ``path`` (an MP4), at the source's time base and frame
     rate so that frame times are kept (variable-rate CCTV too), in the YUV matrix ``colorspace`` (the source's:
-    :func:`colorspace`), tagged so that players show the colours read. With ``audio_from`` (a source file and the clip
-    taken from it), :meth:`finish` adds the source's first sound track within the clip, re-encoded as AAC. An odd
+    :func:`colorspace`), tagged so that players show the colours read. With ``audio_from`` (a source file, and the
+    times in its own timeline of the first frame written and of the clip's end, None: to its end), :meth:`finish`
+    adds the source's first sound track from that frame's time on, to the sample (silence first if the sound starts
+    later), re-encoded as AAC: sound and picture stay in step. An odd
     width or height is made even by repeating the last column or row (H.264's 4:2:0 needs even sizes)."""
 
     def __init__(self, path: str | Path, width: int, height: int, rate: Fraction | None, time_base: Fraction | None,
-                 audio_from: tuple[str | Path, Clip] | None = None, colorspace: int = 1, threads: int | None = None):
+                 audio_from: tuple[str | Path, float, float | None] | None = None, colorspace: int = 1,
+                 threads: int | None = None):
         av = _av()
         self.path = Path(path)
         self._c = av.open(str(self.path), "w", format="mp4")
@@ -283,7 +333,8 @@ class VideoWriter:
         self._rate = rate
         self.frames = 0
         self._last = -1
-        self._audio = None  # (source container, its sound stream, our AAC stream, clip): streams go in before muxing
+        self._audio = None  # (source container, its sound stream, our AAC stream, start, end): streams go in before
+        # the first packet is muxed
         if audio_from is not None:
             src = av.open(str(audio_from[0]), "r")
             if src.streams.audio:
@@ -291,7 +342,7 @@ class VideoWriter:
                 out = self._c.add_stream("aac", rate=a.codec_context.sample_rate or 48000)
                 out.bit_rate = AUDIO_BITRATE
                 out.layout = "mono" if a.codec_context.channels == 1 else "stereo"
-                self._audio = (src, a, out, audio_from[1])
+                self._audio = (src, a, out, audio_from[1], audio_from[2])
             else:
                 src.close()
 
@@ -324,41 +375,48 @@ class VideoWriter:
             self._copy_audio(*self._audio)
         self.close()
 
-    def _copy_audio(self, src, a, out, clip: Clip) -> None:
+    def _copy_audio(self, src, a, out, start: float, end: float | None) -> None:
         av = _av()
         rate = out.codec_context.sample_rate
-        resampler = av.AudioResampler(format="fltp", layout=out.layout.name, rate=rate)
+        layout = out.layout.name
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)  # the same rate: no samples held back
         n = 0
 
-        def put(frames) -> None:
+        def put(arr: np.ndarray) -> None:
             nonlocal n
-            for r in frames:
-                r.pts, r.time_base = n, Fraction(1, rate)
-                n += r.samples
-                for p in out.encode(r):
-                    self._c.mux(p)
+            f = av.AudioFrame.from_ndarray(np.ascontiguousarray(arr, dtype=np.float32), format="fltp", layout=layout)
+            f.sample_rate, f.pts, f.time_base = rate, n, Fraction(1, rate)
+            n += arr.shape[1]
+            for p in out.encode(f):
+                self._c.mux(p)
 
         try:
-            src.seek(int(clip.start / a.time_base) if clip.start > 0 and a.time_base else 0, stream=a, backward=True)
-        except (av.error.FFmpegError, OverflowError):
+            src.seek(int(start / a.time_base) if start > 0 and a.time_base else 0, stream=a, backward=True)
+        except (av.error.FFmpegError, OverflowError, ZeroDivisionError):
             pass
+        done = False
         for packet in src.demux(a):
             try:
                 frames = packet.decode()
             except av.error.FFmpegError:
                 continue
             for fr in frames:
-                sr = fr.sample_rate or rate
-                t = float(fr.pts * fr.time_base) if fr.pts is not None and fr.time_base else clip.start + n / rate
-                if t + fr.samples / sr <= clip.start:
-                    continue
-                if clip.end is not None and t >= clip.end:
+                t = float(fr.pts * fr.time_base) if fr.pts is not None and fr.time_base else start + n / rate
+                if end is not None and t >= end:
+                    done = True
                     break
-                put(resampler.resample(fr))
-            else:
-                continue
-            break
-        put(resampler.resample(None))
+                for r in resampler.resample(fr):
+                    arr = r.to_ndarray()
+                    lo = max(0, round((start - t) * rate))  # the part before the first frame's time
+                    hi = arr.shape[1] if end is None else min(arr.shape[1], round((end - t) * rate))
+                    gap = round((t - start) * rate)
+                    if n == 0 and gap > 0:  # the sound starts after the picture: silence first
+                        put(np.zeros((arr.shape[0], gap), np.float32))
+                    if hi > lo:
+                        put(arr[:, lo:hi])
+                    t += arr.shape[1] / rate
+            if done:
+                break
         for p in out.encode(None):
             self._c.mux(p)
 

@@ -280,7 +280,7 @@ def _run(args: argparse.Namespace) -> int:
     def progress(p: jobs.Progress) -> None:
         if bar is None:
             return
-        target = bar_base + p.fraction
+        target = min(bar_base + p.fraction, bar.total)  # a video's frame count is the file's estimate: never past
         if target > bar.n:
             bar.update(target - bar.n)
         if p.message:
