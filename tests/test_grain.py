@@ -101,3 +101,10 @@ def test_restore_grain_match(tmp_path, monkeypatch, capsys):
     assert main(["restore", "-q", "-i", str(d), "-o", str(tmp_path / "none"), "-s", "1", "--grain", "match",
                  "--skip-existing"]) == 0
     assert "other --grain" in capsys.readouterr().err
+
+
+def test_grain_with_aligned_crops_is_said_to_do_nothing():
+    from dynface import jobs
+
+    assert any("--grain" in w for w in jobs.settings_warnings(jobs.RestoreSettings(aligned=True, grain="match")))
+    assert not any("--grain" in w for w in jobs.settings_warnings(jobs.RestoreSettings(grain="match")))

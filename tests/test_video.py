@@ -224,6 +224,11 @@ def test_video_usage_errors(tmp_path, face_frames, capsys):
     assert "--aligned is for face crops" in capsys.readouterr().err
     assert _restore("-i", clip, "-o", tmp_path / "o", "--clip", "3-4") == 1  # past its end: said, not a traceback
     assert "no frame in --clip 3-4 (the video is 0.2 s long)" in capsys.readouterr().out
+    from PIL import Image
+
+    Image.fromarray(face_frames[0]).save(tmp_path / "still.png")
+    assert _restore("-i", tmp_path / "still.png", "-o", tmp_path / "p", "--clip", "3-4", "-s", "1") == 0
+    assert "note: --clip 3-4 is for videos, and none is among the inputs" in capsys.readouterr().err
 
 
 @pytest.mark.usefixtures("_fake")

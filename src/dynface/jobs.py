@@ -265,6 +265,9 @@ def settings_warnings(settings: RestoreSettings) -> list[str]:
     if settings.fidelity == 0 and settings.mode != "restorer_only":
         out.append("--fidelity 0: no guidance, the prior alone from the start step; faces come back as the prior "
                    "imagines them and need not keep their identity (0.5 is the default)")
+    if settings.aligned and settings.grain != "none":
+        out.append("--grain matches a face to the photo around it when it is pasted back: aligned crops have none "
+                   "(it does nothing with --aligned)")
     return out
 
 
@@ -525,6 +528,8 @@ def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettin
         if scan.subfolders:
             extra.append(f"{scan.subfolders} sub-folder(s), searched only with -r/--recursive")
         raise UsageError(f"no input images found in {where}" + (f" ({'; '.join(extra)})" if extra else ""))
+    if notes is not None and settings.clip is not None and not any(is_video_name(f) for f in files):
+        notes.append(f"--clip {settings.clip} is for videos, and none is among the inputs")
     if settings.aligned and any(is_video_name(f) for f in files):
         raise UsageError("--aligned is for face crops; a video's frames are whole pictures (leave out --aligned)")
     check_output_dir(out, files, scan.folders, settings.allow_input_dir)
