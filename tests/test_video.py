@@ -23,13 +23,16 @@ RATE = 44100
 
 def make_video(path: Path, frames: list[np.ndarray], rate: int = 8, pts: list[int] | None = None,
                audio_s: float | None = None, rotation: int | None = None, tone_from: float = 0.0,
-               gop: int | None = None) -> Path:
+               gop: int | None = None, interlaced: bool = False) -> Path:
     """An H.264 MP4/MOV/MPEG-TS of ``frames`` (all one size), at ``rate`` fps (``pts``: frame times in 1/rate s),
     with ``audio_s`` seconds of sound (a 440-Hz tone from ``tone_from`` s, silence before), stored with a display
-    ``rotation``; ``gop``: frames between key frames."""
+    ``rotation``; ``gop``: frames between key frames; ``interlaced``: coded as interlaced (top field first)."""
     fmt = {".mov": "mov", ".ts": "mpegts"}.get(path.suffix, "mp4")
     c = av.open(str(path), "w", format=fmt)
-    v = c.add_stream("libx264", rate=rate, options={"g": str(gop)} if gop else {})
+    opts = {"g": str(gop)} if gop else {}
+    if interlaced:
+        opts["x264-params"] = "interlaced=1:tff=1"
+    v = c.add_stream("libx264", rate=rate, options=opts)
     v.height, v.width = frames[0].shape[:2]
     v.pix_fmt = "yuv420p"
     if rotation is not None:
@@ -193,6 +196,7 @@ def test_restore_a_video(tmp_path, face_frames, capsys):
     rec = json.loads((out / "records" / "clip.json").read_text())
     assert (rec["frames"], rec["faces_per_frame"], rec["num_faces"], rec["audio_kept"]) == (8, [1] * 8, 8, True)
     assert rec["video"]["fps"] == 8 and rec["restored_video"] == "restored_videos/clip.mp4" and rec["clip"] is None
+    assert rec["deinterlaced"] is False
     with video.VideoReader(out / "restored_videos" / "clip.mp4") as r:
         got = [f for _, _, _, f in r.frames()]
     assert len(got) == 8 and abs(audio_seconds(out / "restored_videos" / "clip.mp4") - 1.0) < 0.06
@@ -296,3 +300,29 @@ def test_the_bar_of_a_video_stops_at_its_end(tmp_path, face_frames):
     jobs.run_job([clip], tmp_path / "o", jobs.RestoreSettings(upscale=1),
                  progress=lambda p: seen.append(p.fraction))
     assert max(seen) <= 1.0 and seen[-1] == 1.0 and len(set(seen)) > 10
+
+
+def _combing(x: np.ndarray) -> float:
+    """Each row's distance from the mean of its neighbours: fields from two moments interleaved comb."""
+    x = x.astype(float)
+    return float(np.abs(x[1:-1] - (x[:-2] + x[2:]) / 2).mean())
+
+
+@pytest.mark.usefixtures("_fake")
+def test_an_interlaced_video_is_deinterlaced(tmp_path, face_frames):
+    """A home video transferred from tape is interlaced: its two fields are 1/50 s apart, so moving edges comb, and a
+    clean face pasted into a combed frame looked cut out (video audit). Frames marked interlaced go through bwdif."""
+    frames = []
+    for i in range(8):
+        a, b = np.roll(face_frames[0], 4 * i, axis=1), np.roll(face_frames[0], 4 * i + 2, axis=1)
+        f = a.copy()
+        f[1::2] = b[1::2]  # the second field, later
+        frames.append(f)
+    src = make_video(tmp_path / "tape.mp4", frames, rate=25, interlaced=True)
+    with video.VideoReader(src) as r:
+        got = [f for _, _, _, f in r.frames()]
+        assert r.deinterlaced and len(got) == 8
+    assert _combing(got[3]) < 0.4 * _combing(frames[3])
+    assert main(["restore", "-q", "-i", str(src), "-o", str(tmp_path / "o"), "-s", "1"]) == 0
+    rec = json.loads((tmp_path / "o" / "records" / "tape.json").read_text())
+    assert rec["deinterlaced"] is True and rec["frames"] == 8 and "deinterlaced" in " ".join(rec["notes"])

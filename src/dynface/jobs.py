@@ -1772,6 +1772,9 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
             if writer is not None:
                 writer.close()
             tmp.unlink(missing_ok=True)
+    if reader.deinterlaced:
+        notes.append("its interlaced frames were deinterlaced (FFmpeg's bwdif, a frame per frame) before faces were "
+                     "looked for")
     if reader.bad_packets:
         notes.append(f"{reader.bad_packets} damaged packet(s) of the video could not be decoded and were left out")
     if counts and not all(counts):
@@ -1793,6 +1796,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         "followed_per_frame": followed,
         "output_size": [writer.width, writer.height],
         "audio_kept": writer.has_audio,
+        "deinterlaced": reader.deinterlaced,
         "restored_video": files["video"],
         "num_faces": sum(counts),
         "faces": [],
