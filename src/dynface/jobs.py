@@ -1672,16 +1672,37 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
                       len(faces_rec), x.source)
 
 
+@dataclass(eq=False)
+class _QueuedFrame:
+    """A video frame searched and aligned, waiting for its faces' restorer calls (:func:`_process_video`)."""
+
+    pts: int | None
+    t: float  # s from the video's first frame
+    prep: Any  # dynface.faces.PreparedPhoto
+    share: float  # its part of the progress bar
+    restored: list = field(default_factory=list)
+    recs: list = field(default_factory=list)
+
+
+VIDEO_QUEUE_FRAMES = 32  # frames read ahead at most while their faces wait for a shared restorer call
+
+
 def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detector, bg_upsampler,
                    tracker: _Tracker) -> FileResult:
-    """A video (``s.clip``: the part of it): each frame read, searched for faces and restored like a photo
-    (:func:`dynface.faces.restore_photo`), and encoded into a temporary file renamed onto
-    ``restored_videos/<stem>.mp4`` when the last frame is in; then its record. Face ``i`` of every frame has the same
-    seed (the file's SHA-256 and ``i``): a face then flickers less from frame to frame than with a seed per frame
-    (measured on CCTV-like frames: temporal std 1.93 against 2.18 levels). Frames without a face are written as they
-    are (upscaled); a video without a face in any frame is ``no_face`` (``keep_faceless``: written all the same)."""
+    """A video (``s.clip``: the part of it): each frame read, searched for faces, aligned, restored and pasted back
+    like a photo (:func:`dynface.faces.prepare_photo`, :func:`dynface.faces.finish_photo`), and encoded, in order,
+    into a temporary file renamed onto ``restored_videos/<stem>.mp4`` when the last frame is in; then its record.
+    The faces of consecutive frames share restorer calls of ``s.batch_size`` (:func:`default_batch_size`) faces when
+    photos' faces
+    may (:func:`cross_photo_batches`; else one face per call), at most :data:`VIDEO_QUEUE_FRAMES` frames ahead. Face
+    ``i`` of every frame has the same seed (the file's SHA-256 and ``i``): a face then flickers less from frame to
+    frame than with a seed per frame (measured on CCTV-like frames: temporal std 1.93 against 2.18 levels). Frames
+    without a face are written as they are (upscaled); a video without a face in any frame is ``no_face``
+    (``keep_faceless``: written all the same)."""
+    import numpy as np
+
     from dynface import imageio, video
-    from dynface.faces import detect_faces, follow_faces, restore_photo
+    from dynface.faces import detect_faces, finish_photo, follow_faces, prepare_photo
     from dynface.outputs import output_path
 
     t0 = time.perf_counter()
@@ -1707,13 +1728,54 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         final = output_path(out, *rel.split("/"))
         final.parent.mkdir(exist_ok=True)
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
-        per_call = 1 if per_face(restorer, s) else s.batch_size
+        bs = (s.batch_size or default_batch_size(restorer)) if cross_photo_batches(restorer, s) else 1
+        seeded = _accepts(restorer.restore, "seeds")
         counts: list[int] = []
         followed: list[int] = []  # per frame, faces followed from the frame before (follow_faces)
         hold = max(1, round(FOLLOW_S * info.fps)) if info.fps else 1
         last: list[tuple[Any, int]] = []  # the faces of the frame before, with the frames since each was detected
-        times = {"detect_s": 0.0, "restore_s": 0.0, "encode_s": 0.0}
+        times = {"detect_s": 0.0, "restore_s": 0.0, "paste_s": 0.0, "encode_s": 0.0}
+        queue: list[_QueuedFrame] = []  # read, not yet written (in order)
+        pending: list[tuple[_QueuedFrame, int]] = []  # faces not yet restored
         writer = first_pts = None
+
+        def run() -> None:  # one restorer call for the pending faces
+            batch = pending[:bs]
+            del pending[:bs]
+            kw: dict[str, Any] = {"seed": s.seed, "fidelity": s.fidelity}
+            if seeded:
+                kw["seeds"] = [face_seed(s.seed, key, i) for _, i in batch]
+            t1 = time.perf_counter()
+            outp = tracker.restore(restorer, [q.prep.crops[i] for q, i in batch],
+                                   sum(q.share / len(q.prep.crops) for q, _ in batch), **kw)
+            if len(outp.images) != len(batch):
+                raise RuntimeError(f"the restorer returned {len(outp.images)} faces for {len(batch)} inputs")
+            for j, (q, i) in enumerate(batch):
+                q.restored[i] = np.asarray(outp.images[j], dtype=np.uint8)
+                q.recs[i] = dict(outp.records[j]) if j < len(outp.records) else {}
+            times["restore_s"] += time.perf_counter() - t1
+
+        def write_ready() -> None:  # the frames at the queue's head whose faces are all restored, in order
+            nonlocal writer, first_pts
+            while queue and all(r is not None for r in queue[0].restored):
+                q = queue.pop(0)
+                t1 = time.perf_counter()
+                res = finish_photo(q.prep, q.restored, q.recs, upscale=up, draw_box=s.draw_box,
+                                   bg_upsampler=bg_upsampler, detail=s.detail, grain=s.grain)
+                t2 = time.perf_counter()
+                if writer is None:
+                    end = None if clip.end is None else reader.t0 + clip.end  # the sound: from this frame on
+                    writer = video.VideoWriter(tmp, res.photo.shape[1], res.photo.shape[0], reader.rate,
+                                               reader.stream.time_base, (it.path, reader.t0 + q.t, end),
+                                               reader.colorspace, _torch_threads())
+                    first_pts = q.pts
+                writer.write(res.photo, None if q.pts is None or first_pts is None else q.pts - first_pts)
+                times["paste_s"] += t2 - t1
+                times["encode_s"] += time.perf_counter() - t2
+                if not q.prep.crops:
+                    tracker.partial += q.share
+                    tracker.emit()
+
         try:
             for k, t, pts, rgb in reader.frames(clip):
                 tracker.message = f"{it.path.name} frame {k + 1}/{total or '?'}"
@@ -1729,31 +1791,22 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                     faces, ages = [faces[j] for j in order], [ages[j] for j in order]
                 last = list(zip(faces, ages, strict=True))
                 followed.append(sum(1 for a in ages if a))
-                t2 = time.perf_counter()
-                kw: dict[str, Any] = {}
-                if faces and _accepts(restorer.restore, "seeds"):
-                    kw["seeds"] = [face_seed(s.seed, key, i) for i in range(len(faces))]
+                prep = prepare_photo(rgb, restorer, faces=faces, only_center_face=s.only_center_face, border=s.border,
+                                     alignment=s.alignment)
+                counts.append(len(prep.crops))
+                times["detect_s"] += time.perf_counter() - t1
                 share = 1 / total if total and k < total else 0.0  # of the bar; frames past the file's estimate: none
-                proxy = _SeedingRestorer(restorer, tracker, max(1, len(faces)) / share if share else math.inf)
-                res = restore_photo(rgb, proxy, upscale=up, only_center_face=s.only_center_face, draw_box=s.draw_box,
-                                    faces=faces, seed=s.seed, fidelity=s.fidelity, batch_size=per_call, border=s.border,
-                                    bg_upsampler=bg_upsampler, alignment=s.alignment, detail=s.detail,
-                                    grain=s.grain, **kw)
-                if not faces:
-                    tracker.partial += share
-                    tracker.emit()
-                t3 = time.perf_counter()
-                if writer is None:
-                    end = None if clip.end is None else reader.t0 + clip.end  # the sound: from this frame on
-                    writer = video.VideoWriter(tmp, res.photo.shape[1], res.photo.shape[0], reader.rate,
-                                               reader.stream.time_base, (it.path, reader.t0 + t, end),
-                                               reader.colorspace, _torch_threads())
-                    first_pts = pts
-                writer.write(res.photo, None if pts is None or first_pts is None else pts - first_pts)
-                counts.append(len(faces))
-                times["detect_s"] += t2 - t1
-                times["restore_s"] += t3 - t2
-                times["encode_s"] += time.perf_counter() - t3
+                q = _QueuedFrame(pts, t, prep, share, [None] * len(prep.crops), [None] * len(prep.crops))
+                queue.append(q)
+                pending.extend((q, i) for i in range(len(prep.crops)))
+                while len(pending) >= bs or (pending and len(queue) > VIDEO_QUEUE_FRAMES):
+                    run()
+                    write_ready()
+                write_ready()
+            while pending:
+                run()
+                write_ready()
+            write_ready()
             if writer is None:
                 raise InputError(f"no frame in --clip {clip} (the video is {info.duration_s or 0:.1f} s long)"
                                  if not clip.whole else "no frame of this video can be decoded")
@@ -1815,6 +1868,19 @@ faces' shared restorer calls. A photo that would go past it is queued only after
 (a photo larger than it on its own is restored alone). 64 MP: ~250 MB of RGB(A) uint8, eight 8-MP phone photos."""
 
 
+BATCH_PIXELS = 8 * 64 * 64
+"""Faces per shared restorer call when ``--batch-size`` is not given: this many model pixels (8 faces of 64 px, 2 of
+128, 1 from 182 px on). On 2 CPU cores calls of 8 faces made 64-px faces ×0.59 the time of one photo per call
+(``docs/results/photo_speed.md``) but 128-px faces slower: a 24-frame video with ``embedded-128`` took 32.4 s of
+restoring in calls of 8 against 27.4 one face a call and 27.1 in calls of 4."""
+
+
+def default_batch_size(restorer) -> int:
+    """Faces per shared restorer call by default (:data:`BATCH_PIXELS`), at most 8."""
+    size = int(getattr(restorer, "size", 64) or 64)
+    return max(1, min(8, BATCH_PIXELS // (size * size)))
+
+
 def cross_photo_batches(restorer, settings: RestoreSettings) -> bool:
     """Whether the faces of several photos share restorer calls (:func:`_restore_photos_batched`): when the restorer
     takes per-face ``seeds`` and computes (nearly) batch-invariantly (not :func:`per_face`; with "auto" on a CPU it is
@@ -1848,8 +1914,8 @@ class _QueuedPhoto:
 
 def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSettings, restorer, detector, bg_upsampler,
                             tracker: _Tracker, finish: Callable[[FileResult, int, float], None]) -> None:
-    """Restore the faces of several photos in shared restorer calls of ``s.batch_size`` (default 8) faces, face
-    ``i`` of the photo with bytes of SHA-256 ``h`` seeded ``face_seed(s.seed, h, i)``: photos are read, searched and aligned one
+    """Restore the faces of several photos in shared restorer calls of ``s.batch_size`` (:func:`default_batch_size`)
+    faces, face ``i`` of the photo with bytes of SHA-256 ``h`` seeded ``face_seed(s.seed, h, i)``: photos are read, searched and aligned one
     after another and their crops queued; each full batch is restored, and every photo whose faces are all restored
     is pasted back and written (record LAST), in input order. The queue is also restored and written before it would
     hold more than :data:`PHOTO_QUEUE_MAX_PIXELS` decoded pixels, and at the end. A photo that cannot be read, has no
@@ -1861,7 +1927,7 @@ def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSetting
     from dynface.faces import finish_photo, prepare_photo
 
     debug = _debug()
-    bs = s.batch_size or 8
+    bs = s.batch_size or default_batch_size(restorer)
     queue: list[_QueuedPhoto] = []  # read, not yet written (input order)
     pending: list[tuple[_QueuedPhoto, int]] = []  # faces not yet restored (input order)
 
@@ -2237,7 +2303,7 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
             on_result(r)
 
     if settings.aligned:
-        bs = settings.batch_size or 8
+        bs = settings.batch_size or default_batch_size(restorer)
         by_path = {(str(it.path), it.stem): it.index for it in items}
         for i in range(0, len(items), bs):
             chunk = items[i : i + bs]

@@ -4,7 +4,10 @@ PyAV (FFmpeg's libraries, the optional ``video`` extra) does the decoding and en
 (MP4, MOV, MKV, AVI, WebM, MPEG-TS, most CCTV exports) and its wheels carry libx264 and AAC, so an output plays in
 any player and browser. The job layer (:mod:`dynface.jobs`) restores each frame like a photo; this module only
 reads and writes. A frame the file marks as turned (a phone held upright stores its frames sideways with a display
-rotation) is turned upright before faces are looked for, and written upright.
+rotation) is turned upright before faces are looked for, and written upright; frames marked interlaced are
+deinterlaced (``bwdif``). Times count from the first frame (an MPEG-TS's own clock starts elsewhere), and the sound
+is cut to the sample at the first frame written. Not handled: HDR (10-bit BT.2020 PQ/HLG phone videos are read as
+8-bit without tone mapping, so their colours are off).
 
 :class:`VideoWriter` encodes into a temporary file the caller names (the job layer renames it onto the output only
 when the whole video is done: a killed run leaves no half video under the output's name).
@@ -21,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["VIDEO_EXTS", "VideoError", "Clip", "parse_clip", "is_video_name", "VideoInfo", "VideoReader", "VideoWriter"]
+__all__ = ["VIDEO_EXTS", "VideoError", "Clip", "parse_time", "parse_clip", "is_video_name", "VideoInfo", "colorspace",
+           "to_rgb", "VideoReader", "VideoWriter"]
 
 VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv",
               ".flv", ".3gp", ".dav")

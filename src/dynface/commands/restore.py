@@ -174,7 +174,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the UNet: minutes of compilation first, then faster on a GPU (×0.5–0.8 time); "
                         "no gain measured on CPUs")
-    p.add_argument("--batch-size", type=number(int, 1), default=None, help="faces per restorer call (default 8; in fp32 on a CPU the faces of several photos "
+    p.add_argument("--batch-size", type=number(int, 1), default=None, help="faces per restorer call (default 8 of 64 px, 2 of 128 px: "
+                   "the model pixels that pay on a CPU; in fp32 on a CPU the faces of several photos or frames "
                    "share a call; otherwise each photo's own faces, all at once by default)")
     p.add_argument("--fast-batches", dest="deterministic", action="store_false",
                    help="batch faces even in bf16/fp16 or on a GPU, where a face's output can then differ by ±1 level "
