@@ -5,9 +5,9 @@ whole (one not larger than the model: :func:`dynface.faces.keeps_detail`) then s
 follows the crop's square across the neck and hairline (a family-photo audit: cheek grain 19 levels in the scan, 3-10
 inside the pasted crop and 11 just outside it). Matching the grain is the compositor's answer: measure the grain of
 the photo just around the face and of the pasted face, and add the difference to the face as fresh grain, so that
-the face is no grainier than the photo and no cleaner. The photo's grain is measured in a margin of half the
-crop's side around it (:func:`dynface.faces.paste_face`), outside the pasted face. The damage itself (dust, scratches, the old grain's pattern)
-is not brought back.
+the face is no grainier than the photo and no cleaner. The photo's grain is measured in a margin of half the crop's
+side around it (:func:`dynface.faces.paste_face`), outside the pasted face. The damage itself (dust, scratches, the
+old grain's pattern) is not brought back.
 
 Grain is measured as the typical local standard deviation of the luma's high band (the image minus a Gaussian blur
 of :data:`GRAIN_BLUR` px at the photo's own resolution) over blocks of 8 photo pixels, taking the
