@@ -193,6 +193,7 @@ def test_restore_a_video(tmp_path, face_frames, capsys):
     assert "3 input(s): 1 restored" in text and "bad.mp4: an incomplete MP4" in text
     assert "wall.mkv: no face found" in text and "no face in any of its 3 frame(s)" in text
     assert sorted(p.name for p in (out / "restored_videos").iterdir()) == ["clip.mp4"]  # no temporary file left
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["records", "restored_videos"]  # no empty photo folders
     rec = json.loads((out / "records" / "clip.json").read_text())
     assert (rec["frames"], rec["faces_per_frame"], rec["num_faces"], rec["audio_kept"]) == (8, [1] * 8, 8, True)
     assert rec["video"]["fps"] == 8 and rec["restored_video"] == "restored_videos/clip.mp4" and rec["clip"] is None
