@@ -334,10 +334,11 @@ def test_restorer_key_tells_apart_settings_that_build_different_restorers():
 def test_the_job_layers_light_option_lists_match_the_library():
     """jobs keeps its own --color-fix / --detail lists (so `dynface --help` imports neither torch nor scipy);
     they must name exactly what colorfix and detail implement."""
-    from dynface import colorfix, detail, jobs
+    from dynface import colorfix, detail, grain, jobs
 
     assert set(jobs.COLOR_FIXES) == set(colorfix.COLOR_FIXES)
     assert set(jobs.DETAIL_MODES) == set(detail.DETAIL_MODES)
+    assert set(jobs.GRAIN_MODES) == set(grain.GRAIN_MODES)
 
 
 def test_the_job_layers_choices_match_the_library():

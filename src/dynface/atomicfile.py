@@ -14,6 +14,13 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def temp_path(path: str | Path) -> Path:
+    """The hidden temporary file beside ``path`` this process writes it to (``.NAME.tmpPID``; a writer that must
+    rename it itself, later, names it with this too, so that a killed run's leftovers are told apart the same way)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield the temporary path to write; on a clean exit it is renamed onto ``path``, and it is removed in any case.
@@ -22,7 +29,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     (``open(tmp, "wb")``), not the name."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_path(path)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -971,10 +971,12 @@ def finish_photo(
     for i, (f, face_img, m, sz) in enumerate(zip(faces, restored, affines, sizes, strict=True)):
         sz["detail_kept"] = detail == "keep" and keeps_detail(sz)
         info: dict = {}
-        seed = recs[i].get("seed") if grain == "match" else None  # the face's own seed: the same bytes every run
+        grain_seed = None
+        if grain == "match":  # the face's own restorer seed: the same grain every run
+            seed = (recs[i] if i < len(recs) else {}).get("seed")
+            grain_seed = seed if isinstance(seed, int) else i
         paste_face(photo, face_img, m, size, sxy, model_px=size if sz["detail_kept"] else None,
-                   face_box=face_box_out(f.bbox, sxy, photo.shape), info=info,
-                   grain_seed=None if grain != "match" else int(seed if isinstance(seed, int) else i))
+                   face_box=face_box_out(f.bbox, sxy, photo.shape), info=info, grain_seed=grain_seed)
         sz.update(info)
     if draw_box:
         draw_boxes(photo, [f.bbox for f in faces], sxy, labels=[f"{i:02d}" for i in range(len(faces))])

@@ -68,7 +68,6 @@ from typing import Any
 from dynface import provenance
 from dynface.outputs import OutputFolderError, check_output_folder, safe_resolve
 from dynface.registry import DEFAULT_MODEL
-from dynface.video import is_video_name
 
 __all__ = [
     "MODES", "SUBDIRS", "FACTORY_ENV", "UsageError", "InputError", "RestoreSettings", "InputItem", "FileResult",
@@ -327,6 +326,14 @@ class InputScan:
     videos: list[Path] = field(default_factory=list)  # videos in the folders, left out (collect_inputs' ``videos``)
 
 
+def _is_video(path) -> bool:
+    """:func:`dynface.video.is_video_name`, imported when asked (dynface.video imports numpy, which importing this
+    module does not need)."""
+    from dynface.video import is_video_name
+
+    return is_video_name(path)
+
+
 def is_restore_output(folder: Path) -> bool:
     """True for a folder that ``dynface restore`` wrote (it holds ``manifest.jsonl`` and ``records/``); False for one
     that cannot be looked into (another user's private folder: the scan then notes it as unreadable)."""
@@ -366,7 +373,7 @@ def _scan_folder(top: Path, scan: InputScan, recursive: bool, exclude: set[Path]
             continue
         if not f.is_file() and not f.is_symlink():
             continue  # sockets, fifos
-        if is_video_name(f):
+        if _is_video(f):
             (scan.files if videos else scan.videos).append(f)
         else:
             (scan.files if is_image_name(f) else scan.ignored).append(f)
@@ -528,9 +535,9 @@ def plan_inputs(inputs: Sequence[str | Path], out: Path, settings: RestoreSettin
         if scan.subfolders:
             extra.append(f"{scan.subfolders} sub-folder(s), searched only with -r/--recursive")
         raise UsageError(f"no input images found in {where}" + (f" ({'; '.join(extra)})" if extra else ""))
-    if notes is not None and settings.clip is not None and not any(is_video_name(f) for f in files):
+    if notes is not None and settings.clip is not None and not any(_is_video(f) for f in files):
         notes.append(f"--clip {settings.clip} is for videos, and none is among the inputs")
-    if settings.aligned and any(is_video_name(f) for f in files):
+    if settings.aligned and any(_is_video(f) for f in files):
         raise UsageError("--aligned is for face crops; a video's frames are whole pictures (leave out --aligned)")
     check_output_dir(out, files, scan.folders, settings.allow_input_dir)
     renamed: list[tuple[Path, str]] = []
@@ -1547,13 +1554,14 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
     t1 = time.perf_counter()
     faces = detect_faces(img.rgb, detector, s.only_center_face)
     t_detect = time.perf_counter() - t1
-    limit, closer = smallest_face(w, h, s.detect_side), max(w, h)
-    if max(w, h) > s.detect_side and smallest_face(w, h, closer) < limit:  # faces that small vanish in the detection
-        # copy: say so, and how to look closer (not when a closer look finds no smaller faces: a 4000-px scan's
-        # 2000-px copy is searched upsampled once, the whole scan not, both down to about 80 px; family-photo audit)
+    closer = max(w, h)
+    limit = smallest_face(w, h, s.detect_side) if closer > s.detect_side else 0
+    nearer = smallest_face(w, h, closer) if limit else 0
+    if nearer < limit:  # faces that small vanish in the detection copy: say so, and how to look closer (not when a
+        # closer look finds no smaller faces: a 4000-px scan's 2000-px copy is searched upsampled once, the whole scan
+        # not, both down to about 80 px; family-photo audit)
         how = (f"faces smaller than about {limit} px in this {w}x{h} photo are missed (detection ran on a copy "
-               f"{s.detect_side} px on its longer side; --detect-side {closer}: about {smallest_face(w, h, closer)} "
-               "px, slower)")
+               f"{s.detect_side} px on its longer side; --detect-side {closer}: about {nearer} px, slower)")
         least = min((f.bbox[2] - f.bbox[0] for f in faces), default=None)
         if least is None:
             notes.append(how)
@@ -1693,8 +1701,8 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     like a photo (:func:`dynface.faces.prepare_photo`, :func:`dynface.faces.finish_photo`), and encoded, in order,
     into a temporary file renamed onto ``restored_videos/<stem>.mp4`` when the last frame is in; then its record.
     The faces of consecutive frames share restorer calls of ``s.batch_size`` (:func:`default_batch_size`) faces when
-    photos' faces
-    may (:func:`cross_photo_batches`; else one face per call), at most :data:`VIDEO_QUEUE_FRAMES` frames ahead. Face
+    photos' faces may (:func:`cross_photo_batches`; else one face per call), at most :data:`VIDEO_QUEUE_FRAMES`
+    frames ahead. Face
     ``i`` of every frame has the same seed (the file's SHA-256 and ``i``): a face then flickers less from frame to
     frame than with a seed per frame (measured on CCTV-like frames: temporal std 1.93 against 2.18 levels). Frames
     without a face are written as they are (upscaled); a video without a face in any frame is ``no_face``
@@ -1702,6 +1710,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     import numpy as np
 
     from dynface import imageio, video
+    from dynface.atomicfile import temp_path
     from dynface.faces import detect_faces, finish_photo, follow_faces, prepare_photo
     from dynface.outputs import output_path
 
@@ -1727,7 +1736,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         rel = f"restored_videos/{it.stem}{sfx}.mp4"
         final = output_path(out, *rel.split("/"))
         final.parent.mkdir(exist_ok=True)
-        tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+        tmp = temp_path(final)  # renamed by _write_outputs once the video is complete
         bs = (s.batch_size or default_batch_size(restorer)) if cross_photo_batches(restorer, s) else 1
         seeded = _accepts(restorer.restore, "seeds")
         counts: list[int] = []
@@ -2314,8 +2323,8 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
         bg = load_bg_upsampler(settings.bg_upsampler)
         detector = FaceDetector(kind=settings.detector, min_score=settings.min_score, max_side=settings.detect_side,
                                 turned=settings.detect_turned, edges=settings.detect_edges)
-        clips = [it for it in items if is_video_name(it.path)]
-        photos = [it for it in items if not is_video_name(it.path)]
+        clips = [it for it in items if _is_video(it.path)]
+        photos = [it for it in items if not _is_video(it.path)]
         if photos and cross_photo_batches(restorer, settings):
             _restore_photos_batched(photos, out, settings, restorer, detector, bg, tracker, finish)
             photos = []
@@ -2323,7 +2332,7 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
             tracker.message = it.path.name
             t0 = time.perf_counter()
             try:
-                process = _process_video if is_video_name(it.path) else _process_photo
+                process = _process_video if _is_video(it.path) else _process_photo
                 r = process(it, out, settings, restorer, detector, bg, tracker)
             except Exception as e:  # never a traceback for one bad file
                 if debug and not isinstance(e, InputError):
@@ -2365,7 +2374,7 @@ def start_job(items: list[InputItem], out: Path, settings: RestoreSettings, igno
     check_settings(settings)
     if not settings.aligned:
         load_bg_upsampler(settings.bg_upsampler)  # a bad hook is a usage error before anything is written
-    prepare_output(out, settings, videos_only=bool(items) and all(is_video_name(it.path) for it in items))
+    prepare_output(out, settings, videos_only=bool(items) and all(_is_video(it.path) for it in items))
     manifest = manifest or Manifest(out / MANIFEST_NAME)
     summary = JobSummary(out=out, total=len(items), ignored=list(ignored or []))
     todo = list(items)
