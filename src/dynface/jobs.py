@@ -1680,16 +1680,104 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
                       len(faces_rec), x.source)
 
 
-@dataclass(eq=False)
-class _QueuedFrame:
-    """A video frame searched and aligned, waiting for its faces' restorer calls (:func:`_process_video`)."""
+@dataclass(eq=False)  # compared and hashed by identity
+class _Queued:
+    """A photo or a video frame searched and aligned whose faces wait for (or went through) shared restorer calls
+    (:class:`_FaceQueue`)."""
 
-    pts: int | None
-    t: float  # s from the video's first frame
     prep: Any  # dynface.faces.PreparedPhoto
-    share: float  # its part of the progress bar
+    key: str  # face i is seeded face_seed(settings.seed, key, i): the input's SHA-256 (seed_key)
+    share: float = 1.0  # its part of the progress bar (a photo: 1; a frame: 1 / the video's frames)
+    name: str | None = None  # a photo's file name: the progress message while its faces are restored
+    item: Any = None  # the caller's: a photo's _PhotoInput, a frame's (pts, time)
     restored: list = field(default_factory=list)
     recs: list = field(default_factory=list)
+    maps: dict[str, list] = field(default_factory=dict)
+    restore_s: float = 0.0  # its faces' share of the restorer calls' time
+    done_faces: int = 0
+
+    def __post_init__(self):
+        self.restored = [None] * self.n
+        self.recs = [None] * self.n
+
+    @property
+    def n(self) -> int:
+        return len(self.prep.crops)
+
+
+class _FaceQueue:
+    """The faces of consecutive photos or video frames (:class:`_Queued`, in order) restored in shared restorer calls
+    of ``bs`` faces; each unit whose faces are all restored is handed to ``ready(unit)`` in order (a unit without a
+    face as soon as the units before it are). A restorer call that raises fails the units with a face in it through
+    ``failed(unit, message)`` (their other faces are dropped; the others go on), or, without ``failed``, raises on.
+    ``seeded``: the restorer takes per-face ``seeds``; ``return_maps`` is passed on (photos' ``--save-maps``)."""
+
+    def __init__(self, restorer, s: RestoreSettings, tracker: _Tracker, bs: int, ready: Callable[[_Queued], None], *,
+                 failed: Callable[[_Queued, str], None] | None = None, seeded: bool = True, return_maps: bool = False):
+        self.restorer, self.s, self.tracker, self.bs = restorer, s, tracker, max(1, bs)
+        self.ready, self.failed, self.seeded, self.return_maps = ready, failed, seeded, return_maps
+        self.queue: list[_Queued] = []  # added, not yet handed to ready (in order)
+        self.pending: list[tuple[_Queued, int]] = []  # faces not yet restored (in order)
+
+    def add(self, q: _Queued, *, most: int | None = None) -> None:
+        """Queue ``q``'s faces, then restore every full call (and, with ``most``, calls until at most ``most`` units
+        wait) and hand on what is ready."""
+        self.queue.append(q)
+        self.pending.extend((q, i) for i in range(q.n))
+        self.step(most=most)
+
+    def step(self, flush: bool = False, most: int | None = None) -> None:
+        """Restore full calls (``flush``: all pending faces) and hand on the units that are ready."""
+        while self.pending and (flush or len(self.pending) >= self.bs or (most is not None and len(self.queue) > most)):
+            batch = self.pending[: self.bs]
+            del self.pending[: self.bs]
+            self._run(batch)
+            self._hand_on()
+        self._hand_on()
+
+    def _run(self, batch: list[tuple[_Queued, int]]) -> None:
+        import numpy as np
+
+        s, units = self.s, list(dict.fromkeys(q for q, _ in batch))
+        names = [q.name for q in units if q.name]
+        if names:
+            self.tracker.message = ", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]} ({len(names)} photos)"
+        kw: dict[str, Any] = {"seed": s.seed, "fidelity": s.fidelity}
+        if self.return_maps:
+            kw["return_maps"] = True
+        if self.seeded:
+            kw["seeds"] = [face_seed(s.seed, q.key, i) for q, i in batch]
+        t0 = time.perf_counter()
+        try:
+            outp = self.tracker.restore(self.restorer, [q.prep.crops[i] for q, i in batch],
+                                        sum(q.share / q.n for q, _ in batch), **kw)
+            if len(outp.images) != len(batch):
+                raise RuntimeError(f"the restorer returned {len(outp.images)} faces for {len(batch)} inputs")
+        except Exception as e:
+            if self.failed is None or _debug():
+                raise
+            for q in units:
+                self.queue.remove(q)
+                self.pending[:] = [f for f in self.pending if f[0] is not q]
+                self.failed(q, one_line(e))
+            return
+        dt = (time.perf_counter() - t0) / len(batch)
+        maps = getattr(outp, "maps", None) or {}
+        for j, (q, i) in enumerate(batch):
+            q.restored[i] = np.asarray(outp.images[j], dtype=np.uint8)
+            q.recs[i] = dict(outp.records[j]) if j < len(outp.records) else {}
+            for name, lst in maps.items():
+                if j < len(lst):
+                    q.maps.setdefault(name, [None] * q.n)[i] = lst[j]
+            q.restore_s += dt
+            q.done_faces += 1
+
+    def _hand_on(self) -> None:
+        while self.queue and self.queue[0].done_faces == self.queue[0].n:
+            q = self.queue.pop(0)
+            if not q.n:  # restored by no call: its share of the bar is done now
+                self.tracker.partial += q.share
+            self.ready(q)
 
 
 VIDEO_QUEUE_FRAMES = 32  # frames read ahead at most while their faces wait for a shared restorer call
@@ -1702,12 +1790,10 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     into a temporary file renamed onto ``restored_videos/<stem>.mp4`` when the last frame is in; then its record.
     The faces of consecutive frames share restorer calls of ``s.batch_size`` (:func:`default_batch_size`) faces when
     photos' faces may (:func:`cross_photo_batches`; else one face per call), at most :data:`VIDEO_QUEUE_FRAMES`
-    frames ahead. Face
-    ``i`` of every frame has the same seed (the file's SHA-256 and ``i``): a face then flickers less from frame to
+    frames ahead (:class:`_FaceQueue`, as photos'). Face ``i`` of every frame has the same seed (the file's SHA-256 and ``i``): a face then flickers less from frame to
     frame than with a seed per frame (measured on CCTV-like frames: temporal std 1.93 against 2.18 levels). Frames
     without a face are written as they are (upscaled); a video without a face in any frame is ``no_face``
     (``keep_faceless``: written all the same)."""
-    import numpy as np
 
     from dynface import imageio, video
     from dynface.atomicfile import temp_path
@@ -1738,53 +1824,34 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         final.parent.mkdir(exist_ok=True)
         tmp = temp_path(final)  # renamed by _write_outputs once the video is complete
         bs = (s.batch_size or default_batch_size(restorer)) if cross_photo_batches(restorer, s) else 1
-        seeded = _accepts(restorer.restore, "seeds")
         counts: list[int] = []
         followed: list[int] = []  # per frame, faces followed from the frame before (follow_faces)
         hold = max(1, round(FOLLOW_S * info.fps)) if info.fps else 1
         last: list[tuple[Any, int]] = []  # the faces of the frame before, with the frames since each was detected
         times = {"detect_s": 0.0, "restore_s": 0.0, "paste_s": 0.0, "encode_s": 0.0}
-        queue: list[_QueuedFrame] = []  # read, not yet written (in order)
-        pending: list[tuple[_QueuedFrame, int]] = []  # faces not yet restored
         writer = first_pts = None
 
-        def run() -> None:  # one restorer call for the pending faces
-            batch = pending[:bs]
-            del pending[:bs]
-            kw: dict[str, Any] = {"seed": s.seed, "fidelity": s.fidelity}
-            if seeded:
-                kw["seeds"] = [face_seed(s.seed, key, i) for _, i in batch]
-            t1 = time.perf_counter()
-            outp = tracker.restore(restorer, [q.prep.crops[i] for q, i in batch],
-                                   sum(q.share / len(q.prep.crops) for q, _ in batch), **kw)
-            if len(outp.images) != len(batch):
-                raise RuntimeError(f"the restorer returned {len(outp.images)} faces for {len(batch)} inputs")
-            for j, (q, i) in enumerate(batch):
-                q.restored[i] = np.asarray(outp.images[j], dtype=np.uint8)
-                q.recs[i] = dict(outp.records[j]) if j < len(outp.records) else {}
-            times["restore_s"] += time.perf_counter() - t1
-
-        def write_ready() -> None:  # the frames at the queue's head whose faces are all restored, in order
+        def write(q: _Queued) -> None:  # a frame whose faces are all restored, in order
             nonlocal writer, first_pts
-            while queue and all(r is not None for r in queue[0].restored):
-                q = queue.pop(0)
-                t1 = time.perf_counter()
-                res = finish_photo(q.prep, q.restored, q.recs, upscale=up, draw_box=s.draw_box,
-                                   bg_upsampler=bg_upsampler, detail=s.detail, grain=s.grain)
-                t2 = time.perf_counter()
-                if writer is None:
-                    end = None if clip.end is None else reader.t0 + clip.end  # the sound: from this frame on
-                    writer = video.VideoWriter(tmp, res.photo.shape[1], res.photo.shape[0], reader.rate,
-                                               reader.stream.time_base, (it.path, reader.t0 + q.t, end),
-                                               reader.colorspace, _torch_threads())
-                    first_pts = q.pts
-                writer.write(res.photo, None if q.pts is None or first_pts is None else q.pts - first_pts)
-                times["paste_s"] += t2 - t1
-                times["encode_s"] += time.perf_counter() - t2
-                if not q.prep.crops:
-                    tracker.partial += q.share
-                    tracker.emit()
+            pts, t = q.item
+            t1 = time.perf_counter()
+            res = finish_photo(q.prep, q.restored, q.recs, upscale=up, draw_box=s.draw_box,
+                               bg_upsampler=bg_upsampler, detail=s.detail, grain=s.grain)
+            t2 = time.perf_counter()
+            if writer is None:
+                end = None if clip.end is None else reader.t0 + clip.end  # the sound: from this frame on
+                writer = video.VideoWriter(tmp, res.photo.shape[1], res.photo.shape[0], reader.rate,
+                                           reader.stream.time_base, (it.path, reader.t0 + t, end),
+                                           reader.colorspace, _torch_threads())
+                first_pts = pts
+            writer.write(res.photo, None if pts is None or first_pts is None else pts - first_pts)
+            times["restore_s"] += q.restore_s
+            times["paste_s"] += t2 - t1
+            times["encode_s"] += time.perf_counter() - t2
+            if not q.n:
+                tracker.emit()
 
+        faces_q = _FaceQueue(restorer, s, tracker, bs, write, seeded=_accepts(restorer.restore, "seeds"))
         try:
             for k, t, pts, rgb in reader.frames(clip):
                 tracker.message = f"{it.path.name} frame {k + 1}/{total or '?'}"
@@ -1805,17 +1872,8 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                 counts.append(len(prep.crops))
                 times["detect_s"] += time.perf_counter() - t1
                 share = 1 / total if total and k < total else 0.0  # of the bar; frames past the file's estimate: none
-                q = _QueuedFrame(pts, t, prep, share, [None] * len(prep.crops), [None] * len(prep.crops))
-                queue.append(q)
-                pending.extend((q, i) for i in range(len(prep.crops)))
-                while len(pending) >= bs or (pending and len(queue) > VIDEO_QUEUE_FRAMES):
-                    run()
-                    write_ready()
-                write_ready()
-            while pending:
-                run()
-                write_ready()
-            write_ready()
+                faces_q.add(_Queued(prep, key, share, item=(pts, t)), most=VIDEO_QUEUE_FRAMES)
+            faces_q.step(flush=True)
             if writer is None:
                 raise InputError(f"no frame in --clip {clip} (the video is {info.duration_s or 0:.1f} s long)"
                                  if not clip.whole else "no frame of this video can be decoded")
@@ -1899,106 +1957,41 @@ def cross_photo_batches(restorer, settings: RestoreSettings) -> bool:
     return _accepts(restorer.restore, "seeds") and not per_face(restorer, settings)
 
 
-@dataclass(eq=False)  # compared and hashed by identity
-class _QueuedPhoto:
-    """A photo read and aligned whose faces wait for (or went through) shared restorer calls."""
-
-    x: _PhotoInput
-    prep: Any  # dynface.faces.PreparedPhoto
-    restored: list
-    recs: list
-    maps: dict[str, list] = field(default_factory=dict)
-    restore_s: float = 0.0
-    done_faces: int = 0
-
-    @property
-    def n(self) -> int:
-        return len(self.prep.crops)
-
-    @property
-    def pixels(self) -> int:
-        w, h = self.x.img.size
-        return int(w) * int(h)
-
-
 def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSettings, restorer, detector, bg_upsampler,
                             tracker: _Tracker, finish: Callable[[FileResult, int, float], None]) -> None:
     """Restore the faces of several photos in shared restorer calls of ``s.batch_size`` (:func:`default_batch_size`)
-    faces, face ``i`` of the photo with bytes of SHA-256 ``h`` seeded ``face_seed(s.seed, h, i)``: photos are read, searched and aligned one
-    after another and their crops queued; each full batch is restored, and every photo whose faces are all restored
-    is pasted back and written (record LAST), in input order. The queue is also restored and written before it would
+    faces (:class:`_FaceQueue`), face ``i`` of the photo with bytes of SHA-256 ``h`` seeded ``face_seed(s.seed, h,
+    i)``: photos are read, searched and aligned one after another and their crops queued; each full batch is restored,
+    and every photo whose faces are all restored is pasted back and written (record LAST), in input order. The queue is also restored and written before it would
     hold more than :data:`PHOTO_QUEUE_MAX_PIXELS` decoded pixels, and at the end. A photo that cannot be read, has no
     face or fails to align gets its result at once; a failing restorer call fails the photos with a face in it (their
     other faces are dropped) and the others go on. ``finish(result, index, share)``: ``share`` is the part of the
     photo the restorer finished (for the progress bar)."""
-    import numpy as np
-
     from dynface.faces import finish_photo, prepare_photo
 
     debug = _debug()
-    bs = s.batch_size or default_batch_size(restorer)
-    queue: list[_QueuedPhoto] = []  # read, not yet written (input order)
-    pending: list[tuple[_QueuedPhoto, int]] = []  # faces not yet restored (input order)
 
-    def fail(q: _QueuedPhoto, msg: str) -> None:
-        queue.remove(q)
-        pending[:] = [f for f in pending if f[0] is not q]
-        it = q.x.item
-        finish(FileResult(str(it.path), it.stem, "failed", msg, list(q.x.notes), seconds=q.x.read_s + q.x.detect_s + q.restore_s,
-                          source=q.x.source), it.index, q.done_faces / q.n)
+    def failed(q: _Queued, msg: str) -> None:
+        x = q.item
+        finish(FileResult(str(x.item.path), x.item.stem, "failed", msg, list(x.notes),
+                          seconds=x.read_s + x.detect_s + q.restore_s, source=x.source), x.item.index, q.done_faces / q.n)
 
-    def run(batch: list[tuple[_QueuedPhoto, int]]) -> None:
-        photos = list(dict.fromkeys(q for q, _ in batch))
-        names = [q.x.item.path.name for q in photos]
-        tracker.message = ", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]} ({len(names)} photos)"
-        kw: dict[str, Any] = {"seed": s.seed, "fidelity": s.fidelity, "return_maps": s.save_maps,
-                              "seeds": [face_seed(s.seed, seed_key(q.x.img, q.x.item.stem), i) for q, i in batch]}
-        t0 = time.perf_counter()
+    def write(q: _Queued) -> None:
+        x = q.item
         try:
-            outp = tracker.restore(restorer, [q.prep.crops[i] for q, i in batch], sum(1.0 / q.n for q, _ in batch), **kw)
-            if len(outp.images) != len(batch):
-                raise RuntimeError(f"the restorer returned {len(outp.images)} faces for {len(batch)} inputs")
-        except Exception as e:
+            res = finish_photo(q.prep, q.restored, q.recs, q.maps, upscale=x.up, draw_box=s.draw_box,
+                               bg_upsampler=bg_upsampler, detail=s.detail, restore_s=q.restore_s, grain=s.grain)
+            busy = x.read_s + x.detect_s + q.prep.timing.get("align_s", 0.0) + q.restore_s + res.timing["paste_s"]
+            r = _write_photo(out, s, restorer, x, res, busy_s=busy)
+        except Exception as e:  # e.g. a full disk: this photo fails, the others stand
             if debug:
                 raise
-            for q in photos:
-                fail(q, one_line(e))
-            return
-        dt = (time.perf_counter() - t0) / len(batch)
-        maps = getattr(outp, "maps", None) or {}
-        for j, (q, i) in enumerate(batch):
-            q.restored[i] = np.asarray(outp.images[j], dtype=np.uint8)
-            q.recs[i] = dict(outp.records[j]) if j < len(outp.records) else {}
-            for key, lst in maps.items():
-                if j < len(lst):
-                    q.maps.setdefault(key, [None] * q.n)[i] = lst[j]
-            q.restore_s += dt
-            q.done_faces += 1
+            r = FileResult(str(x.item.path), x.item.stem, "failed", one_line(e), list(x.notes),
+                           seconds=time.perf_counter() - x.t0, source=x.source)
+        finish(r, x.item.index, 1.0)
 
-    def write_ready() -> None:
-        while queue and queue[0].done_faces == queue[0].n:
-            q = queue.pop(0)
-            x = q.x
-            try:
-                res = finish_photo(q.prep, q.restored, q.recs, q.maps, upscale=x.up, draw_box=s.draw_box,
-                                   bg_upsampler=bg_upsampler, detail=s.detail, restore_s=q.restore_s, grain=s.grain)
-                busy = x.read_s + x.detect_s + q.prep.timing.get("align_s", 0.0) + q.restore_s + res.timing["paste_s"]
-                r = _write_photo(out, s, restorer, x, res, busy_s=busy)
-            except Exception as e:  # e.g. a full disk: this photo fails, the others stand
-                if debug:
-                    raise
-                r = FileResult(str(x.item.path), x.item.stem, "failed", one_line(e), list(x.notes), seconds=time.perf_counter() - x.t0,
-                               source=x.source)
-            finish(r, x.item.index, 1.0)
-
-    def step(flush: bool) -> None:
-        while pending and (flush or len(pending) >= bs):
-            batch = pending[:bs]
-            del pending[:bs]
-            run(batch)
-            write_ready()
-        write_ready()  # photos without a face (keep_faceless) need no restorer call
-
+    faces_q = _FaceQueue(restorer, s, tracker, s.batch_size or default_batch_size(restorer), write, failed=failed,
+                         return_maps=s.save_maps)
     for it in items:
         tracker.message = it.path.name
         t0 = time.perf_counter()
@@ -2011,13 +2004,17 @@ def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSetting
                 raise
             finish(_unrestored(it, e, t0), it.index, 0.0)
             continue
-        q = _QueuedPhoto(x, prep, [None] * len(prep.crops), [None] * len(prep.crops))
-        if queue and sum(p.pixels for p in queue) + q.pixels > PHOTO_QUEUE_MAX_PIXELS:
-            step(flush=True)
-        queue.append(q)
-        pending.extend((q, i) for i in range(q.n))
-        step(flush=False)
-    step(flush=True)
+        w, h = x.img.size
+        if faces_q.queue and sum(_pixels(q) for q in faces_q.queue) + int(w) * int(h) > PHOTO_QUEUE_MAX_PIXELS:
+            faces_q.step(flush=True)
+        faces_q.add(_Queued(prep, seed_key(x.img, it.stem), name=it.path.name, item=x))
+    faces_q.step(flush=True)
+
+
+def _pixels(q: _Queued) -> int:
+    """The decoded pixels of a queued photo (:data:`PHOTO_QUEUE_MAX_PIXELS`)."""
+    w, h = q.item.img.size
+    return int(w) * int(h)
 
 
 FFHQ_CROP_SIDES = (256, 512, 1024)  # the sides of FFHQ-aligned crops as GFPGAN, CodeFormer and DifFace write them
