@@ -201,6 +201,8 @@ def test_restore_a_video(tmp_path, face_frames, capsys):
     with video.VideoReader(out / "restored_videos" / "clip.mp4") as r:
         got = [f for _, _, _, f in r.frames()]
     assert len(got) == 8 and abs(audio_seconds(out / "restored_videos" / "clip.mp4") - 1.0) < 0.06
+    raw = (out / "restored_videos" / "clip.mp4").read_bytes()
+    assert 0 < raw.find(b"moov") < raw.find(b"mdat")  # its index first: it plays while it loads
     diff = got[3].astype(int) - face_frames[3]
     assert diff[70:130, 100:160].mean() > 5 and abs(diff[:40, :40].mean()) < 2  # the face (+10), not the wall
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()]

@@ -247,7 +247,8 @@ def test_page_messages_duplicate_names_warnings_and_nothing_to_zip(app, uploads,
     assert "untick “inputs are aligned face crops”" in res.messages[0] and "--aligned" not in res.messages[0]
     with pytest.warns(UserWarning, match="no files"):  # gr.Warning: the toast (a warning outside a request)
         out = app.ui_page([], None, "embedded-64", "full", False, 0.5, "", 0, "auto", 2.0, None)
-    assert out[0].startswith("**Not restored:** no files") and out[2:] == (None, [], [], None, None, {})
+    assert out[0].startswith("**Not restored:** no files") and out[2:-1] == (None, [], [], None, None, {})
+    assert out[-1]["visible"] is False and out[-1]["value"] is None  # no video from an earlier request left on show
 
 
 def test_caps_on_bytes_and_decoded_pixels(tmp_path, uploads, astro_png):
@@ -508,6 +509,94 @@ def test_old_request_folders_are_swept(app, uploads, astro_png):
     assert app.sweep() == 1 and not res.request_dir.exists()
 
 
+# ------------------------------------------------------------------------------------------ videos
+@pytest.fixture(scope="module")
+def clip_mp4(tmp_path_factory) -> bytes:
+    """One second of video (8 frames of the astronaut's top, 320x240, panning 3 px a frame) with sound."""
+    from test_video import make_video
+
+    base = data.astronaut()[0:240, 100:420]
+    frames = [np.ascontiguousarray(np.roll(base, 3 * i, axis=1)) for i in range(8)]
+    return make_video(tmp_path_factory.mktemp("clip") / "clip.mp4", frames, audio_s=1.0).read_bytes()
+
+
+def test_a_video_request_gives_the_restored_video_and_a_frame_to_compare(app, uploads, clip_mp4, astro_png):
+    """A video among the uploads is restored by the job layer as the CLI restores it (restored_videos/, its record);
+    the page gets its frame with the most faces beside the same input frame, and the video for the player; "part of
+    the videos" restores a part; the page's handler shows the player, the API's outputs stay as they were."""
+    from dynface import video
+
+    f = _put(uploads, "clip.mp4", clip_mp4)
+    p = _put(uploads, "astronaut.png", astro_png)
+    res = app.restore([f, p], model="embedded-64", upscale=1.0)
+    assert [r.status for r in res.results] == ["done", "done"]
+    assert res.messages[0] == "✓ clip.mp4: video restored, 8 frame(s), 8 face(s) in 8 of them"
+    label = "clip: frame 1 of 8 (1 face(s))"
+    assert list(res.videos) == [label] and res.videos[label] == str(res.out_dir / "restored_videos" / "clip.mp4")
+    assert label in res.comparisons and "astronaut: whole photo" in res.comparisons
+    before, after = (np.asarray(Image.open(x), dtype=int) for x in res.comparisons[label])
+    with video.VideoReader(f) as r:
+        first = next(r.frames())[3].astype(int)
+    assert before.shape == after.shape == first.shape
+    assert np.abs(before - first).mean() < 1.5  # the input's frame 1
+    assert np.abs(after - before)[60:140, 90:170].mean() > np.abs(after - before)[:40, :40].mean() + 3  # its face
+    names = set(zipfile.ZipFile(res.zip_path).namelist())
+    assert {"restored_videos/clip.mp4", "records/clip.json", "restored_imgs/astronaut.png"} <= names
+
+    part = app.restore([f], model="embedded-64", upscale=1.0, clip="0.5-")
+    assert part.messages == ["✓ clip.mp4: video restored, 4 frame(s), 4 face(s) in 4 of them"]
+    rec = part.results[0].record
+    assert rec["clip"] == {"start_s": 0.5, "end_s": None} and list(part.videos) == ["clip: frame 1 of 4 (1 face(s))"]
+
+    out = app.ui_page([f], None, "embedded-64", "full", False, 0.5, "", 0, "auto", 1.0, None, False, False, False, "")
+    assert len(out) == 9 and out[-1]["visible"] and out[-1]["value"].endswith("clip.mp4")
+    assert out[7]["videos"] == res.videos | {} or list(out[7]["videos"]) == [label]
+    assert len(app.ui_restore([p], None, "embedded-64", "full", False, 0.5, "", 0, "auto", 1.0, None)) == 8
+
+
+def test_a_video_longer_than_the_server_restores_is_refused_with_a_part_to_give(tmp_path, uploads, clip_mp4,
+                                                                                 astro_png):
+    """Over ``max_video_s`` (the part asked for, else the whole video): its own line saying which part to give, and
+    the request's other files are restored; a part within the limit is restored; a bad part is refused in the page's
+    words; a part with no video uploaded is noted."""
+    app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work", max_video_s=0.5))
+    try:
+        f = _put(uploads, "clip.mp4", clip_mp4)
+        p = _put(uploads, "astronaut.png", astro_png)
+        res = app.restore([f, p], model="embedded-64", upscale=1.0)
+        assert [r.status for r in res.results] == ["failed", "done"]
+        assert res.messages[0] == ("✗ clip.mp4: 1.0 s of video: this server restores up to 0.5 s of a video per "
+                                   "request (about 1.4 s per face and frame on 2 CPU cores); give a part under “part "
+                                   "of the videos”, e.g. 0:00-0:00.5")
+        assert not (res.request_dir / "in" / "clip.mp4").exists()
+        res = app.restore([f], model="embedded-64", upscale=1.0, clip="0:00.25-0:00.75")
+        assert res.messages == ["✓ clip.mp4: video restored, 4 frame(s), 4 face(s) in 4 of them"]
+        with pytest.raises(WebRequestError, match="the part of the videos takes START-END"):
+            app.restore([f], model="embedded-64", clip="5")
+        res = app.restore([p], model="embedded-64", upscale=1.0, clip="0-1")
+        assert "note: the part of the videos (0-1) is for videos, and none was uploaded" in res.messages
+    finally:
+        app.close()
+
+
+def test_videos_have_their_own_byte_cap(tmp_path, uploads, clip_mp4, astro_png):
+    """A video is held to ``max_video_bytes``, a photo to ``max_upload_bytes`` (a phone video is megabytes a second)."""
+    small = len(clip_mp4) - 1
+    app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work", max_video_bytes=small,
+                              max_upload_bytes=len(clip_mp4) * 4))
+    try:
+        res = app.restore([_put(uploads, "clip.mp4", clip_mp4)], model="embedded-64")
+        assert res.messages[0] == (f"✗ clip.mp4: video too large ({len(clip_mp4) / 2**20:.1f} MB; this server "
+                                   f"accepts up to {small / 2**20:.3g} MB)")
+        app.close()
+        app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work2",
+                                  max_upload_bytes=len(clip_mp4) - 1))
+        res = app.restore([_put(uploads, "clip.mp4", clip_mp4)], model="embedded-64", upscale=1.0, clip="0-0.25")
+        assert res.messages[0].startswith("✓ clip.mp4: video restored, 2 frame(s)")
+    finally:
+        app.close()
+
+
 # ------------------------------------------------------------------------------------------ the page and the CLI
 def test_ui_handler_outputs_and_errors(app, uploads, astro_png):
     import gradio as gr
@@ -516,7 +605,8 @@ def test_ui_handler_outputs_and_errors(app, uploads, astro_png):
     out = app.ui_restore([f], None, "embedded-64", "full", False, 0.5, "", 0, "auto", 2.0, "model default")
     status, compare, slider, gallery, explain, table, zipped, state = out
     assert "1 of 1 file(s) restored" in status and "✓ astronaut.png" in status
-    assert compare.choices[0][0] == "astronaut: whole photo" and tuple(state[compare.value]) == slider
+    assert compare.choices[0][0] == "astronaut: whole photo" and tuple(state["pairs"][compare.value]) == slider
+    assert state["videos"] == {}
     assert len(gallery) == 1 and len(explain) == 5 and len(table) == 1 and zipped.endswith(".zip")
     with pytest.raises(gr.Error, match="refused"):
         app.ui_restore(["/etc/passwd"], None, "embedded-64", "full", False, 0.5, "", 0, "auto", 2.0, None)
@@ -541,7 +631,7 @@ def test_the_api_page_names_every_parameter_and_output(app):
     ep = build_app(app).get_api_info()["named_endpoints"]["/restore"]
     assert [p["parameter_name"] for p in ep["parameters"]] == [
         "files", "pasted", "model", "mode", "aligned", "fidelity", "steps", "seed", "precision", "upscale", "color_fix",
-        "turned", "strip_metadata", "grain"]
+        "turned", "strip_metadata", "grain", "clip"]
     labels = [r["label"] for r in ep["returns"]]
     assert labels[:3] == ["status", "compare", "before / after"] and len(labels) == 7
     assert not any(str(x).startswith(("value_", "parameter_", "param_"))
@@ -557,6 +647,7 @@ BAD_API_VALUES = {  # parameter: (value, what the refusal says)
     "precision": ("int3", r"precision must be one of auto, .*got 'int3'"),
     "model": ("/etc/passwd", r"refused: model '/etc/passwd' is not one this server offers"),
     "steps": ("-1", r"steps: unusable steps '-1'"),
+    "clip": ("1:75-", r"the part of the videos: not a time: '1:75'"),
 }
 
 
@@ -572,9 +663,9 @@ def test_out_of_range_api_values_are_refused_with_a_reason_and_one_log_line(app,
     demo = build_app(app)
     (fn,) = [f for f in demo.fns.values() if f.api_name == "restore"]
     names = ["files", "pasted", "model", "mode", "aligned", "fidelity", "steps", "seed", "precision", "upscale",
-             "color_fix", "turned", "strip_metadata", "grain"]
+             "color_fix", "turned", "strip_metadata", "grain", "clip"]
     good = dict(zip(names, [[_put(uploads, "astronaut.png", astro_png)], None, "embedded-64", "full", False, 0.5, "",
-                            0, "auto", 2.0, "model default", False, False, False], strict=True))
+                            0, "auto", 2.0, "model default", False, False, False, ""], strict=True))
     for blk in fn.inputs:  # what lets their preprocess hand the value over as it is (nothing to round or map)
         if isinstance(blk, gr.Slider | gr.Number):
             assert blk.precision is None

@@ -309,6 +309,37 @@ def test_the_table_is_readable_at_phone_width(server, browser, tmp_path):
     page.close()
 
 
+def test_restore_a_video_in_the_browser(server, browser, tmp_path):
+    """A video uploaded with a part given: restored, its frame with the most faces in the slider beside the input's,
+    and the restored video in the page's player, which the browser decodes and plays (H.264 in MP4)."""
+    from test_video import make_video
+
+    base = data.astronaut()[0:240, 100:420]
+    frames = [np.ascontiguousarray(np.roll(base, 3 * i, axis=1)) for i in range(6)]
+    clip = make_video(tmp_path / "clip.mp4", frames, audio_s=0.75)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url)
+    page.wait_for_selector("#restore", timeout=60_000)
+    assert not page.locator("#video video").count()  # no player before a video is restored
+    _fill_kept(page, page.locator("#clip textarea, #clip input").first, "0-0.5")
+    status = _upload_and_restore(page, clip, "file(s) restored")
+    assert "1 of 1 file(s) restored" in status and "clip.mp4: video restored, 4 frame(s), 4 face(s) in 4 of them" in status
+    assert page.input_value("#compare input").startswith("clip: frame 1 of 4")
+    page.wait_for_function(
+        "[...document.querySelectorAll('#slider img')].filter(i => i.complete && i.naturalWidth > 0).length >= 2",
+        timeout=60_000)
+    sizes = page.eval_on_selector_all("#slider img", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
+    assert sizes and all(s == [640, 480] for s in sizes), sizes  # frames of the video upscaled x2
+    page.wait_for_function("(() => { const v = document.querySelector('#video video');"
+                           " return v && v.readyState >= 2 && v.videoWidth > 0; })()", timeout=60_000)
+    w, h, dur = page.eval_on_selector("#video video", "v => [v.videoWidth, v.videoHeight, v.duration]")
+    assert (w, h) == (640, 480) and abs(dur - 0.5) < 0.1, (w, h, dur)
+    page.eval_on_selector("#video video", "v => { v.muted = true; return v.play(); }")
+    page.wait_for_function("document.querySelector('#video video').currentTime > 0", timeout=30_000)
+    assert "restored video: clip.mp4" in page.inner_text("#video")
+    page.close()
+
+
 def test_out_of_range_api_values_get_a_reason_and_one_log_line(server, photos):
     """Out-of-range values through the API: the client is told which setting and why, and the server's log gets
     one line per refused request, no traceback (Gradio's own range checks printed one per request)."""

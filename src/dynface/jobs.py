@@ -239,8 +239,8 @@ def check_settings(settings: RestoreSettings) -> None:
 
         try:
             parse_clip(s.clip)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        except ValueError as e:  # named as the option, as the other settings' messages are
+            raise UsageError(str(e) if str(e).startswith("--clip") else f"--clip: {e}") from None
     if s.input_template and s.input_template != AUTO_TEMPLATE:
         if not s.aligned:
             raise UsageError("--input-template is for --aligned inputs")

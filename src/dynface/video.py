@@ -351,7 +351,9 @@ class VideoWriter:
                  threads: int | None = None):
         av = _av()
         self.path = Path(path)
-        self._c = av.open(str(self.path), "w", format="mp4")
+        # the index ('moov') before the frames ("faststart", written when the file is closed): a browser plays the
+        # video while it loads (the web page), as sites that serve video write it
+        self._c = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
         rate = rate or Fraction(25)
         opts = {"crf": str(CRF), "preset": "medium"}
         if threads:

@@ -81,7 +81,8 @@ class WebRequestError(Exception):
 # ------------------------------------------------------------------------------------------ configuration
 # Gradio refuses an upload over its max_file_size before the app sees it, and with it every other file of the
 # selection (a toast that fades; the good photos were gone too). Its cap is this many times the per-file limit, so
-# a file somewhat over the limit reaches WebApp._precheck and gets its own line while the others are restored.
+# a file somewhat over the limit reaches WebApp._precheck and gets its own line while the others are restored
+# (a video: twice its own limit).
 UPLOAD_HTTP_FACTOR = 8
 @dataclass(frozen=True)
 class ServerConfig:
@@ -90,6 +91,8 @@ class ServerConfig:
     models_dirs: tuple[Path, ...] = ()
     device: str = "cpu"
     max_upload_bytes: int = 25 * 2**20
+    max_video_bytes: int = 200 * 2**20  # a video's upload (phone video: ~2 MB a second)
+    max_video_s: float = 10.0  # seconds of a video restored per request (about 1.4 s per face and frame on 2 cores)
     max_pixels: int = 40_000_000
     max_files: int = 16
     time_limit_s: float = 900.0
@@ -132,6 +135,7 @@ class WebResult:
     results: list  # list[jobs.FileResult], in upload order, including files refused before the job
     messages: list[str]
     comparisons: dict[str, list[str]]  # label -> [before, after] image paths (same size)
+    videos: dict[str, str]  # comparison label of a video's frame -> its restored video
     gallery: list[tuple[str, str]]  # (restored face, caption)
     explanation: list[tuple[str, str]]  # (map image, caption)
     table: list[list[Any]]
@@ -222,7 +226,7 @@ class WebApp:
     def settings(self, *, model: str, mode: str = "full", aligned: bool = False, fidelity: float | None = 0.5,
                  steps: str | None = None, seed: int | float = 0, precision: str = "auto", upscale: float = 2.0,
                  color_fix: str | None = None, turned: bool = False, strip_metadata: bool = False,
-                 grain: bool = False):
+                 grain: bool = False, clip: str | None = None):
         """A :class:`dynface.jobs.RestoreSettings` from the page's controls, or :class:`WebRequestError`."""
         from dynface import jobs
 
@@ -250,16 +254,19 @@ class WebApp:
             raise WebRequestError(f"upscale must be between 1 and {self.config.max_upscale:g}, got {upscale:g}")
         if color_fix in ("", "default", "model default"):
             color_fix = None
+        if clip is not None and not isinstance(clip, str):
+            raise WebRequestError(f"the part of the videos must be text such as 0:05-0:12, got {clip!r}")
+        clip = (clip or "").strip() or None
         settings = jobs.RestoreSettings(
             model=self.models[model], mode=mode, steps=steps, seed=seed_i, fidelity=fidelity, upscale=upscale,
             aligned=bool(aligned), device=self.config.device, precision=precision, save_maps=True, color_fix=color_fix,
             max_pixels=self.config.max_pixels, detect_turned=bool(turned), strip_metadata=bool(strip_metadata),
-            grain="match" if grain else "none",
+            grain="match" if grain else "none", clip=clip,
         )
         try:
             jobs.check_settings(settings)
         except jobs.UsageError as e:
-            raise WebRequestError(str(e).replace("--", "")) from None
+            raise WebRequestError(_for_the_page(str(e)).replace("--", "")) from None
         return settings
 
     def _uploaded(self, paths: Sequence[Any]) -> list[tuple[Path, str]]:
@@ -286,14 +293,43 @@ class WebApp:
             files.append((r, q.name))
         return files
 
-    def _precheck(self, path: Path) -> str | None:
-        """A reason to reject a file before it is copied (bytes), else None. The pixel cap is the job layer's
-        (``settings.max_pixels``): it applies to every decoder the job layer falls back to."""
+    def _precheck(self, path: Path, name: str) -> str | None:
+        """A reason to reject a file before it is copied (bytes: a video's cap is ``max_video_bytes``, judged by
+        ``name``'s extension), else None. The pixel cap is the job layer's (``settings.max_pixels``): it applies to
+        every decoder the job layer falls back to."""
+        from dynface.video import is_video_name
+
         size = path.stat().st_size
         if size == 0:
             return "empty file"
-        if size > self.config.max_upload_bytes:
-            return f"file too large ({size / 2**20:.1f} MB; this server accepts up to {self.config.max_upload_bytes / 2**20:.0f} MB)"
+        cap = self.config.max_video_bytes if is_video_name(name) else self.config.max_upload_bytes
+        if size > cap:
+            kind = "video" if is_video_name(name) else "file"
+            return f"{kind} too large ({size / 2**20:.1f} MB; this server accepts up to {cap / 2**20:.3g} MB)"
+        return None
+
+    def _video_check(self, path: Path, settings) -> str | None:
+        """A reason not to restore video ``path`` in this request: the part of it asked for (``settings.clip``, else
+        all of it) is longer than ``max_video_s``; None when it is not a video or is short enough (the job layer
+        reports a video it cannot read)."""
+        from dynface import video
+
+        if not video.is_video_name(path):
+            return None
+        clip = video.parse_clip(settings.clip)
+        try:
+            with video.VideoReader(path, 1) as r:
+                dur = r.info.duration_s
+        except video.VideoError:
+            return None
+        if dur is None:
+            return None
+        end = dur if clip.end is None else min(clip.end, dur)
+        cap = self.config.max_video_s
+        if end - clip.start > cap + 0.05:
+            return (f"{end - clip.start:.1f} s of video: this server restores up to {cap:g} s of a video per request "
+                    f"(about 1.4 s per face and frame on 2 CPU cores); give a part under “part of the videos”, "
+                    f"e.g. {_clock(clip.start)}-{_clock(clip.start + cap)}")
         return None
 
     # ---------------------------------------------------------------- restorer
@@ -326,7 +362,7 @@ class WebApp:
         settings = self.settings(**form)
         uploads = self._uploaded(list(files or []))
         if not uploads:
-            raise WebRequestError("no files: upload one or more photos (or aligned face crops)")
+            raise WebRequestError("no files: upload one or more photos or videos (or aligned face crops)")
         if len(uploads) > cfg.max_files:
             raise WebRequestError(f"too many files ({len(uploads)}); this server takes up to {cfg.max_files} per request")
         self.sweep()
@@ -347,12 +383,17 @@ class WebApp:
                 dst_name = f"{stem}_{j}.{ext}" if dot else f"{base}_{j}"
                 j += 1
             used.add(dst_name.lower())
-            why = self._precheck(path)
+            why = self._precheck(path, name)
             if why:
                 early[k] = _failed(name, why)
                 continue
             dst = in_dir / dst_name
             shutil.copyfile(path, dst)
+            why = self._video_check(dst, settings)
+            if why:
+                early[k] = _failed(name, why)
+                dst.unlink()
+                continue
             staged.append((k, dst, name))
 
         results: list[Any] = [None] * len(uploads)
@@ -390,7 +431,10 @@ class WebApp:
             for it in items:  # what the time limit or a closed page cut off
                 k, name = key_of[it.stem]
                 if results[k] is None:
-                    results[k] = _failed(name, f"not restored: {stopped or 'the request stopped'}")
+                    why = f"not restored: {stopped or 'the request stopped'}"
+                    if "time limit" in why and jobs._is_video(it.path):
+                        why += " (a video: restore a shorter part of it)"
+                    results[k] = _failed(name, why)
         for k, (_, name) in enumerate(uploads):
             if results[k] is None:
                 results[k] = _failed(name, "not restored")
@@ -424,11 +468,16 @@ class WebApp:
 
     def _present(self, req, out, view, uploads, staged, results, seconds, settings=None) -> WebResult:
         from dynface import jobs
+        from dynface.video import is_video_name
 
         input_of = {k: p for k, p, _ in staged}
         messages, comparisons, gallery, explanation, table = [], {}, [], [], []
+        videos: dict[str, str] = {}
         if settings is not None:
             messages += [f"note: {_for_the_page(w)}" for w in jobs.settings_warnings(settings)]
+            if settings.clip and not any(is_video_name(n) for _, n in uploads):
+                messages.append(f"note: the part of the videos ({settings.clip}) is for videos, and none was "
+                                "uploaded")
         counts = {"done": 0, "failed": 0, "no_face": 0, "skipped": 0}
         names = [n for _, n in uploads]
         for k, ((_, name), r) in enumerate(zip(uploads, results, strict=True)):
@@ -442,6 +491,14 @@ class WebApp:
             rec = r.record or {}
             faces = rec.get("faces") or []
             note = f" ({'; '.join(map(_for_the_page, r.notes))})" if r.notes else ""
+            if rec.get("restored_video"):
+                counts_ = rec.get("faces_per_frame") or []
+                messages.append(f"✓ {name}: video restored, {len(counts_)} frame(s), {sum(counts_)} face(s) in "
+                                f"{sum(1 for c in counts_ if c)} of them{note}")
+                label = _video_frame(input_of.get(k), out / rec["restored_video"], rec, view, r.stem, comparisons)
+                if label:
+                    videos[label] = str(out / rec["restored_video"])
+                continue
             messages.append(f"✓ {name}: {len(faces)} face(s) restored{note}")
             photo = rec.get("restored_img")
             if photo and k in input_of:
@@ -467,13 +524,16 @@ class WebApp:
                 ])
         stamp = time.strftime("%Y%m%d-%H%M%S")  # repeated downloads do not pile up as "(1)", "(2)"
         zip_path = _zip_folder(out, req / f"dynface_results_{stamp}.zip") if counts["done"] else None
-        return WebResult(req, out, results, messages, comparisons, gallery, explanation, table, zip_path,
+        return WebResult(req, out, results, messages, comparisons, videos, gallery, explanation, table, zip_path,
                          round(seconds, 2), counts)
 
     # ---------------------------------------------------------------- the page's handler
     def ui_restore(self, files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
-                   color_fix, turned=False, strip_metadata=False, grain=False, progress=None, gone=None):
-        """The Restore button (and the ``/restore`` API endpoint): the page's outputs, in order."""
+                   color_fix, turned=False, strip_metadata=False, grain=False, clip="", progress=None, gone=None,
+                   video=False):
+        """The Restore button (and the ``/restore`` API endpoint): the page's outputs, in order. ``video``: and the
+        video player's (the page's own handler; the API's outputs stay as they were: a restored video is in the
+        zip)."""
         import gradio as gr
 
         from dynface import jobs
@@ -488,7 +548,8 @@ class WebApp:
         try:
             res = self.restore(paths, progress=bar, gone=gone, model=model, mode=mode, aligned=aligned,
                                fidelity=fidelity, steps=steps, seed=seed, precision=precision, upscale=upscale,
-                               color_fix=color_fix, turned=turned, strip_metadata=strip_metadata, grain=grain)
+                               color_fix=color_fix, turned=turned, strip_metadata=strip_metadata, grain=grain,
+                               clip=clip)
         except WebRequestError as e:  # one line in the server's log, no traceback; the reason to the client
             _log(f"refused a request: {str(e).removeprefix('refused: ')}")
             raise gr.Error(str(e), print_exception=False) from None
@@ -501,7 +562,7 @@ class WebApp:
         status = head + "\n\n" + "\n".join(f"- {m}" for m in res.messages)
         labels = list(res.comparisons)
         first = res.comparisons[labels[0]] if labels else None
-        return (
+        outputs = (
             status,
             gr.Dropdown(choices=labels, value=labels[0] if labels else None, interactive=bool(labels)),
             tuple(first) if first else None,
@@ -509,8 +570,9 @@ class WebApp:
             res.explanation,
             res.table,
             str(res.zip_path) if res.zip_path else None,
-            res.comparisons,
+            {"pairs": res.comparisons, "videos": res.videos},
         )
+        return (*outputs, _player(next(iter(res.videos.values()), None))) if video else outputs
 
     def ui_page(self, *args, progress=None, gone=None):
         """The Restore button on the page: :meth:`ui_restore`, but a refused request clears the previous request's
@@ -518,11 +580,11 @@ class WebApp:
         import gradio as gr
 
         try:
-            return self.ui_restore(*args, progress=progress, gone=gone)
+            return self.ui_restore(*args, progress=progress, gone=gone, video=True)
         except gr.Error as e:
             gr.Warning(e.message)
             return (f"**Not restored:** {e.message}", gr.Dropdown(choices=[], value=None, interactive=False), None, [],
-                    [], None, None, {})
+                    [], None, None, {}, _player(None))
 
 
 class RequestTimeLimit(BaseException):  # noqa: N818
@@ -600,7 +662,8 @@ def _for_the_page(why: str) -> str:
                       + " (this page has no framing control: it tells a crop's framing from the face it finds)")
     return why.replace("leave out --aligned", "untick “inputs are aligned face crops”").replace(
         "--aligned", "“inputs are aligned face crops”").replace("--precision ", "precision ").replace("--fidelity ", "fidelity ").replace(
-        "--detect-side", "the command line's --detect-side")  # the page has no detection controls
+        "--detect-side", "the command line's --detect-side").replace(  # the page has no detection controls
+        "--clip", "the part of the videos")
 
 
 def _failed(name: str, why: str):
@@ -656,6 +719,42 @@ def _pair(before: Path, after: Path, view: Path, name: str) -> list[str]:
     return [str(bp), str(ap)]
 
 
+def _clock(s: float) -> str:
+    """Seconds as the page writes a time, to a tenth: ``M:SS`` (``75`` -> ``1:15``; ``2.5`` -> ``0:02.5``)."""
+    m, sec = divmod(round(max(0.0, s), 1), 60)
+    return f"{int(m)}:{int(sec):02d}" if sec == int(sec) else f"{int(m)}:{sec:04.1f}"
+
+
+def _video_frame(before: Path | None, after: Path, rec: dict, view: Path, stem: str,
+                 comparisons: dict[str, list[str]]) -> str | None:
+    """Put a restored video's frame with the most faces (the first such) beside the same input frame into
+    ``comparisons`` (the slider's pair, as for photos); returns its label, None when a frame cannot be read."""
+    from PIL import Image
+
+    from dynface import video
+
+    counts = rec.get("faces_per_frame") or []
+    if before is None or not counts:
+        return None
+    k = max(range(len(counts)), key=lambda i: (counts[i], -i))
+    c = rec.get("clip") or {}
+    clip = video.Clip(c.get("start_s") or 0.0, c.get("end_s"))
+    paths = []
+    try:
+        for src, part, side in ((before, clip, "in"), (after, video.Clip(), "out")):
+            with video.VideoReader(src, 1) as r:
+                frame = next((rgb for i, _, _, rgb in r.frames(part) if i == k), None)
+            if frame is None:
+                return None
+            paths.append(view / f"{stem}_frame_{side}.png")
+            Image.fromarray(frame).save(paths[-1])
+    except video.VideoError:
+        return None
+    label = f"{stem}: frame {k + 1} of {len(counts)} ({counts[k]} face(s))"
+    comparisons[label] = _pair(paths[0], paths[1], view, f"{stem}_frame")
+    return label
+
+
 def _on_checkerboard(im):
     """An RGBA picture shown as image viewers show transparency: over a light checkerboard (its RGB under
     transparent pixels, which the slider showed, is not what the file looks like)."""
@@ -696,7 +795,7 @@ def _zip_folder(folder: Path, dst: Path) -> Path:
 
 # ------------------------------------------------------------------------------------------ the page
 INTRO = """# DynFaceRestore — restore faces, on this machine
-Upload photos (or aligned face crops), pick the settings, press **Restore**. Nothing leaves this computer.
+Upload photos or videos (or aligned face crops), pick the settings, press **Restore**. Nothing leaves this computer.
 Each face shows *why* the method did what it did: the restorer's output, the three guides ý0…ý2 picked by the
 estimated degradation std\\*, and the DGSA map of where guidance was strong.
 A restored face is a generative model's estimate, not a record of the person: the smaller and worse the input,
@@ -707,9 +806,10 @@ at the estimated blur level std\\* and one and two levels below. DSST turns the 
 *start steps* of the diffusion (a clean face starts late: few network evaluations, *NFE*), *eta* = std\\*/10 sets
 the sampler's randomness, and the DGSA map shows where the guidance pulled hardest (bright)."""
 
-API_DESCRIPTION = ("Restore the faces in photos (or aligned face crops): only files (or pasted, one image) is needed, "
-                   "the other parameters default to the page's settings. A refused request (a model not offered, a "
-                   "value out of range) is an error that says why.")
+API_DESCRIPTION = ("Restore the faces in photos and videos (or aligned face crops): only files (or pasted, one image) "
+                   "is needed, the other parameters default to the page's settings; a restored video is in the zip "
+                   "(restored_videos/). A refused request (a model not offered, a value out of range) is an error "
+                   "that says why.")
 
 CSS = """
 .gradio-container {max-width: 1400px !important}
@@ -782,18 +882,19 @@ def build_app(app: WebApp):
 
     def restore_handler(files=None, pasted=None, model=default_model, mode="full", aligned=False, fidelity=0.5,
                         steps="", seed=0, precision="auto", upscale=2.0, color_fix="model default",
-                        turned=False, strip_metadata=False, grain=False, request: gr.Request = None,
+                        turned=False, strip_metadata=False, grain=False, clip="", request: gr.Request = None,
                         progress=gr.Progress()):  # noqa: B008  (Gradio finds its progress tracker by this default)
-        """Restore the faces of the uploaded photos (or aligned crops). API: only ``files`` is required."""
+        """Restore the faces of the uploaded photos and videos (or aligned crops). API: only ``files`` is required."""
         return app.ui_restore(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
-                              color_fix, turned, strip_metadata, grain, progress=progress,
+                              color_fix, turned, strip_metadata, grain, clip, progress=progress,
                               gone=_client_gone(demo, request))
 
     def page_handler(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
-                     turned, strip_metadata, grain, request: gr.Request = None, progress=gr.Progress()):  # noqa: B008
+                     turned, strip_metadata, grain, clip, request: gr.Request = None,
+                     progress=gr.Progress()):  # noqa: B008
         app.stop_asked(getattr(request, "session_hash", None), clear=True)  # a Stop pressed as the last one ended
         return app.ui_page(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
-                           turned, strip_metadata, grain,
+                           turned, strip_metadata, grain, clip,
                            progress=progress, gone=_client_gone(demo, request, app))
 
     def stop_handler(request: gr.Request = None):
@@ -818,7 +919,7 @@ def build_app(app: WebApp):
         gr.Markdown(INTRO)
         with gr.Row():
             with gr.Column(scale=2, min_width=320):
-                files = gr.File(label=f"Photos or aligned face crops — drop up to {app.config.max_files} here",
+                files = gr.File(label=f"Photos, videos or aligned face crops — drop up to {app.config.max_files} here",
                                 file_count="multiple",
                                 elem_id="files", height=150)
                 pasted = _hand_over_undecoded(gr.Image(label="…or paste / drop one image", sources=["upload", "clipboard"],
@@ -833,8 +934,9 @@ def build_app(app: WebApp):
                     fidelity = gr.Slider(0.0, 1.0, value=0.5, step=0.05, label="fidelity (higher: closer to the input)",
                                          info="0.5: the model's default; 0 ignores the input, so the face may become "
                                               "someone else's")
-                    upscale = gr.Slider(1.0, app.config.max_upscale, value=2.0, step=0.5, label="upscale (photos)",
-                                        info="how many times larger the restored photo is")
+                    upscale = gr.Slider(1.0, app.config.max_upscale, value=2.0, step=0.5,
+                                        label="upscale (photos and videos)",
+                                        info="how many times larger the restored photo or video is")
                     for c in (fidelity, upscale):
                         _checked_by_the_app(c)
                     turned = gr.Checkbox(False, label="also look for faces lying sideways", elem_id="turned",
@@ -846,6 +948,10 @@ def build_app(app: WebApp):
                     grain = gr.Checkbox(False, label="give restored faces the photo's grain", elem_id="grain",
                                         info="old prints, film, noisy scans: a restored face is clean, and otherwise "
                                              "shows as a smooth patch in a grainy photo")
+                    clip = gr.Textbox("", label="part of the videos (start-end; empty: all of it)", elem_id="clip",
+                                      placeholder="e.g. 0:05-0:12", max_lines=1,
+                                      info=f"up to {app.config.max_video_s:g} s of a video per request; about 1.4 s "
+                                           "per face and frame on 2 CPU cores")
                 with gr.Accordion("Advanced (for comparisons and research)", open=False, elem_id="advanced"):
                     mode = gr.Dropdown(list(MODES), value="full", label="mode (full or an ablation)", elem_id="mode",
                                        info="full is the method; the others leave out one of its parts, as the "
@@ -875,6 +981,8 @@ def build_app(app: WebApp):
                 compare = gr.Dropdown([], label="compare", interactive=False, elem_id="compare")
                 slider = gr.ImageSlider(label="before / after", type="filepath", format="png", elem_id="slider",
                                         max_height=520)
+                player = gr.Video(label="restored video", visible=False, interactive=False, elem_id="video",
+                                  height=520)
                 with gr.Tabs():
                     with gr.Tab("Explanation"):
                         explain = gr.Gallery(label="per face: restorer output RM(y), guides ý0…ý2, DGSA map", columns=5,
@@ -889,11 +997,11 @@ def build_app(app: WebApp):
         state = gr.State({})
 
         inputs = [files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix, turned,
-                  strip_metadata, grain]
+                  strip_metadata, grain, clip]
         outputs = [status, compare, slider, gallery, explain, table, zipped, state]
         # while a request runs: Restore is off (a second click was silently dropped) and Stop on
         busy = run.click(_buttons(running=True), outputs=[run, stop], api_visibility="private", queue=False)
-        busy.then(page_handler, inputs=inputs, outputs=outputs, api_visibility="private", concurrency_id="restore",
+        busy.then(page_handler, inputs=inputs, outputs=[*outputs, player], api_visibility="private", concurrency_id="restore",
                   concurrency_limit=app.config.concurrency, show_progress="full", show_progress_on=[status]).then(
             _buttons(running=False), outputs=[run, stop], api_visibility="private", queue=False)
         stop.click(stop_handler, outputs=[stop], api_visibility="private", queue=False)
@@ -902,7 +1010,8 @@ def build_app(app: WebApp):
                   concurrency_limit=app.config.concurrency, api_description=API_DESCRIPTION)
         files.upload(drop_sample, inputs=[pasted, aligned], outputs=[pasted, aligned], api_visibility="private",
                      queue=False)
-        compare.change(_pick, inputs=[compare, state], outputs=[slider], api_visibility="private", queue=False)
+        compare.change(_pick, inputs=[compare, state], outputs=[slider, player], api_visibility="private",
+                       queue=False)
     return demo
 
 
@@ -943,9 +1052,21 @@ def _client_gone(demo, request, app: WebApp | None = None) -> Callable[[], bool 
     return gone
 
 
-def _pick(label, comparisons):
-    pair = (comparisons or {}).get(label)
-    return tuple(pair) if pair else None
+def _pick(label, state):
+    """The compare box: the slider's pair for ``label``, and the player's video when it is a video's frame."""
+    state = state or {}
+    pair = state.get("pairs", {}).get(label)
+    videos = state.get("videos", {})
+    return tuple(pair) if pair else None, _player(videos[label]) if label in videos else _player(None, keep=True)
+
+
+def _player(path: str | None, keep: bool = False):
+    """The page's video player: shown with ``path``, hidden without (``keep``: left as it is)."""
+    import gradio as gr
+
+    if keep:
+        return gr.skip()
+    return gr.update(value=path, visible=path is not None, label=f"restored video: {Path(path).name}" if path else None)
 
 
 def theme():
@@ -963,7 +1084,7 @@ def launch(app: WebApp, host: str = "127.0.0.1", port: int = 7860, quiet: bool =
     demo.queue(default_concurrency_limit=app.config.concurrency, max_size=app.config.max_queue)
     demo.launch(
         server_name=host, server_port=port, share=False, inbrowser=False, show_error=True, quiet=quiet,
-        max_file_size=app.config.max_upload_bytes * UPLOAD_HTTP_FACTOR, ssr_mode=False, theme=theme(), css=CSS, js=PAGE_JS,
+        max_file_size=max(app.config.max_upload_bytes * UPLOAD_HTTP_FACTOR, app.config.max_video_bytes * 2), ssr_mode=False, theme=theme(), css=CSS, js=PAGE_JS,
         prevent_thread_lock=not block, allowed_paths=[], mcp_server=False, pwa=False, enable_monitoring=False,
     )
     return demo

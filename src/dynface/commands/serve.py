@@ -41,6 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="jobs run at the same time (default 1; others wait in the queue and see their place)")
     p.add_argument("--max-upload-mb", type=number(float, 0, lo_open=True), default=25.0, help="largest upload, per file (default: 25 MB); a larger file gets its own line and the others are "
                         "restored (up to 8 times this; beyond that the browser's whole selection is refused)")
+    p.add_argument("--max-video-mb", type=number(float, 0, lo_open=True), default=200.0,
+                   help="largest video upload (default: 200 MB)")
+    p.add_argument("--max-video-seconds", type=number(float, 0, lo_open=True), default=10.0,
+                   help="seconds of a video restored per request (default: 10; about 1.4 s per face and frame on "
+                        "2 CPU cores: keep it within --time-limit)")
     p.add_argument("--max-megapixels", type=number(float, 0, lo_open=True), default=40.0, help="largest decoded image, per file (default: 40 MP)")
     p.add_argument("--max-files", type=number(int, 0, lo_open=True), default=16, help="files per request (default: 16)")
     p.add_argument("--time-limit", type=number(float, 0, lo_open=True), default=900.0, help="seconds per request (default: 900)")
@@ -113,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     warnings.simplefilter("error", Image.DecompressionBombWarning)
     cfg = ServerConfig(
         models_dirs=tuple(Path(d) for d in args.models), device=args.device, max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_video_bytes=int(args.max_video_mb * 2**20), max_video_s=args.max_video_seconds,
         max_pixels=max_pixels, max_files=args.max_files, time_limit_s=args.time_limit, keep_s=args.keep_minutes * 60,
         concurrency=args.concurrency, work_dir=work / "requests", upload_root=work / "uploads",
     )
