@@ -1892,6 +1892,10 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
             if writer is not None:
                 writer.close()
             tmp.unlink(missing_ok=True)
+    if info.hdr:
+        notes.append((f"an HDR video ({info.hdr}, BT.2020): " if info.hdr != "BT.2020" else "a video in BT.2020 colours: ")
+                     + "its frames were read as an ordinary (SDR, BT.709) screen shows them, and the restored video "
+                       "is SDR")
     if reader.deinterlaced:
         notes.append("its interlaced frames were deinterlaced (FFmpeg's bwdif, a frame per frame) before faces were "
                      "looked for")

@@ -6,8 +6,8 @@ any player and browser. The job layer (:mod:`dynface.jobs`) restores each frame 
 reads and writes. A frame the file marks as turned (a phone held upright stores its frames sideways with a display
 rotation) is turned upright before faces are looked for, and written upright; frames marked interlaced are
 deinterlaced (``bwdif``). Times count from the first frame (an MPEG-TS's own clock starts elsewhere), and the sound
-is cut to the sample at the first frame written. Not handled: HDR (10-bit BT.2020 PQ/HLG phone videos are read as
-8-bit without tone mapping, so their colours are off).
+is cut to the sample at the first frame written. HDR frames (10-bit BT.2020 HLG or PQ: phone videos) and BT.2020
+SDR frames are brought to SDR BT.709 (:mod:`dynface.hdr`), what the restorer knows, and the restored video is SDR.
 
 :class:`VideoWriter` encodes into a temporary file the caller names (the job layer renames it onto the output only
 when the whole video is done: a killed run leaves no half video under the output's name).
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["VIDEO_EXTS", "VideoError", "Clip", "parse_time", "parse_clip", "is_video_name", "VideoInfo", "colorspace",
-           "to_rgb", "VideoReader", "VideoWriter"]
+           "hdr_kind", "to_rgb", "VideoReader", "VideoWriter"]
 
 VIDEO_EXTS = (".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".ts", ".mts", ".m2ts", ".wmv",
               ".flv", ".3gp", ".dav")
@@ -116,6 +116,7 @@ class VideoInfo:
     codec: str
     rotation: int  # degrees the stored frames are turned counter-clockwise to show them (0, ±90, 180)
     audio: str | None  # the first sound track's codec, None without one
+    hdr: str | None = None  # "HLG", "PQ" or "BT.2020" (SDR with BT.2020 colours): read as SDR BT.709 (dynface.hdr)
 
     def frames_in(self, clip: Clip) -> int | None:
         """The frames ``clip`` holds, estimated (None: unknown)."""
@@ -130,7 +131,7 @@ class VideoInfo:
     def to_dict(self) -> dict:
         return {"width": self.width, "height": self.height, "fps": round(self.fps, 4), "frames": self.frames,
                 "duration_s": None if self.duration_s is None else round(self.duration_s, 3), "codec": self.codec,
-                "rotation": self.rotation, "audio": self.audio}
+                "rotation": self.rotation, "audio": self.audio, "hdr": self.hdr}
 
 
 _SPACES = {1: "ITU709", 5: "ITU601", 6: "SMPTE170M", 9: "BT2020"}  # FFmpeg's AVColorSpace -> PyAV's name for it
@@ -143,10 +144,26 @@ def colorspace(frame) -> int:
     return cs if cs in _SPACES else (1 if min(frame.width, frame.height) >= 720 else 6)
 
 
+def hdr_kind(frame) -> str | None:
+    """"HLG" or "PQ" for an HDR frame (its transfer), "BT.2020" for an SDR frame with BT.2020 primaries, else None."""
+    from dynface import hdr
+
+    trc, prim = int(frame.color_trc), int(frame.color_primaries)
+    return {hdr.HLG: "HLG", hdr.PQ: "PQ"}.get(trc) or ("BT.2020" if prim == hdr.BT2020_PRIMARIES else None)
+
+
 def to_rgb(frame) -> np.ndarray:
     """RGB uint8 of a decoded frame. A 4:2:0 frame goes through 4:4:4 first: swscale's direct 4:2:0 -> RGB path
     darkens by 1.3 levels on average (the astronaut: -1.27 against -0.03), which every frame of a restored video would
-    add again."""
+    add again. An HDR or BT.2020 frame (:func:`hdr_kind`) is read as SDR BT.709 (:func:`dynface.hdr.hdr_to_sdr`; its
+    planes at 4:4:4, 16 bits)."""
+    if hdr_kind(frame):
+        from dynface import hdr
+
+        yuv = frame.reformat(format="yuv444p16le").to_ndarray()  # 10 bits shifted to 16: limited range stays exact
+        rgb = hdr.hdr_to_sdr(yuv[..., 0], yuv[..., 1], yuv[..., 2], 16, int(frame.color_trc),
+                             full_range=int(frame.color_range) == 2, primaries=int(frame.color_primaries))
+        return (rgb * 255 + 0.5).astype(np.uint8)
     cs = _SPACES[colorspace(frame)]
     if frame.format.name.startswith(("yuv", "nv")) and frame.format.name not in ("yuv444p", "yuvj444p"):
         frame = frame.reformat(format="yuv444p", src_colorspace=cs, dst_colorspace=cs)
@@ -186,7 +203,8 @@ class VideoReader:
         tb = self.stream.time_base
         # a video's time 0 is its first frame's (an MPEG-TS starts at 1.4 s or anywhere): --clip counts from it
         self.t0 = float(self._first.pts * tb) if self._first.pts is not None and tb else 0.0
-        self.colorspace = colorspace(self._first)  # the matrix frames are read with (and written back with)
+        # the matrix frames are read with and written back with; BT.709 for HDR frames, which are read as SDR BT.709
+        self.colorspace = 1 if self.info.hdr else colorspace(self._first)
 
     def _threads(self) -> None:
         self.stream.thread_type = "AUTO"
@@ -237,7 +255,7 @@ class VideoReader:
         dur = float(s.duration * s.time_base) if s.duration and s.time_base else (
             self._c.duration / 1e6 if self._c.duration else None)
         audio = self._c.streams.audio[0].codec_context.name if self._c.streams.audio else None
-        return VideoInfo(w, h, fps, int(s.frames) or None, dur, s.codec_context.name, rot, audio)
+        return VideoInfo(w, h, fps, int(s.frames) or None, dur, s.codec_context.name, rot, audio, hdr_kind(f))
 
     @property
     def rate(self) -> Fraction | None:
