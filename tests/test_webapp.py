@@ -166,6 +166,10 @@ def test_the_page_finds_faces_lying_sideways_and_can_leave_the_metadata_out(app,
     with zipfile.ZipFile(res.zip_path) as z:
         rec = json.loads(z.read("records/side.json"))
     assert rec["settings"]["flags"]["grain"] == "match" and "grain_added" in rec["faces"][0]
+    res = app.restore([f], model="embedded-64", turned=True, upscale=1, dust=True)  # the dust checkbox: --dust
+    with zipfile.ZipFile(res.zip_path) as z:
+        rec = json.loads(z.read("records/side.json"))
+    assert rec["settings"]["flags"]["dust"] is True and rec["faces"][0]["dust"]["specks"] >= 0
 
 
 def test_iphone_heic_upload_shows_in_the_page_and_zips_as_jpeg(app, uploads):
@@ -631,7 +635,7 @@ def test_the_api_page_names_every_parameter_and_output(app):
     ep = build_app(app).get_api_info()["named_endpoints"]["/restore"]
     assert [p["parameter_name"] for p in ep["parameters"]] == [
         "files", "pasted", "model", "mode", "aligned", "fidelity", "steps", "seed", "precision", "upscale", "color_fix",
-        "turned", "strip_metadata", "grain", "clip"]
+        "turned", "strip_metadata", "grain", "clip", "dust"]
     labels = [r["label"] for r in ep["returns"]]
     assert labels[:3] == ["status", "compare", "before / after"] and len(labels) == 7
     assert not any(str(x).startswith(("value_", "parameter_", "param_"))
@@ -663,9 +667,9 @@ def test_out_of_range_api_values_are_refused_with_a_reason_and_one_log_line(app,
     demo = build_app(app)
     (fn,) = [f for f in demo.fns.values() if f.api_name == "restore"]
     names = ["files", "pasted", "model", "mode", "aligned", "fidelity", "steps", "seed", "precision", "upscale",
-             "color_fix", "turned", "strip_metadata", "grain", "clip"]
+             "color_fix", "turned", "strip_metadata", "grain", "clip", "dust"]
     good = dict(zip(names, [[_put(uploads, "astronaut.png", astro_png)], None, "embedded-64", "full", False, 0.5, "",
-                            0, "auto", 2.0, "model default", False, False, False, ""], strict=True))
+                            0, "auto", 2.0, "model default", False, False, False, "", False], strict=True))
     for blk in fn.inputs:  # what lets their preprocess hand the value over as it is (nothing to round or map)
         if isinstance(blk, gr.Slider | gr.Number):
             assert blk.precision is None

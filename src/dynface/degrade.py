@@ -403,3 +403,40 @@ def degrade(
     """Sample parameters for ``x`` (B,3,N,N) in [0,1] (see :func:`sample_params`) and apply them."""
     params = sample_params(spec, x.shape[0], seed, x.shape[-1])
     return apply_degradation(x, params, workers=workers), params
+
+
+# ------------------------------------------------------------------------------------------ old prints
+def add_dust(img: np.ndarray, rng: np.random.Generator, specks: int = 12, scratches: int = 2,
+             region: tuple[int, int, int, int] | None = None, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """An old print's white dust and scratches on an RGB uint8 image (for tests and ``benchmarks/dust.py``; not in
+    the training pipeline): ``specks`` round specks (discs of radius 0.6–2.5 px × ``scale`` with a pixel-wide
+    edge, 60–100 % of the way to white) and ``scratches`` thin curved lines (0.7–1.5 px × ``scale`` wide, 20–60 % of the region's side long,
+    50–90 % of the way to white), all inside ``region`` = (x0, y0, x1, y1) (default: the whole image). Returns the
+    image and the defects' opacity in [0, 1] (H, W)."""
+    import cv2
+
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = region or (0, 0, w, h)
+    alpha = np.zeros((h, w), np.float32)
+    yy, xx = np.mgrid[0:h, 0:w]
+    for _ in range(specks):
+        cx, cy = rng.uniform(x0, x1), rng.uniform(y0, y1)
+        r = rng.uniform(0.6, 2.5) * scale
+        a = rng.uniform(0.6, 1.0)
+        edge = np.clip(r + 0.5 - np.hypot(xx - cx, yy - cy), 0.0, 1.0)  # a disc, its edge a pixel wide
+        alpha = np.maximum(alpha, (a * edge).astype(np.float32))
+    side = min(x1 - x0, y1 - y0)
+    for _ in range(scratches):
+        p0 = np.array([rng.uniform(x0, x1), rng.uniform(y0, y1)])
+        ang = rng.uniform(0, np.pi)
+        length = rng.uniform(0.2, 0.6) * side
+        p2 = p0 + length * np.array([np.cos(ang), np.sin(ang)])
+        p1 = (p0 + p2) / 2 + rng.normal(0, 0.08 * length, 2)  # a gentle curve
+        t = np.linspace(0, 1, 64)[:, None]
+        pts = (1 - t) ** 2 * p0 + 2 * (1 - t) * t * p1 + t * t * p2
+        line = np.zeros((h, w), np.uint8)
+        cv2.polylines(line, [np.round(pts * 16).astype(np.int32)], False, 255,
+                      thickness=max(1, int(round(rng.uniform(0.7, 1.5) * scale))), lineType=cv2.LINE_AA, shift=4)
+        alpha = np.maximum(alpha, rng.uniform(0.5, 0.9) * line.astype(np.float32) / 255)
+    out = img.astype(np.float32) + alpha[..., None] * (255 - img.astype(np.float32))
+    return np.clip(np.round(out), 0, 255).astype(np.uint8), alpha

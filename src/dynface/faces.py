@@ -901,6 +901,7 @@ class PreparedPhoto:
     crops: list[np.ndarray]  # per face: the aligned size×size uint8 crop
     size: int  # the restorer's crop side
     timing: dict[str, float] = field(default_factory=dict)  # detect_s, align_s
+    dust: list[dict] | None = None  # per face, what dynface.dust filled in (prepare_photo's ``dust``)
 
 
 def prepare_photo(
@@ -913,9 +914,12 @@ def prepare_photo(
     border: str = DEFAULT_BORDER,
     template: str | None = None,
     alignment: str = "auto",
+    dust: bool = False,
 ) -> PreparedPhoto:
     """Detect (unless ``faces`` is given) and align the faces of an RGB uint8 photo for ``restorer`` (only its
-    ``size`` and ``template_name`` are read; ``template`` overrides the latter). See :func:`restore_photo`."""
+    ``size`` and ``template_name`` are read; ``template`` overrides the latter). ``dust``: first fill in the white
+    dust and scratches on the faces (:func:`dynface.dust.remove_dust`; the photo returned is the cleaned copy). See
+    :func:`restore_photo`."""
     t0 = time.perf_counter()
     img = as_rgb_uint8(img)
     h, w = img.shape[:2]
@@ -928,12 +932,19 @@ def prepare_photo(
             faces = [center_face(faces, h, w)]
     t1 = time.perf_counter()
     timing["detect_s"] = t1 - t0
+    found = None
+    if dust:
+        from .dust import remove_dust
+
+        img, found = remove_dust(img, faces)
+        timing["dust_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
     size = int(restorer.size)
     tmpl = template or restorer.template_name
     affines = [face_affine(f.landmarks, tmpl, size, alignment) for f in faces]
     crops = [warp_face(img, m, size, border) for m in affines]
-    timing["align_s"] = time.perf_counter() - t1
-    return PreparedPhoto(img, list(faces), affines, crops, size, timing)
+    timing["align_s"] = time.perf_counter() - t2
+    return PreparedPhoto(img, list(faces), affines, crops, size, timing, found)
 
 
 def finish_photo(
@@ -993,6 +1004,8 @@ def finish_photo(
         rec = {"index": i, **f.to_record(), "affine": np.round(m, 6).tolist(), **sizes[i], "detail": detail,
                "outside_photo": round(float(outside[i].mean()), 4)}
         rec["restorer"] = recs[i] if i < len(recs) else {}
+        if prep.dust is not None:
+            rec["dust"] = prep.dust[i]
         rec["timing"] = {
             "detect_s": round(timing["detect_s"], 4),
             "restore_s_shared": round(timing["restore_s"] / max(1, n), 4),
@@ -1022,6 +1035,7 @@ def restore_photo(
     detail: str = "keep",
     seeds: Sequence[int] | None = None,
     grain: str = "none",
+    dust: bool = False,
 ) -> PhotoResult:
     """Restore every face of an RGB uint8 photo and paste them back into it (upscaled by ``upscale``).
 
@@ -1043,6 +1057,9 @@ def restore_photo(
     ``grain``: "none" (default) or "match": a face cleaner than the photo around it gets the difference as fresh
     grain, seeded by its restorer seed (:mod:`dynface.grain`; the record's ``grain_added``, in levels).
 
+    ``dust``: fill in the white dust specks and scratches of old prints on the faces first (:mod:`dynface.dust`;
+    the record's ``dust``: specks, pixels, the grain's σ); the rest of the photo keeps its dust.
+
     It is :func:`prepare_photo`, the restorer calls, then :func:`finish_photo` (the job layer restores the crops of
     several photos in shared calls between the two halves: :mod:`dynface.jobs`)."""
     from .pipeline import check_fidelity, check_seed
@@ -1054,7 +1071,7 @@ def restore_photo(
     if fidelity is not None:
         check_fidelity(fidelity)
     prep = prepare_photo(img, restorer, only_center_face=only_center_face, detector=detector, faces=faces,
-                         border=border, template=template, alignment=alignment)
+                         border=border, template=template, alignment=alignment, dust=dust)
     crops = prep.crops
     t2 = time.perf_counter()
     restored: list[np.ndarray] = []

@@ -138,6 +138,7 @@ class RestoreSettings:
     threads: int | None = None
     detail: str = "keep"
     grain: str = "none"  # "match": faces cleaner than the photo around them get the difference as grain (dynface.grain)
+    dust: bool = False  # fill in the white dust and scratches on faces before restoring them (dynface.dust)
     color_fix: str | None = None
     guidance: str | None = None
     dblm: str | None = None
@@ -1114,7 +1115,7 @@ def _all_on_disk(out: Path, rels: list[str], on_disk: set[str] | None = None) ->
 OUTPUT_FLAGS = ("model", "mode", "steps", "seed", "fidelity", "upscale", "aligned", "ext", "suffix", "precision",
                 "detail", "color_fix", "guidance", "dblm", "dgsa", "dsst", "restorer", "input_template", "alignment",
                 "only_center_face", "draw_box", "detector", "detect_side", "detect_turned", "detect_edges", "bg_upsampler", "min_score", "border", "save_maps", "exact",
-                "strip_metadata", "clip", "grain")
+                "strip_metadata", "clip", "grain", "dust")
 
 
 def output_flags(settings: RestoreSettings) -> dict:
@@ -1601,7 +1602,7 @@ def _process_photo(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         x.img.rgb, proxy, upscale=x.up, only_center_face=s.only_center_face, draw_box=s.draw_box, faces=x.faces,
         seed=s.seed, fidelity=s.fidelity, return_maps=s.save_maps, batch_size=1 if per_face(restorer, s) else s.batch_size,
         border=s.border,
-        bg_upsampler=bg_upsampler, alignment=s.alignment, detail=s.detail, grain=s.grain, **kw,
+        bg_upsampler=bg_upsampler, alignment=s.alignment, detail=s.detail, grain=s.grain, dust=s.dust, **kw,
     )
     return _write_photo(out, s, restorer, x, res)
 
@@ -1868,7 +1869,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                 last = list(zip(faces, ages, strict=True))
                 followed.append(sum(1 for a in ages if a))
                 prep = prepare_photo(rgb, restorer, faces=faces, only_center_face=s.only_center_face, border=s.border,
-                                     alignment=s.alignment)
+                                     alignment=s.alignment, dust=s.dust)
                 counts.append(len(prep.crops))
                 times["detect_s"] += time.perf_counter() - t1
                 share = 1 / total if total and k < total else 0.0  # of the bar; frames past the file's estimate: none
@@ -1985,7 +1986,8 @@ def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSetting
         try:
             res = finish_photo(q.prep, q.restored, q.recs, q.maps, upscale=x.up, draw_box=s.draw_box,
                                bg_upsampler=bg_upsampler, detail=s.detail, restore_s=q.restore_s, grain=s.grain)
-            busy = x.read_s + x.detect_s + q.prep.timing.get("align_s", 0.0) + q.restore_s + res.timing["paste_s"]
+            busy = (x.read_s + x.detect_s + q.prep.timing.get("dust_s", 0.0) + q.prep.timing.get("align_s", 0.0)
+                    + q.restore_s + res.timing["paste_s"])
             r = _write_photo(out, s, restorer, x, res, busy_s=busy)
         except Exception as e:  # e.g. a full disk: this photo fails, the others stand
             if debug:
@@ -2002,7 +2004,7 @@ def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSetting
         try:
             x = _read_photo(it, s, detector)
             prep = prepare_photo(x.img.rgb, restorer, faces=x.faces, only_center_face=s.only_center_face, border=s.border,
-                                 alignment=s.alignment)
+                                 alignment=s.alignment, dust=s.dust)
         except Exception as e:  # never a traceback for one bad file
             if debug and not isinstance(e, InputError):
                 raise
@@ -2094,6 +2096,7 @@ class _AlignedInput:
     read_s: float
     template: str | None = None  # the framing the crop was re-aligned from (with ``affine``)
     guess: Any = None  # --input-template auto: what dynface.faces.guess_template saw
+    dust: dict | None = None  # --dust: what dynface.dust filled in
 
 
 def _stretched(crop, size: int):
@@ -2134,6 +2137,9 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
             tmpl, guess, note = _auto_framing(img.rgb, model_tmpl)
             if note:
                 notes.append(note)
+        found = None
+        if s.dust:  # on the input's own pixels, before it is re-aligned or its detail is kept
+            found = _aligned_dust(img, tmpl, guess, model_tmpl)
         if tmpl and tmpl != model_tmpl:
             if tmpl == LANDMARKS:  # aligned from the face's own points, as a photo's face is
                 affine = estimate_affine(guess.points, template_for(restorer.template_name, size))
@@ -2151,7 +2157,7 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
             if note:
                 notes.append(note)
             affine, crop, tmpl = None, img.rgb, None
-        loaded.append(_AlignedInput(it, img, crop, affine, notes, src, time.perf_counter() - t0, tmpl, guess))
+        loaded.append(_AlignedInput(it, img, crop, affine, notes, src, time.perf_counter() - t0, tmpl, guess, found))
     if not loaded:
         return
     with_seeds = _accepts(restorer.restore, "seeds")
@@ -2200,6 +2206,25 @@ def _process_aligned_chunk(chunk: list[InputItem], out: Path, s: RestoreSettings
                 if _debug():
                     raise
                 on_result(FileResult(str(it.path), it.stem, "failed", one_line(e), list(x.notes), source=x.source))
+
+
+def _aligned_dust(img, tmpl: str | None, guess, model_tmpl: str | None) -> dict:
+    """``--dust`` on an aligned crop: its white dust and scratches filled in (``img.rgb`` is replaced), the face's
+    points being its framing's (``tmpl``; the model's when None; the points found on it for :data:`LANDMARKS`).
+    Returns what was filled (:func:`dynface.dust.remove_dust`)."""
+    import numpy as np
+
+    from dynface.dust import remove_dust
+    from dynface.faces import Face, template_for
+
+    w, h = img.size
+    if tmpl == LANDMARKS:
+        pts = np.asarray(guess.points, dtype=np.float64)
+    else:
+        side = max(w, h)
+        pts = template_for(tmpl or model_tmpl or "ffhq512", side) * np.array([w / side, h / side])
+    img.rgb, (found,) = remove_dust(img.rgb, [Face((0.0, 0.0, float(w), float(h)), pts)])
+    return found
 
 
 def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, face, restorer_rec: dict,
@@ -2282,6 +2307,7 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
             **size_rec,
             "detail": s.detail,
             "restorer": restorer_rec,
+            **({"dust": x.dust} if x.dust is not None else {}),
             "files": files,
         }],
         "notes": notes,
