@@ -267,6 +267,55 @@ def test_a_cut_off_mp4_is_named_as_such(tmp_path, face_frames):
 
 
 @pytest.mark.usefixtures("_fake")
+def test_a_cut_off_download_is_said_and_its_missing_sound_not_claimed(tmp_path, face_frames):
+    """An index-first MP4 cut at 60 % (a partial download; audit): restored from what can be read, with a note saying
+    how many frames its index lists, and no "audio_kept" for sound that is not there."""
+    whole = make_video(tmp_path / "whole.mp4", face_frames, audio_s=1.0)
+    assert _restore("-i", whole, "-o", tmp_path / "o", "-s", "1") == 0
+    data = (tmp_path / "o" / "restored_videos" / "whole.mp4").read_bytes()  # index first: restored videos are so
+    assert data.index(b"moov") < data.index(b"mdat")
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: int(0.6 * len(data))])
+    assert _restore("-i", cut, "-o", tmp_path / "c", "-s", "1") == 0
+    rec = json.loads((tmp_path / "c" / "records" / "cut.json").read_text())
+    assert rec["frames"] < 8 and rec["video"]["frames"] == 8
+    assert any(n.startswith(f"only {rec['frames']} of the 8 frames its index lists could be read") for n in rec["notes"])
+    with av.open(str(tmp_path / "c" / "restored_videos" / "cut.mp4")) as c:
+        has_sound = bool(c.streams.audio) and any(True for _ in c.demux(c.streams.audio[0]) if _.size)
+    assert rec["audio_kept"] is has_sound
+    if not has_sound:
+        assert any("its sound track gave no sound" in n for n in rec["notes"])
+
+
+@pytest.mark.usefixtures("_fake")
+def test_a_videos_recording_tags_are_kept_unless_stripped(tmp_path, face_frames):
+    """Recording date, place and camera carry over (as a photo's EXIF does; a restored home video was filed under the
+    day it was restored: audit), with a comment saying what the video now is; --strip-metadata drops them."""
+    src = make_video(tmp_path / "phone.mov", face_frames[:3])
+    tags = {"creation_time": "2019-07-14T10:00:00.000000Z", "location": "+48.8584+002.2945/", "make": "Apple",
+            "model": "iPhone 12", "com.apple.quicktime.location.ISO6709": "+48.8584+002.2945+035.000/"}
+    with av.open(str(src)) as c, av.open(str(tmp_path / "tagged.mov"), "w", format="mov",
+                                         options={"movflags": "use_metadata_tags"}) as o:  # as an iPhone writes them
+        for k, v in tags.items():
+            o.metadata[k] = v
+        o.add_stream_from_template(c.streams.video[0])
+        for p in c.demux(c.streams.video[0]):
+            if p.dts is not None:
+                p.stream = o.streams.video[0]
+                o.mux(p)
+    assert _restore("-i", tmp_path / "tagged.mov", "-o", tmp_path / "o", "-s", "1") == 0
+    with av.open(str(tmp_path / "o" / "restored_videos" / "tagged.mp4")) as c:
+        got = dict(c.metadata)
+    assert {k: got.get(k) for k in tags} == tags and got["comment"].startswith("faces restored by a generative model")
+    rec = json.loads((tmp_path / "o" / "records" / "tagged.json").read_text())
+    assert set(tags) <= set(rec["metadata_kept"])
+    assert _restore("-i", tmp_path / "tagged.mov", "-o", tmp_path / "s", "-s", "1", "--strip-metadata") == 0
+    with av.open(str(tmp_path / "s" / "restored_videos" / "tagged.mp4")) as c:
+        got = dict(c.metadata)
+    assert not set(tags) & set(got) and "comment" in got
+
+
+@pytest.mark.usefixtures("_fake")
 def test_a_face_the_detector_misses_for_a_frame_is_followed(tmp_path, face_frames, monkeypatch):
     """CCTV: the detector missed a noisy face in some frames, which then jumped between restored and raw (video
     audit). A face found up to FOLLOW_S before is followed into the frame (its points predicted again, the CNN

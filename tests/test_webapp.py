@@ -59,6 +59,25 @@ class SlowRestorer:
         return SimpleNamespace(images=imgs, records=[{"seed": seed}] * len(imgs), maps={})
 
 
+class CountingRestorer(SlowRestorer):
+    """Four quick steps a call, the calls counted in :data:`CALLS`."""
+
+    def restore(self, faces, seed=0, fidelity=None, return_maps=False, seeds=None, callback=None):
+        CALLS.append(len(faces))
+        for s in range(4):
+            if callback is not None:
+                callback(s + 1, 4)
+        imgs = [np.asarray(Image.fromarray(np.asarray(f, np.uint8)).resize((64, 64))) for f in faces]
+        return SimpleNamespace(images=imgs, records=[{"seed": seed}] * len(imgs), maps={})
+
+
+CALLS: list[int] = []
+
+
+def make_counting_restorer(**kw):
+    return CountingRestorer()
+
+
 def make_slow_restorer(**kw):
     LOADS.append(str(kw.get("name_or_path")))
     return SlowRestorer()
@@ -218,7 +237,8 @@ def test_mixed_request_reports_each_bad_file_and_restores_the_rest(app, uploads,
     assert "not an image" in status["notes.txt"][1]
     assert "not an image" in status["weights.pth"][1]
     assert len(res.messages) == 6 and res.messages[1].startswith("✓ astronaut.png")
-    assert "✗ wall.png: no face found" in res.messages
+    (wall,) = [m for m in res.messages if m.startswith("✗ wall.png: no face found (")]  # with what to try
+    assert "the command line's --detector cnn (slower)" in wall and "“also look for faces lying sideways”" in wall
     assert len(res.table) == 1
     assert "records/astronaut.json" in zipfile.ZipFile(res.zip_path).namelist()
     assert LOADS == ["embedded-64"]  # the .pth was never loaded as weights
@@ -324,6 +344,40 @@ def test_time_limit_stops_mid_sampling_and_reports_the_rest(tmp_path, uploads, a
 
     assert [(d["job"], d.get("stopped")) for d in read_job_lines(res.out_dir)] == [("start", None), ("end", True)]
     app.close()
+
+
+def test_a_stopped_video_keeps_its_frames_done(tmp_path, uploads, clip_mp4, astro_png, monkeypatch):
+    """Stop, the time limit or a closed page threw away the whole video, frames done and all (audit: a family clip of
+    three faces waited 15 minutes for nothing): now the frames encoded so far are the restored video, with its sound
+    up to their end, a note saying so, and a "partial" record that --skip-existing does not count as complete."""
+    from test_video import audio_seconds
+
+    from dynface import jobs, video
+
+    monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_webapp:make_counting_restorer")
+    monkeypatch.setattr(jobs, "VIDEO_QUEUE_FRAMES", 1)  # a restorer call per two frames
+    CALLS.clear()
+    f = _put(uploads, "clip.mp4", clip_mp4)
+    p = _put(uploads, "astronaut.png", astro_png)
+    app_ = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work"))
+    try:  # the Stop button, pressed during the third call
+        res = app_.restore([f, p], model="embedded-64", upscale=1.0,
+                           gone=lambda: "stopped with the Stop button" if len(CALLS) >= 3 else False)
+        msg, photo = res.messages
+        rec = res.results[0].record
+        n = rec["frames"]
+        assert res.results[0].status == "done" and 0 < n < 8 and msg == (
+            f"✓ clip.mp4: video restored, {n} frame(s), {n} face(s) in {n} of them (stopped after {n} of 8 frame(s) "
+            "(stopped with the Stop button): the restored video holds those)")
+        assert rec["status"] == "partial" and rec["faces_per_frame"] == [1] * n
+        out = res.out_dir / "restored_videos" / "clip.mp4"
+        with video.VideoReader(out) as r:
+            assert sum(1 for _ in r.frames()) == n
+        assert abs(audio_seconds(out) - n / 8) < 0.06  # the sound up to the last frame's end
+        assert not jobs.is_complete(res.out_dir, "clip")
+        assert photo == "✓ astronaut.png: 1 face(s) restored"  # photos go first
+    finally:
+        app_.close()
 
 
 def test_a_closed_page_stops_its_request_at_the_next_step(tmp_path, uploads, monkeypatch):
@@ -535,7 +589,7 @@ def test_a_video_request_gives_the_restored_video_and_a_frame_to_compare(app, up
     res = app.restore([f, p], model="embedded-64", upscale=1.0)
     assert [r.status for r in res.results] == ["done", "done"]
     assert res.messages[0] == "✓ clip.mp4: video restored, 8 frame(s), 8 face(s) in 8 of them"
-    label = "clip: frame 1 of 8 (1 face(s))"
+    label = "clip: frame 1 of 8, at 0:00 (1 face(s))"
     assert list(res.videos) == [label] and res.videos[label] == str(res.out_dir / "restored_videos" / "clip.mp4")
     assert label in res.comparisons and "astronaut: whole photo" in res.comparisons
     before, after = (np.asarray(Image.open(x), dtype=int) for x in res.comparisons[label])
@@ -550,7 +604,8 @@ def test_a_video_request_gives_the_restored_video_and_a_frame_to_compare(app, up
     part = app.restore([f], model="embedded-64", upscale=1.0, clip="0.5-")
     assert part.messages == ["✓ clip.mp4: video restored, 4 frame(s), 4 face(s) in 4 of them"]
     rec = part.results[0].record
-    assert rec["clip"] == {"start_s": 0.5, "end_s": None} and list(part.videos) == ["clip: frame 1 of 4 (1 face(s))"]
+    assert rec["clip"] == {"start_s": 0.5, "end_s": None}
+    assert list(part.videos) == ["clip: frame 1 of 4, at 0:00.5 (1 face(s))"]  # the input's time
 
     out = app.ui_page([f], None, "embedded-64", "full", False, 0.5, "", 0, "auto", 1.0, None, False, False, False, "")
     assert len(out) == 9 and out[-1]["visible"] and out[-1]["value"].endswith("clip.mp4")
@@ -590,8 +645,8 @@ def test_videos_have_their_own_byte_cap(tmp_path, uploads, clip_mp4, astro_png):
                               max_upload_bytes=len(clip_mp4) * 4))
     try:
         res = app.restore([_put(uploads, "clip.mp4", clip_mp4)], model="embedded-64")
-        assert res.messages[0] == (f"✗ clip.mp4: video too large ({len(clip_mp4) / 2**20:.1f} MB; this server "
-                                   f"accepts up to {small / 2**20:.3g} MB)")
+        assert res.messages[0] == (f"✗ clip.mp4: video too large ({len(clip_mp4) / 2**20:.2g} MB; this server "
+                                   f"accepts up to {small / 2**20:.2g} MB)")
         app.close()
         app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work2",
                                   max_upload_bytes=len(clip_mp4) - 1))
@@ -747,6 +802,12 @@ def test_job_notes_name_the_page_s_controls_or_say_it_has_none():
     assert "the command line's --input-template ffhq512 (this page has no framing control" in note
     assert "; the command line's --detect-side 6000: about 80 px" in _for_the_page("faces smaller than about 120 px in this "
         "6000x4000 photo are missed (detection ran on a copy 2000 px on its longer side; --detect-side 6000: about 80 px")
+    from dynface.jobs import NO_FACE_HINT_VIDEO
+
+    hint = _for_the_page(NO_FACE_HINT_VIDEO)  # every flag named: the page's control, or the command line's
+    assert "“also look for faces lying sideways” finds faces on their side" in hint
+    assert "the command line's --detector cnn" in hint and "the command line's --keep-faceless" in hint
+    assert _for_the_page("x; the command line's --detect-side 5") == "x; the command line's --detect-side 5"
 
 
 def test_upload_names_keep_their_letters():

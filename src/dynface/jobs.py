@@ -107,6 +107,13 @@ class UsageError(ValueError):
     which is the :class:`RestoreSettings` field of the same name."""
 
 
+class StopRequested(BaseException):  # noqa: N818
+    """Raised by a progress callback (at a sampling step) to stop a job now, keeping what is done: the inputs
+    finished stay, and a video being restored keeps the frames already encoded (its record's status "partial", so
+    that ``--skip-existing`` restores it again). A BaseException, so that the per-file ``except Exception`` lets it
+    through. The web page's time limit, Stop button and closed page raise it (``dynface.webapp.RequestTimeLimit``)."""
+
+
 class InputError(Exception):
     """A per-file problem: one line in the summary (and the notes gathered before it, e.g. the pages not read)."""
 
@@ -1825,16 +1832,21 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         final.parent.mkdir(exist_ok=True)
         tmp = temp_path(final)  # renamed by _write_outputs once the video is complete
         bs = (s.batch_size or default_batch_size(restorer)) if cross_photo_batches(restorer, s) else 1
+        # the recording's tags (date, place, camera) as photos keep their EXIF, unless --strip-metadata; and what
+        # the video now is, as a restored photo's Software tag says it
+        kept = {} if s.strip_metadata else reader.metadata
+        tags = {**kept, "comment": imageio.FACES_RESTORED + (f"; {kept['comment']}" if kept.get("comment") else "")}
         counts: list[int] = []
         followed: list[int] = []  # per frame, faces followed from the frame before (follow_faces)
         hold = max(1, round(FOLLOW_S * info.fps)) if info.fps else 1
         last: list[tuple[Any, int]] = []  # the faces of the frame before, with the frames since each was detected
         times = {"detect_s": 0.0, "restore_s": 0.0, "paste_s": 0.0, "encode_s": 0.0}
-        writer = first_pts = None
+        writer = first_pts = last_t = stopped = None
 
         def write(q: _Queued) -> None:  # a frame whose faces are all restored, in order
-            nonlocal writer, first_pts
+            nonlocal writer, first_pts, last_t
             pts, t = q.item
+            last_t = t
             t1 = time.perf_counter()
             res = finish_photo(q.prep, q.restored, q.recs, upscale=up, draw_box=s.draw_box,
                                bg_upsampler=bg_upsampler, detail=s.detail, grain=s.grain)
@@ -1843,7 +1855,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                 end = None if clip.end is None else reader.t0 + clip.end  # the sound: from this frame on
                 writer = video.VideoWriter(tmp, res.photo.shape[1], res.photo.shape[0], reader.rate,
                                            reader.stream.time_base, (it.path, reader.t0 + t, end),
-                                           reader.colorspace, _torch_threads())
+                                           reader.colorspace, _torch_threads(), tags)
                 first_pts = pts
             writer.write(res.photo, None if pts is None or first_pts is None else pts - first_pts)
             times["restore_s"] += q.restore_s
@@ -1853,7 +1865,9 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                 tracker.emit()
 
         faces_q = _FaceQueue(restorer, s, tracker, bs, write, seeded=_accepts(restorer.restore, "seeds"))
-        try:
+
+        def read_frames() -> None:  # each frame searched, aligned and queued; written as its faces are restored
+            nonlocal last
             for k, t, pts, rgb in reader.frames(clip):
                 tracker.message = f"{it.path.name} frame {k + 1}/{total or '?'}"
                 t1 = time.perf_counter()
@@ -1875,8 +1889,17 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                 share = 1 / total if total and k < total else 0.0  # of the bar; frames past the file's estimate: none
                 faces_q.add(_Queued(prep, key, share, item=(pts, t)), most=VIDEO_QUEUE_FRAMES)
             faces_q.step(flush=True)
+
+        try:
+            try:
+                read_frames()
+            except StopRequested as e:  # keep the frames encoded so far (the web page's Stop and time limit)
+                if writer is None or not writer.frames:
+                    raise
+                stopped = e
+                counts[writer.frames :], followed[writer.frames :] = [], []
             if writer is None:
-                raise InputError(f"no frame in --clip {clip} (the video is {info.duration_s or 0:.1f} s long)"
+                raise InputError(f"no frame in --clip {s.clip} (the video is {info.duration_s or 0:.1f} s long)"
                                  if not clip.whole else "no frame of this video can be decoded")
             if not any(counts):
                 if not s.keep_faceless:
@@ -1884,7 +1907,9 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                                                         NO_FACE_HINT_VIDEO])
                 notes.append(FACELESS_NOTE)
             t4 = time.perf_counter()
-            writer.finish()
+            # stopped: the sound up to the end of the last frame written
+            writer.finish(None if stopped is None or last_t is None else
+                          reader.t0 + last_t + (1 / info.fps if info.fps else 0.0))
             times["encode_s"] += time.perf_counter() - t4
             files = _write_outputs(out, it.stem, [("video", rel, lambda p: os.replace(tmp, p))])
         except video.VideoError as e:
@@ -1902,6 +1927,15 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                      "looked for")
     if reader.bad_packets:
         notes.append(f"{reader.bad_packets} damaged packet(s) of the video could not be decoded and were left out")
+    if stopped is not None:
+        notes.append(f"stopped after {len(counts)} of {total or '?'} frame(s) ({stopped}): the restored video holds "
+                     "those")
+    elif clip.whole and info.frames and len(counts) < 0.98 * info.frames - 1:  # a cut-off copy or download
+        notes.append(f"only {len(counts)} of the {info.frames} frames its index lists could be read: the file looks "
+                     "cut off or damaged; the restored video holds those")
+    if info.audio and not writer.has_audio:
+        notes.append("its sound track gave no sound for these frames (cut off or damaged?): the restored video has "
+                     "none")
     if counts and not all(counts):
         notes.append(f"{counts.count(0)} of {len(counts)} frame(s) without a face found: written as they are")
     if any(followed):
@@ -1909,7 +1943,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                      f"before: the detector missed them there (up to {FOLLOW_S:g} s after it last found them)")
     total_s = time.perf_counter() - t0
     rec = {
-        "status": "ok",
+        "status": "ok" if stopped is None else "partial",  # partial: not complete for --skip-existing
         "input": str(it.path),
         "stem": it.stem,
         "source": src,
@@ -1921,6 +1955,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         "followed_per_frame": followed,
         "output_size": [writer.width, writer.height],
         "audio_kept": writer.has_audio,
+        "metadata_kept": sorted(kept),
         "deinterlaced": reader.deinterlaced,
         "restored_video": files["video"],
         "num_faces": sum(counts),

@@ -38,6 +38,10 @@ lossless" rule of thumb; lower is larger)."""
 
 AUDIO_BITRATE = 192_000
 
+TECHNICAL_TAGS = frozenset({"major_brand", "minor_version", "compatible_brands", "encoder", "handler_name",
+                            "vendor_id", "duration"})
+"""Container tags that describe the file, not the recording: not carried over to a restored video."""
+
 
 class VideoError(Exception):
     """A video that cannot be read or written (one line, without the path), or PyAV missing."""
@@ -258,6 +262,12 @@ class VideoReader:
         return VideoInfo(w, h, fps, int(s.frames) or None, dur, s.codec_context.name, rot, audio, hdr_kind(f))
 
     @property
+    def metadata(self) -> dict[str, str]:
+        """The file's own tags (recording date, place, camera: ``creation_time``, ``location``,
+        ``com.apple.quicktime.*``, ...), without the container's technical ones (:data:`TECHNICAL_TAGS`)."""
+        return {str(k): str(v) for k, v in self._c.metadata.items() if str(k).lower() not in TECHNICAL_TAGS}
+
+    @property
     def rate(self) -> Fraction | None:
         r = self.stream.average_rate or self.stream.guessed_rate
         return Fraction(r) if r else None
@@ -366,12 +376,15 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, width: int, height: int, rate: Fraction | None, time_base: Fraction | None,
                  audio_from: tuple[str | Path, float, float | None] | None = None, colorspace: int = 1,
-                 threads: int | None = None):
+                 threads: int | None = None, metadata: dict[str, str] | None = None):
         av = _av()
         self.path = Path(path)
         # the index ('moov') before the frames ("faststart", written when the file is closed): a browser plays the
-        # video while it loads (the web page), as sites that serve video write it
-        self._c = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart"})
+        # video while it loads (the web page), as sites that serve video write it; every tag given is written
+        # ("use_metadata_tags": also a phone's com.apple.quicktime.* ones)
+        self._c = av.open(str(self.path), "w", format="mp4", options={"movflags": "+faststart+use_metadata_tags"})
+        for k, v in (metadata or {}).items():
+            self._c.metadata[k] = v
         rate = rate or Fraction(25)
         opts = {"crf": str(CRF), "preset": "medium"}
         if threads:
@@ -393,6 +406,7 @@ class VideoWriter:
         self._last = -1
         self._audio = None  # (source container, its sound stream, our AAC stream, start, end): streams go in before
         # the first packet is muxed
+        self.audio_samples: int | None = None  # samples of sound written (None: not yet)
         if audio_from is not None:
             src = av.open(str(audio_from[0]), "r")
             if src.streams.audio:
@@ -406,8 +420,9 @@ class VideoWriter:
 
     @property
     def has_audio(self) -> bool:
-        """Whether the output gets (got) the source's sound."""
-        return self._audio is not None
+        """Whether the output gets the source's sound; after :meth:`finish`, whether it got any (a file cut off
+        before its sound has none to give)."""
+        return self._audio is not None and (self.audio_samples is None or self.audio_samples > 0)
 
     def write(self, rgb: np.ndarray, pts: int | None) -> None:
         """Encode one frame; ``pts`` in the source's time base from the clip's first frame (None: by its index)."""
@@ -425,12 +440,14 @@ class VideoWriter:
             self._c.mux(p)
         self.frames += 1
 
-    def finish(self) -> None:
-        """Flush the encoder, add the sound (when asked for and there is one) and close the file."""
+    def finish(self, sound_end: float | None = None) -> None:
+        """Flush the encoder, add the sound (when asked for and there is one; ``sound_end``: up to this time of the
+        source instead of the clip's end, for a video stopped early) and close the file."""
         for p in self.s.encode(None):
             self._c.mux(p)
         if self._audio is not None:
-            self._copy_audio(*self._audio)
+            src, a, out, start, end = self._audio
+            self._copy_audio(src, a, out, start, end if sound_end is None else sound_end)
         self.close()
 
     def _copy_audio(self, src, a, out, start: float, end: float | None) -> None:
@@ -477,6 +494,7 @@ class VideoWriter:
                 break
         for p in out.encode(None):
             self._c.mux(p)
+        self.audio_samples = n
 
     def close(self) -> None:
         """Close the file (also after a failure; the caller removes a file that was not finished). Idempotent."""

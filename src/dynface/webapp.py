@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from dynface.atomicfile import atomic_path
+from dynface.jobs import StopRequested
 
 __all__ = [
     "ServerConfig",
@@ -305,7 +306,7 @@ class WebApp:
         cap = self.config.max_video_bytes if is_video_name(name) else self.config.max_upload_bytes
         if size > cap:
             kind = "video" if is_video_name(name) else "file"
-            return f"{kind} too large ({size / 2**20:.1f} MB; this server accepts up to {cap / 2**20:.3g} MB)"
+            return f"{kind} too large ({_mb(size)}; this server accepts up to {_mb(cap)})"
         return None
 
     def _video_check(self, path: Path, settings) -> str | None:
@@ -405,7 +406,7 @@ class WebApp:
                 items, ignored = jobs.plan_inputs([p for _, p, _ in staged], out, settings)
                 summary, manifest, _ = jobs.start_job(items, out, settings, ignored)
             except jobs.UsageError as e:
-                raise WebRequestError(str(e)) from None
+                raise WebRequestError(_for_the_page(str(e))) from None
             by_path = {p.resolve(): (k, name) for k, p, name in staged}
             for p in ignored:
                 k, name = by_path[Path(p).resolve()]
@@ -486,7 +487,8 @@ class WebApp:
                 name = f"{name} (as {r.stem})"
             if r.status != "done":
                 why = r.error or ("no face found" if r.status == "no_face" else r.status)
-                messages.append(f"✗ {name}: {_for_the_page(why)}")
+                notes = f" ({'; '.join(map(_for_the_page, r.notes))})" if r.notes else ""  # why, what to try
+                messages.append(f"✗ {name}: {_for_the_page(why)}{notes}")
                 continue
             rec = r.record or {}
             faces = rec.get("faces") or []
@@ -588,10 +590,11 @@ class WebApp:
                     [], None, None, {}, _player(None))
 
 
-class RequestTimeLimit(BaseException):  # noqa: N818
+class RequestTimeLimit(StopRequested):
     """Raised from the progress callback at a sampling step once a request is past its time limit or its page is
-    gone (the message says which). A BaseException, so that the job layer's per-file ``except Exception`` lets it
-    through and the request stops."""
+    gone (the message says which). The job layer's :class:`~dynface.jobs.StopRequested` (a BaseException): the
+    per-file ``except Exception`` lets it through, the request stops, and a video being restored keeps the frames
+    done."""
 
 
 class _ProgressBridge:
@@ -655,16 +658,28 @@ def _without_server_paths(out: Path, in_dir: Path) -> None:
             pass
 
 
+# the job layer's flags that the page has as controls: how the page names them
+PAGE_CONTROLS = (("leave out --aligned", "untick “inputs are aligned face crops”"),
+                 ("--aligned", "“inputs are aligned face crops”"), ("--precision ", "precision "),
+                 ("--fidelity ", "fidelity "), ("--clip", "the part of the videos"),
+                 ("--detect-turned faces lying sideways", "“also look for faces lying sideways” finds faces on their "
+                  "side"), ("--detect-turned", "“also look for faces lying sideways”"),
+                 ("--strip-metadata", "“remove the metadata”"), ("--grain match", "“give restored faces the "
+                 "photo's grain”"), ("--dust", "“remove white dust and scratches from faces”"))
+_CLI_FLAG = re.compile(r"(?<![\w’'-])(--[a-z][a-z0-9-]*)")
+
+
 def _for_the_page(why: str) -> str:
-    """A job-layer message with the CLI's flags named as the page's controls."""
+    """A job-layer message with the CLI's flags named as the page's controls (:data:`PAGE_CONTROLS`), and the
+    others as the command line's (the page has no such control)."""
     from dynface.jobs import FFHQ_ADVICE
 
     why = why.replace(FFHQ_ADVICE, FFHQ_ADVICE.replace("--input-template", "the command line's --input-template")
                       + " (this page has no framing control: it tells a crop's framing from the face it finds)")
-    return why.replace("leave out --aligned", "untick “inputs are aligned face crops”").replace(
-        "--aligned", "“inputs are aligned face crops”").replace("--precision ", "precision ").replace("--fidelity ", "fidelity ").replace(
-        "--detect-side", "the command line's --detect-side").replace(  # the page has no detection controls
-        "--clip", "the part of the videos")
+    for flag, control in PAGE_CONTROLS:
+        why = why.replace(flag, control)
+    return _CLI_FLAG.sub(lambda m: m.group(1) if why[max(0, m.start() - 19) : m.start()] == "the command line's "
+                         else f"the command line's {m.group(1)}", why)
 
 
 def _failed(name: str, why: str):
@@ -720,6 +735,12 @@ def _pair(before: Path, after: Path, view: Path, name: str) -> list[str]:
     return [str(bp), str(ap)]
 
 
+def _mb(n: int) -> str:
+    """Bytes in MB as the page says them: ``26.0 MB``, ``0.024 MB`` (a size under 0.1 MB would read 0.0 MB)."""
+    mb = n / 2**20
+    return f"{mb:.1f} MB" if mb >= 0.1 else f"{mb:.2g} MB"
+
+
 def _clock(s: float) -> str:
     """Seconds as the page writes a time, to a tenth: ``M:SS`` (``75`` -> ``1:15``; ``2.5`` -> ``0:02.5``)."""
     m, sec = divmod(round(max(0.0, s), 1), 60)
@@ -740,18 +761,19 @@ def _video_frame(before: Path | None, after: Path, rec: dict, view: Path, stem: 
     k = max(range(len(counts)), key=lambda i: (counts[i], -i))
     c = rec.get("clip") or {}
     clip = video.Clip(c.get("start_s") or 0.0, c.get("end_s"))
-    paths = []
+    paths, when = [], 0.0
     try:
         for src, part, side in ((before, clip, "in"), (after, video.Clip(), "out")):
             with video.VideoReader(src, 1) as r:
-                frame = next((rgb for i, _, _, rgb in r.frames(part) if i == k), None)
-            if frame is None:
+                found = next(((t, rgb) for i, t, _, rgb in r.frames(part) if i == k), None)
+            if found is None:
                 return None
+            when = found[0] if side == "in" else when  # in the input's time (a part starts later)
             paths.append(view / f"{stem}_frame_{side}.png")
-            Image.fromarray(frame).save(paths[-1])
+            Image.fromarray(found[1]).save(paths[-1])
     except video.VideoError:
         return None
-    label = f"{stem}: frame {k + 1} of {len(counts)} ({counts[k]} face(s))"
+    label = f"{stem}: frame {k + 1} of {len(counts)}, at {_clock(when)} ({counts[k]} face(s))"
     comparisons[label] = _pair(paths[0], paths[1], view, f"{stem}_frame")
     return label
 
@@ -944,9 +966,9 @@ def build_app(app: WebApp):
                     turned = gr.Checkbox(False, label="also look for faces lying sideways", elem_id="turned",
                                          info="a scan stored turned, someone lying down; finding faces takes about "
                                               "three times as long")
-                    strip_metadata = gr.Checkbox(False, label="remove the photo's metadata (location, camera, date)",
-                                                 elem_id="strip", info="for photos you will share; the colours stay "
-                                                                       "as they are")
+                    strip_metadata = gr.Checkbox(False, label="remove the metadata (location, camera, date)",
+                                                 elem_id="strip", info="for photos and videos you will share; "
+                                                                       "the colours stay as they are")
                     grain = gr.Checkbox(False, label="give restored faces the photo's grain", elem_id="grain",
                                         info="old prints, film, noisy scans: a restored face is clean, and otherwise "
                                              "shows as a smooth patch in a grainy photo")
