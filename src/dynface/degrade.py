@@ -409,10 +409,10 @@ def degrade(
 def add_dust(img: np.ndarray, rng: np.random.Generator, specks: int = 12, scratches: int = 2,
              region: tuple[int, int, int, int] | None = None, scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """An old print's white dust and scratches on an RGB uint8 image (for tests and ``benchmarks/dust.py``; not in
-    the training pipeline): ``specks`` round specks (discs of radius 0.6–2.5 px × ``scale`` with a pixel-wide
-    edge, 60–100 % of the way to white) and ``scratches`` thin curved lines (0.7–1.5 px × ``scale`` wide, 20–60 % of the region's side long,
-    50–90 % of the way to white), all inside ``region`` = (x0, y0, x1, y1) (default: the whole image). Returns the
-    image and the defects' opacity in [0, 1] (H, W)."""
+    the training pipeline): ``specks`` round specks (discs of radius 0.6–2.5 px × ``scale`` with a pixel-wide edge,
+    60–100 % of the way to white) and ``scratches`` thin curved lines (0.7–1.5 px × ``scale`` wide, 20–60 % of the
+    region's side long, 50–90 % of the way to white), all inside ``region`` = (x0, y0, x1, y1) (default: the whole
+    image). Returns the image and the defects' opacity in [0, 1] (H, W)."""
     import cv2
 
     h, w = img.shape[:2]

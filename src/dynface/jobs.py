@@ -1798,10 +1798,11 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     into a temporary file renamed onto ``restored_videos/<stem>.mp4`` when the last frame is in; then its record.
     The faces of consecutive frames share restorer calls of ``s.batch_size`` (:func:`default_batch_size`) faces when
     photos' faces may (:func:`cross_photo_batches`; else one face per call), at most :data:`VIDEO_QUEUE_FRAMES`
-    frames ahead (:class:`_FaceQueue`, as photos'). Face ``i`` of every frame has the same seed (the file's SHA-256 and ``i``): a face then flickers less from frame to
-    frame than with a seed per frame (measured on CCTV-like frames: temporal std 1.93 against 2.18 levels). Frames
-    without a face are written as they are (upscaled); a video without a face in any frame is ``no_face``
-    (``keep_faceless``: written all the same)."""
+    frames ahead (:class:`_FaceQueue`, as photos'). Face ``i`` of every frame has the same seed (the file's SHA-256
+    and ``i``): a face then flickers less from frame to frame than with a seed per frame (measured on CCTV-like
+    frames: temporal std 1.93 against 2.18 levels). Frames without a face are written as they are (upscaled); a video
+    without a face in any frame is ``no_face`` (``keep_faceless``: written all the same). A :class:`StopRequested`
+    once frames are encoded keeps them (record status "partial")."""
 
     from dynface import imageio, video
     from dynface.atomicfile import temp_path
@@ -2002,10 +2003,10 @@ def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSetting
     """Restore the faces of several photos in shared restorer calls of ``s.batch_size`` (:func:`default_batch_size`)
     faces (:class:`_FaceQueue`), face ``i`` of the photo with bytes of SHA-256 ``h`` seeded ``face_seed(s.seed, h,
     i)``: photos are read, searched and aligned one after another and their crops queued; each full batch is restored,
-    and every photo whose faces are all restored is pasted back and written (record LAST), in input order. The queue is also restored and written before it would
-    hold more than :data:`PHOTO_QUEUE_MAX_PIXELS` decoded pixels, and at the end. A photo that cannot be read, has no
-    face or fails to align gets its result at once; a failing restorer call fails the photos with a face in it (their
-    other faces are dropped) and the others go on. ``finish(result, index, share)``: ``share`` is the part of the
+    and every photo whose faces are all restored is pasted back and written (record LAST), in input order. The queue
+    is also restored and written before it would hold more than :data:`PHOTO_QUEUE_MAX_PIXELS` decoded pixels, and at
+    the end. A photo that cannot be read, has no face or fails to align gets its result at once; a failing restorer
+    call fails the photos with a face in it (their other faces are dropped) and the others go on. ``finish(result, index, share)``: ``share`` is the part of the
     photo the restorer finished (for the progress bar)."""
     from dynface.faces import finish_photo, prepare_photo
 

@@ -267,7 +267,7 @@ class WebApp:
         try:
             jobs.check_settings(settings)
         except jobs.UsageError as e:
-            raise WebRequestError(_for_the_page(str(e)).replace("--", "")) from None
+            raise WebRequestError(str(e).replace("--clip", "the part of the videos").replace("--", "")) from None
         return settings
 
     def _uploaded(self, paths: Sequence[Any]) -> list[tuple[Path, str]]:
@@ -532,8 +532,7 @@ class WebApp:
     # ---------------------------------------------------------------- the page's handler
     def ui_restore(self, files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
                    color_fix, turned=False, strip_metadata=False, grain=False, clip="", dust=False, progress=None,
-                   gone=None,
-                   video=False):
+                   gone=None, video=False):
         """The Restore button (and the ``/restore`` API endpoint): the page's outputs, in order. ``video``: and the
         video player's (the page's own handler; the API's outputs stay as they were: a restored video is in the
         zip)."""
@@ -661,7 +660,8 @@ def _without_server_paths(out: Path, in_dir: Path) -> None:
 # the job layer's flags that the page has as controls: how the page names them
 PAGE_CONTROLS = (("leave out --aligned", "untick “inputs are aligned face crops”"),
                  ("--aligned", "“inputs are aligned face crops”"), ("--precision ", "precision "),
-                 ("--fidelity ", "fidelity "), ("--clip", "the part of the videos"),
+                 ("--fidelity ", "fidelity "), ("--steps ", "steps "), ("--seed ", "seed "), ("--mode ", "mode "),
+                 ("--color-fix ", "colour fix "), ("--clip", "the part of the videos"),
                  ("--detect-turned faces lying sideways", "“also look for faces lying sideways” finds faces on their "
                   "side"), ("--detect-turned", "“also look for faces lying sideways”"),
                  ("--strip-metadata", "“remove the metadata”"), ("--grain match", "“give restored faces the "
