@@ -4,7 +4,7 @@ clean faces, and what is left of the dust after restoring with and without it.
 Prints: UTKFace validation faces (200 px) enlarged ×3 with Lanczos (a 600-px face, as a scan of a small print), with
 an old print's dust added in the face's box (``dynface.degrade.add_dust``: 12 specks of radius 1.2–5 px, 2 scratches
 1.4–3 px wide; seeded per face). Dust pixels: those the dust covers at ≥ 10 % opacity on the skin the pass looks at
-(``dynface.dust.face_regions``: skin minus eyes with brows, nose tip and mouth; the rest is left by design, and its
+(``dynface.dust.face_regions``: skin minus eyes with brows, nose and mouth; the rest is left by design, and its
 share is reported). Error: mean absolute difference in levels (RGB) from the clean print, or from the clean print's
 restoration. Restoring: ``restore_photo`` at ``-s 1`` with the face's seed fixed, so that the dust is the only
 difference.
@@ -98,7 +98,7 @@ def main(argv=None) -> int:
         "",
         f"- Specks and scratches found per face: {a[:, 2].mean():.1f} (of 14 placed; "
         f"{100 * np.mean(shares):.0f} % of the dust pixels lay on the skin the pass looks at, the rest on eyes with "
-        "brows, nose tip, mouth, hair or background, where it is left).",
+        "brows, nose, mouth, hair or background, where it is left).",
         f"- Clean faces: {int((b[:, 0] > 0).sum())} of {n} had something filled in ({b[:, 0].mean():.2f} sets, "
         f"{b[:, 1].mean():.0f} px a face on average; the skin it looks at changed by {b[:, 2].mean():.3f} levels on "
         f"average); restored with `--dust`, the clean print's face box differs from its plain restoration by "

@@ -35,15 +35,24 @@ def _looked_at(face, shape):
     return m, (x0, y0, x1, y1)
 
 
+def _dust_error(img, face, base, seeds=(0, 1, 2)):
+    """Mean error on the dust's pixels on the skin looked at (from ``base``, the print without dust) before and after,
+    summed over prints dusted with ``seeds``; and the last print, its dust, what was found and the cleaned print."""
+    looked, box = _looked_at(face, img.shape)
+    before = after = 0.0
+    for s in seeds:
+        dusty, alpha = add_dust(base, np.random.default_rng(s), specks=15, scratches=2, region=box, scale=2.0)
+        out, (info,) = dust.remove_dust(dusty, [face])
+        on = looked & (alpha > 0.1)
+        before += np.abs(dusty.astype(int) - base)[on].mean()
+        after += np.abs(out.astype(int) - base)[on].mean()
+    return before, after, dusty, info, out
+
+
 def test_dust_on_the_skin_is_filled_in_and_the_rest_kept(print_):
     img, face = print_
-    looked, box = _looked_at(face, img.shape)
-    dusty, alpha = add_dust(img, np.random.default_rng(0), specks=15, scratches=2, region=box, scale=2.0)
-    out, (info,) = dust.remove_dust(dusty, [face])
-    on = looked & (alpha > 0.1)
-    before = np.abs(dusty.astype(int) - img)[on].mean()
-    after = np.abs(out.astype(int) - img)[on].mean()
-    assert info["specks"] >= 5 and after < 0.3 * before, (info, before, after)  # measured: 46.2 -> 10.1 levels
+    before, after, dusty, info, out = _dust_error(img, face, img)
+    assert info["specks"] >= 4 and after < 0.35 * before, (info, before, after)  # measured: 141.7 -> 35.1 levels
     skin, prot, (x0, y0, x1, y1) = dust.face_regions(face, img.shape)
     near = np.zeros(img.shape[:2], bool)  # the skin, and a pixel into the eyes, brows, nose and mouth
     near[y0:y1, x0:x1] = skin
@@ -52,7 +61,7 @@ def test_dust_on_the_skin_is_filled_in_and_the_rest_kept(print_):
 
     inner = np.zeros(img.shape[:2], bool)
     inner[y0:y1, x0:x1] = cv2.erode(prot.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # 2 px in
-    assert np.array_equal(out[inner], dusty[inner])  # eyes with brows, nose tip, mouth
+    assert np.array_equal(out[inner], dusty[inner])  # eyes with brows, nose, mouth
     assert out is not dusty and dusty.max() == 255  # a copy: the input is not changed
 
 
@@ -74,15 +83,12 @@ def test_a_clean_face_catchlights_and_moles_are_left(print_):
 
 def test_dust_in_a_grainy_print_is_found_and_the_grain_left(print_):
     img, face = print_
-    looked, box = _looked_at(face, img.shape)
     grain = np.random.default_rng(5).normal(0, 10, img.shape)
     grainy = np.clip(img + grain, 0, 255).astype(np.uint8)
     out, (info,) = dust.remove_dust(grainy, [face])
     assert info["specks"] <= 1 and info["pixels"] < 200  # grain is not dust (of ~24,000 px of skin looked at)
-    dusty, alpha = add_dust(grainy, np.random.default_rng(0), specks=15, scratches=2, region=box, scale=2.0)
-    out, (info,) = dust.remove_dust(dusty, [face])
-    on = looked & (alpha > 0.1)  # measured: 46.6 -> 16.0 levels from the grainy print
-    assert np.abs(out.astype(int) - grainy)[on].mean() < 0.45 * np.abs(dusty.astype(int) - grainy)[on].mean()
+    before, after, *_ = _dust_error(img, face, grainy)  # measured: 143.0 -> 56.4 levels from the grainy print
+    assert after < 0.5 * before, (before, after)
 
 
 def test_face_regions_from_five_points_cover_the_skin_not_the_eyes(print_):
@@ -114,17 +120,26 @@ def test_restore_dust_records_what_was_filled_and_keeps_the_background(tmp_path,
     src = tmp_path / "print.png"
     Image.fromarray(dusty).save(src)
     out = tmp_path / "out"
-    assert main(["restore", "-q", "-i", str(src), "-o", str(out), "-s", "1", "--dust", "--threads", "1"]) == 0
+    assert main(["restore", "-q", "-i", str(src), "-o", str(out), "-s", "1", "--dust", "--save-maps",
+                 "--threads", "1"]) == 0
     rec = json.loads((out / "records" / "print.json").read_text())
     assert rec["settings"]["flags"]["dust"] is True and rec["faces"][0]["dust"]["specks"] >= 5
     photo = np.asarray(Image.open(out / "restored_imgs" / "print.png"))
     assert (photo[40:45, 40:45] == 255).all()  # only faces are cleaned
-    crop = np.asarray(Image.open(out / "cropped_faces" / "print_00.png"))
+    filled = np.asarray(Image.open(out / "maps" / "print_00_dust.png"))  # what was filled, in the crop
+    assert 0.002 < (filled > 127).mean() < 0.2
     assert main(["restore", "-q", "-i", str(src), "-o", str(tmp_path / "plain"), "-s", "1", "--threads", "1"]) == 0
-    plain = np.asarray(Image.open(tmp_path / "plain" / "cropped_faces" / "print_00.png"))
-    assert (plain.astype(int).sum(-1) >= 3 * 250).sum() > (crop.astype(int).sum(-1) >= 3 * 250).sum()  # fewer white
-    rec = json.loads((tmp_path / "plain" / "records" / "print.json").read_text())
+    plain = tmp_path / "plain"
+    rec = json.loads((plain / "records" / "print.json").read_text())
     assert "dust" not in rec["faces"][0] and rec["settings"]["flags"]["dust"] is False
+
+    def white(p):
+        return int((np.asarray(Image.open(p)).astype(int).sum(-1) >= 3 * 250).sum())
+
+    # cropped_faces/ shows the face as it came (the dust audit could not see what --dust did); the model got it clean
+    assert np.array_equal(np.asarray(Image.open(out / "cropped_faces" / "print_00.png")),
+                          np.asarray(Image.open(plain / "cropped_faces" / "print_00.png")))
+    assert white(out / "restored_faces" / "print_00.png") < white(plain / "restored_faces" / "print_00.png")
 
 
 @pytest.mark.usefixtures("_fake")

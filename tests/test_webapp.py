@@ -646,7 +646,7 @@ def test_videos_have_their_own_byte_cap(tmp_path, uploads, clip_mp4, astro_png):
     try:
         res = app.restore([_put(uploads, "clip.mp4", clip_mp4)], model="embedded-64")
         assert res.messages[0] == (f"✗ clip.mp4: video too large ({len(clip_mp4) / 2**20:.2g} MB; this server "
-                                   f"accepts up to {small / 2**20:.2g} MB)")
+                                   f"accepts up to {small / 2**20:.3g} MB)")
         app.close()
         app = WebApp(ServerConfig(upload_root=tmp_path / "uploads", work_dir=tmp_path / "work2",
                                   max_upload_bytes=len(clip_mp4) - 1))

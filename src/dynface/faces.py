@@ -902,6 +902,8 @@ class PreparedPhoto:
     size: int  # the restorer's crop side
     timing: dict[str, float] = field(default_factory=dict)  # detect_s, align_s
     dust: list[dict] | None = None  # per face, what dynface.dust filled in (prepare_photo's ``dust``)
+    shown: list[np.ndarray] | None = None  # with dust filled in: the crops of the photo as it came (cropped_faces/)
+    dust_maps: list[np.ndarray] | None = None  # with dust: per face, what was filled, in the crop (255: filled)
 
 
 def prepare_photo(
@@ -932,19 +934,30 @@ def prepare_photo(
             faces = [center_face(faces, h, w)]
     t1 = time.perf_counter()
     timing["detect_s"] = t1 - t0
-    found = None
-    if dust:
-        from .dust import remove_dust
-
-        img, found = remove_dust(img, faces)
-        timing["dust_s"] = time.perf_counter() - t1
-    t2 = time.perf_counter()
+    found = shown = dust_maps = None
     size = int(restorer.size)
     tmpl = template or restorer.template_name
     affines = [face_affine(f.landmarks, tmpl, size, alignment) for f in faces]
+    if dust:
+        from .dust import remove_dust
+
+        masks: list = []
+        came, (img, found) = img, remove_dust(img, faces, masks)
+        if img is not came:  # the crops as the photo came, for cropped_faces/ and cmp/ (the model gets cleaned ones)
+            shown = [warp_face(came, m, size, border) for m in affines]
+        dust_maps = []
+        for m, ((x0, y0, _, _), mask) in zip(affines, masks, strict=True):
+            local = m.copy()  # the face's map from the photo's window at (x0, y0)
+            local[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)
+            filled = np.repeat((mask.astype(np.uint8) * 255)[..., None], 3, axis=2)
+            # the window's edge is off the skin (0): "replicate" keeps 0 beyond it
+            dust_maps.append(warp_face(filled, local, size, "replicate") if mask.size else
+                             np.zeros((size, size, 3), np.uint8))
+        timing["dust_s"] = time.perf_counter() - t1
+    t2 = time.perf_counter()
     crops = [warp_face(img, m, size, border) for m in affines]
     timing["align_s"] = time.perf_counter() - t2
-    return PreparedPhoto(img, list(faces), affines, crops, size, timing, found)
+    return PreparedPhoto(img, list(faces), affines, crops, size, timing, found, shown, dust_maps)
 
 
 def finish_photo(
@@ -995,7 +1008,7 @@ def finish_photo(
     # cropped_faces/, restored_faces/ and cmp/ showed as a mirrored half-face (eyes doubled; edge audit). Only the
     # photo's part is pasted back; in the returned crops the rest is grey
     outside = [outside_photo(m, size, w, h) for m in affines]
-    crops = [grey_outside(c, o) for c, o in zip(prep.crops, outside, strict=True)]
+    crops = [grey_outside(c, o) for c, o in zip(prep.shown or prep.crops, outside, strict=True)]
     restored = [grey_outside(r, o) for r, o in zip(restored, outside, strict=True)]
     t4 = time.perf_counter()
     timing["paste_s"] = t4 - t3
@@ -1012,7 +1025,10 @@ def finish_photo(
             "paste_s_shared": round(timing["paste_s"] / max(1, n), 4),
         }
         records.append(rec)
-    return PhotoResult(crops, restored, photo, records, list(faces), dict(maps or {}), list(affines), float(sxy[0]), timing)
+    maps = dict(maps or {})
+    if prep.dust_maps is not None:  # what --dust filled, with the restorer's maps (--save-maps)
+        maps["dust"] = list(prep.dust_maps)
+    return PhotoResult(crops, restored, photo, records, list(faces), maps, list(affines), float(sxy[0]), timing)
 
 
 def restore_photo(

@@ -61,7 +61,8 @@ __all__ = [
 ]
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
-MAP_KEYS = (("restorer", "RM(y)"), ("guide0", "ý0"), ("guide1", "ý1"), ("guide2", "ý2"), ("dgsa", "DGSA"))
+MAP_KEYS = (("restorer", "RM(y)"), ("guide0", "ý0"), ("guide1", "ý1"), ("guide2", "ý2"), ("dgsa", "DGSA"),
+            ("dust", "dust filled"))
 TABLE_HEADERS = ["file", "face", "std*", "start steps", "NFE", "eta", "s/face"]
 _SAFE_CHARS = re.compile(r"[^\w.-]+")  # letters and digits of any script ("Grand-mère été 1962"), '.', '-', '_'
 
@@ -306,7 +307,7 @@ class WebApp:
         cap = self.config.max_video_bytes if is_video_name(name) else self.config.max_upload_bytes
         if size > cap:
             kind = "video" if is_video_name(name) else "file"
-            return f"{kind} too large ({_mb(size)}; this server accepts up to {_mb(cap)})"
+            return f"{kind} too large ({_mb(size)}; this server accepts up to {cap / 2**20:.3g} MB)"
         return None
 
     def _video_check(self, path: Path, settings) -> str | None:
@@ -973,8 +974,9 @@ def build_app(app: WebApp):
                                         info="old prints, film, noisy scans: a restored face is clean, and otherwise "
                                              "shows as a smooth patch in a grainy photo")
                     dust = gr.Checkbox(False, label="remove white dust and scratches from faces", elem_id="dust",
-                                       info="old prints: specks and thin white lines on the skin are filled in before "
-                                            "restoring (eyes, brows, nose tip and mouth are left as they are)")
+                                       info="old prints: white specks and thin white lines on the faces' skin are "
+                                            "filled in before restoring; eyes, brows, nose, mouth, the hairline and "
+                                            "the rest of the photo keep theirs (faint or small ones may stay)")
                     clip = gr.Textbox("", label="part of the videos (start-end; empty: all of it)", elem_id="clip",
                                       placeholder="e.g. 0:05-0:12", max_lines=1,
                                       info=f"up to {app.config.max_video_s:g} s of a video per request; about 1.4 s "

@@ -170,9 +170,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "noise) gets the difference as fresh grain, so that it does not show as a smooth patch "
                         "(default none: faces come back clean)")
     p.add_argument("--dust", action="store_true",
-                   help="old prints: fill in the white dust specks and thin white scratches on the faces before "
-                        "restoring them (eyes, brows, nose tip and mouth are left; the rest of the photo keeps its "
-                        "dust; the record's 'dust' counts what was filled)")
+                   help="old prints: fill in the white dust specks and thin white scratches on the faces' skin "
+                        "before restoring them (eyes, brows, nose, mouth, the hairline and the rest of the photo keep "
+                        "theirs; faint ones and those on small faces may stay; the record's 'dust' counts what was "
+                        "filled, --save-maps shows it)")
     p.add_argument("--threads", type=number(int, 1), default=None,
                    help="CPU threads (default: the cores not already busy, at least 1)")
     p.add_argument("--compile", action="store_true",
