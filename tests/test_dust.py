@@ -52,7 +52,7 @@ def _dust_error(img, face, base, seeds=(0, 1, 2)):
 def test_dust_on_the_skin_is_filled_in_and_the_rest_kept(print_):
     img, face = print_
     before, after, dusty, info, out = _dust_error(img, face, img)
-    assert info["specks"] >= 4 and after < 0.35 * before, (info, before, after)  # measured: 141.7 -> 35.1 levels
+    assert info["specks"] >= 4 and after < 0.35 * before, (info, before, after)  # measured: 141.7 -> 34.5 levels
     skin, prot, (x0, y0, x1, y1) = dust.face_regions(face, img.shape)
     near = np.zeros(img.shape[:2], bool)  # the skin, and a pixel into the eyes, brows, nose and mouth
     near[y0:y1, x0:x1] = skin
@@ -61,7 +61,10 @@ def test_dust_on_the_skin_is_filled_in_and_the_rest_kept(print_):
 
     inner = np.zeros(img.shape[:2], bool)
     inner[y0:y1, x0:x1] = cv2.erode(prot.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)  # 2 px in
-    assert np.array_equal(out[inner], dusty[inner])  # eyes with brows, nose, mouth
+    _, alpha = add_dust(img, np.random.default_rng(2), specks=15, scratches=2, region=(x0, y0, x1, y1), scale=2.0)
+    near_dust = cv2.dilate((alpha > 0).astype(np.uint8), np.ones((9, 9), np.uint8)).astype(bool)
+    assert np.array_equal(out[inner & ~near_dust], dusty[inner & ~near_dust])  # eyes with brows, nose, mouth
+    assert (inner & (out != dusty).any(-1)).any()  # but a scratch found on the skin is followed in (not dashes)
     assert out is not dusty and dusty.max() == 255  # a copy: the input is not changed
 
 
@@ -87,7 +90,7 @@ def test_dust_in_a_grainy_print_is_found_and_the_grain_left(print_):
     grainy = np.clip(img + grain, 0, 255).astype(np.uint8)
     out, (info,) = dust.remove_dust(grainy, [face])
     assert info["specks"] <= 1 and info["pixels"] < 200  # grain is not dust (of ~24,000 px of skin looked at)
-    before, after, *_ = _dust_error(img, face, grainy)  # measured: 143.0 -> 56.4 levels from the grainy print
+    before, after, *_ = _dust_error(img, face, grainy)  # measured: 143.0 -> 55.8 levels from the grainy print
     assert after < 0.5 * before, (before, after)
 
 

@@ -21,14 +21,16 @@ and glints are thin and white too), its nose with its bridge (highlights) or its
    way to white), brighter than :data:`SKIN_PERCENTILE` % of the skin (a wrinkle's lit ridge, a lit strand of hair
    are not) and :data:`WHITE_SHARE` of the way from the skin's median to white (a print's dust is near white, skin's
    highlights seldom are); a set larger than :data:`MAX_AREA` of the skin is lighting; dark specks are left (moles);
+   a set goes on into the eyes, brows, nose and mouth where it stays as strong as a core's and thin (gone in an
+   opening of :data:`THIN_PX` or half the window; an eye's white, teeth are not): a scratch is not cut into dashes;
 4. what was found, grown by a pixel (a speck's soft edge), is filled from around it (OpenCV's ``inpaint``, Telea's
    method).
 
 Measured (``benchmarks/dust.py``, ``docs/results/dust.md``; ``tests/test_dust.py``; a helper's audit): where it acts
 it fills specks, blotches and thin scratches on open skin well; it misses much of what is faint or soft (fibres a
 pixel wide, soft specks, dust in heavy grain: σ 10 on the astronaut, the dust's error fell to 39 % instead of 25 %)
-and nearly all of it on small faces (60 px); a scratch crossing the eyes, nose or mouth is filled on the skin only
-and stays there as dashes; on clean faces it fills what looks like dust (watermark letters, a glint on glasses, a
+and nearly all of it on small faces (60 px); a scratch crossing the eyes, nose or mouth is followed in where it is
+strong there, else it stays there as dashes; on clean faces it fills what looks like dust (watermark letters, a glint on glasses, a
 skin highlight): 38 of 298 UTKFace faces at their own 200 px, 31 px a face on average.
 
 Only faces are cleaned: elsewhere a white speck may be a button, a star or a letter. What was filled is counted in
@@ -54,6 +56,8 @@ SMOOTH_PX = 0.8  # the Gaussian σ (px) luma is smoothed with before looking
 WHITE_SHARE = 0.45  # a core is at least this share of the way from the skin's median to white
 FOREHEAD = 0.45  # eye distances of forehead above the brows looked at (more reaches a fringe's hair)
 INSET = 0.1  # eye distances the skin is kept off the face's outline
+THIN_PX = 5  # a line followed into the eyes, brows, nose and mouth is gone in an opening of this side (or half the
+# median window)
 MAX_AREA = 0.03  # a larger bright set (of the skin's area) is lighting, not dust
 
 
@@ -146,9 +150,15 @@ def dust_mask(luma: np.ndarray, skin: np.ndarray, protected: np.ndarray, window:
     # above the face nearby by ABOVE_LEVELS (or the grain's ABOVE_SIGMAS), but on pale skin by at most half of what
     # is left to white: dust cannot be brighter than white
     above = np.minimum(max(ABOVE_LEVELS, ABOVE_SIGMAS * sigma), ABOVE_HEADROOM * (255.0 - top))
-    strong = (diff > max(HIGH_LEVELS, HIGH_SIGMAS * sigma)) & white
-    high = where & strong & (luma - top > above) & (luma > skin_top)
+    high = where & (diff > max(HIGH_LEVELS, HIGH_SIGMAS * sigma)) & white & (luma - top > above) & (luma > skin_top)
     low = where & (diff > max(LOW_LEVELS, LOW_SIGMAS * sigma))  # a set's extent
+    # ... and on into the eyes, brows, nose and mouth where it is as strong and thin (a scratch found on the cheek
+    # goes on through the brow: cut there, it stayed as dashes; dust audit). Thin: gone in an opening, as a line is and
+    # an eye's white or a row of teeth is not; a set with no core on the skin is never filled
+    strong = diff > max(HIGH_LEVELS, HIGH_SIGMAS * sigma)
+    thin = max(THIN_PX, window // 2 | 1)
+    wide = cv2.morphologyEx(strong.astype(np.uint8), cv2.MORPH_OPEN, np.ones((thin, thin), np.uint8))
+    low |= skin & protected & strong & ~wide.astype(bool)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(low.astype(np.uint8), connectivity=8)
     cores = np.zeros(n, bool)
     cores[np.unique(labels[high])] = True
