@@ -602,7 +602,8 @@ def test_a_video_request_gives_the_restored_video_and_a_frame_to_compare(app, up
     assert {"restored_videos/clip.mp4", "records/clip.json", "restored_imgs/astronaut.png"} <= names
 
     part = app.restore([f], model="embedded-64", upscale=1.0, clip="0.5-")
-    assert part.messages == ["✓ clip.mp4: video restored, 4 frame(s), 4 face(s) in 4 of them"]
+    assert part.messages[0] == "✓ clip.mp4: video restored, 4 frame(s), 4 face(s) in 4 of them"
+    assert part.messages[1].startswith("note: the explanation and the per-face table are for photos")  # video only
     rec = part.results[0].record
     assert rec["clip"] == {"start_s": 0.5, "end_s": None}
     assert list(part.videos) == ["clip: frame 1 of 4, at 0:00.5 (1 face(s))"]  # the input's time
@@ -629,7 +630,7 @@ def test_a_video_longer_than_the_server_restores_is_refused_with_a_part_to_give(
                                    "of the videos”, e.g. 0:00-0:00.5")
         assert not (res.request_dir / "in" / "clip.mp4").exists()
         res = app.restore([f], model="embedded-64", upscale=1.0, clip="0:00.25-0:00.75")
-        assert res.messages == ["✓ clip.mp4: video restored, 4 frame(s), 4 face(s) in 4 of them"]
+        assert res.messages[0] == "✓ clip.mp4: video restored, 4 frame(s), 4 face(s) in 4 of them"
         with pytest.raises(WebRequestError, match="the part of the videos takes START-END"):
             app.restore([f], model="embedded-64", clip="5")
         res = app.restore([p], model="embedded-64", upscale=1.0, clip="0-1")

@@ -525,6 +525,9 @@ class WebApp:
                     name, i, _num(rr.get("std_star"), 3), _steps_txt(rr.get("start_steps", rr.get("start_step"))),
                     rr.get("nfe"), _num(rr.get("eta"), 3), _num(rr.get("seconds"), 2),
                 ])
+        if videos and not table:  # a request of videos only: the tabs below would be empty without a word
+            messages.append("note: the explanation and the per-face table are for photos and face crops; a video's "
+                            "faces are in its restored video")
         stamp = time.strftime("%Y%m%d-%H%M%S")  # repeated downloads do not pile up as "(1)", "(2)"
         zip_path = _zip_folder(out, req / f"dynface_results_{stamp}.zip") if counts["done"] else None
         return WebResult(req, out, results, messages, comparisons, videos, gallery, explanation, table, zip_path,
