@@ -182,6 +182,42 @@ def test_exact_restores_one_face_per_call_whatever_the_precision(tmp_path, tiny,
         run_job([d], tmp_path / "d", RestoreSettings(exact=True, deterministic=False), restorer=tiny)
 
 
+class _Built:
+    """A restorer as load_restorer sees one: a size and with_config."""
+
+    def __init__(self, size: int, precision: str = "fp32"):
+        self.size, self.precision = size, precision
+
+    def with_config(self, precision):
+        return _Built(self.size, precision)
+
+
+BUILT = {"size": 128}
+
+
+def make_built(**kw):
+    return _Built(BUILT["size"])
+
+
+@pytest.mark.parametrize("size,native,settings,want", [
+    (128, True, {}, True), (64, True, {}, False), (128, False, {}, False), (256, True, {"precision": "fp32"}, False),
+    (128, True, {"exact": True}, False), (128, True, {"device": "cuda"}, False),
+    (128, True, {"deterministic": False}, False)])
+def test_models_of_128_px_go_one_face_a_call_in_bf16_where_it_is_native(monkeypatch, size, native, settings, want):
+    """jobs.BF16_FROM_SIZE: measured faster than fp32 batches for embedded-128 on 2 cores (1.39–1.46 against 1.71
+    s/face); embedded-64 keeps fp32 batches; only for "auto" on a CPU, deterministic and not --exact (which resolves
+    auto itself)."""
+    from dynface import jobs, pipeline
+
+    monkeypatch.setattr(pipeline, "cpu_has_native_bf16", lambda: native)
+    s = RestoreSettings(**settings)
+    assert jobs._per_face_bf16(s, _Built(size)) is want
+    monkeypatch.setenv(jobs.FACTORY_ENV, "test_jobs:make_built")
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    monkeypatch.setitem(BUILT, "size", size)
+    assert jobs.load_restorer(s).precision == ("bf16" if want else "fp32")
+
+
 def test_pipeline_seeds_and_callback(tiny, crops):
     faces = [np.asarray(Image.open(crops / f"f{k}.png")) for k in range(2)]
     calls: list[tuple[int, int]] = []
@@ -216,13 +252,16 @@ def test_auto_precision_batches_faces_exactly_in_fp32(monkeypatch, aligned):
         return from_pretrained(**kw)
 
     monkeypatch.setattr(pl.DynFaceRestorer, "from_pretrained", spy)
-    auto = load_restorer(RestoreSettings(aligned=aligned, precision="auto"))
+    m64 = "embedded-64"  # 128 px and more: bf16 one face a call (test_models_of_128_px_go_one_face_a_call_in_bf16...)
+    auto = load_restorer(RestoreSettings(model=m64, aligned=aligned, precision="auto"))
     assert auto.cfg.sampler.precision == "fp32"
     assert built_with == ["fp32"]
-    assert load_restorer(RestoreSettings(aligned=aligned, precision="bf16")).cfg.sampler.precision == "bf16"
-    lone = load_restorer(RestoreSettings(aligned=aligned, precision="auto", deterministic=False))
+    assert load_restorer(RestoreSettings(model=m64, aligned=aligned, precision="bf16")).cfg.sampler.precision == "bf16"
+    lone = load_restorer(RestoreSettings(model=m64, aligned=aligned, precision="auto", deterministic=False))
     assert lone.cfg.sampler.precision == "bf16"
     assert built_with == ["fp32", "bf16", "auto"]
+    big = load_restorer(RestoreSettings(aligned=aligned, precision="auto"))  # embedded-128, the default
+    assert (big.size, big.cfg.sampler.precision, built_with[-1]) == (128, "bf16", "fp32")
 
 
 def test_auto_precision_of_aligned_crops_is_recorded_per_face(monkeypatch, tmp_path, crops):
@@ -232,11 +271,15 @@ def test_auto_precision_of_aligned_crops_is_recorded_per_face(monkeypatch, tmp_p
 
     monkeypatch.setattr(pl, "cpu_has_native_bf16", lambda: True)
     monkeypatch.delenv("DYNFACE_RESTORER_FACTORY", raising=False)
-    s = run_job([crops / "f0.png"], tmp_path / "o", RestoreSettings(aligned=True, steps="ddim2", threads=1))
+    s = run_job([crops / "f0.png"], tmp_path / "o", RestoreSettings(model="embedded-64", aligned=True, steps="ddim2",
+                                                                    threads=1))
     face = s.done[0].record["faces"][0]
     settings = s.done[0].record["settings"]
     assert (settings["precision"], settings["precision_used"], settings["batching"]) == ("auto", "fp32", "batched")
     assert face["restorer"]["precision"] == "fp32"
+    s = run_job([crops / "f0.png"], tmp_path / "p", RestoreSettings(aligned=True, steps="ddim2", threads=1))
+    settings = s.done[0].record["settings"]  # embedded-128: bf16 one face a call (jobs.BF16_FROM_SIZE)
+    assert (settings["precision"], settings["precision_used"], settings["batching"]) == ("auto", "bf16", "per-face")
 
 
 class _Brighten:

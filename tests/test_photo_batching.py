@@ -303,18 +303,21 @@ def test_which_restorers_batch_across_photos(tmp_path, tiny, photos):
 
 
 def test_auto_precision_of_photos_is_fp32_on_a_bf16_cpu_and_recorded(monkeypatch, tmp_path, photos):
-    """precision auto on a CPU with native bf16: a whole photo's faces are restored in fp32 (so they can batch
-    across photos exactly); each record says what was asked (auto) and what was used (fp32)."""
+    """precision auto on a CPU with native bf16: a whole photo's faces are restored in fp32 by a 64-px model (so they
+    can batch across photos exactly) and in bf16 one face a call by a 128-px one (jobs.BF16_FROM_SIZE: faster there);
+    each record says what was asked (auto) and what was used."""
     import dynface.pipeline as pl
 
     monkeypatch.setattr(pl, "cpu_has_native_bf16", lambda: True)
     monkeypatch.delenv("DYNFACE_RESTORER_FACTORY", raising=False)
     assert pl.resolve_precision("auto") == "bf16"
-    s = run_job([photos / "p0.png"], tmp_path / "o", RestoreSettings(steps="ddim2", threads=1, upscale=1))
-    rec = s.done[0].record
-    st = rec["settings"]
-    assert (st["precision"], st["precision_used"], st["batching"]) == ("auto", "fp32", "batched")
-    assert [f["restorer"]["precision"] for f in rec["faces"]] == ["fp32"]
+    for model, used, batching in (("embedded-64", "fp32", "batched"), ("embedded-128", "bf16", "per-face")):
+        s = run_job([photos / "p0.png"], tmp_path / model, RestoreSettings(model=model, steps="ddim2", threads=1,
+                                                                            upscale=1))
+        rec = s.done[0].record
+        st = rec["settings"]
+        assert (st["precision"], st["precision_used"], st["batching"]) == ("auto", used, batching)
+        assert [f["restorer"]["precision"] for f in rec["faces"]] == [used]
 
 
 def test_maps_of_photos_restored_across_photos(tmp_path, tiny, photos):

@@ -1294,7 +1294,29 @@ def load_restorer(settings: RestoreSettings):
         if debug:
             raise
         raise UsageError(f"cannot load model {settings.model!r}: {first_line(e)}") from None
+    if _per_face_bf16(settings, r):  # a model of 128 px or more: bf16 one face a call is the faster exact choice
+        r = r.with_config(precision="bf16")
     return r.compiled() if settings.compile else r
+
+
+BF16_FROM_SIZE = 128
+"""With ``--precision auto`` on a CPU with native bf16, a restorer of this many pixels or more computes in bf16, one
+face a call (:func:`per_face`), instead of fp32 batches (:func:`_build_precision`): on 2 cores
+``benchmarks/photo_speed.py --model embedded-128 --repeats 3`` (8 one-face photos, NFE 22, whole job, a quiet
+machine) gave bf16 one face a call 1.39 / 1.46 s/face against fp32 cross-photo batches of 4 1.74, of 2 1.71, one
+photo a call 1.76 / 1.79; ``embedded-64`` keeps fp32 batches (0.87 against bf16's 1.63: docs/results/photo_speed.md)."""
+
+
+def _per_face_bf16(settings: RestoreSettings, restorer) -> bool:
+    """Whether ``restorer``, built in fp32 for "auto" (:func:`_build_precision`), computes in bf16 instead:
+    :data:`BF16_FROM_SIZE`. Decided from the settings and the model alone, so every batch and worker computes alike."""
+    if _build_precision(settings) != "fp32" or settings.precision != "auto" or not hasattr(restorer, "with_config"):
+        return False
+    if int(getattr(restorer, "size", 0) or 0) < BF16_FROM_SIZE:
+        return False
+    from dynface.pipeline import resolve_precision
+
+    return resolve_precision("auto", "cpu") == "bf16"
 
 
 def _build_precision(settings: RestoreSettings) -> str:
@@ -1307,7 +1329,8 @@ def _build_precision(settings: RestoreSettings) -> str:
     face per photo. Measured on 2 cores (embedded-64, `full`): benchmarks/speed.py (8 crops, NFE 18): bf16 one face
     per call 1.2 s/face, fp32 one per call 1.43, fp32 in batches of 8 0.92; benchmarks/photo_speed.py (8 one-face
     photos, NFE 29, whole job): one photo per call 1.53 s/face in bf16 and 1.55 in fp32, cross-photo fp32 batches
-    0.87 (×0.57). A job of one single-face photo gains nothing and may be up to ×1.2 slower than in bf16.
+    0.87 (×0.57). A job of one single-face photo gains nothing and may be up to ×1.2 slower than in bf16. Models of
+    :data:`BF16_FROM_SIZE` px or more are switched to bf16 one face a call after loading (:func:`load_restorer`).
     Decided from the settings alone, so every batch size and worker computes alike; records keep ``precision`` (the
     setting) and ``precision_used`` (what the restorer computes in)."""
     if settings.precision == "auto" and settings.deterministic and not settings.exact and settings.device == "cpu":

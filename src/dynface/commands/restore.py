@@ -158,8 +158,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "the file's name")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda", "mps"), help="compute device (default: cpu)")
     p.add_argument("--precision", default="auto", choices=jobs.PRECISIONS,
-                   help="compute precision (default auto: fp32, whose batches are nearly exact on a CPU; with --fast-batches "
-                        "bf16 on CPUs with native bf16)")
+                   help="compute precision (default auto: fp32, whose batches are nearly exact on a CPU; bf16 one "
+                        "face a call for models of 128 px and more on CPUs with native bf16, and with --fast-batches)")
     p.add_argument("--color-fix", default=None, choices=jobs.COLOR_FIXES,
                    help="match the output's colours to the restorer's first estimate (default: the model's)")
     p.add_argument("--detail", default="keep", choices=jobs.DETAIL_MODES,
@@ -181,7 +181,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "no gain measured on CPUs")
     p.add_argument("--batch-size", type=number(int, 1), default=None, help="faces per restorer call (default 8 of 64 px, 2 of 128 px: "
                    "the model pixels that pay on a CPU; in fp32 on a CPU the faces of several photos or frames "
-                   "share a call; otherwise each photo's own faces, all at once by default)")
+                   "share a call; models of 128 px and more go one face a call in bf16 on CPUs with native bf16; "
+                   "otherwise each photo's own faces, all at once by default)")
     p.add_argument("--fast-batches", dest="deterministic", action="store_false",
                    help="batch faces even in bf16/fp16 or on a GPU, where a face's output can then differ by ±1 level "
                         "with its batch (faster on GPUs); by default such faces are restored one per call")
