@@ -1304,7 +1304,8 @@ BF16_FROM_SIZE = 128
 face a call (:func:`per_face`), instead of fp32 batches (:func:`_build_precision`): on 2 cores
 ``benchmarks/photo_speed.py --model embedded-128 --repeats 3`` (8 one-face photos, NFE 22, whole job, a quiet
 machine) gave bf16 one face a call 1.39 / 1.46 s/face against fp32 cross-photo batches of 4 1.74, of 2 1.71, one
-photo a call 1.76 / 1.79; ``embedded-64`` keeps fp32 batches (0.87 against bf16's 1.63: docs/results/photo_speed.md)."""
+photo a call 1.76 / 1.79 (docs/results/photo_speed_embedded128.md); ``embedded-64`` keeps fp32 batches (0.87 against
+bf16's 1.63: docs/results/photo_speed.md)."""
 
 
 def _per_face_bf16(settings: RestoreSettings, restorer) -> bool:
