@@ -947,12 +947,14 @@ def prepare_photo(
             shown = [warp_face(came, m, size, border) for m in affines]
         dust_maps = []
         for m, ((x0, y0, _, _), mask) in zip(affines, masks, strict=True):
+            if not mask.any():  # nothing filled (most faces): nothing to warp
+                dust_maps.append(np.zeros((size, size, 3), np.uint8))
+                continue
             local = m.copy()  # the face's map from the photo's window at (x0, y0)
             local[:, 2] += m[:, :2] @ np.array([x0, y0], dtype=np.float64)
-            filled = np.repeat((mask.astype(np.uint8) * 255)[..., None], 3, axis=2)
+            filled = np.repeat((mask.astype(np.uint8) * 255)[..., None], 3, axis=2)  # warp_face takes RGB
             # the window's edge is off the skin (0): "replicate" keeps 0 beyond it
-            dust_maps.append(warp_face(filled, local, size, "replicate") if mask.size else
-                             np.zeros((size, size, 3), np.uint8))
+            dust_maps.append(warp_face(filled, local, size, "replicate"))
         timing["dust_s"] = time.perf_counter() - t1
     t2 = time.perf_counter()
     crops = [warp_face(img, m, size, border) for m in affines]

@@ -304,9 +304,9 @@ class WebApp:
         size = path.stat().st_size
         if size == 0:
             return "empty file"
-        cap = self.config.max_video_bytes if is_video_name(name) else self.config.max_upload_bytes
+        kind = "video" if is_video_name(name) else "file"
+        cap = self.config.max_video_bytes if kind == "video" else self.config.max_upload_bytes
         if size > cap:
-            kind = "video" if is_video_name(name) else "file"
             return f"{kind} too large ({_mb(size)}; this server accepts up to {cap / 2**20:.3g} MB)"
         return None
 
@@ -682,8 +682,8 @@ def _for_the_page(why: str) -> str:
                       + " (this page has no framing control: it tells a crop's framing from the face it finds)")
     for flag, control in PAGE_CONTROLS:
         why = why.replace(flag, control)
-    return _CLI_FLAG.sub(lambda m: m.group(1) if why[max(0, m.start() - 19) : m.start()] == "the command line's "
-                         else f"the command line's {m.group(1)}", why)
+    said = "the command line's "
+    return _CLI_FLAG.sub(lambda m: m.group(1) if why[: m.start()].endswith(said) else said + m.group(1), why)
 
 
 def _failed(name: str, why: str):
