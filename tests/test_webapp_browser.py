@@ -425,10 +425,43 @@ def _http_call(base: str, data: list) -> str:
         return r.read().decode()
 
 
+def _http_upload(base: str, path: Path) -> str:
+    """Plain HTTP: POST the file to /gradio_api/upload (multipart, field ``files``); returns its path on the server."""
+    boundary = "dynfaceboundary7"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{path.name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    req = urllib.request.Request(base + "gradio_api/upload", data=body,
+                                 headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    with urllib.request.urlopen(req, timeout=60) as r:
+        (uploaded,) = json.load(r)
+    return uploaded
+
+
+def test_plain_http_needs_only_the_files_and_malformed_calls_get_one_line(server, photos):
+    """As the API page says, only ``files`` is needed, for a plain HTTP client (curl) too: Gradio refused a call
+    with fewer than its 16 parameters, told the client the Python reprs of its components and printed a traceback.
+    A parameter Gradio cannot read is refused with one line naming it; the server's log has no traceback."""
+    start = server.log.stat().st_size
+    uploaded = _http_upload(server.url, photos["astronaut"])
+    answer = _http_call(server.url, [[{"path": uploaded, "meta": {"_type": "gradio.FileData"}}]])
+    assert "event: complete" in answer and "1 of 1 file(s) restored" in answer, answer[:2000]
+    bad = {"a string for files": (["astronaut.png"], "the parameter 'files' cannot be read"),
+           "a file without its path": ([[{"url": "http://example.com/a.png"}]], "the parameter 'files' cannot be read"),
+           "text for the pasted image": ([None, "hello"], "the parameter 'pasted' cannot be read")}
+    for what, (args, msg) in bad.items():
+        answer = _http_call(server.url, args)
+        assert "event: error" in answer and msg in answer, (what, answer)
+        assert "gradio.components" not in answer
+    with open(server.log, "rb") as fh:
+        fh.seek(start)
+        log = fh.read().decode(errors="replace")
+    assert "Traceback" not in log and sum("cannot be read" in ln for ln in log.splitlines()) == len(bad), log
+
+
 def test_plain_http_cannot_name_a_server_path_or_fetch_server_files(server):
-    rest = [None, "embedded-64", "full", False, 0.5, "", 0, "auto", 2.0, "model default", False, False]
-    answer = _http_call(server.url, [[{"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}], *rest])
+    answer = _http_call(server.url, [[{"path": "/etc/hostname", "meta": {"_type": "gradio.FileData"}}]])
     assert "event: error" in answer and "complete" not in answer
+    assert "a file in 'files' was not uploaded to this server" in answer
     weights = ROOT / "src" / "dynface" / "weights" / "embedded-64" / "prior.safetensors"
     for path in ("/etc/passwd", str(weights)):
         with pytest.raises(urllib.error.HTTPError) as e:

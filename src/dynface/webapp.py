@@ -1044,7 +1044,62 @@ def build_app(app: WebApp):
                      queue=False)
         compare.change(_pick, inputs=[compare, state], outputs=[slider, player], api_visibility="private",
                        queue=False)
+    _read_api_calls_kindly(demo, "restore")
     return demo
+
+
+def _read_api_calls_kindly(demo: Any, api_name: str) -> None:
+    """Make the ``api_name`` endpoint take what a plain HTTP client sends as the API page says: the parameters left
+    out at the end get the page's settings (Gradio refused a ``curl`` call with only ``files``, printing its
+    traceback and telling the client the Python reprs of the 16 components), and a parameter Gradio cannot read (a
+    string for ``files``, a file without a path) is refused with one line that names it, nothing printed but a
+    line in the log. Other endpoints (the page's own) are as Gradio makes them."""
+    import inspect
+    import types
+
+    import gradio as gr
+
+    validate, preprocess = demo.validate_inputs, demo.preprocess_data
+
+    def validate_inputs(self: Any, block_fn: Any, inputs: list[Any]) -> None:
+        if getattr(block_fn, "api_name", None) == api_name and isinstance(inputs, list):
+            inputs.extend(getattr(b, "value", None) for b in block_fn.inputs[len(inputs):])
+        return validate(block_fn, inputs)
+
+    async def preprocess_data(self: Any, block_fn: Any, inputs: list[Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await preprocess(block_fn, inputs, *args, **kwargs)
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001  (a malformed call: Gradio's own error, not the app's)
+            if getattr(block_fn, "api_name", None) != api_name:
+                raise
+            names = list(inspect.signature(block_fn.fn).parameters)  # the API page's names: the handler's
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if "not uploaded" in first:  # a path on the server, not an upload: Gradio refuses to read it
+                which = next((n for n, v in zip(names, inputs, strict=False) if "'path'" in repr(v)), None)
+                why = f"refused: a file in '{which or 'files'}' was not uploaded to this server (upload it first)"
+            else:
+                which = _unreadable_parameter(block_fn.inputs, inputs, names)
+                why = f"refused: the parameter '{which}' cannot be read" if which else "refused: the request cannot be read"
+            _log(f"{why} ({first[:200]})")
+            raise gr.Error(f"{why}; see the API page for what each parameter takes", print_exception=False) from None
+
+    demo.validate_inputs = types.MethodType(validate_inputs, demo)
+    demo.preprocess_data = types.MethodType(preprocess_data, demo)
+
+
+def _unreadable_parameter(blocks: Sequence[Any], inputs: Sequence[Any], names: Sequence[str]) -> str | None:
+    """The name of the first input its component's data model refuses (``None`` when each one is accepted)."""
+    for block, value, name in zip(blocks, inputs, names, strict=False):
+        model = getattr(block, "data_model", None)
+        if model is None or value is None:
+            continue
+        try:
+            model.model_validate(value)
+        except Exception:  # noqa: BLE001
+            return name
+    return None
 
 
 # Run once when the page loads: the status is a live region, so a screen reader says when a request ends
