@@ -30,3 +30,28 @@ def test_atomic_path_cleans_up_when_nothing_was_written(tmp_path):
     with pytest.raises(FileNotFoundError), atomic_path(dst):
         pass  # the writer wrote nothing: the rename fails loudly, no empty file appears
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_jpeg_cut_off_by_a_file_size_limit_fails_and_leaves_nothing(tmp_path):
+    """Pillow's JPEG encoder ignores a short write to a file: under a file-size limit (or on a full disk) a cut-off
+    JPEG was renamed into place and recorded as done (failure audit). Encoded in memory, the write raises EFBIG and
+    nothing is left. Run in a child with RLIMIT_FSIZE 30 KB (Python ignores SIGXFSZ, so the write fails instead)."""
+    import subprocess
+    import sys
+
+    code = r"""
+import errno, resource, sys
+import numpy as np
+from dynface.imaging import atomic_save_image
+rng = np.random.default_rng(0)
+img = rng.integers(0, 256, (180, 180, 3), dtype=np.uint8)  # noise: a 41-KB JPEG, one write of Pillow's buffer
+resource.setrlimit(resource.RLIMIT_FSIZE, (30 * 1024, resource.RLIM_INFINITY))
+try:
+    atomic_save_image(img, sys.argv[1], quality=95)
+except OSError as e:
+    print("raised", e.errno == errno.EFBIG)
+"""
+    target = tmp_path / "out.jpg"
+    r = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "raised True", r.stdout + r.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -511,3 +511,18 @@ def test_skip_existing_restores_again_after_the_weights_changed_at_the_same_path
     assert main([*argv, "--skip-existing"]) == 0
     std = capsys.readouterr()
     assert "3 restored, 0 skipped" in std.out and "3 input(s) restored again" in std.err and "weight files" in std.err
+
+
+def test_a_manifest_line_not_written_makes_the_run_exit_1(tmp_path, monkeypatch):
+    """The outputs and records stand, but the manifest does not list the run: exit 1, not 0 (failure audit: a
+    read-only manifest gave warnings and exit 0, and ``dynface report`` then counted nothing)."""
+    d = tmp_path / "crops"
+    d.mkdir()
+    Image.fromarray(data.astronaut()[40:190, 140:290]).save(d / "c0.png")
+
+    def refuse(self, *a, **kw):
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(Manifest, "append", refuse)
+    s = run_job([d], tmp_path / "out", RestoreSettings(aligned=True), restorer=Fake())
+    assert len(s.done) == 1 and s.manifest_errors and s.exit_code == 1

@@ -802,12 +802,87 @@ def test_b6_a_failed_write_keeps_the_finished_files_of_its_batch(tmp_path, astro
     out = tmp_path / "res"
     assert _restore("-i", d, "-o", out, "--aligned", "--batch-size", "3") == 1
     txt = capsys.readouterr().out
-    assert "3 input(s): 2 restored, 0 skipped (complete), 1 failed" in txt and "c1.png: OSError" in txt and "No space left" in txt
+    assert "3 input(s): 2 restored, 0 skipped (complete), 1 failed" in txt and "No space left" in txt
+    assert f"c1.png: OutputFull: cannot write to {out}: No space left on device (free some space" in txt
     assert sorted(p.name for p in (out / "records").iterdir()) == ["c0.json", "c2.json"]
     assert not [p for p in out.rglob(".*")]
     monkeypatch.setattr(imageio, "save_image", real)  # space again: the rerun completes exactly the missing one
     assert _restore("-i", d, "-o", out, "--aligned", "--skip-existing") == 0
     assert "1 restored, 2 skipped (complete), 0 failed" in capsys.readouterr().out
+
+
+def test_a_full_disk_stops_the_run_after_the_file_it_failed_and_a_rerun_completes_it(tmp_path, astro, monkeypatch,
+                                                                                     capsys):
+    """A full disk fails every file after it, each restored for nothing (hours on an archive): the run stops after
+    the first, says why, exits 1, and --skip-existing does the rest once there is space (failure audit)."""
+    import errno
+
+    from dynface import imageio
+
+    d = tmp_path / "in"
+    d.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(astro).save(d / name)
+    real = imageio.save_image
+
+    def full_disk(img, path, *a, **kw):
+        if Path(path).parent.name == "restored_imgs" and Path(path).name.startswith("b"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(img, path, *a, **kw)
+
+    monkeypatch.setattr(imageio, "save_image", full_disk)
+    out = tmp_path / "res"
+    assert _restore("-i", d, "-o", out, "-s", "1", "--exact") == 1
+    txt = capsys.readouterr().out
+    assert "3 input(s): 1 restored, 0 skipped (complete), 1 failed, 1 not processed (stopped: the output's disk is full)" in txt
+    assert f"b.png: OutputFull: cannot write to {out}: No space left on device" in txt
+    assert sorted(p.name for p in (out / "records").iterdir()) == ["a.json"]
+    assert not [p for p in out.rglob("b*")] and not [p for p in out.rglob(".*")]
+    monkeypatch.setattr(imageio, "save_image", real)
+    assert _restore("-i", d, "-o", out, "-s", "1", "--exact", "--skip-existing") == 0
+    assert "2 restored, 1 skipped (complete), 0 failed" in capsys.readouterr().out
+
+
+def test_a_record_that_cannot_be_written_takes_its_outputs_with_it(tmp_path, astro, monkeypatch, capsys):
+    """The outputs were written, the record (the last write) was not: the input fails and its outputs go, so that
+    nothing is left that no record lists (they stood there, with a pending list, as if a run had been killed)."""
+    import errno
+
+    from dynface import atomicfile
+
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astro).save(d / "a.png")
+    real = atomicfile.atomic_write_text
+
+    def full_disk(text, path, *a, **kw):
+        if Path(path).parent.name == "records" and Path(path).suffix == ".json":  # the record, not its pending list
+            raise OSError(errno.EDQUOT, "Disk quota exceeded")
+        return real(text, path, *a, **kw)
+
+    monkeypatch.setattr(atomicfile, "atomic_write_text", full_disk)
+    out = tmp_path / "res"
+    assert _restore("-i", d, "-o", out, "-s", "1") == 1
+    assert "a.png: OutputFull: cannot write to" in capsys.readouterr().out
+    assert not [p for p in out.rglob("*") if p.is_file() and p.name not in ("manifest.jsonl", "jobs.jsonl")]
+
+
+def test_a_pipe_or_a_device_among_the_inputs_is_left_out_without_waiting(tmp_path, astro):
+    """A FIFO (named, or behind a link in a folder) blocked the whole run in open(); /dev/zero filled the memory.
+    Each is now one failed line, before anything is read, and the other files are restored."""
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astro).save(d / "good.png")
+    os.mkfifo(tmp_path / "pipe.png")
+    os.mkfifo(tmp_path / "pipe.mp4")
+    (d / "link.png").symlink_to(tmp_path / "pipe.png")
+    proc = start_restore_cli(FACTORY, ["-i", d, tmp_path / "pipe.mp4", "/dev/zero", "-o", tmp_path / "res", "-s", "1"],
+                             {})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out + err
+    assert "1 restored, 0 skipped (complete), 3 failed" in out
+    assert "link.png: is a pipe (FIFO), not a regular file" in out and "pipe.mp4: is a pipe (FIFO)" in out
+    assert "/dev/zero: is a device, not a regular file" in out and "Traceback" not in err
 
 
 def test_a_photo_that_fails_to_write_leaves_no_face_files(tmp_path, astro, capsys):

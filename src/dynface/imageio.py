@@ -193,17 +193,54 @@ class LoadedImage:
 
 
 # ---------------------------------------------------------------------------------------------- reading
+BYTES_PER_PIXEL_MOST = 8  # an uncompressed 16-bit RGBA image: the most bytes a pixel of an image file takes
+HEADER_BYTES_MOST = 64 * 2**20  # and its metadata (thumbnails, ICC profiles, XMP)
+
+
+class NotRegularFile(OSError):
+    """An input that is not a regular file (a pipe, a device, a socket), or one larger than any image read."""
+
+
+def open_regular_file(path: str | Path, most_bytes: int | None = None) -> int:
+    """A read-only descriptor of ``path`` (links followed), checked to be a regular file of at most ``most_bytes``
+    before anything is read: a pipe (or a link to one) blocked the whole run, ``/dev/zero`` filled the memory until
+    the kernel killed the run (failure audit). Opened without blocking (a pipe's writer is not waited for), then
+    switched back to blocking reads. Raises :class:`NotRegularFile` (or the ``OSError`` of opening it)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = ("a pipe (FIFO)" if stat.S_ISFIFO(st.st_mode) else "a device" if stat.S_ISCHR(st.st_mode)
+                    or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode) else "not a file")
+            raise NotRegularFile(f"is {kind}, not a regular file: left out")
+        if most_bytes is not None and st.st_size > most_bytes:
+            raise NotRegularFile(f"a file of {st.st_size / 2**30:.1f} GB: larger than any image this run reads "
+                                 f"(at most {most_bytes / 2**30:.1f} GB; --max-megapixels sets it)")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     """Read an image file; raises :class:`ImageReadError` (one-line message) for anything unusable."""
     path = Path(path)
     try:
         if path.is_dir():
             raise ImageReadError(f"{path}: is a folder, not an image file")
-        data = path.read_bytes()
+        fd = open_regular_file(path, most_bytes=max_pixels * BYTES_PER_PIXEL_MOST + HEADER_BYTES_MOST)
+        with os.fdopen(fd, "rb") as fh:
+            data = fh.read()
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
     except ImageReadError:
         raise
+    except NotRegularFile as e:
+        raise ImageReadError(f"{path}: {e}") from None
     except OSError as e:
         raise ImageReadError(f"{path}: cannot read file ({e.strerror or e})") from None
     img = decode_image(data, name=str(path), max_pixels=max_pixels)

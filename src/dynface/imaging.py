@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from dynface.atomicfile import atomic_path
+from dynface.atomicfile import atomic_write_bytes
 
 
 def refuse_path(obj, what: str) -> None:
@@ -70,13 +71,16 @@ def make_grid(x: np.ndarray, nrow: int = 8, pad: int = 2, fill: int = 255) -> np
 
 
 def atomic_save_image(img: Image.Image | np.ndarray, path: str | Path, **save_kwargs) -> None:
-    """Write an image to ``path`` atomically (:func:`dynface.atomicfile.atomic_path`)."""
+    """Write an image to ``path`` atomically (:func:`dynface.atomicfile.atomic_write_bytes`). Encoded in memory
+    first: Pillow's JPEG encoder ignores a short write to a file (a full disk, a file-size limit), so a cut-off JPEG
+    was renamed into place as if whole; Python's own write raises instead."""
     path = Path(path)
     if isinstance(img, np.ndarray):
         img = Image.fromarray(img)
     fmt = (save_kwargs.pop("format", None) or Image.registered_extensions().get(path.suffix.lower()) or "PNG")
-    with atomic_path(path) as tmp:
-        img.save(tmp, format=fmt, **save_kwargs)
+    buf = io.BytesIO()
+    img.save(buf, format=fmt, **save_kwargs)
+    atomic_write_bytes(buf.getvalue(), path)
 
 
 def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 8, value_range=(-1.0, 1.0)) -> None:

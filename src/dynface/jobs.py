@@ -49,6 +49,7 @@ run killed in between leaves a record without a manifest line: the next ``skip_e
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import importlib
@@ -654,18 +655,32 @@ def write_record(out: Path, stem: str, rec: dict) -> None:
     replaces listed and this one does not (a photo restored again with another ``--ext``, or with fewer faces) are
     removed then: they belong to no record any more, and would stand beside the new ones as if current."""
     from dynface.atomicfile import atomic_write_text
-    from dynface.outputs import UnsafePathError, output_path
 
     aside = _retired_path(out, stem)
     old = _read_record(out, stem) or _read_json(aside)
     rec["outputs_sha256"], rec["outputs_stat"] = _output_hashes(out, _record_files(rec))  # in place: the manifest
     # line embeds them too
-    atomic_write_text(json.dumps(rec, indent=1, default=_json_default) + "\n", record_path(out, stem))
+    try:
+        atomic_write_text(json.dumps(rec, indent=1, default=_json_default) + "\n", record_path(out, stem))
+    except BaseException as e:  # a full disk: the input fails, and its outputs, which no record lists, go (audit)
+        _remove_outputs(out, _record_files(rec))
+        _pending_path(out, stem).unlink(missing_ok=True)
+        full = _as_output_full(e, out)
+        if full is not e:
+            raise full from e
+        raise
     aside.unlink(missing_ok=True)
     _pending_path(out, stem).unlink(missing_ok=True)
-    if old is None:
-        return
-    for rel in sorted(set(_record_files(old)) - set(_record_files(rec))):
+    if old is not None:
+        _remove_outputs(out, sorted(set(_record_files(old)) - set(_record_files(rec))))
+
+
+def _remove_outputs(out: Path, rels: Sequence[str]) -> None:
+    """Remove the outputs ``rels`` (``sub/name``) under ``out`` (records and names outside the output folders are
+    left; a file that cannot be removed is left)."""
+    from dynface.outputs import UnsafePathError, output_path
+
+    for rel in rels:
         sub, _, name = rel.partition("/")
         if sub not in SUBDIRS or sub == "records":
             continue
@@ -949,6 +964,7 @@ class JobSummary:
     skipped: list[FileResult] = field(default_factory=list)  # complete already (skip_existing)
     ignored: list[Path] = field(default_factory=list)  # files without an image extension in the folders given
     interrupted: bool = False
+    stopped: str | None = None  # why the run stopped before its end (a full disk), when it did
     threads: int | None = None
     manifest_errors: list[str] = field(default_factory=list)  # lines that could not be appended
     job: dict | None = None  # the id of the job's start line (:func:`begin_job`), when it wrote one
@@ -965,7 +981,7 @@ class JobSummary:
     def exit_code(self) -> int:
         if self.interrupted:
             return 130
-        return 1 if self.failed else 0
+        return 1 if self.failed or self.manifest_errors else 0  # a line not written: the run is not all on record
 
 
 _LINE_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -1032,7 +1048,8 @@ class Manifest:
             if end and os.pread(fd, 1, end - 1) != b"\n":  # a torn line (a writer killed mid-line): end it first
                 data = b"\n" + data
             n = os.write(fd, data)
-            if n != len(data):
+            if n != len(data):  # a full disk: no half line is left for later runs to skip
+                os.ftruncate(fd, end)
                 raise OSError(f"short write to {self.path} ({n} of {len(data)} bytes)")
             os.fsync(fd)
         finally:
@@ -1365,6 +1382,25 @@ def first_line(e: BaseException) -> str:
     return msg[0].strip() if msg else type(e).__name__
 
 
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})  # no space left, over quota, over the size
+# limit: every file after would fail the same way
+
+
+class OutputFull(OSError):
+    """An output could not be written for lack of space (:data:`DISK_FULL_ERRNOS`): the file fails, and a run of the
+    CLI stops there (the files after it would be restored for nothing)."""
+
+
+def _as_output_full(e: BaseException, out: Path) -> BaseException:
+    """``e`` as an :class:`OutputFull` that names the output folder and what to do, when it is a full disk."""
+    if isinstance(e, OSError) and not isinstance(e, OutputFull) and e.errno in DISK_FULL_ERRNOS:
+        full = OutputFull(f"cannot write to {out}: {e.strerror or e} (free some space, then run again with "
+                          "--skip-existing: what is done is kept)")
+        full.errno = e.errno
+        return full
+    return e
+
+
 def one_line(e: BaseException) -> str:
     """``Type: first line of the message`` (decoders and torch wrap long multi-line texts)."""
     return f"{type(e).__name__}: {first_line(e)}" if str(e).strip() else type(e).__name__
@@ -1541,10 +1577,13 @@ def _write_outputs(out: Path, stem: str, writes: list[tuple[str, str, Callable[[
             writer(p)
             written.append(p)
             files[key] = f"{sub}/{name}"
-    except BaseException:
+    except BaseException as e:
         for p in written:
             p.unlink(missing_ok=True)
         pending.unlink(missing_ok=True)
+        full = _as_output_full(e, out)
+        if full is not e:
+            raise full from e
         raise
     return files
 
@@ -2023,7 +2062,8 @@ def cross_photo_batches(restorer, settings: RestoreSettings) -> bool:
 
 
 def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSettings, restorer, detector, bg_upsampler,
-                            tracker: _Tracker, finish: Callable[[FileResult, int, float], None]) -> None:
+                            tracker: _Tracker, finish: Callable[[FileResult, int, float], None],
+                            check: Callable[[], None] = lambda: None) -> None:
     """Restore the faces of several photos in shared restorer calls of ``s.batch_size`` (:func:`default_batch_size`)
     faces (:class:`_FaceQueue`), face ``i`` of the photo with bytes of SHA-256 ``h`` seeded ``face_seed(s.seed, h,
     i)``: photos are read, searched and aligned one after another and their crops queued; each full batch is restored,
@@ -2059,6 +2099,7 @@ def _restore_photos_batched(items: list[InputItem], out: Path, s: RestoreSetting
     faces_q = _FaceQueue(restorer, s, tracker, s.batch_size or default_batch_size(restorer), write, failed=failed,
                          return_maps=s.save_maps)
     for it in items:
+        check()  # before reading the next photo: raises to stop the run (a full disk)
         tracker.message = it.path.name
         t0 = time.perf_counter()
         try:
@@ -2378,12 +2419,13 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
 
 def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, restorer,
                   progress: Callable[[Progress], None] | None = None, *,
-                  on_result: Callable[[FileResult], None] | None = None) -> list[FileResult]:
+                  on_result: Callable[[FileResult], None] | None = None,
+                  stop_when_full: bool = False) -> list[FileResult]:
     """Read, restore and write ``items`` under ``out`` (which must exist, with its sub-folders: :func:`prepare_output`).
     Never raises for a bad file: each input gets one :class:`FileResult` (in ``items`` order), also handed to
     ``on_result`` as soon as it is final. ``progress`` gets a :class:`Progress` per sampling step (restorers with a
     ``callback``), per restorer call and per file. ``KeyboardInterrupt`` propagates (the results so far went to
-    ``on_result``)."""
+    ``on_result``); so does :class:`OutputFull` after the input it failed, with ``stop_when_full``."""
     out = Path(out)
     debug = _debug()
     tracker = _Tracker(progress, len(items))
@@ -2397,11 +2439,21 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
         tracker.emit()
         if on_result is not None:
             on_result(r)
+        if stop_when_full and r.status == "failed" and (r.error or "").startswith(OutputFull.__name__ + ": "):
+            full.append(r.error.removeprefix(OutputFull.__name__ + ": "))
+
+    full: list[str] = []
+
+    def check() -> None:
+        """Before new work: a full disk stops it (what was restored already is written, or fails, first)."""
+        if full:
+            raise OutputFull(full[0])
 
     if settings.aligned:
         bs = settings.batch_size or default_batch_size(restorer)
         by_path = {(str(it.path), it.stem): it.index for it in items}
         for i in range(0, len(items), bs):
+            check()
             chunk = items[i : i + bs]
             _process_aligned_chunk(chunk, out, settings, restorer, tracker, lambda r: finish(r, by_path[(r.path, r.stem)]))
     else:
@@ -2413,9 +2465,10 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
         clips = [it for it in items if _is_video(it.path)]
         photos = [it for it in items if not _is_video(it.path)]
         if photos and cross_photo_batches(restorer, settings):
-            _restore_photos_batched(photos, out, settings, restorer, detector, bg, tracker, finish)
+            _restore_photos_batched(photos, out, settings, restorer, detector, bg, tracker, finish, check)
             photos = []
         for it in photos + clips:  # photos one per restorer call (reduced precision, or an accelerator), and videos
+            check()
             tracker.message = it.path.name
             t0 = time.perf_counter()
             try:
@@ -2635,6 +2688,8 @@ def restore_logged(todo: list[InputItem], out: Path, settings: RestoreSettings, 
             on_result(r)
 
     try:
-        restore_items(todo, out, settings, restorer, progress, on_result=record)
+        restore_items(todo, out, settings, restorer, progress, on_result=record, stop_when_full=True)
     except KeyboardInterrupt:
         summary.interrupted = True
+    except OutputFull as e:
+        summary.stopped = str(e)

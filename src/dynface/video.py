@@ -16,6 +16,7 @@ when the whole video is done: a killed run leaves no half video under the output
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,9 +185,17 @@ class VideoReader:
     one without a video stream. ``threads``: the decoder's (None: FFmpeg's choice, one per core)."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
+        from dynface.imageio import NotRegularFile, open_regular_file
+
         av = _av()
         self.path = Path(path)
         self.threads = threads
+        try:
+            os.close(open_regular_file(self.path))  # FFmpeg would wait for a pipe's writer: the run hung
+        except NotRegularFile as e:
+            raise VideoError(str(e)) from None
+        except OSError as e:
+            raise VideoError(f"cannot read file ({e.strerror or e})") from None
         try:
             self._c = av.open(str(self.path), "r")
         except (av.error.FFmpegError, OSError, ValueError) as e:

@@ -386,8 +386,9 @@ def _print_summary(s: jobs.JobSummary, seconds: float | None = None) -> None:
             + (f" ({len(faceless)} without a face, written as they are)" if faceless else "")
             + f", {len(s.skipped)} skipped (complete), {len(failed)} failed"
             + (f" ({no_face} without a face)" if no_face else ""))  # as `dynface report` counts them
-    if s.interrupted:
-        head += f", {n - len(done) - len(s.skipped) - len(failed)} not processed (interrupted)"
+    if s.interrupted or s.stopped:
+        why = "interrupted" if s.interrupted else "stopped: the output's disk is full"
+        head += f", {n - len(done) - len(s.skipped) - len(failed)} not processed ({why})"
     if seconds is not None:
         faces = sum(r.faces for r in done)
         head += f"; {faces} face(s) in {seconds:.1f} s" + (f" ({seconds / faces:.2f} s/face, all included)" if faces else "")
