@@ -191,6 +191,29 @@ def test_the_page_finds_faces_lying_sideways_and_can_leave_the_metadata_out(app,
     assert rec["settings"]["flags"]["dust"] is True and rec["faces"][0]["dust"]["specks"] >= 0
 
 
+def test_the_page_smooths_a_printed_photos_dots_away(app, uploads):
+    """The command line's --descreen as the page's checkbox: a yearbook-style print (4.5-px dots) has no face the
+    detector finds, and a note that says what to tick; ticked, it is descreened and restored."""
+    import io
+
+    import cv2
+
+    from dynface.degrade import add_halftone
+
+    printed = add_halftone(cv2.resize(data.astronaut(), (768, 768), interpolation=cv2.INTER_CUBIC), 4.5, 45.0)
+    buf = io.BytesIO()
+    Image.fromarray(printed).save(buf, "PNG")
+    f = _put(uploads, "clipping.png", buf.getvalue())
+    res = app.restore([f], model="embedded-64", upscale=1)
+    assert [r.status for r in res.results] == ["no_face"]
+    assert any("“smooth away a printed photo's dots” smooths the dots away" in m for m in res.messages), res.messages
+    res = app.restore([f], model="embedded-64", upscale=1, descreen=True)
+    assert [(r.status, r.faces) for r in res.results] == [("done", 1)]
+    with zipfile.ZipFile(res.zip_path) as z:
+        rec = json.loads(z.read("records/clipping.json"))
+    assert rec["settings"]["flags"]["descreen"] is True and rec["descreen"]["applied"]
+
+
 def test_iphone_heic_upload_shows_in_the_page_and_zips_as_jpeg(app, uploads):
     """A HEIC photo (which browsers do not show) gets its before/after pair as PNG/JPEG and a JPEG in the zip."""
     f = _put(uploads, "IMG_0001.HEIC", (HERE / "data" / "phone_o6.heic").read_bytes())
@@ -691,7 +714,7 @@ def test_the_api_page_names_every_parameter_and_output(app):
     ep = build_app(app).get_api_info()["named_endpoints"]["/restore"]
     assert [p["parameter_name"] for p in ep["parameters"]] == [
         "files", "pasted", "model", "mode", "aligned", "fidelity", "steps", "seed", "precision", "upscale", "color_fix",
-        "turned", "strip_metadata", "grain", "clip", "dust"]
+        "turned", "strip_metadata", "grain", "clip", "dust", "descreen"]
     labels = [r["label"] for r in ep["returns"]]
     assert labels[:3] == ["status", "compare", "before / after"] and len(labels) == 7
     assert not any(str(x).startswith(("value_", "parameter_", "param_"))
@@ -723,9 +746,9 @@ def test_out_of_range_api_values_are_refused_with_a_reason_and_one_log_line(app,
     demo = build_app(app)
     (fn,) = [f for f in demo.fns.values() if f.api_name == "restore"]
     names = ["files", "pasted", "model", "mode", "aligned", "fidelity", "steps", "seed", "precision", "upscale",
-             "color_fix", "turned", "strip_metadata", "grain", "clip", "dust"]
+             "color_fix", "turned", "strip_metadata", "grain", "clip", "dust", "descreen"]
     good = dict(zip(names, [[_put(uploads, "astronaut.png", astro_png)], None, "embedded-64", "full", False, 0.5, "",
-                            0, "auto", 2.0, "model default", False, False, False, "", False], strict=True))
+                            0, "auto", 2.0, "model default", False, False, False, "", False, False], strict=True))
     for blk in fn.inputs:  # what lets their preprocess hand the value over as it is (nothing to round or map)
         if isinstance(blk, gr.Slider | gr.Number):
             assert blk.precision is None

@@ -440,3 +440,41 @@ def add_dust(img: np.ndarray, rng: np.random.Generator, specks: int = 12, scratc
         alpha = np.maximum(alpha, rng.uniform(0.5, 0.9) * line.astype(np.float32) / 255)
     out = img.astype(np.float32) + alpha[..., None] * (255 - img.astype(np.float32))
     return np.clip(np.round(out), 0, 255).astype(np.uint8), alpha
+
+
+CMYK_ANGLES = (15.0, 75.0, 0.0, 45.0)  # degrees: the usual screen angles of cyan, magenta, yellow and black
+
+
+def add_halftone(img: np.ndarray, period: float, angle: float = 45.0, *, colour: bool = False, supersample: int = 4,
+                 scan_blur: float = 0.5) -> np.ndarray:
+    """``img`` (RGB uint8) printed as an AM halftone and scanned (for tests and ``benchmarks/descreen.py``; not in the
+    training pipeline): round dots on a square screen of ``period`` px (of the result) at ``angle`` degrees that grow
+    with the ink's darkness until they join; ``colour``: cyan, magenta, yellow and black screens at
+    :data:`CMYK_ANGLES` (black: the grey's share under the colours), else one black screen of the luma. Drawn at
+    ``supersample`` × the size, blurred by the scanner (a Gaussian of ``scan_blur`` px of the result) and averaged
+    down. Returns RGB uint8 of ``img``'s size."""
+    import cv2
+
+    h, w = img.shape[:2]
+    s = int(supersample)
+    big = cv2.resize(img, (w * s, h * s), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+    yy, xx = np.mgrid[0 : h * s, 0 : w * s].astype(np.float32) / s
+
+    def screen(dark: np.ndarray, deg: float) -> np.ndarray:  # the ink's coverage, 0/1: dots at the cells' centres
+        a = np.deg2rad(deg)
+        u, v = xx * np.cos(a) - yy * np.sin(a), xx * np.sin(a) + yy * np.cos(a)
+        spot = 0.5 + 0.25 * (np.cos(2 * np.pi * u / period) + np.cos(2 * np.pi * v / period))
+        return (spot < dark).astype(np.float32)
+
+    if colour:
+        cmy = 1.0 - big
+        k = cmy.min(axis=2)
+        inks = [screen(cmy[..., i] - k, CMYK_ANGLES[i]) for i in range(3)]
+        black = screen(k, CMYK_ANGLES[3])
+        printed = np.stack([(1.0 - ink) * (1.0 - black) for ink in inks], axis=2)
+    else:
+        luma = big @ np.array([0.299, 0.587, 0.114], np.float32)
+        printed = np.repeat((1.0 - screen(1.0 - luma, angle))[..., None], 3, axis=2)
+    printed = cv2.GaussianBlur(printed, (0, 0), scan_blur * s)
+    out = cv2.resize(printed, (w, h), interpolation=cv2.INTER_AREA)
+    return np.clip(np.round(out * 255), 0, 255).astype(np.uint8)

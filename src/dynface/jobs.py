@@ -147,6 +147,7 @@ class RestoreSettings:
     detail: str = "keep"
     grain: str = "none"  # "match": faces cleaner than the photo around them get the difference as grain (dynface.grain)
     dust: bool = False  # fill in the white dust and scratches on faces before restoring them (dynface.dust)
+    descreen: bool = False  # smooth a printed photo's halftone screen away before looking for faces (dynface.descreen)
     color_fix: str | None = None
     guidance: str | None = None
     dblm: str | None = None
@@ -1139,7 +1140,7 @@ def _all_on_disk(out: Path, rels: list[str], on_disk: set[str] | None = None) ->
 OUTPUT_FLAGS = ("model", "mode", "steps", "seed", "fidelity", "upscale", "aligned", "ext", "suffix", "precision",
                 "detail", "color_fix", "guidance", "dblm", "dgsa", "dsst", "restorer", "input_template", "alignment",
                 "only_center_face", "draw_box", "detector", "detect_side", "detect_turned", "detect_edges", "bg_upsampler", "min_score", "border", "save_maps", "exact",
-                "strip_metadata", "clip", "grain", "dust")
+                "strip_metadata", "clip", "grain", "dust", "descreen")
 
 
 def output_flags(settings: RestoreSettings) -> dict:
@@ -1155,7 +1156,8 @@ def changed_flags(rec: dict, settings: RestoreSettings) -> list[str]:
         return []
     now = output_flags(settings)  # a flag the record does not know (a later version's) counts as unchanged
     return [k for k in OUTPUT_FLAGS if k in then and then[k] != now[k] and not (k == "save_maps" and not now[k])
-            and not (k == "clip" and not rec.get("restored_video"))]  # a photo is the same whatever --clip
+            and not (k == "clip" and not rec.get("restored_video"))  # a photo is the same whatever --clip
+            and not (k == "descreen" and rec.get("restored_video"))]  # and a video whatever --descreen
 
 
 def _current_weights(settings: RestoreSettings | None) -> dict[str, str]:
@@ -1601,6 +1603,33 @@ class _PhotoInput:
     read_s: float
     detect_s: float
     t0: float  # perf_counter when reading began
+    screen: dict | None = None  # the halftone screen found (dynface.descreen), and whether it was smoothed away
+
+
+def _screen_of(img, s: RestoreSettings, notes: list[str]) -> dict | None:
+    """A printed photo's halftone screen (:func:`dynface.descreen.find_screen`): with ``--descreen`` smoothed away
+    in ``img.rgb`` (before faces are looked for), else only said, with the flag to use; its record entry (None: no
+    screen found, and none asked for)."""
+    from dynface.descreen import descreen, find_screen
+
+    screen = find_screen(img.rgb)
+    dpi = img.dpi[0] if img.dpi else None
+    if screen is None:
+        if s.descreen:
+            notes.append("--descreen: no halftone screen found (not a printed photo, or its dots too fine for the "
+                         "scan's resolution to show); the photo was restored as it is")
+            return {"found": False, "applied": False}
+        return None
+    ruling = f", {dpi / screen.period_px:.0f} lines per inch at {dpi:.0f} dpi" if dpi else ""
+    what = f"a halftone screen of {screen.period_px:.1f} px at {screen.angle_deg:.0f}°{ruling}"
+    if s.descreen:
+        img.rgb = descreen(img.rgb, screen)
+        notes.append(f"descreened: {what}, smoothed away (a Gaussian of σ {screen.sigma_px:.1f} px over the whole "
+                     "photo) before its faces were looked for")
+    else:
+        notes.append(f"this photo looks printed ({what}): --descreen smooths the dots away before looking for "
+                     "faces (dots can hide a face from the detector, and are restored as detail)")
+    return {"found": True, "applied": bool(s.descreen), **screen.record(dpi)}
 
 
 def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
@@ -1622,6 +1651,8 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
     up = imageio.capped_upscale(w, h, s.upscale)
     if up < s.upscale:
         notes.append(imageio.upscale_note(w, h, s.upscale, up))
+    screen = _screen_of(img, s, notes)
+    t_read = time.perf_counter() - t0  # looking for a screen (and smoothing it) is part of reading
     t1 = time.perf_counter()
     faces = detect_faces(img.rgb, detector, s.only_center_face)
     t_detect = time.perf_counter() - t1
@@ -1644,7 +1675,7 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
                 notes.append(NO_FACE_HINT)
             raise InputError("no face found", notes)
         notes.append(FACELESS_NOTE)
-    return _PhotoInput(it, img, notes, up, faces, src, t_read, t_detect, t0)
+    return _PhotoInput(it, img, notes, up, faces, src, t_read, t_detect, t0, screen)
 
 
 def _unrestored(it: InputItem, e: Exception, t0: float) -> FileResult:
@@ -1737,6 +1768,7 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
         "stem": it.stem,
         "source": x.source,
         "image": img.info(keep_exif=not s.strip_metadata),
+        **({"descreen": x.screen} if x.screen is not None else {}),
         "output_size": [int(res.photo.shape[1]), int(res.photo.shape[0])],
         "restored_img": photo_rel,
         "num_faces": len(faces_rec),

@@ -228,7 +228,7 @@ class WebApp:
     def settings(self, *, model: str, mode: str = "full", aligned: bool = False, fidelity: float | None = 0.5,
                  steps: str | None = None, seed: int | float = 0, precision: str = "auto", upscale: float = 2.0,
                  color_fix: str | None = None, turned: bool = False, strip_metadata: bool = False,
-                 grain: bool = False, clip: str | None = None, dust: bool = False):
+                 grain: bool = False, clip: str | None = None, dust: bool = False, descreen: bool = False):
         """A :class:`dynface.jobs.RestoreSettings` from the page's controls, or :class:`WebRequestError`."""
         from dynface import jobs
 
@@ -263,7 +263,7 @@ class WebApp:
             model=self.models[model], mode=mode, steps=steps, seed=seed_i, fidelity=fidelity, upscale=upscale,
             aligned=bool(aligned), device=self.config.device, precision=precision, save_maps=True, color_fix=color_fix,
             max_pixels=self.config.max_pixels, detect_turned=bool(turned), strip_metadata=bool(strip_metadata),
-            grain="match" if grain else "none", clip=clip, dust=bool(dust),
+            grain="match" if grain else "none", clip=clip, dust=bool(dust), descreen=bool(descreen),
         )
         try:
             jobs.check_settings(settings)
@@ -535,8 +535,8 @@ class WebApp:
 
     # ---------------------------------------------------------------- the page's handler
     def ui_restore(self, files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
-                   color_fix, turned=False, strip_metadata=False, grain=False, clip="", dust=False, progress=None,
-                   gone=None, video=False):
+                   color_fix, turned=False, strip_metadata=False, grain=False, clip="", dust=False,
+                   descreen=False, progress=None, gone=None, video=False):
         """The Restore button (and the ``/restore`` API endpoint): the page's outputs, in order. ``video``: and the
         video player's (the page's own handler; the API's outputs stay as they were: a restored video is in the
         zip)."""
@@ -555,7 +555,7 @@ class WebApp:
             res = self.restore(paths, progress=bar, gone=gone, model=model, mode=mode, aligned=aligned,
                                fidelity=fidelity, steps=steps, seed=seed, precision=precision, upscale=upscale,
                                color_fix=color_fix, turned=turned, strip_metadata=strip_metadata, grain=grain,
-                               clip=clip, dust=dust)
+                               clip=clip, dust=dust, descreen=descreen)
         except WebRequestError as e:  # one line in the server's log, no traceback; the reason to the client
             _log(f"refused a request: {str(e).removeprefix('refused: ')}")
             raise gr.Error(str(e), print_exception=False) from None
@@ -669,7 +669,8 @@ PAGE_CONTROLS = (("leave out --aligned", "untick “inputs are aligned face crop
                  ("--detect-turned faces lying sideways", "“also look for faces lying sideways” finds faces on their "
                   "side"), ("--detect-turned", "“also look for faces lying sideways”"),
                  ("--strip-metadata", "“remove the metadata”"), ("--grain match", "“give restored faces the "
-                 "photo's grain”"), ("--dust", "“remove white dust and scratches from faces”"))
+                 "photo's grain”"), ("--dust", "“remove white dust and scratches from faces”"),
+                 ("--descreen", "“smooth away a printed photo's dots”"))
 _CLI_FLAG = re.compile(r"(?<![\w’'-])(--[a-z][a-z0-9-]*)")
 
 
@@ -909,20 +910,20 @@ def build_app(app: WebApp):
 
     def restore_handler(files=None, pasted=None, model=default_model, mode="full", aligned=False, fidelity=0.5,
                         steps="", seed=0, precision="auto", upscale=2.0, color_fix="model default",
-                        turned=False, strip_metadata=False, grain=False, clip="", dust=False,
+                        turned=False, strip_metadata=False, grain=False, clip="", dust=False, descreen=False,
                         request: gr.Request = None,
                         progress=gr.Progress()):  # noqa: B008  (Gradio finds its progress tracker by this default)
         """Restore the faces of the uploaded photos and videos (or aligned crops). API: only ``files`` is required."""
         return app.ui_restore(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale,
-                              color_fix, turned, strip_metadata, grain, clip, dust, progress=progress,
+                              color_fix, turned, strip_metadata, grain, clip, dust, descreen, progress=progress,
                               gone=_client_gone(demo, request))
 
     def page_handler(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
-                     turned, strip_metadata, grain, clip, dust, request: gr.Request = None,
+                     turned, strip_metadata, grain, clip, dust, descreen, request: gr.Request = None,
                      progress=gr.Progress()):  # noqa: B008
         app.stop_asked(getattr(request, "session_hash", None), clear=True)  # a Stop pressed as the last one ended
         return app.ui_page(files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix,
-                           turned, strip_metadata, grain, clip, dust,
+                           turned, strip_metadata, grain, clip, dust, descreen,
                            progress=progress, gone=_client_gone(demo, request, app))
 
     def stop_handler(request: gr.Request = None):
@@ -980,6 +981,10 @@ def build_app(app: WebApp):
                                        info="old prints: white specks and thin white lines on the faces' skin are "
                                             "filled in before restoring; eyes, brows, nose, mouth, the hairline and "
                                             "the rest of the photo keep theirs (faint or small ones may stay)")
+                    descreen = gr.Checkbox(False, label="smooth away a printed photo's dots", elem_id="descreen",
+                                           info="newspaper, magazine and yearbook photos: the halftone screen's dots "
+                                                "are found in the scan and smoothed away over the whole photo before "
+                                                "faces are looked for")
                     clip = gr.Textbox("", label="part of the videos (start-end; empty: all of it)", elem_id="clip",
                                       placeholder="e.g. 0:05-0:12", max_lines=1,
                                       info=f"up to {app.config.max_video_s:g} s of a video per request; about 1.4 s "
@@ -1029,7 +1034,7 @@ def build_app(app: WebApp):
         state = gr.State({})
 
         inputs = [files, pasted, model, mode, aligned, fidelity, steps, seed, precision, upscale, color_fix, turned,
-                  strip_metadata, grain, clip, dust]
+                  strip_metadata, grain, clip, dust, descreen]
         outputs = [status, compare, slider, gallery, explain, table, zipped, state]
         # while a request runs: Restore is off (a second click was silently dropped) and Stop on
         busy = run.click(_buttons(running=True), outputs=[run, stop], api_visibility="private", queue=False)

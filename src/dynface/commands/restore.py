@@ -174,6 +174,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "before restoring them (eyes, brows, nose, mouth, the hairline and the rest of the photo keep "
                         "theirs; faint ones and those on small faces may stay; the record's 'dust' counts what was "
                         "filled, --save-maps shows it)")
+    p.add_argument("--descreen", action="store_true",
+                   help="printed photos (newspaper, magazine, yearbook): smooth the halftone screen's dots away "
+                        "before looking for faces (the whole photo; found from the scan itself, the record's "
+                        "'descreen' says what; a screen too fine for the scan to show is left). Without it a photo "
+                        "that looks printed gets a note")
     p.add_argument("--threads", type=number(int, 1), default=None,
                    help="CPU threads (default: the cores not already busy, at least 1)")
     p.add_argument("--compile", action="store_true",
