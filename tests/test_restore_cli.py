@@ -269,6 +269,76 @@ def test_every_output_keeps_the_inputs_colour_profile_where_the_file_can_hold_it
             assert im.mode == "L" and im.info.get("icc_profile") == gray_icc, f
 
 
+def test_a_cameras_adobe_rgb_setting_and_a_lossless_webp_come_back_as_they_went_in(tmp_path, astro):
+    """Photographer's audit: a camera's Adobe RGB JPEG says so in EXIF (ColorSpace 0xFFFF, Interop "R03", no ICC
+    profile); the Interop IFD was dropped, so colour-managed viewers took the restored photo for sRGB. And a lossless
+    WebP came back lossy (its untouched background changed by up to 46 levels)."""
+    import io
+
+    d = tmp_path / "in"
+    d.mkdir()
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif[0x8769] = {0xA001: 0xFFFF, 0xA005: {1: "R03", 2: b"0100"}}
+    Image.fromarray(astro).save(d / "adobe.jpg", quality=95, exif=exif.tobytes())
+    Image.fromarray(astro).save(d / "lossless.webp", lossless=True)
+    assert _restore("-i", d, "-o", tmp_path / "out", "-s", "1") == 0
+    with Image.open(tmp_path / "out" / "restored_imgs" / "adobe.jpg") as im:
+        ex = im.getexif()
+        assert ex.get_ifd(0x8769).get(0xA001) == 0xFFFF and ex.get_ifd(0xA005).get(1) == "R03" and ex[0x010F] == "Canon"
+    data = (tmp_path / "out" / "restored_imgs" / "lossless.webp").read_bytes()
+    assert b"VP8L" in data[:64]
+    out = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    rec = json.loads((tmp_path / "out" / "records" / "lossless.json").read_text())
+    x0, y0, x1, y1 = (int(v) for v in rec["faces"][0]["bbox"])
+    pad = 60  # the pasted face's blend reaches a little beyond its box
+    keep = np.ones(astro.shape[:2], bool)
+    keep[max(0, y0 - pad) : y1 + pad, max(0, x0 - pad) : x1 + pad] = False
+    assert np.array_equal(out[keep], astro[keep])  # the background is bit-exact
+
+
+XMP = ('<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?><x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF '
+       'xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#"><rdf:Description rdf:about="" '
+       'xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:tiff="http://ns.adobe.com/tiff/1.0/" '
+       'xmlns:xmpMM="http://ns.adobe.com/xap/1.0/mm/" tiff:Orientation="1" xmpMM:InstanceID="xmp.iid:1234">'
+       '<dc:rights><rdf:Alt><rdf:li xml:lang="x-default">© 1962 Studio Lumière</rdf:li></rdf:Alt></dc:rights>'
+       '<tiff:ImageWidth>512</tiff:ImageWidth></rdf:Description></rdf:RDF></x:xmpmeta><?xpacket end="w"?>')
+
+
+def test_captions_keywords_and_copyright_are_carried_unless_stripped(tmp_path, astro):
+    """Photographer's audit: XMP (dc:rights, captions), a PNG's text chunks and a TIFF's Copyright / Artist /
+    ImageDescription were dropped. They are carried now, without what describes the input file (XMP's orientation:
+    a viewer would turn the upright output again; its size; its instance ID), and --strip-metadata drops them."""
+    from PIL import PngImagePlugin
+
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astro).save(d / "j.jpg", quality=95, xmp=XMP.encode(), comment=b"Grand-mere, 1962")
+    info = PngImagePlugin.PngInfo()
+    info.add_itxt("Copyright", "© Studio Lumière")
+    info.add_text("Description", "wedding")
+    Image.fromarray(astro).save(d / "p.png", pnginfo=info)
+    Image.fromarray(astro).save(d / "t.tif", tiffinfo={33432: "(c) Studio", 315: "A. Photographer", 270: "wedding"})
+    assert _restore("-i", d, "-o", tmp_path / "out", "-s", "1") == 0
+    o = tmp_path / "out" / "restored_imgs"
+    with Image.open(o / "j.jpg") as im:
+        x = im.info["xmp"].decode()
+        assert "© 1962 Studio Lumière" in x and "Orientation" not in x and "InstanceID" not in x and "ImageWidth" not in x
+        assert im.info.get("comment") == b"Grand-mere, 1962"
+    with Image.open(o / "p.png") as im:
+        assert im.text["Copyright"] == "© Studio Lumière" and im.text["Description"] == "wedding"
+    with Image.open(o / "t.tif") as im:
+        assert im.tag_v2[33432] == "(c) Studio" and im.tag_v2[315] == "A. Photographer" and im.tag_v2[270] == "wedding"
+    rec = json.loads((tmp_path / "out" / "records" / "j.json").read_text())
+    assert rec["image"]["xmp_kept"] and rec["image"]["text_kept"] == ["Comment"]
+    assert _restore("-i", d, "-o", tmp_path / "stripped", "-s", "1", "--strip-metadata") == 0
+    o = tmp_path / "stripped" / "restored_imgs"
+    with Image.open(o / "j.jpg") as im:
+        assert "xmp" not in im.info and "comment" not in im.info
+    with Image.open(o / "p.png") as im, Image.open(o / "t.tif") as t:
+        assert "Copyright" not in im.text and 33432 not in t.tag_v2
+
+
 def test_a_16_bit_gray_scan_keeps_its_gray_profile(tmp_path):
     from dynface.imageio import read_image
 

@@ -16,7 +16,12 @@ result back in the same shape:
   orientation, the pixel dimensions, the embedded thumbnail (it shows the unrestored photo) and the maker note
   (camera-private offsets that do not survive a rewrite), the file's change date and its unique ID (it is another
   image now); ``Software`` says dynfacerestore wrote it. A JPEG / PNG / WebP written from a photo without EXIF
-  gets that ``Software`` tag alone, so every such output says it was altered (TIFF outputs carry no EXIF).
+  gets that ``Software`` tag alone, so every such output says it was altered (TIFF outputs carry no EXIF). The
+  Interop IFD is written anew: its "R03" is a camera's Adobe RGB setting when no ICC profile says it.
+* **XMP and text** (captions, keywords, copyright: :func:`carried_xmp`, :func:`carried_text`) are carried too: the
+  XMP packet without what describes the input file (orientation, pixel size, thumbnail, document IDs), a PNG's text
+  chunks, a TIFF's ImageDescription / Artist / Copyright, a JPEG's comment. Not IPTC-IIM (a JPEG's APP13).
+* **Lossless WebP** is written back lossless (lossy WebP at quality 95).
 * **Grayscale** (``1``, ``L``, ``LA``, ``I;16``, ``I``, ``F``) is remembered (``was_gray``); the face restorer
   sees three equal channels and :func:`to_output_image` turns the result back into gray.
 * **Alpha** (``RGBA``, ``LA``, ``PA``, palette transparency) is split off and kept; it is resized with the
@@ -166,6 +171,9 @@ class LoadedImage:
     path: Path | None = None
     sha256: str | None = None  # of the file's bytes as decoded (dynface.provenance)
     notes: list[str] = field(default_factory=list)
+    lossless_webp: bool = False  # a lossless WebP (VP8L): written back lossless when the output is WebP
+    xmp: bytes | None = None  # the input's XMP (captions, keywords, copyright), minus what no longer holds (carried_xmp)
+    text: dict[str, str] = field(default_factory=dict)  # its captions and credits as text (carried_text)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -186,6 +194,8 @@ class LoadedImage:
             "has_alpha": self.alpha is not None,
             "exif_orientation": self.orientation,
             "exif_kept": self.exif is not None and keep_exif,
+            "xmp_kept": self.xmp is not None and keep_exif,
+            "text_kept": sorted(self.text) if keep_exif else [],
             "dpi": list(self.dpi) if self.dpi else None,
             "sha256": self.sha256,
             "notes": list(self.notes),
@@ -248,8 +258,23 @@ def read_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> LoadedImage:
     return img
 
 
+def _is_lossless_webp(data: bytes) -> bool:
+    """A WebP whose image is lossless: a ``VP8L`` chunk (the simple format's first, or one of the extended format's;
+    an animation's frames are in ``ANMF`` chunks, and it is read as its first frame)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return False
+    pos, end = 12, min(len(data), 12 + 64 * 2**10)  # the image chunk comes after a few small ones
+    while pos + 8 <= end:
+        tag, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if tag in (b"VP8L", b"VP8 "):
+            return tag == b"VP8L"
+        pos += 8 + size + (size & 1)
+    return False
+
+
 def _with_sha256(img: LoadedImage, data: bytes) -> LoadedImage:
     img.sha256 = hashlib.sha256(data).hexdigest()
+    img.lossless_webp = _is_lossless_webp(data)
     return img
 
 
@@ -717,6 +742,8 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
     except Exception:
         orientation = 1
     exif = carried_exif(im)
+    xmp = carried_xmp(im.info.get("xmp"), notes)
+    text = carried_text(im)
     dpi = _stated_dpi(im.info.get("dpi")) if _says_dpi(im) else None
     if orientation not in range(1, 9):
         orientation = 1
@@ -788,6 +815,8 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
         exif=exif,
         dpi=None if dpi is None else (dpi[::-1] if orientation in (5, 6, 7, 8) else dpi),  # turned with the picture
         notes=notes,
+        xmp=xmp,
+        text=text,
     )
 
 
@@ -883,7 +912,9 @@ _EXIF_DROP = (0x0112, 0x0201, 0x0202,  # orientation; a thumbnail's offset and l
               0x0132,  # DateTime, the file's change date: the input's (the date taken, DateTimeOriginal, stays)
               0x011A, 0x011B, 0x0128)  # X/Y resolution and its unit: written as the format's dpi, scaled (write_like_input)
 _EXIF_SUB_DROP = (0xA002, 0xA003, 0x927C, 0xA005,  # Exif IFD: pixel X / Y dimension, maker note, Interop pointer (an
-                  0xA420)  # offset into the old file), ImageUniqueID (asset managers would merge it with the input)
+                  0xA420)  # offset into the old file: the Interop IFD is written anew), ImageUniqueID (asset managers
+# would merge it with the input)
+_INTEROP_IFD = 0xA005  # its "R03" says Adobe RGB in a camera's JPEG that has no ICC profile (ColorSpace 0xFFFF)
 _SOFTWARE_TAG = 0x0131
 
 
@@ -926,6 +957,12 @@ def carried_exif(im: Image.Image) -> bytes | None:
             if tag not in _EXIF_DROP and tag not in (0x8769, 0x8825):
                 out[tag] = value
         sub = {t: v for t, v in src.get_ifd(0x8769).items() if t not in _EXIF_SUB_DROP}
+        try:  # a camera's Adobe RGB setting: without it a colour-managed viewer took the photo for sRGB (audit)
+            interop = dict(src.get_ifd(_INTEROP_IFD))
+        except Exception:  # noqa: BLE001  (a damaged Interop IFD: left out)
+            interop = {}
+        if interop:
+            sub[_INTEROP_IFD] = interop
         if sub:
             out[0x8769] = sub
         gps = dict(src.get_ifd(0x8825))
@@ -937,6 +974,59 @@ def carried_exif(im: Image.Image) -> bytes | None:
         return None
 
 
+# XMP properties that describe the input file, not the restored one: a second rotation, the old size, the old
+# thumbnail, the old file's identity (asset managers would merge the two)
+_XMP_DROP = ("tiff:Orientation", "tiff:ImageWidth", "tiff:ImageLength", "exif:PixelXDimension", "exif:PixelYDimension",
+             "xmpMM:InstanceID", "xmpMM:DocumentID", "xmp:Thumbnails")
+XMP_MOST_BYTES = 65_000  # a JPEG's XMP segment (extended XMP, split over several, is not written)
+
+
+def carried_xmp(xmp: bytes | str | None, notes: list[str] | None = None) -> bytes | None:
+    """The XMP packet a restored photo carries (captions, keywords, copyright, rating: what photo managers and
+    photographers keep there), minus :data:`_XMP_DROP` (as attributes or elements); None when there is none, it is
+    not UTF-8 text, or it is larger than :data:`XMP_MOST_BYTES` (then with a note)."""
+    if not xmp:
+        return None
+    try:
+        x = xmp.decode("utf-8") if isinstance(xmp, bytes) else str(xmp)
+    except UnicodeDecodeError:
+        return None
+    x = x.rstrip("\x00")
+    for name in _XMP_DROP:
+        q = re.escape(name)
+        x = re.sub(rf'\s{q}\s*=\s*"[^"]*"', "", x)
+        x = re.sub(rf"\s{q}\s*=\s*'[^']*'", "", x)
+        x = re.sub(rf"<{q}\b[^>]*/>", "", x)
+        x = re.sub(rf"<{q}\b[^>]*>.*?</{q}>", "", x, flags=re.S)
+    out = x.encode("utf-8")
+    if len(out) > XMP_MOST_BYTES:
+        if notes is not None:
+            notes.append(f"the XMP metadata ({len(out) // 1024} KB) is larger than one JPEG segment holds: left out")
+        return None
+    return out
+
+
+_PNG_TEXT = ("Title", "Author", "Description", "Copyright", "Creation Time", "Source", "Comment", "Disclaimer")
+_TIFF_TEXT = {270: "Description", 315: "Author", 33432: "Copyright"}  # ImageDescription, Artist, Copyright
+
+
+def carried_text(im: Image.Image) -> dict[str, str]:
+    """A photo's captions and credits as text, under PNG's keywords: a PNG's text chunks of those keywords, a TIFF's
+    ImageDescription / Artist / Copyright, a JPEG's comment (``Comment``)."""
+    out: dict[str, str] = {}
+    try:
+        if im.format == "PNG":
+            out = {k: str(v) for k, v in getattr(im, "text", {}).items() if k in _PNG_TEXT}
+        elif im.format == "TIFF":
+            out = {name: str(im.tag_v2[tag]) for tag, name in _TIFF_TEXT.items() if im.tag_v2.get(tag)}
+        elif im.format in ("JPEG", "MPO") and im.info.get("comment"):
+            c = im.info["comment"]
+            out = {"Comment": c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)}
+    except Exception:  # noqa: BLE001  (unreadable text: left out)
+        return {}
+    return {k: v for k, v in out.items() if v.strip()}
+
+
 def software_exif(altered: str = FACES_RESTORED) -> bytes:
     """The EXIF block of an output whose input had none: the ``Software`` tag alone (the output says what was done
     to it: ``altered``)."""
@@ -946,9 +1036,11 @@ def software_exif(altered: str = FACES_RESTORED) -> bytes:
 
 
 def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 95, icc_profile: bytes | None = None,
-               exif: bytes | None = None, dpi: tuple[float, float] | None = None) -> Path:
+               exif: bytes | None = None, dpi: tuple[float, float] | None = None, lossless: bool = False,
+               xmp: bytes | None = None, text: dict[str, str] | None = None) -> Path:
     """Write atomically (temporary file + rename) in the format of ``path``'s extension (``exif``: JPEG, PNG, WebP;
-    ``dpi``: JPEG, PNG, TIFF)."""
+    ``dpi``: JPEG, PNG, TIFF; ``lossless``: WebP; ``xmp``: JPEG, PNG, WebP, TIFF; ``text`` (:func:`carried_text`):
+    PNG's text chunks, a TIFF's tags, a JPEG's comment)."""
     path = Path(path)
     if isinstance(img, np.ndarray):
         img = Image.fromarray(img)
@@ -958,6 +1050,8 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
         if img.mode not in ("RGB", "L"):
             img = img.convert("RGB")
         kw.update(quality=quality, subsampling=0 if quality >= 90 else 2)
+    elif ext == "webp" and lossless:  # a lossless input stays lossless (its background came back changed: audit)
+        kw.update(lossless=True, quality=80, method=4)  # quality: the effort of lossless WebP
     elif ext == "webp":
         kw.update(quality=quality, method=4)
     elif ext == "png":
@@ -970,6 +1064,23 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
         kw["exif"] = exif
     if dpi and ext in ("jpg", "jpeg", "png", "tif", "tiff"):
         kw["dpi"] = dpi
+    text = text or {}
+    if ext in ("jpg", "jpeg", "webp") and xmp:
+        kw["xmp"] = xmp
+    if ext in ("jpg", "jpeg") and text.get("Comment"):
+        kw["comment"] = text["Comment"].encode("utf-8")
+    if ext == "png" and (xmp or text):
+        from PIL import PngImagePlugin
+
+        info = PngImagePlugin.PngInfo()
+        for k, v in text.items():
+            info.add_itxt(k, v)  # UTF-8 (tEXt is Latin-1)
+        if xmp:
+            info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"))
+        kw["pnginfo"] = info
+    if ext in ("tif", "tiff") and (xmp or text):
+        kw["tiffinfo"] = {**{tag: text[name] for tag, name in _TIFF_TEXT.items() if text.get(name)},
+                          **({700: xmp} if xmp else {})}
     atomic_save_image(img, path, **kw)
     return path
 
@@ -979,8 +1090,9 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
     """Write a processed photo in the original's shape (gray / alpha / ICC / EXIF; its stated print resolution
     scaled with the picture, so that a 600-dpi scan upscaled ×2 prints at the same size: 1200 dpi); returns the
     notes it produced. ``altered``: what its ``Software`` tag says was done to it. ``keep_exif=False``
-    (``--strip-metadata``): none of the input's EXIF (date, camera, GPS, ...), only the ``Software`` tag; the colour
-    profile and the print resolution, which say how to show and print the pixels, are kept."""
+    (``--strip-metadata``): none of the input's EXIF (date, camera, GPS, ...), XMP or text (captions, credits), only
+    the ``Software`` tag; the colour profile and the print resolution, which say how to show and print the pixels,
+    are kept."""
     notes: list[str] = []
     path = Path(path)
     im = to_output_image(rgb, src, ext=path.suffix.lstrip("."), notes=notes)
@@ -991,7 +1103,8 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
         dpi = (round(src.dpi[0] * w / w0, 3), round(src.dpi[1] * h / h0, 3))
     exif = (src.exif if keep_exif else None) or software_exif()
     save_image(im, path, quality=quality, icc_profile=icc, exif=exif if altered == FACES_RESTORED else
-               _with_software(exif, altered), dpi=dpi)
+               _with_software(exif, altered), dpi=dpi, lossless=src.lossless_webp,
+               xmp=src.xmp if keep_exif else None, text=src.text if keep_exif else None)
     return notes
 
 

@@ -168,7 +168,7 @@ class RestoreSettings:
     allow_input_dir: bool = False
     recursive: bool = False  # folders given as inputs: their sub-folders too
     keep_faceless: bool = False  # a photo without a detected face: written upscaled, as it is ("done"), not no_face
-    strip_metadata: bool = False  # write none of the input's EXIF (date, camera, GPS), only the Software tag
+    strip_metadata: bool = False  # write none of the input's EXIF, XMP or text (date, camera, GPS, captions), only Software
     deterministic: bool = True  # restore one face per call where batching could change the output (see per_face)
     exact: bool = False  # one face per call always: outputs byte-identical whatever the batching (see per_face)
     max_pixels: int = MAX_PIXELS  # largest decoded input, per file; every read in this layer is capped by it
