@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -313,6 +314,29 @@ def test_report_tells_a_finished_job_from_a_stopped_or_killed_one(tmp_path, crop
     run_job([crops], out3, RestoreSettings(aligned=True), restorer=Fake())
     assert main(["report", str(out3)]) == 0
     assert "finished" in capsys.readouterr().out
+
+
+def test_a_killed_job_resumed_to_the_end_no_longer_fails_the_report(tmp_path, crops, capsys):
+    """After one kill -9 and a complete --skip-existing resume, report exited 1 for ever ("1 earlier job(s) were
+    killed"), which trips monitoring (failure audit). A killed job with a finished job after it is behind us; one
+    after the last finished job is still said."""
+    from dynface.jobs import JOBS_NAME
+
+    (crops / "bad.png").unlink()
+    out = tmp_path / "out"
+    run_job([crops], out, RestoreSettings(aligned=True), restorer=Fake())
+    pid = _dead_pid()
+    killed = {"job": "start", "pid": pid, "host": os.uname().nodename, "inputs": 3, "todo": 3, "skipped": 0}
+    Manifest(out / JOBS_NAME).append_lines([{**killed, "id": f"h:{pid}:1", "time": time.time()}])
+    run_job([crops], out, RestoreSettings(aligned=True, skip_existing=True), restorer=Fake())  # the resume
+    assert main(["report", str(out)]) == 0
+    assert "earlier job(s) were killed" not in capsys.readouterr().out
+    # killed after the last finished job, then another killed last: both said, exit 1
+    Manifest(out / JOBS_NAME).append_lines([{**killed, "id": f"h:{pid}:2", "time": time.time() + 1},
+                                            {**killed, "id": f"h:{pid}:3", "time": time.time() + 2}])
+    assert main(["report", str(out)]) == 1
+    txt = capsys.readouterr().out
+    assert "1 earlier job(s) were killed" in txt and "killed (no end line" in txt
 
 
 def test_skip_existing_and_report_verify_tell_an_altered_output(tmp_path, crops, capsys):

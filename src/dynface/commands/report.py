@@ -100,7 +100,8 @@ def _job_status(start: dict, end: dict | None) -> str:
 def last_job(job_lines: list[dict], lines: list[dict]) -> dict | None:
     """How the last job of ``jobs.jsonl`` ended (see the module docstring): ``{"status", "started", "inputs", "todo",
     "lines", "earlier_killed"}`` (``lines``: manifest lines written since its start; ``earlier_killed``: the start
-    times of earlier jobs that were killed, e.g. one that overlapped the last), plus ``restored``/``failed``/``error``
+    times of earlier jobs that were killed, e.g. one that overlapped the last, and that no job started after them
+    finished), plus ``restored``/``failed``/``error``
     from its end line. None without job lines (a folder written before they were)."""
     ends = {d["id"]: d for d in job_lines if d["job"] == "end"}
     starts = [d for d in job_lines if d["job"] == "start"]
@@ -109,8 +110,14 @@ def last_job(job_lines: list[dict], lines: list[dict]) -> dict | None:
     start = starts[-1]
     end = ends.get(start["id"])
     since = sum(1 for d in lines if float(d.get("time") or 0) >= float(start["time"]))
+    status = [_job_status(d, ends.get(d["id"])) for d in starts]
+    # a killed job is behind us once a job that started after it finished (the resume with --skip-existing): report
+    # exited 1 for ever after one kill -9, however complete the folder was (failure audit); one that overlapped it
+    # (started before it) is no resume of it
+    finished = [float(d["time"]) for d, st in zip(starts, status, strict=True) if st == "finished"]
     rep = {"started": start["time"], "inputs": start.get("inputs"), "todo": start.get("todo"), "lines": since,
-           "earlier_killed": [d["time"] for d in starts[:-1] if _job_status(d, ends.get(d["id"])) == "killed"]}
+           "earlier_killed": [d["time"] for d, st in zip(starts[:-1], status, strict=False) if st == "killed"
+                              and not any(t > float(d["time"]) for t in finished)]}
     if end is not None:
         rep.update({k: end.get(k) for k in ("restored", "failed", "error") if end.get(k) is not None})
     return {"status": _job_status(start, end), **rep}
