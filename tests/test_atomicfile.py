@@ -55,3 +55,11 @@ except OSError as e:
     r = subprocess.run([sys.executable, "-c", code, str(target)], capture_output=True, text=True, timeout=120)
     assert r.stdout.strip() == "raised True", r.stdout + r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_names_the_file_not_its_temporary(tmp_path):
+    """A permission error named the hidden temporary (".photo.png.tmp31858"), which the user never sees."""
+    target = tmp_path / "photo.png"
+    with pytest.raises(OSError) as e, atomic_path(target) as tmp:
+        raise PermissionError(13, "Permission denied", str(tmp))
+    assert e.value.filename == str(target) and "tmp" not in str(e.value).rsplit("/", 1)[-1]

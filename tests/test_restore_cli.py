@@ -428,10 +428,14 @@ def test_usage_errors(tmp_path, astro, capsys):
     assert _restore("-i", str(tmp_path / "*.nomatch"), "-o", tmp_path / "o") == 2
     assert _restore("-i", d, "-o", tmp_path / "o", "--model", "missing-model") == 2
     assert "cannot load model" in capsys.readouterr().err
+    capsys.readouterr()
     for bad in (["-w", "1.5"], ["-s", "0"], ["--mode", "nope"], ["--batch-size", "0"]):
         with pytest.raises(SystemExit) as e:
             _restore("-i", d, "-o", tmp_path / "o", *bad)
         assert e.value.code == 2
+        err = capsys.readouterr().err  # the reason and where the options are, not 27 lines of usage first
+        assert err.startswith("dynface restore: error: ") and err.endswith("(all options: dynface restore -h)\n")
+        assert len(err.splitlines()) == 2, err
 
 
 def test_sigterm_ends_the_job_as_ctrl_c_does(tmp_path, astro):
@@ -1388,3 +1392,13 @@ def test_a_face_that_came_back_as_it_went_in_is_said(tmp_path, astro, capsys, mo
             "detail than the photo's own") in capsys.readouterr().out
     assert _restore("-i", d, "-o", tmp_path / "r", "-s", "2", "--detail", "restored") == 0
     assert "came back as they went in" not in capsys.readouterr().out
+
+
+def test_a_newline_in_a_file_name_does_not_split_the_summary_line(tmp_path, astro, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    (d / "new\nline.png").write_bytes(b"not an image")
+    assert _restore("-i", d, "-o", tmp_path / "o") == 1
+    out = capsys.readouterr().out
+    (line,) = [ln for ln in out.splitlines() if "FAILED" in ln]
+    assert "new?line.png: " in line and "not an image" in line

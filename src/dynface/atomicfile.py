@@ -33,6 +33,10 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:  # name the file being written, not its hidden temporary (".photo.png.tmp31858")
+        if e.filename is not None and os.fspath(e.filename) == os.fspath(tmp):
+            e.filename = os.fspath(path)
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

@@ -24,8 +24,16 @@ COMMANDS = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is its reason and where the options are, not the whole usage first: ``restore``'s is 27 lines,
+    with the reason below them (failure audit). Sub-command parsers are of this class too."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}\n(all options: {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dynface", description="DynFaceRestore: diffusion-guided blind face restoration (offline).")
+    p = _Parser(prog="dynface", description="DynFaceRestore: diffusion-guided blind face restoration (offline).")
     p.add_argument("--version", action="version", version=f"%(prog)s {importlib.import_module('dynface').__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for mod in COMMANDS:

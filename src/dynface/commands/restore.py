@@ -84,6 +84,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -308,7 +309,7 @@ def _run(args: argparse.Namespace) -> int:
             print(_plain_line(r, bar_base + seen[0], len(items), seen[0], time.monotonic() - t_start), file=sys.stderr,
                   flush=True)
         elif r.status in ("failed", "no_face") and not args.quiet:
-            tqdm.write(f"{_FAIL_LABEL[r.status]} {r.path}: {r.error}", file=sys.stderr)
+            tqdm.write(f"{_FAIL_LABEL[r.status]} {_shown(r.path)}: {r.error}", file=sys.stderr)
 
     # the bar starts after the skip check, at the number of complete inputs
     changed: dict[str, list[str]] = {}
@@ -348,7 +349,7 @@ def _plain_line(r: jobs.FileResult, n: int, total: int, run: int, elapsed: float
     what = (f"{r.faces} face(s), {r.seconds:.1f} s" if r.status == "done" else f"{r.error}")
     left = (total - n) * elapsed / run if run else 0.0
     eta = f"; {int(left // 3600)}:{int(left % 3600 // 60):02d}:{int(left % 60):02d} left" if n < total else ""
-    return f"[{n}/{total}] {_FAIL_LABEL.get(r.status, r.status)} {r.path}: {what}{eta}"
+    return f"[{n}/{total}] {_FAIL_LABEL.get(r.status, r.status)} {_shown(r.path)}: {what}{eta}"
 
 
 NOTE_GROUP = 3  # a note that more files share than this is printed once, with their count
@@ -371,13 +372,19 @@ def _note_lines(results: list[jobs.FileResult]) -> list[str]:
         for note in (n for n in r.notes if n in by_note):
             paths = by_note[note]
             if len(paths) <= NOTE_GROUP:
-                lines.append(f"  note    {r.path}: {note}")
+                lines.append(f"  note    {_shown(r.path)}: {note}")
             elif paths[0] == r.path:  # the group's line, where its first file is
-                lines.append(f"  note    {len(paths)} files: {note} ({', '.join(paths[:2])}, ...)")
+                lines.append(f"  note    {len(paths)} files: {note} ({', '.join(map(_shown, paths[:2]))}, ...)")
     return lines
 
 
 _FAIL_LABEL = {"failed": "FAILED", "no_face": "NO FACE"}
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _shown(path: str) -> str:
+    """A path as a line shows it: control characters (a newline in a file name split the line) as '?', as ls does."""
+    return _CONTROL.sub("?", str(path))
 
 
 def _print_summary(s: jobs.JobSummary, seconds: float | None = None) -> None:
@@ -399,7 +406,7 @@ def _print_summary(s: jobs.JobSummary, seconds: float | None = None) -> None:
         head += f"; {faces} face(s) in {seconds:.1f} s" + (f" ({seconds / faces:.2f} s/face, all included)" if faces else "")
     lines = [head + f" -> {s.out}"]
     for r in failed:
-        lines.append(f"  {_FAIL_LABEL[r.status]:<7} {r.path}: {r.error}")
+        lines.append(f"  {_FAIL_LABEL[r.status]:<7} {_shown(r.path)}: {r.error}")
     lines += _note_lines(failed + done)  # a failed file's notes too (the pages of a file not read, ...)
     for m in s.manifest_errors:
         lines.append(f"  warning manifest line not written: {m}")
