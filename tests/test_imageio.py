@@ -103,7 +103,10 @@ def test_16bit_png_gray_and_rgb(tmp_path):
     assert np.abs(im.rgb[:, :, 0].astype(int) - np.round(g16 / 257.0)).max() <= 1
     assert any("16-bit" in n for n in im.notes)
     write_like_input(im.rgb, im, tmp_path / "g16_out.png")
-    assert Image.open(tmp_path / "g16_out.png").mode == "L"
+    with Image.open(tmp_path / "g16_out.png") as back:  # gray, and 16-bit: the input's own levels (nothing restored)
+        assert back.mode == "I;16" and np.array_equal(np.asarray(back), g16)
+    write_like_input(im.rgb, im, tmp_path / "g16_out.jpg")
+    assert Image.open(tmp_path / "g16_out.jpg").mode == "L"
 
     rgb16 = (_rgb().astype(np.uint16) * 257 + 100).astype(np.uint16)
     cv2.imwrite(str(tmp_path / "c16.png"), rgb16[:, :, ::-1])

@@ -348,6 +348,46 @@ def test_a_16_bit_gray_scan_keeps_its_gray_profile(tmp_path):
     assert im.was_gray and im.icc_profile == _profile(b"GRAY")
 
 
+def test_a_16_bit_master_comes_back_16_bit_with_its_background_exact(tmp_path, astro, capsys):
+    """Photographer's audit: 16-bit masters came back 8-bit (a channel's 49,765 levels to 255: a smooth sky bands).
+    A 16-bit PNG or TIFF (RGB or gray) is now written at 16 bits: outside the faces the input itself (at -s 1
+    bit-exact; at -s 2 its Lanczos enlargement at 16 bits), the faces their 8-bit restoration; the profile, print
+    resolution, EXIF and text are carried as for 8-bit outputs. A JPEG asked for is 8-bit, with a note."""
+    import cv2
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    deep = astro.astype(np.uint16) * 257 + rng.integers(0, 257, astro.shape, dtype=np.uint16)  # all 16 bits used
+    d = tmp_path / "in"
+    d.mkdir()
+    cv2.imwrite(str(d / "rgb.png"), deep[..., ::-1])
+    gray = cv2.cvtColor(astro, cv2.COLOR_RGB2GRAY).astype(np.uint16) * 257 + rng.integers(0, 257, astro.shape[:2],
+                                                                                           dtype=np.uint16)
+    tifffile.imwrite(d / "gray.tif", gray, photometric="minisblack", resolution=(600, 600), resolutionunit="INCH",
+                     extratags=[(33432, "s", 0, "(c) Studio", True)])
+    assert _restore("-i", d, "-o", tmp_path / "o", "-s", "1") == 0
+    assert "a PNG or TIFF output keeps the 16 bits" in capsys.readouterr().out
+    for name, src in (("rgb.png", deep), ("gray.tif", gray)):
+        back = cv2.imread(str(tmp_path / "o" / "restored_imgs" / name), cv2.IMREAD_UNCHANGED)
+        assert back.dtype == np.uint16 and back.shape[:2] == src.shape[:2], name
+        back = back[..., ::-1] if back.ndim == 3 else back
+        rec = json.loads((tmp_path / "o" / "records" / f"{Path(name).stem}.json").read_text())
+        x0, y0, x1, y1 = (int(v) for v in rec["faces"][0]["bbox"])
+        keep = np.ones(src.shape[:2], bool)
+        keep[max(0, y0 - 60) : y1 + 60, max(0, x0 - 60) : x1 + 60] = False
+        assert np.array_equal(back[keep], src[keep]), name  # not a level lost outside the face
+        assert len(np.unique(back[keep])) > 10_000  # and 16 bits of them
+    with Image.open(tmp_path / "o" / "restored_imgs" / "gray.tif") as im:
+        assert im.tag_v2[33432] == "(c) Studio" and tuple(float(v) for v in im.info["dpi"]) == (600.0, 600.0)
+    assert _restore("-i", d / "rgb.png", "-o", tmp_path / "o2", "-s", "2") == 0
+    big = cv2.imread(str(tmp_path / "o2" / "restored_imgs" / "rgb.png"), cv2.IMREAD_UNCHANGED)[..., ::-1]
+    lanczos = cv2.resize(deep, (1024, 1024), interpolation=cv2.INTER_LANCZOS4)
+    assert big.dtype == np.uint16 and np.array_equal(big[:100], lanczos[:100])  # the top rows: sky, no face
+    capsys.readouterr()
+    assert _restore("-i", d / "rgb.png", "-o", tmp_path / "o3", "-s", "1", "--ext", "jpg") == 0
+    assert "the output is 8-bit: .jpg holds no more" in capsys.readouterr().out
+
+
 BG_CALLS: list[float] = []
 
 

@@ -162,13 +162,14 @@ def find_screen(rgb: np.ndarray, *, min_db: float = MIN_DB, isolation_db: float 
 
 
 def descreen(img: np.ndarray, screen: Screen) -> np.ndarray:
-    """``img`` (H×W×C or H×W, uint8 or float) smoothed by the screen's Gaussian (:func:`screen_sigma`); the dtype
-    kept (uint8 rounded)."""
+    """``img`` (H×W×C or H×W, uint8, uint16 or float) smoothed by the screen's Gaussian (:func:`screen_sigma`); the
+    dtype kept (integers rounded)."""
     import cv2
 
     x = np.asarray(img)
     out = cv2.GaussianBlur(x.astype(np.float32), (0, 0), sigmaX=screen.sigma_px, sigmaY=screen.sigma_px,
                            borderType=cv2.BORDER_REFLECT)
-    if x.dtype == np.uint8:
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    if np.issubdtype(x.dtype, np.integer):
+        info = np.iinfo(x.dtype)
+        return np.clip(np.rint(out), info.min, info.max).astype(x.dtype)
     return out.astype(x.dtype)

@@ -27,8 +27,9 @@ result back in the same shape:
 * **Alpha** (``RGBA``, ``LA``, ``PA``, palette transparency) is split off and kept; it is resized with the
   photo (Lanczos) when the output is upscaled, and re-attached on writing (PNG / WebP keep it; JPEG cannot,
   so ``--ext auto`` writes PNG for such inputs, and an explicit ``jpg`` drops it with a note).
-* **16-bit** PNG / TIFF is decoded at full depth (OpenCV) and rounded to 8 bits for processing; the output
-  is 8-bit and a note says so.
+* **16-bit** PNG / TIFF is decoded at full depth (OpenCV) and rounded to 8 bits for processing; without alpha the
+  16-bit picture is kept (``rgb16``) and a PNG / TIFF output is written at 16 bits (:func:`deepened`,
+  :func:`write_16bit`): the input's levels outside the faces, the faces' 8-bit restoration; else 8-bit, with a note.
 * **CMYK** (e.g. print JPEGs) is converted to RGB, through the embedded ICC profile when there is one.
 * **Print resolution** (DPI, from JFIF / PNG pHYs / TIFF / EXIF) is kept for JPEG, PNG and TIFF outputs, scaled
   with the upscale so the photo prints at its old size (a 600-dpi scan restored with ``-s 2``: 1200 dpi).
@@ -62,7 +63,9 @@ import io
 import logging
 import os
 import re
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -70,6 +73,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .atomicfile import atomic_write_bytes
 from .imaging import atomic_save_image
 
 try:  # HEIC / HEIF: libheif's decoder as a Pillow plugin (a core dependency; without it such files are refused)
@@ -174,6 +178,8 @@ class LoadedImage:
     lossless_webp: bool = False  # a lossless WebP (VP8L): written back lossless when the output is WebP
     xmp: bytes | None = None  # the input's XMP (captions, keywords, copyright), minus what no longer holds (carried_xmp)
     text: dict[str, str] = field(default_factory=dict)  # its captions and credits as text (carried_text)
+    rgb16: np.ndarray | None = None  # (H, W, 3) uint16, upright: a 16-bit PNG / TIFF without alpha as it is (written
+    # back at 16 bits: write_like_input)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -382,8 +388,10 @@ def _opencv_orients_tiff() -> bool:
     return a is not None and int(a.reshape(-1)[0]) == 255
 
 
-def _decode_high_depth(im: Image.Image, data: bytes, bits: int) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """Full-depth decoding with OpenCV → (rgb uint8, alpha uint8|None), or None when OpenCV cannot."""
+def _decode_high_depth(im: Image.Image, data: bytes,
+                       bits: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None] | None:
+    """Full-depth decoding with OpenCV → (rgb uint8, alpha uint8|None, rgb uint16|None: the 16-bit picture itself),
+    or None when OpenCV cannot."""
     try:
         import cv2
     except ImportError:  # pragma: no cover
@@ -406,8 +414,10 @@ def _decode_high_depth(im: Image.Image, data: bytes, bits: int) -> tuple[np.ndar
         rgb = a[:, :, ::-1]
     else:
         rgb, alpha = a[:, :, 2::-1], a[:, :, 3]
-    rgb8 = _to8(np.ascontiguousarray(rgb), bits)
-    return rgb8, (None if alpha is None else _to8(np.ascontiguousarray(alpha), bits))
+    rgb = np.ascontiguousarray(rgb)
+    rgb8 = _to8(rgb, bits)
+    deep = rgb if rgb.dtype == np.uint16 and bits == 16 else None
+    return rgb8, (None if alpha is None else _to8(np.ascontiguousarray(alpha), bits)), deep
 
 
 # ------------------------------------------------------------------------- formats only OpenCV reads
@@ -755,14 +765,21 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
     icc = im.info.get("icc_profile")
     alpha: np.ndarray | None = None
     rgb: np.ndarray | None = None
+    rgb16: np.ndarray | None = None
 
     if bits > 8 and mode not in ("F",):
         dec = _decode_high_depth(im, data, bits) if fmt in ("PNG", "TIFF") else None
         if dec is not None:
-            rgb, alpha = dec
+            rgb, alpha, rgb16 = dec
             if not (fmt == "TIFF" and _opencv_orients_tiff()):
                 rgb, alpha = _orient(rgb, orientation), (None if alpha is None else _orient(alpha, orientation))
-            notes.append(f"{bits}-bit input converted to 8-bit for processing; the output is 8-bit")
+                rgb16 = None if rgb16 is None else _orient(rgb16, orientation)
+            if rgb16 is not None and alpha is None:
+                notes.append(f"{bits}-bit input: its faces are restored in 8 bits; a PNG or TIFF output keeps the 16 "
+                             "bits (the photo outside the faces exactly)")
+            else:
+                rgb16 = None
+                notes.append(f"{bits}-bit input converted to 8-bit for processing; the output is 8-bit")
             if png_gray is not None:
                 was_gray = png_gray
     if rgb is None:
@@ -817,6 +834,7 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
         notes=notes,
         xmp=xmp,
         text=text,
+        rgb16=None if rgb16 is None else np.ascontiguousarray(rgb16),
     )
 
 
@@ -1086,13 +1104,14 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
 
 
 def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, quality: int = 95,
-                     altered: str = FACES_RESTORED, keep_exif: bool = True) -> list[str]:
+                     altered: str = FACES_RESTORED, keep_exif: bool = True, deep: bool = True) -> list[str]:
     """Write a processed photo in the original's shape (gray / alpha / ICC / EXIF; its stated print resolution
     scaled with the picture, so that a 600-dpi scan upscaled ×2 prints at the same size: 1200 dpi); returns the
     notes it produced. ``altered``: what its ``Software`` tag says was done to it. ``keep_exif=False``
     (``--strip-metadata``): none of the input's EXIF (date, camera, GPS, ...), XMP or text (captions, credits), only
     the ``Software`` tag; the colour profile and the print resolution, which say how to show and print the pixels,
-    are kept."""
+    are kept. A 16-bit input (``src.rgb16``) written as PNG or TIFF is written at 16 bits (:func:`deepened`; ``deep``:
+    ``rgb`` is ``src.rgb`` enlarged by Lanczos where the faces were not restored; False for another upscaler)."""
     notes: list[str] = []
     path = Path(path)
     im = to_output_image(rgb, src, ext=path.suffix.lstrip("."), notes=notes)
@@ -1102,10 +1121,99 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
         (w, h), (w0, h0) = im.size, src.size
         dpi = (round(src.dpi[0] * w / w0, 3), round(src.dpi[1] * h / h0, 3))
     exif = (src.exif if keep_exif else None) or software_exif()
+    ext = path.suffix.lower().lstrip(".")
+    if src.rgb16 is not None and deep and ext in ("png", "tif", "tiff"):
+        deep16 = deepened(np.asarray(rgb, dtype=np.uint8), src)
+        if deep16 is not None:
+            write_16bit(deep16, path, gray=src.was_gray, icc_profile=icc, dpi=dpi,
+                        exif=exif if altered == FACES_RESTORED else _with_software(exif, altered),
+                        xmp=src.xmp if keep_exif else None, text=src.text if keep_exif else None)
+            return notes
+    if src.rgb16 is not None:
+        notes.append(f"the output is 8-bit: .{ext} holds no more (PNG or TIFF keep a 16-bit input's depth)"
+                     if ext not in ("png", "tif", "tiff") else "the output is 8-bit (another background upscaler)")
     save_image(im, path, quality=quality, icc_profile=icc, exif=exif if altered == FACES_RESTORED else
                _with_software(exif, altered), dpi=dpi, lossless=src.lossless_webp,
                xmp=src.xmp if keep_exif else None, text=src.text if keep_exif else None)
     return notes
+
+
+def deepened(out8: np.ndarray, src: LoadedImage, rows: int = 512) -> np.ndarray | None:
+    """The restored photo ``out8`` (uint8, ``src.rgb`` enlarged by Lanczos to its size, faces pasted in) at 16 bits:
+    ``src.rgb16`` enlarged alike, plus 257 × what restoring changed (``out8`` minus ``src.rgb`` enlarged). Where
+    nothing changed, it is the 16-bit input itself (at ``-s 1`` bit-exact); a face holds its 8-bit restoration and
+    the input's finer levels. None when ``out8`` is smaller than the input (not an enlargement). In slices of
+    ``rows`` rows (a 48-MP output would need gigabytes at once)."""
+    import cv2
+
+    h, w = out8.shape[:2]
+    h0, w0 = src.rgb.shape[:2]
+    if h < h0 or w < w0 or src.rgb16 is None:
+        return None
+    same = (h, w) == (h0, w0)
+    up8 = src.rgb if same else cv2.resize(src.rgb, (w, h), interpolation=cv2.INTER_LANCZOS4)
+    up16 = src.rgb16 if same else cv2.resize(src.rgb16, (w, h), interpolation=cv2.INTER_LANCZOS4)
+    out = np.empty((h, w, 3), np.uint16)
+    for i in range(0, h, rows):
+        d = out8[i : i + rows].astype(np.int32) - up8[i : i + rows]
+        out[i : i + rows] = np.clip(up16[i : i + rows].astype(np.int32) + 257 * d, 0, 65535)
+    return out
+
+
+def write_16bit(rgb16: np.ndarray, path: str | Path, *, gray: bool = False, icc_profile: bytes | None = None,
+                dpi: tuple[float, float] | None = None, exif: bytes | None = None, xmp: bytes | None = None,
+                text: dict[str, str] | None = None) -> Path:
+    """Write a 16-bit picture (H, W, 3 uint16; ``gray``: as one channel, by Pillow's luma weights) as PNG or TIFF,
+    atomically, with the colour profile, print resolution, EXIF (PNG's ``eXIf``), XMP and text a :func:`save_image`
+    output would carry. Pillow writes no 16-bit RGB: the PNG is OpenCV's with the chunks added after its header, the
+    TIFF is tifffile's (deflate, lossless)."""
+    import cv2
+
+    path = Path(path)
+    ext = path.suffix.lower().lstrip(".")
+    a = rgb16
+    if gray:  # as Image.convert("L"): L = (19595 R + 38470 G + 7471 B + 2^15) >> 16
+        a = ((a[..., 0].astype(np.uint64) * 19595 + a[..., 1].astype(np.uint64) * 38470
+              + a[..., 2].astype(np.uint64) * 7471 + 32768) >> 16).astype(np.uint16)
+    text = dict(text or {})
+    if ext == "png":
+        ok, buf = cv2.imencode(".png", a if gray else np.ascontiguousarray(a[..., ::-1]))
+        if not ok:
+            raise OSError(f"cannot encode {path.name} as a 16-bit PNG")
+        data = bytes(buf)
+        chunks = []
+        if icc_profile:
+            chunks.append((b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(icc_profile)))
+        if dpi:
+            chunks.append((b"pHYs", struct.pack(">IIB", round(dpi[0] / 0.0254), round(dpi[1] / 0.0254), 1)))
+        if exif:
+            chunks.append((b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
+        for k, v in text.items():
+            chunks.append((b"iTXt", k.encode("latin-1", "replace")[:79] + b"\x00\x00\x00\x00\x00" + v.encode("utf-8")))
+        if xmp:
+            chunks.append((b"iTXt", b"XML:com.adobe.xmp\x00\x00\x00\x00\x00" + xmp))
+        end = 8 + 8 + struct.unpack(">I", data[8:12])[0] + 4  # after the signature and IHDR
+        data = data[:end] + b"".join(_png_chunk(t, c) for t, c in chunks) + data[end:]
+    elif ext in ("tif", "tiff"):
+        import tifffile
+
+        tags = [(tag, "s", 0, text[name], True) for tag, name in _TIFF_TEXT.items() if text.get(name)]
+        if xmp:
+            tags.append((700, "B", len(xmp), xmp, True))
+        out = io.BytesIO()
+        tifffile.imwrite(out, a, photometric="minisblack" if gray else "rgb", compression="zlib",
+                         iccprofile=icc_profile, resolution=tuple(dpi) if dpi else None,
+                         resolutionunit="INCH" if dpi else None, extratags=tags, metadata=None,
+                         software=_software())
+        data = out.getvalue()
+    else:
+        raise ValueError(f"16 bits are written as PNG or TIFF, not .{ext}")
+    atomic_write_bytes(data, path)
+    return path
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
 
 def stored_gray(mode: str, ext: str) -> bool:

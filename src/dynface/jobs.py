@@ -1624,6 +1624,8 @@ def _screen_of(img, s: RestoreSettings, notes: list[str]) -> dict | None:
     what = f"a halftone screen of {screen.period_px:.1f} px at {screen.angle_deg:.0f}°{ruling}"
     if s.descreen:
         img.rgb = descreen(img.rgb, screen)
+        if getattr(img, "rgb16", None) is not None:  # a 16-bit scan's depth, smoothed alike
+            img.rgb16 = descreen(img.rgb16, screen)
         notes.append(f"descreened: {what}, smoothed away (a Gaussian of σ {screen.sigma_px:.1f} px over the whole "
                      "photo) before its faces were looked for")
     else:
@@ -1739,8 +1741,10 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     photo_rel = f"restored_imgs/{it.stem}{sfx}.{ext}"
     box: list[list[str]] = []
     altered = imageio.FACES_RESTORED if res.restored else "no face found: upscaled as it is"  # --keep-faceless
+    deep = s.bg_upsampler in ("", "lanczos", "none")  # a 16-bit input's depth is kept around Lanczos's background
     writes.append(("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p, altered=altered,
-                                                                                 keep_exif=not s.strip_metadata))))
+                                                                                 keep_exif=not s.strip_metadata,
+                                                                                 deep=deep))))
     files = _write_outputs(out, it.stem, writes)
     written = list(files.values())
     for i, rec in enumerate(res.records):
