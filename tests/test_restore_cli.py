@@ -899,20 +899,28 @@ def test_b5_steps_checked_when_parsing(tmp_path, astro, monkeypatch, capsys):
         assert build_parser().parse_args(["restore", "-i", "x", "--steps", ok]).steps == ok
 
 
-def test_b6_a_failed_write_keeps_the_finished_files_of_its_batch(tmp_path, astro, monkeypatch, capsys):
+def _disk_full_for(monkeypatch, full):
+    """``imageio.save_image`` raising ENOSPC for the paths ``full(path)`` is true of; returns what gives the space
+    back."""
     import errno
 
     from dynface import imageio
 
-    d = _crop_dir(tmp_path, astro, {f"c{k}.png": (64, 64) for k in range(3)})
     real = imageio.save_image
 
-    def full_disk(img, path, *a, **kw):
-        if Path(path).name.startswith("c1"):
+    def save(img, path, *a, **kw):
+        if full(Path(path)):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(img, path, *a, **kw)
 
-    monkeypatch.setattr(imageio, "save_image", full_disk)
+    monkeypatch.setattr(imageio, "save_image", save)
+    return lambda: monkeypatch.setattr(imageio, "save_image", real)
+
+
+def test_b6_a_failed_write_keeps_the_finished_files_of_its_batch(tmp_path, astro, monkeypatch, capsys):
+
+    d = _crop_dir(tmp_path, astro, {f"c{k}.png": (64, 64) for k in range(3)})
+    space_again = _disk_full_for(monkeypatch, lambda p: p.name.startswith("c1"))
     out = tmp_path / "res"
     assert _restore("-i", d, "-o", out, "--aligned", "--batch-size", "3") == 1
     txt = capsys.readouterr().out
@@ -920,7 +928,7 @@ def test_b6_a_failed_write_keeps_the_finished_files_of_its_batch(tmp_path, astro
     assert f"c1.png: OutputFull: cannot write to {out}: No space left on device (free some space" in txt
     assert sorted(p.name for p in (out / "records").iterdir()) == ["c0.json", "c2.json"]
     assert not [p for p in out.rglob(".*")]
-    monkeypatch.setattr(imageio, "save_image", real)  # space again: the rerun completes exactly the missing one
+    space_again()  # the rerun completes exactly the missing one
     assert _restore("-i", d, "-o", out, "--aligned", "--skip-existing") == 0
     assert "1 restored, 2 skipped (complete), 0 failed" in capsys.readouterr().out
 
@@ -929,22 +937,12 @@ def test_a_full_disk_stops_the_run_after_the_file_it_failed_and_a_rerun_complete
                                                                                      capsys):
     """A full disk fails every file after it, each restored for nothing (hours on an archive): the run stops after
     the first, says why, exits 1, and --skip-existing does the rest once there is space (failure audit)."""
-    import errno
-
-    from dynface import imageio
 
     d = tmp_path / "in"
     d.mkdir()
     for name in ("a.png", "b.png", "c.png"):
         Image.fromarray(astro).save(d / name)
-    real = imageio.save_image
-
-    def full_disk(img, path, *a, **kw):
-        if Path(path).parent.name == "restored_imgs" and Path(path).name.startswith("b"):
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(img, path, *a, **kw)
-
-    monkeypatch.setattr(imageio, "save_image", full_disk)
+    space_again = _disk_full_for(monkeypatch, lambda p: p.parent.name == "restored_imgs" and p.name.startswith("b"))
     out = tmp_path / "res"
     assert _restore("-i", d, "-o", out, "-s", "1", "--exact") == 1
     txt = capsys.readouterr().out
@@ -952,7 +950,7 @@ def test_a_full_disk_stops_the_run_after_the_file_it_failed_and_a_rerun_complete
     assert f"b.png: OutputFull: cannot write to {out}: No space left on device" in txt
     assert sorted(p.name for p in (out / "records").iterdir()) == ["a.json"]
     assert not [p for p in out.rglob("b*")] and not [p for p in out.rglob(".*")]
-    monkeypatch.setattr(imageio, "save_image", real)
+    space_again()
     assert _restore("-i", d, "-o", out, "-s", "1", "--exact", "--skip-existing") == 0
     assert "2 restored, 1 skipped (complete), 0 failed" in capsys.readouterr().out
 
