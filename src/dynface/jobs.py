@@ -1624,7 +1624,7 @@ def _screen_of(img, s: RestoreSettings, notes: list[str]) -> dict | None:
     what = f"a halftone screen of {screen.period_px:.1f} px at {screen.angle_deg:.0f}°{ruling}"
     if s.descreen:
         img.rgb = descreen(img.rgb, screen)
-        if getattr(img, "rgb16", None) is not None:  # a 16-bit scan's depth, smoothed alike
+        if img.rgb16 is not None:  # a 16-bit scan's depth, smoothed alike
             img.rgb16 = descreen(img.rgb16, screen)
         notes.append(f"descreened: {what}, smoothed away (a Gaussian of σ {screen.sigma_px:.1f} px over the whole "
                      "photo) before its faces were looked for")
