@@ -775,8 +775,7 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
                 rgb, alpha = _orient(rgb, orientation), (None if alpha is None else _orient(alpha, orientation))
                 rgb16 = None if rgb16 is None else _orient(rgb16, orientation)
             if rgb16 is not None and alpha is None:
-                notes.append(f"{bits}-bit input: its faces are restored in 8 bits; a PNG or TIFF output keeps the 16 "
-                             "bits (the photo outside the faces exactly)")
+                notes.append(f"{bits}-bit input: its faces are restored in 8 bits; a PNG or TIFF output keeps 16 bits")
             else:
                 rgb16 = None
                 notes.append(f"{bits}-bit input converted to 8-bit for processing; the output is 8-bit")
@@ -1028,6 +1027,18 @@ _PNG_TEXT = ("Title", "Author", "Description", "Copyright", "Creation Time", "So
 _TIFF_TEXT = {270: "Description", 315: "Author", 33432: "Copyright"}  # ImageDescription, Artist, Copyright
 
 
+def _tiff_text(v) -> str:
+    """A TIFF text tag as text: UTF-8 (what tools write into ASCII tags; Pillow reads it as Latin-1: "Ã©" for "©"),
+    also when stored as bytes (a BYTE-typed Copyright came back as "b'\\xc2\\xa9 ...'"), NULs dropped."""
+    if isinstance(v, bytes | bytearray):
+        return bytes(v).rstrip(b"\x00").decode("utf-8", "replace")
+    v = str(v).rstrip("\x00")
+    try:
+        return v.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        return v
+
+
 def carried_text(im: Image.Image) -> dict[str, str]:
     """A photo's captions and credits as text, under PNG's keywords: a PNG's text chunks of those keywords, a TIFF's
     ImageDescription / Artist / Copyright, a JPEG's comment (``Comment``)."""
@@ -1036,7 +1047,7 @@ def carried_text(im: Image.Image) -> dict[str, str]:
         if im.format == "PNG":
             out = {k: str(v) for k, v in getattr(im, "text", {}).items() if k in _PNG_TEXT}
         elif im.format == "TIFF":
-            out = {name: str(im.tag_v2[tag]) for tag, name in _TIFF_TEXT.items() if im.tag_v2.get(tag)}
+            out = {name: _tiff_text(im.tag_v2[tag]) for tag, name in _TIFF_TEXT.items() if im.tag_v2.get(tag)}
         elif im.format in ("JPEG", "MPO") and im.info.get("comment"):
             c = im.info["comment"]
             out = {"Comment": c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c)}
@@ -1097,7 +1108,7 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
             info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"))
         kw["pnginfo"] = info
     if ext in ("tif", "tiff") and (xmp or text):
-        kw["tiffinfo"] = {**{tag: text[name] for tag, name in _TIFF_TEXT.items() if text.get(name)},
+        kw["tiffinfo"] = {**{tag: text[name].encode("utf-8") for tag, name in _TIFF_TEXT.items() if text.get(name)},
                           **({700: xmp} if xmp else {})}
     atomic_save_image(img, path, **kw)
     return path
@@ -1197,7 +1208,8 @@ def write_16bit(rgb16: np.ndarray, path: str | Path, *, gray: bool = False, icc_
     elif ext in ("tif", "tiff"):
         import tifffile
 
-        tags = [(tag, "s", 0, text[name], True) for tag, name in _TIFF_TEXT.items() if text.get(name)]
+        # UTF-8 in the ASCII tags, as exiftool and Lightroom write them (tifffile refused "©": the file failed)
+        tags = [(tag, "s", 0, text[name].encode("utf-8"), True) for tag, name in _TIFF_TEXT.items() if text.get(name)]
         if xmp:
             tags.append((700, "B", len(xmp), xmp, True))
         out = io.BytesIO()
