@@ -133,3 +133,12 @@ def test_restore_descreen_records_what_it_found_and_says_it(tmp_path, big_astron
     before = fine(Image.open(d / "clipping.png").convert("RGB"))
     photo = fine(descreen(big_astronaut, Screen(4.5, 45.0, 40.0, screen_sigma(4.5))))  # the photo's own, as smooth
     assert abs(fine(out) - photo) < 0.2 * photo and before > 4 * photo, (fine(out), photo, before)  # 12.8, 11.3, 59
+
+
+def test_a_smooth_16_bit_ramp_is_no_screen_though_its_8_bit_copy_has_steps():
+    """Rounded to 8 bits, a smooth 2-D ramp has regular steps that look like a screen (53 dB); the job layer looks
+    at a 16-bit input's own levels (audit: a 16-bit master's sky got the "looks printed" note)."""
+    yy, xx = np.mgrid[0:800, 0:800]
+    ramp = np.dstack([np.clip(xx * 30.0 + yy * 25.0, 0, 65535).astype(np.uint16)] * 3)
+    assert find_screen(ramp) is None
+    assert find_screen(((ramp.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)) is not None

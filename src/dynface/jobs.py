@@ -1612,8 +1612,8 @@ def _screen_of(img, s: RestoreSettings, notes: list[str]) -> dict | None:
     screen found, and none asked for)."""
     from dynface.descreen import descreen, find_screen
 
-    screen = find_screen(img.rgb)
-    dpi = img.dpi[0] if img.dpi else None
+    screen = find_screen(img.rgb if img.rgb16 is None else img.rgb16)  # a smooth 16-bit ramp rounded to 8 bits
+    dpi = img.dpi[0] if img.dpi else None  # has regular steps, which looked printed (audit)
     if screen is None:
         if s.descreen:
             notes.append("--descreen: no halftone screen found (not a printed photo, or its dots too fine for the "
