@@ -150,8 +150,14 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
     page.wait_for_selector("#restore", timeout=60_000)
     assert "Do not use it to identify anyone" in page.inner_text("body")  # what a restored face is, said up front
 
-    # a photo: restored, slider + table + explanation shown; Restore is off and Stop on while it runs
-    page.wait_for_function("document.querySelector('#status')?.getAttribute('aria-live') === 'polite'", timeout=30_000)
+    # a photo: restored, slider + table + explanation shown; Restore is off and Stop on while it runs; a screen
+    # reader hears the status's text when it changes, not Gradio's progress timer (accessibility audit)
+    page.wait_for_function("document.querySelector('#status-live')?.getAttribute('aria-live') === 'polite'",
+                           timeout=30_000)
+    assert page.get_attribute("#status", "aria-live") is None
+    page.evaluate("""() => { window.__live = []; new MutationObserver(() => window.__live.push(
+        document.querySelector('#status-live').textContent)).observe(document.querySelector('#status-live'),
+        {subtree: true, childList: true, characterData: true}); }""")
     page.locator("#files input[type=file]").set_input_files(str(photos["astronaut"]))
     page.wait_for_function("document.querySelector('#files').innerText.includes('astronaut')", timeout=60_000)
     page.click("#restore")
@@ -162,6 +168,10 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
                            timeout=30_000)
     status = page.inner_text("#status")
     assert "1 of 1 file(s) restored" in status and "astronaut.png: 1 face(s) restored" in status
+    page.wait_for_function("window.__live.length && window.__live.at(-1).includes('1 of 1 file(s) restored')",
+                           timeout=10_000)
+    said = page.evaluate("window.__live")
+    assert len(said) <= 3 and not any("processing" in t for t in said), said
     table = page.inner_text("#table")
     assert "astronaut.png" in table and "std*" in table and "NFE" in table
     page.wait_for_function(
@@ -170,6 +180,20 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
     sizes = page.eval_on_selector_all("#slider img", "els => els.map(e => [e.naturalWidth, e.naturalHeight])")
     assert [1024, 1024] in sizes  # the restored photo, upscaled x2
     page.wait_for_function("document.querySelectorAll('#explain img').length >= 5", timeout=60_000)
+    assert page.eval_on_selector_all("#slider img", "els => els.map(e => e.alt)")[:2] == [
+        "before: the input", "after: the restoration"]
+
+    # names, descriptions and contrast (accessibility audit): each control's info text is read with it, the sample
+    # buttons are named, the info texts are dark enough (WCAG AA: 4.5:1 for small text)
+    desc = page.evaluate("""() => { const c = document.querySelector('input[type=range]');
+        return (c.getAttribute('aria-describedby') || '').split(' ').map(i => document.getElementById(i)?.innerText)
+        .join(' '); }""")
+    assert "the model's default" in desc, desc
+    assert all(page.eval_on_selector_all("#samples button", "els => els.map(e => e.getAttribute('aria-label'))"))
+    rgb = page.evaluate("getComputedStyle(document.querySelector('.info-text')).color")
+    lum = [((c / 255) / 12.92 if c / 255 <= 0.04045 else ((c / 255 + 0.055) / 1.055) ** 2.4)
+           for c in map(int, re.findall(r"\d+", rgb)[:3])]
+    assert 1.05 / (0.2126 * lum[0] + 0.7152 * lum[1] + 0.0722 * lum[2] + 0.05) >= 4.5, rgb  # on white
 
     # the zip, in the CLI's layout
     with page.expect_download(timeout=60_000) as dl:
