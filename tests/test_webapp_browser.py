@@ -313,6 +313,22 @@ SPLIT_HEADER_WORDS_JS = """() => {
 }"""
 
 
+def test_a_keyboard_user_keeps_the_focus_through_a_request(server, browser, photos):
+    """Restore pressed with Enter turned itself off and the focus fell to the page (a screen reader said nothing, or
+    went back to the top; accessibility audit): it goes to Stop while the request runs, and back to Restore."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(server.url)
+    page.wait_for_selector("#restore", timeout=60_000)
+    page.locator("#files input[type=file]").set_input_files(str(photos["astronaut"]))
+    page.wait_for_function("document.querySelector('#files').innerText.includes('astronaut')", timeout=60_000)
+    page.focus("#restore")
+    page.keyboard.press("Enter")
+    page.wait_for_function("document.activeElement?.id === 'stop'", timeout=30_000)
+    page.wait_for_function("document.querySelector('#status').innerText.includes('file(s) restored')", timeout=300_000)
+    page.wait_for_function("document.activeElement?.id === 'restore'", timeout=30_000)
+    page.close()
+
+
 def test_the_table_is_readable_at_phone_width(server, browser, tmp_path):
     """At 390 px the per-face table's headers read "fa|ce", "NF|E", "s/fac|e" (Gradio's wrapping cells break
     anywhere): now they wrap at word boundaries only and the table scrolls sideways, not the page."""

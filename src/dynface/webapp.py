@@ -1045,7 +1045,10 @@ def build_app(app: WebApp):
         busy = run.click(_buttons(running=True), outputs=[run, stop], api_visibility="private", queue=False)
         busy.then(page_handler, inputs=inputs, outputs=[*outputs, player], api_visibility="private", concurrency_id="restore",
                   concurrency_limit=app.config.concurrency, show_progress="full", show_progress_on=[status]).then(
-            _buttons(running=False), outputs=[run, stop], api_visibility="private", queue=False)
+            _buttons(running=False), outputs=[run, stop], api_visibility="private", queue=False).then(
+            None, js=_focus_if_lost("restore"), api_visibility="private", queue=False)
+        # a keyboard user's focus, lost when Restore turned off, goes to Stop (and back to Restore at the end)
+        busy.then(None, js=_focus_if_lost("stop"), api_visibility="private", queue=False)
         stop.click(stop_handler, outputs=[stop], api_visibility="private", queue=False)
         api = gr.Button(visible=False)  # the /restore endpoint: refused requests are errors there
         api.click(restore_handler, inputs=inputs, outputs=outputs, api_name="restore", concurrency_id="restore",
@@ -1156,6 +1159,13 @@ PAGE_JS = """() => {
     .observe(document.body, {subtree: true, childList: true});
   name();
 }"""
+
+
+def _focus_if_lost(elem_id: str) -> str:
+    """Client-side: focus the element ``elem_id`` when the focus was lost to the page (a disabled button drops it;
+    accessibility audit), not when it is somewhere else (a user typing in a box keeps it)."""
+    return ("() => { setTimeout(() => { const a = document.activeElement; "
+            f"if (!a || a === document.body) document.getElementById({elem_id!r})?.focus(); }}, 50); }}")
 
 
 def _buttons(running: bool):
