@@ -182,6 +182,8 @@ def test_restore_in_the_browser(server, browser, photos, tmp_path):
     page.wait_for_function("document.querySelectorAll('#explain img').length >= 5", timeout=60_000)
     assert page.eval_on_selector_all("#slider img", "els => els.map(e => e.alt)")[:2] == [
         "before: the input", "after: the restoration"]
+    page.wait_for_function("[...document.querySelectorAll('#explain button')].some(b => "
+                           "(b.getAttribute('aria-label') || '').startsWith('RM(y)'))", timeout=10_000)
 
     # names, descriptions and contrast (accessibility audit): each control's info text is read with it, the sample
     # buttons are named, the info texts are dark enough (WCAG AA: 4.5:1 for small text)

@@ -1121,7 +1121,8 @@ def _unreadable_parameter(blocks: Sequence[Any], inputs: Sequence[Any], names: S
 #   in a 6-s request);
 # - each control's info text linked to it (aria-describedby: none was, so it was never read with the control), also
 #   for controls mounted later (the Advanced accordion mounts its own as it opens);
-# - names for what had none: the sample buttons (four empty buttons) and the slider's two pictures (alt "").
+# - names for what had none: the sample buttons (four empty buttons) and the slider's two pictures (alt ""); the
+#   galleries' thumbnails by their pictures' captions ("RM(y) · astronaut_00", not "Thumbnail 1 of 5").
 PAGE_JS = """() => {
   const s = document.getElementById('status');
   if (s && !document.getElementById('status-live')) {
@@ -1154,6 +1155,10 @@ PAGE_JS = """() => {
     });
     const pics = document.querySelectorAll('#slider img');
     if (pics.length >= 2) { pics[0].alt = 'before: the input'; pics[1].alt = 'after: the restoration'; }
+    document.querySelectorAll('#explain button, #gallery button').forEach((b) => {  // "Thumbnail 1 of 5": its picture's
+      const img = b.querySelector('img');                                           // caption says which map it is
+      if (img && img.alt && b.getAttribute('aria-label') !== img.alt) b.setAttribute('aria-label', img.alt);
+    });
   };
   new MutationObserver(() => { if (!queued) { queued = true; requestAnimationFrame(name); } })
     .observe(document.body, {subtree: true, childList: true});
