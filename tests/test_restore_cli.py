@@ -1445,3 +1445,18 @@ def test_a_newline_in_a_file_name_does_not_split_the_summary_line(tmp_path, astr
     out = capsys.readouterr().out
     (line,) = [ln for ln in out.splitlines() if "FAILED" in ln]
     assert "new?line.png: " in line and "not an image" in line
+
+
+def test_a_missing_input_among_others_fails_its_own_line_not_the_run(tmp_path, astro, capsys):
+    """`-i /nonexistent/x.jpg good.jpg` stopped everything with exit 2: one typo in a list of 1,000 paths stopped
+    the lot (failure audit). It is one failed line now, the rest restored; only when nothing named exists is it a
+    usage error."""
+    d = _folder(tmp_path, astro)
+    gone = tmp_path / "typo" / "x.jpg"
+    assert _restore("-i", gone, d, "-o", tmp_path / "o", "-s", "1") == 1
+    out = capsys.readouterr().out
+    assert f"FAILED  {gone}: no such file" in out and "1 restored" in out
+    line = [json.loads(x) for x in (tmp_path / "o" / "manifest.jsonl").read_text().splitlines() if "typo" in x]
+    assert line and line[-1]["status"] == "failed"
+    assert _restore("-i", gone, "-o", tmp_path / "o2") == 2
+    assert "input not found" in capsys.readouterr().err

@@ -396,9 +396,11 @@ def collect_inputs(specs: Sequence[str | Path], recursive: bool = False, exclude
     """The inputs of a job. Folders: their image files (hidden files skipped; with ``recursive`` also those of
     every sub-folder, see :func:`_scan_folder`; ``exclude``: folders never searched, e.g. the output folder; their
     videos only with ``videos``: hours of work each, they are left out of an archive unless asked for);
-    files and glob matches: taken as they are. A symlink that does not lead to a file (broken, or a loop) is kept
-    as an input, so that it is reported as failed instead of dropped. Each file is kept once."""
+    files and glob matches: taken as they are. A symlink that does not lead to a file (broken, or a loop), or a file
+    named that does not exist beside others that do, is kept as an input, so that it is reported as failed instead of
+    dropped (only when nothing named exists is it a :class:`UsageError`). Each file is kept once."""
     scan = InputScan(files=[], folders=[], ignored=[])
+    missing: list[Path] = []
     excluded = {safe_resolve(d) for d in exclude}
     for spec in specs:
         s = str(spec)
@@ -417,8 +419,11 @@ def collect_inputs(specs: Sequence[str | Path], recursive: bool = False, exclude
                     continue
                 if q.is_file() or q.is_symlink():
                     scan.files.append(q)
-        else:
-            raise UsageError(f"input not found: {s}")
+        else:  # a typo among many inputs fails its own line ("no such file"), not the whole run (failure audit)
+            missing.append(p)
+    if missing and not scan.files and not scan.folders:
+        raise UsageError(f"input not found: {missing[0]}")
+    scan.files += missing
     first: dict[Path, int] = {}
     uniq: list[Path] = []
     for f in scan.files:
