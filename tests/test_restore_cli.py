@@ -1460,3 +1460,27 @@ def test_a_missing_input_among_others_fails_its_own_line_not_the_run(tmp_path, a
     assert line and line[-1]["status"] == "failed"
     assert _restore("-i", gone, "-o", tmp_path / "o2") == 2
     assert "input not found" in capsys.readouterr().err
+
+
+
+def test_strip_location_keeps_everything_but_where_the_photo_was_taken(tmp_path, astro):
+    """For photos to share: --strip-metadata dropped the date, camera and copyright with the GPS position (audit:
+    "strip GPS, keep copyright"). --strip-location drops only where it was taken: EXIF's GPS IFD and XMP's GPS and
+    place properties."""
+    d = tmp_path / "in"
+    d.mkdir()
+    exif = Image.Exif()
+    exif[0x010F] = "Canon"
+    exif[0x8769] = {0x9003: "1962:07:14 10:00:00"}
+    exif[0x8825] = {1: "N", 2: (48.0, 51.0, 24.0)}
+    xmp = XMP.replace('tiff:Orientation="1"', 'tiff:Orientation="1" exif:GPSLatitude="48,51.4N" '
+                      'xmlns:exif="http://ns.adobe.com/exif/1.0/" xmlns:photoshop="http://ns.adobe.com/photoshop/1.0/"'
+                      ).replace("<tiff:ImageWidth>", "<photoshop:City>Paris</photoshop:City><tiff:ImageWidth>")
+    Image.fromarray(astro).save(d / "trip.jpg", quality=95, exif=exif.tobytes(), xmp=xmp.encode())
+    assert _restore("-i", d, "-o", tmp_path / "o", "-s", "1", "--strip-location") == 0
+    with Image.open(tmp_path / "o" / "restored_imgs" / "trip.jpg") as im:
+        e, x = im.getexif(), im.info["xmp"].decode()
+        assert not e.get_ifd(0x8825) and e[0x010F] == "Canon" and e.get_ifd(0x8769)[0x9003] == "1962:07:14 10:00:00"
+        assert "GPS" not in x and "Paris" not in x and "© 1962 Studio Lumière" in x
+    rec = json.loads((tmp_path / "o" / "records" / "trip.json").read_text())
+    assert rec["settings"]["flags"]["strip_location"] is True

@@ -313,6 +313,11 @@ def test_a_videos_recording_tags_are_kept_unless_stripped(tmp_path, face_frames)
     with av.open(str(tmp_path / "s" / "restored_videos" / "tagged.mp4")) as c:
         got = dict(c.metadata)
     assert not set(tags) & set(got) and "comment" in got
+    assert _restore("-i", tmp_path / "tagged.mov", "-o", tmp_path / "l", "-s", "1", "--strip-location") == 0
+    with av.open(str(tmp_path / "l" / "restored_videos" / "tagged.mp4")) as c:
+        got = dict(c.metadata)
+    assert {k: got.get(k) for k in tags if "location" not in k} == {k: v for k, v in tags.items() if "location" not in k}
+    assert not [k for k in got if "location" in k]  # where it was filmed: gone; when and with what: kept
 
 
 @pytest.mark.usefixtures("_fake")

@@ -1023,6 +1023,34 @@ def carried_xmp(xmp: bytes | str | None, notes: list[str] | None = None) -> byte
     return out
 
 
+_GPS_IFD = 0x8825
+# where a photo was taken, in XMP: EXIF's GPS properties and the IPTC places
+_XMP_PLACES = re.compile(r"(?:exif:GPS\w*|photoshop:(?:City|State|Country)|Iptc4xmpCore:(?:Location|CountryCode)|"
+                         r"Iptc4xmpExt:Location(?:Created|Shown))")
+
+
+def without_location(exif: bytes) -> bytes:
+    """``exif`` without its GPS IFD (``--strip-location``); unreadable EXIF goes whole, as it cannot be checked."""
+    try:
+        out = Image.Exif()
+        out.load(exif)
+        out.get_ifd(0x8769)  # loaded, so that tobytes writes it again
+        if _GPS_IFD in out:
+            del out[_GPS_IFD]
+        return out.tobytes()
+    except Exception:  # noqa: BLE001
+        return software_exif()
+
+
+def xmp_without_location(xmp: bytes) -> bytes:
+    """``xmp`` without :data:`_XMP_PLACES` (attributes or elements)."""
+    x = xmp.decode("utf-8")
+    x = re.sub(rf'\s{_XMP_PLACES.pattern}\s*=\s*(?:"[^"]*"|\'[^\']*\')', "", x)
+    x = re.sub(rf"<({_XMP_PLACES.pattern})\b[^>]*/>", "", x)
+    x = re.sub(rf"<({_XMP_PLACES.pattern})\b[^>]*>.*?</\1>", "", x, flags=re.S)
+    return x.encode("utf-8")
+
+
 _PNG_TEXT = ("Title", "Author", "Description", "Copyright", "Creation Time", "Source", "Comment", "Disclaimer")
 _TIFF_TEXT = {270: "Description", 315: "Author", 33432: "Copyright"}  # ImageDescription, Artist, Copyright
 
@@ -1115,7 +1143,8 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
 
 
 def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, quality: int = 95,
-                     altered: str = FACES_RESTORED, keep_exif: bool = True, deep: bool = True) -> list[str]:
+                     altered: str = FACES_RESTORED, keep_exif: bool = True, deep: bool = True,
+                     keep_location: bool = True) -> list[str]:
     """Write a processed photo in the original's shape (gray / alpha / ICC / EXIF; its stated print resolution
     scaled with the picture, so that a 600-dpi scan upscaled ×2 prints at the same size: 1200 dpi); returns the
     notes it produced. ``altered``: what its ``Software`` tag says was done to it. ``keep_exif=False``
@@ -1132,20 +1161,23 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
         (w, h), (w0, h0) = im.size, src.size
         dpi = (round(src.dpi[0] * w / w0, 3), round(src.dpi[1] * h / h0, 3))
     exif = (src.exif if keep_exif else None) or software_exif()
+    xmp = src.xmp if keep_exif else None
+    if not keep_location:  # --strip-location: the date, camera and captions stay
+        exif, xmp = without_location(exif), None if xmp is None else xmp_without_location(xmp)
     ext = path.suffix.lower().lstrip(".")
     if src.rgb16 is not None and deep and ext in ("png", "tif", "tiff"):
         deep16 = deepened(np.asarray(rgb, dtype=np.uint8), src)
         if deep16 is not None:
             write_16bit(deep16, path, gray=src.was_gray, icc_profile=icc, dpi=dpi,
                         exif=exif if altered == FACES_RESTORED else _with_software(exif, altered),
-                        xmp=src.xmp if keep_exif else None, text=src.text if keep_exif else None)
+                        xmp=xmp, text=src.text if keep_exif else None)
             return notes
     if src.rgb16 is not None:
         notes.append(f"the output is 8-bit: .{ext} holds no more (PNG or TIFF keep a 16-bit input's depth)"
                      if ext not in ("png", "tif", "tiff") else "the output is 8-bit (another background upscaler)")
     save_image(im, path, quality=quality, icc_profile=icc, exif=exif if altered == FACES_RESTORED else
                _with_software(exif, altered), dpi=dpi, lossless=src.lossless_webp,
-               xmp=src.xmp if keep_exif else None, text=src.text if keep_exif else None)
+               xmp=xmp, text=src.text if keep_exif else None)
     return notes
 
 

@@ -169,6 +169,7 @@ class RestoreSettings:
     recursive: bool = False  # folders given as inputs: their sub-folders too
     keep_faceless: bool = False  # a photo without a detected face: written upscaled, as it is ("done"), not no_face
     strip_metadata: bool = False  # write none of the input's EXIF, XMP or text (date, camera, GPS, captions), only Software
+    strip_location: bool = False  # write the metadata without where it was taken (GPS, XMP places, a video's location)
     deterministic: bool = True  # restore one face per call where batching could change the output (see per_face)
     exact: bool = False  # one face per call always: outputs byte-identical whatever the batching (see per_face)
     max_pixels: int = MAX_PIXELS  # largest decoded input, per file; every read in this layer is capped by it
@@ -1145,7 +1146,7 @@ def _all_on_disk(out: Path, rels: list[str], on_disk: set[str] | None = None) ->
 OUTPUT_FLAGS = ("model", "mode", "steps", "seed", "fidelity", "upscale", "aligned", "ext", "suffix", "precision",
                 "detail", "color_fix", "guidance", "dblm", "dgsa", "dsst", "restorer", "input_template", "alignment",
                 "only_center_face", "draw_box", "detector", "detect_side", "detect_turned", "detect_edges", "bg_upsampler", "min_score", "border", "save_maps", "exact",
-                "strip_metadata", "clip", "grain", "dust", "descreen")
+                "strip_metadata", "clip", "grain", "dust", "descreen", "strip_location")
 
 
 def output_flags(settings: RestoreSettings) -> dict:
@@ -1749,7 +1750,8 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
     deep = s.bg_upsampler in ("", "lanczos", "none")  # a 16-bit input's depth is kept around Lanczos's background
     writes.append(("photo", photo_rel, lambda p: box.append(imageio.write_like_input(res.photo, img, p, altered=altered,
                                                                                  keep_exif=not s.strip_metadata,
-                                                                                 deep=deep))))
+                                                                                 deep=deep,
+                                                                                 keep_location=not s.strip_location))))
     files = _write_outputs(out, it.stem, writes)
     written = list(files.values())
     for i, rec in enumerate(res.records):
@@ -1940,6 +1942,8 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         # the recording's tags (date, place, camera) as photos keep their EXIF, unless --strip-metadata; and what
         # the video now is, as a restored photo's Software tag says it
         kept = {} if s.strip_metadata else reader.metadata
+        if s.strip_location:  # "location", a phone's "com.apple.quicktime.location.ISO6709", "location-eng"
+            kept = {k: v for k, v in kept.items() if "location" not in k.lower()}
         tags = {**kept, "comment": imageio.FACES_RESTORED + (f"; {kept['comment']}" if kept.get("comment") else "")}
         counts: list[int] = []
         followed: list[int] = []  # per frame, faces followed from the frame before (follow_faces)
@@ -2423,7 +2427,8 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
     if img.was_gray:
         notes.append(_gray_note(fext))
     writes = [  # the restored crop is the input's result, as restored_imgs/ is a photo's: its profile, EXIF, dpi
-        ("restored_face", f"restored_faces/{it.stem}{sfx}.{fext}", lambda p: notes.extend(imageio.write_like_input(face, img, p, keep_exif=not s.strip_metadata))),
+        ("restored_face", f"restored_faces/{it.stem}{sfx}.{fext}", lambda p: notes.extend(imageio.write_like_input(face, img, p, keep_exif=not s.strip_metadata,
+                                                                                      keep_location=not s.strip_location))),
         ("cmp", f"cmp/{it.stem}.png", lambda p: _save_like(_side_by_side(img.rgb, face), p, img, imageio.SIDE_BY_SIDE)),
     ]
     if x.affine is not None:  # re-aligned: what the model was given, as a photo's cropped_faces/
