@@ -317,12 +317,18 @@ SPLIT_HEADER_WORDS_JS = """() => {
 
 def test_a_keyboard_user_keeps_the_focus_through_a_request(server, browser, photos):
     """Restore pressed with Enter turned itself off and the focus fell to the page (a screen reader said nothing, or
-    went back to the top; accessibility audit): it goes to Stop while the request runs, and back to Restore."""
+    went back to the top; accessibility audit): it goes to Stop while the request runs, and back to Restore. The
+    accordions say whether they are open (aria-expanded), also once opened from the keyboard."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(server.url)
     page.wait_for_selector("#restore", timeout=60_000)
     page.locator("#files input[type=file]").set_input_files(str(photos["astronaut"]))
     page.wait_for_function("document.querySelector('#files').innerText.includes('astronaut')", timeout=60_000)
+    expanded = "() => [...document.querySelectorAll('.label-wrap')].map(h => h.getAttribute('aria-expanded'))"
+    page.wait_for_function(f"({expanded})().join() === 'true,false'", timeout=10_000)  # Settings open, Advanced not
+    page.locator(".label-wrap", has_text="Advanced").focus()
+    page.keyboard.press("Enter")  # opened from the keyboard, and said so
+    page.wait_for_function(f"({expanded})().join() === 'true,true'", timeout=10_000)
     page.focus("#restore")
     page.keyboard.press("Enter")
     page.wait_for_function("document.activeElement?.id === 'stop'", timeout=30_000)

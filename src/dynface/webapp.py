@@ -1122,7 +1122,8 @@ def _unreadable_parameter(blocks: Sequence[Any], inputs: Sequence[Any], names: S
 # - each control's info text linked to it (aria-describedby: none was, so it was never read with the control), also
 #   for controls mounted later (the Advanced accordion mounts its own as it opens);
 # - names for what had none: the sample buttons (four empty buttons) and the slider's two pictures (alt ""); the
-#   galleries' thumbnails by their pictures' captions ("RM(y) · astronaut_00", not "Thumbnail 1 of 5").
+#   galleries' thumbnails by their pictures' captions ("RM(y) · astronaut_00", not "Thumbnail 1 of 5"); the
+#   accordions' open state (aria-expanded), their "▼" hidden from screen readers.
 PAGE_JS = """() => {
   const s = document.getElementById('status');
   if (s && !document.getElementById('status-live')) {
@@ -1155,6 +1156,10 @@ PAGE_JS = """() => {
     });
     const pics = document.querySelectorAll('#slider img');
     if (pics.length >= 2) { pics[0].alt = 'before: the input'; pics[1].alt = 'after: the restoration'; }
+    document.querySelectorAll('.label-wrap').forEach((h) => {  // accordions say whether they are open; "▼" is not read
+      h.setAttribute('aria-expanded', h.classList.contains('open'));
+      h.querySelector('.icon')?.setAttribute('aria-hidden', 'true');
+    });
     document.querySelectorAll('#explain button, #gallery button').forEach((b) => {  // "Thumbnail 1 of 5": its picture's
       const img = b.querySelector('img');                                           // caption says which map it is
       if (img && img.alt && b.getAttribute('aria-label') !== img.alt) b.setAttribute('aria-label', img.alt);
@@ -1162,6 +1167,10 @@ PAGE_JS = """() => {
   };
   new MutationObserver(() => { if (!queued) { queued = true; requestAnimationFrame(name); } })
     .observe(document.body, {subtree: true, childList: true});
+  document.addEventListener('click', (e) => {  // an accordion opened or closed (a class change, not a new node)
+    const h = e.target.closest && e.target.closest('.label-wrap');
+    if (h) setTimeout(() => h.setAttribute('aria-expanded', h.classList.contains('open')), 0);
+  }, true);
   name();
 }"""
 
