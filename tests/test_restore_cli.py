@@ -1484,3 +1484,51 @@ def test_strip_location_keeps_everything_but_where_the_photo_was_taken(tmp_path,
         assert "GPS" not in x and "Paris" not in x and "© 1962 Studio Lumière" in x
     rec = json.loads((tmp_path / "o" / "records" / "trip.json").read_text())
     assert rec["settings"]["flags"]["strip_location"] is True
+
+
+
+def _gray_gamma_profile(gamma: float) -> bytes:
+    """A minimal ICC v2 gray display profile (header, tag table: desc, wtpt D50, kTRC = gamma), as ICC.1:2001-04
+    lays it out."""
+    import struct
+
+    def s15(x: float) -> bytes:
+        return struct.pack(">i", round(x * 65536))
+
+    name = b"gray gamma test\0"
+    tags = [(b"desc", b"desc\0\0\0\0" + struct.pack(">I", len(name)) + name + bytes(4 + 4 + 2 + 1 + 67)),
+            (b"wtpt", b"XYZ \0\0\0\0" + s15(0.9642) + s15(1.0) + s15(0.8249)),
+            (b"kTRC", b"curv\0\0\0\0" + struct.pack(">IH", 1, round(gamma * 256)) + b"\0\0")]
+    offset, table, body = 128 + 4 + 12 * len(tags), b"", b""
+    for sig, tag in tags:
+        tag += bytes(-len(tag) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(tag))
+        body += tag
+    size = offset + len(body)
+    header = (struct.pack(">I", size) + b"lcms" + bytes([2, 0x10, 0, 0]) + b"mntrGRAYXYZ " + bytes(12) + b"acsp"
+              + bytes(24) + struct.pack(">I", 0) + s15(0.9642) + s15(1.0) + s15(0.8249) + bytes(48))
+    assert len(header) == 128
+    return header + struct.pack(">I", len(tags)) + table + body
+
+
+def test_a_gray_photo_with_a_gray_profile_written_as_webp_keeps_its_tones(tmp_path, astro):
+    """WebP stores RGB: the gray profile cannot go with it, and the gamma-1.8 tones were then read as sRGB (11.5
+    levels darker in a colour-managed viewer: photographer's audit). They are converted to sRGB, with its profile."""
+    import io
+
+    from PIL import ImageCms
+
+    icc = _gray_gamma_profile(1.8)
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astro).convert("L").save(d / "old.png", icc_profile=icc)
+    assert _restore("-i", d, "-o", tmp_path / "o", "-s", "1", "--ext", "webp") == 0
+    with Image.open(tmp_path / "o" / "restored_imgs" / "old.webp") as im:
+        got, prof = np.asarray(im.convert("RGB")), im.info.get("icc_profile")
+    assert prof and ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(prof))).startswith("sRGB")
+    want = np.asarray(ImageCms.profileToProfile(Image.fromarray(astro).convert("L"), ImageCms.ImageCmsProfile(
+        io.BytesIO(icc)), ImageCms.createProfile("sRGB"), outputMode="RGB"))
+    corner = (slice(0, 60), slice(400, 512))  # no face: only the profile's conversion (and WebP's loss) differ
+    assert np.abs(got[corner].astype(int) - want[corner]).mean() < 2.0
+    plain = np.asarray(Image.fromarray(astro).convert("L"))[corner][..., None]  # the tones as they were written
+    assert np.abs(got[corner].astype(int) - plain).mean() > 5

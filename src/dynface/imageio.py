@@ -1156,6 +1156,9 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
     path = Path(path)
     im = to_output_image(rgb, src, ext=path.suffix.lstrip("."), notes=notes)
     icc = fitting_profile(src.icc_profile, im.mode, path.suffix)
+    if icc is None and src.icc_profile and bytes(src.icc_profile[16:20]) == b"GRAY" and not stored_gray(im.mode,
+                                                                                                       path.suffix):
+        im, icc = _gray_profile_to_srgb(im, src.icc_profile)
     dpi = None
     if src.dpi:
         (w, h), (w0, h0) = im.size, src.size
@@ -1258,6 +1261,24 @@ def write_16bit(rgb16: np.ndarray, path: str | Path, *, gray: bool = False, icc_
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def _gray_profile_to_srgb(im: Image.Image, gray_icc: bytes) -> tuple[Image.Image, bytes | None]:
+    """A gray picture with a gray profile, for a file that stores RGB (WebP): its tones converted from the profile
+    to sRGB, with sRGB's profile (photographer's audit: the gray profile was dropped and the gamma-1.8 tones then
+    read as sRGB, 11.5 levels darker). Unchanged, without a profile, when littlecms cannot use the profile."""
+    from PIL import ImageCms
+
+    try:
+        alpha = im.getchannel("A") if im.mode in ("LA", "RGBA") else None
+        gray = im.convert("L")
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        out = ImageCms.profileToProfile(gray, ImageCms.ImageCmsProfile(io.BytesIO(gray_icc)), srgb, outputMode="RGB")
+    except Exception:  # noqa: BLE001  (a profile littlecms refuses: as before)
+        return im, None
+    if alpha is not None:
+        out.putalpha(alpha)
+    return out, srgb.tobytes()
 
 
 def stored_gray(mode: str, ext: str) -> bool:
