@@ -67,7 +67,7 @@ import cv2
 import numpy as np
 
 from .detail import check_detail_mode, keep_detail
-from .imaging import as_rgb_uint8
+from .imaging import as_rgb_uint8, lanczos_resize
 
 FFHQ_TEMPLATE_512 = np.array(
     [[192.98138, 239.94708], [318.90277, 240.1936], [256.63416, 314.01935], [201.26117, 371.41043], [313.08905, 371.15118]],
@@ -767,23 +767,12 @@ def upscale_background(img: np.ndarray, upscale: float, bg_upsampler: Callable[[
     if bg_upsampler is not None:
         out = np.asarray(bg_upsampler(img, upscale), dtype=np.uint8)
         if out.shape[:2] != (size[1], size[0]):
-            out = _resize(out, size)
+            out = lanczos_resize(out, size)
         out = np.ascontiguousarray(out[:, :, :3])
         return out if out.flags.writeable else out.copy()
     if size == (w, h):
         return img.copy()
-    return _resize(img, size)
-
-
-def _resize(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Lanczos resize to ``size`` (w, h): OpenCV's Lanczos-4 when enlarging (no extra copies of a big photo),
-    Pillow's antialiased Lanczos when shrinking."""
-    h, w = img.shape[:2]
-    if size[0] >= w and size[1] >= h:
-        return cv2.resize(img, size, interpolation=cv2.INTER_LANCZOS4)
-    from PIL import Image
-
-    return np.array(Image.fromarray(img).resize(size, Image.LANCZOS))  # a writable copy
+    return lanczos_resize(img, size)
 
 
 def draw_boxes(img: np.ndarray, boxes: Sequence[Sequence[float]], scale_xy: tuple[float, float] = (1.0, 1.0), color=(0, 255, 0),

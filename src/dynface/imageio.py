@@ -74,7 +74,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .atomicfile import atomic_write_bytes
-from .imaging import atomic_save_image
+from .imaging import atomic_save_image, lanczos_resize
 
 try:  # HEIC / HEIF: libheif's decoder as a Pillow plugin (a core dependency; without it such files are refused)
     import pi_heif
@@ -1008,14 +1008,7 @@ def carried_xmp(xmp: bytes | str | None, notes: list[str] | None = None) -> byte
         x = xmp.decode("utf-8") if isinstance(xmp, bytes) else str(xmp)
     except UnicodeDecodeError:
         return None
-    x = x.rstrip("\x00")
-    for name in _XMP_DROP:
-        q = re.escape(name)
-        x = re.sub(rf'\s{q}\s*=\s*"[^"]*"', "", x)
-        x = re.sub(rf"\s{q}\s*=\s*'[^']*'", "", x)
-        x = re.sub(rf"<{q}\b[^>]*/>", "", x)
-        x = re.sub(rf"<{q}\b[^>]*>.*?</{q}>", "", x, flags=re.S)
-    out = x.encode("utf-8")
+    out = _without_xmp_properties(x.rstrip("\x00"), "|".join(map(re.escape, _XMP_DROP))).encode("utf-8")
     if len(out) > XMP_MOST_BYTES:
         if notes is not None:
             notes.append(f"the XMP metadata ({len(out) // 1024} KB) is larger than one JPEG segment holds: left out")
@@ -1025,8 +1018,8 @@ def carried_xmp(xmp: bytes | str | None, notes: list[str] | None = None) -> byte
 
 _GPS_IFD = 0x8825
 # where a photo was taken, in XMP: EXIF's GPS properties and the IPTC places
-_XMP_PLACES = re.compile(r"(?:exif:GPS\w*|photoshop:(?:City|State|Country)|Iptc4xmpCore:(?:Location|CountryCode)|"
-                         r"Iptc4xmpExt:Location(?:Created|Shown))")
+_XMP_PLACES = (r"exif:GPS\w*|photoshop:(?:City|State|Country)|Iptc4xmpCore:(?:Location|CountryCode)|"
+               r"Iptc4xmpExt:Location(?:Created|Shown)")
 
 
 def without_location(exif: bytes) -> bytes:
@@ -1044,11 +1037,15 @@ def without_location(exif: bytes) -> bytes:
 
 def xmp_without_location(xmp: bytes) -> bytes:
     """``xmp`` without :data:`_XMP_PLACES` (attributes or elements)."""
-    x = xmp.decode("utf-8")
-    x = re.sub(rf'\s{_XMP_PLACES.pattern}\s*=\s*(?:"[^"]*"|\'[^\']*\')', "", x)
-    x = re.sub(rf"<({_XMP_PLACES.pattern})\b[^>]*/>", "", x)
-    x = re.sub(rf"<({_XMP_PLACES.pattern})\b[^>]*>.*?</\1>", "", x, flags=re.S)
-    return x.encode("utf-8")
+    return _without_xmp_properties(xmp.decode("utf-8"), _XMP_PLACES).encode("utf-8")
+
+
+def _without_xmp_properties(x: str, names: str) -> str:
+    """XMP text without the properties whose qualified names match the regular expression ``names``, written as
+    attributes (``tiff:Orientation="6"``) or as elements (empty, or with content)."""
+    x = re.sub(rf"""\s(?:{names})\s*=\s*(?:"[^"]*"|'[^']*')""", "", x)
+    x = re.sub(rf"<(?:{names})\b[^>]*/>", "", x)
+    return re.sub(rf"<((?:{names}))\b[^>]*>.*?</\1>", "", x, flags=re.S)
 
 
 _PNG_TEXT = ("Title", "Author", "Description", "Copyright", "Creation Time", "Source", "Comment", "Disclaimer")
@@ -1167,20 +1164,20 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
     xmp = src.xmp if keep_exif else None
     if not keep_location:  # --strip-location: the date, camera and captions stay
         exif, xmp = without_location(exif), None if xmp is None else xmp_without_location(xmp)
+    if altered != FACES_RESTORED:
+        exif = _with_software(exif, altered)
     ext = path.suffix.lower().lstrip(".")
     if src.rgb16 is not None and deep and ext in ("png", "tif", "tiff"):
         deep16 = deepened(np.asarray(rgb, dtype=np.uint8), src)
         if deep16 is not None:
             write_16bit(deep16, path, gray=src.was_gray, icc_profile=icc, dpi=dpi,
-                        exif=exif if altered == FACES_RESTORED else _with_software(exif, altered),
-                        xmp=xmp, text=src.text if keep_exif else None)
+                        exif=exif, xmp=xmp, text=src.text if keep_exif else None)
             return notes
     if src.rgb16 is not None:
         notes.append(f"the output is 8-bit: .{ext} holds no more (PNG or TIFF keep a 16-bit input's depth)"
                      if ext not in ("png", "tif", "tiff") else "the output is 8-bit (another background upscaler)")
-    save_image(im, path, quality=quality, icc_profile=icc, exif=exif if altered == FACES_RESTORED else
-               _with_software(exif, altered), dpi=dpi, lossless=src.lossless_webp,
-               xmp=xmp, text=src.text if keep_exif else None)
+    save_image(im, path, quality=quality, icc_profile=icc, exif=exif, dpi=dpi, lossless=src.lossless_webp, xmp=xmp,
+               text=src.text if keep_exif else None)
     return notes
 
 
@@ -1190,15 +1187,13 @@ def deepened(out8: np.ndarray, src: LoadedImage, rows: int = 512) -> np.ndarray 
     nothing changed, it is the 16-bit input itself (at ``-s 1`` bit-exact); a face holds its 8-bit restoration and
     the input's finer levels. None when ``out8`` is smaller than the input (not an enlargement). In slices of
     ``rows`` rows (a 48-MP output would need gigabytes at once)."""
-    import cv2
-
     h, w = out8.shape[:2]
     h0, w0 = src.rgb.shape[:2]
     if h < h0 or w < w0 or src.rgb16 is None:
         return None
     same = (h, w) == (h0, w0)
-    up8 = src.rgb if same else cv2.resize(src.rgb, (w, h), interpolation=cv2.INTER_LANCZOS4)
-    up16 = src.rgb16 if same else cv2.resize(src.rgb16, (w, h), interpolation=cv2.INTER_LANCZOS4)
+    up8 = src.rgb if same else lanczos_resize(src.rgb, (w, h))
+    up16 = src.rgb16 if same else lanczos_resize(src.rgb16, (w, h))
     out = np.empty((h, w, 3), np.uint16)
     for i in range(0, h, rows):
         d = out8[i : i + rows].astype(np.int32) - up8[i : i + rows]
