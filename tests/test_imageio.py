@@ -712,3 +712,56 @@ def test_tiff_outputs_are_compressed_losslessly(tmp_path):
     save_image(a, tmp_path / "o.tif")
     with Image.open(tmp_path / "o.tif") as im:
         assert im.info.get("compression") == "tiff_lzw" and np.array_equal(np.asarray(im), a)
+
+
+def test_iptc_datasets_round_trip_and_what_is_not_iptc_is_refused():
+    from dynface.imageio import iim_bytes, iim_datasets, iptc_without_location
+
+    long_caption = "x" * 40_000  # over 32 KB: an extended dataset (its length in 4 more bytes)
+    ds = [(1, 90, b"\x1b%G"), (2, 120, long_caption.encode()), (2, 25, b""), (2, 90, b"Lyon"), (2, 101, b"France")]
+    data = iim_bytes(ds)
+    assert data[:5] == b"\x1c\x01\x5a\x00\x03" and iim_datasets(data) == ds
+    assert iim_datasets(data + b"\x00\x00\x00") == ds  # a TIFF tag's padding to whole words
+    for bad in (b"\x1d" + data[1:], data[:-1], data[:3], b"\x1c\x02\x78\x80\x09abc"):
+        with pytest.raises(ValueError):
+            iim_datasets(bad)
+    assert iim_datasets(iptc_without_location(data)) == ds[:3]
+    assert iptc_without_location(iim_bytes([(1, 90, b"\x1b%G"), (2, 90, b"Lyon")])) is None  # nothing but places
+
+
+def test_a_jpegs_iptc_segment_goes_after_its_app_segments_and_changes_no_pixel(tmp_path):
+    from PIL import IptcImagePlugin
+
+    from dynface.imageio import _jpeg_with_iptc, iim_bytes, read_image, save_image
+
+    img = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x010E] = "a caption in EXIF"
+    save_image(img, tmp_path / "a.jpg", exif=exif.tobytes(), icc_profile=None, xmp=b"<x/>")
+    plain = (tmp_path / "a.jpg").read_bytes()
+    iptc = iim_bytes([(2, 120, b"caption"), (2, 5, b"title")])
+    save_image(img, tmp_path / "b.jpg", exif=exif.tobytes(), xmp=b"<x/>", iptc=iptc)
+    withit = (tmp_path / "b.jpg").read_bytes()
+    assert withit == _jpeg_with_iptc(plain, iptc)
+    i, markers = 2, []
+    while withit[i] == 0xFF and withit[i + 1] != 0xDA:
+        markers.append(withit[i + 1])
+        i += 2 + int.from_bytes(withit[i + 2:i + 4], "big")
+    assert markers.index(0xED) == max(k for k, m in enumerate(markers) if 0xE0 <= m <= 0xEF)  # the last APPn
+    with Image.open(tmp_path / "b.jpg") as im:
+        assert IptcImagePlugin.getiptcinfo(im) == {(2, 120): b"caption", (2, 5): b"title"}
+        assert im.getexif()[0x010E] == "a caption in EXIF" and im.info["xmp"] == b"<x/>"
+    assert np.array_equal(read_image(tmp_path / "b.jpg").rgb, read_image(tmp_path / "a.jpg").rgb)
+    assert read_image(tmp_path / "b.jpg").iptc == iptc
+
+
+def test_a_16_bit_tiff_keeps_its_iptc(tmp_path):
+    from PIL import IptcImagePlugin
+
+    from dynface.imageio import iim_bytes, read_image, write_16bit
+
+    iptc = iim_bytes([(2, 116, "© Archiv".encode())])
+    write_16bit(np.full((8, 8, 3), 40_000, np.uint16), tmp_path / "d.tif", iptc=iptc)
+    with Image.open(tmp_path / "d.tif") as im:
+        assert IptcImagePlugin.getiptcinfo(im) == {(2, 116): "© Archiv".encode()}
+    assert read_image(tmp_path / "d.tif").iptc == iptc

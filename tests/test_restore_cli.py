@@ -7,11 +7,14 @@ The restorer is a fake defined here, selected with the CLI's documented testing 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import re
 import shutil
 import signal
+import struct
 import sys
 import time
 import warnings
@@ -338,6 +341,69 @@ def test_captions_keywords_and_copyright_are_carried_unless_stripped(tmp_path, a
         assert "xmp" not in im.info and "comment" not in im.info
     with Image.open(o / "p.png") as im, Image.open(o / "t.tif") as t:
         assert "Copyright" not in im.text and 33432 not in t.tag_v2
+
+
+# IPTC-IIM as Photo Mechanic or an archive's software writes it: record 1's coded character set (UTF-8), then
+# caption, by-line, copyright, two keywords, city and country
+IIM = [(1, 90, b"\x1b%G"), (2, 120, "Grand-mère et Jules, Noël 1962".encode()), (2, 80, b"A. Photographer"),
+       (2, 116, "© Studio Lumière".encode()), (2, 25, b"family"), (2, 25, b"wedding"), (2, 90, b"Lyon"),
+       (2, 101, b"France")]
+
+
+def _iim(datasets) -> bytes:
+    return b"".join(struct.pack(">BBBH", 0x1C, r, d, len(v)) + v for r, d, v in datasets)
+
+
+def _jpeg_with_photoshop_block(jpeg: bytes, iim: bytes) -> bytes:
+    """``jpeg`` with an APP13 as Photoshop writes it: the IPTC resource (0x0404), its digest (0x0425) and a thumbnail
+    (0x040C: the old picture's, which must not be carried)."""
+    def resource(rid: int, data: bytes) -> bytes:
+        return b"8BIM" + struct.pack(">H", rid) + b"\x00\x00" + struct.pack(">I", len(data)) + data + b"\x00" * (len(data) % 2)
+
+    body = (b"Photoshop 3.0\x00" + resource(0x040C, b"old thumbnail") + resource(0x0404, iim)
+            + resource(0x0425, hashlib.md5(iim).digest()))
+    return jpeg[:2] + b"\xff\xed" + struct.pack(">H", len(body) + 2) + body + jpeg[2:]
+
+
+def test_iptc_captions_and_credits_are_carried_into_jpeg_and_tiff(tmp_path, astro):
+    """An archive's JPEGs and TIFFs often hold their captions, credits and keywords in IPTC-IIM only (older tools,
+    news agencies); they were dropped. Carried into JPEG (APP13) and TIFF (tag 33723) outputs, read back by Pillow's
+    own IPTC reader; --strip-location drops the city and country, --strip-metadata all; a PNG output says it cannot
+    hold them."""
+    import tifffile
+    from PIL import IptcImagePlugin
+
+    d = tmp_path / "in"
+    d.mkdir()
+    buf = io.BytesIO()
+    Image.fromarray(astro).save(buf, "JPEG", quality=95)
+    (d / "j.jpg").write_bytes(_jpeg_with_photoshop_block(buf.getvalue(), _iim(IIM)))
+    data = _iim(IIM)
+    data += b"\x00" * (-len(data) % 4)  # Photoshop types the TIFF tag LONG: whole 4-byte words
+    tifffile.imwrite(d / "t.tif", astro, photometric="rgb",
+                     extratags=[(33723, "I", len(data) // 4, np.frombuffer(data, "<u4"), True)])
+    assert _restore("-i", d, "-o", tmp_path / "out", "-s", "1") == 0
+    want = {(2, 120): IIM[1][2], (2, 80): IIM[2][2], (2, 116): IIM[3][2], (2, 25): [b"family", b"wedding"],
+            (2, 90): b"Lyon", (2, 101): b"France"}
+    for name in ("j.jpg", "t.tif"):
+        with Image.open(tmp_path / "out" / "restored_imgs" / name) as im:
+            got = IptcImagePlugin.getiptcinfo(im)
+            assert {k: got.get(k) for k in want} == want and got[1, 90] == b"\x1b%G", name
+            if name == "j.jpg":
+                assert set(im.info["photoshop"]) == {0x0404}  # not the old thumbnail, nor a digest of other bytes
+    rec = json.loads((tmp_path / "out" / "records" / "j.json").read_text())
+    assert rec["image"]["iptc_kept"] is True
+    assert _restore("-i", d / "j.jpg", "-o", tmp_path / "nowhere", "-s", "1", "--strip-location") == 0
+    with Image.open(tmp_path / "nowhere" / "restored_imgs" / "j.jpg") as im:
+        got = IptcImagePlugin.getiptcinfo(im)
+        assert got[2, 120] == IIM[1][2] and (2, 90) not in got and (2, 101) not in got
+    assert _restore("-i", d / "j.jpg", "-o", tmp_path / "stripped", "-s", "1", "--strip-metadata") == 0
+    with Image.open(tmp_path / "stripped" / "restored_imgs" / "j.jpg") as im:
+        assert "photoshop" not in im.info
+    assert _restore("-i", d / "j.jpg", "-o", tmp_path / "png", "-s", "1", "--ext", "png") == 0
+    rec = json.loads((tmp_path / "png" / "records" / "j.json").read_text())
+    assert rec["image"]["iptc_kept"] is False
+    assert any("IPTC-IIM) cannot be stored in .png" in n for n in rec["notes"]), rec["notes"]
 
 
 def test_a_16_bit_gray_scan_keeps_its_gray_profile(tmp_path):

@@ -20,7 +20,10 @@ result back in the same shape:
   Interop IFD is written anew: its "R03" is a camera's Adobe RGB setting when no ICC profile says it.
 * **XMP and text** (captions, keywords, copyright: :func:`carried_xmp`, :func:`carried_text`) are carried too: the
   XMP packet without what describes the input file (orientation, pixel size, thumbnail, document IDs), a PNG's text
-  chunks, a TIFF's ImageDescription / Artist / Copyright, a JPEG's comment. Not IPTC-IIM (a JPEG's APP13).
+  chunks, a TIFF's ImageDescription / Artist / Copyright, a JPEG's comment. **IPTC-IIM** (captions, credits,
+  keywords as news agencies, archives and older tools write them: a JPEG's Photoshop APP13 resource 0x0404, a
+  TIFF's tag 33723) is carried into JPEG and TIFF outputs (:func:`carried_iptc`); PNG and WebP hold no IPTC-IIM, so
+  there it is left out with a note.
 * **Lossless WebP** is written back lossless (lossy WebP at quality 95).
 * **Grayscale** (``1``, ``L``, ``LA``, ``I;16``, ``I``, ``F``) is remembered (``was_gray``); the face restorer
   sees three equal channels and :func:`to_output_image` turns the result back into gray.
@@ -178,6 +181,7 @@ class LoadedImage:
     lossless_webp: bool = False  # a lossless WebP (VP8L): written back lossless when the output is WebP
     xmp: bytes | None = None  # the input's XMP (captions, keywords, copyright), minus what no longer holds (carried_xmp)
     text: dict[str, str] = field(default_factory=dict)  # its captions and credits as text (carried_text)
+    iptc: bytes | None = None  # its IPTC-IIM datasets (carried_iptc)
     rgb16: np.ndarray | None = None  # (H, W, 3) uint16, upright: a 16-bit PNG / TIFF without alpha as it is (written
     # back at 16 bits: write_like_input)
 
@@ -186,9 +190,10 @@ class LoadedImage:
         """(width, height)."""
         return int(self.rgb.shape[1]), int(self.rgb.shape[0])
 
-    def info(self, keep_exif: bool = True) -> dict:
+    def info(self, keep_exif: bool = True, out_ext: str | None = None) -> dict:
         """JSON-serialisable description (for records); ``exif_kept``: whether the output carries the input's EXIF
-        (it has one, and ``keep_exif``: not ``--strip-metadata``)."""
+        (it has one, and ``keep_exif``: not ``--strip-metadata``); ``iptc_kept`` also needs an output that holds
+        IPTC-IIM (``out_ext``: the written photo's extension)."""
         w, h = self.size
         return {
             "width": w,
@@ -202,6 +207,8 @@ class LoadedImage:
             "exif_kept": self.exif is not None and keep_exif,
             "xmp_kept": self.xmp is not None and keep_exif,
             "text_kept": sorted(self.text) if keep_exif else [],
+            "iptc_kept": (self.iptc is not None and keep_exif
+                          and (out_ext is None or out_ext.lower().lstrip(".") in IPTC_EXTS)),
             "dpi": list(self.dpi) if self.dpi else None,
             "sha256": self.sha256,
             "notes": list(self.notes),
@@ -754,6 +761,7 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
     exif = carried_exif(im)
     xmp = carried_xmp(im.info.get("xmp"), notes)
     text = carried_text(im)
+    iptc = carried_iptc(im)
     dpi = _stated_dpi(im.info.get("dpi")) if _says_dpi(im) else None
     if orientation not in range(1, 9):
         orientation = 1
@@ -833,6 +841,7 @@ def _decode_pil(im: Image.Image, data: bytes, name: str, max_pixels: int) -> Loa
         notes=notes,
         xmp=xmp,
         text=text,
+        iptc=iptc,
         rgb16=None if rgb16 is None else np.ascontiguousarray(rgb16),
     )
 
@@ -1081,6 +1090,83 @@ def carried_text(im: Image.Image) -> dict[str, str]:
     return {k: v for k, v in out.items() if v.strip()}
 
 
+IPTC_EXTS = ("jpg", "jpeg", "tif", "tiff")  # the outputs that hold IPTC-IIM
+_IPTC_RESOURCE = 0x0404  # IPTC-NAA, in a JPEG's Photoshop image resources (APP13)
+_IPTC_TIFF_TAG = 33723
+_APP13_SIGNATURE = b"Photoshop 3.0\x00"
+# where a photo was taken, in IPTC-IIM's application record (2): content location code and name, city, sub-location,
+# province/state, country code, country name
+_IIM_PLACES = frozenset({(2, 26), (2, 27), (2, 90), (2, 92), (2, 95), (2, 100), (2, 101)})
+
+
+def iim_datasets(data: bytes) -> list[tuple[int, int, bytes]]:
+    """(record, dataset, value) of each IPTC-IIM dataset in ``data`` (trailing NUL padding allowed); ValueError when
+    ``data`` is not a whole sequence of datasets."""
+    out: list[tuple[int, int, bytes]] = []
+    i, n = 0, len(data)
+    while i < n:
+        if data[i] != 0x1C:
+            if not data[i:].strip(b"\x00"):
+                break  # padding (Photoshop pads the TIFF tag to whole 4-byte words)
+            raise ValueError(f"no IPTC-IIM dataset at byte {i}")
+        if i + 5 > n:
+            raise ValueError("a dataset's header is cut off")
+        rec, ds, size = data[i + 1], data[i + 2], struct.unpack(">H", data[i + 3:i + 5])[0]
+        i += 5
+        if size & 0x8000:  # an extended dataset: the next (size & 0x7FFF) bytes hold its length
+            k = size & 0x7FFF
+            if not 1 <= k <= 4 or i + k > n:
+                raise ValueError("a dataset's extended length is cut off")
+            size = int.from_bytes(data[i:i + k], "big")
+            i += k
+        if i + size > n:
+            raise ValueError("a dataset's value is cut off")
+        out.append((rec, ds, bytes(data[i:i + size])))
+        i += size
+    return out
+
+
+def iim_bytes(datasets: list[tuple[int, int, bytes]]) -> bytes:
+    """The IPTC-IIM bytes of (record, dataset, value) triples (:func:`iim_datasets`' inverse)."""
+    return b"".join(struct.pack(">BBBH", 0x1C, r, d, len(v)) + v if len(v) < 0x8000
+                    else struct.pack(">BBBHI", 0x1C, r, d, 0x8004, len(v)) + v for r, d, v in datasets)
+
+
+def carried_iptc(im: Image.Image) -> bytes | None:
+    """A photo's IPTC-IIM datasets (a JPEG's Photoshop resource 0x0404, read by Pillow; a TIFF's tag 33723), checked
+    to be a whole sequence of datasets; None when there are none or they cannot be read."""
+    try:
+        if im.format in ("JPEG", "MPO"):
+            raw = (im.info.get("photoshop") or {}).get(_IPTC_RESOURCE)
+        elif im.format == "TIFF":
+            raw = im.tag_v2._tagdata.get(_IPTC_TIFF_TAG)  # raw bytes: Photoshop types the tag LONG  # noqa: SLF001
+        else:
+            return None
+        datasets = iim_datasets(bytes(raw)) if raw else []
+    except Exception:  # noqa: BLE001  (unreadable IPTC: left out)
+        return None
+    return iim_bytes(datasets) if datasets else None
+
+
+def iptc_without_location(iptc: bytes) -> bytes | None:
+    """``iptc`` without :data:`_IIM_PLACES` (``--strip-location``); None when nothing else is left."""
+    kept = [d for d in iim_datasets(iptc) if d[:2] not in _IIM_PLACES]
+    return iim_bytes(kept) if any(r == 2 for r, _, _ in kept) else None
+
+
+def _jpeg_with_iptc(jpeg: bytes, iptc: bytes) -> bytes:
+    """``jpeg`` with an APP13 segment holding ``iptc`` as Photoshop resource 0x0404, after its APPn segments (JFIF,
+    EXIF, ICC, XMP), where Photoshop puts it. A block larger than one segment is left out (ValueError)."""
+    body = (_APP13_SIGNATURE + b"8BIM" + struct.pack(">H", _IPTC_RESOURCE) + b"\x00\x00"  # an empty name, padded
+            + struct.pack(">I", len(iptc)) + iptc + b"\x00" * (len(iptc) % 2))
+    if len(body) + 2 > 0xFFFF:
+        raise ValueError("the IPTC-IIM block is larger than one JPEG segment holds")
+    i = 2
+    while i + 4 <= len(jpeg) and jpeg[i] == 0xFF and 0xE0 <= jpeg[i + 1] <= 0xEF:
+        i += 2 + struct.unpack(">H", jpeg[i + 2:i + 4])[0]
+    return jpeg[:i] + b"\xff\xed" + struct.pack(">H", len(body) + 2) + body + jpeg[i:]
+
+
 def software_exif(altered: str = FACES_RESTORED) -> bytes:
     """The EXIF block of an output whose input had none: the ``Software`` tag alone (the output says what was done
     to it: ``altered``)."""
@@ -1091,10 +1177,10 @@ def software_exif(altered: str = FACES_RESTORED) -> bytes:
 
 def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 95, icc_profile: bytes | None = None,
                exif: bytes | None = None, dpi: tuple[float, float] | None = None, lossless: bool = False,
-               xmp: bytes | None = None, text: dict[str, str] | None = None) -> Path:
+               xmp: bytes | None = None, text: dict[str, str] | None = None, iptc: bytes | None = None) -> Path:
     """Write atomically (temporary file + rename) in the format of ``path``'s extension (``exif``: JPEG, PNG, WebP;
     ``dpi``: JPEG, PNG, TIFF; ``lossless``: WebP; ``xmp``: JPEG, PNG, WebP, TIFF; ``text`` (:func:`carried_text`):
-    PNG's text chunks, a TIFF's tags, a JPEG's comment)."""
+    PNG's text chunks, a TIFF's tags, a JPEG's comment; ``iptc`` (:func:`carried_iptc`): JPEG, TIFF)."""
     path = Path(path)
     if isinstance(img, np.ndarray):
         img = Image.fromarray(img)
@@ -1132,9 +1218,11 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
         if xmp:
             info.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8"))
         kw["pnginfo"] = info
-    if ext in ("tif", "tiff") and (xmp or text):
+    if ext in ("tif", "tiff") and (xmp or text or iptc):
         kw["tiffinfo"] = {**{tag: text[name].encode("utf-8") for tag, name in _TIFF_TEXT.items() if text.get(name)},
-                          **({700: xmp} if xmp else {})}
+                          **({700: xmp} if xmp else {}), **({_IPTC_TIFF_TAG: iptc} if iptc else {})}
+    if ext in ("jpg", "jpeg") and iptc:
+        kw["after"] = lambda data: _jpeg_with_iptc(data, iptc)
     atomic_save_image(img, path, **kw)
     return path
 
@@ -1162,22 +1250,32 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
         dpi = (round(src.dpi[0] * w / w0, 3), round(src.dpi[1] * h / h0, 3))
     exif = (src.exif if keep_exif else None) or software_exif()
     xmp = src.xmp if keep_exif else None
+    iptc = src.iptc if keep_exif else None
     if not keep_location:  # --strip-location: the date, camera and captions stay
         exif, xmp = without_location(exif), None if xmp is None else xmp_without_location(xmp)
+        iptc = None if iptc is None else iptc_without_location(iptc)
     if altered != FACES_RESTORED:
         exif = _with_software(exif, altered)
     ext = path.suffix.lower().lstrip(".")
+    if iptc and ext not in IPTC_EXTS:
+        notes.append(f"its IPTC captions and credits (IPTC-IIM) cannot be stored in .{ext}: left out"
+                     + (" (their XMP copy is kept)" if xmp else " (JPEG or TIFF keep them)"))
+        iptc = None
+    elif iptc and ext in ("jpg", "jpeg") and len(iptc) > 65_000:
+        notes.append(f"its IPTC captions and credits ({len(iptc) // 1024} KB) are larger than one JPEG segment "
+                     "holds: left out")
+        iptc = None
     if src.rgb16 is not None and deep and ext in ("png", "tif", "tiff"):
         deep16 = deepened(np.asarray(rgb, dtype=np.uint8), src)
         if deep16 is not None:
             write_16bit(deep16, path, gray=src.was_gray, icc_profile=icc, dpi=dpi,
-                        exif=exif, xmp=xmp, text=src.text if keep_exif else None)
+                        exif=exif, xmp=xmp, text=src.text if keep_exif else None, iptc=iptc)
             return notes
     if src.rgb16 is not None:
         notes.append(f"the output is 8-bit: .{ext} holds no more (PNG or TIFF keep a 16-bit input's depth)"
                      if ext not in ("png", "tif", "tiff") else "the output is 8-bit (another background upscaler)")
     save_image(im, path, quality=quality, icc_profile=icc, exif=exif, dpi=dpi, lossless=src.lossless_webp, xmp=xmp,
-               text=src.text if keep_exif else None)
+               text=src.text if keep_exif else None, iptc=iptc)
     return notes
 
 
@@ -1203,10 +1301,10 @@ def deepened(out8: np.ndarray, src: LoadedImage, rows: int = 512) -> np.ndarray 
 
 def write_16bit(rgb16: np.ndarray, path: str | Path, *, gray: bool = False, icc_profile: bytes | None = None,
                 dpi: tuple[float, float] | None = None, exif: bytes | None = None, xmp: bytes | None = None,
-                text: dict[str, str] | None = None) -> Path:
+                text: dict[str, str] | None = None, iptc: bytes | None = None) -> Path:
     """Write a 16-bit picture (H, W, 3 uint16; ``gray``: as one channel, by Pillow's luma weights) as PNG or TIFF,
     atomically, with the colour profile, print resolution, EXIF (PNG's ``eXIf``), XMP and text a :func:`save_image`
-    output would carry. Pillow writes no 16-bit RGB: the PNG is OpenCV's with the chunks added after its header, the
+    output would carry (``iptc``: TIFF only). Pillow writes no 16-bit RGB: the PNG is OpenCV's with the chunks added after its header, the
     TIFF is tifffile's (deflate, lossless)."""
     import cv2
 
@@ -1242,6 +1340,8 @@ def write_16bit(rgb16: np.ndarray, path: str | Path, *, gray: bool = False, icc_
         tags = [(tag, "s", 0, text[name].encode("utf-8"), True) for tag, name in _TIFF_TEXT.items() if text.get(name)]
         if xmp:
             tags.append((700, "B", len(xmp), xmp, True))
+        if iptc:
+            tags.append((_IPTC_TIFF_TAG, 7, len(iptc), iptc, True))  # UNDEFINED
         out = io.BytesIO()
         tifffile.imwrite(out, a, photometric="minisblack" if gray else "rgb", compression="zlib",
                          iccprofile=icc_profile, resolution=tuple(dpi) if dpi else None,

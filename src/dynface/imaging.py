@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -83,17 +84,19 @@ def make_grid(x: np.ndarray, nrow: int = 8, pad: int = 2, fill: int = 255) -> np
     return out
 
 
-def atomic_save_image(img: Image.Image | np.ndarray, path: str | Path, **save_kwargs) -> None:
+def atomic_save_image(img: Image.Image | np.ndarray, path: str | Path, after: Callable[[bytes], bytes] | None = None,
+                      **save_kwargs) -> None:
     """Write an image to ``path`` atomically (:func:`dynface.atomicfile.atomic_write_bytes`). Encoded in memory
     first: Pillow's JPEG encoder ignores a short write to a file (a full disk, a file-size limit), so a cut-off JPEG
-    was renamed into place as if whole; Python's own write raises instead."""
+    was renamed into place as if whole; Python's own write raises instead. ``after``: applied to the encoded bytes
+    (what Pillow cannot write itself, e.g. a JPEG's IPTC segment)."""
     path = Path(path)
     if isinstance(img, np.ndarray):
         img = Image.fromarray(img)
     fmt = (save_kwargs.pop("format", None) or Image.registered_extensions().get(path.suffix.lower()) or "PNG")
     buf = io.BytesIO()
     img.save(buf, format=fmt, **save_kwargs)
-    atomic_write_bytes(buf.getvalue(), path)
+    atomic_write_bytes(buf.getvalue() if after is None else after(buf.getvalue()), path)
 
 
 def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 8, value_range=(-1.0, 1.0)) -> None:

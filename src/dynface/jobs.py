@@ -169,7 +169,7 @@ class RestoreSettings:
     recursive: bool = False  # folders given as inputs: their sub-folders too
     keep_faceless: bool = False  # a photo without a detected face: written upscaled, as it is ("done"), not no_face
     strip_metadata: bool = False  # write none of the input's EXIF, XMP or text (date, camera, GPS, captions), only Software
-    strip_location: bool = False  # write the metadata without where it was taken (GPS, XMP places, a video's location)
+    strip_location: bool = False  # write the metadata without where it was taken (GPS, XMP and IPTC places, a video's location)
     deterministic: bool = True  # restore one face per call where batching could change the output (see per_face)
     exact: bool = False  # one face per call always: outputs byte-identical whatever the batching (see per_face)
     max_pixels: int = MAX_PIXELS  # largest decoded input, per file; every read in this layer is capped by it
@@ -1778,7 +1778,7 @@ def _write_photo(out: Path, s: RestoreSettings, restorer, x: _PhotoInput, res, b
         "input": str(it.path),
         "stem": it.stem,
         "source": x.source,
-        "image": img.info(keep_exif=not s.strip_metadata),
+        "image": img.info(keep_exif=not s.strip_metadata, out_ext=ext),
         **({"descreen": x.screen} if x.screen is not None else {}),
         "output_size": [int(res.photo.shape[1]), int(res.photo.shape[0])],
         "restored_img": photo_rel,
@@ -2443,7 +2443,7 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
         "status": "ok",
         "input": str(it.path),
         "stem": it.stem,
-        "image": img.info(keep_exif=not s.strip_metadata),
+        "image": img.info(keep_exif=not s.strip_metadata, out_ext=fext),
         "num_faces": 1,
         "faces": [{
             "index": 0,

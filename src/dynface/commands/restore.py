@@ -220,12 +220,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also restore the videos found in the input folders (left out by default, with a note: "
                         "hours of work each); a video named with -i is always restored")
     p.add_argument("--strip-metadata", action="store_true",
-                   help="write none of the input's metadata (EXIF: date taken, camera, GPS position, ...; XMP and "
-                        "text: captions, keywords, credits) into the restored photos, only the Software tag; the "
+                   help="write none of the input's metadata (EXIF: date taken, camera, GPS position, ...; XMP, "
+                        "IPTC and text: captions, keywords, credits) into the restored photos, only the Software tag; the "
                         "colour profile and print resolution are kept. Default: kept, as photo managers sort by them")
     p.add_argument("--strip-location", action="store_true",
-                   help="write the restored photos and videos without where they were taken (EXIF GPS, XMP places, "
-                        "a video's location tags); the date, camera, captions and copyright stay (--strip-metadata "
+                   help="write the restored photos and videos without where they were taken (EXIF GPS, XMP and IPTC "
+                        "places, a video's location tags); the date, camera, captions and copyright stay (--strip-metadata "
                         "drops everything)")
     p.add_argument("--draw-box", action="store_true",
                    help="draw the detected face boxes on restored_imgs, each numbered as its face's files (_00, _01, ...)")
