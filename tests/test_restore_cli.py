@@ -406,6 +406,47 @@ def test_iptc_captions_and_credits_are_carried_into_jpeg_and_tiff(tmp_path, astr
     assert any("IPTC-IIM) cannot be stored in .png" in n for n in rec["notes"]), rec["notes"]
 
 
+def test_a_tiff_output_keeps_the_cameras_exif_and_utf8_credits_survive(tmp_path, astro):
+    """An archivist restoring camera JPEGs into TIFF masters lost the date taken, camera, GPS and Adobe RGB setting:
+    TIFF outputs carried no EXIF (libtiff cannot write its IFD). And a UTF-8 Artist / Copyright in EXIF (as
+    Lightroom and exiftool write them) came back "J??rgen M??ller" in every output. Both kept now; a 16-bit TIFF too;
+    --strip-location drops the GPS IFD from a TIFF as from a JPEG."""
+    import tifffile
+
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "Nikon", "D70"
+    exif[0x013B], exif[0x8298] = "Jürgen Müller".encode(), "© 2004 Jürgen Müller".encode()
+    exif[0x8769] = {0x9003: "2004:07:14 10:00:00", 0xA001: 0xFFFF, 0xA005: {1: "R03"}}  # Adobe RGB, no profile
+    exif[0x8825] = {1: "N", 2: (45.0, 46.0, 0.0)}
+    d = tmp_path / "in"
+    d.mkdir()
+    Image.fromarray(astro).save(d / "cam.jpg", quality=95, exif=exif.tobytes())
+    deep = astro.astype(np.uint16) * 257
+    tifffile.imwrite(d / "deep.tif", deep, photometric="rgb")
+    for ext, extra in (("tif", ()), ("jpg", ()), ("tif", ("--strip-location",))):
+        out = tmp_path / f"{ext}{len(extra)}"
+        assert _restore("-i", d / "cam.jpg", "-o", out, "-s", "1", "--ext", ext, *extra) == 0
+        with Image.open(out / "restored_imgs" / f"cam.{ext}") as im:
+            e = im.getexif()
+            assert (e[0x010F], e[0x0110]) == ("Nikon", "D70") and e[0x0131].startswith("dynfacerestore")
+            assert e[0x013B].encode("latin-1").decode() == "Jürgen Müller"
+            assert e[0x8298].encode("latin-1").decode() == "© 2004 Jürgen Müller"
+            assert e.get_ifd(0x8769)[0x9003] == "2004:07:14 10:00:00" and e.get_ifd(0xA005)[1] == "R03"
+            assert dict(e.get_ifd(0x8825)) == ({} if extra else {1: "N", 2: (45.0, 46.0, 0.0)})
+            picture = np.asarray(im.convert("RGB")).astype(int)  # the appended IFDs leave the picture readable
+            assert picture.shape == astro.shape and np.abs(picture - astro).mean() < 10
+    # a 16-bit TIFF master with the camera's EXIF (restored from a 16-bit TIFF carrying it)
+    from dynface.imageio import read_image, write_like_input
+
+    src = read_image(d / "deep.tif")
+    src.exif = read_image(d / "cam.jpg").exif
+    write_like_input(src.rgb, src, tmp_path / "deep_out.tif")
+    with tifffile.TiffFile(tmp_path / "deep_out.tif") as t:
+        assert t.pages[0].dtype == np.uint16 and np.array_equal(t.pages[0].asarray(), deep)
+        assert t.pages[0].tags["Make"].value == "Nikon"
+        assert t.pages[0].tags["ExifTag"].value["DateTimeOriginal"] == "2004:07:14 10:00:00"
+
+
 def test_a_16_bit_gray_scan_keeps_its_gray_profile(tmp_path):
     from dynface.imageio import read_image
 

@@ -16,7 +16,8 @@ result back in the same shape:
   orientation, the pixel dimensions, the embedded thumbnail (it shows the unrestored photo) and the maker note
   (camera-private offsets that do not survive a rewrite), the file's change date and its unique ID (it is another
   image now); ``Software`` says dynfacerestore wrote it. A JPEG / PNG / WebP written from a photo without EXIF
-  gets that ``Software`` tag alone, so every such output says it was altered (TIFF outputs carry no EXIF). The
+  gets that ``Software`` tag alone, so every such output says it was altered. A TIFF output carries the EXIF and
+  GPS IFDs, make and model (:func:`_tiff_with_exif`), and a TIFF input gives its own (not its layout tags). The
   Interop IFD is written anew: its "R03" is a camera's Adobe RGB setting when no ICC profile says it.
 * **XMP and text** (captions, keywords, copyright: :func:`carried_xmp`, :func:`carried_text`) are carried too: the
   XMP packet without what describes the input file (orientation, pixel size, thumbnail, document IDs), a PNG's text
@@ -69,6 +70,7 @@ import re
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -92,7 +94,7 @@ MAX_OUTPUT_PIXELS = 160_000_000
 # the names a folder of inputs is searched for; GIF: the first frame is restored (with a note)
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".bmp", ".tif", ".tiff", ".gif", ".heic", ".heif", ".hif",
               ".avif")
-WRITE_EXTS = ("png", "jpg", "webp")  # the choices of --ext besides "auto"
+WRITE_EXTS = ("png", "jpg", "webp", "tif")  # the choices of --ext besides "auto"
 _AUTO_KEEP = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".jpe": "jpg", ".jfif": "jpg", ".webp": "webp", ".bmp": "bmp", ".tif": "tif", ".tiff": "tiff",
               # phone formats come back as JPEG (.hif: Fujifilm's HEIF)
               ".heic": "jpg", ".heif": "jpg", ".hif": "jpg", ".avif": "jpg"}
@@ -932,7 +934,10 @@ def to_output_image(rgb: np.ndarray, src: LoadedImage | None = None, ext: str = 
     return im
 
 
-_EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "HEIF", "AVIF")  # a TIFF's "EXIF" is its own layout tags: not carried
+_EXIF_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "HEIF", "AVIF", "TIFF")
+# a TIFF's first IFD is mostly its own layout (size, strips, compression): only these of its tags describe the photo
+# (image description, make, model, artist, host computer, copyright), besides the EXIF and GPS IFDs it points to
+_TIFF_DESCRIPTIVE = (0x010E, 0x010F, 0x0110, 0x013B, 0x013C, 0x8298)
 _EXIF_EXTS = ("jpg", "jpeg", "png", "webp")
 _EXIF_DROP = (0x0112, 0x0201, 0x0202,  # orientation; a thumbnail's offset and length (IFD1's, misplaced in IFD0)
               0x0132,  # DateTime, the file's change date: the input's (the date taken, DateTimeOriginal, stays)
@@ -961,39 +966,63 @@ def _software(altered: str = FACES_RESTORED) -> str:
 def _with_software(exif: bytes, altered: str) -> bytes:
     """``exif`` with its ``Software`` tag saying ``altered`` (the input's other tags unchanged)."""
     try:
-        out = Image.Exif()
-        out.load(exif)
+        src = Image.Exif()
+        src.load(exif)
+        out = _exif_rebuilt(src)
         out[_SOFTWARE_TAG] = _software(altered)
         return out.tobytes()
     except Exception:  # unreadable: as it was
         return exif
 
 
+def _exif_text(value):
+    """An EXIF value as it is to be written: text that is not ASCII as its bytes. Pillow reads an ASCII tag as
+    Latin-1 and writes text as ASCII, so a UTF-8 "Jürgen Müller" or "©" (as Lightroom and exiftool write them) came
+    back "J??rgen M??ller"; its bytes are written as they were."""
+    if isinstance(value, str) and not value.isascii():
+        return value.encode("latin-1", "replace")
+    if isinstance(value, dict):
+        return {t: _exif_text(v) for t, v in value.items()}
+    return value
+
+
+def _exif_rebuilt(src: Image.Exif, keep: Callable[[int], bool] = lambda tag: True, gps: bool = True) -> Image.Exif:
+    """A new EXIF block with ``src``'s first-IFD tags that ``keep`` keeps, its EXIF IFD without
+    :data:`_EXIF_SUB_DROP` (its Interop IFD written anew) and its GPS IFD (``gps``), each value through
+    :func:`_exif_text`."""
+    out = Image.Exif()
+    for tag, value in src.items():
+        if tag not in (0x8769, _GPS_IFD) and keep(tag):
+            out[tag] = _exif_text(value)
+    sub = {t: v for t, v in src.get_ifd(0x8769).items() if t not in _EXIF_SUB_DROP}
+    try:  # a camera's Adobe RGB setting: without it a colour-managed viewer took the photo for sRGB (audit)
+        interop = dict(src.get_ifd(_INTEROP_IFD))
+    except Exception:  # noqa: BLE001  (a damaged Interop IFD: left out)
+        interop = {}
+    if interop:
+        sub[_INTEROP_IFD] = interop
+    if sub:
+        out[0x8769] = _exif_text(sub)
+    where = dict(src.get_ifd(_GPS_IFD)) if gps else {}
+    if where:
+        out[_GPS_IFD] = _exif_text(where)
+    return out
+
+
 def carried_exif(im: Image.Image) -> bytes | None:
     """The EXIF block a restored photo carries from ``im`` (see the module docstring), or None when ``im`` has none
-    (or is not a JPEG / PNG / WebP / HEIF / AVIF, or its EXIF cannot be read)."""
+    (or is not a JPEG / PNG / WebP / HEIF / AVIF / TIFF, or its EXIF cannot be read). A TIFF's: its descriptive
+    first-IFD tags (:data:`_TIFF_DESCRIPTIVE`) and its EXIF and GPS IFDs."""
     if im.format not in _EXIF_FORMATS:
         return None
     try:
         src = im.getexif()
         if not len(src):
             return None
-        out = Image.Exif()
-        for tag, value in src.items():
-            if tag not in _EXIF_DROP and tag not in (0x8769, 0x8825):
-                out[tag] = value
-        sub = {t: v for t, v in src.get_ifd(0x8769).items() if t not in _EXIF_SUB_DROP}
-        try:  # a camera's Adobe RGB setting: without it a colour-managed viewer took the photo for sRGB (audit)
-            interop = dict(src.get_ifd(_INTEROP_IFD))
-        except Exception:  # noqa: BLE001  (a damaged Interop IFD: left out)
-            interop = {}
-        if interop:
-            sub[_INTEROP_IFD] = interop
-        if sub:
-            out[0x8769] = sub
-        gps = dict(src.get_ifd(0x8825))
-        if gps:
-            out[0x8825] = gps
+        tiff = im.format == "TIFF"
+        out = _exif_rebuilt(src, lambda tag: tag not in _EXIF_DROP and (not tiff or tag in _TIFF_DESCRIPTIVE))
+        if tiff and not len(out):
+            return None  # nothing but its layout
         out[_SOFTWARE_TAG] = _software()
         return out.tobytes()
     except Exception:  # damaged EXIF: the photo is still restored, without it
@@ -1034,12 +1063,9 @@ _XMP_PLACES = (r"exif:GPS\w*|photoshop:(?:City|State|Country)|Iptc4xmpCore:(?:Lo
 def without_location(exif: bytes) -> bytes:
     """``exif`` without its GPS IFD (``--strip-location``); unreadable EXIF goes whole, as it cannot be checked."""
     try:
-        out = Image.Exif()
-        out.load(exif)
-        out.get_ifd(0x8769)  # loaded, so that tobytes writes it again
-        if _GPS_IFD in out:
-            del out[_GPS_IFD]
-        return out.tobytes()
+        src = Image.Exif()
+        src.load(exif)
+        return _exif_rebuilt(src, gps=False).tobytes()
     except Exception:  # noqa: BLE001
         return software_exif()
 
@@ -1178,7 +1204,7 @@ def software_exif(altered: str = FACES_RESTORED) -> bytes:
 def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 95, icc_profile: bytes | None = None,
                exif: bytes | None = None, dpi: tuple[float, float] | None = None, lossless: bool = False,
                xmp: bytes | None = None, text: dict[str, str] | None = None, iptc: bytes | None = None) -> Path:
-    """Write atomically (temporary file + rename) in the format of ``path``'s extension (``exif``: JPEG, PNG, WebP;
+    """Write atomically (temporary file + rename) in the format of ``path``'s extension (``exif``: JPEG, PNG, WebP, TIFF;
     ``dpi``: JPEG, PNG, TIFF; ``lossless``: WebP; ``xmp``: JPEG, PNG, WebP, TIFF; ``text`` (:func:`carried_text`):
     PNG's text chunks, a TIFF's tags, a JPEG's comment; ``iptc`` (:func:`carried_iptc`): JPEG, TIFF)."""
     path = Path(path)
@@ -1223,6 +1249,8 @@ def save_image(img: Image.Image | np.ndarray, path: str | Path, quality: int = 9
                           **({700: xmp} if xmp else {}), **({_IPTC_TIFF_TAG: iptc} if iptc else {})}
     if ext in ("jpg", "jpeg") and iptc:
         kw["after"] = lambda data: _jpeg_with_iptc(data, iptc)
+    if ext in ("tif", "tiff") and exif:
+        kw["after"] = lambda data: _tiff_with_exif(data, exif)
     atomic_save_image(img, path, **kw)
     return path
 
@@ -1347,7 +1375,7 @@ def write_16bit(rgb16: np.ndarray, path: str | Path, *, gray: bool = False, icc_
                          iccprofile=icc_profile, resolution=tuple(dpi) if dpi else None,
                          resolutionunit="INCH" if dpi else None, extratags=tags, metadata=None,
                          software=_software())
-        data = out.getvalue()
+        data = out.getvalue() if not exif else _tiff_with_exif(out.getvalue(), exif)
     else:
         raise ValueError(f"16 bits are written as PNG or TIFF, not .{ext}")
     atomic_write_bytes(data, path)
@@ -1356,6 +1384,48 @@ def write_16bit(rgb16: np.ndarray, path: str | Path, *, gray: bool = False, icc_
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def _tiff_with_exif(data: bytes, exif: bytes) -> bytes:
+    """A TIFF file's bytes with what ``exif`` (:func:`carried_exif`) says of the photo: its EXIF IFD (date taken,
+    exposure, ...), GPS IFD, make, model, host computer and ``Software`` (the tags the writer gave it itself, such as
+    a description or copyright from the input's text, stay). libtiff, under Pillow's compressed TIFFs, cannot write
+    the EXIF IFD, nor can tifffile: the new IFDs (written by Pillow) are appended to the file, then a first IFD
+    holding the old one's entries and theirs, and the header is pointed at it; the old first IFD stays behind, unread
+    (a few hundred bytes). Unchanged when anything is unexpected (a BigTIFF, an unreadable EXIF block)."""
+    from PIL import TiffImagePlugin
+
+    if data[:4] not in (b"II*\x00", b"MM\x00*"):
+        return data
+    try:
+        e = Image.Exif()
+        e.load(exif)
+        src = _exif_rebuilt(e)  # its EXIF and GPS IFDs (and the Interop IFD in the EXIF IFD) as dicts
+        extra = TiffImagePlugin.ImageFileDirectory_v2(ifh=data[:8])
+        for tag in (*_TIFF_DESCRIPTIVE, _SOFTWARE_TAG, 0x8769, _GPS_IFD):
+            if src.get(tag) not in (None, "", b""):
+                extra[tag] = src[tag]
+        if not len(extra):
+            return data
+        bo = "<" if data[:2] == b"II" else ">"
+        at = len(data) + len(data) % 2
+        blob = extra.tobytes(at)  # its entries' offsets are absolute: it is written at ``at``
+
+        def entries(buf: bytes, pos: int) -> tuple[dict[int, bytes], bytes]:
+            n = struct.unpack(bo + "H", buf[pos:pos + 2])[0]
+            raw = [buf[pos + 2 + 12 * i:pos + 14 + 12 * i] for i in range(n)]
+            return {struct.unpack(bo + "H", r[:2])[0]: r for r in raw}, buf[pos + 2 + 12 * n:pos + 6 + 12 * n]
+
+        old, next_ifd = entries(data, struct.unpack(bo + "I", data[4:8])[0])
+        new, _ = entries(blob, 0)
+        merged = {**old, **{t: r for t, r in new.items() if not (t in old and t in _TIFF_TEXT)}}
+        first = at + len(blob) + len(blob) % 2
+        ifd = struct.pack(bo + "H", len(merged)) + b"".join(merged[t] for t in sorted(merged)) + next_ifd
+        out = bytearray(data.ljust(at, b"\x00") + blob.ljust(first - at, b"\x00") + ifd)
+        struct.pack_into(bo + "I", out, 4, first)
+        return bytes(out)
+    except Exception:  # noqa: BLE001  (the photo is written without it rather than not at all)
+        return data
 
 
 def _gray_profile_to_srgb(im: Image.Image, gray_icc: bytes) -> tuple[Image.Image, bytes | None]:

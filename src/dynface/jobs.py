@@ -85,7 +85,7 @@ MODES = ("full", "no_dsst", "no_dgsa", "single_guide", "fixed_start", "restorer_
 SUBDIRS = ("cropped_faces", "restored_faces", "cmp", "restored_imgs", "records", "maps", "restored_videos")
 FACTORY_ENV = "DYNFACE_RESTORER_FACTORY"
 MANIFEST_NAME = "manifest.jsonl"
-EXT_CHOICES = ("auto", "png", "jpg", "webp")
+EXT_CHOICES = ("auto", "png", "jpg", "webp", "tif")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 COLOR_FIXES = ("wavelet", "adain", "none")
 DETAIL_MODES = ("keep", "restored")
@@ -2387,7 +2387,7 @@ def _write_aligned(out: Path, s: RestoreSettings, restorer, x: _AlignedInput, fa
     notes = list(x.notes)
     size = int(restorer.size)
     sfx = f"_{s.suffix}" if s.suffix else ""
-    fext = s.ext if s.ext in ("png", "jpg", "webp") else "png"
+    fext = s.ext if s.ext in imageio.WRITE_EXTS else "png"
     w, h = img.size
     if x.affine is not None:  # --input-template: back into the input's framing (the output keeps the input's size)
         size_rec = face_size_record(x.affine, size, None)

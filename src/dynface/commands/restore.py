@@ -140,7 +140,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--aligned", action="store_true", help="inputs are aligned face crops: restore them directly, batched")
     p.add_argument("-s", "--upscale", type=number(float, 1, 8), default=2.0, help="final upscaling of the whole photo, 1-8 (default: 2)")
     p.add_argument("-w", "--fidelity", type=number(float, 0, 1), default=None, help="fidelity weight in [0, 1] (default 0.5: the guidance strength the model stores; 0: the prior alone, 1: twice the pull to the input)")
-    p.add_argument("--ext", default="auto", choices=jobs.EXT_CHOICES, help="format of restored_imgs (default auto: like the input, jpg for HEIC/AVIF; png if it has alpha)")
+    p.add_argument("--ext", default="auto", choices=jobs.EXT_CHOICES, help="format of restored_imgs (default auto: like the input, jpg for HEIC/AVIF; png if it has alpha; "
+                        "tif: a lossless master with every metadata block, 16 bits for a 16-bit input)")
     p.add_argument("--suffix", type=_plain, default=None, help="append _SUFFIX to restored face / image names (a plain name)")
     p.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME|PATH", help=f"embedded model name, model folder or prior file (default: {DEFAULT_MODEL})")
     p.add_argument("--mode", default="full", choices=MODES, help="method variant / ablation (default: full)")
