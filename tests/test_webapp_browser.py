@@ -318,7 +318,8 @@ SPLIT_HEADER_WORDS_JS = """() => {
 def test_a_keyboard_user_keeps_the_focus_through_a_request(server, browser, photos):
     """Restore pressed with Enter turned itself off and the focus fell to the page (a screen reader said nothing, or
     went back to the top; accessibility audit): it goes to Stop while the request runs, and back to Restore. The
-    accordions say whether they are open (aria-expanded), also once opened from the keyboard."""
+    accordions say whether they are open (aria-expanded), also once opened from the keyboard. The before / after
+    divider, mouse-only in Gradio, is a slider the arrow keys, Page Up / Down, Home and End move."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(server.url)
     page.wait_for_selector("#restore", timeout=60_000)
@@ -334,6 +335,22 @@ def test_a_keyboard_user_keeps_the_focus_through_a_request(server, browser, phot
     page.wait_for_function("document.activeElement?.id === 'stop'", timeout=30_000)
     page.wait_for_function("document.querySelector('#status').innerText.includes('file(s) restored')", timeout=300_000)
     page.wait_for_function("document.activeElement?.id === 'restore'", timeout=30_000)
+    # the before / after divider, which only a mouse could move: a focusable slider that the keys move
+    divider = page.locator("#slider [data-testid=slider][role=slider]")
+    divider.wait_for(timeout=20_000)
+    clip = "document.querySelectorAll('#slider img')[1].style.clipPath"
+    assert divider.get_attribute("tabindex") == "0" and divider.get_attribute("aria-valuenow") == "50"
+    assert page.evaluate(clip) == "inset(0px 0px 0px 50%)"
+    divider.focus()
+    for key, value in (("ArrowLeft", 45), ("ArrowLeft", 40), ("PageUp", 65), ("Home", 0), ("End", 100)):
+        page.keyboard.press(key)
+        page.wait_for_function(f"document.querySelector('#slider [role=slider]').getAttribute('aria-valuenow') === "
+                               f"'{value}'", timeout=5_000)
+        if key == "ArrowLeft":
+            shown = float(re.search(r"([\d.]+)%", page.evaluate(clip)).group(1))
+            assert shown < 50  # the picture itself follows: less of it is the input
+    assert divider.get_attribute("aria-valuetext") == "100 % input, 0 % restoration"
+    assert page.evaluate("document.activeElement.getAttribute('role')") == "slider"  # the focus stays on it
     page.close()
 
 

@@ -852,7 +852,8 @@ CSS = """
    now no column is narrower than its longest word and the table scrolls sideways instead */
 #table th span, #table td span {word-break: normal !important; overflow-wrap: normal !important; hyphens: manual}
 /* a keyboard user sees where the focus is on the sliders and the table too (accessibility audit: no change at all) */
-input[type=range]:focus-visible, #table :focus-visible {outline: 2px solid #2563eb !important; outline-offset: 2px}
+input[type=range]:focus-visible, #table :focus-visible, #slider [data-testid=slider]:focus-visible {
+  outline: 2px solid #2563eb !important; outline-offset: 2px}
 /* the status's live copy (PAGE_JS): read, not shown */
 .sr-only {position: absolute !important; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0);
           white-space: nowrap; border: 0; padding: 0; margin: -1px}
@@ -1123,7 +1124,11 @@ def _unreadable_parameter(blocks: Sequence[Any], inputs: Sequence[Any], names: S
 #   for controls mounted later (the Advanced accordion mounts its own as it opens);
 # - names for what had none: the sample buttons (four empty buttons) and the slider's two pictures (alt ""); the
 #   galleries' thumbnails by their pictures' captions ("RM(y) · astronaut_00", not "Thumbnail 1 of 5"); the
-#   accordions' open state (aria-expanded), their "▼" hidden from screen readers.
+#   accordions' open state (aria-expanded), their "▼" hidden from screen readers;
+# - the before / after divider, which only a mouse could move: focusable, a slider to screen readers (its place, in %
+#   of the picture's width: the input left of it, the restoration right of it), moved by the arrow keys (5 %), Page
+#   Up / Down (25 %), Home and End, through the mouse events Gradio's own drag handler (d3-drag) listens to, so the
+#   page's state follows.
 PAGE_JS = """() => {
   const s = document.getElementById('status');
   if (s && !document.getElementById('status-live')) {
@@ -1160,10 +1165,51 @@ PAGE_JS = """() => {
       h.setAttribute('aria-expanded', h.classList.contains('open'));
       h.querySelector('.icon')?.setAttribute('aria-hidden', 'true');
     });
+    const handle = document.querySelector('#slider [data-testid=slider]');
+    if (handle && !handle.dataset.keys) divider(handle);
     document.querySelectorAll('#explain button, #gallery button').forEach((b) => {  // "Thumbnail 1 of 5": its picture's
       const img = b.querySelector('img');                                           // caption says which map it is
       if (img && img.alt && b.getAttribute('aria-label') !== img.alt) b.setAttribute('aria-label', img.alt);
     });
+  };
+  const picture = (handle) => {  // where the picture shows: its img box less the bands of its fitting (object-fit:
+    const img = document.querySelectorAll('#slider img')[1];  // contain; a square photo in a wide box), which the
+    const b = (img || handle.parentElement).getBoundingClientRect();  // divider stops at
+    if (!img || !img.naturalWidth || !img.naturalHeight) return {left: b.left, width: b.width};
+    const width = Math.min(b.width, b.height * img.naturalWidth / img.naturalHeight);
+    return {left: b.left + (b.width - width) / 2, width};
+  };
+  const place = (handle) => {  // where the divider is, in % of the picture's width from its left (the input is
+    const box = picture(handle), h = handle.getBoundingClientRect();  // left of it)
+    return box.width ? Math.min(Math.max(100 * ((h.left + h.right) / 2 - box.left) / box.width, 0), 100) : 50;
+  };
+  const divider = (handle) => {
+    handle.dataset.keys = '1';
+    handle.tabIndex = 0;
+    handle.setAttribute('role', 'slider');
+    handle.setAttribute('aria-label', 'before / after divider: the input left of it, the restoration right of it');
+    handle.setAttribute('aria-valuemin', '0');
+    handle.setAttribute('aria-valuemax', '100');
+    const say = () => { const v = Math.round(place(handle)); handle.setAttribute('aria-valuenow', v);
+                        handle.setAttribute('aria-valuetext', v + ' % input, ' + (100 - v) + ' % restoration'); };
+    say();
+    handle.addEventListener('keydown', (e) => {
+      const now = place(handle);
+      const want = {ArrowRight: now + 5, ArrowUp: now + 5, ArrowLeft: now - 5, ArrowDown: now - 5,
+                    PageUp: now + 25, PageDown: now - 25, Home: 0, End: 100}[e.key];
+      if (want === undefined) return;
+      e.preventDefault();
+      const box = picture(handle), h = handle.getBoundingClientRect();
+      const from = (h.left + h.right) / 2, y = (h.top + h.bottom) / 2;
+      const to = box.left + Math.min(Math.max(want, 0), 100) / 100 * box.width;
+      const mouse = (type, x, target) => target.dispatchEvent(new MouseEvent(type, {
+        clientX: x, clientY: y, bubbles: true, cancelable: true, view: window, button: 0}));
+      mouse('mousedown', from, handle);  // Gradio's drag handler (d3-drag) moves it, so its state follows
+      mouse('mousemove', to, window);
+      mouse('mouseup', to, window);
+      requestAnimationFrame(say);
+    });
+    new MutationObserver(say).observe(handle, {attributes: true, attributeFilter: ['style']});
   };
   new MutationObserver(() => { if (!queued) { queued = true; requestAnimationFrame(name); } })
     .observe(document.body, {subtree: true, childList: true});
