@@ -1129,6 +1129,9 @@ def _unreadable_parameter(blocks: Sequence[Any], inputs: Sequence[Any], names: S
 #   of the picture's width: the input left of it, the restoration right of it), moved by the arrow keys (5 %), Page
 #   Up / Down (25 %), Home and End, through the mouse events Gradio's own drag handler (d3-drag) listens to, so the
 #   page's state follows.
+# - the focus kept in its box when Gradio drops it to the page: after a choice in a dropdown (it blurs its input)
+#   and after an upload (the box is drawn anew), a keyboard user was sent back to the page's top; the focus goes back
+#   into the box it was in, unless a mouse press or touch just moved it (a click on the page is the user's choice).
 PAGE_JS = """() => {
   const s = document.getElementById('status');
   if (s && !document.getElementById('status-live')) {
@@ -1211,7 +1214,27 @@ PAGE_JS = """() => {
     });
     new MutationObserver(say).observe(handle, {attributes: true, attributeFilter: ['style']});
   };
-  new MutationObserver(() => { if (!queued) { queued = true; requestAnimationFrame(name); } })
+  let pressed = 0, lastBox = null, lost = 0;
+  document.addEventListener('pointerdown', () => { pressed = performance.now(); }, true);
+  document.addEventListener('focusin', (e) => {
+    const box = e.target.closest && e.target.closest('[id]');
+    if (box && box.id && box !== document.body) lastBox = box.id;
+  });
+  document.addEventListener('focusout', () => { lost = performance.now(); setTimeout(refocus, 120); });
+  const refocus = () => {  // also after the page changed (an element removed with the focus fires no focusout)
+    const a = document.activeElement;
+    if ((a && a !== document.body) || !lastBox || pressed >= lost - 300) return;
+    const el = document.getElementById(lastBox);
+    const focusable = 'input:not([type=hidden]):not([type=file]):not([disabled]), textarea:not([disabled]), ' +
+      'button:not([disabled]), a[href], [tabindex="0"]';
+    const to = el && (el.matches(focusable) ? el : el.querySelector(focusable));
+    if (to) to.focus({preventScroll: true});
+  };
+  new MutationObserver(() => {
+    const a = document.activeElement;
+    if (!a || a === document.body) setTimeout(refocus, 120);
+    if (!queued) { queued = true; requestAnimationFrame(name); }
+  })
     .observe(document.body, {subtree: true, childList: true});
   document.addEventListener('click', (e) => {  // an accordion opened or closed (a class change, not a new node)
     const h = e.target.closest && e.target.closest('.label-wrap');
