@@ -261,7 +261,7 @@ def test_mixed_request_reports_each_bad_file_and_restores_the_rest(app, uploads,
     assert "not an image" in status["weights.pth"][1]
     assert len(res.messages) == 6 and res.messages[1].startswith("✓ astronaut.png")
     (wall,) = [m for m in res.messages if m.startswith("✗ wall.png: no face found (")]  # with what to try
-    assert "the command line's --detector cnn (slower)" in wall and "“also look for faces lying sideways”" in wall
+    assert "the command line's --detector cnn (much slower)" in wall and "“also look for faces lying sideways”" in wall
     assert len(res.table) == 1
     assert "records/astronaut.json" in zipfile.ZipFile(res.zip_path).namelist()
     assert LOADS == ["embedded-64"]  # the .pth was never loaded as weights

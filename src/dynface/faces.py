@@ -162,7 +162,12 @@ def smallest_face(w: int, h: int, max_side: int = DETECT_MAX_SIDE, upsample: int
 class FaceDetector:
     """dlib face detector + 68-point landmarks, reduced to 5 points.
 
-    kind: "hog" (default) or "cnn". upsample: pyramid upsampling of the detection copy (None: 2 for up to
+    kind: "hog" (default), "cnn", or "auto": HOG, and when it finds no face in the photo, the CNN detector on a copy
+    at most :data:`CNN_SIDE` px long, not upsampled (faces from about a tenth of the photo's longer side, 80 px in a
+    small one; 1–4 s on 2 CPU cores). HOG misses faces the CNN finds in blurred, noisy, dark photos, more often dark
+    -skinned ones: on 1,201 UTKFace val faces in 400-px photos HOG missed 3.8 % of old prints (Black faces 6.5 %)
+    and 5.8 % of underexposed ones, "auto" 0.1 % and 1.0 % (``benchmarks/groups.py``, ``docs/results/groups.md``);
+    the CNN on every photo would take ×10–70 HOG's time. upsample: pyramid upsampling of the detection copy (None: 2 for up to
     0.3 MP, 1 up to 4.2 MP, else 0). max_side: longest side of the detection copy. min_score: HOG/CNN
     confidence threshold. min_eye_dist: faces with a smaller eye distance (px, in the photo) are dropped.
     verify_below: HOG detections scoring below this are checked by the CNN detector on the face's region
@@ -216,21 +221,24 @@ class FaceDetector:
             return [self.max_side, DETECT_MAX_SIDE]
         return [self.max_side]
 
-    def _found(self, img: np.ndarray, max_side: int, pad: float = 0.0) -> list[tuple[np.ndarray, float]]:
+    def _found(self, img: np.ndarray, max_side: int, pad: float = 0.0, kind: str | None = None,
+               upsample: int | None = None) -> list[tuple[np.ndarray, float]]:
         """(box in photo pixels, score) of every detection on the copy at ``max_side``; with ``pad``, on that copy
         padded on every side by ``pad`` of its longest side (edge replicated), keeping only the faces centred in the
         photo and within :data:`EDGE_NEAR` of their box's side of its edge: elsewhere the padding changes nothing but
         where the detector's windows fall, and its weak finds there would be chance (the astronaut's mission patch,
         which the plain search rightly leaves, in a 9000-px test scan)."""
         h, w = img.shape[:2]
+        kind = kind or ("hog" if self.kind == "auto" else self.kind)
         f, size, up = self.detection_copy(w, h, max_side)
+        up = up if upsample is None else upsample
         small = np.ascontiguousarray(cv2.resize(img, size, interpolation=cv2.INTER_AREA) if f < 1 else img)
         p = round(pad * max(size))
         if p:
             small = cv2.copyMakeBorder(small, p, p, p, p, cv2.BORDER_REPLICATE)
-        det = _dlib_obj(self.kind)
+        det = _dlib_obj(kind)
         with _LOCK:
-            if self.kind == "hog":
+            if kind == "hog":
                 rects, scores, _ = det.run(small, up, 0.0)
                 found = list(zip(rects, scores, strict=True))
             else:
@@ -257,6 +265,11 @@ class FaceDetector:
                 found = merge_boxes(found, self._found(view, side))
             for side in self.scales(vw, vh) if self.edges else ():
                 found += self._found(view, side, EDGE_PAD)
+            second: set[int] = set()  # the CNN's finds ("auto"): not checked again by it
+            if self.kind == "auto" and k == 0 and not found:
+                more = self._found(view, min(CNN_SIDE, self.max_side), kind="cnn", upsample=0)
+                second = {id(b) for b, _ in more}
+                found += more
             for box, s in found:
                 if s < self.min_score:
                     continue
@@ -265,9 +278,11 @@ class FaceDetector:
                 in_photo = _unturn_box(box, k, w, h)
                 if any(_overlap(in_photo, np.asarray(f.bbox)) > 0.5 for f in faces):
                     continue
-                if (self.kind == "hog" and self.verify_below is not None and s < self.verify_below
-                        and not self.cnn_confirms(view, box)):
+                if (self.kind in ("hog", "auto") and id(box) not in second and self.verify_below is not None
+                        and s < self.verify_below and not self.cnn_confirms(view, box)):
                     continue
+                if (self.kind == "cnn" or id(box) in second) and not self.upright(view, box):
+                    continue  # lying sideways in this view: its points would be an upright face's (--detect-turned)
                 pts68 = _unturn_points(self.landmarks68(view, box), k, w, h)
                 face = Face(tuple(float(v) for v in in_photo), landmarks68_to_5(pts68), float(s), pts68)
                 if face.eye_distance >= self.min_eye_dist:
@@ -302,6 +317,27 @@ class FaceDetector:
             if union > 0 and inter / union > 0.3:
                 return True
         return False
+
+    @staticmethod
+    def upright(img: np.ndarray, box: Sequence[float], face_px: int = 90, margin: float = 0.4) -> bool:
+        """Whether the face the CNN detector found in ``box`` stands upright: it finds faces lying sideways too, and
+        the 68-point predictor then fits an upright face to them (the restored face came back smeared across the
+        real one). The region around the box, the face ~``face_px`` px, is searched upright and turned a quarter
+        each way; upright must score at least as high as either turn."""
+        cnn = _dlib_obj("cnn")
+        x0, y0, x1, y1 = box
+        side = max(x1 - x0, y1 - y0, 1.0)
+        roi, _, _ = _region(img, box, margin * side)
+        if roi.shape[0] < 2 or roi.shape[1] < 2:
+            return False
+        f = face_px / side
+        roi = cv2.resize(roi, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        best = []
+        for k in (0, 1, 3):
+            with _LOCK:
+                dets = cnn(np.ascontiguousarray(np.rot90(roi, k)), 0)
+            best.append(max((d.confidence for d in dets), default=-np.inf))
+        return best[0] > -np.inf and best[0] >= max(best[1], best[2])
 
     @staticmethod
     def landmarks68(img: np.ndarray, box: Sequence[float]) -> np.ndarray:
@@ -572,7 +608,8 @@ BORDERS = ("constant", "reflect", "replicate")  # :func:`warp_face`'s fill outsi
 # the default: a face cut by the photo's edge came back with a colour band along the cut under facexlib's grey
 # (``constant``: edge shift p50 5.5 levels, ``reflect``: 1.1 on 63 cut UTKFace faces; docs/results/border.md)
 DEFAULT_BORDER = "reflect"
-DETECTORS = ("hog", "cnn")  # dlib's, :class:`FaceDetector`
+DETECTORS = ("auto", "hog", "cnn")  # :class:`FaceDetector`: dlib's HOG, with the CNN's second look; HOG; the CNN
+CNN_SIDE = 800  # "auto": the CNN's second look runs on a copy at most this long, not upsampled (faces from ~80 px)
 
 
 def face_affine(landmarks: np.ndarray, template: str, size: int, alignment: str = "auto") -> np.ndarray:

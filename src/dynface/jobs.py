@@ -92,8 +92,8 @@ DETAIL_MODES = ("keep", "restored")
 GRAIN_MODES = ("none", "match")  # = dynface.grain.GRAIN_MODES (grain imports cv2, which this module does not need)
 MAX_SEED = 2**63 - 1  # = dynface.pipeline.MAX_SEED (torch.Generator's range), here so that importing jobs needs no torch
 FACELESS_NOTE = "no face found: written upscaled, as it is (--keep-faceless)"
-NO_FACE_HINT = ("--detector cnn (slower) also finds turned, blurred and dark faces, --detect-turned faces lying "
-                "sideways; --keep-faceless writes a photo without a face found as it is")
+NO_FACE_HINT = ("--detector cnn (much slower) looks for blurred and dark faces at the photo's whole resolution, "
+                "--detect-turned for faces lying sideways; --keep-faceless writes a photo without a face found as it is")
 FOLLOW_S = 0.5  # videos: a face the detector misses is followed from the frame before for up to this long
 NO_FACE_HINT_VIDEO = NO_FACE_HINT.replace("a photo without a face found", "a video without a face found")
 MIN_ALIGNED_SIDE = 16  # px: smaller aligned crops are refused
@@ -158,7 +158,7 @@ class RestoreSettings:
     alignment: str = "auto"
     only_center_face: bool = False
     draw_box: bool = False
-    detector: str = "hog"
+    detector: str = "auto"  # faces.DETECTORS: HOG, and the CNN's second look at a photo where HOG finds no face
     detect_side: int = 2000  # detection runs on a copy at most this many px on its longer side (faces.DETECT_MAX_SIDE)
     detect_turned: bool = False  # also search the photo turned a quarter each way (faces lying sideways)
     detect_edges: bool = True  # also search the photo padded at its edges (faces cut by the photo's edge)
@@ -1679,7 +1679,8 @@ def _read_photo(it: InputItem, s: RestoreSettings, detector) -> _PhotoInput:
             notes.append(f"the smallest face found is about {least:.0f} px, near the detection limit: {how}")
     if not faces:
         if not s.keep_faceless:
-            if s.detector == "hog":  # the default misses turned, blurred and dark faces the CNN finds (investigator audit)
+            if s.detector != "cnn":  # HOG misses turned, blurred and dark faces the CNN finds (investigator audit); the
+                # default's second look is the CNN on a small copy, which misses small faces
                 notes.append(NO_FACE_HINT)
             raise InputError("no face found", notes)
         notes.append(FACELESS_NOTE)
@@ -2508,6 +2509,10 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
         bg = load_bg_upsampler(settings.bg_upsampler)
         detector = FaceDetector(kind=settings.detector, min_score=settings.min_score, max_side=settings.detect_side,
                                 turned=settings.detect_turned, edges=settings.detect_edges)
+        frames = detector  # a video's frames: HOG without the CNN's second look (1–4 s for each frame without a face)
+        if settings.detector == "auto":
+            frames = FaceDetector(kind="hog", min_score=settings.min_score, max_side=settings.detect_side,
+                                  turned=settings.detect_turned, edges=settings.detect_edges)
         clips = [it for it in items if _is_video(it.path)]
         photos = [it for it in items if not _is_video(it.path)]
         if photos and cross_photo_batches(restorer, settings):
@@ -2518,8 +2523,10 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
             tracker.message = it.path.name
             t0 = time.perf_counter()
             try:
-                process = _process_video if _is_video(it.path) else _process_photo
-                r = process(it, out, settings, restorer, detector, bg, tracker)
+                if _is_video(it.path):
+                    r = _process_video(it, out, settings, restorer, frames, bg, tracker)
+                else:
+                    r = _process_photo(it, out, settings, restorer, detector, bg, tracker)
             except Exception as e:  # never a traceback for one bad file
                 if debug and not isinstance(e, InputError):
                     raise
