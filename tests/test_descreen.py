@@ -106,13 +106,16 @@ def test_restore_descreen_records_what_it_found_and_says_it(tmp_path, big_astron
     Image.fromarray(add_halftone(big_astronaut, 4.5, 45.0)).save(d / "clipping.png", dpi=(600, 600))
     Image.fromarray(data.astronaut()).save(d / "photo.png")
 
-    # without --descreen: the dots hide the face from the detector, and the note says what to try
-    assert main(["restore", "-q", "-i", str(d), "-o", str(tmp_path / "plain"), "-s", "1"]) == 1
+    # without --descreen: the dots hide the face from HOG, and the note says what to try
+    assert main(["restore", "-q", "-i", str(d), "-o", str(tmp_path / "plain"), "-s", "1", "--detector", "hog"]) == 1
     txt = capsys.readouterr().out
     assert "NO FACE " in txt and "clipping.png: no face found" in txt
     assert "clipping.png: this photo looks printed (a halftone screen of 4.5 px at 45°, 133 lines per inch at 600 dpi)" in txt
     assert "photo.png: this photo looks printed" not in txt
     assert "descreen" not in json.loads((tmp_path / "plain" / "records" / "photo.json").read_text())
+    # the default's second look (the CNN detector) finds it through the dots; the note still says what to try
+    assert main(["restore", "-q", "-i", str(d / "clipping.png"), "-o", str(tmp_path / "auto"), "-s", "1"]) == 0
+    assert "clipping.png: this photo looks printed" in capsys.readouterr().out
 
     assert main(["restore", "-q", "-i", str(d), "-o", str(tmp_path / "out"), "-s", "1", "--descreen"]) == 0
     txt = capsys.readouterr().out

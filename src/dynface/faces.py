@@ -267,7 +267,10 @@ class FaceDetector:
                 found += self._found(view, side, EDGE_PAD)
             second: set[int] = set()  # the CNN's finds ("auto"): not checked again by it
             if self.kind == "auto" and k == 0 and not found:
-                more = self._found(view, min(CNN_SIDE, self.max_side), kind="cnn", upsample=0)
+                try:
+                    more = self._found(view, min(CNN_SIDE, self.max_side), kind="cnn", upsample=0)
+                except FaceError:  # the CNN's model file is missing: HOG alone, as "hog"
+                    more = []
                 second = {id(b) for b, _ in more}
                 found += more
             for box, s in found:
@@ -297,15 +300,13 @@ class FaceDetector:
             cnn = _dlib_obj("cnn")
         except FaceError:
             return True  # cannot check: keep the detection
-        x0, y0, x1, y1 = box
-        side = max(x1 - x0, y1 - y0, 1.0)
-        roi, rx0, ry0 = _region(img, box, margin * side)
-        if roi.shape[0] < 2 or roi.shape[1] < 2:
+        got = _scaled_region(img, box, face_px, margin)
+        if got is None:
             return False
-        f = face_px / side
-        roi = cv2.resize(roi, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        roi, rx0, ry0, f = got
         with _LOCK:
-            dets = cnn(np.ascontiguousarray(roi), 0)
+            dets = cnn(roi, 0)
+        x0, y0, x1, y1 = box
         bx = (np.array([x0 - rx0, y0 - ry0, x1 - rx0, y1 - ry0]) * f)
         for d in dets:
             r = d.rect
@@ -325,13 +326,10 @@ class FaceDetector:
         real one). The region around the box, the face ~``face_px`` px, is searched upright and turned a quarter
         each way; upright must score at least as high as either turn."""
         cnn = _dlib_obj("cnn")
-        x0, y0, x1, y1 = box
-        side = max(x1 - x0, y1 - y0, 1.0)
-        roi, _, _ = _region(img, box, margin * side)
-        if roi.shape[0] < 2 or roi.shape[1] < 2:
+        got = _scaled_region(img, box, face_px, margin)
+        if got is None:
             return False
-        f = face_px / side
-        roi = cv2.resize(roi, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+        roi = got[0]
         best = []
         for k in (0, 1, 3):
             with _LOCK:
@@ -388,6 +386,20 @@ def _region(img: np.ndarray, box: Sequence[float], margin: float) -> tuple[np.nd
         roi = cv2.copyMakeBorder(roi, ry0 - fy0, fy1 - ry1, rx0 - fx0, fx1 - rx1, cv2.BORDER_REPLICATE)
         return roi, fx0, fy0
     return roi, rx0, ry0
+
+
+def _scaled_region(img: np.ndarray, box: Sequence[float], face_px: int, margin: float
+                   ) -> tuple[np.ndarray, int, int, float] | None:
+    """The region around ``box`` (``margin`` of its side on each side) resized so the face is about ``face_px`` px:
+    (region, its x0 and y0 in ``img``, the scale), or None when the region is empty (what the CNN checks look at)."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0, 1.0)
+    roi, rx0, ry0 = _region(img, box, margin * side)
+    if roi.shape[0] < 2 or roi.shape[1] < 2:
+        return None
+    f = face_px / side
+    roi = cv2.resize(roi, None, fx=f, fy=f, interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(roi), rx0, ry0, f
 
 
 def _unturn_points(pts: np.ndarray, k: int, w: int, h: int) -> np.ndarray:

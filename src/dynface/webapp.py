@@ -666,7 +666,7 @@ PAGE_CONTROLS = (("leave out --aligned", "untick “inputs are aligned face crop
                  ("--aligned", "“inputs are aligned face crops”"), ("--precision ", "precision "),
                  ("--fidelity ", "fidelity "), ("--steps ", "steps "), ("--seed ", "seed "), ("--mode ", "mode "),
                  ("--color-fix ", "colour fix "), ("--clip", "the part of the videos"),
-                 ("--detect-turned faces lying sideways", "“also look for faces lying sideways” finds faces on their "
+                 ("--detect-turned for faces lying sideways", "“also look for faces lying sideways” for faces on their "
                   "side"), ("--detect-turned", "“also look for faces lying sideways”"),
                  ("--strip-metadata", "“remove the metadata”"), ("--grain match", "“give restored faces the "
                  "photo's grain”"), ("--dust", "“remove white dust and scratches from faces”"),
