@@ -765,3 +765,12 @@ def test_a_16_bit_tiff_keeps_its_iptc(tmp_path):
     with Image.open(tmp_path / "d.tif") as im:
         assert IptcImagePlugin.getiptcinfo(im) == {(2, 116): "© Archiv".encode()}
     assert read_image(tmp_path / "d.tif").iptc == iptc
+
+
+def test_an_iptc_block_larger_than_a_jpeg_segment_is_said_left_out_in_the_record_too():
+    from dynface.imageio import LoadedImage, iim_bytes, iptc_fits
+
+    big = iim_bytes([(2, 120, b"x" * 70_000)])
+    assert iptc_fits(big, "tif") and not iptc_fits(big, "jpg") and not iptc_fits(iim_bytes([(2, 5, b"t")]), ".png")
+    img = LoadedImage(rgb=np.zeros((4, 4, 3), np.uint8), iptc=big)
+    assert img.info(out_ext="jpg")["iptc_kept"] is False and img.info(out_ext="tif")["iptc_kept"] is True

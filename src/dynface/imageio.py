@@ -210,7 +210,7 @@ class LoadedImage:
             "xmp_kept": self.xmp is not None and keep_exif,
             "text_kept": sorted(self.text) if keep_exif else [],
             "iptc_kept": (self.iptc is not None and keep_exif
-                          and (out_ext is None or out_ext.lower().lstrip(".") in IPTC_EXTS)),
+                          and (out_ext is None or iptc_fits(self.iptc, out_ext))),
             "dpi": list(self.dpi) if self.dpi else None,
             "sha256": self.sha256,
             "notes": list(self.notes),
@@ -1125,6 +1125,15 @@ _APP13_SIGNATURE = b"Photoshop 3.0\x00"
 _IIM_PLACES = frozenset({(2, 26), (2, 27), (2, 90), (2, 92), (2, 95), (2, 100), (2, 101)})
 
 
+IPTC_JPEG_MOST = 65_000  # bytes of IPTC-IIM one JPEG APP13 segment holds (with its Photoshop resource header)
+
+
+def iptc_fits(iptc: bytes, ext: str) -> bool:
+    """Whether an output of extension ``ext`` can hold ``iptc``: JPEG (one segment's worth) or TIFF."""
+    ext = ext.lower().lstrip(".")
+    return ext in IPTC_EXTS and not (ext in ("jpg", "jpeg") and len(iptc) > IPTC_JPEG_MOST)
+
+
 def iim_datasets(data: bytes) -> list[tuple[int, int, bytes]]:
     """(record, dataset, value) of each IPTC-IIM dataset in ``data`` (trailing NUL padding allowed); ValueError when
     ``data`` is not a whole sequence of datasets."""
@@ -1285,13 +1294,13 @@ def write_like_input(rgb: np.ndarray, src: LoadedImage, path: str | Path, qualit
     if altered != FACES_RESTORED:
         exif = _with_software(exif, altered)
     ext = path.suffix.lower().lstrip(".")
-    if iptc and ext not in IPTC_EXTS:
-        notes.append(f"its IPTC captions and credits (IPTC-IIM) cannot be stored in .{ext}: left out"
-                     + (" (their XMP copy is kept)" if xmp else " (JPEG or TIFF keep them)"))
-        iptc = None
-    elif iptc and ext in ("jpg", "jpeg") and len(iptc) > 65_000:
-        notes.append(f"its IPTC captions and credits ({len(iptc) // 1024} KB) are larger than one JPEG segment "
-                     "holds: left out")
+    if iptc and not iptc_fits(iptc, ext):
+        if ext not in IPTC_EXTS:
+            notes.append(f"its IPTC captions and credits (IPTC-IIM) cannot be stored in .{ext}: left out"
+                         + (" (their XMP copy is kept)" if xmp else " (JPEG or TIFF keep them)"))
+        else:
+            notes.append(f"its IPTC captions and credits ({len(iptc) // 1024} KB) are larger than one JPEG segment "
+                         "holds: left out")
         iptc = None
     if src.rgb16 is not None and deep and ext in ("png", "tif", "tiff"):
         deep16 = deepened(np.asarray(rgb, dtype=np.uint8), src)

@@ -2507,12 +2507,13 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
         from dynface.faces import FaceDetector
 
         bg = load_bg_upsampler(settings.bg_upsampler)
-        detector = FaceDetector(kind=settings.detector, min_score=settings.min_score, max_side=settings.detect_side,
+        def detector_of(kind: str) -> FaceDetector:
+            return FaceDetector(kind=kind, min_score=settings.min_score, max_side=settings.detect_side,
                                 turned=settings.detect_turned, edges=settings.detect_edges)
-        frames = detector  # a video's frames: HOG without the CNN's second look (1–4 s for each frame without a face)
-        if settings.detector == "auto":
-            frames = FaceDetector(kind="hog", min_score=settings.min_score, max_side=settings.detect_side,
-                                  turned=settings.detect_turned, edges=settings.detect_edges)
+
+        detector = detector_of(settings.detector)
+        # a video's frames: HOG without the CNN's second look (1–4 s for each frame without a face)
+        frames = detector_of("hog") if settings.detector == "auto" else detector
         clips = [it for it in items if _is_video(it.path)]
         photos = [it for it in items if not _is_video(it.path)]
         if photos and cross_photo_batches(restorer, settings):
