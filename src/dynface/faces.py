@@ -1,8 +1,10 @@
 """Faces in whole photographs: detection with 5 landmarks, alignment, paste-back.
 
 **Detection** uses dlib (models from the ``face-recognition-models`` package, found without importing it):
-the HOG detector (``get_frontal_face_detector``; default; its weak detections are double-checked by the CNN
-detector) or the CNN MMOD detector (``kind="cnn"``, slower, better on turned faces). It runs on a copy whose longest side is at most :data:`DETECT_MAX_SIDE`, upsampled
+the HOG detector (``get_frontal_face_detector``; its weak detections are double-checked by the CNN detector), with
+the CNN's help where HOG falls short (``kind="auto"``, the default of ``dynface restore``: HOG's candidates just below
+its threshold, and the whole photo where HOG finds none) or the CNN MMOD detector alone (``kind="cnn"``, slower,
+better on turned faces). It runs on a copy whose longest side is at most :data:`DETECT_MAX_SIDE`, upsampled
 1× or 2× when that copy is small, so faces down to ~20 px are found in photos up to 0.3 MP, ~40 px up to 2000 px
 (:func:`smallest_face`; in a larger photo the copy's reduction raises it: ~140 px in a 7000-px scan, which
 ``--detect-side`` lowers; a larger copy is searched besides the default one, and the faces merged:
@@ -76,6 +78,8 @@ FFHQ_TEMPLATE_512 = np.array(
 DETECT_MAX_SIDE = 2000  # detection runs on a copy whose longest side is at most this
 EDGE_PAD = 0.1  # the edge search pads the detection copy by this share of its longest side (FaceDetector.edges)
 EDGE_NEAR = 0.25  # ... and keeps the faces it finds within this share of their box's side of the photo's edge
+WEAK_SCORE = -0.6  # "auto": HOG's candidates scoring from here up to 0 are kept where the CNN finds a face there
+WEAK_MOST = 8  # ... the best this many of them in each view of the photo (each check: ~0.2 s)
 BORDER_VALUE = (135, 133, 132)  # facexlib's constant border colour
 TEMPLATES_JSON = Path(__file__).parent / "data" / "templates.json"
 _LOCK = threading.Lock()
@@ -162,12 +166,18 @@ def smallest_face(w: int, h: int, max_side: int = DETECT_MAX_SIDE, upsample: int
 class FaceDetector:
     """dlib face detector + 68-point landmarks, reduced to 5 points.
 
-    kind: "hog" (default), "cnn", or "auto": HOG, and when it finds no face in the photo, the CNN detector on a copy
-    at most :data:`CNN_SIDE` px long, not upsampled (faces from about a tenth of the photo's longer side, 80 px in a
-    small one; 1–4 s on 2 CPU cores). HOG misses faces the CNN finds in blurred, noisy, dark photos, more often dark
-    -skinned ones: on 1,201 UTKFace val faces in 400-px photos HOG missed 3.8 % of old prints (Black faces 6.5 %)
-    and 5.8 % of underexposed ones, "auto" 0.1 % and 1.0 % (``benchmarks/groups.py``, ``docs/results/groups.md``);
-    the CNN on every photo would take ×10–70 HOG's time. upsample: pyramid upsampling of the detection copy (None: 2 for up to
+    kind: "hog" (default), "cnn", or "auto": HOG with two looks by the CNN detector. (1) ``weak``: HOG's candidates
+    scoring from ``weak`` (:data:`WEAK_SCORE`) up to ``min_score``, the best :data:`WEAK_MOST` of them, are kept
+    where the CNN finds a face in their region (resized so the face is ~90 px: ~0.2 s each). Small, soft faces (a
+    group photo's) score there: in the ``small`` photos of ``benchmarks/groups.py`` (48 px, blur σ 0.8, JPEG 60)
+    HOG found 86.7 % of 300 UTKFace val faces, and with this look 96 %. In 9 photos of people and 19 of skimage's
+    pictures the CNN confirmed one of 70 weak candidates (scores down to -0.8): the face in ``camera``, which HOG
+    missed. Cost: 0–2 s a photo (a texture's many candidates). None: off. (2) Where no face is kept from
+    HOG's candidates, the CNN on the whole photo, on a copy at most :data:`CNN_SIDE` px long, not upsampled (faces
+    from about a tenth of the photo's longer side, 80 px in a small one; 1–4 s on 2 CPU cores). HOG misses faces the
+    CNN finds in blurred, noisy, dark photos, more often dark-skinned ones: on 1,201 UTKFace val faces in 400-px
+    photos HOG missed 3.8 % of old prints (Black faces 6.5 %) and 5.8 % of underexposed ones, "auto" 0.1 % and 1.0 %
+    (``benchmarks/groups.py``, ``docs/results/groups.md``); the CNN on every photo would take ×10–70 HOG's time. upsample: pyramid upsampling of the detection copy (None: 2 for up to
     0.3 MP, 1 up to 4.2 MP, else 0). max_side: longest side of the detection copy. min_score: HOG/CNN
     confidence threshold. min_eye_dist: faces with a smaller eye distance (px, in the photo) are dropped.
     verify_below: HOG detections scoring below this are checked by the CNN detector on the face's region
@@ -195,6 +205,7 @@ class FaceDetector:
         verify_below: float | None = 0.3,
         turned: bool = False,
         edges: bool = True,
+        weak: float | None = WEAK_SCORE,
     ):
         if kind not in DETECTORS:
             raise ValueError(f"unknown detector {kind!r} ({' or '.join(DETECTORS)})")
@@ -203,6 +214,7 @@ class FaceDetector:
         self.verify_below = verify_below
         self.turned = bool(turned)  # also search the photo turned a quarter each way (faces lying sideways)
         self.edges = bool(edges)  # also search the copy padded at its edges (faces cut by the photo's edge)
+        self.weak = weak  # "auto": HOG's candidates from this score up to min_score are kept where the CNN confirms
 
     def detection_copy(self, w: int, h: int, max_side: int | None = None) -> tuple[float, tuple[int, int], int]:
         """For a ``w`` x ``h`` photo: the detection copy's scale (<= 1), its (w, h) and the pyramid upsampling
@@ -222,12 +234,12 @@ class FaceDetector:
         return [self.max_side]
 
     def _found(self, img: np.ndarray, max_side: int, pad: float = 0.0, kind: str | None = None,
-               upsample: int | None = None) -> list[tuple[np.ndarray, float]]:
+               upsample: int | None = None, threshold: float | None = None) -> list[tuple[np.ndarray, float]]:
         """(box in photo pixels, score) of every detection on the copy at ``max_side``; with ``pad``, on that copy
         padded on every side by ``pad`` of its longest side (edge replicated), keeping only the faces centred in the
         photo and within :data:`EDGE_NEAR` of their box's side of its edge: elsewhere the padding changes nothing but
         where the detector's windows fall, and its weak finds there would be chance (the astronaut's mission patch,
-        which the plain search rightly leaves, in a 9000-px test scan)."""
+        which the plain search rightly leaves, in a 9000-px test scan). threshold: HOG's score threshold (default 0)."""
         h, w = img.shape[:2]
         kind = kind or ("hog" if self.kind == "auto" else self.kind)
         f, size, up = self.detection_copy(w, h, max_side)
@@ -239,7 +251,7 @@ class FaceDetector:
         det = _dlib_obj(kind)
         with _LOCK:
             if kind == "hog":
-                rects, scores, _ = det.run(small, up, 0.0)
+                rects, scores, _ = det.run(small, up, 0.0 if threshold is None else min(0.0, threshold))
                 found = list(zip(rects, scores, strict=True))
             else:
                 found = [(d.rect, d.confidence) for d in det(small, up)]
@@ -257,41 +269,55 @@ class FaceDetector:
         # come after the plain search's and are not merged with them: each is kept unless a face kept before covers
         # it, so a face by the edge that the plain search found but the CNN check turned down (its region cut by the
         # edge) gets a second chance from the edge search's box (a face cut at a photo's corner, edge audit)
+        weak = self.weak if self.kind == "auto" and self.weak is not None else None
         for k in (0, 1, 3) if self.turned else (0,):
             view = np.ascontiguousarray(np.rot90(img, k)) if k else img
             vh, vw = view.shape[:2]
             found: list[tuple[np.ndarray, float]] = []
             for side in self.scales(vw, vh):
-                found = merge_boxes(found, self._found(view, side))
+                found = merge_boxes(found, self._found(view, side, threshold=weak))
             for side in self.scales(vw, vh) if self.edges else ():
-                found += self._found(view, side, EDGE_PAD)
-            second: set[int] = set()  # the CNN's finds ("auto"): not checked again by it
-            if self.kind == "auto" and k == 0 and not found:
-                try:
+                found += self._found(view, side, EDGE_PAD, threshold=weak)
+            # "auto": HOG's candidates scoring from ``weak`` up to ``min_score`` (the best WEAK_MOST of them) are kept
+            # where the CNN confirms a face in their region, after the candidates HOG itself takes
+            strong = [(b, s) for b, s in found if s >= self.min_score]
+            if weak is not None:
+                strong += sorted(((b, s) for b, s in found if weak <= s < self.min_score), key=lambda bs: -bs[1]
+                                 )[:WEAK_MOST]
+            before = len(faces)
+            self._keep(faces, strong, view, k, w, h)
+            if self.kind == "auto" and k == 0 and len(faces) == before:
+                try:  # the CNN's second look at a photo where HOG found no face
                     more = self._found(view, min(CNN_SIDE, self.max_side), kind="cnn", upsample=0)
                 except FaceError:  # the CNN's model file is missing: HOG alone, as "hog"
                     more = []
-                second = {id(b) for b, _ in more}
-                found += more
-            for box, s in found:
-                if s < self.min_score:
-                    continue
-                box[[0, 2]] = box[[0, 2]].clip(-0.25 * vw, 1.25 * vw)
-                box[[1, 3]] = box[[1, 3]].clip(-0.25 * vh, 1.25 * vh)
-                in_photo = _unturn_box(box, k, w, h)
-                if any(_overlap(in_photo, np.asarray(f.bbox)) > 0.5 for f in faces):
-                    continue
-                if (self.kind in ("hog", "auto") and id(box) not in second and self.verify_below is not None
-                        and s < self.verify_below and not self.cnn_confirms(view, box)):
-                    continue
-                if (self.kind == "cnn" or id(box) in second) and not self.upright(view, box):
-                    continue  # lying sideways in this view: its points would be an upright face's (--detect-turned)
-                pts68 = _unturn_points(self.landmarks68(view, box), k, w, h)
-                face = Face(tuple(float(v) for v in in_photo), landmarks68_to_5(pts68), float(s), pts68)
-                if face.eye_distance >= self.min_eye_dist:
-                    faces.append(face)
+                self._keep(faces, more, view, k, w, h, cnn=True)
         faces.sort(key=lambda fc: (fc.center[0], fc.center[1]))
         return faces
+
+    def _keep(self, faces: list[Face], found: list[tuple[np.ndarray, float]], view: np.ndarray, k: int, w: int,
+              h: int, cnn: bool = False) -> None:
+        """Append to ``faces`` each (box, score) of ``found`` (searched in ``view``, the photo turned ``k`` quarters)
+        that no kept face covers and that passes the checks: a HOG find scoring below ``verify_below`` (and every
+        weak one, below ``min_score``) must be confirmed by the CNN; a CNN find must stand upright."""
+        vh, vw = view.shape[:2]
+        cnn = cnn or self.kind == "cnn"
+        for box, s in found:
+            box[[0, 2]] = box[[0, 2]].clip(-0.25 * vw, 1.25 * vw)
+            box[[1, 3]] = box[[1, 3]].clip(-0.25 * vh, 1.25 * vh)
+            in_photo = _unturn_box(box, k, w, h)
+            if any(_overlap(in_photo, np.asarray(f.bbox)) > 0.5 for f in faces):
+                continue
+            if cnn:
+                if s < self.min_score or not self.upright(view, box):
+                    continue  # lying sideways in this view: its points would be an upright face's (--detect-turned)
+            elif (s < self.min_score or (self.verify_below is not None and s < self.verify_below)) and \
+                    not self.cnn_confirms(view, box):
+                continue
+            pts68 = _unturn_points(self.landmarks68(view, box), k, w, h)
+            face = Face(tuple(float(v) for v in in_photo), landmarks68_to_5(pts68), float(s), pts68)
+            if face.eye_distance >= self.min_eye_dist:
+                faces.append(face)
 
     @staticmethod
     def cnn_confirms(img: np.ndarray, box: Sequence[float], face_px: int = 90, margin: float = 0.4) -> bool:

@@ -158,7 +158,7 @@ class RestoreSettings:
     alignment: str = "auto"
     only_center_face: bool = False
     draw_box: bool = False
-    detector: str = "auto"  # faces.DETECTORS: HOG, and the CNN's second look at a photo where HOG finds no face
+    detector: str = "auto"  # faces.DETECTORS: HOG, the CNN checking its near misses and looking where it finds none
     detect_side: int = 2000  # detection runs on a copy at most this many px on its longer side (faces.DETECT_MAX_SIDE)
     detect_turned: bool = False  # also search the photo turned a quarter each way (faces lying sideways)
     detect_edges: bool = True  # also search the photo padded at its edges (faces cut by the photo's edge)
