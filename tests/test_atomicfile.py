@@ -16,6 +16,22 @@ def test_atomic_path_renames_on_success_and_names_the_temporary_after_the_proces
     assert dst.read_text() == "new" and sorted(p.name for p in dst.parent.iterdir()) == ["out.json"]
 
 
+def test_the_data_reach_the_disk_before_the_rename_and_the_rename_before_the_return(tmp_path, monkeypatch):
+    """fsync of the temporary, the rename, fsync of the folder, in that order: a machine's crash right after a run
+    cannot leave an output or record named but empty."""
+    import dynface.atomicfile as af
+
+    calls = []
+    fsync, replace = os.fsync, os.replace
+    monkeypatch.setattr(af.os, "fsync", lambda fd: calls.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or fsync(fd))
+    monkeypatch.setattr(af.os, "replace", lambda a, b: calls.append(("replace", str(a), str(b))) or replace(a, b))
+    dst = tmp_path / "rec.json"
+    atomic_write_text("{}", dst)
+    tmp = str(af.temp_path(dst))
+    assert calls == [("fsync", tmp), ("replace", tmp, str(dst)), ("fsync", str(tmp_path))]
+    assert dst.read_text() == "{}"
+
+
 def test_atomic_path_keeps_the_old_file_when_the_writer_fails(tmp_path):
     dst = tmp_path / "out.txt"
     atomic_write_text("old", dst)

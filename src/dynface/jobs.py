@@ -1912,7 +1912,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     once frames are encoded keeps them (record status "partial")."""
 
     from dynface import imageio, video
-    from dynface.atomicfile import temp_path
+    from dynface.atomicfile import durable_replace, temp_path
     from dynface.faces import detect_faces, finish_photo, follow_faces, prepare_photo
     from dynface.outputs import output_path
 
@@ -2021,7 +2021,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
             writer.finish(None if stopped is None or last_t is None else
                           reader.t0 + last_t + (1 / info.fps if info.fps else 0.0))
             times["encode_s"] += time.perf_counter() - t4
-            files = _write_outputs(out, it.stem, [("video", rel, lambda p: os.replace(tmp, p))])
+            files = _write_outputs(out, it.stem, [("video", rel, lambda p: durable_replace(tmp, p))])
         except video.VideoError as e:
             raise InputError(str(e)) from None
         finally:
