@@ -7,7 +7,8 @@ mixes many). Faces whose name carries no such labels are left out and counted. T
 
 * **found** (``--faces``): every face placed in a photo as users give them and searched by the photo path's own
   detector (:class:`dynface.faces.FaceDetector`, each of ``--detectors``: ``auto``, the default of ``dynface
-  restore``, is HOG with weak finds checked by the CNN detector, and the CNN's second look where HOG finds none;
+  restore``, is HOG with its weak finds and near misses checked by the CNN detector, and the CNN's look at the
+  whole photo where HOG finds none;
   ``hog`` without that look; the edge search is off, as it only adds faces cut by the photo's edge and these are
   centred). Four photos per face:
   ``portrait`` (the 200-px crop as it is, on a 400-px square: its edges replicated), ``old print`` (the same,
@@ -28,6 +29,9 @@ The training set's make-up (``--train``, counted from the names) is printed besi
 
     python benchmarks/groups.py --quality runs/groups/val1201.json --faces ../shared/data/utkface/val \\
         --train ../shared/data/utkface/train --out docs/results/groups.md
+
+``--from`` takes what a run does not measure from earlier runs' JSON (a detector measured again after a change,
+with the restored faces of the run before: ``--faces ... --detectors auto --from docs/results/groups.json.gz``).
 """
 
 from __future__ import annotations
@@ -306,7 +310,11 @@ def render(result: dict) -> str:
     for kind, rows in (result.get("found") or {}).items():
         out += [f"## Found by the photo path's detector: `--detector {kind}`", "",
                 f"{result['found_n']} faces of `{result['faces']}`, each in four photos (see the docstring)."]
-        out += [f"Measured by `{c}`." for c in result.get("found_commands", []) if c and f"--detectors {kind}" in c]
+        src = (result.get("found_sources") or {}).get(kind)
+        if src:
+            out.append(f"Measured by `{src['command']}` at commit {src['commit']}.")
+        else:  # written before found_sources
+            out += [f"Measured by `{c}`." for c in result.get("found_commands", []) if c and f"--detectors {kind}" in c]
         out.append("")
         out += ["| group | faces | " + " | ".join(CONDITIONS) + " |", "|---|---|" + "---|" * len(CONDITIONS)]
         for row in rows:
@@ -318,7 +326,10 @@ def render(result: dict) -> str:
                 f"`{q['name']}`: {q['n_faces']} faces of `{q['hq']}` degraded with the `{q['preset']}` preset "
                 f"(seed {q['seed']}) at {q['size']} px, steps {q['steps']}, {q['precision']}. Metric changes are "
                 "the method's minus its input's on the same face (PSNR, SSIM: up is better; IDA, LMD: down is "
-                "better; only faces dlib scored in both).", ""]
+                "better; only faces dlib scored in both)."]
+        if result.get("restored_from"):
+            out.append(f"Taken from `{result['restored_from']}`; measured by `{q['command']}`.")
+        out.append("")
         for m in result["methods"]:
             out += [f"### `{m}`: change from the input", "",
                     "| group | faces | PSNR (dB) | SSIM | IDA | LMD (px at 512) |", "|---|---|---|---|---|---|"]
@@ -364,8 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first K faces of --faces (sorted)")
     ap.add_argument("--detectors", default="auto,hog", help="the detectors to compare on --faces (default: %(default)s; "
                     "auto is `dynface restore`'s default)")
-    ap.add_argument("--found-from", type=Path, nargs="+", default=[], metavar="JSON",
-                    help="take the detectors' finds from earlier runs' JSON instead of measuring them again")
+    ap.add_argument("--from", "--found-from", dest="found_from", type=Path, nargs="+", default=[], metavar="JSON",
+                    help="earlier runs' JSON (.json or .json.gz): what this run does not measure (a detector's finds, "
+                         "the restored faces, the training set's make-up) is taken from them")
     ap.add_argument("--train", type=Path, help="the training folder, to count its groups")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "groups.md")
     args = ap.parse_args(argv)
@@ -384,13 +396,26 @@ def main(argv: list[str] | None = None) -> int:
         for kind in [k for k in args.detectors.split(",") if k]:
             found = measure_found(files, kind=kind)
             result["found"][kind], result["found_per_face"][kind] = found_table(found), found
+    for kind in result.get("found", {}):
+        result.setdefault("found_sources", {})[kind] = {"command": result["command"], "commit": result["commit"]}
     for earlier in args.found_from:
         got = json.loads(gzip.decompress(earlier.read_bytes()) if earlier.suffix == ".gz" else earlier.read_text())
-        result.setdefault("found", {}).update(got.get("found") or {})
-        result.setdefault("found_per_face", {}).update(got.get("found_per_face") or {})
-        result.setdefault("found_n", got.get("found_n"))
-        result.setdefault("faces", got.get("faces"))
-        result.setdefault("found_commands", []).append(got.get("command"))
+        sources = got.get("found_sources") or {k: {"command": next((c for c in got.get("found_commands") or []
+                                                                   if c and f"--detectors {k}" in c), got.get("command")),
+                                                   "commit": got.get("commit")} for k in got.get("found") or {}}
+        for kind in got.get("found") or {}:  # a detector measured now (or in a JSON before on the line) is kept
+            if kind not in result.get("found", {}):
+                result.setdefault("found", {})[kind] = got["found"][kind]
+                result.setdefault("found_per_face", {})[kind] = got["found_per_face"][kind]
+                result.setdefault("found_sources", {})[kind] = sources[kind]
+                result.setdefault("found_n", got.get("found_n"))
+                result.setdefault("faces", got.get("faces"))
+        if not args.quality and "restored" in got and "restored" not in result:
+            for key in ("model", "quality", "methods", "restored", "tones_per_face"):
+                result[key] = got[key]
+            result["restored_from"] = f"{earlier} ({got.get('commit')})"
+        if not args.train and "train" in got and "train" not in result:
+            result["train"], result["train_folder"] = got["train"], got.get("train_folder")
     if args.quality:
         quality = json.loads(args.quality.read_text())
         methods = [m for m in args.methods.split(",") if m]

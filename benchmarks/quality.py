@@ -523,7 +523,8 @@ def markdown(res: dict, tbl: str) -> str:
         f"- sampler steps: `{res['steps']}`; guidance gradient: `{res.get('guidance', 'unet')}`; "
         f"fidelity w: {_fidelity_text(res)}; restoration seed: face i gets {res['seed']} + i in every mode; "
         f"batch size {res['batch_size']}; device {res['device']} ({res['precision']})",
-        f"- commit: {res['commit']}; machine: {res['machine']}; date: {res['date']}",
+        f"- commit at the start: {res['commit']}; machine: {res['machine']}; started {res['date']}"
+        + (f", finished {res['finished']}" if res.get('finished') else ""),
         f"- command: `{res['command']}`",
         "",
         tbl,
@@ -607,12 +608,16 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     steps = args.steps or ("ddim25" if args.quick else "ddim250")
     name = args.name or ("quality_quick" if args.quick else "quality")
     cmd = "python benchmarks/quality.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    # the code and machine the run starts with: a long run's tree may change before it ends (a run started at one
+    # commit said the next one's, taken at its end)
+    started = {"date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"), "commit": _commit()}
 
     parts = {"dblm": args.dblm, "dgsa": args.dgsa, "dsst": args.dsst}
     if args.model.startswith("preset:") and any(parts.values()):
         raise UsageError("--dblm/--dgsa/--dsst need a trained --model, not preset:*")
     restorer, info = load_model(args.model, steps, args.seed, args.device, args.precision,
                                 fallback_random=args.quick, parts=parts)
+    machine = _machine()  # after load_model has set the threads it runs with
     if args.guidance:
         restorer = restorer.with_config(guidance=args.guidance)
     size = restorer.size
@@ -732,9 +737,10 @@ def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
             "tool": "benchmarks/quality.py",
             "name": name,
             "command": cmd,
-            "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "commit": _commit(),
-            "machine": _machine(),
+            "date": started["date"],
+            "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "commit": started["commit"],
+            "machine": machine,
             "data": data,
             "model": info,
             "steps": steps,

@@ -147,3 +147,34 @@ def test_the_report_says_which_method_is_missing(groups, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         groups.main(["--quality", str(q), "--methods", "no_dgsa", "--out", str(tmp_path / "g.md")])
     assert e.value.code == 2 and "no method(s) no_dgsa" in capsys.readouterr().err
+
+
+def test_a_report_takes_what_it_does_not_measure_from_earlier_runs(groups, tmp_path):
+    """--from: a detector measured now replaces the earlier run's finds for it; the others, the restored faces and
+    the training set's make-up come from the earlier JSON, each said with its command and commit."""
+    from skimage.data import astronaut
+
+    first = tmp_path / "first.md"
+    assert groups.main(["--quality", str(_fake_quality(tmp_path, groups)), "--methods", "full", "--out", str(first)]) == 0
+    earlier = json.loads(gzip.decompress(first.with_suffix(".json.gz").read_bytes()))
+    fake = {"30_1_0_astronaut.png": {c: False for c in groups.CONDITIONS}}
+    earlier.update(found={k: groups.found_table(fake) for k in ("auto", "hog")}, found_n=1, faces="old faces",
+                   found_per_face={"auto": fake, "hog": fake}, commit="abc1234",
+                   found_commands=["python benchmarks/groups.py --detectors auto", "python benchmarks/groups.py --detectors hog"])
+    with gzip.open(tmp_path / "earlier.json.gz", "wt") as fh:
+        json.dump(earlier, fh)
+    faces = tmp_path / "faces"
+    faces.mkdir()
+    Image.fromarray(np.ascontiguousarray(astronaut()[20:220, 110:310])).save(faces / "30_1_0_astronaut.png")
+    out = tmp_path / "g.md"
+    assert groups.main(["--faces", str(faces), "--detectors", "hog", "--from", str(tmp_path / "earlier.json.gz"),
+                        "--out", str(out)]) == 0
+    res = json.loads(gzip.decompress(out.with_suffix(".json.gz").read_bytes()))
+    assert res["found_per_face"]["hog"]["30_1_0_astronaut.png"]["portrait"] is True  # measured now
+    assert res["found_per_face"]["auto"] == fake  # taken
+    assert res["found_sources"]["auto"] == {"command": "python benchmarks/groups.py --detectors auto", "commit": "abc1234"}
+    assert res["found_sources"]["hog"]["command"] == res["command"]
+    assert res["restored"] == earlier["restored"] and res["quality"]["name"] == "fake"
+    text = out.read_text()
+    assert "Measured by `python benchmarks/groups.py --detectors auto` at commit abc1234." in text
+    assert f"Taken from `{tmp_path / 'earlier.json.gz'} (abc1234)`" in text and "### `full`: change from the input" in text
