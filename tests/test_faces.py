@@ -123,7 +123,8 @@ def test_guess_template_tells_a_crops_framing(astro, astro_face, side):
         crop = warp_face(astro, estimate_affine(astro_face.landmarks, template_for(name, side)), side)
         g = guess_template(crop)
         other = next(n for n in g.distances if n != name)
-        assert g.name == name and g.distances[name] < 0.03 and g.distances[other] > 3 * g.distances[name], g
+        # utkface64's distance is the astronaut's own geometry against UTKFace's mean (0.027-0.032 by the size)
+        assert g.name == name and g.distances[name] < 0.04 and g.distances[other] > 3 * g.distances[name], g
     if side == 200:
         examples = sorted((Path(__file__).parents[1] / "src" / "dynface" / "examples").glob("*.png"))
         assert len(examples) == 4
@@ -540,3 +541,49 @@ def test_auto_keeps_hogs_weak_finds_the_cnn_confirms(monkeypatch):
                         staticmethod(lambda img, box, **kw: checked.append(box) or confirms(img, box, **kw)))
     assert FaceDetector(kind="auto", edges=False).detect(data.coins()) == []
     assert 0 < len(checked) <= WEAK_MOST
+
+
+def test_a_near_miss_over_a_face_found_is_that_face_again(monkeypatch):
+    """HOG's near misses include the faces it found, shifted (a group photo: -0.96 over a face found at 0.87, 0.49 of
+    the box's area inside it), and the CNN check finds the face there: each would be restored twice. A near miss
+    overlapping a kept face by more than WEAK_OVERLAP is left; one elsewhere is kept when the CNN confirms it."""
+    import dynface.faces as faces_mod
+
+    face, shifted, apart = np.array([100.0, 100, 229, 229]), np.array([86.0, 158, 215, 287]), np.array([400.0, 100, 529, 229])
+    assert 0.45 < faces_mod._overlap(face, shifted) < 0.5  # the rule for HOG's own finds would keep it
+    monkeypatch.setattr(faces_mod.FaceDetector, "_found",
+                        lambda self, img, side, pad=0.0, **kw: [(face.copy(), 0.87), (shifted.copy(), -0.96),
+                                                                (apart.copy(), -0.5)])
+    monkeypatch.setattr(faces_mod.FaceDetector, "cnn_confirms", staticmethod(lambda img, box, **kw: True))
+    monkeypatch.setattr(faces_mod.FaceDetector, "landmarks68",  # the eyes (points 36-47) 60 px apart
+                        staticmethod(lambda img, box: np.array([[box[0] + 35 + 60 * (42 <= i < 48), box[1] + 50]
+                                                                for i in range(68)], dtype=float)))
+    img = np.zeros((400, 700, 3), np.uint8)
+    boxes = [f.bbox for f in FaceDetector(kind="auto", edges=False).detect(img)]
+    assert boxes == [tuple(face), tuple(apart)]
+    assert [f.bbox for f in FaceDetector(kind="auto", edges=False, weak=None).detect(img)] == [tuple(face)]
+
+
+def test_the_levels_of_a_dark_face_are_stretched_before_its_landmarks():
+    """The 68-point predictor follows edges, which an underexposed face lacks: the astronaut at 12 % of her levels
+    (grain σ 2) had her 5 points off by ~0.1 eye distances against the photo's own; the region's levels stretched
+    (stretch_levels: the face box's 1st..99th percentile to 0..255) bring them within ~0.02."""
+    from dynface.faces import stretch_levels
+
+    ramp = np.tile(np.arange(40, 80, dtype=np.uint8), (10, 1))[..., None].repeat(3, -1)
+    out = stretch_levels(ramp, (0, 0, 40, 10), 0, 100)  # 40..79 -> 0..255 exactly: the closed form
+    assert out[0, 0, 0] == 0 and out[0, -1, 0] == 255 and out[0, 20, 0] == round((60 - 40) * 255 / 39)
+    assert stretch_levels(np.full((8, 8, 3), 7, np.uint8), (0, 0, 8, 8)).max() == 7  # a flat box is left alone
+
+    img = data.astronaut()
+    (face,) = FaceDetector(kind="hog").detect(img)
+    ref = landmarks68_to_5(FaceDetector.landmarks68(img, face.bbox, levels=False))
+    eyes = np.linalg.norm(ref[1] - ref[0])
+    err = {True: [], False: []}
+    for seed in range(3):
+        grain = np.random.default_rng(seed).normal(0, 2, img.shape[:2])[..., None]
+        dark = np.clip(img * 0.12 + grain, 0, 255).astype(np.uint8)
+        for levels in err:
+            pts = landmarks68_to_5(FaceDetector.landmarks68(dark, face.bbox, levels=levels))
+            err[levels].append(np.linalg.norm(pts - ref, axis=1).mean() / eyes)
+    assert np.mean(err[False]) > 0.08 and np.mean(err[True]) < 0.03

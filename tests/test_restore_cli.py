@@ -1356,7 +1356,7 @@ def test_a_closer_look_keeps_the_faces_the_default_finds_and_small_finds_are_tol
     one = real(det, pano, 2000)
     assert len(one) == 1
     for fine in ([], one, [(one[0][0] + 8, 0.9)]):  # missed, the same box, the same face a little off
-        def found(self, img, side, pad=0.0, fine=fine):  # the edge search (pad) adds nothing here
+        def found(self, img, side, pad=0.0, fine=fine, **kw):  # the edge search (pad) adds nothing here
             return [] if pad else fine if side == 9000 else one
 
         monkeypatch.setattr(faces_mod.FaceDetector, "_found", found)
@@ -1433,7 +1433,7 @@ def test_a_face_the_cnn_check_turns_down_at_the_edge_gets_a_second_chance(astro,
 
     plain, padded = np.array([-40.0, -39, 133, 134]), np.array([-19.0, -19, 137, 137])
     monkeypatch.setattr(faces_mod.FaceDetector, "_found",
-                        lambda self, img, side, pad=0.0: [((padded if pad else plain).copy(), 0.25 if pad else 0.23)])
+                        lambda self, img, side, pad=0.0, **kw: [((padded if pad else plain).copy(), 0.25 if pad else 0.23)])
     monkeypatch.setattr(faces_mod.FaceDetector, "cnn_confirms", staticmethod(lambda img, box: box[0] > -30))
     monkeypatch.setattr(faces_mod.FaceDetector, "landmarks68",  # the eyes (points 36-47) 60 px apart
                         staticmethod(lambda img, box: np.array([[box[0] + 50 + 60 * (42 <= i < 48), box[1] + 70]
