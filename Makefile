@@ -26,8 +26,9 @@ demo: venv
 serve: venv
 	$(PY) -m dynface.cli serve --host $(or $(HOST),127.0.0.1) --port $(or $(PORT),7860) $(ARGS)
 
+# the 15 slowest tests are listed at the end: CI's budget is 15 minutes on 2 cores
 test: venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 bench: venv
 	$(PY) benchmarks/speed.py --quick --out runs/bench/speed.md  # embedded-64 (target: full <= 1 s/face on 2 cores)
