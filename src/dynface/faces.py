@@ -169,15 +169,19 @@ class FaceDetector:
 
     kind: "hog" (default), "cnn", or "auto": HOG with two looks by the CNN detector. (1) ``weak``: HOG's candidates
     scoring from ``weak`` (:data:`WEAK_SCORE`) up to ``min_score``, the best :data:`WEAK_MOST` of them, are kept
-    where the CNN finds a face in their region (resized so the face is ~90 px: ~0.2 s each). Small, soft faces (a
-    group photo's) score there: in the ``small`` photos of ``benchmarks/groups.py`` (48 px, blur σ 0.8, JPEG 60)
-    HOG found 86.7 % of 300 UTKFace val faces, and with this look 96 %. In 9 photos of people and 19 of skimage's
-    pictures the CNN confirmed one of 70 weak candidates (scores down to -0.8): the face in ``camera``, which HOG
-    missed. Cost: 0–2 s a photo (a texture's many candidates). None: off. (2) Where no face is kept from
+    where the CNN finds a face in their region (resized so the face is ~90 px: ~0.2 s each), unless they overlap a
+    face kept by more than :data:`WEAK_OVERLAP` (HOG finds a face again, shifted, among its near misses). Small,
+    soft faces (a group photo's) score there: in the ``small`` photos of ``benchmarks/groups.py`` (48 px, blur σ
+    0.8, JPEG 60) HOG found 87.2 % of 1,201 UTKFace val faces (Black faces 82.1 %), "auto" 99.1 % (Black faces
+    99.2 %; ``docs/results/groups.md``). In 9
+    photos of people and 19 of skimage's pictures, of 216 near misses the CNN confirmed two: the face in
+    ``camera``, which HOG missed, and a face HOG had found, shifted (left by the overlap rule). Cost: detecting
+    those 24 pictures took 33.6 s without the look and 43.2 s with it (a texture's many candidates: at most
+    :data:`WEAK_MOST` checks). None: off. (2) Where no face is kept from
     HOG's candidates, the CNN on the whole photo, on a copy at most :data:`CNN_SIDE` px long, not upsampled (faces
     from about a tenth of the photo's longer side, 80 px in a small one; 1–4 s on 2 CPU cores). HOG misses faces the
     CNN finds in blurred, noisy, dark photos, more often dark-skinned ones: on 1,201 UTKFace val faces in 400-px
-    photos HOG missed 3.8 % of old prints (Black faces 6.5 %) and 5.8 % of underexposed ones, "auto" 0.1 % and 1.0 %
+    photos HOG missed 3.8 % of old prints (Black faces 6.5 %) and 5.8 % of underexposed ones, "auto" none and 0.8 %
     (``benchmarks/groups.py``, ``docs/results/groups.md``); the CNN on every photo would take ×10–70 HOG's time. upsample: pyramid upsampling of the detection copy (None: 2 for up to
     0.3 MP, 1 up to 4.2 MP, else 0). max_side: longest side of the detection copy. min_score: HOG/CNN
     confidence threshold. min_eye_dist: faces with a smaller eye distance (px, in the photo) are dropped.
