@@ -173,12 +173,11 @@ class FaceDetector:
     face kept by more than :data:`WEAK_OVERLAP` (HOG finds a face again, shifted, among its near misses). Small,
     soft faces (a group photo's) score there: in the ``small`` photos of ``benchmarks/groups.py`` (48 px, blur σ
     0.8, JPEG 60) HOG found 87.2 % of 1,201 UTKFace val faces (Black faces 82.1 %), "auto" 99.1 % (Black faces
-    99.2 %; ``docs/results/groups.md``). In 9
-    photos of people and 19 of skimage's pictures, of 216 near misses the CNN confirmed two: the face in
-    ``camera``, which HOG missed, and a face HOG had found, shifted (left by the overlap rule). Cost: detecting
-    those 24 pictures took 33.6 s without the look and 43.2 s with it (a texture's many candidates: at most
-    :data:`WEAK_MOST` checks). None: off. (2) Where no face is kept from
-    HOG's candidates, the CNN on the whole photo, on a copy at most :data:`CNN_SIDE` px long, not upsampled (faces
+    99.2 %; ``docs/results/groups.md``). In 9 photos of people and 19 of skimage's pictures, of 216 near misses the
+    CNN confirmed two: the face in ``camera``, which HOG missed, and a face HOG had found, shifted (left by the
+    overlap rule). Cost: detecting those 24 pictures took 33.6 s without the look and 43.2 s with it (a texture's
+    many candidates: at most :data:`WEAK_MOST` checks). None: off. (2) Where no face is kept from HOG's
+    candidates, the CNN on the whole photo, on a copy at most :data:`CNN_SIDE` px long, not upsampled (faces
     from about a tenth of the photo's longer side, 80 px in a small one; 1–4 s on 2 CPU cores). HOG misses faces the
     CNN finds in blurred, noisy, dark photos, more often dark-skinned ones: on 1,201 UTKFace val faces in 400-px
     photos HOG missed 3.8 % of old prints (Black faces 6.5 %) and 5.8 % of underexposed ones, "auto" none and 0.8 %
@@ -376,10 +375,11 @@ class FaceDetector:
         """68 landmarks for the face in ``box`` (x0, y0, x1, y1), predicted on a region around it only. levels: the
         region's levels are first stretched so that the box's 1st and 99th percentiles span 0..255
         (:func:`stretch_levels`): the predictor follows edges, which an underexposed or faded face lacks. On 197
-        UTKFace val faces in the photos of ``benchmarks/groups.py``, error of the 5 points against the clean photo's,
-        in eye distances, median / 90th percentile: dark photos, HOG's box 0.028 / 0.070 -> 0.012 / 0.020, the
-        CNN's 0.040 / 0.177 -> 0.013 / 0.036; faded (levels x 0.35 + 120) 0.024 / 0.058 -> 0.012 / 0.021; old
-        prints 0.012 / 0.023 -> 0.012 / 0.021; a clean portrait's points move by 0.007 (0.3 px at 45-px eyes)."""
+        UTKFace val faces (``benchmarks/landmarks.py``, ``docs/results/landmarks.md``), error of the 5 points
+        against the clean photo's, in eye distances, median / 90th percentile: dark photos, HOG's box 0.028 / 0.070
+        -> 0.011 / 0.021, the CNN's 0.040 / 0.177 -> 0.013 / 0.034 (Black faces' median 0.076 -> 0.016); faded
+        (levels x 0.35 + 120) 0.024 / 0.056 -> 0.013 / 0.023; old prints 0.012 / 0.023 -> 0.012 / 0.022; a clean
+        portrait's points move by 0.008 (0.4 px at 45-px eyes)."""
         import dlib
 
         x0, y0, x1, y1 = box
