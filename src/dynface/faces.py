@@ -79,7 +79,8 @@ DETECT_MAX_SIDE = 2000  # detection runs on a copy whose longest side is at most
 EDGE_PAD = 0.1  # the edge search pads the detection copy by this share of its longest side (FaceDetector.edges)
 EDGE_NEAR = 0.25  # ... and keeps the faces it finds within this share of their box's side of the photo's edge
 WEAK_SCORE = -1.0  # "auto": HOG's candidates scoring from here up to 0 are kept where the CNN finds a face there
-WEAK_MOST = 8  # ... the best this many of them in each view of the photo (each check: ~0.2 s)
+WEAK_MOST = 8  # ... the best this many of them in each view of the photo (each check: ~0.1-0.2 s)
+WEAK_MOST_FOUND = 3  # ... or this many where HOG found a face in that view
 WEAK_OVERLAP = 0.2  # ... and one overlapping a face kept by more than this share of the smaller box is left
 BORDER_VALUE = (135, 133, 132)  # facexlib's constant border colour
 TEMPLATES_JSON = Path(__file__).parent / "data" / "templates.json"
@@ -168,15 +169,16 @@ class FaceDetector:
     """dlib face detector + 68-point landmarks, reduced to 5 points.
 
     kind: "hog" (default), "cnn", or "auto": HOG with two looks by the CNN detector. (1) ``weak``: HOG's candidates
-    scoring from ``weak`` (:data:`WEAK_SCORE`) up to ``min_score``, the best :data:`WEAK_MOST` of them, are kept
+    scoring from ``weak`` (:data:`WEAK_SCORE`) up to ``min_score``, the best :data:`WEAK_MOST` of them
+    (:data:`WEAK_MOST_FOUND` where HOG found a face: a portrait's near misses are its background's), are kept
     where the CNN finds a face in their region (resized so the face is ~90 px: ~0.2 s each), unless they overlap a
     face kept by more than :data:`WEAK_OVERLAP` (HOG finds a face again, shifted, among its near misses). Small,
     soft faces (a group photo's) score there: in the ``small`` photos of ``benchmarks/groups.py`` (48 px, blur σ
     0.8, JPEG 60) HOG found 87.2 % of 1,201 UTKFace val faces (Black faces 82.1 %), "auto" 99.1 % (Black faces
     99.2 %; ``docs/results/groups.md``). In 9 photos of people and 19 of skimage's pictures, of 216 near misses the
     CNN confirmed two: the face in ``camera``, which HOG missed, and a face HOG had found, shifted (left by the
-    overlap rule). Cost: detecting those 24 pictures took 33.6 s without the look and 43.2 s with it (a texture's
-    many candidates: at most :data:`WEAK_MOST` checks). None: off. (2) Where no face is kept from HOG's
+    overlap rule). Cost: detecting those 24 pictures took 32.5 s without the look and 41.6 s with it, most of it on
+    the pictures without a face (a texture's many candidates: at most :data:`WEAK_MOST` checks of ~0.1 s). None: off. (2) Where no face is kept from HOG's
     candidates, the CNN on the whole photo, on a copy at most :data:`CNN_SIDE` px long, not upsampled (faces
     from about a tenth of the photo's longer side, 80 px in a small one; 1–4 s on 2 CPU cores). HOG misses faces the
     CNN finds in blurred, noisy, dark photos, more often dark-skinned ones: on 1,201 UTKFace val faces in 400-px
@@ -282,14 +284,15 @@ class FaceDetector:
                 found = merge_boxes(found, self._found(view, side, threshold=weak))
             for side in self.scales(vw, vh) if self.edges else ():
                 found += self._found(view, side, EDGE_PAD, threshold=weak)
-            # "auto": HOG's candidates scoring from ``weak`` up to ``min_score`` (the best WEAK_MOST of them) are kept
-            # where the CNN confirms a face in their region, after the candidates HOG itself takes
-            strong = [(b, s) for b, s in found if s >= self.min_score]
-            if weak is not None:
-                strong += sorted(((b, s) for b, s in found if weak <= s < self.min_score), key=lambda bs: -bs[1]
-                                 )[:WEAK_MOST]
+            # "auto": HOG's candidates scoring from ``weak`` up to ``min_score`` are kept where the CNN confirms a face
+            # in their region, after the candidates HOG itself takes: the best WEAK_MOST of them, WEAK_MOST_FOUND once
+            # HOG has found a face in this view (a portrait's near misses are its background's)
             before = len(faces)
-            self._keep(faces, strong, view, k, w, h)
+            self._keep(faces, [(b, s) for b, s in found if s >= self.min_score], view, k, w, h)
+            if weak is not None:
+                most = WEAK_MOST if len(faces) == before else WEAK_MOST_FOUND
+                self._keep(faces, sorted(((b, s) for b, s in found if weak <= s < self.min_score),
+                                         key=lambda bs: -bs[1])[:most], view, k, w, h)
             if self.kind == "auto" and k == 0 and len(faces) == before:
                 try:  # the CNN's second look at a photo where HOG found no face
                     more = self._found(view, min(CNN_SIDE, self.max_side), kind="cnn", upsample=0)
