@@ -310,11 +310,8 @@ def render(result: dict) -> str:
     for kind, rows in (result.get("found") or {}).items():
         out += [f"## Found by the photo path's detector: `--detector {kind}`", "",
                 f"{result['found_n']} faces of `{result['faces']}`, each in four photos (see the docstring)."]
-        src = (result.get("found_sources") or {}).get(kind)
-        if src:
-            out.append(f"Measured by `{src['command']}` at commit {src['commit']}.")
-        else:  # written before found_sources
-            out += [f"Measured by `{c}`." for c in result.get("found_commands", []) if c and f"--detectors {kind}" in c]
+        src = result["found_sources"][kind]  # main() gives every detector's, also one taken from an older JSON
+        out.append(f"Measured by `{src['command']}` at commit {src['commit']}.")
         out.append("")
         out += ["| group | faces | " + " | ".join(CONDITIONS) + " |", "|---|---|" + "---|" * len(CONDITIONS)]
         for row in rows:

@@ -51,12 +51,12 @@ def _box_over(found: list, region: np.ndarray) -> np.ndarray | None:
 
 
 def measure(files: list[Path], progress=print) -> list[dict]:
-    """Per face: {name, race, errors: {(condition, box, levels): error}} (faces HOG misses on the clean portrait are
+    """Per face: {name, race, errors: {"condition|box|levels": error}} (faces HOG misses on the clean portrait are
     left out: no reference)."""
     import groups
     from PIL import Image
 
-    from dynface.faces import CNN_SIDE, FaceDetector
+    from dynface.faces import CNN_SIDE, DETECT_MAX_SIDE, WEAK_SCORE, FaceDetector
 
     det = FaceDetector(kind="hog", edges=False)
     rows = []
@@ -67,7 +67,7 @@ def measure(files: list[Path], progress=print) -> list[dict]:
         photos = {c: p for c, (p, _) in made.items()}
         photos["faded"] = faded(photos["portrait"], i)
         region = np.array(made["portrait"][1], dtype=float)
-        ref_box = _box_over(det._found(photos["portrait"], 2000), region)
+        ref_box = _box_over(det._found(photos["portrait"], DETECT_MAX_SIDE), region)
         if ref_box is None:
             continue
         ref = FaceDetector.landmarks68(photos["portrait"], ref_box, levels=False)
@@ -75,7 +75,7 @@ def measure(files: list[Path], progress=print) -> list[dict]:
         errors = {}
         for cond in CONDITIONS:
             img = photos[cond]
-            boxes = {"hog": _box_over(det._found(img, 2000, threshold=-1.0), region),
+            boxes = {"hog": _box_over(det._found(img, DETECT_MAX_SIDE, threshold=WEAK_SCORE), region),
                      "cnn": _box_over(det._found(img, CNN_SIDE, kind="cnn", upsample=0), region)}
             for kind, box in boxes.items():
                 if box is None:

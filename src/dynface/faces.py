@@ -275,7 +275,7 @@ class FaceDetector:
         # come after the plain search's and are not merged with them: each is kept unless a face kept before covers
         # it, so a face by the edge that the plain search found but the CNN check turned down (its region cut by the
         # edge) gets a second chance from the edge search's box (a face cut at a photo's corner, edge audit)
-        weak = self.weak if self.kind == "auto" and self.weak is not None else None
+        weak = self.weak if self.kind == "auto" else None
         for k in (0, 1, 3) if self.turned else (0,):
             view = np.ascontiguousarray(np.rot90(img, k)) if k else img
             vh, vw = view.shape[:2]
