@@ -59,6 +59,7 @@ import math
 import os
 import re
 import socket
+import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -94,6 +95,7 @@ MAX_SEED = 2**63 - 1  # = dynface.pipeline.MAX_SEED (torch.Generator's range), h
 FACELESS_NOTE = "no face found: written upscaled, as it is (--keep-faceless)"
 NO_FACE_HINT = ("--detector cnn (much slower) looks for blurred and dark faces at the photo's whole resolution, "
                 "--detect-turned for faces lying sideways; --keep-faceless writes a photo without a face found as it is")
+MAX_FUSE_FRAMES = 16  # --fuse-frames' largest value (each kept crop is the model's size: 16 x 49 KB a face at 128 px)
 FOLLOW_S = 0.5  # videos: a face the detector misses is followed from the frame before for up to this long
 NO_FACE_HINT_VIDEO = NO_FACE_HINT.replace("a photo without a face found", "a video without a face found")
 MIN_ALIGNED_SIDE = 16  # px: smaller aligned crops are refused
@@ -175,6 +177,7 @@ class RestoreSettings:
     max_pixels: int = MAX_PIXELS  # largest decoded input, per file; every read in this layer is capped by it
     clip: str | None = None  # videos: the part to restore, "START-END" (dynface.video.parse_clip); None: all of it
     videos: bool = False  # folders given as inputs: restore the videos in them too (videos named as inputs always are)
+    fuse_frames: int = 4  # videos: each face's crop fused with its crops in up to this many frames before (dynface.temporal)
 
     @classmethod
     def from_namespace(cls, ns: Any) -> RestoreSettings:
@@ -243,6 +246,8 @@ def check_settings(settings: RestoreSettings) -> None:
                                ("--border", s.border, BORDERS)):
         if value not in known:
             raise UsageError(f"{flag} must be one of {', '.join(known)}, got {value!r}")
+    if isinstance(s.fuse_frames, bool) or not isinstance(s.fuse_frames, int) or not 0 <= s.fuse_frames <= MAX_FUSE_FRAMES:
+        raise UsageError(f"--fuse-frames must be a whole number from 0 to {MAX_FUSE_FRAMES}, got {s.fuse_frames!r}")
     if isinstance(s.detect_side, bool) or not isinstance(s.detect_side, int) or s.detect_side < 64:
         raise UsageError(f"--detect-side must be a whole number >= 64, got {s.detect_side!r}")
     if s.clip is not None:
@@ -1146,7 +1151,7 @@ def _all_on_disk(out: Path, rels: list[str], on_disk: set[str] | None = None) ->
 OUTPUT_FLAGS = ("model", "mode", "steps", "seed", "fidelity", "upscale", "aligned", "ext", "suffix", "precision",
                 "detail", "color_fix", "guidance", "dblm", "dgsa", "dsst", "restorer", "input_template", "alignment",
                 "only_center_face", "draw_box", "detector", "detect_side", "detect_turned", "detect_edges", "bg_upsampler", "min_score", "border", "save_maps", "exact",
-                "strip_metadata", "clip", "grain", "dust", "descreen", "strip_location")
+                "strip_metadata", "clip", "grain", "dust", "descreen", "strip_location", "fuse_frames")
 
 
 def output_flags(settings: RestoreSettings) -> dict:
@@ -1162,7 +1167,7 @@ def changed_flags(rec: dict, settings: RestoreSettings) -> list[str]:
         return []
     now = output_flags(settings)  # a flag the record does not know (a later version's) counts as unchanged
     return [k for k in OUTPUT_FLAGS if k in then and then[k] != now[k] and not (k == "save_maps" and not now[k])
-            and not (k == "clip" and not rec.get("restored_video"))  # a photo is the same whatever --clip
+            and not (k in ("clip", "fuse_frames") and not rec.get("restored_video"))  # a photo: whatever --clip
             and not (k == "descreen" and rec.get("restored_video"))]  # and a video whatever --descreen
 
 
@@ -1907,14 +1912,16 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     photos' faces may (:func:`cross_photo_batches`; else one face per call), at most :data:`VIDEO_QUEUE_FRAMES`
     frames ahead (:class:`_FaceQueue`, as photos'). Face ``i`` of every frame has the same seed (the file's SHA-256
     and ``i``): a face then flickers less from frame to frame than with a seed per frame (measured on CCTV-like
-    frames: temporal std 1.93 against 2.18 levels). Frames without a face are written as they are (upscaled); a video
+    frames: temporal std 1.93 against 2.18 levels), and its crop is fused with its crops in up to ``s.fuse_frames``
+    frames before (:class:`dynface.temporal.FaceTracks`). Frames without a face are written as they are (upscaled); a video
     without a face in any frame is ``no_face`` (``keep_faceless``: written all the same). A :class:`StopRequested`
     once frames are encoded keeps them (record status "partial")."""
 
     from dynface import imageio, video
     from dynface.atomicfile import durable_replace, temp_path
-    from dynface.faces import detect_faces, finish_photo, follow_faces, prepare_photo
+    from dynface.faces import detect_faces, face_size_record, finish_photo, follow_faces, prepare_photo
     from dynface.outputs import output_path
+    from dynface.temporal import FaceTracks
 
     t0 = time.perf_counter()
     src = _source_info(it.path)
@@ -1948,6 +1955,8 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         tags = {**kept, "comment": imageio.FACES_RESTORED + (f"; {kept['comment']}" if kept.get("comment") else "")}
         counts: list[int] = []
         followed: list[int] = []  # per frame, faces followed from the frame before (follow_faces)
+        tracks = FaceTracks(s.fuse_frames)  # each face's crops in the frames before, fused into its crop
+        fusions: list[dict] = []  # per face and frame, what dynface.temporal.fuse did
         hold = max(1, round(FOLLOW_S * info.fps)) if info.fps else 1
         last: list[tuple[Any, int]] = []  # the faces of the frame before, with the frames since each was detected
         times = {"detect_s": 0.0, "restore_s": 0.0, "paste_s": 0.0, "encode_s": 0.0}
@@ -1994,6 +2003,9 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                 followed.append(sum(1 for a in ages if a))
                 prep = prepare_photo(rgb, restorer, faces=faces, only_center_face=s.only_center_face, border=s.border,
                                      alignment=s.alignment, dust=s.dust)
+                prep.crops, how = tracks.fuse([f.bbox for f in prep.faces], prep.crops,
+                                              [face_size_record(m, prep.size)["scale_to_model"] for m in prep.affines])
+                fusions.extend(how)
                 counts.append(len(prep.crops))
                 times["detect_s"] += time.perf_counter() - t1
                 share = 1 / total if total and k < total else 0.0  # of the bar; frames past the file's estimate: none
@@ -2063,6 +2075,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         "frames_with_faces": sum(1 for c in counts if c),
         "faces_per_frame": counts,
         "followed_per_frame": followed,
+        "fused": _fusion_summary(s.fuse_frames, fusions[: sum(counts)]),
         "output_size": [writer.width, writer.height],
         "audio_kept": writer.has_audio,
         "metadata_kept": sorted(kept),
@@ -2077,6 +2090,16 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     write_record(out, it.stem, rec)  # LAST: marks the input complete
     return FileResult(str(it.path), it.stem, "done", None, notes, [files["video"], f"records/{it.stem}.json"], rec,
                       total_s, sum(counts), src)
+
+
+def _fusion_summary(frames: int, fusions: list[dict]) -> dict:
+    """A video record's ``fused``: ``--fuse-frames``, the faces (of all frames) fused with at least one frame
+    before, those left as they are as larger than the model (:data:`dynface.temporal.MIN_SCALE`), the mean over them of the neighbours' summed weight (:func:`dynface.temporal.fuse`: ``frames`` for a
+    still face, 0 where it moved), and the median noise σ (levels) the pairs of crops showed."""
+    done = [f for f in fusions if f["fused"]]
+    return {"frames": frames, "faces_fused": len(done), "faces_larger": sum(1 for f in fusions if f.get("larger")),
+            "mean_weight": round(sum(f["weight"] for f in done) / len(done), 3) if done else None,
+            "noise_levels": round(statistics.median(f["noise"] for f in done), 2) if done else None}
 
 
 PHOTO_QUEUE_MAX_PIXELS = 64_000_000
