@@ -410,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quality and "restored" in got and "restored" not in result:
             for key in ("model", "quality", "methods", "restored", "tones_per_face"):
                 result[key] = got[key]
-            result["restored_from"] = f"{earlier} ({got.get('commit')})"
+            # the run that measured them: a JSON that took them from an earlier one names that one
+            result["restored_from"] = got.get("restored_from") or f"{earlier} ({got.get('commit')})"
         if not args.train and "train" in got and "train" not in result:
             result["train"], result["train_folder"] = got["train"], got.get("train_folder")
     if args.quality:

@@ -178,3 +178,6 @@ def test_a_report_takes_what_it_does_not_measure_from_earlier_runs(groups, tmp_p
     text = out.read_text()
     assert "Measured by `python benchmarks/groups.py --detectors auto` at commit abc1234." in text
     assert f"Taken from `{tmp_path / 'earlier.json.gz'} (abc1234)`" in text and "### `full`: change from the input" in text
+    again = tmp_path / "again.md"  # chained: the restored faces still name the run that measured them
+    assert groups.main(["--from", str(out.with_suffix(".json.gz")), "--out", str(again)]) == 0
+    assert f"Taken from `{tmp_path / 'earlier.json.gz'} (abc1234)`" in again.read_text()
