@@ -128,3 +128,9 @@ def test_a_face_larger_than_the_model_is_followed_not_fused(face):
     tr.fuse([box], [crops[2]], [1.2])
     _, how = tr.fuse([box], [crops[3]], [1.2])
     assert how[0]["fused"] == 1  # the small frames' crop only
+
+
+def test_the_job_layer_default_is_the_modules():
+    from dynface.jobs import RestoreSettings
+
+    assert RestoreSettings().fuse_frames == temporal.FUSE_FRAMES

@@ -177,7 +177,7 @@ class RestoreSettings:
     max_pixels: int = MAX_PIXELS  # largest decoded input, per file; every read in this layer is capped by it
     clip: str | None = None  # videos: the part to restore, "START-END" (dynface.video.parse_clip); None: all of it
     videos: bool = False  # folders given as inputs: restore the videos in them too (videos named as inputs always are)
-    fuse_frames: int = 4  # videos: each face's crop fused with its crops in up to this many frames before (dynface.temporal)
+    fuse_frames: int = 4  # videos: a small face's crop fused with its crops in up to this many frames before (= dynface.temporal.FUSE_FRAMES)
 
     @classmethod
     def from_namespace(cls, ns: Any) -> RestoreSettings:
@@ -2094,8 +2094,9 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
 
 def _fusion_summary(frames: int, fusions: list[dict]) -> dict:
     """A video record's ``fused``: ``--fuse-frames``, the faces (of all frames) fused with at least one frame
-    before, those left as they are as larger than the model (:data:`dynface.temporal.MIN_SCALE`), the mean over them of the neighbours' summed weight (:func:`dynface.temporal.fuse`: ``frames`` for a
-    still face, 0 where it moved), and the median noise σ (levels) the pairs of crops showed."""
+    before, those left as they came for being larger than the model (:data:`dynface.temporal.MIN_SCALE`), the mean
+    over the fused of the neighbours' summed weight (:func:`dynface.temporal.fuse`: ``frames`` for a still face, 0
+    where it moved), and the median noise σ (levels) their pairs of crops showed."""
     done = [f for f in fusions if f["fused"]]
     return {"frames": frames, "faces_fused": len(done), "faces_larger": sum(1 for f in fusions if f.get("larger")),
             "mean_weight": round(sum(f["weight"] for f in done) / len(done), 3) if done else None,

@@ -218,10 +218,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="videos: restore only this part (seconds, M:SS or H:MM:SS; either end may be left out: "
                         "1:10-1:25, 70-85, 1:10-, -30). Restoring takes about 1.4 s per face and frame on 2 CPU cores")
     p.add_argument("--fuse-frames", type=number(int, 0, MAX_FUSE_FRAMES), default=RestoreSettings.fuse_frames, metavar="N",
-                   help="videos: each face's crop is averaged with the same face's crops in up to N frames before it, "
-                        "pixel by pixel where they differ only as their noise does (a mouth that moves is left as it "
-                        "is), before it is restored: less noise going into the model and less flicker coming out "
-                        f"(default: %(default)s; 0: each frame on its own; at most {MAX_FUSE_FRAMES})")
+                   help="videos: each small face's crop (one the model enlarges: CCTV's, faces in the distance) is "
+                        "averaged with the same face's crops in up to N frames before it, pixel by pixel where they "
+                        "differ only as their noise does (a mouth that moves is left as it is), before it is "
+                        "restored: less noise going into the model and less flicker coming out (default: %(default)s; "
+                        f"0: each frame on its own; at most {MAX_FUSE_FRAMES})")
     p.add_argument("--videos", action="store_true",
                    help="also restore the videos found in the input folders (left out by default, with a note: "
                         "hours of work each); a video named with -i is always restored")
