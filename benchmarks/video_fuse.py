@@ -2,21 +2,23 @@
 restored face than restoring every frame on its own?
 
 Clips made from UTKFace val faces, as a CCTV camera would film them: each face (its 200-px crop, edges replicated)
-placed at ``--face-px`` px in a 320x240 frame (larger in proportion for a crop over 110 px) and filmed for ``--frames`` frames at 12 fps, one motion per clip in
-turn: ``still``; ``pan`` (1.5 px a frame across, swaying 3 px up and down); ``zoom`` (the face growing by half); ``talk`` (still, the mouth and chin
-opening and closing twice a second, up to 6 px of the 200-px crop: motion inside the face); ``cut`` (another face at the same place from the middle frame on: a cut between two cameras). Each frame then gets
-its own degradation: Gaussian blur σ 1 px, grey noise of ``--noise`` levels, JPEG quality 50, and the clip is encoded
-as H.264 (CRF 12). Every clip is restored by ``dynface restore`` 's job layer (:func:`dynface.jobs.run_job`, the
-default model, upscale 1, HOG as for every video) once per ``--fuse`` value, and its frames are compared with the
-clean frames on the face (the placed crop's middle 70 %). Faces are drawn at random (seed 0) among those HOG finds
-in a clean frame: what is measured is the fusion, not the detector.
+placed at ``--face-px`` px in a 320x240 frame (larger in proportion for a crop over 110 px) and filmed for
+``--frames`` frames at 12 fps, one motion per clip in turn (``--kinds``): ``still``; ``pan`` (1.5 px a frame across,
+swaying 3 px up and down); ``zoom`` (the face growing by half); ``talk`` (still, the mouth and chin opening and
+closing twice a second, up to 6 px of the 200-px crop: motion inside the face); ``cut`` (another face at the same
+place from the middle frame on: a cut between two cameras). Each frame then gets its own degradation: Gaussian blur
+σ 1 px, grey noise of ``--noise`` levels, JPEG quality 50, and the clip is encoded as H.264 (CRF 12). Every clip is
+restored by ``dynface restore`` 's job layer (:func:`dynface.jobs.run_job`, the default model, upscale 1,
+``--detail``, HOG as for every video) once per ``--fuse`` value, and its frames are compared with the clean frames
+on the face (the placed crop's middle 70 %). Faces are drawn at random (seed 0) among those HOG finds in a clean
+frame: what is measured is the fusion, not the detector.
 
 * **PSNR / SSIM** against the clean frame (``cut``: also on the 3 frames after the cut alone, where a face fused
   with the one before would show it);
 * **flicker**: the mean absolute difference between consecutive restored frames' change and the clean frames'
   change (levels; 0: the face changes only as the scene does). The degraded input's own is given beside it.
 
-    OMP_NUM_THREADS=2 python benchmarks/video_fuse.py --faces 8 --out docs/results/video_fuse.md
+    OMP_NUM_THREADS=1 python benchmarks/video_fuse.py --faces 10 --frames 16 --fuse 0,4 --out docs/results/video_fuse.md
 """
 
 from __future__ import annotations
