@@ -134,3 +134,22 @@ def test_the_job_layer_default_is_the_modules():
     from dynface.jobs import RestoreSettings
 
     assert RestoreSettings().fuse_frames == temporal.FUSE_FRAMES
+
+
+def test_each_face_keeps_its_id_whatever_comes_in_beside_it(face):
+    """FaceTracks.ids: a face keeps the id it got when it appeared (its seed in every frame), also when another face
+    comes in on its left; a face that appears gets the smallest id no face in sight has (a lone face lost and found
+    again is 0 again). With frames=0 faces are followed all the same."""
+    right, left, mid = (200, 0, 300, 100), (0, 0, 100, 100), (100, 0, 200, 100)
+    for frames in (0, 4):
+        tr = temporal.FaceTracks(frames=frames)
+        tr.fuse([right], [_noisy(face, 6, 1)])
+        assert tr.ids == [0]
+        tr.fuse([left, right], [_noisy(face, 6, 2), _noisy(face, 6, 3)])
+        assert tr.ids == [1, 0]
+        tr.fuse([left], [_noisy(face, 6, 4)])  # the right one leaves ...
+        tr.fuse([left, mid, right], [_noisy(face, 6, 5), _noisy(face, 6, 6), _noisy(face, 6, 7)])
+        assert tr.ids == [1, 0, 2]  # ... and newcomers take the smallest free ids
+        tr.fuse([], [])
+        tr.fuse([right], [_noisy(face, 6, 8)])
+        assert tr.ids == [0]

@@ -463,3 +463,46 @@ def test_a_still_face_is_fused_over_frames_before_it_is_restored(tmp_path, face_
 
     with pytest.raises(jobs.UsageError, match="--fuse-frames must be a whole number from 0 to 16"):
         jobs.check_settings(jobs.RestoreSettings(fuse_frames=-1))
+
+
+SEEDS_SEEN: list[int] = []
+
+
+class _SeededFake:
+    """The fake restorer taking per-face seeds (as DynFaceRestorer does), which it notes in SEEDS_SEEN."""
+
+    size, template_name, name = 64, "utkface64", "seeded-fake"
+
+    def restore(self, faces, seed=0, fidelity=None, return_maps=False, seeds=None):
+        from types import SimpleNamespace
+
+        import cv2
+
+        SEEDS_SEEN.extend(seeds)
+        imgs = [cv2.resize(np.asarray(f, np.uint8), (64, 64), interpolation=cv2.INTER_AREA) for f in faces]
+        return SimpleNamespace(images=imgs, records=[{"seed": s} for s in seeds], maps={})
+
+
+def make_seeded_fake(*a, **kw):
+    return _SeededFake()
+
+
+def test_a_face_keeps_its_seed_when_another_comes_in_on_its_left(tmp_path, monkeypatch):
+    """Seeds follow faces, not positions: the astronaut alone for 3 frames, then a second face on her left. Seeded by
+    position (left to right) she took the newcomer's old seed and hers changed at that frame (a jump in her restored
+    face); seeded by her track she keeps it."""
+    monkeypatch.setenv("DYNFACE_RESTORER_FACTORY", "test_video:make_seeded_fake")
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    face = data.astronaut()[0:240, 120:300]
+    other = np.ascontiguousarray(face[:, ::-1])
+    wall = np.full_like(face, 128)
+    frames = [np.ascontiguousarray(np.concatenate([wall if k < 3 else other, face], axis=1)) for k in range(6)]
+    clip = make_video(tmp_path / "two.mp4", frames)
+    SEEDS_SEEN.clear()
+    assert main(["restore", "-q", "-i", str(clip), "-o", str(tmp_path / "o"), "-s", "1", "--fuse-frames", "0"]) == 0
+    rec = json.loads((tmp_path / "o" / "records" / "two.json").read_text())
+    assert rec["faces_per_frame"] == [1, 1, 1, 2, 2, 2]
+    hers = SEEDS_SEEN[:3] + SEEDS_SEEN[4::2]  # frames 3-5: the newcomer (left) first
+    newcomer = SEEDS_SEEN[3::2]
+    assert len(set(hers)) == 1 and len(set(newcomer)) == 1 and hers[0] != newcomer[0]

@@ -1810,6 +1810,7 @@ class _Queued:
     share: float = 1.0  # its part of the progress bar (a photo: 1; a frame: 1 / the video's frames)
     name: str | None = None  # a photo's file name: the progress message while its faces are restored
     item: Any = None  # the caller's: a photo's _PhotoInput, a frame's (pts, time)
+    ids: list[int] | None = None  # per face, the index its seed is drawn with (a video's: its track; None: its position)
     restored: list = field(default_factory=list)
     recs: list = field(default_factory=list)
     maps: dict[str, list] = field(default_factory=dict)
@@ -1866,7 +1867,7 @@ class _FaceQueue:
         if self.return_maps:
             kw["return_maps"] = True
         if self.seeded:
-            kw["seeds"] = [face_seed(s.seed, q.key, i) for q, i in batch]
+            kw["seeds"] = [face_seed(s.seed, q.key, i if q.ids is None else q.ids[i]) for q, i in batch]
         t0 = time.perf_counter()
         try:
             outp = self.tracker.restore(self.restorer, [q.prep.crops[i] for q, i in batch],
@@ -1910,10 +1911,11 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
     into a temporary file renamed onto ``restored_videos/<stem>.mp4`` when the last frame is in; then its record.
     The faces of consecutive frames share restorer calls of ``s.batch_size`` (:func:`default_batch_size`) faces when
     photos' faces may (:func:`cross_photo_batches`; else one face per call), at most :data:`VIDEO_QUEUE_FRAMES`
-    frames ahead (:class:`_FaceQueue`, as photos'). Face ``i`` of every frame has the same seed (the file's SHA-256
-    and ``i``): a face then flickers less from frame to frame than with a seed per frame (measured on CCTV-like
-    frames: temporal std 1.93 against 2.18 levels), and its crop is fused with its crops in up to ``s.fuse_frames``
-    frames before (:class:`dynface.temporal.FaceTracks`). Frames without a face are written as they are (upscaled); a video
+    frames ahead (:class:`_FaceQueue`, as photos'). Each face is followed from frame to frame
+    (:class:`dynface.temporal.FaceTracks`) and has the same seed in every frame (the file's SHA-256 and its track's
+    id): a face then flickers less from frame to frame than with a seed per frame (measured on CCTV-like frames:
+    temporal std 1.93 against 2.18 levels), and its crop is fused with its crops in up to ``s.fuse_frames`` frames
+    before. Frames without a face are written as they are (upscaled); a video
     without a face in any frame is ``no_face`` (``keep_faceless``: written all the same). A :class:`StopRequested`
     once frames are encoded keeps them (record status "partial")."""
 
@@ -2009,7 +2011,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
                 counts.append(len(prep.crops))
                 times["detect_s"] += time.perf_counter() - t1
                 share = 1 / total if total and k < total else 0.0  # of the bar; frames past the file's estimate: none
-                faces_q.add(_Queued(prep, key, share, item=(pts, t)), most=VIDEO_QUEUE_FRAMES)
+                faces_q.add(_Queued(prep, key, share, item=(pts, t), ids=tracks.ids), most=VIDEO_QUEUE_FRAMES)
             faces_q.step(flush=True)
 
         try:

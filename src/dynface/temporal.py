@@ -21,8 +21,10 @@ hold the same pixels wherever it did not move against the template, so their noi
 
 :class:`FaceTracks` keeps each face's last :data:`FUSE_FRAMES` crops across a video's frames: a face of this frame is
 the face of the frame before whose box it overlaps by more than half (of the smaller box), and a face whose crop
-differs from the one before more than :data:`MAX_NOISE` allows (another face at the same place: a cut) starts anew.
-Only faces the model enlarges are fused (:data:`MIN_SCALE`). Measured: ``benchmarks/video_fuse.py``
+differs from the one before more than :data:`MAX_NOISE` allows (another face at the same place: a cut) starts anew,
+as another face. Each face keeps its id (:attr:`FaceTracks.ids`: the smallest free one when it appeared, so a lone
+face that is lost and found again is 0 again), which seeds its noise in every frame (a seed by position left to
+right changed the others' when a face came in on their left). Only faces the model enlarges are fused (:data:`MIN_SCALE`). Measured: ``benchmarks/video_fuse.py``
 (``docs/results/video_fuse.md``): 10 clips of 16 frames, UTKFace val faces at 110 px (enlarged x1.18 for
 ``embedded-128``), blur, noise 12 levels, JPEG, H.264: PSNR 32.08 -> 32.33 dB, flicker 4.22 -> 3.59 levels (still
 faces +0.49 dB, flicker -34 %; talking +0.15 dB, -24 %; after a cut +0.01 dB: no ghost); 3 ms a face.
@@ -135,6 +137,7 @@ def fuse(current: np.ndarray, neighbours: Sequence[np.ndarray], strictness: floa
 @dataclass
 class _Track:
     box: tuple[float, float, float, float]
+    id: int = 0  # the face's seed index (dynface.jobs.face_seed) in every frame: the smallest free when it appeared
     crops: deque = field(default_factory=deque)  # the face's last crops as they came (not fused), newest last
     noise: deque = field(default_factory=lambda: deque(maxlen=NOISE_MEMORY))  # σ² of its last pairs of crops
 
@@ -151,13 +154,13 @@ class FaceTracks:
     def __init__(self, frames: int = FUSE_FRAMES, strictness: float = STRICTNESS):
         self.frames, self.strictness = max(0, int(frames)), strictness
         self.tracks: list[_Track] = []
+        self.ids: list[int] = []  # the last frame's faces' track ids, in the order given
 
     def fuse(self, boxes: Sequence[Sequence[float]], crops: Sequence[np.ndarray],
              scales: Sequence[float] | None = None) -> tuple[list[np.ndarray], list[dict]]:
         """``scales``: per face, the crop's pixels per photo pixel (:func:`dynface.faces.face_size_record`'s
-        ``scale_to_model``); a face below :data:`MIN_SCALE` is followed but not fused (its info says ``larger``)."""
-        if not self.frames:
-            return list(crops), [{"fused": 0, "noise": None, "weight": 0.0} for _ in crops]
+        ``scale_to_model``); a face below :data:`MIN_SCALE` is followed but not fused (its info says ``larger``).
+        Faces are followed with ``frames`` 0 too (:attr:`ids`)."""
         scales = [1.0] * len(crops) if scales is None else list(scales)
         taken: set[int] = set()
         tracks, out, infos = [], [], []
@@ -167,11 +170,16 @@ class FaceTracks:
                 o = _overlap(box, t.box)
                 if i not in taken and o > best:
                     best, j = o, i
-            t = self.tracks[j] if j is not None else _Track(tuple(box))
-            if j is not None:
+            if j is None:  # a face that appeared: the smallest id no face of the frame before or of this one has
+                used = {u.id for u in self.tracks} | {u.id for u in tracks}
+                t = _Track(tuple(box), next(i for i in range(len(used) + 1) if i not in used))
+            else:
+                t = self.tracks[j]
                 taken.add(j)
             t.box = tuple(box)
-            if scale < MIN_SCALE:  # not fused, nor kept to be fused with: the track starts anew when it is small
+            if not self.frames:
+                fused, info = crop, {"fused": 0, "noise": None, "weight": 0.0}
+            elif scale < MIN_SCALE:  # not fused, nor kept to be fused with: the track starts anew when it is small
                 t.restart()
                 fused, info = crop, {"fused": 0, "noise": None, "weight": 0.0, "larger": True}
             else:
@@ -189,4 +197,5 @@ class FaceTracks:
             out.append(fused)
             infos.append(info)
         self.tracks = tracks  # a face not in this frame is forgotten (one followed for it is in `boxes`)
+        self.ids = [t.id for t in tracks]
         return out, infos
