@@ -591,3 +591,30 @@ def test_the_levels_of_a_dark_face_are_stretched_before_its_landmarks():
             pts = landmarks68_to_5(FaceDetector.landmarks68(dark, face.bbox, levels=levels))
             err[levels].append(np.linalg.norm(pts - ref, axis=1).mean() / eyes)
     assert np.mean(err[False]) > 0.08 and np.mean(err[True]) < 0.03
+
+
+def test_auto_can_skip_near_misses_and_say_which_it_turned_down(monkeypatch):
+    """For videos: detect(skip=..., refused=[...]) leaves the near misses ``skip`` names unchecked and lists those the
+    CNN turned down; look=False leaves out the CNN's look at the whole photo."""
+    import dynface.faces as faces_mod
+
+    checked, looks = [], []
+    confirms, found = faces_mod.FaceDetector.cnn_confirms, faces_mod.FaceDetector._found
+    monkeypatch.setattr(faces_mod.FaceDetector, "cnn_confirms",
+                        staticmethod(lambda img, box, **kw: checked.append(box) or confirms(img, box, **kw)))
+
+    def spy(self, img, side, *a, **kw):
+        if kw.get("kind") == "cnn":
+            looks.append(side)
+        return found(self, img, side, *a, **kw)
+
+    monkeypatch.setattr(faces_mod.FaceDetector, "_found", spy)
+    coins = data.coins()
+    refused: list = []
+    assert FaceDetector(kind="auto", edges=False, look=False).detect(coins, refused=refused) == []
+    assert refused and len(refused) == len(checked) and looks == []  # every check turned down, no whole look
+    checked.clear()
+    assert FaceDetector(kind="auto", edges=False, look=False).detect(coins, skip=lambda box: True) == []
+    assert checked == []
+    FaceDetector(kind="auto", edges=False).detect(coins)
+    assert looks  # the default takes it

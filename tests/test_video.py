@@ -506,3 +506,37 @@ def test_a_face_keeps_its_seed_when_another_comes_in_on_its_left(tmp_path, monke
     hers = SEEDS_SEEN[:3] + SEEDS_SEEN[4::2]  # frames 3-5: the newcomer (left) first
     newcomer = SEEDS_SEEN[3::2]
     assert len(set(hers)) == 1 and len(set(newcomer)) == 1 and hers[0] != newcomer[0]
+
+
+@pytest.mark.usefixtures("_fake")
+def test_a_small_soft_face_hog_misses_is_found_in_a_video(tmp_path, monkeypatch):
+    """A video's frames are searched as photos are with --detector auto, without the CNN's look at the whole frame:
+    HOG's near misses checked by the CNN. A 52-px soft face (a CCTV still's) HOG scores below its threshold is found
+    and restored; --detector hog misses it. A near miss the CNN turned down is not checked again for REFUSED_HOLD_S:
+    in identical frames the CNN looks twice in 12 frames at 8 fps (frames 0 and 8), not 12 times."""
+    import cv2
+
+    from dynface import faces as faces_mod
+
+    crop = np.ascontiguousarray(data.astronaut()[20:220, 110:310])
+    small = cv2.GaussianBlur(cv2.resize(crop, (52, 52), interpolation=cv2.INTER_AREA), (0, 0), 1.0)
+    frame = np.ascontiguousarray(cv2.copyMakeBorder(small, 94, 94, 134, 134, cv2.BORDER_REPLICATE))  # 320x240
+    clip = make_video(tmp_path / "soft.mp4", [frame] * 4)
+    counts = {}
+    for det in ("auto", "hog"):
+        assert main(["restore", "-q", "-i", str(clip), "-o", str(tmp_path / det), "-s", "1", "--detector", det,
+                     "--keep-faceless"]) == 0
+        counts[det] = json.loads((tmp_path / det / "records" / "soft.json").read_text())["faces_per_frame"]
+    assert counts == {"auto": [1, 1, 1, 1], "hog": [0, 0, 0, 0]}
+
+    checked: list = []
+    confirms = faces_mod.FaceDetector.cnn_confirms
+    monkeypatch.setattr(faces_mod.FaceDetector, "cnn_confirms",
+                        staticmethod(lambda img, box, **kw: checked.append(box) or confirms(img, box, **kw)))
+    texture = np.ascontiguousarray(cv2.resize(data.coins(), (320, 240))[..., None].repeat(3, axis=2))
+    faces_mod.FaceDetector(kind="auto", look=False).detect(texture)
+    once = len(checked)  # the coins give HOG near misses the CNN turns down: 4 checks a frame
+    checked.clear()
+    still = make_video(tmp_path / "coins.mp4", [texture] * 12)  # 8 fps: REFUSED_HOLD_S is 8 frames
+    assert main(["restore", "-q", "-i", str(still), "-o", str(tmp_path / "c"), "-s", "1", "--keep-faceless"]) == 0
+    assert 0 < once and 0 < len(checked) <= 2 * once + 2, (once, len(checked))  # without the memory: 12 x 4 = 48

@@ -190,7 +190,8 @@ class FaceDetector:
     (resized so the face is ~90 px; ~0.2 s each) and dropped if it finds no face there. HOG fires weakly on
     face-like patterns (skimage's astronaut: the mission patch, score ≈ 0.05–0.15), while real faces that
     score that low are rare (≈ 2 % of UTKFace validation faces below 0.15) and the CNN confirms them.
-    None disables the check. turned: also search the photo turned a quarter each way (faces lying sideways).
+    None disables the check. look (default on): "auto"'s CNN look at the whole photo (videos leave it out: seconds a
+    frame). turned: also search the photo turned a quarter each way (faces lying sideways).
     edges (default on): also search each copy padded on every side by :data:`EDGE_PAD` of its longest side (edge
     replicated) and add the faces centred in the photo that the plain search missed. The detector's window must
     lie inside the image it scans, so a face cut by the photo's edge was seldom found: on 39 UTKFace val faces ×2,
@@ -212,6 +213,7 @@ class FaceDetector:
         turned: bool = False,
         edges: bool = True,
         weak: float | None = WEAK_SCORE,
+        look: bool = True,
     ):
         if kind not in DETECTORS:
             raise ValueError(f"unknown detector {kind!r} ({' or '.join(DETECTORS)})")
@@ -221,6 +223,7 @@ class FaceDetector:
         self.turned = bool(turned)  # also search the photo turned a quarter each way (faces lying sideways)
         self.edges = bool(edges)  # also search the copy padded at its edges (faces cut by the photo's edge)
         self.weak = weak  # "auto": HOG's candidates from this score up to min_score are kept where the CNN confirms
+        self.look = bool(look)  # "auto": the CNN's look at the whole photo where HOG's candidates gave no face
 
     def detection_copy(self, w: int, h: int, max_side: int | None = None) -> tuple[float, tuple[int, int], int]:
         """For a ``w`` x ``h`` photo: the detection copy's scale (<= 1), its (w, h) and the pyramid upsampling
@@ -265,7 +268,11 @@ class FaceDetector:
                  for r, s in found]
         return boxes if not p else [(b, s) for b, s in boxes if _by_the_edge(b, w, h)]
 
-    def detect(self, img: np.ndarray) -> list[Face]:
+    def detect(self, img: np.ndarray, skip: Callable[[np.ndarray], bool] | None = None,
+               refused: list[np.ndarray] | None = None) -> list[Face]:
+        """The faces of an RGB photo, left to right. "auto" only: ``skip(box)`` (photo pixels) True leaves a near
+        miss unchecked (one the CNN turned down a moment ago in a video), and the near misses the CNN turns down are
+        appended to ``refused``."""
         img = as_rgb_uint8(img)
         h, w = img.shape[:2]
         faces: list[Face] = []
@@ -291,9 +298,11 @@ class FaceDetector:
             self._keep(faces, [(b, s) for b, s in found if s >= self.min_score], view, k, w, h)
             if weak is not None:
                 most = WEAK_MOST if len(faces) == before else WEAK_MOST_FOUND
-                self._keep(faces, sorted(((b, s) for b, s in found if weak <= s < self.min_score),
-                                         key=lambda bs: -bs[1])[:most], view, k, w, h)
-            if self.kind == "auto" and k == 0 and len(faces) == before:
+                near = sorted(((b, s) for b, s in found if weak <= s < self.min_score), key=lambda bs: -bs[1])[:most]
+                if skip is not None:  # the best near misses as in a photo, less those checked a moment ago
+                    near = [(b, s) for b, s in near if not skip(_unturn_box(b.copy(), k, w, h))]
+                self._keep(faces, near, view, k, w, h, refused=refused)
+            if self.kind == "auto" and self.look and k == 0 and len(faces) == before:
                 try:  # the CNN's second look at a photo where HOG found no face
                     more = self._found(view, min(CNN_SIDE, self.max_side), kind="cnn", upsample=0)
                 except FaceError:  # the CNN's model file is missing: HOG alone, as "hog"
@@ -303,7 +312,7 @@ class FaceDetector:
         return faces
 
     def _keep(self, faces: list[Face], found: list[tuple[np.ndarray, float]], view: np.ndarray, k: int, w: int,
-              h: int, cnn: bool = False) -> None:
+              h: int, cnn: bool = False, refused: list[np.ndarray] | None = None) -> None:
         """Append to ``faces`` each (box, score) of ``found`` (searched in ``view``, the photo turned ``k`` quarters)
         that no kept face covers and that passes the checks: a HOG find scoring below ``verify_below`` (and every
         weak one, below ``min_score``) must be confirmed by the CNN; a CNN find must stand upright."""
@@ -323,6 +332,8 @@ class FaceDetector:
                     continue  # lying sideways in this view: its points would be an upright face's (--detect-turned)
             elif (near_miss or (self.verify_below is not None and s < self.verify_below)) and \
                     not self.cnn_confirms(view, box):
+                if near_miss and refused is not None:
+                    refused.append(in_photo)
                 continue
             pts68 = _unturn_points(self.landmarks68(view, box), k, w, h)
             face = Face(tuple(float(v) for v in in_photo), landmarks68_to_5(pts68), float(s), pts68)
@@ -503,9 +514,11 @@ def merge_boxes(first: list[tuple[np.ndarray, float]], more: list[tuple[np.ndarr
     return out
 
 
-def detect_faces(img: np.ndarray, detector: FaceDetector | None = None, only_center_face: bool = False) -> list[Face]:
-    """All faces of an RGB photo (left to right), or just the one nearest the centre."""
-    faces = (detector or FaceDetector()).detect(img)
+def detect_faces(img: np.ndarray, detector: FaceDetector | None = None, only_center_face: bool = False,
+                 **kw: Any) -> list[Face]:
+    """All faces of an RGB photo (left to right), or just the one nearest the centre (``kw``: to
+    :meth:`FaceDetector.detect`)."""
+    faces = (detector or FaceDetector()).detect(img, **kw)
     if only_center_face and len(faces) > 1:
         faces = [center_face(faces, img.shape[0], img.shape[1])]
     return faces

@@ -97,6 +97,7 @@ NO_FACE_HINT = ("--detector cnn (much slower) looks for blurred and dark faces a
                 "--detect-turned for faces lying sideways; --keep-faceless writes a photo without a face found as it is")
 MAX_FUSE_FRAMES = 16  # --fuse-frames' largest value (each kept crop is the model's size: 16 x 49 KB a face at 128 px)
 FOLLOW_S = 0.5  # videos: a face the detector misses is followed from the frame before for up to this long
+REFUSED_HOLD_S = 1.0  # videos: a near miss the CNN turned down is not checked again for this long (the same place)
 NO_FACE_HINT_VIDEO = NO_FACE_HINT.replace("a photo without a face found", "a video without a face found")
 MIN_ALIGNED_SIDE = 16  # px: smaller aligned crops are refused
 NEAR_LIMIT = 2.0  # a photo whose smallest face found is under this many times the detection limit gets a note
@@ -1921,7 +1922,7 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
 
     from dynface import imageio, video
     from dynface.atomicfile import durable_replace, temp_path
-    from dynface.faces import detect_faces, face_size_record, finish_photo, follow_faces, prepare_photo
+    from dynface.faces import _overlap, detect_faces, face_size_record, finish_photo, follow_faces, prepare_photo
     from dynface.outputs import output_path
     from dynface.temporal import FaceTracks
 
@@ -1960,6 +1961,8 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         tracks = FaceTracks(s.fuse_frames)  # each face's crops in the frames before, fused into its crop
         fusions: list[dict] = []  # per face and frame, what dynface.temporal.fuse did
         hold = max(1, round(FOLLOW_S * info.fps)) if info.fps else 1
+        refuse_hold = max(1, round(REFUSED_HOLD_S * info.fps)) if info.fps else 1
+        refused: list[tuple[Any, int]] = []  # near misses the CNN turned down, with their frame (REFUSED_HOLD_S)
         last: list[tuple[Any, int]] = []  # the faces of the frame before, with the frames since each was detected
         times = {"detect_s": 0.0, "restore_s": 0.0, "paste_s": 0.0, "encode_s": 0.0}
         writer = first_pts = last_t = stopped = None
@@ -1988,11 +1991,14 @@ def _process_video(it: InputItem, out: Path, s: RestoreSettings, restorer, detec
         faces_q = _FaceQueue(restorer, s, tracker, bs, write, seeded=_accepts(restorer.restore, "seeds"))
 
         def read_frames() -> None:  # each frame searched, aligned and queued; written as its faces are restored
-            nonlocal last
+            nonlocal last, refused
             for k, t, pts, rgb in reader.frames(clip):
                 tracker.message = f"{it.path.name} frame {k + 1}/{total or '?'}"
                 t1 = time.perf_counter()
-                faces = detect_faces(rgb, detector, s.only_center_face)
+                refused_now: list = []
+                faces = detect_faces(rgb, detector, s.only_center_face, skip=lambda b, old=refused: any(
+                    _overlap(b, r) > 0.5 for r, _ in old), refused=refused_now)
+                refused = [(r, kr) for r, kr in refused if k - kr < refuse_hold] + [(r, k) for r in refused_now]
                 ages = [0] * len(faces)
                 if last and not s.only_center_face:  # faces the detector missed here, but found up to FOLLOW_S before
                     young = [(f, a) for f, a in last if a < hold]
@@ -2538,8 +2544,12 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
                                 turned=settings.detect_turned, edges=settings.detect_edges)
 
         detector = detector_of(settings.detector)
-        # a video's frames: HOG without the CNN's second look (1–4 s for each frame without a face)
-        frames = detector_of("hog") if settings.detector == "auto" else detector
+        # a video's frames: without the CNN's look at the whole frame (1–4 s for each frame without a face); HOG's
+        # near misses are checked as in photos, each turned down not again for REFUSED_HOLD_S (_process_video)
+        frames = detector
+        if settings.detector == "auto":
+            frames = detector_of("auto")
+            frames.look = False
         clips = [it for it in items if _is_video(it.path)]
         photos = [it for it in items if not _is_video(it.path)]
         if photos and cross_photo_batches(restorer, settings):

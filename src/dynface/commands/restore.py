@@ -242,8 +242,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--detector", default="auto", choices=("auto", "hog", "cnn"),
                    help="dlib face detector: auto (default) = HOG, the CNN detector checking HOG's near misses (small, "
                         "soft faces), and where no face is found the CNN on a small copy (1-4 s more; it finds blurred, "
-                        "noisy and dark faces HOG misses, from about a tenth of the photo's side); hog = HOG only (a "
-                        "video's frames always); cnn = the CNN at the photo's resolution (x10-70 slower: smaller and "
+                        "noisy and dark faces HOG misses, from about a tenth of the photo's side; a video's frames: "
+                        "the near misses only); hog = HOG only; cnn = the CNN at the photo's resolution (x10-70 slower: smaller and "
                         "turned faces too)")
     p.add_argument("--detect-side", type=number(int, 64), default=2000, metavar="PX",
                    help="detection runs on a copy of the photo at most PX on its longer side (default 2000): in larger "
