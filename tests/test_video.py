@@ -513,7 +513,8 @@ def test_a_small_soft_face_hog_misses_is_found_in_a_video(tmp_path, monkeypatch)
     """A video's frames are searched as photos are with --detector auto, without the CNN's look at the whole frame:
     HOG's near misses checked by the CNN. A 52-px soft face (a CCTV still's) HOG scores below its threshold is found
     and restored; --detector hog misses it. A near miss the CNN turned down is not checked again for REFUSED_HOLD_S:
-    in identical frames the CNN looks twice in 12 frames at 8 fps (frames 0 and 8), not 12 times."""
+    in 12 identical frames at 8 fps the CNN looks twice (the first frame, and the first after a second), not 12
+    times."""
     import cv2
 
     from dynface import faces as faces_mod
