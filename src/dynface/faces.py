@@ -300,7 +300,7 @@ class FaceDetector:
                 most = WEAK_MOST if len(faces) == before else WEAK_MOST_FOUND
                 near = sorted(((b, s) for b, s in found if weak <= s < self.min_score), key=lambda bs: -bs[1])[:most]
                 if skip is not None:  # the best near misses as in a photo, less those checked a moment ago
-                    near = [(b, s) for b, s in near if not skip(_unturn_box(b.copy(), k, w, h))]
+                    near = [(b, s) for b, s in near if not skip(_unturn_box(b, k, w, h))]
                 self._keep(faces, near, view, k, w, h, refused=refused)
             if self.kind == "auto" and self.look and k == 0 and len(faces) == before:
                 try:  # the CNN's second look at a photo where HOG found no face

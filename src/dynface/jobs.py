@@ -1168,7 +1168,7 @@ def changed_flags(rec: dict, settings: RestoreSettings) -> list[str]:
         return []
     now = output_flags(settings)  # a flag the record does not know (a later version's) counts as unchanged
     return [k for k in OUTPUT_FLAGS if k in then and then[k] != now[k] and not (k == "save_maps" and not now[k])
-            and not (k in ("clip", "fuse_frames") and not rec.get("restored_video"))  # a photo: whatever --clip
+            and not (k in ("clip", "fuse_frames") and not rec.get("restored_video"))  # a photo: the same whatever these
             and not (k == "descreen" and rec.get("restored_video"))]  # and a video whatever --descreen
 
 
@@ -2539,17 +2539,14 @@ def restore_items(items: list[InputItem], out: Path, settings: RestoreSettings, 
         from dynface.faces import FaceDetector
 
         bg = load_bg_upsampler(settings.bg_upsampler)
-        def detector_of(kind: str) -> FaceDetector:
+        def detector_of(kind: str, look: bool = True) -> FaceDetector:
             return FaceDetector(kind=kind, min_score=settings.min_score, max_side=settings.detect_side,
-                                turned=settings.detect_turned, edges=settings.detect_edges)
+                                turned=settings.detect_turned, edges=settings.detect_edges, look=look)
 
         detector = detector_of(settings.detector)
         # a video's frames: without the CNN's look at the whole frame (1–4 s for each frame without a face); HOG's
         # near misses are checked as in photos, each turned down not again for REFUSED_HOLD_S (_process_video)
-        frames = detector
-        if settings.detector == "auto":
-            frames = detector_of("auto")
-            frames.look = False
+        frames = detector_of("auto", look=False) if settings.detector == "auto" else detector
         clips = [it for it in items if _is_video(it.path)]
         photos = [it for it in items if not _is_video(it.path)]
         if photos and cross_photo_batches(restorer, settings):

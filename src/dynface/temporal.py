@@ -77,6 +77,8 @@ change, not noise (:func:`fuse`'s ``noise``)."""
 NOISE_MEMORY = 8
 """A face's noise is the median of the σ² its last this many pairs of consecutive crops showed."""
 
+NOT_FUSED = {"fused": 0, "noise": None, "weight": 0.0}  # what :func:`fuse` did to a crop it left as it came
+
 TRACK_OVERLAP = 0.5
 """A face of this frame is the face of the frame before whose box covers more than this share of the smaller box."""
 
@@ -106,7 +108,7 @@ def fuse(current: np.ndarray, neighbours: Sequence[np.ndarray], strictness: floa
     K for a still face, 0 where nothing was fused), ``pair_noise`` (the nearest neighbour's own σ² estimate, None
     when it was left out). A neighbour whose pair noise is above :data:`MAX_NOISE` is left out."""
     acc = current.astype(np.float32)
-    total = np.ones(current.shape[:2], np.float32)
+    total = np.ones(current.shape[:2] + (1,) * (current.ndim - 2), np.float32)  # broadcasts over the channels
     sigmas = []
     used = 0
     nearest = None
@@ -123,12 +125,13 @@ def fuse(current: np.ndarray, neighbours: Sequence[np.ndarray], strictness: floa
             s2 = min(s2, NOISE_GROWTH * noise)
         sigmas.append(np.sqrt(s2))
         w = np.exp(-strictness * np.maximum(0.0, d / max(2.0 * s2, 1e-6) - TOLERANCE)).astype(np.float32)
-        acc += (w[..., None] if acc.ndim == 3 else w) * n.astype(np.float32)
+        w = w.reshape(total.shape)
+        acc += w * n.astype(np.float32)
         total += w
         used += 1
     if not used:
-        return current, {"fused": 0, "noise": None, "weight": 0.0, "pair_noise": None}
-    out = acc / (total[..., None] if acc.ndim == 3 else total)
+        return current, {**NOT_FUSED, "pair_noise": None}
+    out = acc / total
     info = {"fused": used, "noise": round(float(np.median(sigmas)), 2), "weight": round(float(total.mean() - 1.0), 3),
             "pair_noise": nearest}
     return np.clip(np.rint(out), 0, 255).astype(np.uint8), info
@@ -178,10 +181,10 @@ class FaceTracks:
                 taken.add(j)
             t.box = tuple(box)
             if not self.frames:
-                fused, info = crop, {"fused": 0, "noise": None, "weight": 0.0}
+                fused, info = crop, dict(NOT_FUSED)
             elif scale < MIN_SCALE:  # not fused, nor kept to be fused with: the track starts anew when it is small
                 t.restart()
-                fused, info = crop, {"fused": 0, "noise": None, "weight": 0.0, "larger": True}
+                fused, info = crop, {**NOT_FUSED, "larger": True}
             else:
                 noise = float(np.median(t.noise)) if t.noise else None
                 fused, info = fuse(crop, list(t.crops)[::-1], self.strictness, noise)  # the nearest frame first
